@@ -1,0 +1,110 @@
+//! Test harness: one ephemeral region (primary + streaming replica) per test binary,
+//! started on first use, and a fresh database per test.
+//!
+//! The region lives in a static that is never dropped; when the test binary exits, the
+//! clusters' lifelines close and their guardians stop PostgreSQL and delete its files
+//! (see `cluster.rs`). A missing PostgreSQL installation fails the test with the package
+//! to install.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::{Durability, LocalRegion, LocalRegionOptions, PgBinaries};
+
+static SHARED: OnceLock<LocalRegion> = OnceLock::new();
+
+/// The test binary's region, started on first call (about two seconds).
+///
+/// # Panics
+/// When the region cannot be started: the message says why (e.g. what to install).
+pub fn shared_region() -> &'static LocalRegion {
+    SHARED.get_or_init(|| {
+        // Start on a thread of our own: the caller is usually inside a test's runtime,
+        // which must not be blocked on, and the region must not depend on that runtime.
+        std::thread::spawn(start_ephemeral_region)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn start_ephemeral_region() -> LocalRegion {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime can always be built");
+    runtime.block_on(async {
+        let binaries = PgBinaries::locate().unwrap_or_else(|err| panic!("{err}"));
+        let options = LocalRegionOptions {
+            name: "test".into(),
+            durability: Durability::Ephemeral,
+        };
+        LocalRegion::start(&binaries, options)
+            .await
+            .unwrap_or_else(|err| panic!("start the test region: {err}"))
+    })
+}
+
+/// A database of its own for one test, on the shared region's primary, visible on its
+/// replica too.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    pub name: String,
+    pub primary: tokio_postgres::Config,
+    pub replica: tokio_postgres::Config,
+}
+
+impl TestDatabase {
+    /// Creates a database named uniquely for this test, from `template` if given, and
+    /// waits until the replica has replayed its creation.
+    pub async fn create(template: Option<&str>) -> Self {
+        let region = shared_region();
+        let name = format!("test_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let admin = connect(region.primary_config("postgres")).await;
+        let statement = match template {
+            Some(template) => format!("create database {name} template {template}"),
+            None => format!("create database {name}"),
+        };
+        admin
+            .execute(&statement, &[])
+            .await
+            .unwrap_or_else(|err| panic!("{statement}: {err}"));
+        let database = Self {
+            primary: region.primary_config(&name),
+            replica: region.replica_config(&name),
+            name,
+        };
+        database.wait_on_replica().await;
+        database
+    }
+
+    async fn wait_on_replica(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.replica.connect(tokio_postgres::NoTls).await {
+                Ok(_) => return,
+                Err(err) if Instant::now() >= deadline => {
+                    panic!(
+                        "database {} never appeared on the replica: {err}",
+                        self.name
+                    )
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
+/// Connects with `config` and drives the connection on the current runtime.
+///
+/// # Panics
+/// When the connection fails.
+pub async fn connect(config: tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|err| panic!("connect to test database: {err}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}

@@ -1,0 +1,182 @@
+//! Region identifiers and the jurisdictions regions belong to.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A region of the catalogue, e.g. `eu-central-1`: lowercase ASCII words joined by `-`,
+/// ending in a number. Parsed once at the edge; everything inside holds a `RegionId`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegionIdError {
+    #[error("region id is empty")]
+    Empty,
+    #[error(
+        "region id `{0}` is malformed: expected lowercase words and a number joined by `-`, like `eu-central-1`"
+    )]
+    Malformed(String),
+}
+
+impl RegionId {
+    pub fn parse(raw: &str) -> Result<Self, RegionIdError> {
+        if raw.is_empty() {
+            return Err(RegionIdError::Empty);
+        }
+        let parts: Vec<&str> = raw.split('-').collect();
+        let malformed = || RegionIdError::Malformed(raw.to_owned());
+        let (number, words) = parts.split_last().ok_or_else(malformed)?;
+        let words_ok = words.len() >= 2
+            && words
+                .iter()
+                .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()));
+        let number_ok = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+        if words_ok && number_ok && raw.len() <= 32 {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(malformed())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RegionId {
+    type Err = RegionIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for RegionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RegionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RegionId({})", self.0)
+    }
+}
+
+/// The legal area whose data-protection law governs a region. Residency rules (where a
+/// replica or backup may live) are stated in jurisdictions, not regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Jurisdiction {
+    /// European Union (GDPR).
+    Eu,
+    /// United Kingdom (UK GDPR).
+    Uk,
+    /// Switzerland (revFADP).
+    Ch,
+    /// United States.
+    Us,
+    /// Canada (PIPEDA).
+    Ca,
+    /// Singapore (PDPA).
+    Sg,
+    /// Australia (Privacy Act).
+    Au,
+    /// Japan (APPI).
+    Jp,
+    /// India (DPDP Act).
+    In,
+    /// Brazil (LGPD).
+    Br,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown jurisdiction `{0}`: expected one of {list}", list = Jurisdiction::ALL_CODES.join(", "))]
+pub struct JurisdictionParseError(pub String);
+
+impl Jurisdiction {
+    pub const ALL: [Jurisdiction; 10] = [
+        Self::Eu,
+        Self::Uk,
+        Self::Ch,
+        Self::Us,
+        Self::Ca,
+        Self::Sg,
+        Self::Au,
+        Self::Jp,
+        Self::In,
+        Self::Br,
+    ];
+    const ALL_CODES: [&'static str; 10] =
+        ["EU", "UK", "CH", "US", "CA", "SG", "AU", "JP", "IN", "BR"];
+
+    /// The upper-case code used in the catalogue and in Terraform, e.g. `EU`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Eu => "EU",
+            Self::Uk => "UK",
+            Self::Ch => "CH",
+            Self::Us => "US",
+            Self::Ca => "CA",
+            Self::Sg => "SG",
+            Self::Au => "AU",
+            Self::Jp => "JP",
+            Self::In => "IN",
+            Self::Br => "BR",
+        }
+    }
+
+    pub fn parse(code: &str) -> Result<Self, JurisdictionParseError> {
+        Self::ALL
+            .into_iter()
+            .find(|j| j.code() == code)
+            .ok_or_else(|| JurisdictionParseError(code.to_owned()))
+    }
+}
+
+impl fmt::Display for Jurisdiction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_ids_of_the_catalogue_parse() {
+        for id in [
+            "eu-central-1",
+            "eu-west-1",
+            "us-east-1",
+            "ap-southeast-1",
+            "us-gov-west-12",
+        ] {
+            assert_eq!(RegionId::parse(id).expect("valid id").as_str(), id);
+        }
+    }
+
+    #[test]
+    fn malformed_region_ids_are_refused() {
+        for id in [
+            "",
+            "eu",
+            "eu-central",
+            "EU-central-1",
+            "eu--1",
+            "eu-central-x",
+            "eu central 1",
+            "-eu-1",
+        ] {
+            assert!(RegionId::parse(id).is_err(), "{id:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn jurisdiction_codes_round_trip() {
+        for j in Jurisdiction::ALL {
+            assert_eq!(Jurisdiction::parse(j.code()), Ok(j));
+        }
+        let err = Jurisdiction::parse("XX").expect_err("unknown code");
+        assert!(err.to_string().contains("EU, UK"), "{err}");
+    }
+}
