@@ -1,0 +1,69 @@
+//! Database errors as the rest of the system sees them. SQLSTATEs are mapped here and
+//! nowhere else.
+
+use tokio_postgres::error::SqlState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be had (server down, pool timeout): retry later, 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A write reached a server that is in recovery (a replica, or a demoted primary).
+    #[error("database is read-only")]
+    ReadOnly,
+    /// A unique or exclusion constraint refused the change.
+    #[error("conflicting row")]
+    Conflict,
+    /// Concurrent transactions could not be serialized; the caller may retry.
+    #[error("transaction could not be serialized")]
+    SerializationFailure,
+    /// This database belongs to another region.
+    #[error("database is stamped for region {stamped}, not {configured}")]
+    WrongRegion { stamped: String, configured: String },
+    #[error(transparent)]
+    Migration(#[from] crate::MigrationError),
+    #[error("database error: {0}")]
+    Other(#[source] tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        match err.code() {
+            Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => Self::ReadOnly,
+            Some(code)
+                if *code == SqlState::UNIQUE_VIOLATION
+                    || *code == SqlState::EXCLUSION_VIOLATION =>
+            {
+                Self::Conflict
+            }
+            Some(code)
+                if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED =>
+            {
+                Self::SerializationFailure
+            }
+            Some(code)
+                if *code == SqlState::ADMIN_SHUTDOWN
+                    || *code == SqlState::CRASH_SHUTDOWN
+                    || *code == SqlState::CANNOT_CONNECT_NOW =>
+            {
+                Self::Unavailable(code.code().to_owned())
+            }
+            None if err.is_closed() => Self::Unavailable("connection closed".into()),
+            _ => Self::Other(err),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        match err {
+            deadpool_postgres::PoolError::Backend(err) => match Self::from(err) {
+                // A backend error while opening a connection means the server is unreachable.
+                Self::Other(err) => Self::Unavailable(err.to_string()),
+                other => other,
+            },
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}

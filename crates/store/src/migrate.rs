@@ -1,0 +1,193 @@
+//! Schema migrations: the SQL files of `migrations/`, embedded at build time, applied in
+//! version order, each in its own transaction, recorded with a SHA-256 checksum.
+//!
+//! A migration that was applied and has since changed, or an applied migration this build
+//! does not know, stops the node: the schema and the code would disagree.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+/// One migration file, `NNNN_name.sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+
+/// The migrations built into this binary, in version order.
+pub fn embedded_migrations() -> &'static [Migration] {
+    EMBEDDED
+}
+
+impl Migration {
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+}
+
+/// What a migration run did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MigrationReport {
+    /// Versions applied by this run, in order.
+    pub applied: Vec<u32>,
+    /// Versions that were already applied and verified.
+    pub already_applied: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error(
+        "migration {version} ({name}) was changed after it was applied to this database (checksum {applied} in the database, {built} in this build); restore the original file and add a new migration instead"
+    )]
+    Changed {
+        version: u32,
+        name: String,
+        applied: String,
+        built: String,
+    },
+    #[error(
+        "this database has migration {version} ({name}) applied, which this build does not know: it was migrated by a newer release"
+    )]
+    Unknown { version: u32, name: String },
+    #[error("apply migration {version} ({name}): {source}")]
+    Apply {
+        version: u32,
+        name: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("read migration history: {0}")]
+    History(#[source] tokio_postgres::Error),
+}
+
+/// Any two nodes of a region may start at once; they take turns on this advisory lock.
+const MIGRATION_LOCK: i64 = 0x5245_5349_4445_4e43; // "RESIDENC"
+
+/// Applies `migrations` that are not applied yet, after verifying the ones that are.
+pub async fn migrate(
+    client: &mut Client,
+    migrations: &[Migration],
+) -> Result<MigrationReport, MigrationError> {
+    // Lock first: even `create table if not exists` races with a concurrent creator.
+    client
+        .execute("select pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(MigrationError::History)?;
+    let result = migrate_locked(client, migrations).await;
+    // The lock is also released when the session ends, so a failed unlock is harmless.
+    let _ = client
+        .execute("select pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    result
+}
+
+async fn migrate_locked(
+    client: &mut Client,
+    migrations: &[Migration],
+) -> Result<MigrationReport, MigrationError> {
+    client
+        .batch_execute(
+            "create table if not exists schema_migrations (
+                version integer primary key,
+                name text not null,
+                checksum text not null,
+                applied_at timestamptz not null default now()
+            )",
+        )
+        .await
+        .map_err(MigrationError::History)?;
+    let rows = client
+        .query(
+            "select version, name, checksum from schema_migrations order by version",
+            &[],
+        )
+        .await
+        .map_err(MigrationError::History)?;
+    let mut report = MigrationReport::default();
+    for row in rows {
+        let version = u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX);
+        let name: String = row.get(1);
+        let applied: String = row.get(2);
+        let Some(known) = migrations.iter().find(|m| m.version == version) else {
+            return Err(MigrationError::Unknown { version, name });
+        };
+        let built = known.checksum();
+        if built != applied {
+            return Err(MigrationError::Changed {
+                version,
+                name,
+                applied,
+                built,
+            });
+        }
+        report.already_applied.push(version);
+    }
+
+    for migration in migrations {
+        if report.already_applied.contains(&migration.version) {
+            continue;
+        }
+        let apply_err = |source| MigrationError::Apply {
+            version: migration.version,
+            name: migration.name.to_owned(),
+            source,
+        };
+        let version = i32::try_from(migration.version).expect("migration versions are small");
+        let transaction = client.transaction().await.map_err(apply_err)?;
+        transaction
+            .batch_execute(migration.sql)
+            .await
+            .map_err(apply_err)?;
+        transaction
+            .execute(
+                "insert into schema_migrations (version, name, checksum) values ($1, $2, $3)",
+                &[&version, &migration.name, &migration.checksum()],
+            )
+            .await
+            .map_err(apply_err)?;
+        transaction.commit().await.map_err(apply_err)?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+        report.applied.push(migration.version);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_migrations_are_ordered_and_named() {
+        let migrations = embedded_migrations();
+        assert!(!migrations.is_empty(), "migrations/ must not be empty");
+        assert_eq!(migrations[0].version, 1);
+        assert!(migrations.windows(2).all(|w| w[0].version < w[1].version));
+        assert!(
+            migrations
+                .iter()
+                .all(|m| !m.name.is_empty() && !m.sql.trim().is_empty())
+        );
+    }
+
+    #[test]
+    fn checksum_changes_with_the_text() {
+        let a = Migration {
+            version: 1,
+            name: "a",
+            sql: "create table a (x int);",
+        };
+        let b = Migration {
+            sql: "create table a (x bigint);",
+            ..a
+        };
+        assert_ne!(a.checksum(), b.checksum());
+        assert_eq!(a.checksum().len(), 64);
+    }
+}

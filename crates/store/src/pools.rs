@@ -1,0 +1,296 @@
+//! A region's connection pools: one primary, any number of replicas. Writes need a
+//! [`Primary`], which only [`PrimaryPool::get`] hands out; there is no flag to flip.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use model::RegionId;
+use tokio_postgres::NoTls;
+
+use crate::health::{DatabaseHealth, EndpointProbe};
+use crate::{Migration, MigrationReport, StoreError, migrate};
+
+/// Where one PostgreSQL server is, and how to log in. Debug hides the password.
+#[derive(Clone)]
+pub struct PgEndpoint {
+    /// A short name for health reports and metrics, e.g. `primary`, `replica-1`.
+    pub name: String,
+    pub config: tokio_postgres::Config,
+}
+
+impl PgEndpoint {
+    pub fn new(name: impl Into<String>, config: tokio_postgres::Config) -> Self {
+        Self {
+            name: name.into(),
+            config,
+        }
+    }
+
+    /// `host:port`, for reports; never includes credentials.
+    pub fn address(&self) -> String {
+        let host = self
+            .config
+            .get_hosts()
+            .first()
+            .map(|host| match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .unwrap_or_default();
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
+    }
+}
+
+impl fmt::Debug for PgEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgEndpoint")
+            .field("name", &self.name)
+            .field("address", &self.address())
+            .field("dbname", &self.config.get_dbname())
+            .field("user", &self.config.get_user())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The databases of one region.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub primary: PgEndpoint,
+    pub replicas: Vec<PgEndpoint>,
+    /// Connections per pool.
+    pub pool_size: usize,
+    /// How long a caller waits for a pooled connection, and for a new one to open.
+    pub pool_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    pub fn new(primary: PgEndpoint, replicas: Vec<PgEndpoint>) -> Self {
+        Self {
+            primary,
+            replicas,
+            pool_size: 16,
+            pool_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Connection-pool occupancy, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    pub name: String,
+    pub max: usize,
+    pub open: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+fn build_pool(endpoint: &PgEndpoint, settings: &DatabaseSettings) -> Result<Pool, StoreError> {
+    let mut config = endpoint.config.clone();
+    config.connect_timeout(settings.pool_timeout);
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .wait_timeout(Some(settings.pool_timeout))
+        .create_timeout(Some(settings.pool_timeout))
+        .recycle_timeout(Some(settings.pool_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|err| StoreError::Unavailable(format!("build pool {}: {err}", endpoint.name)))
+}
+
+fn stats(name: &str, pool: &Pool) -> PoolStats {
+    let status = pool.status();
+    PoolStats {
+        name: name.to_owned(),
+        max: status.max_size,
+        open: status.size,
+        idle: status.available,
+        waiting: status.waiting,
+    }
+}
+
+/// The pool of the region's primary: the only source of [`Primary`] connections.
+#[derive(Debug, Clone)]
+pub struct PrimaryPool {
+    endpoint: PgEndpoint,
+    pool: Pool,
+}
+
+/// A connection to the region's primary: the only kind that may write.
+#[derive(Debug)]
+pub struct Primary(Object);
+
+impl PrimaryPool {
+    pub async fn get(&self) -> Result<Primary, StoreError> {
+        Ok(Primary(self.pool.get().await?))
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        stats(&self.endpoint.name, &self.pool)
+    }
+}
+
+impl Deref for Primary {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        &self.0
+    }
+}
+
+impl DerefMut for Primary {
+    fn deref_mut(&mut self) -> &mut Object {
+        &mut self.0
+    }
+}
+
+/// The pool of one streaming replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaPool {
+    endpoint: PgEndpoint,
+    pool: Pool,
+}
+
+/// A read-only connection to one of the region's replicas.
+#[derive(Debug)]
+pub struct Replica(Object);
+
+impl ReplicaPool {
+    pub fn name(&self) -> &str {
+        &self.endpoint.name
+    }
+
+    pub async fn get(&self) -> Result<Replica, StoreError> {
+        Ok(Replica(self.pool.get().await?))
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        stats(&self.endpoint.name, &self.pool)
+    }
+}
+
+impl Deref for Replica {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        &self.0
+    }
+}
+
+/// The pools and health probes of exactly one region's databases.
+#[derive(Debug, Clone)]
+pub struct RegionDatabase {
+    region: RegionId,
+    primary: PrimaryPool,
+    replicas: Vec<ReplicaPool>,
+    probes: std::sync::Arc<[EndpointProbe]>,
+}
+
+impl RegionDatabase {
+    /// Builds the pools; connections open lazily, so this succeeds with servers down.
+    pub fn new(region: RegionId, settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        let primary = PrimaryPool {
+            pool: build_pool(&settings.primary, settings)?,
+            endpoint: settings.primary.clone(),
+        };
+        let replicas = settings
+            .replicas
+            .iter()
+            .map(|endpoint| {
+                Ok(ReplicaPool {
+                    pool: build_pool(endpoint, settings)?,
+                    endpoint: endpoint.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let probes = std::iter::once(&settings.primary)
+            .chain(&settings.replicas)
+            .map(|endpoint| EndpointProbe::new(endpoint.clone()))
+            .collect();
+        Ok(Self {
+            region,
+            primary,
+            replicas,
+            probes,
+        })
+    }
+
+    pub fn region(&self) -> &RegionId {
+        &self.region
+    }
+
+    pub fn primary(&self) -> &PrimaryPool {
+        &self.primary
+    }
+
+    pub fn replicas(&self) -> &[ReplicaPool] {
+        &self.replicas
+    }
+
+    /// Occupancy of every pool, primary first.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        std::iter::once(self.primary.stats())
+            .chain(self.replicas.iter().map(ReplicaPool::stats))
+            .collect()
+    }
+
+    /// Makes the primary ready for this node: refuses a database stamped for another
+    /// region, applies `migrations`, then stamps the database with this region.
+    pub async fn prepare(&self, migrations: &[Migration]) -> Result<MigrationReport, StoreError> {
+        let mut primary = self.primary.get().await?;
+        self.check_stamp(&primary).await?;
+        let client: &mut tokio_postgres::Client = &mut primary;
+        let report = migrate(client, migrations).await?;
+        primary
+            .execute(
+                "insert into residency_region (region_id) values ($1) on conflict (singleton) do nothing",
+                &[&self.region.as_str()],
+            )
+            .await?;
+        self.check_stamp(&primary).await?;
+        Ok(report)
+    }
+
+    async fn check_stamp(&self, primary: &Primary) -> Result<(), StoreError> {
+        let stamped = read_stamp(primary).await?;
+        match stamped {
+            Some(stamped) if stamped != self.region.as_str() => Err(StoreError::WrongRegion {
+                stamped,
+                configured: self.region.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Probes the primary and every replica (each bounded by `timeout`).
+    pub async fn health(&self, timeout: Duration) -> DatabaseHealth {
+        crate::health::probe_all(&self.region, &self.probes, timeout).await
+    }
+}
+
+/// The region stamp of the database behind `client`, if it has one yet.
+pub(crate) async fn read_stamp(
+    client: &tokio_postgres::Client,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one(
+            "select to_regclass('public.residency_region') is not null",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    Ok(client
+        .query_opt("select region_id from residency_region", &[])
+        .await?
+        .map(|row| row.get(0)))
+}
