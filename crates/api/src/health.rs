@@ -1,0 +1,152 @@
+//! Liveness, readiness and metrics endpoints, and the poller that keeps database gauges
+//! current between scrapes.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use store::{DatabaseHealth, ReplicaState};
+use tokio::task::JoinHandle;
+use wire::{Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck};
+
+use crate::{NodeState, PROBE_TIMEOUT};
+
+/// `GET /healthz`: the process is alive. Touches no dependency.
+pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
+    Json(Liveness {
+        status: "ok".into(),
+        region: state.region().to_string(),
+    })
+}
+
+/// `GET /readyz`: 200 while the primary takes writes (replicas may be out of rotation:
+/// `degraded`), 503 when it does not.
+pub(crate) async fn readyz(State(state): State<NodeState>) -> Response {
+    let health = state.database().health(PROBE_TIMEOUT).await;
+    record(&state, &health);
+    let readiness = readiness(&state, &health);
+    let status = if health.primary_up() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+pub(crate) async fn metrics(State(state): State<NodeState>) -> Response {
+    record_pools(&state);
+    (
+        [(header::CONTENT_TYPE, telemetry::OPENMETRICS_CONTENT_TYPE)],
+        state.metrics().encode(),
+    )
+        .into_response()
+}
+
+/// Probes the databases every `interval` so that lag and up gauges stay fresh.
+/// Abort the handle to stop it.
+pub fn spawn_health_poller(state: NodeState, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut primary_was_up = true;
+        loop {
+            ticker.tick().await;
+            let health = state.database().health(PROBE_TIMEOUT).await;
+            if health.primary_up() != primary_was_up {
+                primary_was_up = health.primary_up();
+                if primary_was_up {
+                    tracing::info!(region = %state.region(), "primary is back");
+                } else {
+                    tracing::warn!(region = %state.region(), "primary is down; writes fail closed");
+                }
+            }
+            record(&state, &health);
+            record_pools(&state);
+        }
+    })
+}
+
+fn record(state: &NodeState, health: &DatabaseHealth) {
+    let metrics = state.metrics();
+    metrics.set_primary_up(health.primary_up());
+    for replica in &health.replicas {
+        match &replica.state {
+            ReplicaState::Streaming {
+                lag_bytes,
+                lag_seconds,
+                ..
+            } => {
+                metrics.set_replica(&replica.name, true, *lag_bytes, Some(*lag_seconds));
+            }
+            ReplicaState::Down(_) => metrics.set_replica(&replica.name, false, None, None),
+        }
+    }
+}
+
+fn record_pools(state: &NodeState) {
+    for pool in state.database().pool_stats() {
+        state
+            .metrics()
+            .set_pool(&pool.name, pool.max, pool.open, pool.idle, pool.waiting);
+    }
+}
+
+fn readiness(state: &NodeState, health: &DatabaseHealth) -> Readiness {
+    let primary = match &health.primary.state {
+        Ok(lsn) => PrimaryCheck {
+            status: "up".into(),
+            address: health.primary.address.clone(),
+            wal_lsn: Some(lsn.to_string()),
+            reason: None,
+        },
+        Err(failure) => PrimaryCheck {
+            status: "down".into(),
+            address: health.primary.address.clone(),
+            wal_lsn: None,
+            reason: Some(failure.as_str().into()),
+        },
+    };
+    let replicas: Vec<ReplicaCheck> = health
+        .replicas
+        .iter()
+        .map(|replica| match &replica.state {
+            ReplicaState::Streaming {
+                replay_lsn,
+                lag_bytes,
+                lag_seconds,
+            } => ReplicaCheck {
+                name: replica.name.clone(),
+                status: "up".into(),
+                address: replica.address.clone(),
+                replay_lsn: Some(replay_lsn.to_string()),
+                lag_bytes: *lag_bytes,
+                lag_seconds: Some(*lag_seconds),
+                reason: None,
+            },
+            ReplicaState::Down(failure) => ReplicaCheck {
+                name: replica.name.clone(),
+                status: "down".into(),
+                address: replica.address.clone(),
+                replay_lsn: None,
+                lag_bytes: None,
+                lag_seconds: None,
+                reason: Some(failure.as_str().into()),
+            },
+        })
+        .collect();
+    let status = if !health.primary_up() {
+        "not_ready"
+    } else if replicas.iter().all(|r| r.status == "up") {
+        "ready"
+    } else {
+        "degraded"
+    };
+    Readiness {
+        status: status.into(),
+        region: state.region().to_string(),
+        checks: ReadinessChecks { primary, replicas },
+    }
+}

@@ -1,0 +1,32 @@
+//! Turning errors into `application/problem+json` responses.
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use wire::{PROBLEM_JSON, Problem};
+
+/// A problem response carrying the request id.
+pub(crate) fn respond(problem: Problem, headers: &HeaderMap) -> Response {
+    let request_id = headers
+        .get(wire::headers::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(problem.with_request_id(request_id))).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+/// Unknown paths. The detail names the method only: paths may carry identifiers.
+pub(crate) async fn not_found(method: Method, headers: HeaderMap) -> Response {
+    respond(
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no such resource for {method}"),
+        ),
+        &headers,
+    )
+}

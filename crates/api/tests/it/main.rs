@@ -1,0 +1,208 @@
+//! Handler tests of the regional node: `app(state).oneshot(request)` against a real
+//! primary and streaming replica.
+
+use api::{NodeState, app};
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
+use axum::response::Response;
+use model::RegionId;
+use store::testing::{migrated_database, region_database, settings};
+use store::{PgEndpoint, RegionDatabase};
+use tower::ServiceExt;
+use wire::{Problem, Readiness};
+
+async fn get(state: &NodeState, path: &str) -> Response {
+    app(state.clone())
+        .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible")
+}
+
+async fn body_text(response: Response) -> String {
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    String::from_utf8(bytes.to_vec()).expect("utf-8 body")
+}
+
+fn closed_port_endpoint(name: &str, like: &tokio_postgres::Config) -> PgEndpoint {
+    let mut config = like.clone();
+    config.port(devstack::free_loopback_port().expect("free port"));
+    PgEndpoint::new(name, config)
+}
+
+#[tokio::test]
+async fn healthz_answers_with_the_region_and_a_request_id() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let state = NodeState::new(database);
+    let response = get(&state, "/healthz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "a request id is generated"
+    );
+    let body: serde_json::Value = serde_json::from_str(&body_text(response).await).expect("json");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["region"], "eu-central-1");
+
+    let response = app(state)
+        .oneshot(
+            Request::get("/healthz")
+                .header("x-request-id", "client-chosen-42")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(
+        response.headers()["x-request-id"],
+        "client-chosen-42",
+        "a sent request id is echoed"
+    );
+}
+
+#[tokio::test]
+async fn readyz_reports_primary_and_replica_lag_when_everything_is_up() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let response = get(&NodeState::new(database), "/readyz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let readiness: Readiness =
+        serde_json::from_str(&body_text(response).await).expect("readiness json");
+    assert_eq!(readiness.status, "ready");
+    assert_eq!(readiness.checks.primary.status, "up");
+    assert!(readiness.checks.primary.wal_lsn.is_some());
+    let replica = &readiness.checks.replicas[0];
+    assert_eq!(
+        (replica.name.as_str(), replica.status.as_str()),
+        ("replica-1", "up")
+    );
+    assert!(
+        replica.lag_bytes.is_some() && replica.lag_seconds.is_some(),
+        "{replica:?}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_primary_is_down_and_never_leaks_credentials() {
+    let database = migrated_database().await;
+    let settings = store::DatabaseSettings::new(
+        closed_port_endpoint("primary", &database.primary),
+        vec![PgEndpoint::new("replica-1", database.replica.clone())],
+    );
+    let region = RegionId::parse("us-east-1").expect("region");
+    let state = NodeState::new(RegionDatabase::new(region, &settings).expect("pools"));
+    let response = get(&state, "/readyz").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let text = body_text(response).await;
+    let password = String::from_utf8(database.primary.get_password().expect("password").to_vec())
+        .expect("utf-8");
+    assert!(
+        !text.contains(&password),
+        "readiness must not expose credentials"
+    );
+    let readiness: Readiness = serde_json::from_str(&text).expect("readiness json");
+    assert_eq!(readiness.status, "not_ready");
+    assert_eq!(
+        readiness.checks.primary.reason.as_deref(),
+        Some("unreachable")
+    );
+    assert_eq!(
+        readiness.checks.replicas[0].status, "up",
+        "replicas keep serving reads"
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_degraded_but_200_when_a_replica_is_down() {
+    let (database, _) = region_database("eu-central-1").await;
+    let mut settings = settings(&database);
+    settings
+        .replicas
+        .push(closed_port_endpoint("replica-2", &database.replica));
+    let region = RegionId::parse("eu-central-1").expect("region");
+    let state = NodeState::new(RegionDatabase::new(region, &settings).expect("pools"));
+    let response = get(&state, "/readyz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let readiness: Readiness = serde_json::from_str(&body_text(response).await).expect("json");
+    assert_eq!(readiness.status, "degraded");
+    assert_eq!(readiness.checks.replicas[1].status, "down");
+    assert_eq!(
+        readiness.checks.replicas[1].reason.as_deref(),
+        Some("unreachable")
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_export_lag_and_pool_usage() {
+    let (_db, database) = region_database("ap-southeast-1").await;
+    let state = NodeState::new(database);
+    get(&state, "/healthz").await;
+    get(&state, "/readyz").await;
+    get(&state, "/no/such/thing/alice@example.com").await;
+    let response = get(&state, "/metrics").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("application/openmetrics-text")
+    );
+    let text = body_text(response).await;
+    for expected in [
+        r#"residency_http_requests_total{region="ap-southeast-1",route="/healthz",method="GET",status="200"} 1"#,
+        r#"residency_http_requests_total{region="ap-southeast-1",route="unmatched",method="GET",status="404"} 1"#,
+        r#"residency_db_primary_up{region="ap-southeast-1"} 1"#,
+        r#"residency_db_replica_up{region="ap-southeast-1",endpoint="replica-1"} 1"#,
+        r#"residency_db_replica_lag_bytes{region="ap-southeast-1",endpoint="replica-1"}"#,
+        r#"residency_db_pool_connections{region="ap-southeast-1",pool="primary",state="max"} 16"#,
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in\n{text}");
+    }
+    assert!(
+        !text.contains("alice@example.com"),
+        "concrete paths never become labels"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_get_problem_json_without_echoing_the_path() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let response = get(
+        &NodeState::new(database),
+        "/v1/tenants/alice@example.com/secret",
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let text = body_text(response).await;
+    assert!(!text.contains("alice"), "{text}");
+    let problem: Problem = serde_json::from_str(&text).expect("problem json");
+    assert_eq!(problem.status, 404);
+    assert_eq!(problem.request_id.as_deref(), Some(request_id.as_str()));
+}
+
+#[tokio::test]
+async fn the_health_poller_keeps_gauges_current() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let state = NodeState::new(database);
+    let poller = api::spawn_health_poller(state.clone(), std::time::Duration::from_millis(50));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = state.metrics().encode();
+        if text.contains(r#"residency_db_replica_up{region="eu-central-1",endpoint="replica-1"} 1"#)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "poller never reported the replica:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    poller.abort();
+}

@@ -1,0 +1,10 @@
+//! Logs and metrics: the tracing subscriber, and each node's Prometheus registry.
+//!
+//! Never record personal data here: metric labels are route templates, region and
+//! endpoint names, never path values, query strings or bodies.
+
+mod logging;
+mod metrics;
+
+pub use logging::{LogFormat, init_tracing};
+pub use metrics::{NodeMetrics, OPENMETRICS_CONTENT_TYPE};

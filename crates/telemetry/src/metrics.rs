@@ -1,0 +1,234 @@
+//! One Prometheus registry per regional node, held as a value (not a global), so that
+//! several nodes in one process (`residency dev`, tests) each report only their own.
+
+use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+    state: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric a regional node exports.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    registry: Registry,
+    http_requests: Family<RequestLabels, Counter>,
+    http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    primary_up: Gauge,
+    replica_up: Family<EndpointLabels, Gauge>,
+    replica_lag_bytes: Family<EndpointLabels, Gauge>,
+    replica_lag_seconds: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    pool_connections: Family<PoolLabels, Gauge>,
+}
+
+impl NodeMetrics {
+    /// Metrics of the node serving `region`; every series carries `region="…"`.
+    pub fn new(region: &str) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "residency",
+            [(Cow::Borrowed("region"), Cow::Owned(region.to_owned()))].into_iter(),
+        );
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            http_requests.clone(),
+        );
+        let http_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer HTTP requests, by route template and method",
+            prometheus_client::registry::Unit::Seconds,
+            http_duration.clone(),
+        );
+        let primary_up = Gauge::default();
+        registry.register(
+            "db_primary_up",
+            "1 when the region's primary answers and accepts writes",
+            primary_up.clone(),
+        );
+        let replica_up = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "db_replica_up",
+            "1 when the replica is streaming and in rotation",
+            replica_up.clone(),
+        );
+        let replica_lag_bytes = Family::<EndpointLabels, Gauge>::default();
+        registry.register_with_unit(
+            "db_replica_lag",
+            "WAL the replica has yet to replay",
+            prometheus_client::registry::Unit::Bytes,
+            replica_lag_bytes.clone(),
+        );
+        let replica_lag_seconds = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "db_replica_lag",
+            "Age of the last replayed transaction while the replica is behind",
+            prometheus_client::registry::Unit::Seconds,
+            replica_lag_seconds.clone(),
+        );
+        let pool_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections by pool and state (max, open, idle, in_use, waiting)",
+            pool_connections.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            primary_up,
+            replica_up,
+            replica_lag_bytes,
+            replica_lag_seconds,
+            pool_connections,
+        }
+    }
+
+    /// Counts one answered request. `route` must be a template (`/v1/tenants/{tenant}`),
+    /// never the concrete path.
+    pub fn record_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn set_primary_up(&self, up: bool) {
+        self.primary_up.set(i64::from(up));
+    }
+
+    /// Records one replica's state; a replica that is down keeps its last lag values.
+    pub fn set_replica(
+        &self,
+        endpoint: &str,
+        up: bool,
+        lag_bytes: Option<u64>,
+        lag_seconds: Option<f64>,
+    ) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.to_owned(),
+        };
+        self.replica_up.get_or_create(&labels).set(i64::from(up));
+        if let Some(bytes) = lag_bytes {
+            self.replica_lag_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        if let Some(seconds) = lag_seconds {
+            self.replica_lag_seconds.get_or_create(&labels).set(seconds);
+        }
+    }
+
+    pub fn set_pool(&self, pool: &str, max: usize, open: usize, idle: usize, waiting: usize) {
+        let gauge = |state: &'static str, value: usize| {
+            self.pool_connections
+                .get_or_create(&PoolLabels {
+                    pool: pool.to_owned(),
+                    state,
+                })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        gauge("max", max);
+        gauge("open", open);
+        gauge("idle", idle);
+        gauge("in_use", open.saturating_sub(idle));
+        gauge("waiting", waiting);
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_template_with_the_region_label() {
+        let metrics = NodeMetrics::new("eu-central-1");
+        metrics.record_http("/healthz", "GET", 200, Duration::from_millis(3));
+        metrics.record_http("/healthz", "GET", 200, Duration::from_millis(4));
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"residency_http_requests_total{region="eu-central-1",route="/healthz",method="GET",status="200"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("residency_http_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn replica_lag_and_pool_usage_are_exported() {
+        let metrics = NodeMetrics::new("us-east-1");
+        metrics.set_primary_up(true);
+        metrics.set_replica("replica-1", true, Some(4096), Some(0.25));
+        metrics.set_pool("primary", 16, 3, 1, 0);
+        let text = metrics.encode();
+        for expected in [
+            r#"residency_db_primary_up{region="us-east-1"} 1"#,
+            r#"residency_db_replica_lag_bytes{region="us-east-1",endpoint="replica-1"} 4096"#,
+            r#"residency_db_replica_lag_seconds{region="us-east-1",endpoint="replica-1"} 0.25"#,
+            r#"residency_db_pool_connections{region="us-east-1",pool="primary",state="in_use"} 2"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+    }
+}
