@@ -94,7 +94,7 @@ impl LocalRegion {
         }
 
         if !is_initialized(&primary_dir) {
-            init_primary(binaries, &run_as, &primary_dir, &password, ephemeral)?;
+            init_primary(binaries, &run_as, &primary_dir, &password, ephemeral).await?;
         }
         let primary_port = choose_port(&primary_dir, &run_as)?;
         let label = format!("{name} primary");
@@ -208,7 +208,7 @@ fn is_initialized(cluster_dir: &Path) -> bool {
     cluster::data_dir(cluster_dir).join("PG_VERSION").is_file()
 }
 
-fn init_primary(
+async fn init_primary(
     binaries: &PgBinaries,
     run_as: &RunAs,
     cluster_dir: &Path,
@@ -230,7 +230,7 @@ fn init_primary(
     if ephemeral {
         initdb.arg("--no-sync");
     }
-    let result = run(initdb, run_as, "initdb");
+    let result = run(initdb, run_as, "initdb").await;
     let _ = fs::remove_file(&pwfile);
     result?;
 
@@ -304,7 +304,7 @@ async fn clone_replica(
             "--no-password",
         ])
         .env("PGPASSFILE", replica_dir.join("pgpass"));
-    run(basebackup, run_as, "pg_basebackup")
+    run(basebackup, run_as, "pg_basebackup").await
 }
 
 async fn wait_ready(cluster: &mut PgCluster, password: &Password) -> Result<(), DevstackError> {
@@ -473,12 +473,16 @@ fn write_private(path: &Path, contents: &str, run_as: &RunAs) -> Result<(), Devs
     run_as.own(path)
 }
 
-fn run(mut command: Command, run_as: &RunAs, what: &str) -> Result<(), DevstackError> {
+/// Runs a PostgreSQL tool to completion without blocking the async runtime.
+async fn run(mut command: Command, run_as: &RunAs, what: &str) -> Result<(), DevstackError> {
     run_as.apply(&mut command);
     command
         .env("LC_ALL", "C")
         .stdin(std::process::Stdio::null());
-    let output = command.output().map_err(DevstackError::io("run", what))?;
+    let output = tokio::process::Command::from(command)
+        .output()
+        .await
+        .map_err(DevstackError::io("run", what))?;
     if output.status.success() {
         return Ok(());
     }

@@ -1,0 +1,364 @@
+//! `residency dev`: the whole platform on one machine. Per region: a real PostgreSQL
+//! primary and streaming replica (from the system's binaries), local KMS key material, a
+//! local object store directory, and the regional node. Writes `endpoints.json`, prints a
+//! summary, and on SIGINT/SIGTERM stops every node and every PostgreSQL process.
+//!
+//! State directory layout: `operator_token`, `endpoints.json`, `.lock`, and per region
+//! `<region>/{postgres/, kms/master.key, objects/, api_port}`. A second start with the
+//! same directory reuses everything: clusters, data, ports, token.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use catalog::Catalog;
+use devstack::{Durability, LocalRegion, LocalRegionOptions, PgBinaries};
+use model::RegionId;
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::json;
+use store::{DatabaseSettings, PgEndpoint};
+
+use crate::node::RunningNode;
+
+/// The application database created in every local primary.
+const APP_DATABASE: &str = "residency";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DevArgs {
+    /// Where clusters, keys, objects and endpoints.json live; reused across starts.
+    #[arg(long, default_value = ".residency/dev")]
+    state_dir: PathBuf,
+    /// Regions to start, comma-separated ids of the catalogue.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "eu-central-1,us-east-1,ap-southeast-1"
+    )]
+    regions: Vec<String>,
+    /// The region catalogue directory.
+    #[arg(long, env = "RESIDENCY_CATALOG", default_value_os_t = crate::default_catalog())]
+    catalog: PathBuf,
+}
+
+/// One started region: its databases, its node, and what `endpoints.json` says of it.
+#[derive(Debug)]
+struct DevRegion {
+    id: RegionId,
+    databases: LocalRegion,
+    node: RunningNode,
+    kms_key: PathBuf,
+    object_store: PathBuf,
+}
+
+pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let catalog = Catalog::load_dir(&args.catalog)?;
+    let regions = requested_regions(&catalog, &args.regions)?;
+    let binaries = PgBinaries::locate()?;
+
+    fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("create state directory {}", args.state_dir.display()))?;
+    let state_dir = args
+        .state_dir
+        .canonicalize()
+        .context("resolve state directory")?;
+    let _lock = lock_state_dir(&state_dir)?;
+    let operator_token = load_or_create_secret(&state_dir.join("operator_token"))?;
+
+    let started = start_regions(&binaries, &state_dir, &regions).await?;
+    let endpoints_path = state_dir.join("endpoints.json");
+    let written = write_endpoints(&endpoints_path, &operator_token, &started);
+    if let Err(err) = written {
+        stop_all(started).await;
+        return Err(err);
+    }
+    print_summary(&state_dir, &operator_token, &started);
+
+    let reason = wait_for_stop(&started).await;
+    tracing::info!(reason, "stopping the local platform");
+    let _ = fs::remove_file(&endpoints_path);
+    stop_all(started).await;
+    println!("Stopped: every node and PostgreSQL process has exited ({reason}).");
+    Ok(())
+}
+
+fn requested_regions(catalog: &Catalog, requested: &[String]) -> anyhow::Result<Vec<RegionId>> {
+    let mut seen = BTreeSet::new();
+    let mut regions = Vec::new();
+    for raw in requested.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+        let id = RegionId::parse(raw).with_context(|| format!("--regions: {raw}"))?;
+        if catalog.region(&id).is_none() {
+            bail!(
+                "--regions: {id} is not in the catalogue {} (known: {})",
+                catalog.dir().display(),
+                catalog
+                    .ids()
+                    .map(RegionId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if !seen.insert(id.clone()) {
+            bail!("--regions: {id} is listed twice");
+        }
+        regions.push(id);
+    }
+    if regions.is_empty() {
+        bail!("--regions: name at least one region");
+    }
+    Ok(regions)
+}
+
+/// Holds an exclusive lock on the state directory so two platforms never share clusters.
+fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<fs::File>> {
+    let path = state_dir.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another `residency dev` is using {}: stop it first or pass another --state-dir",
+            state_dir.display()
+        )
+    })
+}
+
+/// Starts every region concurrently; if one fails, stops the others and reports it.
+async fn start_regions(
+    binaries: &PgBinaries,
+    state_dir: &Path,
+    regions: &[RegionId],
+) -> anyhow::Result<Vec<DevRegion>> {
+    let results = futures::future::join_all(
+        regions
+            .iter()
+            .map(|id| start_region(binaries, state_dir.join(id.as_str()), id.clone())),
+    )
+    .await;
+    let mut started = Vec::new();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(region) => started.push(region),
+            Err(err) => failure = failure.or(Some(err)),
+        }
+    }
+    if let Some(err) = failure {
+        stop_all(started).await;
+        return Err(err);
+    }
+    Ok(started)
+}
+
+async fn start_region(
+    binaries: &PgBinaries,
+    root: PathBuf,
+    id: RegionId,
+) -> anyhow::Result<DevRegion> {
+    fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+    let kms_key = ensure_local_kms_key(&root.join("kms"))?;
+    let object_store = root.join("objects");
+    fs::create_dir_all(&object_store)
+        .with_context(|| format!("create {}", object_store.display()))?;
+
+    let options = LocalRegionOptions {
+        name: id.to_string(),
+        durability: Durability::Durable { root: root.clone() },
+    };
+    let databases = LocalRegion::start(binaries, options)
+        .await
+        .with_context(|| format!("start the {id} databases"))?;
+    let node = match start_node(&id, &databases, &root).await {
+        Ok(node) => node,
+        Err(err) => {
+            let _ = databases.stop().await;
+            return Err(err.context(format!("start the {id} node")));
+        }
+    };
+    Ok(DevRegion {
+        id,
+        databases,
+        node,
+        kms_key,
+        object_store,
+    })
+}
+
+async fn start_node(
+    id: &RegionId,
+    databases: &LocalRegion,
+    root: &Path,
+) -> anyhow::Result<RunningNode> {
+    create_app_database(databases).await?;
+    let settings = DatabaseSettings::new(
+        PgEndpoint::new("primary", databases.primary_config(APP_DATABASE)),
+        vec![PgEndpoint::new(
+            "replica-1",
+            databases.replica_config(APP_DATABASE),
+        )],
+    );
+    let listener = bind_saved_port(&root.join("api_port")).await?;
+    crate::node::start(id.clone(), &settings, listener).await
+}
+
+async fn create_app_database(databases: &LocalRegion) -> anyhow::Result<()> {
+    let (client, connection) = databases
+        .primary_config("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connect to the local primary")?;
+    let connection = tokio::spawn(connection);
+    let exists = client
+        .query_opt(
+            "select 1 from pg_database where datname = $1",
+            &[&APP_DATABASE],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("create database {APP_DATABASE}"))
+            .await?;
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+/// Binds the API port used last time if it is free, else a new one (and saves it).
+async fn bind_saved_port(path: &Path) -> anyhow::Result<tokio::net::TcpListener> {
+    let saved = fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok());
+    if let Some(port) = saved
+        && let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await
+    {
+        return Ok(listener);
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .context("bind the API port")?;
+    let port = listener.local_addr()?.port();
+    fs::write(path, format!("{port}\n")).with_context(|| format!("write {}", path.display()))?;
+    Ok(listener)
+}
+
+/// The region's local master key material (32 random bytes, owner-only). The local KMS
+/// that uses it arrives with envelope encryption; here it exists and is reported.
+fn ensure_local_kms_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    let path = dir.join("master.key");
+    if !path.exists() {
+        let key: [u8; 32] = rand::random();
+        write_private(&path, &key)?;
+    }
+    Ok(path)
+}
+
+fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
+    if let Ok(text) = fs::read_to_string(path) {
+        let token = text.trim();
+        if !token.is_empty() {
+            return Ok(token.to_owned());
+        }
+    }
+    let token = format!("rop_{}", hex::encode(rand::random::<[u8; 32]>()));
+    write_private(path, token.as_bytes())?;
+    Ok(token)
+}
+
+/// Creates or replaces `path` with owner-only permissions, atomically.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))
+}
+
+fn write_endpoints(path: &Path, operator_token: &str, regions: &[DevRegion]) -> anyhow::Result<()> {
+    let mut map = serde_json::Map::new();
+    for region in regions {
+        map.insert(
+            region.id.to_string(),
+            json!({
+                "api": format!("http://{}", region.node.address),
+                "primary": region.databases.primary_url(APP_DATABASE),
+                "replicas": [region.databases.replica_url(APP_DATABASE)],
+                "object_store": format!("file://{}", region.object_store.display()),
+                "kms": format!("file://{}", region.kms_key.display()),
+            }),
+        );
+    }
+    let document = json!({ "operator_token": operator_token, "regions": map });
+    let text = serde_json::to_string_pretty(&document)? + "\n";
+    // It holds the operator token and database passwords: owner-only.
+    write_private(path, text.as_bytes())
+}
+
+fn print_summary(state_dir: &Path, operator_token: &str, regions: &[DevRegion]) {
+    println!("Residency dev platform is up ({} regions).", regions.len());
+    for region in regions {
+        println!(
+            "  {:<16} api http://{}   primary 127.0.0.1:{}   replica 127.0.0.1:{}",
+            region.id,
+            region.node.address,
+            region.databases.primary().port(),
+            region.databases.replica().port(),
+        );
+    }
+    println!("Operator token: {operator_token}");
+    println!(
+        "Endpoints and credentials: {}",
+        state_dir.join("endpoints.json").display()
+    );
+    println!("Press Ctrl-C to stop.");
+}
+
+/// Resolves on SIGINT/SIGTERM, or when a node's server stops on its own.
+async fn wait_for_stop(regions: &[DevRegion]) -> &'static str {
+    let watch_nodes = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if let Some(region) = regions.iter().find(|r| r.node.has_exited()) {
+                tracing::error!(region = %region.id, "regional node stopped unexpectedly");
+                return "a node stopped";
+            }
+        }
+    };
+    tokio::select! {
+        signal = crate::signals::shutdown_requested() => signal.unwrap_or("signal handler failed"),
+        reason = watch_nodes => reason,
+    }
+}
+
+/// Stops nodes first (no request touches a database being stopped), then every cluster.
+async fn stop_all(regions: Vec<DevRegion>) {
+    futures::future::join_all(regions.into_iter().map(|region| async move {
+        let DevRegion {
+            id,
+            databases,
+            node,
+            ..
+        } = region;
+        if let Err(err) = node.stop().await {
+            tracing::error!(region = %id, "failed to stop node: {err:#}");
+        }
+        if let Err(err) = databases.stop().await {
+            tracing::error!(region = %id, "failed to stop PostgreSQL: {err:#}");
+        }
+    }))
+    .await;
+}

@@ -1,0 +1,82 @@
+//! `residency`: the one binary. Subcommands: `dev` (the local three-region platform),
+//! `serve` (one regional node), `migrate` (a region's primary). Thin: parsing here,
+//! the work in the modules and crates below.
+
+mod dev;
+mod migrate;
+mod node;
+mod serve;
+mod signals;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "residency",
+    version,
+    about = "Multi-region data-residency platform"
+)]
+struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RESIDENCY_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a complete local platform: per region a PostgreSQL primary and streaming
+    /// replica, local KMS key material, a local object store and the regional node.
+    Dev(dev::DevArgs),
+    /// Run one regional node against the databases named in the region catalogue.
+    Serve(serve::ServeArgs),
+    /// Apply migrations to a region's primary (nodes also do this when they start).
+    Migrate(migrate::MigrateArgs),
+}
+
+/// Where the region catalogue is by default: `regions/` in the working directory.
+pub(crate) fn default_catalog() -> PathBuf {
+    PathBuf::from("regions")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_tracing(match cli.log_format {
+        LogFormat::Text => telemetry::LogFormat::Text,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

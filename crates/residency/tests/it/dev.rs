@@ -1,0 +1,327 @@
+//! `residency dev` end to end: three regions up, health and readiness, a replica in
+//! recovery, SIGTERM and SIGKILL leave nothing running, restart keeps data, bad
+//! catalogues are named.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::{processes_mentioning, repo_path, residency};
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running `residency dev` child with its output captured in files.
+struct Dev {
+    child: Child,
+    state_dir: PathBuf,
+    log_dir: tempfile::TempDir,
+}
+
+impl Dev {
+    fn spawn(state_dir: &Path, regions: &str) -> Self {
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let stdout = std::fs::File::create(log_dir.path().join("stdout")).expect("stdout file");
+        let stderr = std::fs::File::create(log_dir.path().join("stderr")).expect("stderr file");
+        let child = residency()
+            .args(["dev", "--regions", regions, "--catalog"])
+            .arg(repo_path("regions"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn residency dev");
+        Self {
+            child,
+            state_dir: state_dir.to_path_buf(),
+            log_dir,
+        }
+    }
+
+    fn output(&self) -> String {
+        let read = |name: &str| {
+            std::fs::read_to_string(self.log_dir.path().join(name)).unwrap_or_default()
+        };
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            read("stdout"),
+            read("stderr")
+        )
+    }
+
+    /// Waits for endpoints.json and returns it.
+    async fn endpoints(&mut self) -> Value {
+        let path = self.state_dir.join("endpoints.json");
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(json) = serde_json::from_str::<Value>(&text)
+            {
+                return json;
+            }
+            if let Some(status) = self.child.try_wait().expect("poll child") {
+                panic!("residency dev exited early ({status}):\n{}", self.output());
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "endpoints.json never appeared:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(
+            Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits")),
+            signal,
+        )
+        .expect("send signal");
+    }
+
+    async fn wait(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll child") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "residency dev did not exit:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a platform running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(Signal::SIGTERM);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|err| panic!("connect to a listed database: {err}"));
+    tokio::spawn(connection);
+    client
+}
+
+async fn wait_until_nothing_runs(state_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = processes_mentioning(state_dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes still running on {}: {left:?}",
+            state_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn dev_brings_three_regions_up_stops_cleanly_and_keeps_data_across_restarts() {
+    let state = tempfile::tempdir().expect("state dir");
+    let regions = "eu-central-1,us-east-1,ap-southeast-1";
+    let mut dev = Dev::spawn(state.path(), regions);
+    let endpoints = dev.endpoints().await;
+
+    let token = endpoints["operator_token"]
+        .as_str()
+        .expect("operator token")
+        .to_owned();
+    assert!(token.len() >= 32, "operator token is long and random");
+    let listed: Vec<&String> = endpoints["regions"]
+        .as_object()
+        .expect("regions map")
+        .keys()
+        .collect();
+    assert_eq!(listed, ["ap-southeast-1", "eu-central-1", "us-east-1"]);
+    for (id, region) in endpoints["regions"].as_object().expect("regions") {
+        let api = region["api"].as_str().expect("api url");
+        let (status, health) = get_json(&format!("{api}/healthz")).await;
+        assert_eq!(
+            (status, health["region"].as_str()),
+            (200, Some(id.as_str()))
+        );
+        let (status, ready) = get_json(&format!("{api}/readyz")).await;
+        assert_eq!(status, 200, "{id} readyz: {ready}");
+        assert_eq!(
+            ready["checks"]["replicas"][0]["status"], "up",
+            "{id}: {ready}"
+        );
+        for key in ["object_store", "kms"] {
+            let url = region[key].as_str().expect("local url");
+            let path = url.strip_prefix("file://").expect("file url");
+            assert!(Path::new(path).exists(), "{id} {key} at {path} exists");
+        }
+        let replica = connect(region["replicas"][0].as_str().expect("replica url")).await;
+        let in_recovery: bool = replica
+            .query_one("select pg_is_in_recovery()", &[])
+            .await
+            .expect("query")
+            .get(0);
+        assert!(in_recovery, "{id}: the listed replica is a standby");
+    }
+
+    // A second platform on the same state directory is refused, not half-started.
+    let second = residency()
+        .args(["dev", "--catalog"])
+        .arg(repo_path("regions"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("run second dev");
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another `residency dev` is using"));
+
+    let eu = &endpoints["regions"]["eu-central-1"];
+    connect(eu["primary"].as_str().expect("primary url"))
+        .await
+        .batch_execute(
+            "create table kept (note text); insert into kept values ('written before restart')",
+        )
+        .await
+        .expect("write on the primary");
+
+    dev.signal(Signal::SIGTERM);
+    let status = dev.wait().await;
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM ({status}):\n{}",
+        dev.output()
+    );
+    wait_until_nothing_runs(state.path()).await;
+    assert!(
+        !state.path().join("endpoints.json").exists(),
+        "stale endpoints are removed"
+    );
+
+    let mut dev = Dev::spawn(state.path(), regions);
+    let endpoints = dev.endpoints().await;
+    assert_eq!(
+        endpoints["operator_token"].as_str(),
+        Some(token.as_str()),
+        "the token is kept"
+    );
+    let replica = connect(
+        endpoints["regions"]["eu-central-1"]["replicas"][0]
+            .as_str()
+            .expect("url"),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let note: String = loop {
+        match replica.query_one("select note from kept", &[]).await {
+            Ok(row) => break row.get(0),
+            Err(err) => assert!(Instant::now() < deadline, "row lost across restart: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(note, "written before restart");
+    dev.signal(Signal::SIGINT);
+    assert!(
+        dev.wait().await.success(),
+        "clean exit on SIGINT:\n{}",
+        dev.output()
+    );
+    wait_until_nothing_runs(state.path()).await;
+}
+
+#[tokio::test]
+async fn sigkill_of_dev_still_stops_every_postgres() {
+    let state = tempfile::tempdir().expect("state dir");
+    let mut dev = Dev::spawn(state.path(), "eu-west-1");
+    dev.endpoints().await;
+    assert!(
+        !processes_mentioning(state.path()).is_empty(),
+        "postgres runs under the state dir"
+    );
+    dev.signal(Signal::SIGKILL);
+    dev.wait().await;
+    wait_until_nothing_runs(state.path()).await;
+}
+
+fn dev_with_catalog(catalog: &Path) -> std::process::Output {
+    let state = tempfile::tempdir().expect("state dir");
+    residency()
+        .args(["dev", "--catalog"])
+        .arg(catalog)
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("run residency dev")
+}
+
+#[test]
+fn a_malformed_region_file_stops_dev_naming_file_and_field() {
+    for (fixture, file, field) in [
+        (
+            "tests/fixtures/regions-bad-replica",
+            "eu-west-1.toml",
+            "database.replicas[0].region",
+        ),
+        (
+            "tests/fixtures/regions-unknown-key",
+            "eu-central-1.toml",
+            "storage.data_bukcet",
+        ),
+    ] {
+        let output = dev_with_catalog(&repo_path(fixture));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{fixture}: must fail");
+        assert!(
+            stderr.contains(file) && stderr.contains(field),
+            "{fixture}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_region_is_refused_listing_the_known_ones() {
+    let state = tempfile::tempdir().expect("state dir");
+    let output = residency()
+        .args(["dev", "--regions", "eu-central-1,mars-north-1", "--catalog"])
+        .arg(repo_path("regions"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("run residency dev");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("mars-north-1 is not in the catalogue"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("eu-west-1"),
+        "known regions are listed: {stderr}"
+    );
+    assert!(
+        !state.path().join("eu-central-1").exists(),
+        "nothing was started"
+    );
+}
