@@ -27,7 +27,10 @@ fn main() -> ExitCode {
 
 /// The repository root (two levels above this crate).
 pub(crate) fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root exists")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root exists")
 }
 
 /// Checks prerequisites, saying what to install, then runs every test of the workspace.
@@ -35,7 +38,10 @@ fn test(extra: Vec<String>) -> anyhow::Result<()> {
     let missing = prerequisites::missing();
     if !missing.is_empty() {
         let list: Vec<String> = missing.iter().map(|m| format!("  - {m}")).collect();
-        anyhow::bail!("the test suite needs what this machine lacks:\n{}", list.join("\n"));
+        anyhow::bail!(
+            "the test suite needs what this machine lacks:\n{}",
+            list.join("\n")
+        );
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)

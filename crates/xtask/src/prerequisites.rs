@@ -32,7 +32,11 @@ fn postgres_server_present() -> bool {
         return true;
     }
     std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| entries.flatten().any(|e| e.path().join("bin/initdb").is_file()))
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().join("bin/initdb").is_file())
+        })
         .unwrap_or(false)
 }
 
@@ -46,6 +50,10 @@ fn running_as_root() -> bool {
 
 fn user_exists(name: &str) -> bool {
     std::fs::read_to_string("/etc/passwd")
-        .map(|passwd| passwd.lines().any(|line| line.split(':').next() == Some(name)))
+        .map(|passwd| {
+            passwd
+                .lines()
+                .any(|line| line.split(':').next() == Some(name))
+        })
         .unwrap_or(false)
 }

@@ -34,7 +34,9 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(root)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !TOP_LEVEL.contains(&name.as_str()) {
-            problems.push(format!("{name}: not part of the repository layout (see ENGINEERING.md)"));
+            problems.push(format!(
+                "{name}: not part of the repository layout (see ENGINEERING.md)"
+            ));
         }
     }
     let mut files = Vec::new();
@@ -43,21 +45,39 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
     }
     for file in &files {
         let text = std::fs::read_to_string(file)?;
-        let shown = file.strip_prefix(root).unwrap_or(file).display().to_string();
+        let shown = file
+            .strip_prefix(root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         if !text.starts_with("//!") {
-            problems.push(format!("{shown}: must open with a `//!` line saying what it is"));
+            problems.push(format!(
+                "{shown}: must open with a `//!` line saying what it is"
+            ));
         }
         // Spelled in pieces so that this file does not flag itself.
-        for banned in [concat!("#[", "ignore"), concat!("todo", "!("), concat!("unimplemented", "!(")] {
+        for banned in [
+            concat!("#[", "ignore"),
+            concat!("todo", "!("),
+            concat!("unimplemented", "!("),
+        ] {
             if text.contains(banned) {
-                problems.push(format!("{shown}: contains `{banned}`: no skipped tests or stubs"));
+                problems.push(format!(
+                    "{shown}: contains `{banned}`: no skipped tests or stubs"
+                ));
             }
         }
     }
     for entry in std::fs::read_dir(root.join("crates"))?.flatten() {
         let manifest = entry.path().join("Cargo.toml");
-        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
-        let shown = manifest.strip_prefix(root).unwrap_or(&manifest).display().to_string();
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let shown = manifest
+            .strip_prefix(root)
+            .unwrap_or(&manifest)
+            .display()
+            .to_string();
         if !text.contains("publish.workspace = true") {
             problems.push(format!("{shown}: must set `publish.workspace = true`"));
         }
@@ -68,12 +88,18 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
-        bail!("{} tidy problem(s):\n  {}", problems.len(), problems.join("\n  "))
+        bail!(
+            "{} tidy problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        )
     }
 }
 
 fn collect_rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -103,7 +129,10 @@ mod tests {
         std::fs::create_dir_all(root.join("crates/demo/src")).expect("mkdir");
         std::fs::write(root.join("crates/demo/src/lib.rs"), "fn main() {}\n").expect("write");
         let err = check(&root).expect_err("untidy").to_string();
-        assert!(err.contains("crates/demo/src/lib.rs: must open with a `//!` line"), "{err}");
+        assert!(
+            err.contains("crates/demo/src/lib.rs: must open with a `//!` line"),
+            "{err}"
+        );
         std::fs::remove_dir_all(root).expect("cleanup");
     }
 
