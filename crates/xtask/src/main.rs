@@ -4,8 +4,9 @@
 mod prerequisites;
 mod tidy;
 
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 const USAGE: &str = "usage: cargo xtask <test [cargo test args…] | tidy>";
 
@@ -33,7 +34,9 @@ pub(crate) fn repo_root() -> PathBuf {
         .expect("repository root exists")
 }
 
-/// Checks prerequisites, saying what to install, then runs every test of the workspace.
+/// Checks prerequisites, saying what to install, then runs every test of the workspace
+/// and ends with one total line (`tests: N passed, N failed`), since cargo's own last
+/// lines are per-binary (often doc-tests with nothing in them).
 fn test(extra: Vec<String>) -> anyhow::Result<()> {
     let missing = prerequisites::missing();
     if !missing.is_empty() {
@@ -44,13 +47,74 @@ fn test(extra: Vec<String>) -> anyhow::Result<()> {
         );
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let mut child = Command::new(cargo)
         .current_dir(repo_root())
         .args(["test", "--workspace", "--locked"])
         .args(extra)
-        .status()?;
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut totals = Totals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait()?;
+    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
     if !status.success() {
         anyhow::bail!("tests failed ({status})");
     }
+    if totals.passed == 0 {
+        anyhow::bail!("no test ran");
+    }
     Ok(())
+}
+
+/// Sums cargo's `test result: ok. 3 passed; 0 failed; …` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            if let (Some(count), Some(kind)) = (words.next(), words.next())
+                && let Ok(count) = count.parse::<u64>()
+            {
+                match kind {
+                    "passed" => self.passed += count,
+                    "failed" => self.failed += count,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_cargo_result_lines() {
+        let mut totals = Totals::default();
+        totals.add("test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 2.98s");
+        totals
+            .add("test result: FAILED. 9 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        totals.add("running 3 tests");
+        assert_eq!(
+            totals,
+            Totals {
+                passed: 16,
+                failed: 1
+            }
+        );
+    }
 }
