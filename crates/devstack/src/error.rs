@@ -50,6 +50,8 @@ pub enum DevstackError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error(r#"moto_server not found: install it with pip install "moto[server]""#)]
+    MotoMissing,
     #[error("state file {path} is corrupt: {reason}")]
     CorruptState { path: PathBuf, reason: String },
 }

@@ -1,17 +1,18 @@
-//! Test harness: one ephemeral region (primary + streaming replica) per test binary,
-//! started on first use, and a fresh database per test.
+//! Test harness: one ephemeral region (primary + streaming replica) and one `moto_server`
+//! per test binary, each started on first use, and a fresh database per test.
 //!
 //! The region lives in a static that is never dropped; when the test binary exits, the
 //! clusters' lifelines close and their guardians stop PostgreSQL and delete its files
-//! (see `cluster.rs`). A missing PostgreSQL installation fails the test with the package
-//! to install.
+//! (see `guardian.rs`); moto likewise. A missing PostgreSQL or moto installation fails the
+//! test with what to install.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{Durability, LocalRegion, LocalRegionOptions, PgBinaries};
+use crate::{Durability, LocalRegion, LocalRegionOptions, MotoServer, PgBinaries};
 
 static SHARED: OnceLock<LocalRegion> = OnceLock::new();
+static MOTO: OnceLock<MotoServer> = OnceLock::new();
 
 /// The test binary's region, started on first call (about two seconds).
 ///
@@ -42,6 +43,30 @@ fn start_ephemeral_region() -> LocalRegion {
             .await
             .unwrap_or_else(|err| panic!("start the test region: {err}"))
     })
+}
+
+/// The test binary's `moto_server`, started on first call (a second or two). Point the
+/// AWS SDKs at [`MotoServer::endpoint_url`] with fixed test credentials.
+///
+/// # Panics
+/// When moto cannot be started: the message says why (e.g. `pip install "moto[server]"`).
+pub fn shared_moto() -> &'static MotoServer {
+    MOTO.get_or_init(|| {
+        // Same reasons as `shared_region`: our own thread and runtime.
+        std::thread::spawn(start_moto)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn start_moto() -> MotoServer {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime can always be built");
+    runtime
+        .block_on(MotoServer::start())
+        .unwrap_or_else(|err| panic!("start moto_server: {err}"))
 }
 
 /// A database of its own for one test, on the shared region's primary, visible on its

@@ -1,4 +1,7 @@
-//! Integration tests of the local PostgreSQL stack: real primaries and streaming replicas.
+//! Integration tests of the local PostgreSQL stack: real primaries and streaming replicas;
+//! and of the moto harness (`moto`).
+
+mod moto;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -216,11 +219,19 @@ async fn a_durable_region_keeps_its_data_across_restarts() {
         primary_port,
         "a free saved port is reused"
     );
-    let row = connect(region.replica_config("postgres"))
-        .await
-        .query_one("select v from kept", &[])
-        .await
-        .expect("row is on the replica after restart");
+    // The replica is asynchronous: it may have stopped before receiving the last write and
+    // replays it only after the restart, so give it a moment.
+    let replica = connect(region.replica_config("postgres")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        match replica.query_one("select v from kept", &[]).await {
+            Ok(row) => break row,
+            Err(err) if Instant::now() >= deadline => {
+                panic!("row is on the replica after restart: {err}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
     assert_eq!(row.get::<_, String>(0), "survives");
     region.stop().await.expect("stop again");
 }
