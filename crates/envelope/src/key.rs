@@ -1,0 +1,124 @@
+//! Tenant data keys in memory: the plaintext key material, zeroized when dropped and never
+//! printed, and its prepared AES-256-GCM key. Versions, purposes and states live in `model`.
+
+use std::fmt;
+
+use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
+pub use model::{KeyPurpose, KeyState, KeyVersion};
+use model::{RegionId, TenantId};
+use zeroize::Zeroizing;
+
+/// 32 bytes of plaintext key material: zeroized on drop, never printed.
+pub struct KeyMaterial(Zeroizing<[u8; 32]>);
+
+impl KeyMaterial {
+    /// `None` unless `bytes` is exactly 32 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let array: [u8; 32] = bytes.try_into().ok()?;
+        Some(Self(Zeroizing::new(array)))
+    }
+
+    /// Fresh random key material from the system's CSPRNG.
+    pub fn random() -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(bytes.as_mut()).expect("the system RNG does not fail");
+        Self(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyMaterial(<redacted>)")
+    }
+}
+
+/// An unwrapped tenant key, ready to seal and open: the material plus its prepared
+/// AES-256-GCM key schedule, so the hot path never re-derives it.
+pub struct DataKey {
+    tenant: TenantId,
+    region: RegionId,
+    purpose: KeyPurpose,
+    version: KeyVersion,
+    material: KeyMaterial,
+    aead: LessSafeKey,
+}
+
+impl DataKey {
+    pub fn new(
+        tenant: TenantId,
+        region: RegionId,
+        purpose: KeyPurpose,
+        version: KeyVersion,
+        material: KeyMaterial,
+    ) -> Self {
+        let unbound = UnboundKey::new(&AES_256_GCM, material.expose())
+            .expect("32 bytes is a valid AES-256 key");
+        Self {
+            tenant,
+            region,
+            purpose,
+            version,
+            material,
+            aead: LessSafeKey::new(unbound),
+        }
+    }
+
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    pub fn region(&self) -> &RegionId {
+        &self.region
+    }
+
+    pub fn purpose(&self) -> KeyPurpose {
+        self.purpose
+    }
+
+    pub fn version(&self) -> KeyVersion {
+        self.version
+    }
+
+    pub fn material(&self) -> &KeyMaterial {
+        &self.material
+    }
+
+    pub(crate) fn aead(&self) -> &LessSafeKey {
+        &self.aead
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKey")
+            .field("tenant", &self.tenant)
+            .field("region", &self.region)
+            .field("purpose", &self.purpose)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_material_never_prints() {
+        let material = KeyMaterial::from_slice(&[7u8; 32]).expect("32 bytes");
+        assert_eq!(format!("{material:?}"), "KeyMaterial(<redacted>)");
+        assert!(KeyMaterial::from_slice(&[7u8; 31]).is_none());
+        let key = DataKey::new(
+            TenantId::from_random_bytes([1; 16]),
+            RegionId::parse("eu-central-1").expect("region"),
+            KeyPurpose::Data,
+            KeyVersion::FIRST,
+            material,
+        );
+        assert!(!format!("{key:?}").contains("7, 7"), "{key:?}");
+    }
+}
