@@ -22,6 +22,12 @@ pub enum StoreError {
     WrongRegion { stamped: String, configured: String },
     #[error(transparent)]
     Migration(#[from] crate::MigrationError),
+    /// The row the operation needs does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A stored value violates what the code expects (a bug or manual edit).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
     #[error("database error: {0}")]
     Other(#[source] tokio_postgres::Error),
 }

@@ -9,6 +9,7 @@ mod error;
 mod health;
 mod migrate;
 mod pools;
+pub mod tenant_keys;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -16,6 +17,6 @@ pub use error::StoreError;
 pub use health::{DatabaseHealth, PrimaryHealth, ProbeFailure, ReplicaHealth, ReplicaState};
 pub use migrate::{Migration, MigrationError, MigrationReport, embedded_migrations, migrate};
 pub use pools::{
-    DatabaseSettings, PgEndpoint, PoolStats, Primary, PrimaryPool, RegionDatabase, Replica,
-    ReplicaPool,
+    DatabaseSettings, PgEndpoint, PoolStats, Primary, PrimaryPool, PrimaryTx, RegionDatabase,
+    Replica, ReplicaPool,
 };

@@ -139,6 +139,33 @@ impl PrimaryPool {
     }
 }
 
+impl Primary {
+    /// The underlying client, for reads on the primary.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        &self.0
+    }
+
+    /// Starts a transaction on the primary: the only way to write.
+    pub async fn begin(&mut self) -> Result<PrimaryTx<'_>, StoreError> {
+        Ok(PrimaryTx(self.0.transaction().await?))
+    }
+}
+
+/// A transaction on the region's primary. Writes take one by type; dropping it without
+/// [`PrimaryTx::commit`] rolls back.
+#[derive(Debug)]
+pub struct PrimaryTx<'a>(deadpool_postgres::Transaction<'a>);
+
+impl PrimaryTx<'_> {
+    pub fn client(&self) -> &tokio_postgres::Transaction<'_> {
+        &self.0
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.0.commit().await?)
+    }
+}
+
 impl Deref for Primary {
     type Target = Object;
     fn deref(&self) -> &Object {
@@ -174,6 +201,13 @@ impl ReplicaPool {
 
     pub fn stats(&self) -> PoolStats {
         stats(&self.endpoint.name, &self.pool)
+    }
+}
+
+impl Replica {
+    /// The underlying client: reads only (a write fails with `StoreError::ReadOnly`).
+    pub fn client(&self) -> &tokio_postgres::Client {
+        &self.0
     }
 }
 

@@ -34,6 +34,22 @@ struct EndpointLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KmsCallLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KmsOperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: String,
     state: &'static str,
@@ -55,6 +71,10 @@ pub struct NodeMetrics {
     replica_lag_bytes: Family<EndpointLabels, Gauge>,
     replica_lag_seconds: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
     pool_connections: Family<PoolLabels, Gauge>,
+    dek_cache_hits: Counter,
+    dek_cache_misses: Counter,
+    kms_calls: Family<KmsCallLabels, Counter>,
+    kms_duration: Family<KmsOperationLabels, Histogram, fn() -> Histogram>,
 }
 
 impl NodeMetrics {
@@ -112,8 +132,41 @@ impl NodeMetrics {
             "Database pool connections by pool and state (max, open, idle, in_use, waiting)",
             pool_connections.clone(),
         );
+        let dek_cache_lookups = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "dek_cache_lookups",
+            "Tenant data key lookups by result (hit: served from memory, miss: unwrapped by the KMS)",
+            dek_cache_lookups.clone(),
+        );
+        let kms_calls = Family::<KmsCallLabels, Counter>::default();
+        registry.register(
+            "kms_calls",
+            "KMS calls by operation and outcome",
+            kms_calls.clone(),
+        );
+        let kms_duration =
+            Family::<KmsOperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register_with_unit(
+            "kms_call_duration",
+            "KMS call latency by operation",
+            prometheus_client::registry::Unit::Seconds,
+            kms_duration.clone(),
+        );
+        // Resolved once: the lookup counter sits on the hot path of every sealed value.
+        let dek_cache_hits = dek_cache_lookups
+            .get_or_create(&CacheLabels { result: "hit" })
+            .clone();
+        let dek_cache_misses = dek_cache_lookups
+            .get_or_create(&CacheLabels { result: "miss" })
+            .clone();
         Self {
             registry,
+            dek_cache_hits,
+            dek_cache_misses,
+            kms_calls,
+            kms_duration,
             http_requests,
             http_duration,
             primary_up,
@@ -184,6 +237,26 @@ impl NodeMetrics {
         gauge("waiting", waiting);
     }
 
+    /// One data-key lookup: served from the in-memory cache, or not.
+    pub fn record_dek_lookup(&self, hit: bool) {
+        if hit {
+            self.dek_cache_hits.inc();
+        } else {
+            self.dek_cache_misses.inc();
+        }
+    }
+
+    /// One KMS call (`generate_data_key`, `decrypt`, `re_encrypt`, `check`).
+    pub fn record_kms_call(&self, operation: &'static str, ok: bool, elapsed: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.kms_calls
+            .get_or_create(&KmsCallLabels { operation, outcome })
+            .inc();
+        self.kms_duration
+            .get_or_create(&KmsOperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -213,6 +286,24 @@ mod tests {
             text.contains("residency_http_request_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn key_cache_and_kms_calls_are_exported() {
+        let metrics = NodeMetrics::new("eu-west-1");
+        metrics.record_dek_lookup(true);
+        metrics.record_dek_lookup(true);
+        metrics.record_dek_lookup(false);
+        metrics.record_kms_call("decrypt", true, Duration::from_millis(12));
+        let text = metrics.encode();
+        for expected in [
+            r#"residency_dek_cache_lookups_total{region="eu-west-1",result="hit"} 2"#,
+            r#"residency_dek_cache_lookups_total{region="eu-west-1",result="miss"} 1"#,
+            r#"residency_kms_calls_total{region="eu-west-1",operation="decrypt",outcome="ok"} 1"#,
+            r#"residency_kms_call_duration_seconds_count{region="eu-west-1",operation="decrypt"} 1"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
     }
 
     #[test]

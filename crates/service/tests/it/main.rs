@@ -1,0 +1,4 @@
+//! Integration tests of tenant key management on a real primary + replica and a real
+//! (local, file-backed) KMS, wrapped to count calls and inject failures.
+
+mod keys;

@@ -1,0 +1,247 @@
+//! Wrapped tenant keys in the region's primary (`tenant_keys`). Only ciphertext from the
+//! KMS and metadata are stored; plaintext keys never reach this crate.
+
+use std::time::SystemTime;
+
+use model::{KeyPurpose, KeyState, KeyVersion, TenantId};
+use tokio_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use crate::{PrimaryTx, StoreError};
+
+/// One stored key version. `wrapped` and `kms_key_id` are `None` once destroyed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub tenant: TenantId,
+    pub purpose: KeyPurpose,
+    pub version: KeyVersion,
+    pub state: KeyState,
+    pub kms_key_id: Option<String>,
+    pub wrapped: Option<Vec<u8>>,
+    /// The KMS encryption context, as a JSON object.
+    pub kms_context: String,
+    pub created_at: SystemTime,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("tenant", &self.tenant)
+            .field("purpose", &self.purpose)
+            .field("version", &self.version)
+            .field("state", &self.state)
+            .field("kms_key_id", &self.kms_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key version to insert (always active).
+#[derive(Debug, Clone)]
+pub struct NewKey<'a> {
+    pub tenant: &'a TenantId,
+    pub purpose: KeyPurpose,
+    pub kms_key_id: &'a str,
+    pub wrapped: &'a [u8],
+    pub kms_context: &'a str,
+}
+
+const COLUMNS: &str =
+    "tenant_id, purpose, version, state, kms_key_id, wrapped_key, kms_context::text, created_at";
+
+fn decode(row: &Row) -> Result<StoredKey, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("tenant_keys: {what}"));
+    let tenant: &str = row.try_get(0)?;
+    let purpose: &str = row.try_get(1)?;
+    let version: i32 = row.try_get(2)?;
+    let state: &str = row.try_get(3)?;
+    Ok(StoredKey {
+        tenant: TenantId::parse(tenant).map_err(|_| corrupt("tenant id"))?,
+        purpose: KeyPurpose::parse(purpose).ok_or_else(|| corrupt("purpose"))?,
+        version: u32::try_from(version)
+            .ok()
+            .and_then(KeyVersion::new)
+            .ok_or_else(|| corrupt("version"))?,
+        state: KeyState::parse(state).ok_or_else(|| corrupt("state"))?,
+        kms_key_id: row.try_get(4)?,
+        wrapped: row.try_get(5)?,
+        kms_context: row.try_get(6)?,
+        created_at: row.try_get(7)?,
+    })
+}
+
+fn version_param(version: KeyVersion) -> i32 {
+    i32::try_from(version.get()).expect("key versions stay far below 2^31")
+}
+
+/// Inserts version 1 of `key.purpose` for a new tenant.
+pub async fn insert_first_key(
+    tx: &PrimaryTx<'_>,
+    key: &NewKey<'_>,
+) -> Result<KeyVersion, StoreError> {
+    tx.client()
+        .execute(
+            "insert into tenant_keys (tenant_id, purpose, version, state, kms_key_id, wrapped_key, kms_context)
+             values ($1, $2, 1, 'active', $3, $4, $5::text::jsonb)",
+            &[&key.tenant.as_str(), &key.purpose.as_str(), &key.kms_key_id, &key.wrapped, &key.kms_context],
+        )
+        .await?;
+    Ok(KeyVersion::FIRST)
+}
+
+/// Retires the active version of `key.purpose` and inserts the next version as active.
+/// Concurrent rotations of one tenant serialize on the active row.
+pub async fn rotate(tx: &PrimaryTx<'_>, key: &NewKey<'_>) -> Result<KeyVersion, StoreError> {
+    let client = tx.client();
+    let tenant = key.tenant.as_str();
+    let purpose = key.purpose.as_str();
+    let current: Option<i32> = client
+        .query_opt(
+            "select version from tenant_keys where tenant_id = $1 and purpose = $2 and state = 'active' for update",
+            &[&tenant, &purpose],
+        )
+        .await?
+        .map(|row| row.get(0));
+    if current.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let latest: i32 = client
+        .query_one(
+            "select max(version) from tenant_keys where tenant_id = $1 and purpose = $2",
+            &[&tenant, &purpose],
+        )
+        .await?
+        .get(0);
+    client
+        .execute(
+            "update tenant_keys set state = 'retired', retired_at = now()
+             where tenant_id = $1 and purpose = $2 and state = 'active'",
+            &[&tenant, &purpose],
+        )
+        .await?;
+    let next = latest + 1;
+    client
+        .execute(
+            "insert into tenant_keys (tenant_id, purpose, version, state, kms_key_id, wrapped_key, kms_context)
+             values ($1, $2, $3, 'active', $4, $5, $6::text::jsonb)",
+            &[&tenant, &purpose, &next, &key.kms_key_id, &key.wrapped, &key.kms_context],
+        )
+        .await?;
+    u32::try_from(next)
+        .ok()
+        .and_then(KeyVersion::new)
+        .ok_or_else(|| StoreError::Corrupt("tenant_keys: version".into()))
+}
+
+/// The active version of `purpose` for `tenant`, if any.
+pub async fn active<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+) -> Result<Option<StoredKey>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from tenant_keys where tenant_id = $1 and purpose = $2 and state = 'active'"
+    );
+    client
+        .query_opt(&sql, &[&tenant.as_str(), &purpose.as_str()])
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose()
+}
+
+/// One version of `purpose` for `tenant`, whatever its state.
+pub async fn by_version<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+    version: KeyVersion,
+) -> Result<Option<StoredKey>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from tenant_keys where tenant_id = $1 and purpose = $2 and version = $3"
+    );
+    client
+        .query_opt(
+            &sql,
+            &[&tenant.as_str(), &purpose.as_str(), &version_param(version)],
+        )
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose()
+}
+
+/// Every version of every purpose for `tenant`, oldest first.
+pub async fn list<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+) -> Result<Vec<StoredKey>, StoreError> {
+    let sql =
+        format!("select {COLUMNS} from tenant_keys where tenant_id = $1 order by purpose, version");
+    client
+        .query(&sql, &[&tenant.as_str()])
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+}
+
+/// Up to `limit` live keys not wrapped under `current_kms_key` (all live keys when it is
+/// `None`), for KMS key rotation.
+pub async fn wrapped_under_other_keys<C: GenericClient>(
+    client: &C,
+    current_kms_key: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StoredKey>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from tenant_keys
+         where state <> 'destroyed' and ($1::text is null or kms_key_id <> $1)
+         order by tenant_id, purpose, version limit $2"
+    );
+    client
+        .query(&sql, &[&current_kms_key, &limit])
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+}
+
+/// Replaces a key's wrapping (KMS key rotation) if it is still wrapped under
+/// `old_kms_key`; returns whether it did.
+pub async fn rewrap(
+    tx: &PrimaryTx<'_>,
+    key: &StoredKey,
+    old_kms_key: &str,
+    new_kms_key: &str,
+    new_wrapped: &[u8],
+) -> Result<bool, StoreError> {
+    let updated = tx
+        .client()
+        .execute(
+            "update tenant_keys set kms_key_id = $5, wrapped_key = $6
+             where tenant_id = $1 and purpose = $2 and version = $3 and kms_key_id = $4 and state <> 'destroyed'",
+            &[
+                &key.tenant.as_str(),
+                &key.purpose.as_str(),
+                &version_param(key.version),
+                &old_kms_key,
+                &new_kms_key,
+                &new_wrapped,
+            ],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// Crypto-shredding: erases every wrapped key of `tenant`. Returns how many versions were
+/// destroyed by this call.
+pub async fn destroy_all(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<u64, StoreError> {
+    Ok(tx
+        .client()
+        .execute(
+            "update tenant_keys
+             set state = 'destroyed', wrapped_key = null, kms_key_id = null, destroyed_at = now()
+             where tenant_id = $1 and state <> 'destroyed'",
+            &[&tenant.as_str()],
+        )
+        .await?)
+}
