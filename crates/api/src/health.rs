@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use store::{DatabaseHealth, ReplicaState};
 use tokio::task::JoinHandle;
-use wire::{Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck};
+use wire::{ComponentCheck, Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck};
 
 use crate::{NodeState, PROBE_TIMEOUT};
 
@@ -24,9 +24,13 @@ pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
 /// `GET /readyz`: 200 while the primary takes writes (replicas may be out of rotation:
 /// `degraded`), 503 when it does not.
 pub(crate) async fn readyz(State(state): State<NodeState>) -> Response {
-    let health = state.database().health(PROBE_TIMEOUT).await;
+    let (health, kms, objects) = tokio::join!(
+        state.database().health(PROBE_TIMEOUT),
+        check_kms(&state),
+        check_objects(&state),
+    );
     record(&state, &health);
-    let readiness = readiness(&state, &health);
+    let readiness = readiness(&state, &health, kms, objects);
     let status = if health.primary_up() {
         StatusCode::OK
     } else {
@@ -94,7 +98,51 @@ fn record_pools(state: &NodeState) {
     }
 }
 
-fn readiness(state: &NodeState, health: &DatabaseHealth) -> Readiness {
+async fn check_kms(state: &NodeState) -> ComponentCheck {
+    let kms = state.kms();
+    let result = tokio::time::timeout(PROBE_TIMEOUT, kms.check()).await;
+    let reason = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(envelope::kms::KmsError::KeyUnusable { .. })) => Some("key_unusable"),
+        Ok(Err(envelope::kms::KmsError::Unavailable(_))) => Some("unavailable"),
+        Ok(Err(err)) => {
+            tracing::warn!(region = %state.region(), "KMS check failed: {err}");
+            Some("error")
+        }
+        Err(_) => Some("timeout"),
+    };
+    component(kms.kind().as_str(), kms.key_id(), reason)
+}
+
+async fn check_objects(state: &NodeState) -> ComponentCheck {
+    let objects = state.objects();
+    let reason = match tokio::time::timeout(PROBE_TIMEOUT, objects.check()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(envelope::objects::ObjectStoreError::Unavailable(_))) => Some("unavailable"),
+        Ok(Err(err)) => {
+            tracing::warn!(region = %state.region(), "object store check failed: {err}");
+            Some("error")
+        }
+        Err(_) => Some("timeout"),
+    };
+    component(objects.kind().as_str(), objects.location(), reason)
+}
+
+fn component(kind: &str, target: impl Into<String>, reason: Option<&str>) -> ComponentCheck {
+    ComponentCheck {
+        status: if reason.is_none() { "up" } else { "down" }.into(),
+        kind: kind.into(),
+        target: target.into(),
+        reason: reason.map(str::to_owned),
+    }
+}
+
+fn readiness(
+    state: &NodeState,
+    health: &DatabaseHealth,
+    kms: ComponentCheck,
+    object_store: ComponentCheck,
+) -> Readiness {
     let primary = match &health.primary.state {
         Ok(lsn) => PrimaryCheck {
             status: "up".into(),
@@ -137,9 +185,12 @@ fn readiness(state: &NodeState, health: &DatabaseHealth) -> Readiness {
             },
         })
         .collect();
+    let everything_up = replicas.iter().all(|r| r.status == "up")
+        && kms.status == "up"
+        && object_store.status == "up";
     let status = if !health.primary_up() {
         "not_ready"
-    } else if replicas.iter().all(|r| r.status == "up") {
+    } else if everything_up {
         "ready"
     } else {
         "degraded"
@@ -147,6 +198,11 @@ fn readiness(state: &NodeState, health: &DatabaseHealth) -> Readiness {
     Readiness {
         status: status.into(),
         region: state.region().to_string(),
-        checks: ReadinessChecks { primary, replicas },
+        checks: ReadinessChecks {
+            primary,
+            replicas,
+            kms,
+            object_store,
+        },
     }
 }

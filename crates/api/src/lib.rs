@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use health::spawn_health_poller;
-pub use state::NodeState;
+pub use state::{NodeParts, NodeState};
 
 /// The whole HTTP surface of a regional node.
 pub fn app(state: NodeState) -> Router {

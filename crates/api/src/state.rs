@@ -1,10 +1,24 @@
-//! What every handler of a regional node can reach: its region, its databases, its metrics.
+//! What every handler of a regional node can reach: its region, databases, KMS, object
+//! store, tenant keys and metrics. All of them belong to this one region.
 
 use std::sync::Arc;
 
+use envelope::kms::Kms;
+use envelope::objects::ObjectStore;
 use model::RegionId;
+use service::Keyring;
 use store::RegionDatabase;
 use telemetry::NodeMetrics;
+
+/// The parts a regional node is built from.
+#[derive(Debug)]
+pub struct NodeParts {
+    pub database: RegionDatabase,
+    pub kms: Arc<dyn Kms>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub keyring: Keyring,
+    pub metrics: Arc<NodeMetrics>,
+}
 
 /// Cheap to clone; one per regional node.
 #[derive(Debug, Clone)]
@@ -15,21 +29,28 @@ pub struct NodeState {
 #[derive(Debug)]
 struct Inner {
     region: RegionId,
-    database: RegionDatabase,
-    metrics: NodeMetrics,
+    parts: NodeParts,
 }
 
 impl NodeState {
-    /// The node of `database`'s region.
-    pub fn new(database: RegionDatabase) -> Self {
-        let region = database.region().clone();
-        let metrics = NodeMetrics::new(region.as_str());
+    /// The node of `parts.database`'s region.
+    ///
+    /// # Panics
+    /// When a part belongs to another region: a node holds its own region only.
+    pub fn new(parts: NodeParts) -> Self {
+        let region = parts.database.region().clone();
+        assert_eq!(
+            parts.kms.region(),
+            &region,
+            "the KMS must be the node's region's"
+        );
+        assert_eq!(
+            parts.keyring.region(),
+            &region,
+            "the keyring must be the node's region's"
+        );
         Self {
-            inner: Arc::new(Inner {
-                region,
-                database,
-                metrics,
-            }),
+            inner: Arc::new(Inner { region, parts }),
         }
     }
 
@@ -38,10 +59,22 @@ impl NodeState {
     }
 
     pub fn database(&self) -> &RegionDatabase {
-        &self.inner.database
+        &self.inner.parts.database
+    }
+
+    pub fn kms(&self) -> &Arc<dyn Kms> {
+        &self.inner.parts.kms
+    }
+
+    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.parts.objects
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.inner.parts.keyring
     }
 
     pub fn metrics(&self) -> &NodeMetrics {
-        &self.inner.metrics
+        &self.inner.parts.metrics
     }
 }

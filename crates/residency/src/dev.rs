@@ -4,24 +4,27 @@
 //! summary, and on SIGINT/SIGTERM stops every node and every PostgreSQL process.
 //!
 //! State directory layout: `operator_token`, `endpoints.json`, `.lock`, and per region
-//! `<region>/{postgres/, kms/master.key, objects/, api_port}`. A second start with the
+//! `<region>/{postgres/, kms/ (the local KMS's master keys), objects/, api_port}`. A second start with the
 //! same directory reuses everything: clusters, data, ports, token.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use catalog::Catalog;
 use devstack::{Durability, LocalRegion, LocalRegionOptions, PgBinaries};
+use envelope::kms::local::LocalKms;
+use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
 use store::{DatabaseSettings, PgEndpoint};
 
-use crate::node::RunningNode;
+use crate::node::{Backends, RunningNode};
 
 /// The application database created in every local primary.
 const APP_DATABASE: &str = "residency";
@@ -161,10 +164,16 @@ async fn start_region(
     id: RegionId,
 ) -> anyhow::Result<DevRegion> {
     fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
-    let kms_key = ensure_local_kms_key(&root.join("kms"))?;
+    let kms_key = root.join("kms");
     let object_store = root.join("objects");
-    fs::create_dir_all(&object_store)
-        .with_context(|| format!("create {}", object_store.display()))?;
+    let backends = Backends {
+        kms: Arc::new(
+            LocalKms::open_or_create(&kms_key, id.clone()).context("open the local KMS")?,
+        ),
+        objects: Arc::new(
+            LocalObjectStore::new(object_store.clone()).context("open the local object store")?,
+        ),
+    };
 
     let options = LocalRegionOptions {
         name: id.to_string(),
@@ -173,7 +182,7 @@ async fn start_region(
     let databases = LocalRegion::start(binaries, options)
         .await
         .with_context(|| format!("start the {id} databases"))?;
-    let node = match start_node(&id, &databases, &root).await {
+    let node = match start_node(&id, &databases, &root, backends).await {
         Ok(node) => node,
         Err(err) => {
             let _ = databases.stop().await;
@@ -193,6 +202,7 @@ async fn start_node(
     id: &RegionId,
     databases: &LocalRegion,
     root: &Path,
+    backends: Backends,
 ) -> anyhow::Result<RunningNode> {
     create_app_database(databases).await?;
     let settings = DatabaseSettings::new(
@@ -203,7 +213,7 @@ async fn start_node(
         )],
     );
     let listener = bind_saved_port(&root.join("api_port")).await?;
-    crate::node::start(id.clone(), &settings, listener).await
+    crate::node::start(id.clone(), &settings, backends, listener).await
 }
 
 async fn create_app_database(databases: &LocalRegion) -> anyhow::Result<()> {
@@ -227,7 +237,29 @@ async fn create_app_database(databases: &LocalRegion) -> anyhow::Result<()> {
     }
     drop(client);
     let _ = connection.await;
-    Ok(())
+    wait_for_replica(databases).await
+}
+
+/// Waits until the replica has replayed the app database's creation, so that the node
+/// is ready (replica in rotation) by the time endpoints.json appears.
+async fn wait_for_replica(databases: &LocalRegion) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match databases
+            .replica_config(APP_DATABASE)
+            .connect(tokio_postgres::NoTls)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(err) if std::time::Instant::now() >= deadline => {
+                return Err(anyhow::Error::new(err).context(format!(
+                    "the {} replica never replayed the creation of the {APP_DATABASE} database",
+                    databases.name()
+                )));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+        }
+    }
 }
 
 /// Binds the API port used last time if it is free, else a new one (and saves it).
@@ -246,19 +278,6 @@ async fn bind_saved_port(path: &Path) -> anyhow::Result<tokio::net::TcpListener>
     let port = listener.local_addr()?.port();
     fs::write(path, format!("{port}\n")).with_context(|| format!("write {}", path.display()))?;
     Ok(listener)
-}
-
-/// The region's local master key material (32 random bytes, owner-only). The local KMS
-/// that uses it arrives with envelope encryption; here it exists and is reported.
-fn ensure_local_kms_key(dir: &Path) -> anyhow::Result<PathBuf> {
-    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    let path = dir.join("master.key");
-    if !path.exists() {
-        let key: [u8; 32] = rand::random();
-        write_private(&path, &key)?;
-    }
-    Ok(path)
 }
 
 fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {

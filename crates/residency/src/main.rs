@@ -1,7 +1,8 @@
 //! `residency`: the one binary. Subcommands: `dev` (the local three-region platform),
-//! `serve` (one regional node), `migrate` (a region's primary). Thin: parsing here,
+//! `serve` (one regional node), `migrate` (a region's primary), `bench` (benchmarks). Thin: parsing here,
 //! the work in the modules and crates below.
 
+mod bench;
 mod dev;
 mod migrate;
 mod node;
@@ -42,6 +43,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Apply migrations to a region's primary (nodes also do this when they start).
     Migrate(migrate::MigrateArgs),
+    /// Benchmarks against a baseline measured in the same run.
+    Bench(bench::BenchArgs),
 }
 
 /// Where the region catalogue is by default: `regions/` in the working directory.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -1,11 +1,16 @@
 //! Starting one regional node from database settings: pools, migrations and region
 //! stamp, health poller, HTTP server. Shared by `serve` and `dev`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use envelope::kms::Kms;
+use envelope::objects::ObjectStore;
 use model::RegionId;
+use service::{Keyring, KeyringSettings};
 use store::{DatabaseSettings, RegionDatabase, embedded_migrations};
+use telemetry::NodeMetrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,11 +28,19 @@ pub(crate) struct RunningNode {
     stop: watch::Sender<bool>,
 }
 
+/// The region's KMS and object store (AWS in production, local in `residency dev`).
+#[derive(Debug, Clone)]
+pub(crate) struct Backends {
+    pub kms: Arc<dyn Kms>,
+    pub objects: Arc<dyn ObjectStore>,
+}
+
 /// Migrates and stamps the region's primary (refusing a changed migration or another
 /// region's database), then serves on `listener`.
 pub(crate) async fn start(
     region: RegionId,
     settings: &DatabaseSettings,
+    backends: Backends,
     listener: TcpListener,
 ) -> anyhow::Result<RunningNode> {
     let database = RegionDatabase::new(region.clone(), settings).context("build database pools")?;
@@ -38,7 +51,20 @@ pub(crate) async fn start(
     if !report.applied.is_empty() {
         tracing::info!(region = %region, applied = ?report.applied, "migrated primary");
     }
-    let state = api::NodeState::new(database);
+    let metrics = Arc::new(NodeMetrics::new(region.as_str()));
+    let keyring = Keyring::new(
+        database.clone(),
+        backends.kms.clone(),
+        metrics.clone(),
+        KeyringSettings::default(),
+    );
+    let state = api::NodeState::new(api::NodeParts {
+        database,
+        kms: backends.kms,
+        objects: backends.objects,
+        keyring,
+        metrics,
+    });
     let poller = api::spawn_health_poller(state.clone(), HEALTH_POLL_INTERVAL);
     let address = listener.local_addr().context("read listener address")?;
     let (stop, mut stopped) = watch::channel(false);

@@ -8,8 +8,9 @@ pub struct Liveness {
     pub region: String,
 }
 
-/// `status` is `ready` (everything up), `degraded` (primary up, a replica out of rotation;
-/// still 200) or `not_ready` (primary down; 503).
+/// `status` is `ready` (everything up), `degraded` (primary up, but a replica, the KMS or
+/// the object store is not: still 200, since cached keys and the primary keep serving) or
+/// `not_ready` (primary down; 503).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Readiness {
     pub status: String,
@@ -21,6 +22,23 @@ pub struct Readiness {
 pub struct ReadinessChecks {
     pub primary: PrimaryCheck,
     pub replicas: Vec<ReplicaCheck>,
+    pub kms: ComponentCheck,
+    pub object_store: ComponentCheck,
+}
+
+/// A dependency other than the databases: the region's KMS or object store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentCheck {
+    /// `up` or `down`.
+    pub status: String,
+    /// Which backend: `aws` or `local` (the embedded default) for the KMS, `s3` or
+    /// `local` for the object store.
+    pub kind: String,
+    /// The KMS key id, or the bucket / directory.
+    pub target: String,
+    /// Why it is down (a short class, never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,9 @@
 mod health;
 mod problem;
 
-pub use health::{Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck};
+pub use health::{
+    ComponentCheck, Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck,
+};
 pub use problem::{PROBLEM_JSON, Problem};
 
 /// Header names of the public contract (API.md).

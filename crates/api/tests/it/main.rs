@@ -1,15 +1,53 @@
 //! Handler tests of the regional node: `app(state).oneshot(request)` against a real
 //! primary and streaming replica.
 
-use api::{NodeState, app};
+use std::sync::Arc;
+
+use api::{NodeParts, NodeState, app};
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
+use envelope::kms::local::LocalKms;
+use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
+use service::{Keyring, KeyringSettings};
 use store::testing::{migrated_database, region_database, settings};
 use store::{PgEndpoint, RegionDatabase};
+use telemetry::NodeMetrics;
 use tower::ServiceExt;
 use wire::{Problem, Readiness};
+
+/// A node on `database` with a real local KMS and object store in a temporary directory
+/// (kept alive as long as the node).
+struct Node {
+    state: NodeState,
+    dir: tempfile::TempDir,
+}
+
+fn node(database: RegionDatabase) -> Node {
+    let dir = tempfile::tempdir().expect("node dir");
+    let region = database.region().clone();
+    let kms = Arc::new(
+        LocalKms::open_or_create(&dir.path().join("kms"), region.clone()).expect("local kms"),
+    );
+    let objects =
+        Arc::new(LocalObjectStore::new(dir.path().join("objects")).expect("local objects"));
+    let metrics = Arc::new(NodeMetrics::new(region.as_str()));
+    let keyring = Keyring::new(
+        database.clone(),
+        kms.clone(),
+        metrics.clone(),
+        KeyringSettings::default(),
+    );
+    let state = NodeState::new(NodeParts {
+        database,
+        kms,
+        objects,
+        keyring,
+        metrics,
+    });
+    Node { state, dir }
+}
 
 async fn get(state: &NodeState, path: &str) -> Response {
     app(state.clone())
@@ -32,7 +70,8 @@ fn closed_port_endpoint(name: &str, like: &tokio_postgres::Config) -> PgEndpoint
 #[tokio::test]
 async fn healthz_answers_with_the_region_and_a_request_id() {
     let (_db, database) = region_database("eu-central-1").await;
-    let state = NodeState::new(database);
+    let node = node(database);
+    let state = node.state.clone();
     let response = get(&state, "/healthz").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
@@ -62,11 +101,24 @@ async fn healthz_answers_with_the_region_and_a_request_id() {
 #[tokio::test]
 async fn readyz_reports_primary_and_replica_lag_when_everything_is_up() {
     let (_db, database) = region_database("eu-central-1").await;
-    let response = get(&NodeState::new(database), "/readyz").await;
+    let node = node(database);
+    let response = get(&node.state, "/readyz").await;
     assert_eq!(response.status(), StatusCode::OK);
     let readiness: Readiness =
         serde_json::from_str(&body_text(response).await).expect("readiness json");
     assert_eq!(readiness.status, "ready");
+    let kms = &readiness.checks.kms;
+    assert_eq!(
+        (kms.status.as_str(), kms.kind.as_str()),
+        ("up", "local"),
+        "the embedded KMS says so"
+    );
+    assert!(kms.target.starts_with("local:eu-central-1:"), "{kms:?}");
+    let objects = &readiness.checks.object_store;
+    assert_eq!(
+        (objects.status.as_str(), objects.kind.as_str()),
+        ("up", "local")
+    );
     assert_eq!(readiness.checks.primary.status, "up");
     assert!(readiness.checks.primary.wal_lsn.is_some());
     let replica = &readiness.checks.replicas[0];
@@ -88,8 +140,8 @@ async fn readyz_is_503_when_the_primary_is_down_and_never_leaks_credentials() {
         vec![PgEndpoint::new("replica-1", database.replica.clone())],
     );
     let region = RegionId::parse("us-east-1").expect("region");
-    let state = NodeState::new(RegionDatabase::new(region, &settings).expect("pools"));
-    let response = get(&state, "/readyz").await;
+    let node = node(RegionDatabase::new(region, &settings).expect("pools"));
+    let response = get(&node.state, "/readyz").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let text = body_text(response).await;
     let password = String::from_utf8(database.primary.get_password().expect("password").to_vec())
@@ -118,8 +170,8 @@ async fn readyz_is_degraded_but_200_when_a_replica_is_down() {
         .replicas
         .push(closed_port_endpoint("replica-2", &database.replica));
     let region = RegionId::parse("eu-central-1").expect("region");
-    let state = NodeState::new(RegionDatabase::new(region, &settings).expect("pools"));
-    let response = get(&state, "/readyz").await;
+    let node = node(RegionDatabase::new(region, &settings).expect("pools"));
+    let response = get(&node.state, "/readyz").await;
     assert_eq!(response.status(), StatusCode::OK);
     let readiness: Readiness = serde_json::from_str(&body_text(response).await).expect("json");
     assert_eq!(readiness.status, "degraded");
@@ -133,7 +185,8 @@ async fn readyz_is_degraded_but_200_when_a_replica_is_down() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_export_lag_and_pool_usage() {
     let (_db, database) = region_database("ap-southeast-1").await;
-    let state = NodeState::new(database);
+    let node = node(database);
+    let state = node.state.clone();
     get(&state, "/healthz").await;
     get(&state, "/readyz").await;
     get(&state, "/no/such/thing/alice@example.com").await;
@@ -165,11 +218,8 @@ async fn metrics_count_requests_by_route_and_export_lag_and_pool_usage() {
 #[tokio::test]
 async fn unknown_paths_get_problem_json_without_echoing_the_path() {
     let (_db, database) = region_database("eu-central-1").await;
-    let response = get(
-        &NodeState::new(database),
-        "/v1/tenants/alice@example.com/secret",
-    )
-    .await;
+    let node = node(database);
+    let response = get(&node.state, "/v1/tenants/alice@example.com/secret").await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
@@ -189,7 +239,8 @@ async fn unknown_paths_get_problem_json_without_echoing_the_path() {
 #[tokio::test]
 async fn the_health_poller_keeps_gauges_current() {
     let (_db, database) = region_database("eu-central-1").await;
-    let state = NodeState::new(database);
+    let node = node(database);
+    let state = node.state.clone();
     let poller = api::spawn_health_poller(state.clone(), std::time::Duration::from_millis(50));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -205,4 +256,21 @@ async fn the_health_poller_keeps_gauges_current() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     poller.abort();
+}
+
+#[tokio::test]
+async fn readyz_is_degraded_when_the_object_store_is_gone() {
+    let (_db, database) = region_database("us-east-1").await;
+    let node = node(database);
+    std::fs::remove_dir_all(node.dir.path().join("objects")).expect("remove object store");
+    let response = get(&node.state, "/readyz").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the primary still serves"
+    );
+    let readiness: Readiness = serde_json::from_str(&body_text(response).await).expect("json");
+    assert_eq!(readiness.status, "degraded");
+    assert_eq!(readiness.checks.object_store.status, "down");
+    assert_eq!(readiness.checks.kms.status, "up");
 }

@@ -1,0 +1,347 @@
+//! `residency bench`: benchmarks that compare our code with a baseline in the same run
+//! and report ratios. `envelope`: sealing and opening values through the keyring (cache
+//! lookup, associated data, versioned format) against raw aws-lc-rs AES-256-GCM on the
+//! same buffers, and KMS calls per 100k seals spread over 100 tenants.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use devstack::{Durability, LocalRegion, LocalRegionOptions, PgBinaries};
+use envelope::kms::faulty::FaultyKms;
+use envelope::kms::local::LocalKms;
+use envelope::seal::SealContext;
+use model::{RegionId, TenantId};
+use serde_json::json;
+use service::{Keyring, KeyringSettings};
+use store::{DatabaseSettings, PgEndpoint, RegionDatabase, embedded_migrations};
+use telemetry::NodeMetrics;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Which {
+    /// Seal/open throughput against raw AES-256-GCM, and KMS calls per seal.
+    Envelope(EnvelopeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EnvelopeArgs {
+    /// Where to write the JSON results.
+    #[arg(long, default_value = ".residency/bench/envelope.json")]
+    output: PathBuf,
+    /// Time per measurement; each case is measured in several interleaved rounds.
+    #[arg(long, default_value_t = 0.3)]
+    seconds_per_round: f64,
+    /// Interleaved rounds per case (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seals spread over `--tenants` for the KMS-call count.
+    #[arg(long, default_value_t = 100_000)]
+    seals: u64,
+    #[arg(long, default_value_t = 100)]
+    tenants: u64,
+    /// Exit non-zero when a target is missed.
+    #[arg(long)]
+    check: bool,
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.which {
+        Which::Envelope(args) => envelope(args).await,
+    }
+}
+
+/// Throughput targets from the issue: ours / raw at each size.
+const TARGETS: [(usize, f64); 2] = [(1024, 0.5), (16 * 1024, 0.8)];
+/// KMS calls may be at most this share of operations.
+const KMS_CALL_TARGET: f64 = 0.01;
+const REGION: &str = "eu-central-1";
+
+async fn envelope(args: EnvelopeArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is an unoptimized build; run `cargo run --release -p residency -- bench envelope` for real figures"
+        );
+    }
+    let region = RegionId::parse(REGION)?;
+    let binaries = PgBinaries::locate()?;
+    let databases = LocalRegion::start(
+        &binaries,
+        LocalRegionOptions {
+            name: "bench".into(),
+            durability: Durability::Ephemeral,
+        },
+    )
+    .await
+    .context("start a local region for the benchmark")?;
+    let result = measure(&args, &region, &databases).await;
+    databases.stop().await?;
+    let report = result?;
+
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(&args.output, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("write {}", args.output.display()))?;
+    println!("results written to {}", args.output.display());
+    let all_met = report["results"]
+        .as_array()
+        .is_some_and(|r| r.iter().all(|r| r["met"] == true))
+        && report["kms"]["met"] == true;
+    if args.check && !all_met {
+        anyhow::bail!("a benchmark target was missed");
+    }
+    Ok(())
+}
+
+async fn measure(
+    args: &EnvelopeArgs,
+    region: &RegionId,
+    databases: &LocalRegion,
+) -> anyhow::Result<serde_json::Value> {
+    let settings = DatabaseSettings::new(
+        PgEndpoint::new("primary", databases.primary_config("postgres")),
+        vec![PgEndpoint::new(
+            "replica-1",
+            databases.replica_config("postgres"),
+        )],
+    );
+    let database = RegionDatabase::new(region.clone(), &settings)?;
+    database.prepare(embedded_migrations()).await?;
+    let kms_dir = tempfile::tempdir()?;
+    let local = Arc::new(LocalKms::open_or_create(kms_dir.path(), region.clone())?);
+    let kms = Arc::new(FaultyKms::new(local));
+    let metrics = Arc::new(NodeMetrics::new(region.as_str()));
+    let keyring = Keyring::new(
+        database.clone(),
+        kms.clone(),
+        metrics,
+        KeyringSettings::default(),
+    );
+
+    let tenants = provision(&keyring, &database, args.tenants).await?;
+    let throughput = throughput(args, &keyring, &tenants[0]).await?;
+
+    // KMS calls while sealing `seals` values round-robin over the tenants, on a keyring
+    // with a cold cache (as after a node start).
+    let cold = Keyring::new(
+        database,
+        kms.clone(),
+        Arc::new(NodeMetrics::new(region.as_str())),
+        KeyringSettings::default(),
+    );
+    let before = kms.calls();
+    let value = vec![0x5a; 256];
+    for i in 0..args.seals {
+        let tenant = &tenants[(i % args.tenants) as usize];
+        cold.seal(
+            tenant,
+            &SealContext {
+                collection: "bench",
+                record: "r",
+                field: "f",
+            },
+            &value,
+        )
+        .await?;
+    }
+    let calls = kms.calls() - before;
+    let share = calls as f64 / args.seals as f64;
+    println!();
+    println!(
+        "KMS calls: {calls} for {} seals over {} tenants = {:.3}% of operations (target ≤ {:.0}%)",
+        args.seals,
+        args.tenants,
+        share * 100.0,
+        KMS_CALL_TARGET * 100.0
+    );
+
+    Ok(json!({
+        "benchmark": "envelope",
+        "optimized_build": !cfg!(debug_assertions),
+        "rounds": args.rounds,
+        "seconds_per_round": args.seconds_per_round,
+        "baseline": "aws-lc-rs AES-256-GCM seal_in_place_append_tag / open_in_place, random nonce, same buffers",
+        "results": throughput,
+        "kms": {
+            "seals": args.seals,
+            "tenants": args.tenants,
+            "kms_calls": calls,
+            "share_of_operations": share,
+            "target_share": KMS_CALL_TARGET,
+            "met": share <= KMS_CALL_TARGET,
+        },
+    }))
+}
+
+async fn provision(
+    keyring: &Keyring,
+    database: &RegionDatabase,
+    count: u64,
+) -> anyhow::Result<Vec<TenantId>> {
+    let mut tenants = Vec::new();
+    for _ in 0..count {
+        let tenant = TenantId::from_random_bytes(rand::random());
+        let mut primary = database.primary().get().await?;
+        let tx = primary.begin().await?;
+        keyring.provision(&tx, &tenant).await?;
+        tx.commit().await?;
+        tenants.push(tenant);
+    }
+    Ok(tenants)
+}
+
+/// Seal and open at each size: ours through the keyring (warm cache), raw with aws-lc-rs
+/// on the same buffers, in interleaved rounds; the medians and their ratio.
+async fn throughput(
+    args: &EnvelopeArgs,
+    keyring: &Keyring,
+    tenant: &TenantId,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let round = Duration::from_secs_f64(args.seconds_per_round);
+    let context = SealContext {
+        collection: "patients",
+        record: "0f9a3c2e-5d1b-4a7e-8c6f-2b1d0e9f8a7c",
+        field: "diagnosis",
+    };
+    let raw_key = {
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).expect("system RNG");
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &bytes).expect("32-byte key"))
+    };
+    println!(
+        "{:<6} {:>7} {:>14} {:>14} {:>7} {:>7}  ",
+        "op", "size", "raw ops/s", "ours ops/s", "ratio", "target"
+    );
+    let mut results = Vec::new();
+    for (size, target) in TARGETS {
+        let plaintext: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let ours_sealed = keyring.seal(tenant, &context, &plaintext).await?;
+        let raw_sealed = raw_seal(&raw_key, &plaintext);
+
+        let mut seal_raw = Vec::new();
+        let mut seal_ours = Vec::new();
+        let mut open_raw = Vec::new();
+        let mut open_ours = Vec::new();
+        for _ in 0..args.rounds {
+            seal_raw.push(rate(round, || {
+                std::hint::black_box(raw_seal(&raw_key, &plaintext));
+            }));
+            seal_ours.push(
+                rate_async(round, || async {
+                    std::hint::black_box(
+                        keyring
+                            .seal(tenant, &context, &plaintext)
+                            .await
+                            .expect("seal"),
+                    );
+                })
+                .await,
+            );
+            open_raw.push(rate(round, || {
+                std::hint::black_box(raw_open(&raw_key, &raw_sealed));
+            }));
+            open_ours.push(
+                rate_async(round, || async {
+                    std::hint::black_box(
+                        keyring
+                            .open(tenant, &context, &ours_sealed)
+                            .await
+                            .expect("open"),
+                    );
+                })
+                .await,
+            );
+        }
+        for (operation, raw, ours) in [("seal", seal_raw, seal_ours), ("open", open_raw, open_ours)]
+        {
+            let (raw, ours) = (median(raw), median(ours));
+            let ratio = ours / raw;
+            let met = ratio >= target;
+            println!(
+                "{operation:<6} {:>7} {raw:>14.0} {ours:>14.0} {ratio:>7.2} {:>7}  {}",
+                format!("{} KiB", size / 1024),
+                format!("≥{target}"),
+                if met { "met" } else { "MISSED" }
+            );
+            results.push(json!({
+                "operation": operation,
+                "size_bytes": size,
+                "raw_ops_per_sec": raw,
+                "residency_ops_per_sec": ours,
+                "raw_mib_per_sec": raw * size as f64 / 1048576.0,
+                "residency_mib_per_sec": ours * size as f64 / 1048576.0,
+                "ratio": ratio,
+                "target_ratio": target,
+                "met": met,
+            }));
+        }
+    }
+    Ok(results)
+}
+
+fn raw_seal(key: &LessSafeKey, plaintext: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut nonce).expect("system RNG");
+    let mut buffer = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
+    buffer.extend_from_slice(&nonce);
+    buffer.extend_from_slice(plaintext);
+    let mut body = buffer.split_off(NONCE_LEN);
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body)
+        .expect("seal");
+    buffer.extend_from_slice(&body);
+    buffer
+}
+
+fn raw_open(key: &LessSafeKey, sealed: &[u8]) -> Vec<u8> {
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).expect("12-byte nonce");
+    let mut body = body.to_vec();
+    let len = key
+        .open_in_place(nonce, Aad::empty(), &mut body)
+        .expect("open")
+        .len();
+    body.truncate(len);
+    body
+}
+
+/// Operations per second of `op`, run for about `duration`.
+fn rate(duration: Duration, mut op: impl FnMut()) -> f64 {
+    let started = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < duration {
+        for _ in 0..64 {
+            op();
+        }
+        count += 64;
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn rate_async<F, Fut>(duration: Duration, mut op: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < duration {
+        for _ in 0..64 {
+            op().await;
+        }
+        count += 64;
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
