@@ -15,7 +15,17 @@ pub(crate) fn missing() -> Vec<String> {
             "a `postgres` user to run PostgreSQL as (we are root): apt-get install -y postgresql creates it".into(),
         );
     }
+    if !on_path("moto_server") {
+        missing.push(
+            "moto_server (an S3/KMS-compatible server for the AWS tests): pip install \"moto[server]\"".into(),
+        );
+    }
     missing
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 fn postgres_server_present() -> bool {
