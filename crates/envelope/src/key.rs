@@ -38,6 +38,12 @@ impl fmt::Debug for KeyMaterial {
 
 /// An unwrapped tenant key, ready to seal and open: the material plus its prepared
 /// AES-256-GCM key schedule, so the hot path never re-derives it.
+///
+/// TODO-security: the material is zeroized on drop, but the key schedule lives in an
+/// aws-lc `EVP_AEAD_CTX` whose AES-GCM cleanup is empty (`aead_aes_gcm_cleanup` in
+/// aws-lc's `e_aes.c`), so those bytes are freed without being cleansed. Cleansing them
+/// needs either `unsafe` or an upstream change; until then the cache's age and use
+/// bounds limit how long and how many such copies exist.
 pub struct DataKey {
     tenant: TenantId,
     region: RegionId,
