@@ -5,6 +5,7 @@
 //! a `Primary`). A [`RegionDatabase`] holds the pools of exactly one region and refuses a
 //! database stamped with another region.
 
+pub mod audit;
 mod error;
 mod health;
 mod migrate;

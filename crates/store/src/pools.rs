@@ -145,6 +145,13 @@ impl Primary {
         &self.0
     }
 
+    /// Closes this connection instead of returning it to the pool: for callers that saw
+    /// an error which may have broken it (the pool notices a dead connection only once
+    /// its socket has closed, which can be a moment after the error).
+    pub fn discard(self) {
+        drop(Object::take(self.0));
+    }
+
     /// Starts a transaction on the primary: the only way to write.
     pub async fn begin(&mut self) -> Result<PrimaryTx<'_>, StoreError> {
         Ok(PrimaryTx(self.0.transaction().await?))
@@ -159,6 +166,12 @@ pub struct PrimaryTx<'a>(deadpool_postgres::Transaction<'a>);
 impl PrimaryTx<'_> {
     pub fn client(&self) -> &tokio_postgres::Transaction<'_> {
         &self.0
+    }
+
+    /// A prepared statement from the connection's cache: hot statements skip the extra
+    /// round trip that preparing costs.
+    pub async fn prepare_cached(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+        Ok(self.0.prepare_cached(sql).await?)
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {

@@ -1,4 +1,5 @@
 //! Integration tests of tenant key management on a real primary + replica and a real
 //! (local, file-backed) KMS, wrapped to count calls and inject failures.
 
+mod audit;
 mod keys;

@@ -1,0 +1,273 @@
+//! Audit events in the region's primary: the per-tenant chain head (locked by writers),
+//! the events, and signed checkpoints. This module stores what the `audit` crate computes;
+//! it never computes hashes itself.
+
+use std::time::SystemTime;
+
+use model::TenantId;
+use tokio_postgres::{GenericClient, Row};
+
+use crate::{PrimaryTx, StoreError};
+
+/// One stored event, field for field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub tenant: TenantId,
+    pub seq: u64,
+    pub time: SystemTime,
+    pub region: String,
+    pub actor_kind: String,
+    pub actor_id: String,
+    pub action: String,
+    pub resource: String,
+    pub outcome: String,
+    pub request_id: String,
+    pub via_region: String,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+/// The head of a tenant's chain: `None` while the chain is empty.
+pub type Head = Option<(u64, [u8; 32])>;
+
+/// Locks the tenant's chain head for the rest of `tx` and returns it (one round trip).
+/// Concurrent appenders for the same tenant wait here; other tenants are not affected.
+pub async fn lock_head(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<Head, StoreError> {
+    // ON CONFLICT DO UPDATE both creates a missing head and row-locks an existing one.
+    let statement = tx
+        .prepare_cached(
+            "insert into audit_heads (tenant_id, seq, hash) values ($1, 0, null)
+             on conflict (tenant_id) do update set seq = audit_heads.seq
+             returning seq, hash",
+        )
+        .await?;
+    let row = tx
+        .client()
+        .query_one(&statement, &[&tenant.as_str()])
+        .await?;
+    let seq: i64 = row.get(0);
+    let hash: Option<Vec<u8>> = row.get(1);
+    match (seq, hash) {
+        (0, None) => Ok(None),
+        (seq, Some(hash)) => Ok(Some((to_u64(seq)?, to_hash(&hash)?))),
+        _ => Err(StoreError::Corrupt(
+            "audit_heads: seq and hash disagree".into(),
+        )),
+    }
+}
+
+/// Appends `event` if, and only if, the tenant's head is exactly the event's
+/// predecessor (`seq - 1` and `prev_hash`; the empty chain for seq 1): moves the head and
+/// inserts the event in one statement, and returns whether it did. Safe without a prior
+/// [`lock_head`]: the head update row-locks, and a concurrent writer that moved the head
+/// first makes this match nothing, so a stale guess never breaks the chain.
+pub async fn append(tx: &PrimaryTx<'_>, event: &AuditRow) -> Result<bool, StoreError> {
+    let statement = tx
+        .prepare_cached(
+            "with moved as (
+                 update audit_heads set seq = $2::bigint, hash = $13
+                 where tenant_id = $1 and seq = $2::bigint - 1
+                   and (hash = $12 or (seq = 0 and hash is null))
+                 returning tenant_id
+             )
+             insert into audit_events (tenant_id, seq, time, region, actor_kind, actor_id, action, resource,
+                                       outcome, request_id, via_region, prev_hash, hash)
+             select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 from moved",
+        )
+        .await?;
+    let seq = to_i64(event.seq)?;
+    let inserted = tx
+        .client()
+        .execute(
+            &statement,
+            &[
+                &event.tenant.as_str(),
+                &seq,
+                &event.time,
+                &event.region,
+                &event.actor_kind,
+                &event.actor_id,
+                &event.action,
+                &event.resource,
+                &event.outcome,
+                &event.request_id,
+                &event.via_region,
+                &event.prev_hash.as_slice(),
+                &event.hash.as_slice(),
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Events at or after this time.
+    pub from: Option<SystemTime>,
+    /// Events strictly before this time.
+    pub to: Option<SystemTime>,
+    pub action: Option<String>,
+    /// Only events with a seq greater than this (the paging cursor).
+    pub after_seq: u64,
+    pub limit: u32,
+}
+
+const EVENT_COLUMNS: &str = "tenant_id, seq, time, region, actor_kind, actor_id, action, resource, outcome, request_id, via_region, prev_hash, hash";
+
+/// Events of `tenant` matching `filter`, in seq order.
+pub async fn events<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    filter: &EventFilter,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let sql = format!(
+        "select {EVENT_COLUMNS} from audit_events
+         where tenant_id = $1 and seq > $2
+           and ($3::timestamptz is null or time >= $3)
+           and ($4::timestamptz is null or time < $4)
+           and ($5::text is null or action = $5)
+         order by seq limit $6"
+    );
+    let rows = client
+        .query(
+            &sql,
+            &[
+                &tenant.as_str(),
+                &to_i64(filter.after_seq)?,
+                &filter.from,
+                &filter.to,
+                &filter.action,
+                &i64::from(filter.limit),
+            ],
+        )
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+/// A signed checkpoint of a chain head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub tenant: TenantId,
+    pub seq: u64,
+    pub hash: [u8; 32],
+    pub signed_at: SystemTime,
+    pub key_id: String,
+    pub signature: Vec<u8>,
+}
+
+/// Chain heads that moved since their last checkpoint (or never had one).
+pub async fn heads_without_checkpoint<C: GenericClient>(
+    client: &C,
+    limit: i64,
+) -> Result<Vec<(TenantId, u64, [u8; 32])>, StoreError> {
+    let rows = client
+        .query(
+            "select h.tenant_id, h.seq, h.hash from audit_heads h
+             where h.seq > 0 and not exists (
+                 select 1 from audit_checkpoints c where c.tenant_id = h.tenant_id and c.seq = h.seq)
+             order by h.tenant_id limit $1",
+            &[&limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let tenant: &str = row.try_get(0)?;
+            let hash: Vec<u8> = row.try_get(2)?;
+            Ok((
+                parse_tenant(tenant)?,
+                to_u64(row.try_get(1)?)?,
+                to_hash(&hash)?,
+            ))
+        })
+        .collect()
+}
+
+/// Records a checkpoint (idempotent: the same head signed twice keeps the first).
+pub async fn insert_checkpoint(
+    tx: &PrimaryTx<'_>,
+    checkpoint: &CheckpointRow,
+) -> Result<(), StoreError> {
+    tx.client()
+        .execute(
+            "insert into audit_checkpoints (tenant_id, seq, hash, signed_at, key_id, signature)
+             values ($1, $2, $3, $4, $5, $6) on conflict (tenant_id, seq) do nothing",
+            &[
+                &checkpoint.tenant.as_str(),
+                &to_i64(checkpoint.seq)?,
+                &checkpoint.hash.as_slice(),
+                &checkpoint.signed_at,
+                &checkpoint.key_id,
+                &checkpoint.signature,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The newest checkpoint of `tenant` at or below `seq`.
+pub async fn latest_checkpoint<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    at_or_below: u64,
+) -> Result<Option<CheckpointRow>, StoreError> {
+    let row = client
+        .query_opt(
+            "select tenant_id, seq, hash, signed_at, key_id, signature from audit_checkpoints
+             where tenant_id = $1 and seq <= $2 order by seq desc limit 1",
+            &[&tenant.as_str(), &to_i64(at_or_below)?],
+        )
+        .await?;
+    row.map(|row| {
+        let tenant: &str = row.try_get(0)?;
+        let hash: Vec<u8> = row.try_get(2)?;
+        Ok(CheckpointRow {
+            tenant: parse_tenant(tenant)?,
+            seq: to_u64(row.try_get(1)?)?,
+            hash: to_hash(&hash)?,
+            signed_at: row.try_get(3)?,
+            key_id: row.try_get(4)?,
+            signature: row.try_get(5)?,
+        })
+    })
+    .transpose()
+}
+
+fn decode(row: &Row) -> Result<AuditRow, StoreError> {
+    let tenant: &str = row.try_get(0)?;
+    let prev_hash: Vec<u8> = row.try_get(11)?;
+    let hash: Vec<u8> = row.try_get(12)?;
+    Ok(AuditRow {
+        tenant: parse_tenant(tenant)?,
+        seq: to_u64(row.try_get(1)?)?,
+        time: row.try_get(2)?,
+        region: row.try_get(3)?,
+        actor_kind: row.try_get(4)?,
+        actor_id: row.try_get(5)?,
+        action: row.try_get(6)?,
+        resource: row.try_get(7)?,
+        outcome: row.try_get(8)?,
+        request_id: row.try_get(9)?,
+        via_region: row.try_get(10)?,
+        prev_hash: to_hash(&prev_hash)?,
+        hash: to_hash(&hash)?,
+    })
+}
+
+fn parse_tenant(raw: &str) -> Result<TenantId, StoreError> {
+    TenantId::parse(raw).map_err(|_| StoreError::Corrupt("audit: tenant id".into()))
+}
+
+fn to_hash(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("audit: hash length".into()))
+}
+
+fn to_u64(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt("audit: negative seq".into()))
+}
+
+fn to_i64(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt("audit: seq out of range".into()))
+}
