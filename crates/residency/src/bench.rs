@@ -1,7 +1,9 @@
 //! `residency bench`: benchmarks that compare our code with a baseline in the same run
 //! and report ratios. `envelope`: sealing and opening values through the keyring (cache
 //! lookup, associated data, versioned format) against raw aws-lc-rs AES-256-GCM on the
-//! same buffers, and KMS calls per 100k seals spread over 100 tenants.
+//! same buffers, and KMS calls per 100k seals spread over 100 tenants. `audit`: inserting
+//! a record row alone against the row plus its audit event in one transaction, and
+//! offline bundle verification in events per second on one core.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +31,30 @@ pub(crate) struct BenchArgs {
 enum Which {
     /// Seal/open throughput against raw AES-256-GCM, and KMS calls per seal.
     Envelope(EnvelopeArgs),
+    /// Write throughput with and without the audit event, and verify speed.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditArgs {
+    /// Where to write the JSON results.
+    #[arg(long, default_value = ".residency/bench/audit.json")]
+    output: PathBuf,
+    /// Time per measurement; each case is measured in several interleaved rounds.
+    #[arg(long, default_value_t = 2.0)]
+    seconds_per_round: f64,
+    /// Interleaved rounds per case (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Concurrent writers, each on its own tenant.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Events in the bundle whose verification is timed.
+    #[arg(long, default_value_t = 500_000)]
+    verify_events: u64,
+    /// Exit non-zero when a target is missed.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +81,7 @@ struct EnvelopeArgs {
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Envelope(args) => envelope(args).await,
+        Which::Audit(args) => audit_bench(args).await,
     }
 }
 
@@ -344,4 +371,199 @@ where
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// Audit targets from the issue.
+const AUDIT_WRITE_TARGET: f64 = 0.7;
+const VERIFY_TARGET: f64 = 500_000.0;
+
+async fn audit_bench(args: AuditArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is an unoptimized build; run `cargo run --release -p residency -- bench audit` for real figures"
+        );
+    }
+    let region = RegionId::parse(REGION)?;
+    let databases = LocalRegion::start(
+        &PgBinaries::locate()?,
+        LocalRegionOptions {
+            name: "bench".into(),
+            durability: Durability::Ephemeral,
+        },
+    )
+    .await
+    .context("start a local region for the benchmark")?;
+    let writes = audit_writes(&args, &region, &databases).await;
+    databases.stop().await?;
+    let (plain, audited) = writes?;
+    let write_ratio = audited / plain;
+    let verify_rate = verify_speed(&region, args.verify_events)?;
+
+    println!("{:<40} {:>12}", "case", "per second");
+    println!("{:<40} {plain:>12.0}", "insert record row (baseline)");
+    println!("{:<40} {audited:>12.0}", "insert record row + audit event");
+    println!(
+        "{:<40} {write_ratio:>12.2}  target ≥{AUDIT_WRITE_TARGET}  {}",
+        "ratio",
+        if write_ratio >= AUDIT_WRITE_TARGET {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    println!(
+        "{:<40} {verify_rate:>12.0}  target ≥{VERIFY_TARGET:.0}  {}",
+        "verify (events, one core)",
+        if verify_rate >= VERIFY_TARGET {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    let report = json!({
+        "benchmark": "audit",
+        "optimized_build": !cfg!(debug_assertions),
+        "writers": args.writers,
+        "rounds": args.rounds,
+        "seconds_per_round": args.seconds_per_round,
+        "insert_row_per_sec": plain,
+        "insert_row_and_event_per_sec": audited,
+        "write_ratio": write_ratio,
+        "write_target_ratio": AUDIT_WRITE_TARGET,
+        "write_met": write_ratio >= AUDIT_WRITE_TARGET,
+        "verify_events": args.verify_events,
+        "verify_events_per_sec": verify_rate,
+        "verify_target_per_sec": VERIFY_TARGET,
+        "verify_met": verify_rate >= VERIFY_TARGET,
+    });
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(&args.output, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("write {}", args.output.display()))?;
+    println!("results written to {}", args.output.display());
+    if args.check && !(report["write_met"] == true && report["verify_met"] == true) {
+        anyhow::bail!("a benchmark target was missed");
+    }
+    Ok(())
+}
+
+/// Transactions per second of `writers` concurrent writers inserting a record-shaped
+/// row, without and with its audit event, in interleaved rounds (medians).
+async fn audit_writes(
+    args: &AuditArgs,
+    region: &RegionId,
+    databases: &LocalRegion,
+) -> anyhow::Result<(f64, f64)> {
+    let mut settings = DatabaseSettings::new(
+        PgEndpoint::new("primary", databases.primary_config("postgres")),
+        vec![],
+    );
+    settings.pool_size = args.writers.max(1) + 1;
+    let database = RegionDatabase::new(region.clone(), &settings)?;
+    database.prepare(embedded_migrations()).await?;
+    // The shape of a record row: ids, version, sealed data, timestamps.
+    database
+        .primary()
+        .get()
+        .await?
+        .client()
+        .batch_execute(
+            "create table bench_records (tenant_id text not null, id text not null, version integer not null,
+                                         data bytea not null, created_at timestamptz not null default now(),
+                                         primary key (tenant_id, id))",
+        )
+        .await?;
+    let log = service::AuditLog::new(
+        database.clone(),
+        audit::SigningKey::generate(region.clone()),
+        Vec::new(),
+    );
+    let round = Duration::from_secs_f64(args.seconds_per_round);
+    let (mut plain, mut audited) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        plain.push(write_round(&database, None, args.writers, round).await?);
+        audited.push(write_round(&database, Some(&log), args.writers, round).await?);
+    }
+    Ok((median(plain), median(audited)))
+}
+
+async fn write_round(
+    database: &RegionDatabase,
+    log: Option<&service::AuditLog>,
+    writers: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let tasks = (0..writers).map(|_| {
+        let (database, log) = (database.clone(), log.cloned());
+        tokio::spawn(async move {
+            let tenant = TenantId::from_random_bytes(rand::random());
+            let data = vec![0x42u8; 256];
+            let mut count = 0u64;
+            while started.elapsed() < duration {
+                let id = hex::encode(rand::random::<[u8; 16]>());
+                let mut primary = database.primary().get().await?;
+                let tx = primary.begin().await?;
+                let insert = tx
+                    .prepare_cached("insert into bench_records (tenant_id, id, version, data) values ($1, $2, 1, $3)")
+                    .await?;
+                tx.client().execute(&insert, &[&tenant.as_str(), &id, &data]).await?;
+                if let Some(log) = &log {
+                    log.append(&tx, audit_event(tenant, &id)).await?;
+                }
+                tx.commit().await?;
+                count += 1;
+            }
+            anyhow::Ok(count)
+        })
+    });
+    let mut total = 0;
+    for task in futures::future::join_all(tasks).await {
+        total += task.context("join writer")??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+fn audit_event(tenant: TenantId, record: &str) -> audit::NewEvent {
+    let region = RegionId::parse(REGION).expect("the bench region is valid");
+    audit::NewEvent {
+        time: std::time::SystemTime::now(),
+        region: region.clone(),
+        tenant,
+        actor: audit::Actor {
+            kind: audit::ActorKind::ApiKey,
+            id: "key_bench".into(),
+        },
+        action: audit::Action::RecordCreate,
+        resource: format!("records/{record}"),
+        outcome: audit::Outcome::Success,
+        request_id: "bench".into(),
+        via_region: region,
+    }
+}
+
+/// Events per second `audit::verify_bundle` checks on this thread (one core), over a
+/// bundle of `events` events built and signed in memory.
+fn verify_speed(region: &RegionId, events: u64) -> anyhow::Result<f64> {
+    let key = audit::SigningKey::generate(region.clone());
+    let tenant = TenantId::from_random_bytes(rand::random());
+    let mut writer = audit::BundleWriter::new(tenant, region.clone(), None, None);
+    let mut bundle = Vec::new();
+    let mut head = None;
+    for i in 0..events {
+        let event = audit::next(head, audit_event(tenant, &format!("r{i}")));
+        head = Some(event.head());
+        writer.write_event(&event, &mut bundle)?;
+    }
+    bundle.extend_from_slice(
+        writer
+            .finish(&key, std::time::SystemTime::now())?
+            .as_bytes(),
+    );
+    let keys = audit::KeySet::from_keys([key.public()])?;
+    let started = Instant::now();
+    let summary = audit::verify_bundle(std::io::Cursor::new(&bundle), &keys)?;
+    let rate = summary.count as f64 / started.elapsed().as_secs_f64();
+    Ok(rate)
 }

@@ -1,7 +1,8 @@
 //! `residency`: the one binary. Subcommands: `dev` (the local three-region platform),
-//! `serve` (one regional node), `migrate` (a region's primary), `bench` (benchmarks). Thin: parsing here,
+//! `serve` (one regional node), `migrate` (a region's primary), `bench` (benchmarks), `audit verify`. Thin: parsing here,
 //! the work in the modules and crates below.
 
+mod audit_cmd;
 mod bench;
 mod dev;
 mod migrate;
@@ -45,6 +46,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Benchmarks against a baseline measured in the same run.
     Bench(bench::BenchArgs),
+    /// Audit-log tools for compliance officers (`audit verify`).
+    Audit(audit_cmd::AuditArgs),
 }
 
 /// Where the region catalogue is by default: `regions/` in the working directory.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Audit(args) => audit_cmd::run(args).await,
         }
     });
     match result {

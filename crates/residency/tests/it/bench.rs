@@ -69,3 +69,50 @@ fn bench_envelope_writes_ratios_and_counts_one_kms_call_per_tenant() {
     );
     assert_eq!(report["kms"]["met"], true);
 }
+
+#[test]
+fn bench_audit_writes_both_write_rates_and_the_verify_rate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = dir.path().join("audit.json");
+    let run = residency()
+        .args([
+            "bench",
+            "audit",
+            "--seconds-per-round",
+            "0.2",
+            "--rounds",
+            "1",
+            "--writers",
+            "2",
+            "--verify-events",
+            "3000",
+            "--output",
+        ])
+        .arg(&output)
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&output).expect("json written")).expect("json");
+    let plain = report["insert_row_per_sec"]
+        .as_f64()
+        .expect("baseline rate");
+    let audited = report["insert_row_and_event_per_sec"]
+        .as_f64()
+        .expect("audited rate");
+    assert!(plain > 0.0 && audited > 0.0, "{report}");
+    let ratio = report["write_ratio"].as_f64().expect("ratio");
+    assert!((ratio - audited / plain).abs() < 1e-9, "{report}");
+    assert!(
+        report["verify_events_per_sec"]
+            .as_f64()
+            .expect("verify rate")
+            > 0.0
+    );
+    assert_eq!(report["verify_events"], 3000);
+}

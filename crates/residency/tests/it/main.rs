@@ -1,6 +1,7 @@
 //! End-to-end tests of the `residency` binary as a child process: `residency dev` brings
 //! up real regions and stops them cleanly; `residency migrate` refuses what it must.
 
+mod audit_verify;
 mod bench;
 mod dev;
 mod migrate;
