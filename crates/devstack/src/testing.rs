@@ -133,3 +133,24 @@ pub async fn connect(config: tokio_postgres::Config) -> tokio_postgres::Client {
     });
     client
 }
+
+/// Pids of processes (other than this one) whose command line mentions `needle`, e.g. a
+/// data or state directory: what tests use to prove nothing was left running.
+pub fn processes_mentioning(needle: &std::path::Path) -> Vec<u32> {
+    let needle = needle.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            (pid != std::process::id()
+                && String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(&needle))
+            .then_some(pid)
+        })
+        .collect()
+}

@@ -3,43 +3,13 @@
 
 mod moto;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use devstack::testing::{TestDatabase, connect, shared_region};
+use devstack::testing::{TestDatabase, connect, processes_mentioning, shared_region};
 use devstack::{Durability, LocalRegion, LocalRegionOptions, PgBinaries};
 
 fn binaries() -> PgBinaries {
     PgBinaries::locate().unwrap_or_else(|err| panic!("{err}"))
-}
-
-/// Pids of processes whose command line mentions `needle` (e.g. a data directory).
-fn processes_mentioning(needle: &Path) -> Vec<u32> {
-    let needle = needle.to_string_lossy().into_owned();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc")
-        .expect("procfs is mounted")
-        .flatten()
-    {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
-            && String::from_utf8_lossy(&cmdline)
-                .replace('\0', " ")
-                .contains(&needle)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 async fn in_recovery(config: tokio_postgres::Config) -> bool {

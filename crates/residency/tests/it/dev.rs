@@ -10,7 +10,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::{processes_mentioning, repo_path, residency};
+use devstack::testing::processes_mentioning;
+
+use crate::{repo_path, residency};
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
