@@ -91,18 +91,7 @@ fn requested_regions(catalog: &Catalog, requested: &[String]) -> anyhow::Result<
     let mut seen = BTreeSet::new();
     let mut regions = Vec::new();
     for raw in requested.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
-        let id = RegionId::parse(raw).with_context(|| format!("--regions: {raw}"))?;
-        if catalog.region(&id).is_none() {
-            bail!(
-                "--regions: {id} is not in the catalogue {} (known: {})",
-                catalog.dir().display(),
-                catalog
-                    .ids()
-                    .map(RegionId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
+        let (id, _) = crate::serve::find_region(catalog, raw).context("--regions")?;
         if !seen.insert(id.clone()) {
             bail!("--regions: {id} is listed twice");
         }

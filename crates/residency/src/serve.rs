@@ -67,7 +67,8 @@ fn aws_backends(
     }
 }
 
-fn find_region<'a>(
+/// The catalogue's entry for `region`, or an error listing the known regions.
+pub(crate) fn find_region<'a>(
     catalog: &'a Catalog,
     region: &str,
 ) -> anyhow::Result<(RegionId, &'a RegionSpec)> {

@@ -45,6 +45,23 @@ impl AwsKms {
 
     /// Refuses a key ARN outside this region. A bare key id or alias cannot be placed in a
     /// region, so it is refused too: AWS KMS always answers with full key ARNs.
+    /// The wrapped key of a KMS answer. A misconfigured key id (another region's ARN)
+    /// must not produce keys that this region could not unwrap later, so the answering
+    /// key must be this region's.
+    fn resident_wrapped_key(
+        &self,
+        key_id: Option<String>,
+        blob: Option<Blob>,
+    ) -> Result<WrappedKey, KmsError> {
+        let key_id =
+            key_id.ok_or_else(|| KmsError::Other("the KMS answered without a key id".into()))?;
+        self.ensure_resident(&key_id)?;
+        let ciphertext = blob
+            .ok_or_else(|| KmsError::Other("the KMS answered without a wrapped key".into()))?
+            .into_inner();
+        Ok(WrappedKey { key_id, ciphertext })
+    }
+
     fn ensure_resident(&self, key_id: &str) -> Result<(), KmsError> {
         if arn_region(key_id) == Some(self.region.as_str()) {
             Ok(())
@@ -152,21 +169,9 @@ impl Kms for AwsKms {
             .send()
             .await
             .map_err(|err| kms_error(describe(&err), &self.key_id))?;
-        let key_id = output
-            .key_id
-            .ok_or_else(|| KmsError::Other("the KMS answered without a key id".into()))?;
-        // A misconfigured key id (another region's ARN) must not produce keys that this
-        // region could not unwrap later.
-        self.ensure_resident(&key_id)?;
-        let ciphertext = output
-            .ciphertext_blob
-            .ok_or_else(|| KmsError::Other("the KMS answered without a wrapped key".into()))?
-            .into_inner();
+        let wrapped = self.resident_wrapped_key(output.key_id, output.ciphertext_blob)?;
         let material = key_material(output.plaintext)?;
-        Ok(GeneratedKey {
-            material,
-            wrapped: WrappedKey { key_id, ciphertext },
-        })
+        Ok(GeneratedKey { material, wrapped })
     }
 
     async fn decrypt(
@@ -204,15 +209,7 @@ impl Kms for AwsKms {
             .send()
             .await
             .map_err(|err| kms_error(describe(&err), &wrapped.key_id))?;
-        let key_id = output
-            .key_id
-            .ok_or_else(|| KmsError::Other("the KMS answered without a key id".into()))?;
-        self.ensure_resident(&key_id)?;
-        let ciphertext = output
-            .ciphertext_blob
-            .ok_or_else(|| KmsError::Other("the KMS answered without a wrapped key".into()))?
-            .into_inner();
-        Ok(WrappedKey { key_id, ciphertext })
+        self.resident_wrapped_key(output.key_id, output.ciphertext_blob)
     }
 
     async fn check(&self) -> Result<(), KmsError> {
