@@ -1,15 +1,25 @@
 //! Domain newtypes and rules shared by every crate: regions, jurisdictions, tenants,
-//! residency policy, tenant key metadata, log sequence numbers. Pure: no IO, no serde; what leaves the process goes
-//! through `wire` or `audit`.
+//! residency policy, tenant key metadata, log sequence numbers, consistency tokens, API key
+//! roles, collection schemas. Pure: no IO, no serde derives (records are checked as
+//! `serde_json` values); what leaves the process goes through `wire` or `audit`.
 
+mod consistency;
 mod keys;
 mod lsn;
 mod region;
 mod residency;
+mod role;
+mod schema;
 mod tenant;
 
+pub use consistency::{ConsistencyToken, TokenError};
 pub use keys::{KeyPurpose, KeyState, KeyVersion};
 pub use lsn::{Lsn, LsnParseError};
 pub use region::{Jurisdiction, JurisdictionParseError, RegionId, RegionIdError};
 pub use residency::{ResidencyPolicy, ResidencyPolicyError, Transit, TransitParseError};
+pub use role::{Access, Role, RoleParseError};
+pub use schema::{
+    AnalyticsSpec, CollectionName, CollectionSchema, FieldClass, FieldError, FieldSpec, FieldType,
+    MAX_FIELDS, SchemaError, parse_timestamp,
+};
 pub use tenant::{TenantId, TenantIdError};

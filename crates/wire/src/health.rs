@@ -1,8 +1,9 @@
 //! Bodies of `GET /healthz` and `GET /readyz`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Liveness {
     pub status: String,
     pub region: String,
@@ -11,23 +12,38 @@ pub struct Liveness {
 /// `status` is `ready` (everything up), `degraded` (primary up, but a replica, the KMS or
 /// the object store is not: still 200, since cached keys and the primary keep serving) or
 /// `not_ready` (primary down; 503).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Readiness {
     pub status: String,
     pub region: String,
     pub checks: ReadinessChecks,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReadinessChecks {
     pub primary: PrimaryCheck,
     pub replicas: Vec<ReplicaCheck>,
     pub kms: ComponentCheck,
     pub object_store: ComponentCheck,
+    pub audit: AuditCheck,
+}
+
+/// The audit log's queue of read events. `backlogged` (over 80% of `capacity`) makes
+/// the node `degraded`, still 200; a full queue makes reads fail with 503.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditCheck {
+    /// `up` or `backlogged`.
+    pub status: String,
+    /// How read events are written: `batched` (queued) or `sync` (no queue).
+    pub mode: String,
+    /// Events recorded and not yet durable.
+    pub backlog: u64,
+    /// Events the queue holds before reads fail (0 in `sync` mode).
+    pub capacity: u64,
 }
 
 /// A dependency other than the databases: the region's KMS or object store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ComponentCheck {
     /// `up` or `down`.
     pub status: String,
@@ -41,7 +57,7 @@ pub struct ComponentCheck {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PrimaryCheck {
     /// `up` or `down`.
     pub status: String,
@@ -53,7 +69,7 @@ pub struct PrimaryCheck {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReplicaCheck {
     pub name: String,
     /// `up` (streaming, in rotation) or `down`.

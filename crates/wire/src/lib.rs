@@ -1,11 +1,12 @@
 //! The JSON the API speaks: request and response bodies, `application/problem+json`
 //! errors (RFC 9457) and header names. The only crate where serde meets the API.
 
+pub mod api;
 mod health;
 mod problem;
 
 pub use health::{
-    ComponentCheck, Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck,
+    AuditCheck, ComponentCheck, Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck,
 };
 pub use problem::{PROBLEM_JSON, Problem};
 

@@ -2,10 +2,11 @@
 //! must never carry personal data or an internal error's text.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the problem type; `about:blank` when the status says it all.
     #[serde(rename = "type")]
