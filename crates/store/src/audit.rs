@@ -56,6 +56,29 @@ pub async fn lock_head(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<Head, St
     }
 }
 
+/// The tenant's chain head as committed, without locking it (for evidence and reports;
+/// writers use [`lock_head`]).
+pub async fn head<C: GenericClient>(client: &C, tenant: &TenantId) -> Result<Head, StoreError> {
+    let row = client
+        .query_typed_opt(
+            "select seq, hash from audit_heads where tenant_id = $1",
+            &[(&tenant.as_str(), tokio_postgres::types::Type::TEXT)],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let seq: i64 = row.try_get(0)?;
+    let hash: Option<Vec<u8>> = row.try_get(1)?;
+    match (seq, hash) {
+        (0, None) => Ok(None),
+        (seq, Some(hash)) => Ok(Some((to_u64(seq)?, to_hash(&hash)?))),
+        _ => Err(StoreError::Corrupt(
+            "audit_heads: seq and hash disagree".into(),
+        )),
+    }
+}
+
 /// Appends `event` if, and only if, the tenant's head is exactly the event's
 /// predecessor (`seq - 1` and `prev_hash`; the empty chain for seq 1): moves the head and
 /// inserts the event in one statement, and returns whether it did. Safe without a prior

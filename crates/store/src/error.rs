@@ -14,6 +14,17 @@ pub enum StoreError {
     /// A unique or exclusion constraint refused the change.
     #[error("conflicting row")]
     Conflict,
+    /// A foreign key refused the change: the row refers to a row that does not exist, or
+    /// a row that is still referred to was deleted.
+    #[error("foreign key {constraint} refused the change")]
+    ForeignKey { constraint: String },
+    /// A check constraint refused a value: the caller passed something the schema forbids.
+    #[error("check constraint {constraint} refused a value")]
+    Check { constraint: String },
+    /// Row-level security or a missing privilege refused the statement, e.g. a
+    /// tenant-scoped transaction touching another tenant's row: always a bug.
+    #[error("the database refused access (row-level security or privileges)")]
+    Forbidden,
     /// Concurrent transactions could not be serialized; the caller may retry.
     #[error("transaction could not be serialized")]
     SerializationFailure,
@@ -42,6 +53,13 @@ impl From<tokio_postgres::Error> for StoreError {
             {
                 Self::Conflict
             }
+            Some(code) if *code == SqlState::FOREIGN_KEY_VIOLATION => Self::ForeignKey {
+                constraint: constraint_name(&err),
+            },
+            Some(code) if *code == SqlState::CHECK_VIOLATION => Self::Check {
+                constraint: constraint_name(&err),
+            },
+            Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => Self::Forbidden,
             Some(code)
                 if *code == SqlState::T_R_SERIALIZATION_FAILURE
                     || *code == SqlState::T_R_DEADLOCK_DETECTED =>
@@ -56,9 +74,23 @@ impl From<tokio_postgres::Error> for StoreError {
                 Self::Unavailable(code.code().to_owned())
             }
             None if err.is_closed() => Self::Unavailable("connection closed".into()),
+            // A socket error mid-query: the server went away or the network failed.
+            None if is_io(&err) => Self::Unavailable(err.to_string()),
             _ => Self::Other(err),
         }
     }
+}
+
+/// The constraint a violation names (schema names only: no values, no personal data).
+fn constraint_name(err: &tokio_postgres::Error) -> String {
+    err.as_db_error()
+        .and_then(|db| db.constraint())
+        .unwrap_or("unnamed")
+        .to_owned()
+}
+
+fn is_io(err: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(err).is_some_and(|source| source.is::<std::io::Error>())
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {

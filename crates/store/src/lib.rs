@@ -1,16 +1,27 @@
 //! The only crate that speaks SQL: a region's database pools (one primary, its replicas),
-//! migrations, region stamping, replica health, and SQLSTATE → typed errors.
+//! migrations, region stamping, replica health, consistency routing, tenant-scoped
+//! transactions, the tenant-data rows, and SQLSTATE → typed errors.
 //!
-//! Writes take a [`Primary`] connection by type; reads take a [`Replica`] (or fall back to
-//! a `Primary`). A [`RegionDatabase`] holds the pools of exactly one region and refuses a
-//! database stamped with another region.
+//! Writes take a [`Primary`] connection by type; reads take a [`Reader`] chosen by
+//! [`RegionDatabase::reader`] for a [`ReadConsistency`]. Tenant data is read and written
+//! only inside [`Primary::begin_tenant`] / [`Reader::begin_tenant`] transactions, which
+//! row-level security confines to one tenant. A [`RegionDatabase`] holds the pools of
+//! exactly one region and refuses a database stamped with another region.
 
+pub mod api_keys;
 pub mod audit;
+pub mod collections;
 mod error;
+pub mod files;
 mod health;
 mod migrate;
 mod pools;
+pub mod records;
+mod routing;
+mod rows;
+mod scoped;
 pub mod tenant_keys;
+pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -21,3 +32,5 @@ pub use pools::{
     DatabaseSettings, PgEndpoint, PoolStats, Primary, PrimaryPool, PrimaryTx, RegionDatabase,
     Replica, ReplicaPool,
 };
+pub use routing::ReadConsistency;
+pub use scoped::{APP_ROLE, ReadTx, Reader, ServedBy, TENANT_SETTING};

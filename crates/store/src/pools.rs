@@ -10,6 +10,7 @@ use model::RegionId;
 use tokio_postgres::NoTls;
 
 use crate::health::{DatabaseHealth, EndpointProbe};
+use crate::routing::Routing;
 use crate::{Migration, MigrationReport, StoreError, migrate};
 
 /// Where one PostgreSQL server is, and how to log in. Debug hides the password.
@@ -64,6 +65,15 @@ pub struct DatabaseSettings {
     pub pool_size: usize,
     /// How long a caller waits for a pooled connection, and for a new one to open.
     pub pool_timeout: Duration,
+    /// A replica serves bounded-staleness reads only while its last observed lag (see
+    /// [`RegionDatabase::observe`]) is within this, and only while that observation is
+    /// itself no older than this: the health poller must observe more often.
+    pub max_replica_lag: Duration,
+    /// Optionally also bound the lag in WAL bytes (checked while the primary is up).
+    pub max_replica_lag_bytes: Option<u64>,
+    /// How long a read with a consistency token waits for a replica to replay up to the
+    /// token before it goes to the primary.
+    pub token_wait: Duration,
 }
 
 impl DatabaseSettings {
@@ -73,6 +83,9 @@ impl DatabaseSettings {
             replicas,
             pool_size: 16,
             pool_timeout: Duration::from_secs(5),
+            max_replica_lag: Duration::from_secs(5),
+            max_replica_lag_bytes: None,
+            token_wait: Duration::from_millis(250),
         }
     }
 }
@@ -127,7 +140,7 @@ pub struct PrimaryPool {
 
 /// A connection to the region's primary: the only kind that may write.
 #[derive(Debug)]
-pub struct Primary(Object);
+pub struct Primary(pub(crate) Object);
 
 impl PrimaryPool {
     pub async fn get(&self) -> Result<Primary, StoreError> {
@@ -136,6 +149,15 @@ impl PrimaryPool {
 
     pub fn stats(&self) -> PoolStats {
         stats(&self.endpoint.name, &self.pool)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.endpoint.name
+    }
+
+    /// `host:port` of the primary, for reports and evidence; never includes credentials.
+    pub fn address(&self) -> String {
+        self.endpoint.address()
     }
 }
 
@@ -161,7 +183,7 @@ impl Primary {
 /// A transaction on the region's primary. Writes take one by type; dropping it without
 /// [`PrimaryTx::commit`] rolls back.
 #[derive(Debug)]
-pub struct PrimaryTx<'a>(deadpool_postgres::Transaction<'a>);
+pub struct PrimaryTx<'a>(pub(crate) deadpool_postgres::Transaction<'a>);
 
 impl PrimaryTx<'_> {
     pub fn client(&self) -> &tokio_postgres::Transaction<'_> {
@@ -201,7 +223,7 @@ pub struct ReplicaPool {
 
 /// A read-only connection to one of the region's replicas.
 #[derive(Debug)]
-pub struct Replica(Object);
+pub struct Replica(pub(crate) Object);
 
 impl ReplicaPool {
     pub fn name(&self) -> &str {
@@ -214,6 +236,11 @@ impl ReplicaPool {
 
     pub fn stats(&self) -> PoolStats {
         stats(&self.endpoint.name, &self.pool)
+    }
+
+    /// `host:port` of the replica, for reports and evidence; never includes credentials.
+    pub fn address(&self) -> String {
+        self.endpoint.address()
     }
 }
 
@@ -235,9 +262,11 @@ impl Deref for Replica {
 #[derive(Debug, Clone)]
 pub struct RegionDatabase {
     region: RegionId,
-    primary: PrimaryPool,
-    replicas: Vec<ReplicaPool>,
+    pub(crate) primary: PrimaryPool,
+    pub(crate) replicas: Vec<ReplicaPool>,
     probes: std::sync::Arc<[EndpointProbe]>,
+    /// Which replicas serve reads, shared by every clone.
+    pub(crate) routing: std::sync::Arc<Routing>,
 }
 
 impl RegionDatabase {
@@ -261,11 +290,13 @@ impl RegionDatabase {
             .chain(&settings.replicas)
             .map(|endpoint| EndpointProbe::new(endpoint.clone()))
             .collect();
+        let routing = std::sync::Arc::new(Routing::new(replicas.len(), settings));
         Ok(Self {
             region,
             primary,
             replicas,
             probes,
+            routing,
         })
     }
 

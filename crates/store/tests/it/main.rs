@@ -1,5 +1,9 @@
 //! Integration tests of the database layer on a real primary and streaming replica.
 
+mod routing;
+mod rows;
+mod scoped;
+
 use std::time::Duration;
 
 use devstack::testing::{TestDatabase, connect};
@@ -12,6 +16,13 @@ use store::{
 
 fn region(id: &str) -> RegionId {
     RegionId::parse(id).expect("valid region id")
+}
+
+/// A fresh database, migrated and stamped for `region`, without keeping a
+/// `RegionDatabase` (for tests that build theirs with other settings).
+async fn migrated(region_id: &str) -> TestDatabase {
+    let (database, _db) = region_database(region_id).await;
+    database
 }
 
 #[tokio::test]

@@ -1,0 +1,143 @@
+//! Tenant-scoped transactions: every tenant-data statement runs in one. The transaction
+//! switches to the `residency_app` role and names its tenant in `residency.tenant`, so
+//! row-level security confines it to that tenant's rows even if a query forgot its
+//! `where tenant_id = $1` (which every query in this crate still has: RLS is the backup,
+//! not the mechanism). Both settings are transaction-local and end with it, so a pooled
+//! connection never carries them into the next checkout.
+
+use deadpool_postgres::Object;
+use model::{Lsn, TenantId};
+use tokio_postgres::{IsolationLevel, SimpleQueryMessage};
+
+use crate::{Primary, PrimaryTx, Replica, StoreError};
+
+/// The NOLOGIN role tenant-scoped transactions run as (see `0004_tenant_data.sql`).
+pub const APP_ROLE: &str = "residency_app";
+
+/// The setting row-level security policies compare `tenant_id` with.
+pub const TENANT_SETTING: &str = "residency.tenant";
+
+/// One batch for both settings. The tenant id is inlined: a parsed `TenantId` is a
+/// lowercase UUID (hex digits and dashes only), so it cannot break out of the literal.
+fn scope_sql(tenant: &TenantId) -> String {
+    format!(
+        "set local role {APP_ROLE}; select set_config('{TENANT_SETTING}', '{}', true)",
+        tenant.as_str()
+    )
+}
+
+impl Primary {
+    /// Starts a transaction confined to `tenant`'s rows: what every tenant-data write uses.
+    /// [`Primary::begin`] stays for unscoped system work.
+    pub async fn begin_tenant(&mut self, tenant: &TenantId) -> Result<PrimaryTx<'_>, StoreError> {
+        // TODO-perf: two round trips (BEGIN, then the settings); tokio-postgres builds a
+        // `Transaction` only from its own BEGIN, so the two cannot share a batch.
+        let tx = self.0.transaction().await?;
+        tx.batch_execute(&scope_sql(tenant)).await?;
+        Ok(PrimaryTx(tx))
+    }
+}
+
+impl PrimaryTx<'_> {
+    /// Commits and returns a WAL position at or past the commit record, for consistency
+    /// tokens: a replica that has replayed up to it sees this transaction.
+    ///
+    /// One round trip: COMMIT, the position, and an empty transaction for the
+    /// `Transaction` to roll back when it is dropped (its Drop always sends ROLLBACK;
+    /// with nothing open that would log a warning on the server for every write).
+    /// `pg_current_wal_insert_lsn()` rather than `pg_current_wal_lsn()`: it is past the
+    /// commit record even when `synchronous_commit` is off and the record is not yet
+    /// written.
+    pub async fn commit_lsn(self) -> Result<Lsn, StoreError> {
+        let messages = self
+            .0
+            .simple_query("commit; select pg_current_wal_insert_lsn()::text; begin")
+            .await?;
+        let raw = messages
+            .iter()
+            .find_map(|message| match message {
+                SimpleQueryMessage::Row(row) => row.get(0),
+                _ => None,
+            })
+            .ok_or_else(|| StoreError::Corrupt("commit returned no wal position".into()))?;
+        Lsn::parse(raw).map_err(|_| StoreError::Corrupt("commit wal position".into()))
+    }
+}
+
+/// Which kind of server answered a read (`X-Served-By`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServedBy {
+    Primary,
+    Replica,
+}
+
+impl ServedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Replica => "replica",
+        }
+    }
+}
+
+/// A connection chosen for a read by [`RegionDatabase::reader`](crate::RegionDatabase::reader)
+/// (or built by the caller from a [`Primary`] or [`Replica`] it holds).
+#[derive(Debug)]
+pub enum Reader {
+    Primary(Primary),
+    Replica(Replica),
+}
+
+impl Reader {
+    pub fn served_by(&self) -> ServedBy {
+        match self {
+            Self::Primary(_) => ServedBy::Primary,
+            Self::Replica(_) => ServedBy::Replica,
+        }
+    }
+
+    /// The underlying client, outside any tenant scope: for system reads only.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        match self {
+            Self::Primary(primary) => primary.client(),
+            Self::Replica(replica) => replica.client(),
+        }
+    }
+
+    fn object(&mut self) -> &mut Object {
+        match self {
+            Self::Primary(primary) => &mut primary.0,
+            Self::Replica(replica) => &mut replica.0,
+        }
+    }
+
+    /// Starts a read-only transaction confined to `tenant`'s rows, on one snapshot
+    /// (repeatable read), so that the reads of one request agree with each other.
+    pub async fn begin_tenant(&mut self, tenant: &TenantId) -> Result<ReadTx<'_>, StoreError> {
+        let tx = self
+            .object()
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        tx.batch_execute(&scope_sql(tenant)).await?;
+        Ok(ReadTx(tx))
+    }
+}
+
+/// A read-only, tenant-scoped transaction on a primary or replica; dropping it without
+/// [`ReadTx::finish`] rolls back, which for a read is just as good.
+#[derive(Debug)]
+pub struct ReadTx<'a>(deadpool_postgres::Transaction<'a>);
+
+impl ReadTx<'_> {
+    pub fn client(&self) -> &tokio_postgres::Transaction<'_> {
+        &self.0
+    }
+
+    /// Ends the transaction.
+    pub async fn finish(self) -> Result<(), StoreError> {
+        Ok(self.0.commit().await?)
+    }
+}

@@ -1,0 +1,96 @@
+//! Tenants homed in this region (`tenants`): their residency policy as stored, and
+//! whether they are active. Never anything a tenant put in its data.
+
+use std::time::SystemTime;
+
+use model::TenantId;
+use tokio_postgres::GenericClient;
+use tokio_postgres::types::Type;
+
+use crate::{PrimaryTx, StoreError};
+
+/// One tenant, column for column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    pub id: TenantId,
+    pub name: String,
+    pub home_region: String,
+    pub allowed_regions: Vec<String>,
+    /// `proxy` or `redirect`.
+    pub transit: String,
+    pub analytics_export: bool,
+    /// `active` or `offboarded`.
+    pub status: String,
+    pub created_at: SystemTime,
+}
+
+/// Inserts a new tenant; [`StoreError::Conflict`] when the id exists.
+pub async fn insert(tx: &PrimaryTx<'_>, row: &TenantRow) -> Result<(), StoreError> {
+    let statement = tx
+        .prepare_cached(
+            "insert into tenants (tenant_id, name, home_region, allowed_regions, transit,
+                                  analytics_export, status, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    tx.client()
+        .execute(
+            &statement,
+            &[
+                &row.id.as_str(),
+                &row.name,
+                &row.home_region,
+                &row.allowed_regions,
+                &row.transit,
+                &row.analytics_export,
+                &row.status,
+                &row.created_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The tenant, whatever its status.
+pub async fn get<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+) -> Result<Option<TenantRow>, StoreError> {
+    let row = client
+        .query_typed_opt(
+            "select name, home_region, allowed_regions, transit, analytics_export, status, created_at
+             from tenants where tenant_id = $1",
+            &[(&tenant.as_str(), Type::TEXT)],
+        )
+        .await?;
+    row.map(|row| {
+        Ok(TenantRow {
+            id: *tenant,
+            name: row.try_get(0)?,
+            home_region: row.try_get(1)?,
+            allowed_regions: row.try_get(2)?,
+            transit: row.try_get(3)?,
+            analytics_export: row.try_get(4)?,
+            status: row.try_get(5)?,
+            created_at: row.try_get(6)?,
+        })
+    })
+    .transpose()
+}
+
+/// Sets the tenant's status (`active` or `offboarded`; anything else is
+/// [`StoreError::Check`]); returns whether the tenant exists.
+pub async fn set_status(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    status: &str,
+) -> Result<bool, StoreError> {
+    let statement = tx
+        .prepare_cached("update tenants set status = $2 where tenant_id = $1")
+        .await?;
+    let updated = tx
+        .client()
+        .execute(&statement, &[&tenant.as_str(), &status])
+        .await?;
+    Ok(updated == 1)
+}
