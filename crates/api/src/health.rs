@@ -9,7 +9,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use store::{DatabaseHealth, ReplicaState};
 use tokio::task::JoinHandle;
-use wire::{ComponentCheck, Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck};
+use wire::{
+    AuditCheck, ComponentCheck, Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck,
+};
 
 use crate::{NodeState, PROBE_TIMEOUT};
 
@@ -21,14 +23,15 @@ pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
     })
 }
 
-/// `GET /readyz`: 200 while the primary takes writes (replicas may be out of rotation:
-/// `degraded`), 503 when it does not.
+/// `GET /readyz`: 200 while the primary takes writes (replicas may be out of rotation,
+/// the audit queue may be over 80% full: `degraded`), 503 when it does not.
 pub(crate) async fn readyz(State(state): State<NodeState>) -> Response {
     let (health, kms, objects) = tokio::join!(
         state.database().health(PROBE_TIMEOUT),
         check_kms(&state),
         check_objects(&state),
     );
+    state.database().observe(&health);
     record(&state, &health);
     let readiness = readiness(&state, &health, kms, objects);
     let status = if health.primary_up() {
@@ -42,6 +45,7 @@ pub(crate) async fn readyz(State(state): State<NodeState>) -> Response {
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
 pub(crate) async fn metrics(State(state): State<NodeState>) -> Response {
     record_pools(&state);
+    record_audit(&state);
     (
         [(header::CONTENT_TYPE, telemetry::OPENMETRICS_CONTENT_TYPE)],
         state.metrics().encode(),
@@ -67,8 +71,10 @@ pub fn spawn_health_poller(state: NodeState, interval: Duration) -> JoinHandle<(
                     tracing::warn!(region = %state.region(), "primary is down; writes fail closed");
                 }
             }
+            state.database().observe(&health);
             record(&state, &health);
             record_pools(&state);
+            record_audit(&state);
         }
     })
 }
@@ -95,6 +101,24 @@ fn record_pools(state: &NodeState) {
         state
             .metrics()
             .set_pool(&pool.name, pool.max, pool.open, pool.idle, pool.waiting);
+    }
+}
+
+fn record_audit(state: &NodeState) {
+    let audit = state.audit();
+    state
+        .metrics()
+        .set_audit_backlog(audit.backlog(), audit.capacity());
+}
+
+/// The audit check: `backlogged` (and the node `degraded`) over 80% of the capacity.
+fn audit_check(mode: &str, backlog: usize, capacity: usize) -> AuditCheck {
+    let backlogged = capacity > 0 && backlog.saturating_mul(5) > capacity.saturating_mul(4);
+    AuditCheck {
+        status: if backlogged { "backlogged" } else { "up" }.into(),
+        mode: mode.into(),
+        backlog: backlog as u64,
+        capacity: capacity as u64,
     }
 }
 
@@ -185,9 +209,16 @@ fn readiness(
             },
         })
         .collect();
+    let audit = state.audit();
+    let audit = audit_check(
+        audit.settings().reads.mode(),
+        audit.backlog(),
+        audit.capacity(),
+    );
     let everything_up = replicas.iter().all(|r| r.status == "up")
         && kms.status == "up"
-        && object_store.status == "up";
+        && object_store.status == "up"
+        && audit.status == "up";
     let status = if !health.primary_up() {
         "not_ready"
     } else if everything_up {
@@ -203,6 +234,33 @@ fn readiness(
             replicas,
             kms,
             object_store,
+            audit,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_queue_over_80_percent_full_is_backlogged() {
+        assert_eq!(audit_check("batched", 0, 10_000).status, "up");
+        assert_eq!(audit_check("batched", 8_000, 10_000).status, "up");
+        let check = audit_check("batched", 8_001, 10_000);
+        assert_eq!(
+            (
+                check.status.as_str(),
+                check.mode.as_str(),
+                check.backlog,
+                check.capacity
+            ),
+            ("backlogged", "batched", 8_001, 10_000)
+        );
+        assert_eq!(
+            audit_check("sync", 0, 0).status,
+            "up",
+            "no queue, no backlog"
+        );
     }
 }

@@ -16,6 +16,10 @@ pub(crate) struct RawRegion {
     pub id: String,
     pub jurisdiction: String,
     pub display_name: String,
+    /// Where `residency serve` reads the region's audit signing key; optional here, since
+    /// `residency dev` keeps its keys in the state directory.
+    #[serde(default)]
+    pub audit_signing_key: Option<RawSecretRef>,
     pub endpoints: RawEndpoints,
     pub database: RawDatabase,
     pub storage: RawStorage,

@@ -24,6 +24,9 @@ pub struct RegionSpec {
     pub storage: StorageSpec,
     pub kms: KmsSpec,
     pub analytics: AnalyticsSpec,
+    /// The region's Ed25519 audit signing key (its text form, see `docs/audit.md`), by
+    /// reference. Optional in the file; `residency serve` refuses to start without it.
+    pub audit_signing_key: Option<SecretRef>,
     /// The file this region was loaded from.
     pub source: PathBuf,
 }
@@ -208,6 +211,7 @@ pub(crate) fn validate(
             bucket: analytics.bucket,
             prefix: analytics.prefix,
         },
+        audit_signing_key: raw.audit_signing_key.map(|reference| reference.0),
         source: file.to_owned(),
     })
 }
@@ -266,6 +270,7 @@ mod tests {
 id = "eu-west-1"
 jurisdiction = "EU"
 display_name = "Europe (Ireland)"
+audit_signing_key = { file = "/run/secrets/audit-signing-key" }
 
 [endpoints]
 public = "https://eu-west-1.api.residency.example.com"
@@ -334,7 +339,44 @@ prefix = "eu-west-1/"
             SecretRef::File("/run/secrets/db-password".into())
         );
         assert_eq!(spec.analytics.prefix, "eu-west-1/");
+        assert_eq!(
+            spec.audit_signing_key,
+            Some(SecretRef::File("/run/secrets/audit-signing-key".into()))
+        );
         assert_eq!(spec.source, Path::new("regions/eu-west-1.toml"));
+    }
+
+    #[test]
+    fn the_audit_signing_key_is_optional_and_only_by_reference() {
+        let without = edited(
+            "audit_signing_key = { file = \"/run/secrets/audit-signing-key\" }\n",
+            "",
+        );
+        assert_eq!(parse(&without).expect("optional").audit_signing_key, None);
+
+        let by_env = edited(
+            "{ file = \"/run/secrets/audit-signing-key\" }",
+            "{ env = \"RESIDENCY_AUDIT_SIGNING_KEY\" }",
+        );
+        assert_eq!(
+            parse(&by_env).expect("env reference").audit_signing_key,
+            Some(SecretRef::Env("RESIDENCY_AUDIT_SIGNING_KEY".into()))
+        );
+
+        let inline = edited(
+            "{ file = \"/run/secrets/audit-signing-key\" }",
+            "\"residency-audit-ed25519:00ff\"",
+        );
+        let (field, message) = error_at(&inline);
+        assert_eq!(field, "audit_signing_key", "{message}");
+        assert!(message.contains("by reference"), "{message}");
+        assert!(!message.contains("00ff"), "{message}");
+
+        let relative = edited(
+            "{ file = \"/run/secrets/audit-signing-key\" }",
+            "{ file = \"secrets/audit\" }",
+        );
+        assert_eq!(error_at(&relative).0, "audit_signing_key");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The region's audit log as use cases see it: append an event inside the caller's
-//! transaction (so the change and its event commit or roll back together), read events,
-//! sign checkpoints of chain heads that moved, and export a tenant's signed bundle.
+//! transaction (so the change and its event commit or roll back together), record events
+//! that belong to no data transaction (reads, denials, exports) synchronously or through
+//! a bounded queue, read events, sign checkpoints of chain heads that moved, and export a
+//! tenant's signed bundle.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Once};
+use std::time::{Duration, SystemTime};
 
 use audit::{
     Action, Actor, ActorKind, BundleWriter, Event, Hash, Head, NewEvent, Outcome, PublicKey,
@@ -12,6 +14,10 @@ use audit::{
 use model::{RegionId, TenantId};
 use store::audit::{self as rows, AuditRow, CheckpointRow, EventFilter};
 use store::{PrimaryTx, RegionDatabase, StoreError};
+use telemetry::NodeMetrics;
+
+use crate::audit_keys::AuditKeys;
+use crate::audit_queue::{Queue, QueueSettings, Refused};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -24,6 +30,89 @@ pub enum AuditError {
     Bundle(#[from] audit::BundleError),
     #[error("stored audit event is corrupt: {0}")]
     Corrupt(String),
+    /// The queue of batched events is full: the caller must fail the operation (503)
+    /// rather than perform it unaudited.
+    #[error("the audit queue is full ({capacity} events waiting to be written)")]
+    Backlogged { capacity: usize },
+    /// The log was shut down; it accepts no more events.
+    #[error("the audit log is shut down")]
+    Closed,
+    /// Events accepted earlier were never written: the log was shut down while the
+    /// primary failed.
+    #[error("{events} audit events were not written before the log shut down")]
+    Unwritten { events: u64 },
+    /// A flush did not finish in time; the events stay queued.
+    #[error("{backlog} audit events still waiting to be written after {waited:?}")]
+    FlushTimeout { backlog: usize, waited: Duration },
+    /// An event the database cannot store (a NUL character in a text field).
+    #[error("audit event field {field} contains a NUL character")]
+    Invalid { field: &'static str },
+}
+
+/// How events outside a data transaction (reads, denials, exports) are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAudit {
+    /// In a transaction of their own on the primary, before `record` returns.
+    Sync,
+    /// Into a bounded queue that one writer task drains, a batch per transaction.
+    /// `record` returns once the event is queued, and fails with
+    /// [`AuditError::Backlogged`] when `capacity` events are waiting.
+    Batched {
+        capacity: usize,
+        /// Events written per transaction at most.
+        max_batch: usize,
+        /// How long the writer waits for a batch to fill before writing what it has.
+        flush_interval: Duration,
+    },
+}
+
+impl ReadAudit {
+    /// `Batched`: 10 000 events, 256 per transaction, 20 ms.
+    pub const DEFAULT_BATCHED: Self = Self::batched(10_000);
+
+    /// `Batched` with room for `capacity` events, 256 per transaction, 20 ms.
+    pub const fn batched(capacity: usize) -> Self {
+        Self::Batched {
+            capacity,
+            max_batch: 256,
+            flush_interval: Duration::from_millis(20),
+        }
+    }
+
+    /// `sync` or `batched`, for metrics and readiness.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Batched { .. } => "batched",
+        }
+    }
+}
+
+impl Default for ReadAudit {
+    fn default() -> Self {
+        Self::DEFAULT_BATCHED
+    }
+}
+
+/// How a node runs its audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub reads: ReadAudit,
+    /// How often the node signs the chain heads that moved (see
+    /// [`AuditLog::spawn_checkpoints`]).
+    pub checkpoint_interval: Duration,
+    /// Heads signed per transaction.
+    pub checkpoint_batch: i64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            reads: ReadAudit::default(),
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_batch: 1000,
+        }
+    }
 }
 
 /// The audit log of one region. Cheap to clone.
@@ -34,12 +123,31 @@ pub struct AuditLog {
 
 #[derive(Debug)]
 struct Inner {
+    core: Arc<Core>,
+    keys: AuditKeys,
+    settings: AuditSettings,
+    /// The queue of batched events; `None` in `ReadAudit::Sync` mode.
+    queue: Option<Arc<Queue>>,
+    /// Starts the queue's writer with the first queued event, on the caller's runtime.
+    writer: Once,
+}
+
+/// What the queue's writer shares with the log: it must not hold the log itself, so that
+/// dropping the last `AuditLog` closes the queue and lets the writer finish.
+#[derive(Debug)]
+pub(crate) struct Core {
     database: RegionDatabase,
-    key: SigningKey,
-    /// Public keys of earlier signing keys, still published so old bundles verify.
-    retired: Vec<PublicKey>,
+    metrics: Arc<NodeMetrics>,
     /// The head this node last appended per tenant: a guess the database re-checks.
     heads: moka::sync::Cache<TenantId, Head>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(queue) = &self.queue {
+            queue.close();
+        }
+    }
 }
 
 /// Tenants whose last head this node remembers.
@@ -49,34 +157,82 @@ const HEAD_CACHE_CAPACITY: u64 = 100_000;
 const EXPORT_PAGE: u32 = 1000;
 
 impl AuditLog {
+    /// A log with the default settings and metrics of its own (not exported).
+    ///
     /// # Panics
     /// When `key` is another region's: the region signs its own log only.
     pub fn new(database: RegionDatabase, key: SigningKey, retired: Vec<PublicKey>) -> Self {
+        let metrics = Arc::new(NodeMetrics::new(database.region().as_str()));
+        Self::with_settings(
+            database,
+            AuditKeys::new(key, retired),
+            AuditSettings::default(),
+            metrics,
+        )
+    }
+
+    /// The node's log. In `Batched` mode the writer task starts with the first recorded
+    /// event and stops once every `AuditLog` clone is dropped (or after
+    /// [`AuditLog::shutdown`]) and the queue is written.
+    ///
+    /// # Panics
+    /// When `keys` are another region's: the region signs its own log only.
+    pub fn with_settings(
+        database: RegionDatabase,
+        keys: AuditKeys,
+        settings: AuditSettings,
+        metrics: Arc<NodeMetrics>,
+    ) -> Self {
         assert_eq!(
-            key.region(),
+            keys.region(),
             database.region(),
             "the signing key must be the node's region's"
         );
-        let heads = moka::sync::Cache::new(HEAD_CACHE_CAPACITY);
+        let queue = match settings.reads {
+            ReadAudit::Sync => None,
+            ReadAudit::Batched {
+                capacity,
+                max_batch,
+                flush_interval,
+            } => Some(Arc::new(Queue::new(QueueSettings {
+                capacity,
+                max_batch,
+                flush_interval,
+            }))),
+        };
+        metrics.set_audit_backlog(0, queue.as_ref().map_or(0, |q| q.capacity()));
+        let core = Arc::new(Core {
+            database,
+            metrics,
+            heads: moka::sync::Cache::new(HEAD_CACHE_CAPACITY),
+        });
         Self {
             inner: Arc::new(Inner {
-                database,
-                key,
-                retired,
-                heads,
+                core,
+                keys,
+                settings,
+                queue,
+                writer: Once::new(),
             }),
         }
     }
 
     pub fn region(&self) -> &RegionId {
-        self.inner.database.region()
+        self.inner.core.region()
+    }
+
+    pub fn settings(&self) -> &AuditSettings {
+        &self.inner.settings
     }
 
     /// The current and retired public keys, for `GET /v1/audit/keys`.
     pub fn public_keys(&self) -> Vec<PublicKey> {
-        std::iter::once(self.inner.key.public())
-            .chain(self.inner.retired.iter().cloned())
-            .collect()
+        self.inner.keys.public_keys()
+    }
+
+    /// The key that signs checkpoints, manifests and residency evidence now.
+    pub fn signing_key(&self) -> &SigningKey {
+        self.inner.keys.current()
     }
 
     /// Links `event` after its tenant's chain head and stores it, inside `tx`. Writers of
@@ -87,32 +243,100 @@ impl AuditLog {
     /// Otherwise (another node wrote, or that transaction rolled back) lock the head, read
     /// it, and link after it.
     pub async fn append(&self, tx: &PrimaryTx<'_>, event: NewEvent) -> Result<Event, AuditError> {
+        self.inner.core.append(tx, event).await
+    }
+
+    /// Records an event that is part of no data transaction: a read (`record.read`,
+    /// `file.get`, `record.search`), a denied attempt, an export. `ReadAudit::Sync`:
+    /// durable on the primary when this returns. `ReadAudit::Batched`: queued, durable
+    /// within about `flush_interval` while the primary is up (see [`AuditLog::flush`]);
+    /// [`AuditError::Backlogged`] at once when the queue is full, so that the caller
+    /// fails the operation instead of performing it unaudited.
+    pub async fn record(&self, event: NewEvent) -> Result<(), AuditError> {
+        self.check(&event)?;
+        let Some(queue) = &self.inner.queue else {
+            return self.inner.core.record_now(event).await;
+        };
+        self.inner.writer.call_once(|| {
+            tokio::spawn(crate::audit_queue::run_writer(
+                self.inner.core.clone(),
+                queue.clone(),
+            ));
+        });
+        match queue.push(event) {
+            Ok(backlog) => {
+                self.inner
+                    .core
+                    .metrics
+                    .set_audit_backlog(backlog, queue.capacity());
+                Ok(())
+            }
+            Err(Refused::Full) => Err(AuditError::Backlogged {
+                capacity: queue.capacity(),
+            }),
+            Err(Refused::Closed) => Err(AuditError::Closed),
+        }
+    }
+
+    /// Events recorded and not yet durable (always 0 in `Sync` mode).
+    pub fn backlog(&self) -> usize {
+        self.inner.queue.as_ref().map_or(0, |queue| queue.backlog())
+    }
+
+    /// How many events the queue holds before `record` refuses (0 in `Sync` mode).
+    pub fn capacity(&self) -> usize {
+        self.inner
+            .queue
+            .as_ref()
+            .map_or(0, |queue| queue.capacity())
+    }
+
+    /// Waits until every event recorded before this call is durable. While the primary
+    /// is down this waits (the writer retries); bound it with a timeout where needed.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        match &self.inner.queue {
+            Some(queue) => queue.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting events (`record` then fails with [`AuditError::Closed`]) and waits
+    /// up to `timeout` for the queued ones to be written. After that the writer goes on
+    /// writing until its first failure, then gives up on what is left and logs how many
+    /// events that is; a timeout's error says how many were waiting.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), AuditError> {
+        let Some(queue) = &self.inner.queue else {
+            return Ok(());
+        };
+        let flushed = tokio::time::timeout(timeout, queue.flush()).await;
+        queue.close();
+        match flushed {
+            Ok(result) => result,
+            Err(_) => Err(AuditError::FlushTimeout {
+                backlog: queue.backlog(),
+                waited: timeout,
+            }),
+        }
+    }
+
+    fn check(&self, event: &NewEvent) -> Result<(), AuditError> {
         if &event.region != self.region() {
             return Err(AuditError::WrongRegion {
-                event: event.region,
+                event: event.region.clone(),
                 node: self.region().clone(),
             });
         }
-        let tenant = event.tenant;
-        if let Some(head) = self.inner.heads.get(&tenant) {
-            let linked = audit::next(Some(head), event.clone());
-            if rows::append(tx, &to_row(&linked)).await? {
-                self.inner.heads.insert(tenant, linked.head());
-                return Ok(linked);
+        // PostgreSQL text cannot hold NUL: such an event would fail its batch forever.
+        for (field, value) in [
+            ("actor.id", &event.actor.id),
+            ("resource", &event.resource),
+            ("request_id", &event.request_id),
+        ] {
+            if value.contains('\0') {
+                return Err(AuditError::Invalid { field });
             }
         }
-        let head = rows::lock_head(tx, &tenant).await?.map(|(seq, hash)| Head {
-            seq,
-            hash: Hash::from_bytes(hash),
-        });
-        let linked = audit::next(head, event);
-        if !rows::append(tx, &to_row(&linked)).await? {
-            return Err(AuditError::Corrupt(format!(
-                "the head of tenant {tenant} moved while locked"
-            )));
-        }
-        self.inner.heads.insert(tenant, linked.head());
-        Ok(linked)
+        Ok(())
     }
 
     /// Events of `tenant` matching `filter`, in seq order (from the primary).
@@ -121,7 +345,7 @@ impl AuditLog {
         tenant: &TenantId,
         filter: &EventFilter,
     ) -> Result<Vec<Event>, AuditError> {
-        let primary = self.inner.database.primary().get().await?;
+        let primary = self.inner.core.database.primary().get().await?;
         rows::events(primary.client(), tenant, filter)
             .await?
             .iter()
@@ -134,15 +358,16 @@ impl AuditLog {
     pub async fn checkpoint(&self, batch: i64) -> Result<u64, AuditError> {
         let mut signed = 0;
         loop {
-            let mut primary = self.inner.database.primary().get().await?;
+            let mut primary = self.inner.core.database.primary().get().await?;
             let heads = rows::heads_without_checkpoint(primary.client(), batch).await?;
             if heads.is_empty() {
                 return Ok(signed);
             }
             let tx = primary.begin().await?;
+            let count = heads.len() as u64;
             for (tenant, seq, hash) in heads {
                 let checkpoint = audit::sign_checkpoint(
-                    &self.inner.key,
+                    self.inner.keys.current(),
                     &tenant,
                     seq,
                     &Hash::from_bytes(hash),
@@ -160,9 +385,10 @@ impl AuditLog {
                     },
                 )
                 .await?;
-                signed += 1;
             }
             tx.commit().await?;
+            signed += count;
+            self.inner.core.metrics.record_audit_checkpoints(count);
         }
     }
 
@@ -194,10 +420,82 @@ impl AuditLog {
         let count = writer.count();
         out.extend_from_slice(
             writer
-                .finish(&self.inner.key, SystemTime::now())?
+                .finish(self.inner.keys.current(), SystemTime::now())?
                 .as_bytes(),
         );
         Ok(count)
+    }
+}
+
+impl Core {
+    pub(crate) fn region(&self) -> &RegionId {
+        self.database.region()
+    }
+
+    pub(crate) fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    async fn append(&self, tx: &PrimaryTx<'_>, event: NewEvent) -> Result<Event, AuditError> {
+        if &event.region != self.region() {
+            return Err(AuditError::WrongRegion {
+                event: event.region,
+                node: self.region().clone(),
+            });
+        }
+        let tenant = event.tenant;
+        if let Some(head) = self.heads.get(&tenant) {
+            let linked = audit::next(Some(head), event.clone());
+            if rows::append(tx, &to_row(&linked)).await? {
+                self.heads.insert(tenant, linked.head());
+                return Ok(linked);
+            }
+        }
+        let head = rows::lock_head(tx, &tenant).await?.map(|(seq, hash)| Head {
+            seq,
+            hash: Hash::from_bytes(hash),
+        });
+        let linked = audit::next(head, event);
+        if !rows::append(tx, &to_row(&linked)).await? {
+            return Err(AuditError::Corrupt(format!(
+                "the head of tenant {tenant} moved while locked"
+            )));
+        }
+        self.heads.insert(tenant, linked.head());
+        Ok(linked)
+    }
+
+    /// One event in a transaction of its own (`ReadAudit::Sync`).
+    async fn record_now(&self, event: NewEvent) -> Result<(), AuditError> {
+        let result = self.append_batch(std::slice::from_ref(&event)).await;
+        match &result {
+            Ok(()) => self.metrics.record_audit_events_written("sync", 1),
+            Err(_) => self.metrics.record_audit_write_failure("sync"),
+        }
+        result
+    }
+
+    /// Appends `events` in one transaction on the primary, each after its tenant's head.
+    /// Tenants are visited in sorted order (a stable sort keeps each tenant's events in
+    /// their order), so that two such transactions lock heads in the same order. A
+    /// connection that failed is discarded rather than reused.
+    pub(crate) async fn append_batch(&self, events: &[NewEvent]) -> Result<(), AuditError> {
+        let mut ordered: Vec<&NewEvent> = events.iter().collect();
+        ordered.sort_by(|a, b| a.tenant.as_str().cmp(b.tenant.as_str()));
+        let mut primary = self.database.primary().get().await?;
+        let result = async {
+            let tx = primary.begin().await?;
+            for event in ordered {
+                self.append(&tx, event.clone()).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            primary.discard();
+        }
+        result
     }
 }
 

@@ -50,6 +50,11 @@ struct KmsOperationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditModeLabels {
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: String,
     state: &'static str,
@@ -75,6 +80,11 @@ pub struct NodeMetrics {
     dek_cache_misses: Counter,
     kms_calls: Family<KmsCallLabels, Counter>,
     kms_duration: Family<KmsOperationLabels, Histogram, fn() -> Histogram>,
+    audit_backlog: Gauge,
+    audit_backlog_capacity: Gauge,
+    audit_events_written: Family<AuditModeLabels, Counter>,
+    audit_write_failures: Family<AuditModeLabels, Counter>,
+    audit_checkpoints: Counter,
 }
 
 impl NodeMetrics {
@@ -154,6 +164,36 @@ impl NodeMetrics {
             prometheus_client::registry::Unit::Seconds,
             kms_duration.clone(),
         );
+        let audit_backlog = Gauge::default();
+        registry.register(
+            "audit_backlog",
+            "Audit events recorded outside a data transaction (reads, denials) and not yet durable",
+            audit_backlog.clone(),
+        );
+        let audit_backlog_capacity = Gauge::default();
+        registry.register(
+            "audit_backlog_capacity",
+            "Audit events the queue holds before reads fail with 503 (0 when written synchronously)",
+            audit_backlog_capacity.clone(),
+        );
+        let audit_events_written = Family::<AuditModeLabels, Counter>::default();
+        registry.register(
+            "audit_events_written",
+            "Audit events recorded outside a data transaction and committed, by mode (sync, batched)",
+            audit_events_written.clone(),
+        );
+        let audit_write_failures = Family::<AuditModeLabels, Counter>::default();
+        registry.register(
+            "audit_write_failures",
+            "Failed audit write transactions, by mode (a failed batch is retried, never dropped)",
+            audit_write_failures.clone(),
+        );
+        let audit_checkpoints = Counter::default();
+        registry.register(
+            "audit_checkpoints",
+            "Signed checkpoints of audit chain heads",
+            audit_checkpoints.clone(),
+        );
         // Resolved once: the lookup counter sits on the hot path of every sealed value.
         let dek_cache_hits = dek_cache_lookups
             .get_or_create(&CacheLabels { result: "hit" })
@@ -174,6 +214,11 @@ impl NodeMetrics {
             replica_lag_bytes,
             replica_lag_seconds,
             pool_connections,
+            audit_backlog,
+            audit_backlog_capacity,
+            audit_events_written,
+            audit_write_failures,
+            audit_checkpoints,
         }
     }
 
@@ -257,6 +302,34 @@ impl NodeMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Audit events waiting to be written, and how many the queue holds.
+    pub fn set_audit_backlog(&self, backlog: usize, capacity: usize) {
+        self.audit_backlog
+            .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        self.audit_backlog_capacity
+            .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+    }
+
+    /// `count` audit events committed outside a data transaction; `mode` is `sync` or
+    /// `batched`.
+    pub fn record_audit_events_written(&self, mode: &'static str, count: u64) {
+        self.audit_events_written
+            .get_or_create(&AuditModeLabels { mode })
+            .inc_by(count);
+    }
+
+    /// One failed audit write transaction (`sync` or `batched`).
+    pub fn record_audit_write_failure(&self, mode: &'static str) {
+        self.audit_write_failures
+            .get_or_create(&AuditModeLabels { mode })
+            .inc();
+    }
+
+    /// `count` chain heads signed.
+    pub fn record_audit_checkpoints(&self, count: u64) {
+        self.audit_checkpoints.inc_by(count);
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -301,6 +374,26 @@ mod tests {
             r#"residency_dek_cache_lookups_total{region="eu-west-1",result="miss"} 1"#,
             r#"residency_kms_calls_total{region="eu-west-1",operation="decrypt",outcome="ok"} 1"#,
             r#"residency_kms_call_duration_seconds_count{region="eu-west-1",operation="decrypt"} 1"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn audit_backlog_and_writes_are_exported() {
+        let metrics = NodeMetrics::new("eu-central-1");
+        metrics.set_audit_backlog(7, 10_000);
+        metrics.record_audit_events_written("batched", 256);
+        metrics.record_audit_events_written("batched", 4);
+        metrics.record_audit_write_failure("sync");
+        metrics.record_audit_checkpoints(3);
+        let text = metrics.encode();
+        for expected in [
+            r#"residency_audit_backlog{region="eu-central-1"} 7"#,
+            r#"residency_audit_backlog_capacity{region="eu-central-1"} 10000"#,
+            r#"residency_audit_events_written_total{region="eu-central-1",mode="batched"} 260"#,
+            r#"residency_audit_write_failures_total{region="eu-central-1",mode="sync"} 1"#,
+            r#"residency_audit_checkpoints_total{region="eu-central-1"} 3"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }

@@ -331,11 +331,16 @@ fn kms_arn_of_the_region_is_accepted() {
 #[test]
 fn toml_syntax_error_names_the_position() {
     let dir = good_copy();
+    let text = std::fs::read_to_string(dir.path().join("eu-west-1.toml")).expect("read file");
+    let line = 1 + text
+        .lines()
+        .position(|line| line.starts_with("port = 5432"))
+        .expect("a port line");
     edit(dir.path(), "eu-west-1.toml", "port = 5432", "port = ");
     let err = load_err(dir.path());
     assert!(matches!(err, CatalogError::Parse { .. }), "{err:?}");
     let field = err.field().expect("a position");
-    assert!(field.starts_with("line 16, column "), "{err}");
+    assert!(field.starts_with(&format!("line {line}, column ")), "{err}");
     assert_eq!(
         err.file(),
         Some(dir.path().join("eu-west-1.toml").as_path())

@@ -58,6 +58,10 @@ fn every_region_is_self_contained() {
         assert!(spec.storage.audit_bucket.contains(id));
         assert_eq!(spec.kms.key, format!("alias/residency-{id}"));
         assert_eq!(spec.analytics.prefix, format!("{id}/"));
+        assert!(
+            matches!(spec.audit_signing_key, Some(SecretRef::Env(_))),
+            "{id}: `residency serve` needs an audit signing key reference"
+        );
     }
 }
 

@@ -1,15 +1,20 @@
 //! The audit log on a real primary: events are appended in the data transaction (a
 //! rollback or a killed session leaves neither), chains stay gapless and valid under
-//! concurrent writers, heads are checkpointed, and an export verifies offline.
+//! concurrent writers, heads are checkpointed (on demand and by the periodic task), an
+//! export verifies offline, and read events are recorded synchronously or through the
+//! bounded queue, which refuses rather than drops when it is full.
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use audit::{Action, Actor, ActorKind, KeySet, NewEvent, Outcome, SigningKey};
 use devstack::testing::connect;
 use model::{RegionId, TenantId};
-use service::AuditLog;
+use service::{AuditError, AuditKeys, AuditLog, AuditSettings, ReadAudit};
 use store::audit::EventFilter;
-use store::testing::region_database;
+use store::testing::{migrated_database, region_database};
+use store::{DatabaseSettings, PgEndpoint, RegionDatabase};
+use telemetry::NodeMetrics;
 
 const REGION: &str = "eu-central-1";
 
@@ -247,6 +252,368 @@ async fn moved_heads_are_checkpointed_once_and_the_signatures_verify() {
 
     let keys = KeySet::from_keys(log.public_keys()).expect("keys");
     let db = connect(database.primary.clone()).await;
+    for row in db
+        .query(
+            "select tenant_id, seq, hash, signed_at, key_id, signature from audit_checkpoints",
+            &[],
+        )
+        .await
+        .expect("checkpoints")
+    {
+        let hash: Vec<u8> = row.get(2);
+        let signature: Vec<u8> = row.get(5);
+        let checkpoint = audit::Checkpoint {
+            tenant: TenantId::parse(row.get(0)).expect("tenant"),
+            region: region(),
+            seq: row.get::<_, i64>(1) as u64,
+            hash: audit::Hash::from_bytes(hash.try_into().expect("32 bytes")),
+            signed_at: row.get(3),
+            key_id: row.get(4),
+            signature: audit::Signature::from_slice(&signature).expect("signature"),
+        };
+        audit::verify_checkpoint(&keys, &checkpoint).expect("checkpoint verifies");
+    }
+}
+
+/// A log on `region_db` with `settings` and metrics the test can read.
+fn log_with(region_db: &RegionDatabase, settings: AuditSettings) -> (AuditLog, Arc<NodeMetrics>) {
+    let metrics = Arc::new(NodeMetrics::new(REGION));
+    let log = AuditLog::with_settings(
+        region_db.clone(),
+        AuditKeys::generate(region()),
+        settings,
+        metrics.clone(),
+    );
+    (log, metrics)
+}
+
+fn reads(reads: ReadAudit) -> AuditSettings {
+    AuditSettings {
+        reads,
+        ..AuditSettings::default()
+    }
+}
+
+fn read_event(tenant: TenantId, resource: &str) -> NewEvent {
+    event(tenant, Action::RecordRead, resource)
+}
+
+/// A region database whose primary is a closed port (its replica is real).
+async fn unreachable_primary() -> (devstack::testing::TestDatabase, RegionDatabase) {
+    let database = migrated_database().await;
+    let mut primary = database.primary.clone();
+    primary.port(devstack::free_loopback_port().expect("free port"));
+    let settings = DatabaseSettings::new(
+        PgEndpoint::new("primary", primary),
+        vec![PgEndpoint::new("replica-1", database.replica.clone())],
+    );
+    let region_db = RegionDatabase::new(region(), &settings).expect("pools");
+    (database, region_db)
+}
+
+#[tokio::test]
+async fn batched_reads_from_many_tasks_all_land_in_gapless_chains_in_order() {
+    let (_db, region_db) = region_database(REGION).await;
+    let (log, metrics) = log_with(
+        &region_db,
+        reads(ReadAudit::Batched {
+            capacity: 10_000,
+            max_batch: 64,
+            flush_interval: Duration::from_millis(5),
+        }),
+    );
+    let tenants: Vec<TenantId> = (0..4)
+        .map(|_| TenantId::from_random_bytes(rand::random()))
+        .collect();
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 125;
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let (log, tenant) = (log.clone(), tenants[task % tenants.len()]);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                log.record(read_event(tenant, &format!("records/{task}-{i}")))
+                    .await
+                    .expect("queued");
+            }
+        }));
+    }
+    for task in futures::future::join_all(tasks).await {
+        task.expect("task");
+    }
+    tokio::time::timeout(Duration::from_secs(60), log.flush())
+        .await
+        .expect("flushed in time")
+        .expect("flushed");
+    assert_eq!(log.backlog(), 0);
+
+    let mut total = 0;
+    for tenant in &tenants {
+        let events = all_events(&log, tenant).await;
+        assert_eq!(events.len(), TASKS / tenants.len() * PER_TASK);
+        assert_chain_valid(&events, tenant);
+        // Each task's events are in its chain in the order it recorded them.
+        let mut last_seen = std::collections::HashMap::new();
+        for event in &events {
+            assert_eq!(event.action, Action::RecordRead);
+            let (task, i) = event
+                .resource
+                .strip_prefix("records/")
+                .and_then(|rest| rest.split_once('-'))
+                .expect("records/<task>-<i>");
+            let i: usize = i.parse().expect("number");
+            if let Some(previous) = last_seen.insert(task.to_owned(), i) {
+                assert_eq!(i, previous + 1, "task {task}: order kept");
+            }
+        }
+        total += events.len();
+    }
+    assert_eq!(total, TASKS * PER_TASK, "nothing dropped");
+    let text = metrics.encode();
+    for expected in [
+        r#"residency_audit_events_written_total{region="eu-central-1",mode="batched"} 1000"#,
+        r#"residency_audit_backlog{region="eu-central-1"} 0"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_reads_and_a_failed_batch_is_retried_until_it_lands() {
+    let (database, region_db) = region_database(REGION).await;
+    let (log, metrics) = log_with(&region_db, reads(ReadAudit::batched(4)));
+    let tenant = TenantId::from_random_bytes(rand::random());
+
+    // Pause the writer: it waits on the chain heads, which this transaction holds.
+    let admin = connect(database.primary.clone()).await;
+    admin
+        .batch_execute("begin; lock table audit_heads in access exclusive mode")
+        .await
+        .expect("lock the heads");
+    for i in 0..4 {
+        log.record(read_event(tenant, &format!("records/r{i}")))
+            .await
+            .expect("room in the queue");
+    }
+    assert!(matches!(
+        log.record(read_event(tenant, "records/r4")).await,
+        Err(AuditError::Backlogged { capacity: 4 })
+    ));
+    assert_eq!(log.backlog(), 4);
+
+    // Kill the writer's session while it waits: its batch fails and is retried.
+    let other = connect(database.primary.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let killed: i64 = other
+            .query_one(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity
+                 where datname = current_database() and wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("terminate the waiting writer")
+            .get(0);
+        if killed > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !metrics
+        .encode()
+        .contains(r#"residency_audit_write_failures_total{region="eu-central-1",mode="batched"} 1"#)
+    {
+        assert!(Instant::now() < deadline, "the failed batch is counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        log.record(read_event(tenant, "records/r4")).await,
+        Err(AuditError::Backlogged { .. })
+    ));
+    assert_eq!(log.backlog(), 4, "a failed batch is kept, not dropped");
+
+    admin.batch_execute("rollback").await.expect("unlock");
+    tokio::time::timeout(Duration::from_secs(30), log.flush())
+        .await
+        .expect("the retried batch lands")
+        .expect("flushed");
+    assert_eq!(log.backlog(), 0);
+    log.record(read_event(tenant, "records/r4"))
+        .await
+        .expect("room again");
+    log.flush().await.expect("flushed");
+    let events = all_events(&log, &tenant).await;
+    assert_chain_valid(&events, &tenant);
+    let resources: Vec<&str> = events.iter().map(|e| e.resource.as_str()).collect();
+    assert_eq!(
+        resources,
+        [
+            "records/r0",
+            "records/r1",
+            "records/r2",
+            "records/r3",
+            "records/r4"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn with_the_primary_unreachable_the_queue_fills_and_shutdown_reports_what_was_lost() {
+    let (_db, region_db) = unreachable_primary().await;
+    let (log, _) = log_with(&region_db, reads(ReadAudit::batched(4)));
+    let tenant = TenantId::from_random_bytes(rand::random());
+    for i in 0..4 {
+        log.record(read_event(tenant, &format!("records/r{i}")))
+            .await
+            .expect("queued while the primary is down");
+    }
+    assert!(matches!(
+        log.record(read_event(tenant, "records/r4")).await,
+        Err(AuditError::Backlogged { capacity: 4 })
+    ));
+    assert!(matches!(
+        log.shutdown(Duration::from_millis(200)).await,
+        Err(AuditError::FlushTimeout { backlog: 4, .. })
+    ));
+    assert!(matches!(
+        log.record(read_event(tenant, "records/r5")).await,
+        Err(AuditError::Closed)
+    ));
+    let flushed = tokio::time::timeout(Duration::from_secs(30), log.flush())
+        .await
+        .expect("the writer gives up once closed");
+    assert!(
+        matches!(flushed, Err(AuditError::Unwritten { events: 4 })),
+        "{flushed:?}"
+    );
+}
+
+#[tokio::test]
+async fn sync_reads_are_durable_on_return_and_fail_when_the_primary_is_unreachable() {
+    let (_db, region_db) = region_database(REGION).await;
+    let (log, metrics) = log_with(&region_db, reads(ReadAudit::Sync));
+    let tenant = TenantId::from_random_bytes(rand::random());
+    append_one(&region_db, &log, tenant, "records/created").await;
+    log.record(read_event(tenant, "records/created"))
+        .await
+        .expect("written");
+    assert_eq!((log.backlog(), log.capacity()), (0, 0));
+    let events = all_events(&log, &tenant).await;
+    assert_eq!(events.len(), 2, "durable before record returned");
+    assert_eq!(events[1].action, Action::RecordRead);
+    assert_chain_valid(&events, &tenant);
+    assert!(
+        metrics.encode().contains(
+            r#"residency_audit_events_written_total{region="eu-central-1",mode="sync"} 1"#
+        )
+    );
+
+    let (_db, down) = unreachable_primary().await;
+    let (log, _) = log_with(&down, reads(ReadAudit::Sync));
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        log.record(read_event(tenant, "records/created")),
+    )
+    .await
+    .expect("fails rather than hangs");
+    assert!(matches!(result, Err(AuditError::Store(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn events_of_another_region_or_with_nul_characters_are_refused_up_front() {
+    let (_db, region_db) = region_database(REGION).await;
+    let (log, _) = log_with(&region_db, AuditSettings::default());
+    let tenant = TenantId::from_random_bytes(rand::random());
+    let mut foreign = read_event(tenant, "records/r1");
+    foreign.region = RegionId::parse("us-east-1").expect("region");
+    assert!(matches!(
+        log.record(foreign).await,
+        Err(AuditError::WrongRegion { .. })
+    ));
+    assert!(matches!(
+        log.record(read_event(tenant, "records/r\0")).await,
+        Err(AuditError::Invalid { field: "resource" })
+    ));
+    assert_eq!(log.backlog(), 0);
+}
+
+async fn checkpoint_count(db: &tokio_postgres::Client, tenant: &TenantId, seq: i64) -> i64 {
+    db.query_one(
+        "select count(*) from audit_checkpoints where tenant_id = $1 and seq = $2",
+        &[&tenant.as_str(), &seq],
+    )
+    .await
+    .expect("count checkpoints")
+    .get(0)
+}
+
+async fn wait_for_checkpoint(db: &tokio_postgres::Client, tenant: &TenantId, seq: i64) -> Duration {
+    let started = Instant::now();
+    while checkpoint_count(db, tenant, seq).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "seq {seq} of {tenant} was never checkpointed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn the_checkpoint_task_signs_moved_heads_every_interval_until_stopped() {
+    let (database, region_db) = region_database(REGION).await;
+    let interval = Duration::from_millis(250);
+    let (log, metrics) = log_with(
+        &region_db,
+        AuditSettings {
+            checkpoint_interval: interval,
+            ..AuditSettings::default()
+        },
+    );
+    let db = connect(database.primary.clone()).await;
+    let tenants = [
+        TenantId::from_random_bytes(rand::random()),
+        TenantId::from_random_bytes(rand::random()),
+    ];
+    for tenant in tenants {
+        append_one(&region_db, &log, tenant, "records/a").await;
+    }
+    let task = log.spawn_checkpoints();
+    for tenant in &tenants {
+        let waited = wait_for_checkpoint(&db, tenant, 1).await;
+        assert!(
+            waited < interval * 4,
+            "signed within a couple of intervals ({waited:?})"
+        );
+    }
+    append_one(&region_db, &log, tenants[0], "records/b").await;
+    let waited = wait_for_checkpoint(&db, &tenants[0], 2).await;
+    assert!(
+        waited < interval * 4,
+        "a moved head is signed again ({waited:?})"
+    );
+    assert_eq!(
+        checkpoint_count(&db, &tenants[1], 1).await,
+        1,
+        "an unmoved head is not"
+    );
+
+    task.stop().await;
+    assert!(
+        metrics
+            .encode()
+            .contains(r#"residency_audit_checkpoints_total{region="eu-central-1"} 3"#)
+    );
+    append_one(&region_db, &log, tenants[1], "records/b").await;
+    tokio::time::sleep(interval * 3).await;
+    assert_eq!(checkpoint_count(&db, &tenants[1], 2).await, 0, "stopped");
+
+    let keys = KeySet::from_keys(log.public_keys()).expect("keys");
     for row in db
         .query(
             "select tenant_id, seq, hash, signed_at, key_id, signature from audit_checkpoints",

@@ -1,0 +1,377 @@
+//! The bounded queue of batched audit events (reads, denials) and the one writer task
+//! that drains it: a batch per transaction on the primary, FIFO, retried with backoff
+//! until it commits. An event accepted by the queue is never dropped while the log is
+//! open; when the queue is full, `AuditLog::record` refuses instead of waiting, so that a
+//! read fails rather than goes unaudited.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use audit::NewEvent;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::audit::{AuditError, Core};
+
+/// First wait after a failed batch; doubled per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How the queue is sized and drained.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueSettings {
+    pub capacity: usize,
+    pub max_batch: usize,
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Queue {
+    settings: QueueSettings,
+    state: Mutex<State>,
+    /// Wakes the writer: an event arrived, a flush was asked for, or the queue closed.
+    wake: Notify,
+    /// Events made durable, counted from the first; and whether the writer gave up.
+    progress: watch::Sender<Progress>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: VecDeque<NewEvent>,
+    /// Taken by the writer, not committed yet. Counts against the capacity.
+    in_flight: usize,
+    /// Events accepted since the start.
+    enqueued: u64,
+    /// When the oldest pending event was accepted (the writer lingers from then on).
+    oldest: Option<Instant>,
+    /// Someone waits in `flush`: write without lingering.
+    urgent: bool,
+    closed: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    durable: u64,
+    /// The writer stopped with events unwritten (the log was closed while the primary
+    /// failed); nothing more becomes durable.
+    abandoned: bool,
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Full,
+    Closed,
+}
+
+impl Queue {
+    pub fn new(settings: QueueSettings) -> Self {
+        Self {
+            settings: QueueSettings {
+                capacity: settings.capacity.max(1),
+                max_batch: settings.max_batch.max(1),
+                flush_interval: settings.flush_interval,
+            },
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            progress: watch::Sender::new(Progress::default()),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.settings.capacity
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves consistent state (every update is
+        // complete before any call that could panic), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Accepts `event` unless the queue is full or closed; returns the new backlog.
+    pub fn push(&self, event: NewEvent) -> Result<usize, Refused> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(Refused::Closed);
+        }
+        let backlog = state.pending.len() + state.in_flight;
+        if backlog >= self.settings.capacity {
+            return Err(Refused::Full);
+        }
+        if state.pending.is_empty() {
+            state.oldest = Some(Instant::now());
+        }
+        state.pending.push_back(event);
+        state.enqueued += 1;
+        drop(state);
+        self.wake.notify_one();
+        Ok(backlog + 1)
+    }
+
+    /// Events accepted and not yet durable.
+    pub fn backlog(&self) -> usize {
+        let state = self.lock();
+        state.pending.len() + state.in_flight
+    }
+
+    /// Waits until every event accepted before the call is durable. Fails with
+    /// `Unwritten` when the writer gave up on them (closed while the primary failed).
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let target = {
+            let mut state = self.lock();
+            if state.enqueued > self.progress.borrow().durable {
+                state.urgent = true;
+            }
+            state.enqueued
+        };
+        self.wake.notify_one();
+        let mut progress = self.progress.subscribe();
+        let reached = progress
+            .wait_for(|p| p.durable >= target || p.abandoned)
+            .await
+            .map(|p| *p)
+            // The sender lives in `self`, so it cannot be gone while we borrow `self`.
+            .unwrap_or(Progress {
+                durable: 0,
+                abandoned: true,
+            });
+        if reached.durable >= target {
+            Ok(())
+        } else {
+            Err(AuditError::Unwritten {
+                events: target - reached.durable,
+            })
+        }
+    }
+
+    /// Refuses new events and tells the writer to finish: it writes what it can and
+    /// stops at the first failure.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// The next batch: up to `max_batch` events, once `max_batch` are pending, a flush is
+    /// waiting, the queue closed, or the oldest has waited `flush_interval`. `None` when
+    /// the queue is closed and empty.
+    async fn take(&self) -> Option<Vec<NewEvent>> {
+        loop {
+            let linger = {
+                let mut state = self.lock();
+                match state.oldest {
+                    None if state.closed => return None,
+                    None => None,
+                    Some(oldest) => {
+                        let due = oldest + self.settings.flush_interval;
+                        let ready = state.pending.len() >= self.settings.max_batch
+                            || state.urgent
+                            || state.closed
+                            || Instant::now() >= due;
+                        if ready {
+                            let count = state.pending.len().min(self.settings.max_batch);
+                            let batch: Vec<NewEvent> = state.pending.drain(..count).collect();
+                            state.in_flight += batch.len();
+                            // What is left keeps the oldest time: it lingers no longer.
+                            if state.pending.is_empty() {
+                                state.oldest = None;
+                                state.urgent = false;
+                            }
+                            return Some(batch);
+                        }
+                        Some(due)
+                    }
+                }
+            };
+            match linger {
+                Some(due) => {
+                    let _ = tokio::time::timeout_at(due, self.wake.notified()).await;
+                }
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// `count` in-flight events committed.
+    fn written(&self, count: usize) {
+        self.lock().in_flight -= count;
+        self.progress.send_modify(|p| p.durable += count as u64);
+    }
+
+    /// The writer stops: the in-flight batch and everything pending stay unwritten.
+    fn abandon(&self) -> usize {
+        let mut state = self.lock();
+        let lost = state.pending.len() + state.in_flight;
+        state.pending.clear();
+        state.in_flight = 0;
+        state.oldest = None;
+        drop(state);
+        self.progress.send_modify(|p| p.abandoned = true);
+        lost
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Sleeps `duration`, or less when the queue closes meanwhile.
+    async fn backoff(&self, duration: Duration) {
+        let deadline = Instant::now() + duration;
+        while !self.is_closed() {
+            if tokio::time::timeout_at(deadline, self.wake.notified())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Drains `queue` into the database until it is closed and empty. Per tenant, events
+/// reach their chain in the order they were accepted: one writer, FIFO batches, and a
+/// failed batch is retried whole before the next one is taken.
+pub(crate) async fn run_writer(core: Arc<Core>, queue: Arc<Queue>) {
+    let region = core.region().clone();
+    while let Some(batch) = queue.take().await {
+        let mut backoff = FIRST_BACKOFF;
+        let mut failures = 0u32;
+        loop {
+            match core.append_batch(&batch).await {
+                Ok(()) => {
+                    queue.written(batch.len());
+                    core.metrics()
+                        .record_audit_events_written("batched", batch.len() as u64);
+                    core.metrics()
+                        .set_audit_backlog(queue.backlog(), queue.capacity());
+                    if failures > 0 {
+                        tracing::info!(region = %region, failures, "audit batch written after retrying");
+                    }
+                    break;
+                }
+                Err(err) => {
+                    core.metrics().record_audit_write_failure("batched");
+                    if queue.is_closed() {
+                        let lost = queue.abandon();
+                        tracing::error!(
+                            region = %region,
+                            events = lost,
+                            "failed to write audit events before the log closed; they are lost: {err}"
+                        );
+                        return;
+                    }
+                    // Once per outage: the retries that follow would repeat it.
+                    if failures == 0 {
+                        tracing::error!(
+                            region = %region,
+                            batch = batch.len(),
+                            backlog = queue.backlog(),
+                            "failed to write audit batch, retrying until it commits: {err}"
+                        );
+                    }
+                    failures = failures.saturating_add(1);
+                    queue.backoff(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use audit::{Action, Actor, ActorKind, Outcome};
+    use model::{RegionId, TenantId};
+
+    use super::*;
+
+    fn event() -> NewEvent {
+        let region = RegionId::parse("eu-central-1").expect("region");
+        NewEvent {
+            time: SystemTime::now(),
+            region: region.clone(),
+            tenant: TenantId::from_random_bytes([7; 16]),
+            actor: Actor {
+                kind: ActorKind::System,
+                id: "test".into(),
+            },
+            action: Action::RecordRead,
+            resource: "records/r1".into(),
+            outcome: Outcome::Success,
+            request_id: "req".into(),
+            via_region: region,
+        }
+    }
+
+    fn queue(capacity: usize, max_batch: usize, flush_interval: Duration) -> Queue {
+        Queue::new(QueueSettings {
+            capacity,
+            max_batch,
+            flush_interval,
+        })
+    }
+
+    #[tokio::test]
+    async fn in_flight_events_count_against_the_capacity() {
+        let queue = queue(3, 2, Duration::ZERO);
+        for expected in 1..=3 {
+            assert_eq!(queue.push(event()), Ok(expected));
+        }
+        assert_eq!(queue.push(event()), Err(Refused::Full));
+        let batch = queue.take().await.expect("batch");
+        assert_eq!(batch.len(), 2, "at most max_batch");
+        assert_eq!(queue.backlog(), 3, "taken but not written");
+        assert_eq!(queue.push(event()), Err(Refused::Full));
+        queue.written(batch.len());
+        assert_eq!(queue.backlog(), 1);
+        assert_eq!(queue.push(event()), Ok(2));
+    }
+
+    #[tokio::test]
+    async fn the_writer_lingers_for_a_batch_unless_a_flush_waits() {
+        let linger = Duration::from_millis(30);
+        let queue = queue(100, 10, linger);
+        queue.push(event()).expect("accepted");
+        let started = Instant::now();
+        assert_eq!(queue.take().await.expect("batch").len(), 1);
+        assert!(started.elapsed() >= linger, "lingered for more events");
+
+        let queue = Arc::new(self::queue(100, 10, Duration::from_secs(3600)));
+        queue.push(event()).expect("accepted");
+        let flusher = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.flush().await }
+        });
+        let batch = tokio::time::timeout(Duration::from_secs(30), queue.take())
+            .await
+            .expect("a waiting flush cuts the linger short")
+            .expect("batch");
+        queue.written(batch.len());
+        flusher.await.expect("join").expect("flushed");
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_new_events_and_abandoning_fails_flushes() {
+        let queue = Arc::new(queue(10, 10, Duration::ZERO));
+        queue.push(event()).expect("accepted");
+        queue.push(event()).expect("accepted");
+        let flusher = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.flush().await }
+        });
+        queue.close();
+        assert_eq!(queue.push(event()), Err(Refused::Closed));
+        let batch = queue.take().await.expect("closed, but not empty");
+        assert_eq!(batch.len(), 2);
+        assert_eq!(queue.abandon(), 2);
+        assert!(queue.take().await.is_none(), "closed and empty");
+        assert!(matches!(
+            flusher.await.expect("join"),
+            Err(AuditError::Unwritten { events: 2 })
+        ));
+    }
+}
