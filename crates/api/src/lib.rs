@@ -1,19 +1,27 @@
 //! The regional node's HTTP adapter (axum): `app(state) -> Router` and `serve`.
 //! Handlers are thin: parse, call one use case, map the result.
 //!
-//! Today the node serves the operational endpoints (`/healthz`, `/readyz`, `/metrics`);
-//! the tenant API joins as its use cases land.
+//! Operational endpoints (`/healthz`, `/readyz`, `/metrics`) and the tenant API of API.md
+//! (`tenant_api`). Every tenant-scoped response carries the routing headers; every `/v1`
+//! request draws from its key's rate-limit bucket.
 
+mod extract;
 mod health;
 mod middleware;
 mod problem;
+pub mod rate_limit;
 mod state;
+mod tenant_api;
 
 use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -23,7 +31,49 @@ pub use state::{NodeParts, NodeState};
 /// The whole HTTP surface of a regional node.
 pub fn app(state: NodeState) -> Router {
     let request_id = http::HeaderName::from_static(wire::headers::REQUEST_ID);
+    use tenant_api as t;
+    let tenant_scoped = Router::new()
+        .route("/v1/tenants/{tenant}", get(t::get_tenant))
+        .route("/v1/tenants/{tenant}/api-keys", post(t::create_api_key))
+        .route(
+            "/v1/tenants/{tenant}/api-keys/{id}",
+            axum::routing::delete(t::delete_api_key),
+        )
+        .route(
+            "/v1/tenants/{tenant}/collections/{collection}",
+            put(t::put_collection).get(t::get_collection),
+        )
+        .route(
+            "/v1/tenants/{tenant}/collections/{collection}/records",
+            post(t::create_record).get(t::search_records),
+        )
+        .route(
+            "/v1/tenants/{tenant}/collections/{collection}/records/{id}",
+            get(t::get_record)
+                .put(t::update_record)
+                .delete(t::delete_record),
+        )
+        .route(
+            "/v1/tenants/{tenant}/collections/{collection}/records/{id}/files/{name}",
+            put(t::put_file).get(t::get_file).delete(t::delete_file),
+        )
+        .route("/v1/tenants/{tenant}/audit/events", get(t::audit_events))
+        .route("/v1/tenants/{tenant}/audit/export", get(t::audit_export))
+        .route("/v1/tenants/{tenant}/residency", get(t::residency_evidence))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routing_headers,
+        ));
+    let v1 = Router::new()
+        .route("/v1/tenants", post(t::create_tenant))
+        .merge(tenant_scoped)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ))
+        .route("/v1/audit/keys", get(t::audit_keys));
     Router::new()
+        .merge(v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -36,6 +86,22 @@ pub fn app(state: NodeState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Adds `X-Residency-Region` (the home region, which served it) and `X-Residency-Via`
+/// (the region whose endpoint received it) to tenant-scoped responses.
+async fn routing_headers(State(state): State<NodeState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Ok(region) = HeaderValue::from_str(state.region().as_str()) {
+        let headers = response.headers_mut();
+        headers
+            .entry(wire::headers::RESIDENCY_REGION)
+            .or_insert(region.clone());
+        headers
+            .entry(wire::headers::RESIDENCY_VIA)
+            .or_insert(region);
+    }
+    response
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then drains in-flight

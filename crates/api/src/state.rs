@@ -1,14 +1,17 @@
 //! What every handler of a regional node can reach: its region, databases, KMS, object
-//! store, tenant keys and metrics. All of them belong to this one region.
+//! store, tenant keys, audit log and metrics. All of them belong to this one region.
 
 use std::sync::Arc;
 
 use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use model::RegionId;
-use service::Keyring;
+use service::access::OperatorToken;
+use service::{AuditLog, Keyring, RegionService, ServiceParts, ServiceSettings};
 use store::RegionDatabase;
 use telemetry::NodeMetrics;
+
+use crate::rate_limit::{RateLimit, RateLimiter};
 
 /// The parts a regional node is built from.
 #[derive(Debug)]
@@ -17,7 +20,14 @@ pub struct NodeParts {
     pub kms: Arc<dyn Kms>,
     pub objects: Arc<dyn ObjectStore>,
     pub keyring: Keyring,
+    pub audit: AuditLog,
     pub metrics: Arc<NodeMetrics>,
+    /// Every region of the catalogue: tenants name them as home and allowed regions.
+    pub regions: Vec<RegionId>,
+    /// The deployment's operator token (kept as a hash).
+    pub operator: OperatorToken,
+    pub service: ServiceSettings,
+    pub rate_limit: RateLimit,
 }
 
 /// Cheap to clone; one per regional node.
@@ -30,6 +40,8 @@ pub struct NodeState {
 struct Inner {
     region: RegionId,
     parts: NodeParts,
+    service: RegionService,
+    rate_limiter: RateLimiter,
 }
 
 impl NodeState {
@@ -49,13 +61,42 @@ impl NodeState {
             &region,
             "the keyring must be the node's region's"
         );
+        assert_eq!(
+            parts.audit.region(),
+            &region,
+            "the audit log must be the node's region's"
+        );
+        let service = RegionService::new(ServiceParts {
+            database: parts.database.clone(),
+            keyring: parts.keyring.clone(),
+            objects: parts.objects.clone(),
+            audit: parts.audit.clone(),
+            regions: parts.regions.clone(),
+            operator: parts.operator.clone(),
+            settings: parts.service.clone(),
+        });
+        let rate_limiter = RateLimiter::new(parts.rate_limit);
         Self {
-            inner: Arc::new(Inner { region, parts }),
+            inner: Arc::new(Inner {
+                region,
+                parts,
+                service,
+                rate_limiter,
+            }),
         }
     }
 
     pub fn region(&self) -> &RegionId {
         &self.inner.region
+    }
+
+    /// The tenant service (every `/v1` use case).
+    pub fn service(&self) -> &RegionService {
+        &self.inner.service
+    }
+
+    pub(crate) fn rate_limiter(&self) -> &RateLimiter {
+        &self.inner.rate_limiter
     }
 
     pub fn database(&self) -> &RegionDatabase {
@@ -72,6 +113,10 @@ impl NodeState {
 
     pub fn keyring(&self) -> &Keyring {
         &self.inner.parts.keyring
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.parts.audit
     }
 
     pub fn metrics(&self) -> &NodeMetrics {

@@ -142,6 +142,8 @@ named_enum! {
         KeyRotate => "key.rotate",
         ApiKeyCreate => "apikey.create",
         ApiKeyDelete => "apikey.delete",
+        /// Creating or replacing a collection's schema.
+        CollectionPut => "collection.put",
         /// Reading the event list (`GET /v1/tenants/{tenant}/audit/events`).
         AuditRead => "audit.read",
         AuditExport => "audit.export",
@@ -257,7 +259,7 @@ mod tests {
             assert_eq!(Action::parse(a.as_str()), Ok(*a));
             assert!(seen.insert(a.as_str()), "duplicate {a}");
         }
-        assert_eq!(Action::ALL.len(), 18);
+        assert_eq!(Action::ALL.len(), 19);
         for k in ActorKind::ALL {
             assert_eq!(ActorKind::parse(k.as_str()), Ok(*k));
         }

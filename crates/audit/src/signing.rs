@@ -276,6 +276,19 @@ impl KeySet {
     }
 
     /// The key to check a statement of `region` signed by `key_id` with.
+    /// Whether `signature` over `message` was made by the trusted key `key_id` of
+    /// `region` (for statements other than bundles, e.g. residency evidence).
+    pub fn verify_signature(
+        &self,
+        key_id: &str,
+        region: &str,
+        message: &[u8],
+        signature: &Signature,
+    ) -> bool {
+        self.find(key_id, region)
+            .is_some_and(|key| verify(key, message, signature))
+    }
+
     pub(crate) fn find(&self, key_id: &str, region: &str) -> Option<&VerifyingKey> {
         self.keys
             .iter()

@@ -4,13 +4,15 @@
 //! summary, and on SIGINT/SIGTERM stops every node and every PostgreSQL process.
 //!
 //! State directory layout: `operator_token`, `endpoints.json`, `.lock`, and per region
-//! `<region>/{postgres/, kms/ (the local KMS's master keys), objects/, api_port}`. A second start with the
-//! same directory reuses everything: clusters, data, ports, token.
+//! `<region>/{postgres/, kms/ (the local KMS's master keys), objects/, api_port,
+//! audit/signing.key}`. A second start with the same directory reuses everything:
+//! clusters, data, ports, token, audit signing keys (so bundles exported before a restart
+//! still verify against `GET /v1/audit/keys`).
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,9 +24,10 @@ use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
+use service::AuditKeys;
 use store::{DatabaseSettings, PgEndpoint};
 
-use crate::node::{Backends, RunningNode};
+use crate::node::{AuditFlags, Backends, NodeAudit, Platform, RunningNode};
 
 /// The application database created in every local primary.
 const APP_DATABASE: &str = "residency";
@@ -44,6 +47,8 @@ pub(crate) struct DevArgs {
     /// The region catalogue directory.
     #[arg(long, env = "RESIDENCY_CATALOG", default_value_os_t = crate::default_catalog())]
     catalog: PathBuf,
+    #[command(flatten)]
+    audit: AuditFlags,
 }
 
 /// One started region: its databases, its node, and what `endpoints.json` says of it.
@@ -54,6 +59,7 @@ struct DevRegion {
     node: RunningNode,
     kms_key: PathBuf,
     object_store: PathBuf,
+    audit_key: audit::PublicKey,
 }
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -70,7 +76,11 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let _lock = lock_state_dir(&state_dir)?;
     let operator_token = load_or_create_secret(&state_dir.join("operator_token"))?;
 
-    let started = start_regions(&binaries, &state_dir, &regions).await?;
+    let platform = Platform {
+        regions: catalog.ids().cloned().collect(),
+        operator: service::access::OperatorToken::new(&operator_token),
+    };
+    let started = start_regions(&binaries, &state_dir, &regions, &args.audit, &platform).await?;
     let endpoints_path = state_dir.join("endpoints.json");
     let written = write_endpoints(&endpoints_path, &operator_token, &started);
     if let Err(err) = written {
@@ -125,12 +135,18 @@ async fn start_regions(
     binaries: &PgBinaries,
     state_dir: &Path,
     regions: &[RegionId],
+    audit: &AuditFlags,
+    platform: &Platform,
 ) -> anyhow::Result<Vec<DevRegion>> {
-    let results = futures::future::join_all(
-        regions
-            .iter()
-            .map(|id| start_region(binaries, state_dir.join(id.as_str()), id.clone())),
-    )
+    let results = futures::future::join_all(regions.iter().map(|id| {
+        start_region(
+            binaries,
+            state_dir.join(id.as_str()),
+            id.clone(),
+            audit,
+            platform.clone(),
+        )
+    }))
     .await;
     let mut started = Vec::new();
     let mut failure = None;
@@ -151,8 +167,16 @@ async fn start_region(
     binaries: &PgBinaries,
     root: PathBuf,
     id: RegionId,
+    audit: &AuditFlags,
+    platform: Platform,
 ) -> anyhow::Result<DevRegion> {
     fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+    let keys = load_or_create_audit_keys(&root.join("audit"), &id)?;
+    let audit_key = keys.current().public();
+    let audit = NodeAudit {
+        keys,
+        settings: audit.settings(),
+    };
     let kms_key = root.join("kms");
     let object_store = root.join("objects");
     let backends = Backends {
@@ -171,7 +195,7 @@ async fn start_region(
     let databases = LocalRegion::start(binaries, options)
         .await
         .with_context(|| format!("start the {id} databases"))?;
-    let node = match start_node(&id, &databases, &root, backends).await {
+    let node = match start_node(&id, &databases, &root, backends, audit, platform).await {
         Ok(node) => node,
         Err(err) => {
             let _ = databases.stop().await;
@@ -184,6 +208,7 @@ async fn start_region(
         node,
         kms_key,
         object_store,
+        audit_key,
     })
 }
 
@@ -192,6 +217,8 @@ async fn start_node(
     databases: &LocalRegion,
     root: &Path,
     backends: Backends,
+    audit: NodeAudit,
+    platform: Platform,
 ) -> anyhow::Result<RunningNode> {
     create_app_database(databases).await?;
     let settings = DatabaseSettings::new(
@@ -202,7 +229,7 @@ async fn start_node(
         )],
     );
     let listener = bind_saved_port(&root.join("api_port")).await?;
-    crate::node::start(id.clone(), &settings, backends, listener).await
+    crate::node::start(id.clone(), &settings, backends, audit, platform, listener).await
 }
 
 async fn create_app_database(databases: &LocalRegion) -> anyhow::Result<()> {
@@ -269,6 +296,28 @@ async fn bind_saved_port(path: &Path) -> anyhow::Result<tokio::net::TcpListener>
     Ok(listener)
 }
 
+/// The region's audit signing keys from `dir/signing.key` (owner-only), created with a
+/// new key on first start and reused after, so that a restart keeps the key id. The
+/// file's format (docs/audit.md) also keeps retired public keys across a rotation.
+fn load_or_create_audit_keys(dir: &Path, region: &RegionId) -> anyhow::Result<AuditKeys> {
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restrict {}", dir.display()))?;
+    let path = dir.join("signing.key");
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            AuditKeys::parse(region, &text).with_context(|| format!("read {}", path.display()))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let keys = AuditKeys::generate(region.clone());
+            write_private(&path, keys.to_text().expose().as_bytes())?;
+            tracing::info!(region = %region, key_id = keys.current().key_id(), "created the audit signing key");
+            Ok(keys)
+        }
+        Err(err) => Err(err).with_context(|| format!("read {}", path.display())),
+    }
+}
+
 fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
     if let Ok(text) = fs::read_to_string(path) {
         let token = text.trim();
@@ -307,6 +356,8 @@ fn write_endpoints(path: &Path, operator_token: &str, regions: &[DevRegion]) -> 
                 "replicas": [region.databases.replica_url(APP_DATABASE)],
                 "object_store": format!("file://{}", region.object_store.display()),
                 "kms": format!("file://{}", region.kms_key.display()),
+                "audit_key_id": region.audit_key.key_id,
+                "audit_public_key": region.audit_key.public_key,
             }),
         );
     }

@@ -1,5 +1,6 @@
 //! Starting one regional node from database settings: pools, migrations and region
-//! stamp, health poller, HTTP server. Shared by `serve` and `dev`.
+//! stamp, audit log and its checkpoint task, health poller, HTTP server. Shared by
+//! `serve` and `dev`, with the command-line flags they share.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,9 @@ use anyhow::Context as _;
 use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use model::RegionId;
-use service::{Keyring, KeyringSettings};
+use service::{
+    AuditKeys, AuditLog, AuditSettings, CheckpointTask, Keyring, KeyringSettings, ReadAudit,
+};
 use store::{DatabaseSettings, RegionDatabase, embedded_migrations};
 use telemetry::NodeMetrics;
 use tokio::net::TcpListener;
@@ -18,6 +21,63 @@ use tokio::task::JoinHandle;
 /// How often a node refreshes its database health gauges.
 const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a stopping node waits for queued audit events to be written.
+const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The audit log's flags, shared by `dev` and `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct AuditFlags {
+    /// Seconds between signed checkpoints of the audit chain heads that moved.
+    #[arg(
+        long,
+        env = "RESIDENCY_AUDIT_CHECKPOINT_INTERVAL",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    audit_checkpoint_interval: u64,
+    /// How read events (record.read, file.get, record.search, denials) are written:
+    /// `batched` through a bounded queue, or `sync` before the read answers.
+    #[arg(long, env = "RESIDENCY_AUDIT_READS", value_enum, default_value_t = ReadMode::Batched)]
+    audit_reads: ReadMode,
+    /// Read events the batched queue holds; while it is full, reads fail with 503.
+    #[arg(
+        long,
+        env = "RESIDENCY_AUDIT_QUEUE_CAPACITY",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    audit_queue_capacity: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReadMode {
+    Batched,
+    Sync,
+}
+
+impl AuditFlags {
+    pub fn settings(&self) -> AuditSettings {
+        let reads = match self.audit_reads {
+            ReadMode::Sync => ReadAudit::Sync,
+            ReadMode::Batched => {
+                ReadAudit::batched(usize::try_from(self.audit_queue_capacity).unwrap_or(usize::MAX))
+            }
+        };
+        AuditSettings {
+            reads,
+            checkpoint_interval: Duration::from_secs(self.audit_checkpoint_interval),
+            ..AuditSettings::default()
+        }
+    }
+}
+
+/// The node's audit signing keys and how its log runs.
+#[derive(Debug)]
+pub(crate) struct NodeAudit {
+    pub keys: AuditKeys,
+    pub settings: AuditSettings,
+}
+
 /// A node that is serving; stop it with [`RunningNode::stop`].
 #[derive(Debug)]
 pub(crate) struct RunningNode {
@@ -25,6 +85,8 @@ pub(crate) struct RunningNode {
     pub address: std::net::SocketAddr,
     server: JoinHandle<std::io::Result<()>>,
     poller: JoinHandle<()>,
+    audit: AuditLog,
+    checkpoints: CheckpointTask,
     stop: watch::Sender<bool>,
 }
 
@@ -35,12 +97,22 @@ pub(crate) struct Backends {
     pub objects: Arc<dyn ObjectStore>,
 }
 
+/// What a node knows of the whole deployment: the catalogue's regions and the operator
+/// token.
+#[derive(Debug, Clone)]
+pub(crate) struct Platform {
+    pub regions: Vec<RegionId>,
+    pub operator: service::access::OperatorToken,
+}
+
 /// Migrates and stamps the region's primary (refusing a changed migration or another
 /// region's database), then serves on `listener`.
 pub(crate) async fn start(
     region: RegionId,
     settings: &DatabaseSettings,
     backends: Backends,
+    audit: NodeAudit,
+    platform: Platform,
     listener: TcpListener,
 ) -> anyhow::Result<RunningNode> {
     let database = RegionDatabase::new(region.clone(), settings).context("build database pools")?;
@@ -58,12 +130,32 @@ pub(crate) async fn start(
         metrics.clone(),
         KeyringSettings::default(),
     );
+    let key_id = audit.keys.current().key_id().to_owned();
+    let audit = AuditLog::with_settings(
+        database.clone(),
+        audit.keys,
+        audit.settings,
+        metrics.clone(),
+    );
+    let checkpoints = audit.spawn_checkpoints();
+    tracing::info!(
+        region = %region,
+        key_id,
+        reads = audit.settings().reads.mode(),
+        checkpoint_interval_seconds = audit.settings().checkpoint_interval.as_secs_f64(),
+        "audit log ready"
+    );
     let state = api::NodeState::new(api::NodeParts {
         database,
         kms: backends.kms,
         objects: backends.objects,
         keyring,
+        audit: audit.clone(),
         metrics,
+        regions: platform.regions,
+        operator: platform.operator,
+        service: service::ServiceSettings::default(),
+        rate_limit: api::rate_limit::RateLimit::default(),
     });
     let poller = api::spawn_health_poller(state.clone(), HEALTH_POLL_INTERVAL);
     let address = listener.local_addr().context("read listener address")?;
@@ -77,6 +169,8 @@ pub(crate) async fn start(
         address,
         server,
         poller,
+        audit,
+        checkpoints,
         stop,
     })
 }
@@ -87,12 +181,17 @@ impl RunningNode {
         self.server.is_finished()
     }
 
-    /// Stops accepting, drains in-flight requests, stops the poller.
+    /// Stops accepting, drains in-flight requests, stops the poller and the checkpoint
+    /// task, and writes the queued audit events (waiting a bounded time).
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.poller.abort();
-        self.server
-            .await
+        let served = self.server.await;
+        self.checkpoints.stop().await;
+        if let Err(err) = self.audit.shutdown(AUDIT_DRAIN_TIMEOUT).await {
+            tracing::error!(region = %self.region, "failed to write the audit queue before stopping: {err}");
+        }
+        served
             .context("join node server")?
             .with_context(|| format!("serve {}", self.region))
     }

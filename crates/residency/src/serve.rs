@@ -1,5 +1,7 @@
-//! `residency serve`: one regional node against the databases the catalogue names.
+//! `residency serve`: one regional node against the databases, KMS key, buckets and
+//! audit signing key the catalogue names.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +13,10 @@ use envelope::aws::{AwsCredentials, AwsSettings};
 use envelope::kms::aws::AwsKms;
 use envelope::objects::s3::S3ObjectStore;
 use model::RegionId;
+use service::AuditKeys;
 use store::{DatabaseSettings, PgEndpoint};
+
+use crate::node::{AuditFlags, NodeAudit};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -28,20 +33,43 @@ pub(crate) struct ServeArgs {
     /// server, or a VPC endpoint). Credentials come from the default AWS chain.
     #[arg(long, env = "RESIDENCY_AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
+    /// The deployment's operator token (manages tenants). Read it from the
+    /// environment or a secret store; never put it on a command line.
+    #[arg(long, env = "RESIDENCY_OPERATOR_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    operator_token: catalog::Secret,
+    #[command(flatten)]
+    audit: AuditFlags,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = Catalog::load_dir(&args.catalog)?;
     let (region, spec) = find_region(&catalog, &args.region)?;
+    // Before anything connects: a node that cannot sign its audit log does not start.
+    let keys = audit_keys(&region, spec, |name| std::env::var_os(name))?;
     let settings = database_settings(spec)?;
     let backends = aws_backends(&region, spec, args.aws_endpoint_url.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
-    let node = crate::node::start(region, &settings, backends, listener).await?;
+    let audit = NodeAudit {
+        keys,
+        settings: args.audit.settings(),
+    };
+    if args.operator_token.expose().len() < 32 {
+        bail!("the operator token must be at least 32 characters");
+    }
+    let platform = crate::node::Platform {
+        regions: catalog.ids().cloned().collect(),
+        operator: service::access::OperatorToken::new(args.operator_token.expose()),
+    };
+    let node = crate::node::start(region, &settings, backends, audit, platform, listener).await?;
     let signal = crate::signals::shutdown_requested().await?;
     tracing::info!(signal, "stopping");
     node.stop().await
+}
+
+fn parse_secret(raw: &str) -> Result<catalog::Secret, std::convert::Infallible> {
+    Ok(catalog::Secret::new(raw.to_owned()))
 }
 
 /// The region's KMS key and data bucket from the catalogue, through AWS (or the
@@ -65,6 +93,29 @@ fn aws_backends(
             force_path_style,
         )),
     }
+}
+
+/// The region's audit signing keys from the catalogue's `audit_signing_key` secret,
+/// environment variables looked up by `env`. Errors name the region, the field and the
+/// reference, never the secret.
+fn audit_keys(
+    region: &RegionId,
+    spec: &RegionSpec,
+    env: impl FnOnce(&str) -> Option<OsString>,
+) -> anyhow::Result<AuditKeys> {
+    let Some(reference) = &spec.audit_signing_key else {
+        bail!(
+            "region {region} has no audit_signing_key in {}: `residency serve` signs the region's audit log with it; \
+             add `audit_signing_key = {{ env = \"NAME\" }}` (or `{{ file = \"/path\" }}`) holding the key's text form \
+             `residency-audit-ed25519:<hex>` (see docs/audit.md)",
+            spec.source.display()
+        );
+    };
+    let secret = reference
+        .resolve_with(env)
+        .with_context(|| format!("region {region}: resolve audit_signing_key ({reference})"))?;
+    AuditKeys::parse(region, secret.expose())
+        .with_context(|| format!("region {region}: audit_signing_key ({reference})"))
 }
 
 /// The catalogue's entry for `region`, or an error listing the known regions.
@@ -126,4 +177,69 @@ fn endpoint(name: &str, spec: &DbEndpoint) -> anyhow::Result<PgEndpoint> {
         .application_name("residency")
         .connect_timeout(Duration::from_secs(5));
     Ok(PgEndpoint::new(name, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const REGION_FILE: &str = include_str!("../../../regions/eu-west-1.toml");
+
+    fn spec(text: &str) -> RegionSpec {
+        RegionSpec::parse(text, Path::new("regions/eu-west-1.toml")).expect("valid region file")
+    }
+
+    fn region() -> RegionId {
+        RegionId::parse("eu-west-1").expect("region")
+    }
+
+    #[test]
+    fn the_audit_signing_key_comes_from_the_catalogues_reference() {
+        let spec = spec(REGION_FILE);
+        let Some(catalog::SecretRef::Env(name)) = spec.audit_signing_key.clone() else {
+            panic!("the repository's catalogue names the key by environment variable");
+        };
+        let keys = AuditKeys::generate(region());
+        let text = keys.to_text().expose().to_owned();
+        let loaded = audit_keys(&region(), &spec, |asked| {
+            (asked == name).then(|| text.clone().into())
+        })
+        .expect("key loads");
+        assert_eq!(loaded.current().key_id(), keys.current().key_id());
+    }
+
+    #[test]
+    fn serve_refuses_a_missing_unset_or_malformed_key_without_echoing_it() {
+        let without = REGION_FILE
+            .lines()
+            .filter(|line| !line.starts_with("audit_signing_key"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let err = audit_keys(&region(), &spec(&without), |_| None).expect_err("no reference");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("region eu-west-1") && message.contains("audit_signing_key"),
+            "{message}"
+        );
+
+        let err = audit_keys(&region(), &spec(REGION_FILE), |_| None).expect_err("unset");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("audit_signing_key") && message.contains("is not set"),
+            "{message}"
+        );
+
+        let secret = format!(
+            "{}{}",
+            service::audit_keys::SIGNING_KEY_PREFIX,
+            "5e".repeat(31)
+        );
+        let err = audit_keys(&region(), &spec(REGION_FILE), |_| Some(secret.into()))
+            .expect_err("malformed");
+        let message = format!("{err:#}");
+        assert!(message.contains("malformed signing key"), "{message}");
+        assert!(!message.contains("5e5e"), "{message}");
+    }
 }

@@ -1,11 +1,29 @@
 //! Use cases of a regional node, independent of HTTP: authorization, residency checks,
-//! sealing, audit in the same transaction. Today: tenant key management (`keys`) and the
-//! audit log (`audit`).
+//! sealing, audit in the same transaction: tenant key management (`keys`), the audit log
+//! (`audit`), and the tenant service (`tenancy`, `records`, `files`, `compliance`) that
+//! the HTTP API calls one function of per request.
 //!
 //! Tenant plaintext exists only here and in `envelope`; `store` sees ciphertext and ids.
 
+pub mod access;
 pub mod audit;
+pub mod audit_checkpoints;
+pub mod audit_keys;
+mod audit_queue;
+pub mod compliance;
+mod error;
+pub mod files;
 pub mod keys;
+pub mod records;
+pub mod tenancy;
 
 pub use audit::{AuditError, AuditLog};
+pub use audit::{AuditSettings, ReadAudit};
+pub use audit_checkpoints::CheckpointTask;
+pub use audit_keys::{AuditKeys, KeyText, KeyTextError};
+pub use error::ServiceError;
 pub use keys::{KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapReport};
+pub use tenancy::{
+    Attempt, Caller, Collection, NewTenant, RegionService, RequestContext, ServiceParts,
+    ServiceSettings, Tenant, Written,
+};

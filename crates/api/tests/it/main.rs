@@ -1,6 +1,8 @@
 //! Handler tests of the regional node: `app(state).oneshot(request)` against a real
 //! primary and streaming replica.
 
+mod tenant_api;
+
 use std::sync::Arc;
 
 use api::{NodeParts, NodeState, app};
@@ -10,21 +12,30 @@ use axum::response::Response;
 use envelope::kms::local::LocalKms;
 use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
-use service::{Keyring, KeyringSettings};
+use service::{AuditKeys, AuditLog, AuditSettings, Keyring, KeyringSettings};
 use store::testing::{migrated_database, region_database, settings};
 use store::{PgEndpoint, RegionDatabase};
 use telemetry::NodeMetrics;
 use tower::ServiceExt;
 use wire::{Problem, Readiness};
 
+/// The operator token of test nodes.
+pub const OPERATOR_TOKEN: &str = "rso.test-operator-token-of-the-api-tests";
+
 /// A node on `database` with a real local KMS and object store in a temporary directory
 /// (kept alive as long as the node).
-struct Node {
-    state: NodeState,
-    dir: tempfile::TempDir,
+#[derive(Debug)]
+pub struct Node {
+    pub state: NodeState,
+    pub dir: tempfile::TempDir,
 }
 
-fn node(database: RegionDatabase) -> Node {
+pub fn node(database: RegionDatabase) -> Node {
+    node_with(database, api::rate_limit::RateLimit::default())
+}
+
+/// A node with a chosen rate limit.
+pub fn node_with(database: RegionDatabase, rate_limit: api::rate_limit::RateLimit) -> Node {
     let dir = tempfile::tempdir().expect("node dir");
     let region = database.region().clone();
     let kms = Arc::new(
@@ -39,12 +50,29 @@ fn node(database: RegionDatabase) -> Node {
         metrics.clone(),
         KeyringSettings::default(),
     );
+    let audit = AuditLog::with_settings(
+        database.clone(),
+        AuditKeys::generate(region.clone()),
+        AuditSettings::default(),
+        metrics.clone(),
+    );
     let state = NodeState::new(NodeParts {
         database,
         kms,
         objects,
         keyring,
+        audit,
         metrics,
+        regions: ["eu-central-1", "eu-west-1", "us-east-1", "ap-southeast-1"]
+            .into_iter()
+            .map(|id| RegionId::parse(id).expect("catalogue region"))
+            .collect(),
+        operator: service::access::OperatorToken::new(OPERATOR_TOKEN),
+        service: service::ServiceSettings {
+            max_file_size: 64 * 1024 * 1024,
+            ..service::ServiceSettings::default()
+        },
+        rate_limit,
     });
     Node { state, dir }
 }

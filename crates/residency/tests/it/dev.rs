@@ -1,7 +1,9 @@
 //! `residency dev` end to end: three regions up, health and readiness, a replica in
-//! recovery, SIGTERM and SIGKILL leave nothing running, restart keeps data, bad
-//! catalogues are named.
+//! recovery, SIGTERM and SIGKILL leave nothing running, restart keeps data and audit
+//! signing keys, bad catalogues are named; `residency serve` refuses a region without an
+//! audit signing key.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -180,6 +182,28 @@ async fn dev_brings_three_regions_up_stops_cleanly_and_keeps_data_across_restart
             let path = url.strip_prefix("file://").expect("file url");
             assert!(Path::new(path).exists(), "{id} {key} at {path} exists");
         }
+        let audit = &ready["checks"]["audit"];
+        assert_eq!(
+            (&audit["mode"], &audit["backlog"], &audit["capacity"]),
+            (
+                &Value::from("batched"),
+                &Value::from(0),
+                &Value::from(10_000)
+            ),
+            "{id}: {ready}"
+        );
+        let key_file = state.path().join(id).join("audit/signing.key");
+        let mode = std::fs::metadata(&key_file)
+            .unwrap_or_else(|err| panic!("{id}: {}: {err}", key_file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{id}: the signing key is owner-only");
+        assert!(
+            region["audit_key_id"]
+                .as_str()
+                .is_some_and(|key_id| key_id.starts_with(&format!("{id}-"))),
+            "{id}: {region}"
+        );
         let replica = connect(region["replicas"][0].as_str().expect("replica url")).await;
         let in_recovery: bool = replica
             .query_one("select pg_is_in_recovery()", &[])
@@ -229,6 +253,12 @@ async fn dev_brings_three_regions_up_stops_cleanly_and_keeps_data_across_restart
         Some(token.as_str()),
         "the token is kept"
     );
+    for key in ["audit_key_id", "audit_public_key"] {
+        assert_eq!(
+            endpoints["regions"]["eu-central-1"][key], eu[key],
+            "the audit signing key is kept, so earlier bundles still verify"
+        );
+    }
     let replica = connect(
         endpoints["regions"]["eu-central-1"]["replicas"][0]
             .as_str()
@@ -326,4 +356,63 @@ fn an_unknown_region_is_refused_listing_the_known_ones() {
         !state.path().join("eu-central-1").exists(),
         "nothing was started"
     );
+}
+
+#[test]
+fn serve_refuses_a_region_without_an_audit_signing_key_before_connecting() {
+    let catalog = tempfile::tempdir().expect("catalog dir");
+    for entry in std::fs::read_dir(repo_path("regions")).expect("read regions/") {
+        let path = entry.expect("list regions/").path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            let text = std::fs::read_to_string(&path).expect("read region file");
+            let without: String = text
+                .lines()
+                .filter(|line| !line.starts_with("audit_signing_key"))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let name = path.file_name().expect("file name");
+            std::fs::write(catalog.path().join(name), without).expect("write region file");
+        }
+    }
+    let output = residency()
+        .args([
+            "serve",
+            "--region",
+            "eu-west-1",
+            "--listen",
+            "127.0.0.1:0",
+            "--catalog",
+        ])
+        .arg(catalog.path())
+        .env_remove("RESIDENCY_DB_PASSWORD")
+        .env(
+            "RESIDENCY_OPERATOR_TOKEN",
+            "rso.an-operator-token-long-enough-for-serve",
+        )
+        .output()
+        .expect("run residency serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("region eu-west-1 has no audit_signing_key"),
+        "names the region and the field: {stderr}"
+    );
+
+    let output = residency()
+        .args([
+            "serve",
+            "--region",
+            "eu-west-1",
+            "--audit-checkpoint-interval",
+            "0",
+        ])
+        .env(
+            "RESIDENCY_OPERATOR_TOKEN",
+            "rso.an-operator-token-long-enough-for-serve",
+        )
+        .output()
+        .expect("run residency serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("--audit-checkpoint-interval"), "{stderr}");
 }

@@ -1,0 +1,242 @@
+//! Request plumbing shared by the tenant API handlers: the per-request context (request
+//! id, entry region, bearer token), JSON bodies that fail as problem+json naming the
+//! field (never echoing a value), and service errors as problem+json responses.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use service::{RequestContext, ServiceError};
+use wire::{PROBLEM_JSON, Problem};
+
+use crate::NodeState;
+
+/// Largest JSON body accepted (files stream separately, with their own limit).
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// Who is asking and through which region.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub request_id: String,
+    pub bearer: Option<String>,
+    pub context: RequestContext,
+}
+
+impl Ctx {
+    pub fn bearer(&self) -> Option<&str> {
+        self.bearer.as_deref()
+    }
+
+    /// A service error as the response for this request.
+    pub fn error(&self, error: ServiceError) -> ApiError {
+        ApiError {
+            error,
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+impl FromRequestParts<NodeState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &NodeState,
+    ) -> Result<Self, Self::Rejection> {
+        let request_id = parts
+            .headers
+            .get(wire::headers::REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| token.trim().to_owned());
+        Ok(Self {
+            context: RequestContext {
+                request_id: request_id.clone(),
+                // Until requests are forwarded between regions (the router), every
+                // request enters here.
+                via_region: state.region().clone(),
+            },
+            request_id,
+            bearer,
+        })
+    }
+}
+
+/// A service error with the request id it answers.
+#[derive(Debug)]
+pub struct ApiError {
+    pub error: ServiceError,
+    pub request_id: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug) = match &self.error {
+            ServiceError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ServiceError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ServiceError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
+            ServiceError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ServiceError::VersionMismatch { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "version-mismatch")
+            }
+            ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ServiceError::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
+            ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+            ServiceError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let detail = match &self.error {
+            ServiceError::Internal(message) => {
+                tracing::error!(request_id = %self.request_id, "failed to answer: {message}");
+                "internal error; the request id identifies it in the logs".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let problem = Problem::new(status, slug, detail).with_request_id(Some(self.request_id));
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match &self.error {
+            ServiceError::Unavailable { retry_after, .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after.as_secs().max(1)),
+                );
+            }
+            ServiceError::Misdirected { home } => {
+                if let Ok(value) = HeaderValue::from_str(home.as_str()) {
+                    headers.insert(wire::headers::RESIDENCY_REGION, value);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// A JSON body of at most [`MAX_JSON_BODY`] bytes. Malformed JSON is 400, a body that
+/// does not fit the type is 422 naming the field, an oversized body 413; no message
+/// repeats a value from the body.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<NodeState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &NodeState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let ctx = Ctx::from_request_parts(&mut parts, state).await?;
+        let bytes = read_limited(body, MAX_JSON_BODY)
+            .await
+            .map_err(|err| ctx.error(err))?;
+        parse_json(&bytes)
+            .map(JsonBody)
+            .map_err(|err| ctx.error(err))
+    }
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ServiceError> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let too_large = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ServiceError::TooLarge {
+                limit: limit as u64,
+            }
+        } else {
+            ServiceError::BadRequest("the request body could not be read".to_owned())
+        }
+    })
+}
+
+/// Deserializes JSON, describing failures by path and kind only.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize::<_, T>(&mut deserializer);
+    let not_json = || ServiceError::BadRequest("the body is not valid JSON".to_owned());
+    match parsed {
+        Ok(value) => {
+            deserializer.end().map_err(|_| not_json())?;
+            Ok(value)
+        }
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+                return Err(not_json());
+            }
+            let message = inner.to_string();
+            let (field, reason) =
+                if let Some(missing) = between_backticks(&message, "missing field") {
+                    let field = if path == "." || path.is_empty() {
+                        missing.to_owned()
+                    } else {
+                        format!("{path}.{missing}")
+                    };
+                    (field, "is required".to_owned())
+                } else if message.starts_with("unknown field") {
+                    (path, "is not an allowed field".to_owned())
+                } else {
+                    (path, "has the wrong type or value".to_owned())
+                };
+            Err(ServiceError::invalid(field, reason))
+        }
+    }
+}
+
+fn between_backticks<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?;
+    let start = rest.find('`')? + 1;
+    let end = rest[start..].find('`')? + start;
+    Some(&rest[start..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        name: String,
+        age: u32,
+    }
+
+    fn field_of(err: ServiceError) -> (String, String) {
+        match err {
+            ServiceError::Invalid { field, reason } => (field, reason),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field_and_never_the_value() {
+        let (field, reason) = field_of(
+            parse_json::<Sample>(br#"{"name": "SECRET-VALUE", "age": "SECRET-2"}"#)
+                .expect_err("refused"),
+        );
+        assert_eq!(field, "age");
+        assert!(!reason.contains("SECRET"), "{reason}");
+        let (field, reason) =
+            field_of(parse_json::<Sample>(br#"{"name": "x"}"#).expect_err("refused"));
+        assert_eq!((field.as_str(), reason.as_str()), ("age", "is required"));
+        let (field, _) = field_of(
+            parse_json::<Sample>(br#"{"name": "x", "age": 1, "extra": 2}"#).expect_err("refused"),
+        );
+        assert_eq!(field, "extra");
+        assert!(matches!(
+            parse_json::<Sample>(b"{not json"),
+            Err(ServiceError::BadRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,105 @@
+//! The errors of the tenant-facing use cases, one variant per answer a client can get.
+//! Messages are safe to show: they carry ids, field names and limits, never a value a
+//! tenant stored.
+
+use std::time::Duration;
+
+use model::RegionId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No credentials, or credentials that are not valid here (401).
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    /// Valid credentials whose role does not allow the operation (403).
+    #[error("the {role} role may not {operation}")]
+    Forbidden {
+        role: &'static str,
+        operation: &'static str,
+    },
+    /// The thing does not exist, or the caller may not learn that it exists (404).
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    /// Input that does not fit the contract (422), naming the field.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// Malformed request outside the body schema (400): a bad cursor, token or query.
+    #[error("{0}")]
+    BadRequest(String),
+    /// `If-Match` named another version (412).
+    #[error("the record is at version {current}")]
+    VersionMismatch { current: i64 },
+    /// The resource already exists (409).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The tenant lives in another region (421): this node serves its own tenants only.
+    #[error("tenant is homed in region {home}")]
+    Misdirected { home: RegionId },
+    /// A body over the configured limit (413).
+    #[error("the body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// A dependency is down (database primary, KMS, object store) or the audit queue is
+    /// full: retry after the hint (503).
+    #[error("{what} is unavailable; retry later")]
+    Unavailable {
+        what: &'static str,
+        retry_after: Duration,
+    },
+    /// Anything else (500). The text is for logs, never for clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn unavailable(what: &'static str) -> Self {
+        Self::Unavailable {
+            what,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl From<store::StoreError> for ServiceError {
+    fn from(err: store::StoreError) -> Self {
+        use store::StoreError;
+        match err {
+            StoreError::Unavailable(_) | StoreError::ReadOnly => Self::unavailable("database"),
+            StoreError::NotFound => Self::NotFound { what: "resource" },
+            StoreError::Conflict => Self::Conflict("resource"),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::KeyError> for ServiceError {
+    fn from(err: crate::KeyError) -> Self {
+        use crate::KeyError;
+        match err {
+            KeyError::Shredded { .. } => Self::NotFound { what: "tenant" },
+            KeyError::Unavailable(_) => Self::unavailable("database"),
+            KeyError::Kms(_) => Self::unavailable("kms"),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::AuditError> for ServiceError {
+    fn from(err: crate::AuditError) -> Self {
+        use crate::AuditError;
+        match err {
+            AuditError::Store(store) => Self::from(store),
+            AuditError::Backlogged { .. } => Self::Unavailable {
+                what: "audit log",
+                retry_after: Duration::from_secs(1),
+            },
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Files attached to records: streamed into the region's object store sealed segment by
+//! segment (bounded memory for any size), then recorded in the database with their
+//! `file.put` event in one transaction. File names may be personal data ("jane-doe.pdf"):
+//! the database keeps only a keyed token of the name, and object keys are random ids.
+
+use audit::{Action, Outcome};
+use envelope::blind_index::{FieldIndexKey, IndexValue};
+use envelope::objects::{ByteStream, ObjectKey};
+use envelope::sealed_objects::{self, PlaintextStream, SealedObjectError};
+use store::files::FileRow;
+use store::{ReadConsistency, StoreError};
+
+use crate::ServiceError;
+use crate::records::{Served, is_uuid, uuid_text};
+use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
+
+/// What a stored file is, as the client sees it.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// A file being downloaded: its plaintext streams from the store as the client reads.
+pub struct FileDownload {
+    pub content_type: String,
+    pub size: u64,
+    pub body: PlaintextStream,
+}
+
+impl std::fmt::Debug for FileDownload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileDownload")
+            .field("content_type", &self.content_type)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The blind-index "field" file names are tokenized under; schema field names cannot
+/// contain `:`, so it never collides with one.
+const FILE_NAME_FIELD: &str = "file:name";
+
+impl RegionService {
+    /// Stores `body` as file `name` of a record, replacing any file of that name.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_file(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        record: &str,
+        name: &str,
+        content_type: Option<&str>,
+        body: ByteStream,
+    ) -> Result<(StoredFile, Written), ServiceError> {
+        let collection = self.collection(caller, collection).await?;
+        check_file_name(name)?;
+        let name_token = self.file_name_token(caller, &collection, name).await?;
+        if !is_uuid(record) || !self.record_exists(caller, &collection, record).await? {
+            return Err(ServiceError::NotFound { what: "record" });
+        }
+        let object = ObjectKey::parse(&format!(
+            "tenants/{}/files/{}",
+            caller.tenant,
+            uuid_text(random_bytes())
+        ))
+        .map_err(|err| ServiceError::Internal(err.to_string()))?;
+        let key = self.inner.keyring.active_data_key(&caller.tenant).await?;
+        let limit = self.inner.settings.max_file_size;
+        let receipt = sealed_objects::put_sealed(
+            self.inner.objects.as_ref(),
+            &key,
+            &object,
+            body,
+            Some(limit),
+        )
+        .await
+        .map_err(|err| match err {
+            SealedObjectError::TooLarge { limit } => ServiceError::TooLarge { limit },
+            SealedObjectError::Body(_) => {
+                ServiceError::BadRequest("the upload ended before its body did".to_owned())
+            }
+            SealedObjectError::Store(_) => ServiceError::Unavailable {
+                what: "object store",
+                retry_after: std::time::Duration::from_secs(1),
+            },
+            other => ServiceError::Internal(other.to_string()),
+        })?;
+
+        let committed = self
+            .commit_file(
+                caller,
+                &collection,
+                record,
+                &name_token,
+                &object,
+                content_type,
+                &receipt,
+            )
+            .await;
+        match committed {
+            Ok((replaced, written)) => {
+                if let Some(replaced) = replaced {
+                    self.delete_object_quietly(&replaced).await;
+                }
+                Ok((
+                    StoredFile {
+                        size: receipt.size,
+                        sha256: receipt.sha256,
+                    },
+                    written,
+                ))
+            }
+            Err(err) => {
+                // Nothing references the new object: it must not linger.
+                self.delete_object_quietly(object.as_str()).await;
+                Err(err)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_file(
+        &self,
+        caller: &Caller,
+        collection: &Collection,
+        record: &str,
+        name_token: &str,
+        object: &ObjectKey,
+        content_type: Option<&str>,
+        receipt: &sealed_objects::PutReceipt,
+    ) -> Result<(Option<String>, Written), ServiceError> {
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin_tenant(&caller.tenant).await?;
+        let row = FileRow {
+            collection: collection.name.as_str().to_owned(),
+            record_id: record.to_owned(),
+            name: name_token.to_owned(),
+            object_key: object.as_str().to_owned(),
+            size: i64::try_from(receipt.size).map_err(|_| ServiceError::TooLarge {
+                limit: self.inner.settings.max_file_size,
+            })?,
+            sha256: receipt.sha256.to_vec(),
+            content_type: content_type
+                .filter(|value| value.len() <= 255)
+                .unwrap_or("application/octet-stream")
+                .to_owned(),
+            key_version: i32::try_from(receipt.key_version.get())
+                .map_err(|_| ServiceError::Internal("key version out of range".to_owned()))?,
+            created_at: std::time::SystemTime::now(),
+        };
+        let replaced = match store::files::upsert(&tx, &caller.tenant, &row).await {
+            Ok(replaced) => replaced,
+            // The record was deleted while the body streamed.
+            Err(StoreError::NotFound) => return Err(ServiceError::NotFound { what: "record" }),
+            Err(other) => return Err(other.into()),
+        };
+        let resource = file_resource(collection, record, name_token);
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.caller_event(caller, Action::FilePut, &resource, Outcome::Success),
+            )
+            .await?;
+        let lsn = tx.commit_lsn().await?;
+        Ok((replaced, self.token(lsn)))
+    }
+
+    pub async fn get_file(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        record: &str,
+        name: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Served<FileDownload>, ServiceError> {
+        let collection = self.collection(caller, collection).await?;
+        let not_found = || ServiceError::NotFound { what: "file" };
+        if !is_uuid(record) || check_file_name(name).is_err() {
+            return Err(not_found());
+        }
+        let name_token = self.file_name_token(caller, &collection, name).await?;
+        let mut reader = self.inner.database.reader(consistency).await?;
+        let served_by = reader.served_by();
+        let tx = reader.begin_tenant(&caller.tenant).await?;
+        let row = store::files::get(
+            tx.client(),
+            &caller.tenant,
+            collection.name.as_str(),
+            record,
+            &name_token,
+        )
+        .await?;
+        tx.finish().await?;
+        let row = row.ok_or_else(not_found)?;
+        let object = ObjectKey::parse(&row.object_key)
+            .map_err(|err| ServiceError::Internal(err.to_string()))?;
+        let keyring = self.inner.keyring.clone();
+        let tenant = caller.tenant;
+        let body =
+            sealed_objects::get_sealed(self.inner.objects.as_ref(), &object, move |version| {
+                let keyring = keyring.clone();
+                async move {
+                    keyring
+                        .data_key(&tenant, version)
+                        .await
+                        .map_err(|err| SealedObjectError::Key(err.to_string()))
+                }
+            })
+            .await
+            .map_err(|err| match err {
+                SealedObjectError::Store(envelope::objects::ObjectStoreError::NotFound(_)) => {
+                    ServiceError::Internal(format!("object of file row missing: {object}"))
+                }
+                SealedObjectError::Store(_) => ServiceError::Unavailable {
+                    what: "object store",
+                    retry_after: std::time::Duration::from_secs(1),
+                },
+                other => ServiceError::Internal(other.to_string()),
+            })?;
+        self.record_read(
+            caller,
+            Action::FileGet,
+            &file_resource(&collection, record, &name_token),
+        )
+        .await?;
+        Ok(Served {
+            value: FileDownload {
+                content_type: row.content_type,
+                size: u64::try_from(row.size).unwrap_or_default(),
+                body,
+            },
+            served_by,
+        })
+    }
+
+    pub async fn delete_file(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        record: &str,
+        name: &str,
+    ) -> Result<Written, ServiceError> {
+        let collection = self.collection(caller, collection).await?;
+        let not_found = || ServiceError::NotFound { what: "file" };
+        if !is_uuid(record) || check_file_name(name).is_err() {
+            return Err(not_found());
+        }
+        let name_token = self.file_name_token(caller, &collection, name).await?;
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin_tenant(&caller.tenant).await?;
+        let row = store::files::delete(
+            &tx,
+            &caller.tenant,
+            collection.name.as_str(),
+            record,
+            &name_token,
+        )
+        .await?
+        .ok_or_else(not_found)?;
+        let resource = file_resource(&collection, record, &name_token);
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.caller_event(caller, Action::FileDelete, &resource, Outcome::Success),
+            )
+            .await?;
+        let lsn = tx.commit_lsn().await?;
+        self.delete_object_quietly(&row.object_key).await;
+        Ok(self.token(lsn))
+    }
+
+    async fn record_exists(
+        &self,
+        caller: &Caller,
+        collection: &Collection,
+        record: &str,
+    ) -> Result<bool, ServiceError> {
+        let tenant = caller.tenant;
+        let name = collection.name.as_str().to_owned();
+        let record = record.to_owned();
+        self.read_primary_first(&tenant, |client| {
+            let name = name.clone();
+            let record = record.clone();
+            Box::pin(async move {
+                Ok(store::records::get(client, &tenant, &name, &record)
+                    .await?
+                    .is_some())
+            })
+        })
+        .await
+    }
+
+    /// The stored form of a file name: a keyed token, so names never rest in the database.
+    async fn file_name_token(
+        &self,
+        caller: &Caller,
+        collection: &Collection,
+        name: &str,
+    ) -> Result<String, ServiceError> {
+        let index_key = self.inner.keyring.index_key(&caller.tenant).await?;
+        let key = FieldIndexKey::derive(&index_key, collection.name.as_str(), FILE_NAME_FIELD);
+        let token = key
+            .token(&IndexValue::String(name))
+            .map_err(|err| ServiceError::Internal(err.to_string()))?;
+        Ok(token.to_hex())
+    }
+}
+
+fn file_resource(collection: &Collection, record: &str, name_token: &str) -> String {
+    // The audit event names the file by the first bytes of its token, never by its name.
+    format!(
+        "collections/{}/records/{record}/files/{}",
+        collection.name.as_str(),
+        &name_token[..16.min(name_token.len())]
+    )
+}
+
+fn check_file_name(name: &str) -> Result<(), ServiceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            "name",
+            "must be 1 to 255 bytes without `/` or control characters",
+        ))
+    }
+}

@@ -1,0 +1,680 @@
+//! Records: validated against their collection's schema, every non-public field sealed
+//! with the tenant's data key (AAD binds tenant, region, collection, record, field and key
+//! version), searchable fields indexed by blind token, public fields stored as given.
+//! Writes append their audit event in the same transaction; reads record theirs through
+//! the audit queue before answering.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use audit::{Action, Outcome};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use envelope::DataKey;
+use envelope::blind_index::{FieldIndexKey, IndexValue};
+use envelope::seal::{self, SealContext};
+use model::{CollectionSchema, FieldClass, FieldType};
+use serde_json::{Map, Value};
+use store::records::{Change, IndexEntry, RecordRow};
+use store::{ReadConsistency, ServedBy};
+
+use crate::ServiceError;
+use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
+
+/// A record as its tenant sees it (plaintext, inside this process only).
+#[derive(Clone)]
+pub struct Record {
+    pub id: String,
+    pub version: i64,
+    pub data: Map<String, Value>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+impl std::fmt::Debug for Record {
+    /// Never prints field values: they are personal data.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("fields", &self.data.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A read's result and which server answered it (`X-Served-By`).
+#[derive(Debug)]
+pub struct Served<T> {
+    pub value: T,
+    pub served_by: ServedBy,
+}
+
+/// One page of a listing or search.
+#[derive(Debug)]
+pub struct RecordPage {
+    pub records: Vec<Record>,
+    pub next_cursor: Option<String>,
+}
+
+/// Exact-match search on one field (`?field=value`).
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub field: String,
+    pub value: String,
+}
+
+/// Paging parameters as the client sent them.
+#[derive(Debug, Clone, Default)]
+pub struct Paging {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// What a record becomes in the database: public fields, sealed fields, index entries.
+struct Stored {
+    public: Value,
+    sealed: Vec<u8>,
+    index: Vec<IndexEntry>,
+}
+
+impl RegionService {
+    pub async fn create_record(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        data: Map<String, Value>,
+    ) -> Result<(Record, Written), ServiceError> {
+        let collection = self.collection(caller, collection).await?;
+        validate(&collection.schema, &data)?;
+        let id = uuid_text(random_bytes());
+        let stored = self.store_form(caller, &collection, &id, &data).await?;
+
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin_tenant(&caller.tenant).await?;
+        let row = store::records::insert(
+            &tx,
+            &caller.tenant,
+            collection.name.as_str(),
+            &id,
+            &stored.public,
+            &stored.sealed,
+            &stored.index,
+        )
+        .await?;
+        let resource = record_resource(&collection, &id);
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.caller_event(caller, Action::RecordCreate, &resource, Outcome::Success),
+            )
+            .await?;
+        let lsn = tx.commit_lsn().await?;
+        Ok((
+            Record {
+                id,
+                version: row.version,
+                data,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            },
+            self.token(lsn),
+        ))
+    }
+
+    pub async fn get_record(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        id: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Served<Record>, ServiceError> {
+        let collection = self.collection(caller, collection).await?;
+        let not_found = ServiceError::NotFound { what: "record" };
+        if !is_uuid(id) {
+            return Err(not_found);
+        }
+        let mut reader = self.inner.database.reader(consistency).await?;
+        let served_by = reader.served_by();
+        let tx = reader.begin_tenant(&caller.tenant).await?;
+        let row =
+            store::records::get(tx.client(), &caller.tenant, collection.name.as_str(), id).await?;
+        tx.finish().await?;
+        let row = row.ok_or(not_found)?;
+        let record = self.open_row(caller, &collection, row).await?;
+        self.record_read(
+            caller,
+            Action::RecordRead,
+            &record_resource(&collection, id),
+        )
+        .await?;
+        Ok(Served {
+            value: record,
+            served_by,
+        })
+    }
+
+    /// Replaces a record's data; with `if_match`, only if it is at that version.
+    pub async fn update_record(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        id: &str,
+        data: Map<String, Value>,
+        if_match: Option<i64>,
+    ) -> Result<(Record, Written), ServiceError> {
+        let collection = self.collection(caller, collection).await?;
+        if !is_uuid(id) {
+            return Err(ServiceError::NotFound { what: "record" });
+        }
+        validate(&collection.schema, &data)?;
+        let stored = self.store_form(caller, &collection, id, &data).await?;
+
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin_tenant(&caller.tenant).await?;
+        let change = store::records::update(
+            &tx,
+            &caller.tenant,
+            collection.name.as_str(),
+            id,
+            if_match,
+            &stored.public,
+            &stored.sealed,
+            &stored.index,
+        )
+        .await?;
+        let row = match change {
+            Change::Done(row) => row,
+            Change::NotFound => return Err(ServiceError::NotFound { what: "record" }),
+            Change::VersionMismatch { current } => {
+                return Err(ServiceError::VersionMismatch { current });
+            }
+        };
+        let resource = record_resource(&collection, id);
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.caller_event(caller, Action::RecordUpdate, &resource, Outcome::Success),
+            )
+            .await?;
+        let lsn = tx.commit_lsn().await?;
+        Ok((
+            Record {
+                id: id.to_owned(),
+                version: row.version,
+                data,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            },
+            self.token(lsn),
+        ))
+    }
+
+    /// Deletes a record, its index entries and its files.
+    pub async fn delete_record(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Written, ServiceError> {
+        let collection = self.collection(caller, collection).await?;
+        if !is_uuid(id) {
+            return Err(ServiceError::NotFound { what: "record" });
+        }
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin_tenant(&caller.tenant).await?;
+        // Lock the record first, so that no file is added between listing and deleting.
+        if store::records::lock(&tx, &caller.tenant, collection.name.as_str(), id)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::NotFound { what: "record" });
+        }
+        let files = store::files::list_for_record(
+            tx.client(),
+            &caller.tenant,
+            collection.name.as_str(),
+            id,
+        )
+        .await?;
+        match store::records::delete(&tx, &caller.tenant, collection.name.as_str(), id, if_match)
+            .await?
+        {
+            Change::Done(_) => {}
+            Change::NotFound => return Err(ServiceError::NotFound { what: "record" }),
+            Change::VersionMismatch { current } => {
+                return Err(ServiceError::VersionMismatch { current });
+            }
+        }
+        let resource = record_resource(&collection, id);
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.caller_event(caller, Action::RecordDelete, &resource, Outcome::Success),
+            )
+            .await?;
+        let lsn = tx.commit_lsn().await?;
+        for file in files {
+            self.delete_object_quietly(&file.object_key).await;
+        }
+        Ok(self.token(lsn))
+    }
+
+    /// A page of the collection's records, all of them or those whose `filter` field
+    /// equals the value exactly (a searchable sealed field through its blind index, a
+    /// public field by value).
+    pub async fn search_records(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        filter: Option<Filter>,
+        paging: Paging,
+        consistency: ReadConsistency,
+    ) -> Result<Served<RecordPage>, ServiceError> {
+        let collection = self.collection(caller, collection).await?;
+        let limit = self.page_limit(paging.limit)?;
+        let after = paging.cursor.as_deref().map(decode_cursor).transpose()?;
+        let query = match &filter {
+            None => Query::All,
+            Some(filter) => self.query_for(caller, &collection, filter).await?,
+        };
+        let mut reader = self.inner.database.reader(consistency).await?;
+        let served_by = reader.served_by();
+        let tx = reader.begin_tenant(&caller.tenant).await?;
+        // One row more than the page tells whether another page follows.
+        let fetch = i64::from(limit) + 1;
+        let name = collection.name.as_str();
+        let after = after.as_deref();
+        let mut rows = match &query {
+            Query::All => {
+                store::records::list(tx.client(), &caller.tenant, name, after, fetch).await?
+            }
+            Query::Token { field, token } => {
+                store::records::find_by_token(
+                    tx.client(),
+                    &caller.tenant,
+                    name,
+                    field,
+                    token,
+                    after,
+                    fetch,
+                )
+                .await?
+            }
+            Query::Public { field, value } => {
+                store::records::find_by_public(
+                    tx.client(),
+                    &caller.tenant,
+                    name,
+                    field,
+                    value,
+                    after,
+                    fetch,
+                )
+                .await?
+            }
+        };
+        tx.finish().await?;
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|row| encode_cursor(&row.id))
+        } else {
+            None
+        };
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            records.push(self.open_row(caller, &collection, row).await?);
+        }
+        // The event names the collection and the field searched, never the value.
+        let resource = match &filter {
+            Some(filter) => format!("collections/{name}/records?{}", filter.field),
+            None => format!("collections/{name}/records"),
+        };
+        self.record_read(caller, Action::RecordSearch, &resource)
+            .await?;
+        Ok(Served {
+            value: RecordPage {
+                records,
+                next_cursor,
+            },
+            served_by,
+        })
+    }
+
+    fn page_limit(&self, limit: Option<u32>) -> Result<u32, ServiceError> {
+        let settings = &self.inner.settings;
+        match limit {
+            None => Ok(settings.default_page),
+            Some(limit) if (1..=settings.max_page).contains(&limit) => Ok(limit),
+            Some(_) => Err(ServiceError::invalid(
+                "limit",
+                format!("must be 1 to {}", settings.max_page),
+            )),
+        }
+    }
+
+    async fn query_for(
+        &self,
+        caller: &Caller,
+        collection: &Collection,
+        filter: &Filter,
+    ) -> Result<Query, ServiceError> {
+        let spec = collection.schema.field(&filter.field).ok_or_else(|| {
+            ServiceError::invalid(filter.field.clone(), "is not in the collection's schema")
+        })?;
+        let value = query_value(spec.field_type, &filter.value).ok_or_else(|| {
+            ServiceError::invalid(filter.field.clone(), type_reason(spec.field_type))
+        })?;
+        if spec.class == FieldClass::Public {
+            return Ok(Query::Public {
+                field: filter.field.clone(),
+                value,
+            });
+        }
+        if !spec.searchable {
+            return Err(ServiceError::invalid(
+                filter.field.clone(),
+                "is not searchable: mark it `searchable` in the schema",
+            ));
+        }
+        let index_key = self.inner.keyring.index_key(&caller.tenant).await?;
+        let token = field_token(
+            &index_key,
+            collection.name.as_str(),
+            &filter.field,
+            spec.field_type,
+            &value,
+        )?;
+        Ok(Query::Token {
+            field: filter.field.clone(),
+            token,
+        })
+    }
+
+    /// Seals, indexes and splits `data` into what the database stores.
+    async fn store_form(
+        &self,
+        caller: &Caller,
+        collection: &Collection,
+        id: &str,
+        data: &Map<String, Value>,
+    ) -> Result<Stored, ServiceError> {
+        let schema = &collection.schema;
+        let name = collection.name.as_str();
+        let needs_key = data.keys().any(|field| {
+            schema
+                .field(field)
+                .is_some_and(|spec| spec.class.is_encrypted())
+        });
+        let needs_index = data
+            .keys()
+            .any(|field| schema.field(field).is_some_and(|spec| spec.searchable));
+        let data_key = match needs_key {
+            true => Some(self.inner.keyring.active_data_key(&caller.tenant).await?),
+            false => None,
+        };
+        let index_key = match needs_index {
+            true => Some(self.inner.keyring.index_key(&caller.tenant).await?),
+            false => None,
+        };
+        let mut public = Map::new();
+        let mut sealed = SealedFields::default();
+        let mut index = Vec::new();
+        for (field, value) in data {
+            let spec = schema.field(field).ok_or_else(|| {
+                ServiceError::invalid(field.clone(), "is not in the collection's schema")
+            })?;
+            if !spec.class.is_encrypted() {
+                public.insert(field.clone(), value.clone());
+                continue;
+            }
+            let key = data_key
+                .as_ref()
+                .expect("loaded above: the record has a sealed field");
+            let plaintext = serde_json::to_vec(value)
+                .map_err(|err| ServiceError::Internal(format!("encode field: {err}")))?;
+            let context = SealContext {
+                collection: name,
+                record: id,
+                field,
+            };
+            sealed.push(field, seal::seal(key, &context, &plaintext));
+            if spec.searchable {
+                let index_key = index_key
+                    .as_ref()
+                    .expect("loaded above: the record has a searchable field");
+                index.push(IndexEntry {
+                    field: field.clone(),
+                    token: field_token(index_key, name, field, spec.field_type, value)?,
+                });
+            }
+        }
+        Ok(Stored {
+            public: Value::Object(public),
+            sealed: sealed.encode(),
+            index,
+        })
+    }
+
+    /// Opens a stored row back into a record.
+    async fn open_row(
+        &self,
+        caller: &Caller,
+        collection: &Collection,
+        row: RecordRow,
+    ) -> Result<Record, ServiceError> {
+        let corrupt = |what: &str| ServiceError::Internal(format!("record {}: {what}", row.id));
+        let mut data = match row.public {
+            Value::Object(map) => map,
+            _ => return Err(corrupt("public fields are not an object")),
+        };
+        for (field, sealed) in
+            SealedFields::decode(&row.sealed).ok_or_else(|| corrupt("sealed fields"))?
+        {
+            let context = SealContext {
+                collection: collection.name.as_str(),
+                record: &row.id,
+                field: &field,
+            };
+            let plaintext = self
+                .inner
+                .keyring
+                .open(&caller.tenant, &context, sealed)
+                .await?;
+            let value = serde_json::from_slice(&plaintext).map_err(|_| corrupt("sealed value"))?;
+            data.insert(field, value);
+        }
+        Ok(Record {
+            id: row.id,
+            version: row.version,
+            data,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+
+    pub(crate) async fn delete_object_quietly(&self, object_key: &str) {
+        let Ok(key) = envelope::objects::ObjectKey::parse(object_key) else {
+            tracing::error!(object = object_key, "stored object key is malformed");
+            return;
+        };
+        if let Err(err) = self.inner.objects.delete(&key).await {
+            // The row is gone, so the object is unreachable; a sweep can collect it.
+            tracing::warn!(object = %key, "failed to delete an unreferenced object: {err}");
+        }
+    }
+}
+
+enum Query {
+    All,
+    Token { field: String, token: [u8; 32] },
+    Public { field: String, value: Value },
+}
+
+fn validate(schema: &CollectionSchema, data: &Map<String, Value>) -> Result<(), ServiceError> {
+    schema
+        .validate_record(data)
+        .map_err(|err| ServiceError::invalid(format!("data.{}", err.field), err.reason))
+}
+
+fn record_resource(collection: &Collection, id: &str) -> String {
+    format!("collections/{}/records/{id}", collection.name.as_str())
+}
+
+fn field_token(
+    index_key: &DataKey,
+    collection: &str,
+    field: &str,
+    field_type: FieldType,
+    value: &Value,
+) -> Result<[u8; 32], ServiceError> {
+    let invalid = || ServiceError::invalid(field.to_owned(), type_reason(field_type));
+    let index_value = match (field_type, value) {
+        (FieldType::String, Value::String(text)) => IndexValue::String(text),
+        (FieldType::Integer, value) => IndexValue::Integer(value.as_i64().ok_or_else(invalid)?),
+        (FieldType::Number, value) => IndexValue::Number(value.as_f64().ok_or_else(invalid)?),
+        (FieldType::Boolean, Value::Bool(flag)) => IndexValue::Boolean(*flag),
+        (FieldType::Timestamp, Value::String(text)) => {
+            let (unix_seconds, nanos) = model::parse_timestamp(text).ok_or_else(invalid)?;
+            IndexValue::Timestamp {
+                unix_seconds,
+                nanos,
+            }
+        }
+        _ => return Err(invalid()),
+    };
+    // TODO-perf: cache derived field keys per (tenant, collection, field).
+    let key = FieldIndexKey::derive(index_key, collection, field);
+    let token = key.token(&index_value).map_err(|_| invalid())?;
+    Ok(*token.as_bytes())
+}
+
+/// A query-string value as the JSON value of the field's type.
+fn query_value(field_type: FieldType, raw: &str) -> Option<Value> {
+    match field_type {
+        FieldType::String => Some(Value::String(raw.to_owned())),
+        FieldType::Integer => raw.parse::<i64>().ok().map(Value::from),
+        FieldType::Number => raw
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
+        FieldType::Boolean => match raw {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        FieldType::Timestamp => model::parse_timestamp(raw).map(|_| Value::String(raw.to_owned())),
+    }
+}
+
+fn type_reason(field_type: FieldType) -> String {
+    format!("must be a {} value", field_type.as_str())
+}
+
+/// Sealed fields in one column: per field, a one-byte name length, the name, a four-byte
+/// big-endian length and the sealed value. Names are schema field names (at most 63 bytes).
+#[derive(Default)]
+struct SealedFields {
+    bytes: Vec<u8>,
+}
+
+impl SealedFields {
+    fn push(&mut self, field: &str, sealed: Vec<u8>) {
+        let name_len = u8::try_from(field.len()).expect("schema field names are at most 63 bytes");
+        let sealed_len = u32::try_from(sealed.len()).expect("a sealed field is under 4 GiB");
+        self.bytes.push(name_len);
+        self.bytes.extend_from_slice(field.as_bytes());
+        self.bytes.extend_from_slice(&sealed_len.to_be_bytes());
+        self.bytes.extend_from_slice(&sealed);
+    }
+
+    fn encode(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<BTreeMap<String, &[u8]>> {
+        let mut fields = BTreeMap::new();
+        while let Some((&name_len, rest)) = bytes.split_first() {
+            let (name, rest) = rest.split_at_checked(usize::from(name_len))?;
+            let (len, rest) = rest.split_at_checked(4)?;
+            let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
+            let (sealed, rest) = rest.split_at_checked(len)?;
+            fields.insert(std::str::from_utf8(name).ok()?.to_owned(), sealed);
+            bytes = rest;
+        }
+        Some(fields)
+    }
+}
+
+fn encode_cursor(last_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("r1:{last_id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, ServiceError> {
+    let bad = || ServiceError::BadRequest("malformed cursor".to_owned());
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let id = text.strip_prefix("r1:").ok_or_else(bad)?;
+    if !is_uuid(id) {
+        return Err(bad());
+    }
+    Ok(id.to_owned())
+}
+
+/// Record ids are lowercase UUIDs; anything else cannot name a record.
+pub(crate) fn is_uuid(raw: &str) -> bool {
+    model::TenantId::parse(raw).is_ok()
+}
+
+pub(crate) fn uuid_text(bytes: [u8; 16]) -> String {
+    model::TenantId::from_random_bytes(bytes)
+        .as_str()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_fields_round_trip_and_refuse_truncation() {
+        let mut fields = SealedFields::default();
+        fields.push("email", vec![1, 2, 3]);
+        fields.push("age", vec![]);
+        let bytes = fields.encode();
+        let decoded = SealedFields::decode(&bytes).expect("round trip");
+        assert_eq!(decoded["email"], &[1, 2, 3][..]);
+        assert!(decoded["age"].is_empty());
+        for cut in 1..bytes.len() {
+            if let Some(partial) = SealedFields::decode(&bytes[..cut]) {
+                assert!(
+                    partial.len() < 2,
+                    "a truncated encoding decoded fully at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cursors_are_opaque_and_checked() {
+        let id = uuid_text([7; 16]);
+        assert_eq!(decode_cursor(&encode_cursor(&id)).expect("own cursor"), id);
+        assert!(decode_cursor("not-a-cursor").is_err());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("r1:x")).is_err());
+    }
+
+    #[test]
+    fn query_values_follow_field_types() {
+        assert_eq!(query_value(FieldType::Integer, "42"), Some(Value::from(42)));
+        assert_eq!(query_value(FieldType::Integer, "4.2"), None);
+        assert_eq!(query_value(FieldType::Boolean, "yes"), None);
+        assert_eq!(query_value(FieldType::Number, "NaN"), None);
+        assert!(query_value(FieldType::Timestamp, "2026-01-02T03:04:05Z").is_some());
+        assert_eq!(query_value(FieldType::Timestamp, "yesterday"), None);
+    }
+}

@@ -1,0 +1,812 @@
+//! The regional tenant service: tenants, API keys, collections, and the checks every
+//! tenant-scoped call goes through (who is calling, may they, is the tenant homed here),
+//! with denied attempts recorded in the audit log. Records and files build on it
+//! (`records.rs`, `files.rs`).
+//!
+//! Every write runs in a tenant-scoped transaction on the primary (`begin_tenant`: the
+//! row-level-security role and tenant setting) and appends its audit event in that same
+//! transaction. Reads pick a server by consistency and record their event through the
+//! audit queue; a full queue fails the read rather than leave it unaudited.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use audit::{Action, Actor, ActorKind, NewEvent, Outcome};
+use envelope::objects::ObjectStore;
+use model::{
+    Access, CollectionName, CollectionSchema, ConsistencyToken, Lsn, RegionId, ResidencyPolicy,
+    Role, TenantId, Transit,
+};
+use store::{ReadConsistency, RegionDatabase, StoreError};
+
+use crate::access::{self, IssuedKey, OperatorToken, PresentedKey, Principal};
+use crate::{AuditLog, Keyring, ServiceError};
+
+/// Limits and knobs of the tenant service.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Largest file accepted, in bytes.
+    pub max_file_size: u64,
+    /// Page size when a listing names none, and the most a page may hold.
+    pub default_page: u32,
+    pub max_page: u32,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            max_file_size: 100 * 1024 * 1024,
+            default_page: 50,
+            max_page: 500,
+        }
+    }
+}
+
+/// What the tenant service is built from: all of one region.
+#[derive(Debug)]
+pub struct ServiceParts {
+    pub database: RegionDatabase,
+    pub keyring: Keyring,
+    pub objects: Arc<dyn ObjectStore>,
+    pub audit: AuditLog,
+    /// Every region of the catalogue (tenants may name them as home or allowed).
+    pub regions: Vec<RegionId>,
+    pub operator: OperatorToken,
+    pub settings: ServiceSettings,
+}
+
+/// Per-request facts that go into audit events.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    /// The region whose endpoint received the request.
+    pub via_region: RegionId,
+}
+
+/// An authenticated, authorized caller acting on one tenant homed here.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub actor: Actor,
+    pub role: Option<Role>,
+    pub context: RequestContext,
+}
+
+/// The tenant as this region keeps it.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub policy: ResidencyPolicy,
+    pub analytics_export: bool,
+    pub created_at: SystemTime,
+}
+
+/// Input of tenant creation, parsed at the edge.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub name: String,
+    pub home_region: String,
+    pub allowed_regions: Option<Vec<String>>,
+    pub transit: Option<String>,
+    pub analytics_export: bool,
+}
+
+/// A created tenant and its first admin key (shown once).
+#[derive(Debug)]
+pub struct CreatedTenant {
+    pub tenant: Tenant,
+    pub admin_key: IssuedKey,
+}
+
+/// A created API key (shown once).
+#[derive(Debug)]
+pub struct CreatedKey {
+    pub name: String,
+    pub role: Role,
+    pub key: IssuedKey,
+}
+
+/// A stored collection schema.
+#[derive(Debug, Clone)]
+pub struct Collection {
+    pub name: CollectionName,
+    pub schema: Arc<CollectionSchema>,
+    pub version: i32,
+}
+
+/// The result of a write: what the client needs to read its own write.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub token: ConsistencyToken,
+}
+
+/// The tenant service of one region. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RegionService {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) region: RegionId,
+    pub(crate) database: RegionDatabase,
+    pub(crate) keyring: Keyring,
+    pub(crate) objects: Arc<dyn ObjectStore>,
+    pub(crate) audit: AuditLog,
+    pub(crate) regions: Vec<RegionId>,
+    pub(crate) operator: OperatorToken,
+    pub(crate) settings: ServiceSettings,
+    tenants: moka::future::Cache<TenantId, Option<Arc<Tenant>>>,
+    keys: moka::future::Cache<String, Option<Arc<store::api_keys::ApiKeyRow>>>,
+    pub(crate) collections: moka::future::Cache<(TenantId, String), Option<Collection>>,
+}
+
+/// How long a node trusts its copy of a tenant or a collection schema. Changes made on
+/// this node are seen at once (the entry is invalidated); other nodes see them within this.
+const METADATA_TTL: Duration = Duration::from_secs(5);
+
+impl RegionService {
+    /// # Panics
+    /// When a part belongs to another region.
+    pub fn new(parts: ServiceParts) -> Self {
+        let region = parts.database.region().clone();
+        assert_eq!(parts.keyring.region(), &region, "keyring of another region");
+        assert_eq!(parts.audit.region(), &region, "audit log of another region");
+        Self {
+            inner: Arc::new(Inner {
+                region,
+                database: parts.database,
+                keyring: parts.keyring,
+                objects: parts.objects,
+                audit: parts.audit,
+                regions: parts.regions,
+                operator: parts.operator,
+                settings: parts.settings,
+                tenants: moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(METADATA_TTL)
+                    .build(),
+                keys: moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(access::KEY_CACHE_TTL)
+                    .build(),
+                collections: moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(METADATA_TTL)
+                    .build(),
+            }),
+        }
+    }
+
+    pub fn region(&self) -> &RegionId {
+        &self.inner.region
+    }
+
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.inner.settings
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    // ---- authentication and authorization -------------------------------------------
+
+    /// Who `bearer` (the `Authorization: Bearer` value) is. A key is checked against its
+    /// own tenant's rows; a key of a tenant not homed here is unknown here.
+    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, ServiceError> {
+        let bearer = bearer.ok_or(ServiceError::Unauthenticated)?;
+        if let Some(presented) = PresentedKey::parse(bearer) {
+            let row = self
+                .api_key(&presented.tenant, &presented.key_id)
+                .await?
+                .ok_or(ServiceError::Unauthenticated)?;
+            if row.revoked_at.is_some() || !presented.matches(&row.secret_hash) {
+                return Err(ServiceError::Unauthenticated);
+            }
+            let role = Role::parse(&row.role).map_err(|_| {
+                ServiceError::Internal(format!("key {} has a bad role", row.key_id))
+            })?;
+            return Ok(Principal::ApiKey {
+                tenant: row.tenant,
+                key_id: row.key_id.clone(),
+                role,
+            });
+        }
+        if self.inner.operator.matches(bearer) {
+            return Ok(Principal::Operator);
+        }
+        Err(ServiceError::Unauthenticated)
+    }
+
+    /// Authenticates and authorizes a tenant-scoped call. A key of another tenant gets
+    /// 404 (it may not learn whether `tenant` exists); a role without `access` gets 403.
+    /// Both denials are audited, in the target tenant's chain when it lives here and in
+    /// the caller's own.
+    pub async fn authorize(
+        &self,
+        bearer: Option<&str>,
+        tenant: &TenantId,
+        access: Access,
+        attempt: Attempt<'_>,
+        context: &RequestContext,
+    ) -> Result<Caller, ServiceError> {
+        let principal = match self.authenticate(bearer).await {
+            Ok(principal) => principal,
+            Err(ServiceError::Unauthenticated) => {
+                let claimed = bearer
+                    .and_then(PresentedKey::parse)
+                    .map(|key| key.key_id)
+                    .unwrap_or_else(|| "unknown".to_owned());
+                let actor = Actor {
+                    kind: ActorKind::ApiKey,
+                    id: claimed,
+                };
+                if self.local_tenant(tenant).await?.is_some() {
+                    self.record_denied(tenant, &actor, attempt, context).await?;
+                }
+                return Err(ServiceError::Unauthenticated);
+            }
+            Err(other) => return Err(other),
+        };
+        let (actor, role, own_tenant) = match &principal {
+            Principal::Operator => (
+                Actor {
+                    kind: ActorKind::Operator,
+                    id: "operator".to_owned(),
+                },
+                None,
+                None,
+            ),
+            Principal::ApiKey {
+                tenant: key_tenant,
+                key_id,
+                role,
+            } => (
+                Actor {
+                    kind: ActorKind::ApiKey,
+                    id: key_id.clone(),
+                },
+                Some(*role),
+                Some(*key_tenant),
+            ),
+        };
+        let target = self.local_tenant(tenant).await?;
+        if own_tenant.is_some_and(|own| own != *tenant) {
+            if target.is_some() {
+                self.record_denied(tenant, &actor, attempt, context).await?;
+            }
+            if let Some(own) = own_tenant {
+                self.record_denied(&own, &actor, attempt, context).await?;
+            }
+            return Err(ServiceError::NotFound { what: "tenant" });
+        }
+        let Some(_) = target else {
+            return Err(ServiceError::NotFound { what: "tenant" });
+        };
+        let allowed = match role {
+            Some(role) => role.may(access),
+            // The operator manages tenants; it never reads or writes their data.
+            None => false,
+        };
+        if !allowed {
+            self.record_denied(tenant, &actor, attempt, context).await?;
+            return Err(ServiceError::Forbidden {
+                role: role.map_or("operator", Role::as_str),
+                operation: access_name(access),
+            });
+        }
+        Ok(Caller {
+            tenant: *tenant,
+            actor,
+            role,
+            context: context.clone(),
+        })
+    }
+
+    /// Checks that `bearer` is the operator token.
+    pub async fn authorize_operator(&self, bearer: Option<&str>) -> Result<(), ServiceError> {
+        match self.authenticate(bearer).await? {
+            Principal::Operator => Ok(()),
+            Principal::ApiKey { .. } => Err(ServiceError::Forbidden {
+                role: "api key",
+                operation: "manage tenants",
+            }),
+        }
+    }
+
+    async fn record_denied(
+        &self,
+        tenant: &TenantId,
+        actor: &Actor,
+        attempt: Attempt<'_>,
+        context: &RequestContext,
+    ) -> Result<(), ServiceError> {
+        let event = self.event(
+            tenant,
+            actor.clone(),
+            attempt.action,
+            attempt.resource,
+            Outcome::Denied,
+            context,
+        );
+        self.inner.audit.record(event).await?;
+        Ok(())
+    }
+
+    pub(crate) fn event(
+        &self,
+        tenant: &TenantId,
+        actor: Actor,
+        action: Action,
+        resource: &str,
+        outcome: Outcome,
+        context: &RequestContext,
+    ) -> NewEvent {
+        NewEvent {
+            time: SystemTime::now(),
+            region: self.inner.region.clone(),
+            tenant: *tenant,
+            actor,
+            action,
+            resource: resource.to_owned(),
+            outcome,
+            request_id: context.request_id.clone(),
+            via_region: context.via_region.clone(),
+        }
+    }
+
+    pub(crate) fn caller_event(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: &str,
+        outcome: Outcome,
+    ) -> NewEvent {
+        self.event(
+            &caller.tenant,
+            caller.actor.clone(),
+            action,
+            resource,
+            outcome,
+            &caller.context,
+        )
+    }
+
+    /// Records a read (or another event outside a data transaction) through the queue.
+    pub(crate) async fn record_read(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: &str,
+    ) -> Result<(), ServiceError> {
+        let event = self.caller_event(caller, action, resource, Outcome::Success);
+        self.inner.audit.record(event).await?;
+        Ok(())
+    }
+
+    // ---- lookups -----------------------------------------------------------------
+
+    /// The tenant if it is homed (and active) here.
+    pub(crate) async fn local_tenant(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Arc<Tenant>>, ServiceError> {
+        if let Some(hit) = self.inner.tenants.get(tenant).await {
+            return Ok(hit);
+        }
+        let id = *tenant;
+        let row = self
+            .read_primary_first(tenant, move |client| {
+                Box::pin(async move { store::tenants::get(client, &id).await })
+            })
+            .await?;
+        let tenant_value = match row {
+            Some(row) if row.status == "active" => Some(Arc::new(tenant_from_row(row)?)),
+            _ => None,
+        };
+        self.inner
+            .tenants
+            .insert(*tenant, tenant_value.clone())
+            .await;
+        Ok(tenant_value)
+    }
+
+    async fn api_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> Result<Option<Arc<store::api_keys::ApiKeyRow>>, ServiceError> {
+        if let Some(hit) = self.inner.keys.get(key_id).await {
+            return Ok(hit.filter(|row| row.tenant == *tenant));
+        }
+        let id = *tenant;
+        let key = key_id.to_owned();
+        let row = self
+            .read_primary_first(tenant, move |client| {
+                let key = key.clone();
+                Box::pin(async move { store::api_keys::get(client, &id, &key).await })
+            })
+            .await?
+            .map(Arc::new);
+        self.inner.keys.insert(key_id.to_owned(), row.clone()).await;
+        Ok(row)
+    }
+
+    /// Runs a tenant-scoped read on the primary, or on a replica when the primary is down
+    /// (metadata reads must see the latest writes, but reads go on without a primary).
+    pub(crate) async fn read_primary_first<T, F>(
+        &self,
+        tenant: &TenantId,
+        read: F,
+    ) -> Result<T, ServiceError>
+    where
+        F: for<'c> Fn(
+            &'c tokio_postgres::Transaction<'c>,
+        ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
+    {
+        let mut reader = match self.inner.database.primary().get().await {
+            Ok(primary) => store::Reader::Primary(primary),
+            Err(StoreError::Unavailable(_)) => {
+                self.inner.database.reader(ReadConsistency::Bounded).await?
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let tx = reader.begin_tenant(tenant).await?;
+        let value = read(tx.client()).await?;
+        tx.finish().await?;
+        Ok(value)
+    }
+
+    // ---- tenants -----------------------------------------------------------------
+
+    /// Creates a tenant homed in this region with its keys and first admin key, all in
+    /// one transaction with its `tenant.create` event.
+    pub async fn create_tenant(
+        &self,
+        bearer: Option<&str>,
+        new: NewTenant,
+        context: &RequestContext,
+    ) -> Result<CreatedTenant, ServiceError> {
+        self.authorize_operator(bearer).await?;
+        let name = new.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ServiceError::invalid("name", "must be 1 to 200 characters"));
+        }
+        let home = self.catalogue_region("home_region", &new.home_region)?;
+        let allowed = new
+            .allowed_regions
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| self.catalogue_region(&format!("allowed_regions[{i}]"), raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let transit = match new.transit.as_deref() {
+            None => Transit::Proxy,
+            Some(raw) => Transit::parse(raw)
+                .map_err(|_| ServiceError::invalid("transit", "must be `proxy` or `redirect`"))?,
+        };
+        let policy = ResidencyPolicy::new(home.clone(), allowed, transit).map_err(|_| {
+            ServiceError::invalid("allowed_regions", "must include the home region")
+        })?;
+        if home != self.inner.region {
+            return Err(ServiceError::Misdirected { home });
+        }
+        let id = TenantId::from_random_bytes(random_bytes());
+        let tenant = Tenant {
+            id,
+            name: name.to_owned(),
+            policy,
+            analytics_export: new.analytics_export,
+            created_at: SystemTime::now(),
+        };
+        let admin_key = access::issue_key(&id);
+        let operator = Actor {
+            kind: ActorKind::Operator,
+            id: "operator".to_owned(),
+        };
+
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin_tenant(&id).await?;
+        store::tenants::insert(
+            &tx,
+            &store::tenants::TenantRow {
+                id,
+                name: tenant.name.clone(),
+                home_region: home.to_string(),
+                allowed_regions: tenant
+                    .policy
+                    .allowed()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                transit: transit.as_str().to_owned(),
+                analytics_export: tenant.analytics_export,
+                status: "active".to_owned(),
+                created_at: tenant.created_at,
+            },
+        )
+        .await?;
+        self.inner.keyring.provision(&tx, &id).await?;
+        store::api_keys::insert(&tx, &key_row(&id, &admin_key, "admin", Role::Admin)).await?;
+        let resource = format!("tenants/{id}");
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.event(
+                    &id,
+                    operator.clone(),
+                    Action::TenantCreate,
+                    &resource,
+                    Outcome::Success,
+                    context,
+                ),
+            )
+            .await?;
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.event(
+                    &id,
+                    operator,
+                    Action::ApiKeyCreate,
+                    &format!("apikeys/{}", admin_key.key_id),
+                    Outcome::Success,
+                    context,
+                ),
+            )
+            .await?;
+        tx.commit().await?;
+        self.inner.tenants.invalidate(&id).await;
+        Ok(CreatedTenant { tenant, admin_key })
+    }
+
+    /// The tenant, for the operator.
+    pub async fn get_tenant(
+        &self,
+        bearer: Option<&str>,
+        tenant: &TenantId,
+    ) -> Result<Arc<Tenant>, ServiceError> {
+        self.authorize_operator(bearer).await?;
+        self.local_tenant(tenant)
+            .await?
+            .ok_or(ServiceError::NotFound { what: "tenant" })
+    }
+
+    fn catalogue_region(&self, field: &str, raw: &str) -> Result<RegionId, ServiceError> {
+        RegionId::parse(raw)
+            .ok()
+            .filter(|region| self.inner.regions.contains(region))
+            .ok_or_else(|| ServiceError::invalid(field, "is not a region of the catalogue"))
+    }
+
+    // ---- API keys ----------------------------------------------------------------
+
+    pub async fn create_api_key(
+        &self,
+        caller: &Caller,
+        name: &str,
+        role: &str,
+    ) -> Result<CreatedKey, ServiceError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ServiceError::invalid("name", "must be 1 to 200 characters"));
+        }
+        let role = Role::parse(role).map_err(|_| {
+            ServiceError::invalid("role", "must be admin, writer, reader or auditor")
+        })?;
+        let key = access::issue_key(&caller.tenant);
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin_tenant(&caller.tenant).await?;
+        store::api_keys::insert(&tx, &key_row(&caller.tenant, &key, name, role)).await?;
+        let resource = format!("apikeys/{}", key.key_id);
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.caller_event(caller, Action::ApiKeyCreate, &resource, Outcome::Success),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(CreatedKey {
+            name: name.to_owned(),
+            role,
+            key,
+        })
+    }
+
+    pub async fn revoke_api_key(&self, caller: &Caller, key_id: &str) -> Result<(), ServiceError> {
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin_tenant(&caller.tenant).await?;
+        if !store::api_keys::revoke(&tx, &caller.tenant, key_id).await? {
+            return Err(ServiceError::NotFound { what: "api key" });
+        }
+        let resource = format!("apikeys/{key_id}");
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.caller_event(caller, Action::ApiKeyDelete, &resource, Outcome::Success),
+            )
+            .await?;
+        tx.commit().await?;
+        self.inner.keys.invalidate(key_id).await;
+        Ok(())
+    }
+
+    // ---- collections -------------------------------------------------------------
+
+    /// Creates or replaces a collection's schema; returns it and whether it was created.
+    pub async fn put_collection(
+        &self,
+        caller: &Caller,
+        name: &str,
+        schema: CollectionSchema,
+    ) -> Result<(Collection, bool), ServiceError> {
+        let name = CollectionName::parse(name)
+            .map_err(|err| ServiceError::invalid("collection", err.reason))?;
+        let schema_json = serde_json::to_value(wire::api::SchemaDoc::from_model(&schema))
+            .map_err(|err| ServiceError::Internal(format!("encode schema: {err}")))?;
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin_tenant(&caller.tenant).await?;
+        let (row, created) =
+            store::collections::upsert(&tx, &caller.tenant, name.as_str(), &schema_json).await?;
+        // Schema changes are configuration changes of the tenant: audited as an admin
+        // action on the collection.
+        let resource = format!("collections/{}", name.as_str());
+        self.inner
+            .audit
+            .append(
+                &tx,
+                self.caller_event(caller, Action::CollectionPut, &resource, Outcome::Success),
+            )
+            .await?;
+        tx.commit().await?;
+        self.inner
+            .collections
+            .invalidate(&(caller.tenant, name.as_str().to_owned()))
+            .await;
+        Ok((
+            Collection {
+                name,
+                schema: Arc::new(schema),
+                version: row.version,
+            },
+            created,
+        ))
+    }
+
+    /// A collection of the caller's tenant, from the cache or the database.
+    pub async fn collection(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<Collection, ServiceError> {
+        let not_found = || ServiceError::NotFound { what: "collection" };
+        let name = CollectionName::parse(name).map_err(|_| not_found())?;
+        let cache_key = (caller.tenant, name.as_str().to_owned());
+        if let Some(hit) = self.inner.collections.get(&cache_key).await {
+            return hit.ok_or_else(not_found);
+        }
+        let tenant = caller.tenant;
+        let collection_name = name.as_str().to_owned();
+        let row = self
+            .read_primary_first(&tenant, |client| {
+                let collection_name = collection_name.clone();
+                Box::pin(
+                    async move { store::collections::get(client, &tenant, &collection_name).await },
+                )
+            })
+            .await?;
+        let collection = match row {
+            Some(row) => {
+                let schema = serde_json::from_value::<wire::api::SchemaDoc>(row.schema)
+                    .map_err(|err| err.to_string())
+                    .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))
+                    .map_err(|err| {
+                        ServiceError::Internal(format!("stored schema is invalid: {err}"))
+                    })?;
+                Some(Collection {
+                    name,
+                    schema: Arc::new(schema),
+                    version: row.version,
+                })
+            }
+            None => None,
+        };
+        self.inner
+            .collections
+            .insert(cache_key, collection.clone())
+            .await;
+        collection.ok_or_else(not_found)
+    }
+
+    pub(crate) fn token(&self, lsn: Lsn) -> Written {
+        Written {
+            token: ConsistencyToken {
+                region: self.inner.region.clone(),
+                lsn,
+            },
+        }
+    }
+
+    /// The read consistency a client's token asks for. A token of another region (from
+    /// before a relocation) says nothing about this region's WAL: read from the primary.
+    pub fn consistency(&self, token: Option<&str>) -> Result<ReadConsistency, ServiceError> {
+        let Some(raw) = token else {
+            return Ok(ReadConsistency::Bounded);
+        };
+        let token = ConsistencyToken::decode(raw)
+            .map_err(|_| ServiceError::BadRequest("malformed consistency token".to_owned()))?;
+        if token.region == self.inner.region {
+            Ok(ReadConsistency::AtLeast(token.lsn))
+        } else {
+            Ok(ReadConsistency::AtLeast(Lsn(u64::MAX)))
+        }
+    }
+}
+
+/// What a caller tried, for the audit event of a denial.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub action: Action,
+    pub resource: &'a str,
+}
+
+fn access_name(access: Access) -> &'static str {
+    match access {
+        Access::ReadData => "read data",
+        Access::WriteData => "write data",
+        Access::Administer => "administer the tenant",
+        Access::Audit => "read the audit log",
+    }
+}
+
+fn key_row(
+    tenant: &TenantId,
+    key: &IssuedKey,
+    name: &str,
+    role: Role,
+) -> store::api_keys::ApiKeyRow {
+    store::api_keys::ApiKeyRow {
+        key_id: key.key_id.clone(),
+        tenant: *tenant,
+        name: name.to_owned(),
+        role: role.as_str().to_owned(),
+        secret_hash: key.secret_hash,
+        created_at: SystemTime::now(),
+        revoked_at: None,
+    }
+}
+
+fn tenant_from_row(row: store::tenants::TenantRow) -> Result<Tenant, ServiceError> {
+    let corrupt = |what: &str| ServiceError::Internal(format!("tenant {}: bad {what}", row.id));
+    let home = RegionId::parse(&row.home_region).map_err(|_| corrupt("home region"))?;
+    let allowed = row
+        .allowed_regions
+        .iter()
+        .map(|raw| RegionId::parse(raw))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| corrupt("allowed regions"))?;
+    let transit = Transit::parse(&row.transit).map_err(|_| corrupt("transit"))?;
+    let policy = ResidencyPolicy::new(home, allowed, transit).map_err(|_| corrupt("policy"))?;
+    Ok(Tenant {
+        id: row.id,
+        name: row.name,
+        policy,
+        analytics_export: row.analytics_export,
+        created_at: row.created_at,
+    })
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system CSPRNG does not fail");
+    bytes
+}
