@@ -19,14 +19,14 @@ use crate::{repo_path, residency};
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running `residency dev` child with its output captured in files.
-struct Dev {
-    child: Child,
+pub(crate) struct Dev {
+    pub(crate) child: Child,
     state_dir: PathBuf,
     log_dir: tempfile::TempDir,
 }
 
 impl Dev {
-    fn spawn(state_dir: &Path, regions: &str) -> Self {
+    pub(crate) fn spawn(state_dir: &Path, regions: &str) -> Self {
         let log_dir = tempfile::tempdir().expect("log dir");
         let stdout = std::fs::File::create(log_dir.path().join("stdout")).expect("stdout file");
         let stderr = std::fs::File::create(log_dir.path().join("stderr")).expect("stderr file");
@@ -47,7 +47,7 @@ impl Dev {
         }
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         let read = |name: &str| {
             std::fs::read_to_string(self.log_dir.path().join(name)).unwrap_or_default()
         };
@@ -59,7 +59,7 @@ impl Dev {
     }
 
     /// Waits for endpoints.json and returns it.
-    async fn endpoints(&mut self) -> Value {
+    pub(crate) async fn endpoints(&mut self) -> Value {
         let path = self.state_dir.join("endpoints.json");
         let started = Instant::now();
         loop {

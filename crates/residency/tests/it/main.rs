@@ -5,6 +5,7 @@ mod audit_verify;
 mod bench;
 mod dev;
 mod migrate;
+mod platform;
 
 use std::path::{Path, PathBuf};
 
