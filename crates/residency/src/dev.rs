@@ -49,6 +49,8 @@ pub(crate) struct DevArgs {
     catalog: PathBuf,
     #[command(flatten)]
     audit: AuditFlags,
+    #[command(flatten)]
+    api: crate::node::ApiFlags,
 }
 
 /// One started region: its databases, its node, and what `endpoints.json` says of it.
@@ -79,6 +81,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let platform = Platform {
         regions: catalog.ids().cloned().collect(),
         operator: service::access::OperatorToken::new(&operator_token),
+        api: args.api.clone(),
     };
     let started = start_regions(&binaries, &state_dir, &regions, &args.audit, &platform).await?;
     let endpoints_path = state_dir.join("endpoints.json");

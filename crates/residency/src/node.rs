@@ -24,6 +24,45 @@ const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stopping node waits for queued audit events to be written.
 const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Limits of the tenant API, shared by `dev` and `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ApiFlags {
+    /// Largest file a tenant may upload, in MiB.
+    #[arg(
+        long,
+        env = "RESIDENCY_MAX_FILE_MIB",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(1..=1_048_576)
+    )]
+    max_file_mib: u64,
+    /// Requests per second each API key may make on average.
+    #[arg(long, env = "RESIDENCY_RATE_LIMIT", default_value_t = 1000.0)]
+    rate_limit: f64,
+    /// Requests an idle API key may make at once.
+    #[arg(long, env = "RESIDENCY_RATE_BURST", default_value_t = 2000.0)]
+    rate_burst: f64,
+}
+
+impl ApiFlags {
+    fn service_settings(&self) -> service::ServiceSettings {
+        service::ServiceSettings {
+            max_file_size: self.max_file_mib * 1024 * 1024,
+            ..service::ServiceSettings::default()
+        }
+    }
+
+    fn rate_limit(&self) -> anyhow::Result<api::rate_limit::RateLimit> {
+        anyhow::ensure!(
+            self.rate_limit > 0.0 && self.rate_burst >= 1.0,
+            "--rate-limit must be positive and --rate-burst at least 1"
+        );
+        Ok(api::rate_limit::RateLimit {
+            per_second: self.rate_limit,
+            burst: self.rate_burst,
+        })
+    }
+}
+
 /// The audit log's flags, shared by `dev` and `serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct AuditFlags {
@@ -103,6 +142,7 @@ pub(crate) struct Backends {
 pub(crate) struct Platform {
     pub regions: Vec<RegionId>,
     pub operator: service::access::OperatorToken,
+    pub api: ApiFlags,
 }
 
 /// Migrates and stamps the region's primary (refusing a changed migration or another
@@ -154,8 +194,8 @@ pub(crate) async fn start(
         metrics,
         regions: platform.regions,
         operator: platform.operator,
-        service: service::ServiceSettings::default(),
-        rate_limit: api::rate_limit::RateLimit::default(),
+        service: platform.api.service_settings(),
+        rate_limit: platform.api.rate_limit()?,
     });
     let poller = api::spawn_health_poller(state.clone(), HEALTH_POLL_INTERVAL);
     let address = listener.local_addr().context("read listener address")?;

@@ -39,6 +39,8 @@ pub(crate) struct ServeArgs {
     operator_token: catalog::Secret,
     #[command(flatten)]
     audit: AuditFlags,
+    #[command(flatten)]
+    api: crate::node::ApiFlags,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -61,6 +63,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let platform = crate::node::Platform {
         regions: catalog.ids().cloned().collect(),
         operator: service::access::OperatorToken::new(args.operator_token.expose()),
+        api: args.api.clone(),
     };
     let node = crate::node::start(region, &settings, backends, audit, platform, listener).await?;
     let signal = crate::signals::shutdown_requested().await?;
