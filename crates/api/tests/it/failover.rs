@@ -20,7 +20,9 @@ async fn seeded(api: &Served) -> (String, String, String) {
     let (tenant, admin) = api.tenant().await;
     api.people(&tenant, &admin).await;
     let writer = api.key(&tenant, &admin, "writer").await;
-    let created = api.create_person(&tenant, &writer, person("f@example.com")).await;
+    let created = api
+        .create_person(&tenant, &writer, person("f@example.com"))
+        .await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     let id = created.body["id"].as_str().expect("id");
     let path = format!("/v1/tenants/{tenant}/collections/people/records/{id}");
@@ -85,7 +87,9 @@ async fn with_the_primary_down_writes_fail_closed_and_reads_go_on_from_the_repli
     )
     .await;
 
-    let read = down.call(Method::GET, &path, Some(&writer), None, &[]).await;
+    let read = down
+        .call(Method::GET, &path, Some(&writer), None, &[])
+        .await;
     assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
     assert_eq!(read.header("x-served-by"), Some("replica"));
     assert_eq!(read.body["data"]["email"], "f@example.com");
@@ -105,8 +109,16 @@ async fn with_the_primary_down_writes_fail_closed_and_reads_go_on_from_the_repli
     let create = down
         .create_person(&tenant, &writer, person("g@example.com"))
         .await;
-    assert_eq!(create.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", create.body);
-    assert!(create.header("retry-after").is_some(), "503 carries Retry-After");
+    assert_eq!(
+        create.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        create.body
+    );
+    assert!(
+        create.header("retry-after").is_some(),
+        "503 carries Retry-After"
+    );
     assert_eq!(
         create.header("content-type"),
         Some("application/problem+json")
@@ -123,7 +135,9 @@ async fn with_the_primary_down_writes_fail_closed_and_reads_go_on_from_the_repli
     assert_eq!(update.status, StatusCode::SERVICE_UNAVAILABLE);
 
     // Nothing was written: the healthy node still reads version 1.
-    let check = healthy.call(Method::GET, &path, Some(&writer), None, &[]).await;
+    let check = healthy
+        .call(Method::GET, &path, Some(&writer), None, &[])
+        .await;
     assert_eq!(check.body["version"], 1);
 }
 
@@ -137,7 +151,9 @@ async fn with_the_replica_down_reads_are_served_by_the_primary() {
     without_replica.replicas = vec![closed_port_endpoint("replica-1", &db.replica)];
     let degraded = second_node(&healthy, &without_replica).await;
     for _ in 0..3 {
-        let read = degraded.call(Method::GET, &path, Some(&writer), None, &[]).await;
+        let read = degraded
+            .call(Method::GET, &path, Some(&writer), None, &[])
+            .await;
         assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
         assert_eq!(read.header("x-served-by"), Some("primary"));
     }

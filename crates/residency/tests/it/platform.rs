@@ -30,7 +30,9 @@ async fn a_tenant_works_through_residency_dev_and_a_50_mib_file_streams_with_bou
     let state = tempfile::tempdir().expect("state dir");
     let mut dev = Dev::spawn(state.path(), "eu-central-1");
     let endpoints = dev.endpoints().await;
-    let operator = endpoints["operator_token"].as_str().expect("operator token");
+    let operator = endpoints["operator_token"]
+        .as_str()
+        .expect("operator token");
     let api = endpoints["regions"]["eu-central-1"]["api"]
         .as_str()
         .expect("api endpoint")
@@ -102,7 +104,10 @@ async fn a_tenant_works_through_residency_dev_and_a_50_mib_file_streams_with_bou
     assert_eq!(hex::encode(Sha256::digest(&downloaded)), expected);
 
     let grown_mib = peak_rss_kib(pid).saturating_sub(before) / 1024;
-    eprintln!("peak memory: {} MiB before, grew by {grown_mib} MiB", before / 1024);
+    eprintln!(
+        "peak memory: {} MiB before, grew by {grown_mib} MiB",
+        before / 1024
+    );
     assert!(
         grown_mib < 24,
         "the node's peak memory grew by {grown_mib} MiB for a 50 MiB file: it must stream"
