@@ -1,6 +1,7 @@
 //! Handler tests of the regional node: `app(state).oneshot(request)` against a real
 //! primary and streaming replica.
 
+mod failover;
 mod tenant_api;
 
 use std::sync::Arc;
@@ -37,12 +38,21 @@ pub fn node(database: RegionDatabase) -> Node {
 /// A node with a chosen rate limit.
 pub fn node_with(database: RegionDatabase, rate_limit: api::rate_limit::RateLimit) -> Node {
     let dir = tempfile::tempdir().expect("node dir");
+    let state = node_state(database, dir.path(), rate_limit);
+    Node { state, dir }
+}
+
+/// A node whose KMS and object store live under `root` (another node's `dir`, to build a
+/// second node over the same region's keys and objects).
+pub fn node_state(
+    database: RegionDatabase,
+    root: &std::path::Path,
+    rate_limit: api::rate_limit::RateLimit,
+) -> NodeState {
     let region = database.region().clone();
-    let kms = Arc::new(
-        LocalKms::open_or_create(&dir.path().join("kms"), region.clone()).expect("local kms"),
-    );
-    let objects =
-        Arc::new(LocalObjectStore::new(dir.path().join("objects")).expect("local objects"));
+    let kms =
+        Arc::new(LocalKms::open_or_create(&root.join("kms"), region.clone()).expect("local kms"));
+    let objects = Arc::new(LocalObjectStore::new(root.join("objects")).expect("local objects"));
     let metrics = Arc::new(NodeMetrics::new(region.as_str()));
     let keyring = Keyring::new(
         database.clone(),
@@ -56,7 +66,7 @@ pub fn node_with(database: RegionDatabase, rate_limit: api::rate_limit::RateLimi
         AuditSettings::default(),
         metrics.clone(),
     );
-    let state = NodeState::new(NodeParts {
+    NodeState::new(NodeParts {
         database,
         kms,
         objects,
@@ -73,8 +83,7 @@ pub fn node_with(database: RegionDatabase, rate_limit: api::rate_limit::RateLimi
             ..service::ServiceSettings::default()
         },
         rate_limit,
-    });
-    Node { state, dir }
+    })
 }
 
 async fn get(state: &NodeState, path: &str) -> Response {
@@ -89,7 +98,7 @@ async fn body_text(response: Response) -> String {
     String::from_utf8(bytes.to_vec()).expect("utf-8 body")
 }
 
-fn closed_port_endpoint(name: &str, like: &tokio_postgres::Config) -> PgEndpoint {
+pub fn closed_port_endpoint(name: &str, like: &tokio_postgres::Config) -> PgEndpoint {
     let mut config = like.clone();
     config.port(devstack::free_loopback_port().expect("free port"));
     PgEndpoint::new(name, config)
