@@ -744,7 +744,7 @@ impl RegionService {
         if token.region == self.inner.region {
             Ok(ReadConsistency::AtLeast(token.lsn))
         } else {
-            Ok(ReadConsistency::AtLeast(Lsn(u64::MAX)))
+            Ok(ReadConsistency::Latest)
         }
     }
 }

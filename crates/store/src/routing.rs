@@ -21,6 +21,9 @@ pub enum ReadConsistency {
     AtLeast(Lsn),
     /// Anything no staler than the configured replica lag bound.
     Bounded,
+    /// The primary's view, e.g. for a token this region cannot compare (one issued by
+    /// another region before a relocation).
+    Latest,
 }
 
 /// How often a token read re-checks a replica's replay position while it waits.
@@ -188,6 +191,7 @@ impl RegionDatabase {
         match consistency {
             ReadConsistency::Bounded => self.bounded_reader().await,
             ReadConsistency::AtLeast(lsn) => self.reader_at_least(lsn).await,
+            ReadConsistency::Latest => Ok(Reader::Primary(self.primary.get().await?)),
         }
     }
 
