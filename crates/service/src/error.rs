@@ -95,11 +95,32 @@ impl From<crate::AuditError> for ServiceError {
         use crate::AuditError;
         match err {
             AuditError::Store(store) => Self::from(store),
-            AuditError::Backlogged { .. } => Self::Unavailable {
+            AuditError::Backlogged { .. }
+            | AuditError::Closed
+            | AuditError::FlushTimeout { .. }
+            | AuditError::Unwritten { .. } => Self::Unavailable {
                 what: "audit log",
                 retry_after: Duration::from_secs(1),
             },
             other => Self::Internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_audit_queue_and_a_down_database_are_retryable_unavailability() {
+        let backlogged = ServiceError::from(crate::AuditError::Backlogged { capacity: 4 });
+        assert!(
+            matches!(backlogged, ServiceError::Unavailable { what: "audit log", .. }),
+            "{backlogged:?}"
+        );
+        let down = ServiceError::from(store::StoreError::Unavailable("refused".to_owned()));
+        assert!(matches!(down, ServiceError::Unavailable { what: "database", .. }));
+        // The client-facing text never carries the underlying error.
+        assert!(!down.to_string().contains("refused"));
     }
 }
