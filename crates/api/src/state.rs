@@ -28,6 +28,8 @@ pub struct NodeParts {
     pub operator: OperatorToken,
     pub service: ServiceSettings,
     pub rate_limit: RateLimit,
+    /// The tenant directory new tenants are registered in, if the deployment has one.
+    pub registry: Option<Arc<dyn service::TenantRegistry>>,
 }
 
 /// Cheap to clone; one per regional node.
@@ -74,6 +76,7 @@ impl NodeState {
             regions: parts.regions.clone(),
             operator: parts.operator.clone(),
             settings: parts.service.clone(),
+            registry: parts.registry.clone(),
         });
         let rate_limiter = RateLimiter::new(parts.rate_limit);
         Self {

@@ -82,6 +82,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         regions: catalog.ids().cloned().collect(),
         operator: service::access::OperatorToken::new(&operator_token),
         api: args.api.clone(),
+        registry: None,
     };
     let started = start_regions(&binaries, &state_dir, &regions, &args.audit, &platform).await?;
     let endpoints_path = state_dir.join("endpoints.json");

@@ -143,6 +143,8 @@ pub(crate) struct Platform {
     pub regions: Vec<RegionId>,
     pub operator: service::access::OperatorToken,
     pub api: ApiFlags,
+    /// The tenant directory, when the deployment has one.
+    pub registry: Option<Arc<dyn service::TenantRegistry>>,
 }
 
 /// Migrates and stamps the region's primary (refusing a changed migration or another
@@ -196,6 +198,7 @@ pub(crate) async fn start(
         operator: platform.operator,
         service: platform.api.service_settings(),
         rate_limit: platform.api.rate_limit()?,
+        registry: platform.registry.clone(),
     });
     let poller = api::spawn_health_poller(state.clone(), HEALTH_POLL_INTERVAL);
     let address = listener.local_addr().context("read listener address")?;

@@ -25,5 +25,5 @@ pub use error::ServiceError;
 pub use keys::{KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapReport};
 pub use tenancy::{
     Attempt, Caller, Collection, NewTenant, RegionService, RequestContext, ServiceParts,
-    ServiceSettings, Tenant, Written,
+    ServiceSettings, Tenant, TenantRegistry, Written,
 };

@@ -42,6 +42,15 @@ impl Default for ServiceSettings {
     }
 }
 
+/// Where the deployment records which region each tenant lives in (the tenant
+/// directory). The home region writes an entry before it creates the tenant, so that every
+/// other region can route to it once it exists.
+#[async_trait::async_trait]
+pub trait TenantRegistry: Send + Sync + std::fmt::Debug {
+    /// Records `tenant` as living in `policy.home()`; version 1 at creation.
+    async fn register(&self, tenant: &TenantId, policy: &ResidencyPolicy) -> Result<(), String>;
+}
+
 /// What the tenant service is built from: all of one region.
 #[derive(Debug)]
 pub struct ServiceParts {
@@ -53,6 +62,8 @@ pub struct ServiceParts {
     pub regions: Vec<RegionId>,
     pub operator: OperatorToken,
     pub settings: ServiceSettings,
+    /// The tenant directory, when the deployment has one (every multi-region one does).
+    pub registry: Option<Arc<dyn TenantRegistry>>,
 }
 
 /// Per-request facts that go into audit events.
@@ -137,6 +148,7 @@ pub(crate) struct Inner {
     pub(crate) regions: Vec<RegionId>,
     pub(crate) operator: OperatorToken,
     pub(crate) settings: ServiceSettings,
+    registry: Option<Arc<dyn TenantRegistry>>,
     tenants: moka::future::Cache<TenantId, Option<Arc<Tenant>>>,
     keys: moka::future::Cache<String, Option<Arc<store::api_keys::ApiKeyRow>>>,
     pub(crate) collections: moka::future::Cache<(TenantId, String), Option<Collection>>,
@@ -163,6 +175,7 @@ impl RegionService {
                 regions: parts.regions,
                 operator: parts.operator,
                 settings: parts.settings,
+                registry: parts.registry,
                 tenants: moka::future::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(METADATA_TTL)
@@ -502,6 +515,17 @@ impl RegionService {
             created_at: SystemTime::now(),
         };
         let admin_key = access::issue_key(&id);
+        if let Some(registry) = &self.inner.registry {
+            // Before the tenant exists: an entry without a tenant answers 404 at home,
+            // a tenant without an entry could not be reached from other regions.
+            registry
+                .register(&id, &tenant.policy)
+                .await
+                .map_err(|err| {
+                    tracing::error!(tenant = %id, "failed to register the tenant in the directory: {err}");
+                    ServiceError::unavailable("tenant directory")
+                })?;
+        }
         let operator = Actor {
             kind: ActorKind::Operator,
             id: "operator".to_owned(),

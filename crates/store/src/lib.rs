@@ -11,6 +11,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod collections;
+pub mod directory;
 mod error;
 pub mod files;
 mod health;

@@ -2,6 +2,7 @@
 //! primary and streaming replica.
 
 mod failover;
+mod openapi;
 mod tenant_api;
 
 use std::sync::Arc;
@@ -83,6 +84,7 @@ pub fn node_state(
             ..service::ServiceSettings::default()
         },
         rate_limit,
+        registry: None,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests of the database layer on a real primary and streaming replica.
 
+mod directory;
 mod routing;
 mod rows;
 mod scoped;

@@ -1,0 +1,69 @@
+//! The tenant directory's rows (`tenant_directory`): where each tenant lives. Ids and
+//! region names only. Writes keep the higher version, so a late or replayed write never
+//! moves a tenant back.
+
+use model::TenantId;
+use tokio_postgres::GenericClient;
+
+use crate::StoreError;
+
+/// One directory entry, column for column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryRow {
+    pub tenant: TenantId,
+    pub home_region: String,
+    pub allowed_regions: Vec<String>,
+    /// `proxy` or `redirect`.
+    pub transit: String,
+    pub version: i64,
+}
+
+/// The tenant's entry, if the directory has one.
+pub async fn lookup<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+) -> Result<Option<DirectoryRow>, StoreError> {
+    let row = client
+        .query_opt(
+            "select home_region, allowed_regions, transit, version
+             from tenant_directory where tenant_id = $1",
+            &[&tenant.as_str()],
+        )
+        .await?;
+    Ok(row.map(|row| DirectoryRow {
+        tenant: *tenant,
+        home_region: row.get(0),
+        allowed_regions: row.get(1),
+        transit: row.get(2),
+        version: row.get(3),
+    }))
+}
+
+/// Inserts the entry, or replaces the stored one if this one's version is higher;
+/// returns whether it was stored.
+pub async fn upsert<C: GenericClient>(
+    client: &C,
+    entry: &DirectoryRow,
+) -> Result<bool, StoreError> {
+    let stored = client
+        .execute(
+            "insert into tenant_directory (tenant_id, home_region, allowed_regions, transit, version)
+             values ($1, $2, $3, $4, $5)
+             on conflict (tenant_id) do update
+                set home_region = excluded.home_region,
+                    allowed_regions = excluded.allowed_regions,
+                    transit = excluded.transit,
+                    version = excluded.version,
+                    updated_at = now()
+              where tenant_directory.version < excluded.version",
+            &[
+                &entry.tenant.as_str(),
+                &entry.home_region,
+                &entry.allowed_regions,
+                &entry.transit,
+                &entry.version,
+            ],
+        )
+        .await?;
+    Ok(stored == 1)
+}
