@@ -16,6 +16,12 @@ use wire::{
 use crate::{NodeState, PROBE_TIMEOUT};
 
 /// `GET /healthz`: the process is alive. Touches no dependency.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is alive.", body = Liveness)),
+)]
 pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
     Json(Liveness {
         status: "ok".into(),
@@ -25,6 +31,17 @@ pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
 
 /// `GET /readyz`: 200 while the primary takes writes (replicas may be out of rotation,
 /// the audit queue may be over 80% full: `degraded`), 503 when it does not.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The primary takes writes (`ready` or `degraded`).",
+            body = Readiness),
+        (status = 503, description = "The primary does not take writes (`not_ready`).",
+            body = Readiness),
+    ),
+)]
 pub(crate) async fn readyz(State(state): State<NodeState>) -> Response {
     let (health, kms, objects) = tokio::join!(
         state.database().health(PROBE_TIMEOUT),
@@ -43,6 +60,15 @@ pub(crate) async fn readyz(State(state): State<NodeState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus (OpenMetrics) text.", body = String,
+            content_type = "application/openmetrics-text"),
+    ),
+)]
 pub(crate) async fn metrics(State(state): State<NodeState>) -> Response {
     record_pools(&state);
     record_audit(&state);

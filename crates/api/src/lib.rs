@@ -8,6 +8,7 @@
 mod extract;
 mod health;
 mod middleware;
+mod openapi;
 mod problem;
 pub mod rate_limit;
 mod state;
@@ -71,7 +72,8 @@ pub fn app(state: NodeState) -> Router {
             state.clone(),
             rate_limit::limit,
         ))
-        .route("/v1/audit/keys", get(t::audit_keys));
+        .route("/v1/audit/keys", get(t::audit_keys))
+        .route("/v1/openapi.json", get(openapi::openapi_json));
     Router::new()
         .merge(v1)
         .route("/healthz", get(health::healthz))

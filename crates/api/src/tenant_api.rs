@@ -19,6 +19,7 @@ use wire::api as body;
 
 use crate::NodeState;
 use crate::extract::{ApiError, Ctx, JsonBody, parse_json};
+use crate::openapi::problems as p;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -125,6 +126,31 @@ fn record_view(record: Record, with_updated: bool) -> body::RecordView {
 
 // ---- tenants (operator) ----------------------------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    summary = "Create a tenant",
+    security(("bearer" = [])),
+    request_body = body::CreateTenant,
+    responses(
+        (
+            status = 201,
+            description = "The tenant; `admin_key` is shown once.",
+            body = body::TenantCreated
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 409, response = p::Conflict),
+        (status = 413, response = p::PayloadTooLarge),
+        (status = 421, response = p::Misdirected),
+        (status = 422, response = p::Unprocessable),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn create_tenant(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -163,6 +189,25 @@ pub(crate) async fn create_tenant(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}",
+    tag = "tenants",
+    summary = "Get a tenant",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+    ),
+    responses(
+        (status = 200, description = "The tenant (no keys).", body = body::TenantView),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn get_tenant(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -193,6 +238,30 @@ pub(crate) async fn get_tenant(
 
 // ---- API keys and collections (admin) ----------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/api-keys",
+    tag = "administration",
+    summary = "Create an API key",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+    ),
+    request_body = body::CreateApiKey,
+    responses(
+        (status = 201, description = "The key; `key` is shown once.", body = body::ApiKeyCreated),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 409, response = p::Conflict),
+        (status = 413, response = p::PayloadTooLarge),
+        (status = 422, response = p::Unprocessable),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn create_api_key(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -222,6 +291,26 @@ pub(crate) async fn create_api_key(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{tenant}/api-keys/{id}",
+    tag = "administration",
+    summary = "Revoke an API key",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("id" = String, Path, description = "The API key id."),
+    ),
+    responses(
+        (status = 204, description = "The key is revoked."),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn delete_api_key(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -245,6 +334,40 @@ pub(crate) async fn delete_api_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{tenant}/collections/{collection}",
+    tag = "administration",
+    summary = "Create or replace a collection's schema",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+    ),
+    request_body = body::SchemaDoc,
+    responses(
+        (
+            status = 200,
+            description = "The schema replaced the previous one.",
+            body = body::SchemaDoc
+        ),
+        (
+            status = 201,
+            description = "The collection was created with this schema.",
+            body = body::SchemaDoc
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 409, response = p::Conflict),
+        (status = 413, response = p::PayloadTooLarge),
+        (status = 422, response = p::Unprocessable),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn put_collection(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -281,6 +404,26 @@ pub(crate) async fn put_collection(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/collections/{collection}",
+    tag = "administration",
+    summary = "Get a collection's schema",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+    ),
+    responses(
+        (status = 200, description = "The collection's schema.", body = body::SchemaDoc),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn get_collection(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -306,6 +449,39 @@ pub(crate) async fn get_collection(
 
 // ---- records -----------------------------------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/collections/{collection}/records",
+    tag = "records",
+    summary = "Create a record",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+    ),
+    request_body = body::RecordBody,
+    responses(
+        (
+            status = 201,
+            description = "The record, at version 1.",
+            body = body::RecordView,
+            headers(
+                ("ETag" = String, description = "`\"<version>\"` of the record."),
+                ("X-Consistency-Token" = String, description = "Read-your-writes token."),
+            )
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 409, response = p::Conflict),
+        (status = 413, response = p::PayloadTooLarge),
+        (status = 422, response = p::Unprocessable),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn create_record(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -332,6 +508,40 @@ pub(crate) async fn create_record(
     Ok(with_etag(with_written(response, &written), version))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/collections/{collection}/records/{id}",
+    tag = "records",
+    summary = "Read a record",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+        ("id" = String, Path, description = "The record id."),
+        (
+            "X-Consistency-Token" = Option<String>, Header,
+            description = "A token from a write: the read sees that write or a later one."
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The record.",
+            body = body::RecordView,
+            headers(
+                ("ETag" = String, description = "`\"<version>\"` of the record."),
+                ("X-Served-By" = String, description = "`primary` or `replica`."),
+            )
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn get_record(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -359,6 +569,44 @@ pub(crate) async fn get_record(
     Ok(with_etag(with_served_by(response, served_by), version))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{tenant}/collections/{collection}/records/{id}",
+    tag = "records",
+    summary = "Replace a record's data",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+        ("id" = String, Path, description = "The record id."),
+        (
+            "If-Match" = Option<String>, Header,
+            description = "`\"<version>\"` or `*`: 412 unless the record is at that version."
+        ),
+    ),
+    request_body = body::RecordBody,
+    responses(
+        (
+            status = 200,
+            description = "The record at its new version.",
+            body = body::RecordView,
+            headers(
+                ("ETag" = String, description = "`\"<version>\"` of the record."),
+                ("X-Consistency-Token" = String, description = "Read-your-writes token."),
+            )
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 412, response = p::PreconditionFailed),
+        (status = 413, response = p::PayloadTooLarge),
+        (status = 422, response = p::Unprocessable),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn update_record(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -387,6 +635,39 @@ pub(crate) async fn update_record(
     Ok(with_etag(with_written(response, &written), version))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{tenant}/collections/{collection}/records/{id}",
+    tag = "records",
+    summary = "Delete a record",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+        ("id" = String, Path, description = "The record id."),
+        (
+            "If-Match" = Option<String>, Header,
+            description = "`\"<version>\"` or `*`: 412 unless the record is at that version."
+        ),
+    ),
+    responses(
+        (
+            status = 204,
+            description = "The record and its files are deleted.",
+            headers(
+                ("X-Consistency-Token" = String, description = "Read-your-writes token."),
+            )
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 412, response = p::PreconditionFailed),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn delete_record(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -415,6 +696,47 @@ pub(crate) async fn delete_record(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/collections/{collection}/records",
+    tag = "records",
+    summary = "Search records by one field",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+        (
+            "filter" = Option<std::collections::BTreeMap<String, String>>, Query,
+            style = Form, explode,
+            description = "One `field=value`: exact match on a searchable identifier or a public \
+                field."
+        ),
+        ("limit" = Option<u32>, Query, description = "Page size."),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`."),
+        (
+            "X-Consistency-Token" = Option<String>, Header,
+            description = "A token from a write: the read sees that write or a later one."
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "A page of matching records.",
+            body = body::RecordPage,
+            headers(
+                ("X-Served-By" = String, description = "`primary` or `replica`."),
+            )
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 422, response = p::Unprocessable),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn search_records(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -475,6 +797,43 @@ pub(crate) async fn search_records(
 
 // ---- files -------------------------------------------------------------------------
 
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{tenant}/collections/{collection}/records/{id}/files/{name}",
+    tag = "files",
+    summary = "Store a file on a record",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+        ("id" = String, Path, description = "The record id."),
+        ("name" = String, Path, description = "The file name."),
+    ),
+    request_body(
+        description = "The raw bytes, of any `Content-Type` (kept, and returned on `GET`).",
+        content(("application/octet-stream")),
+    ),
+    responses(
+        (
+            status = 201,
+            description = "The file is stored, encrypted.",
+            body = body::FileStored,
+            headers(
+                ("X-Consistency-Token" = String, description = "Read-your-writes token."),
+            )
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 409, response = p::Conflict),
+        (status = 413, response = p::PayloadTooLarge),
+        (status = 422, response = p::Unprocessable),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn put_file(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -521,6 +880,41 @@ pub(crate) async fn put_file(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/collections/{collection}/records/{id}/files/{name}",
+    tag = "files",
+    summary = "Read a file",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+        ("id" = String, Path, description = "The record id."),
+        ("name" = String, Path, description = "The file name."),
+        (
+            "X-Consistency-Token" = Option<String>, Header,
+            description = "A token from a write: the read sees that write or a later one."
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The bytes, with the `Content-Type` they were stored with.",
+            content(("application/octet-stream")),
+            headers(
+                ("X-Served-By" = String, description = "`primary` or `replica`."),
+                ("Content-Length" = u64, description = "Size in bytes."),
+            )
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn get_file(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -555,6 +949,34 @@ pub(crate) async fn get_file(
     Ok(with_served_by(response, served_by))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{tenant}/collections/{collection}/records/{id}/files/{name}",
+    tag = "files",
+    summary = "Delete a file",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("collection" = String, Path, description = "The collection name."),
+        ("id" = String, Path, description = "The record id."),
+        ("name" = String, Path, description = "The file name."),
+    ),
+    responses(
+        (
+            status = 204,
+            description = "The file is deleted.",
+            headers(
+                ("X-Consistency-Token" = String, description = "Read-your-writes token."),
+            )
+        ),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn delete_file(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -620,6 +1042,36 @@ fn audit_params(ctx: &Ctx, query: Option<String>) -> Result<AuditQueryParams, Ap
     parse_json(&json).map_err(|err| ctx.error(err))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/audit/events",
+    tag = "audit",
+    summary = "List audit events",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("from" = Option<String>, Query, description = "RFC 3339: events at or after."),
+        ("to" = Option<String>, Query, description = "RFC 3339: events before."),
+        ("action" = Option<String>, Query, description = "An action, e.g. `record.create`."),
+        ("limit" = Option<u32>, Query, description = "Page size."),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`."),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "A page of the tenant's audit events.",
+            body = body::AuditEventPage
+        ),
+        (status = 400, response = p::BadRequest),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 422, response = p::Unprocessable),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn audit_events(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -672,6 +1124,33 @@ pub(crate) async fn audit_events(
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/audit/export",
+    tag = "audit",
+    summary = "Export audit events and a signed manifest",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+        ("from" = Option<String>, Query, description = "RFC 3339: events at or after."),
+        ("to" = Option<String>, Query, description = "RFC 3339: events before."),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "One `AuditEventView` a line, then `{\"manifest\": {...}}`, signed.",
+            body = String,
+            content_type = "application/x-ndjson"
+        ),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 422, response = p::Unprocessable),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn audit_export(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -709,6 +1188,29 @@ pub(crate) async fn audit_export(
     Ok(response)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/residency",
+    tag = "audit",
+    summary = "Get signed residency evidence",
+    security(("bearer" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant id."),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "Where the tenant's data lives, signed.",
+            body = body::ResidencyEvidence
+        ),
+        (status = 401, response = p::Unauthorized),
+        (status = 403, response = p::Forbidden),
+        (status = 404, response = p::NotFound),
+        (status = 429, response = p::RateLimited),
+        (status = 500, response = p::Internal),
+        (status = 503, response = p::Unavailable),
+    ),
+)]
 pub(crate) async fn residency_evidence(
     State(state): State<NodeState>,
     ctx: Ctx,
@@ -732,6 +1234,18 @@ pub(crate) async fn residency_evidence(
 }
 
 /// `GET /v1/audit/keys`: the region's current and retired audit public keys (no auth).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/keys",
+    tag = "audit",
+    responses(
+        (
+            status = 200,
+            description = "Keys verifying checkpoints, manifests and evidence.",
+            body = body::AuditKeys
+        ),
+    ),
+)]
 pub(crate) async fn audit_keys(State(state): State<NodeState>) -> Response {
     Json(audit::KeyList {
         keys: state.service().audit().public_keys(),

@@ -1,0 +1,312 @@
+//! The OpenAPI 3.1 document of the node's HTTP surface, served at `GET /v1/openapi.json`.
+//! It is generated from the handlers' `#[utoipa::path]` annotations and the `wire` types;
+//! headers that middleware adds to every response (request id, routing headers) are added
+//! here, mirroring the layers of `app`, so each annotation names only what its handler adds.
+
+use std::sync::LazyLock;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::response::Response as ResponseDoc;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Components, RefOr};
+use utoipa::{Modify, OpenApi};
+
+use crate::{health, tenant_api};
+
+/// The security scheme every authenticated operation names (`security(("bearer" = []))`).
+const BEARER: &str = "bearer";
+
+/// Paths below this prefix pass through `routing_headers` (see `app`).
+const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Residency",
+        description = "The public HTTP API of a Residency regional node (API.md). Every \
+            regional node serves every path for every tenant. Errors are \
+            `application/problem+json` (RFC 9457) and never echo personal data.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        tenant_api::create_tenant,
+        tenant_api::get_tenant,
+        tenant_api::create_api_key,
+        tenant_api::delete_api_key,
+        tenant_api::put_collection,
+        tenant_api::get_collection,
+        tenant_api::create_record,
+        tenant_api::search_records,
+        tenant_api::get_record,
+        tenant_api::update_record,
+        tenant_api::delete_record,
+        tenant_api::put_file,
+        tenant_api::get_file,
+        tenant_api::delete_file,
+        tenant_api::audit_events,
+        tenant_api::audit_export,
+        tenant_api::residency_evidence,
+        tenant_api::audit_keys,
+        openapi_json,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+    ),
+    components(
+        // The problem+json body: `ToResponse` does not register the schemas it refers to.
+        schemas(wire::Problem),
+        responses(
+            problems::BadRequest,
+            problems::Unauthorized,
+            problems::Forbidden,
+            problems::NotFound,
+            problems::Conflict,
+            problems::PreconditionFailed,
+            problems::PayloadTooLarge,
+            problems::Misdirected,
+            problems::Unprocessable,
+            problems::RateLimited,
+            problems::Internal,
+            problems::Unavailable,
+        ),
+    ),
+    modifiers(&Layers),
+    tags(
+        (name = "tenants", description = "Tenants (operator token)."),
+        (name = "administration", description = "Tenant administration (admin key)."),
+        (name = "records", description = "Records (writer; reader for reads)."),
+        (name = "files", description = "Files attached to records (writer; reader for reads)."),
+        (name = "audit", description = "Audit log and residency evidence (auditor key)."),
+        (name = "operations", description = "Health, readiness, metrics and this document."),
+    ),
+)]
+pub(crate) struct ApiDoc;
+
+/// Built once: the document is a function of the code only.
+static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+
+/// `GET /v1/openapi.json`: this document (no auth).
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "operations",
+    responses(
+        (
+            status = 200,
+            description = "The OpenAPI 3.1 document of this API.",
+            content_type = "application/json",
+            body = Object
+        ),
+    ),
+)]
+pub(crate) async fn openapi_json() -> Response {
+    Json(&*DOCUMENT).into_response()
+}
+
+/// The problem+json answers handlers share, one reusable response each (RFC 9457 bodies,
+/// `wire::Problem`). Only their types are used: they describe responses, nothing builds
+/// them.
+#[expect(
+    dead_code,
+    reason = "utoipa reads the type of the field; no value of these types is ever built"
+)]
+pub(crate) mod problems {
+    use utoipa::ToResponse;
+    use wire::Problem;
+
+    /// Malformed request: a body that is not JSON, or a bad cursor, consistency token or
+    /// `If-Match`.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct BadRequest(Problem);
+
+    /// Missing or invalid credentials.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct Unauthorized(Problem);
+
+    /// Valid credentials whose role does not allow the operation (denials are audited).
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct Forbidden(Problem);
+
+    /// The tenant or resource does not exist, or the caller may not learn that it does.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct NotFound(Problem);
+
+    /// A concurrent write created the same resource.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct Conflict(Problem);
+
+    /// `If-Match` named another version than the current one.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct PreconditionFailed(Problem);
+
+    /// The body exceeds the limit (1 MiB for JSON, the configured maximum for files).
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct PayloadTooLarge(Problem);
+
+    /// The tenant's home region is another region: this node serves its own tenants
+    /// only. `X-Residency-Region` names the home region.
+    #[derive(ToResponse)]
+    #[response(
+        content_type = "application/problem+json",
+        headers(("X-Residency-Region" = String, description = "The tenant's home region."))
+    )]
+    pub(crate) struct Misdirected(Problem);
+
+    /// Input that does not fit the contract; `detail` names the field, never its value.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct Unprocessable(Problem);
+
+    /// Over this key's rate limit.
+    #[derive(ToResponse)]
+    #[response(
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
+    )]
+    pub(crate) struct RateLimited(Problem);
+
+    /// An internal error; the request id identifies it in the node's logs.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct Internal(Problem);
+
+    /// A dependency (database primary, KMS, object store) is down or the audit queue is
+    /// full; the request is never served elsewhere.
+    #[derive(ToResponse)]
+    #[response(
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
+    )]
+    pub(crate) struct Unavailable(Problem);
+}
+
+/// What the layers of `app` add: the bearer scheme, `X-Request-Id` on every response, and
+/// the routing headers on every response to a tenant-scoped path (reusable responses are
+/// inlined there, so that the headers can be added to them).
+#[derive(Debug)]
+struct Layers;
+
+impl Modify for Layers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Components::new);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The operator token (tenants) or a tenant API key (roles `admin`, \
+                         `writer`, `reader`, `auditor`).",
+                    ))
+                    .build(),
+            ),
+        );
+        for response in components.responses.values_mut() {
+            if let RefOr::T(response) = response {
+                add_request_id(response);
+            }
+        }
+        let shared = components.responses.clone();
+        for (path, item) in &mut doc.paths.paths {
+            let tenant_scoped = path.starts_with(TENANT_SCOPED);
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_layer_headers(operation, tenant_scoped, &shared);
+                optional_headers_are_not_null(operation);
+            }
+        }
+    }
+}
+
+fn add_layer_headers(
+    operation: &mut Operation,
+    tenant_scoped: bool,
+    shared: &std::collections::BTreeMap<String, RefOr<ResponseDoc>>,
+) {
+    for response in operation.responses.responses.values_mut() {
+        if tenant_scoped && let RefOr::Ref(reference) = response {
+            let name = reference
+                .ref_location
+                .strip_prefix("#/components/responses/");
+            if let Some(RefOr::T(component)) = name.and_then(|name| shared.get(name)) {
+                *response = RefOr::T(component.clone());
+            }
+        }
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        add_request_id(response);
+        if tenant_scoped {
+            add_header(
+                response,
+                "X-Residency-Region",
+                "The tenant's home region, which served the request.",
+            );
+            add_header(
+                response,
+                "X-Residency-Via",
+                "The region whose endpoint received the request (equal when local).",
+            );
+        }
+    }
+}
+
+/// utoipa documents an optional header parameter (`Option<String>`) as nullable; a header
+/// is absent or a string, never null.
+fn optional_headers_are_not_null(operation: &mut Operation) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        if parameter.parameter_in != ParameterIn::Header {
+            continue;
+        }
+        if let Some(RefOr::T(Schema::Object(object))) = &mut parameter.schema
+            && let SchemaType::Array(types) = &object.schema_type
+        {
+            let types: Vec<Type> = types
+                .iter()
+                .filter(|t| **t != Type::Null)
+                .cloned()
+                .collect();
+            object.schema_type = match types.as_slice() {
+                [single] => SchemaType::Type(single.clone()),
+                _ => SchemaType::Array(types),
+            };
+        }
+    }
+}
+
+fn add_request_id(response: &mut ResponseDoc) {
+    add_header(
+        response,
+        "X-Request-Id",
+        "The request id: echoed if the client sent one, generated otherwise.",
+    );
+}
+
+fn add_header(response: &mut ResponseDoc, name: &str, description: &str) {
+    response.headers.entry(name.to_owned()).or_insert_with(|| {
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(description))
+            .build()
+    });
+}
