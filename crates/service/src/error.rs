@@ -115,11 +115,23 @@ mod tests {
     fn a_full_audit_queue_and_a_down_database_are_retryable_unavailability() {
         let backlogged = ServiceError::from(crate::AuditError::Backlogged { capacity: 4 });
         assert!(
-            matches!(backlogged, ServiceError::Unavailable { what: "audit log", .. }),
+            matches!(
+                backlogged,
+                ServiceError::Unavailable {
+                    what: "audit log",
+                    ..
+                }
+            ),
             "{backlogged:?}"
         );
         let down = ServiceError::from(store::StoreError::Unavailable("refused".to_owned()));
-        assert!(matches!(down, ServiceError::Unavailable { what: "database", .. }));
+        assert!(matches!(
+            down,
+            ServiceError::Unavailable {
+                what: "database",
+                ..
+            }
+        ));
         // The client-facing text never carries the underlying error.
         assert!(!down.to_string().contains("refused"));
     }
