@@ -67,3 +67,33 @@ pub async fn upsert<C: GenericClient>(
         .await?;
     Ok(stored == 1)
 }
+
+/// A connection pool to the database that holds the tenant directory (one for the whole
+/// deployment; every node reads it through a cache).
+#[derive(Debug, Clone)]
+pub struct DirectoryDatabase {
+    pool: deadpool_postgres::Pool,
+}
+
+impl DirectoryDatabase {
+    /// Builds the pool; connections open lazily, so this succeeds with the server down.
+    pub fn new(endpoint: &crate::PgEndpoint) -> Result<Self, StoreError> {
+        let settings = crate::DatabaseSettings {
+            pool_size: 8,
+            ..crate::DatabaseSettings::new(endpoint.clone(), Vec::new())
+        };
+        Ok(Self {
+            pool: crate::pools::build_pool(endpoint, &settings)?,
+        })
+    }
+
+    pub async fn lookup(&self, tenant: &TenantId) -> Result<Option<DirectoryRow>, StoreError> {
+        let client = self.pool.get().await?;
+        lookup(&**client, tenant).await
+    }
+
+    pub async fn upsert(&self, entry: &DirectoryRow) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        upsert(&**client, entry).await
+    }
+}

@@ -100,7 +100,10 @@ pub struct PoolStats {
     pub waiting: usize,
 }
 
-fn build_pool(endpoint: &PgEndpoint, settings: &DatabaseSettings) -> Result<Pool, StoreError> {
+pub(crate) fn build_pool(
+    endpoint: &PgEndpoint,
+    settings: &DatabaseSettings,
+) -> Result<Pool, StoreError> {
     let mut config = endpoint.config.clone();
     config.connect_timeout(settings.pool_timeout);
     let manager = Manager::from_config(

@@ -2,7 +2,7 @@
 
 use model::TenantId;
 use store::directory::{self, DirectoryRow};
-use store::testing::region_database;
+use store::testing::{region_database, settings};
 
 fn entry(tenant: TenantId, home: &str, version: i64) -> DirectoryRow {
     DirectoryRow {
@@ -16,7 +16,7 @@ fn entry(tenant: TenantId, home: &str, version: i64) -> DirectoryRow {
 
 #[tokio::test]
 async fn directory_entries_only_move_forward_in_version() {
-    let (_db, database) = region_database("eu-central-1").await;
+    let (db, database) = region_database("eu-central-1").await;
     let primary = database.primary().get().await.expect("primary");
     let tenant = TenantId::from_random_bytes([3; 16]);
     assert_eq!(
@@ -55,4 +55,16 @@ async fn directory_entries_only_move_forward_in_version() {
             .expect("lookup"),
         Some(moved)
     );
+
+    // The directory's own pool (how nodes of every region reach it) sees the same entry.
+    let pool = store::directory::DirectoryDatabase::new(&settings(&db).primary).expect("pool");
+    let seen = pool.lookup(&tenant).await.expect("lookup").expect("entry");
+    assert_eq!(seen.home_region, "eu-west-1");
+    let other = TenantId::from_random_bytes([4; 16]);
+    assert!(
+        pool.upsert(&entry(other, "eu-central-1", 1))
+            .await
+            .expect("insert")
+    );
+    assert!(pool.lookup(&other).await.expect("lookup").is_some());
 }
