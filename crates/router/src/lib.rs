@@ -1,0 +1,51 @@
+//! The region-pinned router: a tower layer in front of a regional node's app that sends
+//! every request to its tenant's home region. Local tenants are served in-process (no extra
+//! hop); foreign tenants are forwarded over a pooled hyper client with signed forwarding
+//! headers, or redirected (`307`), as the tenant's transit policy says; a request that a
+//! stale cache sent to the wrong region is corrected (`421` → refresh → retry once).
+//!
+//! The router reads only method, path and headers (and the `home_region` of a
+//! `POST /v1/tenants` body). It never stores, caches or logs bodies, and never logs a path:
+//! logs and metrics carry decisions, region ids and tenant ids only. It does not link
+//! `store`, `envelope` or `service`.
+
+mod body;
+mod cache;
+pub mod delay_proxy;
+mod directory;
+mod metrics;
+mod problem;
+mod routing;
+mod service;
+mod signing;
+
+pub use cache::CachedDirectory;
+pub use delay_proxy::{DelayProxy, DelayProxyHandle};
+pub use directory::{Directory, DirectoryEntry, DirectoryError, MemoryDirectory};
+pub use metrics::{Decision, RouterMetrics};
+pub use service::{
+    ConfigError, RegionEndpoints, RouterConfig, RouterLayer, RouterService, layer,
+    regions_from_catalog,
+};
+pub use signing::{
+    DEFAULT_MAX_SKEW, ForwardError, ForwardSigner, Forwarded, ForwardingKey, KeyError, MIN_KEY_LEN,
+};
+
+/// Header names the router reads and writes, besides those of `wire::headers`.
+pub mod headers {
+    pub use wire::headers::{REQUEST_ID, RESIDENCY_REGION, RESIDENCY_VIA};
+
+    /// Prefix of every forwarding header; a client's copies are stripped unless signed.
+    pub const FORWARDED_PREFIX: &str = "x-residency-forwarded-";
+    /// The region whose endpoint the client called (signed).
+    pub const FORWARDED_REGION: &str = "x-residency-forwarded-region";
+    /// The client's address as the entry region saw it (signed).
+    pub const FORWARDED_FOR: &str = "x-residency-forwarded-for";
+    /// Unix seconds when the entry region signed (signed).
+    pub const FORWARDED_AT: &str = "x-residency-forwarded-at";
+    /// Hex HMAC-SHA256 over the canonical request (see `signing`).
+    pub const FORWARDED_SIGNATURE: &str = "x-residency-forwarded-signature";
+    /// Set by the router, for the local app only, on a request whose forwarding signature
+    /// verified: the entry region. Any client copy is removed first, so the app may trust it.
+    pub const ENTRY_REGION: &str = "x-residency-entry-region";
+}

@@ -1,0 +1,998 @@
+//! The router as a tower layer: admits forwarding headers only with a valid signature,
+//! decides local / forward / redirect / misdirected for each request, and forwards over a
+//! pooled hyper client with bodies streamed both ways.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use model::{RegionId, TenantId, Transit};
+use serde::Deserialize;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::body::{self, Prepared};
+use crate::cache::CachedDirectory;
+use crate::directory::DirectoryEntry;
+use crate::headers;
+use crate::metrics::{Decision, RouterMetrics, status_class};
+use crate::problem;
+use crate::routing::{Route, classify};
+use crate::signing::{ForwardSigner, Forwarded, header_safe};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Bodies up to this size are read before forwarding, so that a `421` can be retried.
+const RETRY_BUFFER: usize = 64 * 1024;
+/// The most of a `POST /v1/tenants` body read to find `home_region`.
+const CREATE_BUFFER: usize = 1024 * 1024;
+
+/// Where another region's node listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionEndpoints {
+    /// What routers forward to (http or https; an origin such as
+    /// `https://eu-west-1.internal.example.com:8443`).
+    pub internal: Uri,
+    /// What clients and `307` redirects use.
+    pub public: Uri,
+}
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("region {region}: {which} endpoint is not an absolute http(s) URL")]
+    Endpoint {
+        region: RegionId,
+        which: &'static str,
+    },
+}
+
+impl RegionEndpoints {
+    /// The endpoints of a catalogue region.
+    pub fn from_catalog(
+        region: &RegionId,
+        endpoints: &catalog::Endpoints,
+    ) -> Result<Self, ConfigError> {
+        let parse = |text: &str, which| {
+            Uri::try_from(text).map_err(|_| ConfigError::Endpoint {
+                region: region.clone(),
+                which,
+            })
+        };
+        Ok(Self {
+            internal: parse(endpoints.internal.as_str(), "internal")?,
+            public: parse(endpoints.public.as_str(), "public")?,
+        })
+    }
+}
+
+/// The endpoints of every region of the catalogue.
+pub fn regions_from_catalog(
+    catalog: &catalog::Catalog,
+) -> Result<HashMap<RegionId, RegionEndpoints>, ConfigError> {
+    catalog
+        .regions()
+        .map(|spec| {
+            Ok((
+                spec.id.clone(),
+                RegionEndpoints::from_catalog(&spec.id, &spec.endpoints)?,
+            ))
+        })
+        .collect()
+}
+
+/// Everything the router needs. Build with [`RouterConfig::new`] and adjust the public
+/// fields.
+#[derive(Debug)]
+pub struct RouterConfig {
+    /// This node's region.
+    pub local: RegionId,
+    /// Every region of the catalogue (this one may be included).
+    pub regions: HashMap<RegionId, RegionEndpoints>,
+    pub directory: CachedDirectory,
+    pub signer: ForwardSigner,
+    /// Longest wait for a forwarded request's response headers (default 30 s).
+    pub upstream_timeout: Duration,
+    /// Longest wait for a connection to another region (default 2 s).
+    pub connect_timeout: Duration,
+    pub metrics: Option<RouterMetrics>,
+}
+
+impl RouterConfig {
+    pub fn new(
+        local: RegionId,
+        regions: HashMap<RegionId, RegionEndpoints>,
+        directory: CachedDirectory,
+        signer: ForwardSigner,
+    ) -> Self {
+        Self {
+            local,
+            regions,
+            directory,
+            signer,
+            upstream_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            metrics: None,
+        }
+    }
+}
+
+/// The router as a [`tower::Layer`]: `layer(config).layer(app)`.
+pub fn layer(config: RouterConfig) -> RouterLayer {
+    RouterLayer {
+        shared: Arc::new(Shared::new(config)),
+    }
+}
+
+/// See [`layer`]. Cheap to clone.
+#[derive(Clone)]
+pub struct RouterLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RouterLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterLayer")
+            .field("local", &self.shared.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for RouterLayer {
+    type Service = RouterService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouterService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The local app wrapped by the router.
+#[derive(Clone)]
+pub struct RouterService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> fmt::Debug for RouterService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterService")
+            .field("local", &self.shared.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<Body>> for RouterService<S>
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // The clone that was polled ready serves this request; the fresh clone stays.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { shared.handle(inner, request).await })
+    }
+}
+
+/// Another region as the router reaches it.
+#[derive(Debug)]
+struct Target {
+    region: RegionId,
+    region_header: HeaderValue,
+    /// `None` when the internal endpoint is not an absolute http URL (logged when used).
+    internal: Option<Origin>,
+    public: Option<Origin>,
+}
+
+#[derive(Debug)]
+struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+    /// A path prefix without trailing `/` (usually empty).
+    prefix: String,
+}
+
+impl Origin {
+    fn parse(uri: &Uri) -> Option<Self> {
+        let scheme = uri.scheme()?.clone();
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return None;
+        }
+        Some(Self {
+            scheme,
+            authority: uri.authority()?.clone(),
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn join(&self, path: Option<&PathAndQuery>) -> Option<Uri> {
+        let path_and_query = match (self.prefix.is_empty(), path) {
+            (true, Some(p)) => p.clone(),
+            (true, None) => PathAndQuery::from_static("/"),
+            (false, p) => {
+                let p = p.map_or("/", PathAndQuery::as_str);
+                PathAndQuery::try_from(format!("{}{p}", self.prefix)).ok()?
+            }
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .ok()
+    }
+}
+
+struct Shared {
+    local: RegionId,
+    local_header: HeaderValue,
+    targets: HashMap<RegionId, Target>,
+    directory: CachedDirectory,
+    signer: ForwardSigner,
+    upstream_timeout: Duration,
+    metrics: Option<RouterMetrics>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+/// Why a forwarding attempt got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendError {
+    /// No connection could be made: the request provably never left this node.
+    Connect,
+    /// No response headers within the upstream timeout.
+    Timeout,
+    /// The connection failed after the request may have been (partly) sent.
+    Other,
+    /// The home region's internal endpoint is unusable (configuration).
+    BadEndpoint,
+}
+
+impl SendError {
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Other => "other",
+            Self::BadEndpoint => "bad_endpoint",
+        }
+    }
+}
+
+/// The facts of one request the router carries through its decision.
+struct Admitted {
+    parts: Parts,
+    /// Set when the request arrived with a valid forwarding signature.
+    forwarded: Option<Forwarded>,
+}
+
+impl Shared {
+    fn new(config: RouterConfig) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector(config.connect_timeout));
+        let targets = config
+            .regions
+            .iter()
+            .map(|(region, endpoints)| {
+                if Origin::parse(&endpoints.internal).is_none() {
+                    tracing::error!(region = %region, "internal endpoint is not an absolute http(s) URL: requests for its tenants will get 503");
+                }
+                let target = Target {
+                    region: region.clone(),
+                    region_header: region_value(region),
+                    internal: Origin::parse(&endpoints.internal),
+                    public: Origin::parse(&endpoints.public),
+                };
+                (region.clone(), target)
+            })
+            .collect();
+        Self {
+            local_header: region_value(&config.local),
+            local: config.local,
+            targets,
+            directory: config.directory,
+            signer: config.signer,
+            upstream_timeout: config.upstream_timeout,
+            metrics: config.metrics,
+            client,
+        }
+    }
+
+    fn count(&self, decision: Decision, outcome: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.request(decision, outcome);
+        }
+    }
+
+    async fn handle<S, B>(
+        self: Arc<Self>,
+        inner: S,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = request.into_parts();
+        let forwarded = self.admit(&mut parts);
+        let req = Admitted { parts, forwarded };
+        match classify(&req.parts.method, req.parts.uri.path()) {
+            Route::Local => {
+                let response = call_local(inner, req.parts, body).await?;
+                self.count(Decision::Local, status_class(response.status()));
+                Ok(response)
+            }
+            Route::CreateTenant => self.create_tenant(inner, req, body).await,
+            Route::Tenant(tenant) => self.tenant(inner, req, body, tenant).await,
+        }
+    }
+
+    /// Removes every client copy of the trusted entry-region header, and the forwarding
+    /// headers unless their signature verifies. A verified request gets the entry-region
+    /// header and a [`Forwarded`] extension.
+    fn admit(&self, parts: &mut Parts) -> Option<Forwarded> {
+        parts.headers.remove(headers::ENTRY_REGION);
+        let has_forwarding = parts
+            .headers
+            .keys()
+            .any(|name| name.as_str().starts_with(headers::FORWARDED_PREFIX));
+        if !has_forwarding {
+            return None;
+        }
+        match self.signer.verify(parts, SystemTime::now()) {
+            Ok(forwarded) => {
+                parts
+                    .headers
+                    .insert(headers::ENTRY_REGION, region_value(&forwarded.entry_region));
+                parts.extensions.insert(forwarded.clone());
+                Some(forwarded)
+            }
+            Err(err) => {
+                tracing::debug!(reason = %err, "stripping untrusted forwarding headers");
+                if let Some(m) = &self.metrics {
+                    m.refused_signature(err.kind());
+                }
+                strip_forwarding(&mut parts.headers);
+                None
+            }
+        }
+    }
+
+    async fn create_tenant<S, B>(
+        self: Arc<Self>,
+        inner: S,
+        req: Admitted,
+        body: Body,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if req.forwarded.is_some() {
+            // Already forwarded once: this node is the requested home (or will say why not).
+            let response = call_local(inner, req.parts, body).await?;
+            self.count(Decision::Local, status_class(response.status()));
+            return Ok(response);
+        }
+        let mut prepared = match body::prepare(body, CREATE_BUFFER).await {
+            Ok(prepared) => prepared,
+            Err(_) => return Ok(self.unreadable_body(&req.parts)),
+        };
+        let home = match &prepared {
+            Prepared::Buffered(bytes) => requested_home(bytes),
+            _ => None,
+        };
+        match home {
+            Some(home) if home != self.local && self.targets.contains_key(&home) => {
+                Ok(self.forward(inner, req, prepared, None, home).await?)
+            }
+            _ => {
+                let body = prepared.take().unwrap_or_default();
+                let response = call_local(inner, req.parts, body).await?;
+                self.count(Decision::Local, status_class(response.status()));
+                Ok(response)
+            }
+        }
+    }
+
+    async fn tenant<S, B>(
+        self: Arc<Self>,
+        inner: S,
+        req: Admitted,
+        body: Body,
+        tenant: TenantId,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let entry = match self.directory.lookup_shared(&tenant).await {
+            Ok(entry) => entry,
+            Err(_) if req.forwarded.is_some() => {
+                // Another region's directory sent it here; the local node serves only
+                // tenants it holds (404 otherwise), so nothing is served from elsewhere.
+                return self.local_tenant(inner, req, body).await;
+            }
+            Err(err) => {
+                tracing::warn!(tenant = %tenant, error = %err, "cannot route: tenant directory unavailable");
+                self.count(Decision::Unrouted, "directory_unavailable");
+                let mut response = problem::unavailable(
+                    "directory-unavailable",
+                    "the tenant directory cannot be reached; try again shortly",
+                    req.parts.headers.get(headers::REQUEST_ID),
+                );
+                self.routing_headers(&mut response, &self.local_header, false, None);
+                return Ok(response);
+            }
+        };
+        let Some(entry) = entry else {
+            // Unknown here: the local node answers (404) with its own checks.
+            return self.local_tenant(inner, req, body).await;
+        };
+        if entry.home == self.local {
+            return self.local_tenant(inner, req, body).await;
+        }
+        if req.forwarded.is_some() {
+            return self.misdirected(inner, req, body, &entry).await;
+        }
+        match entry.transit {
+            Transit::Redirect => Ok(self.redirect(&req, &entry.home)),
+            Transit::Proxy => {
+                let prepared = match body::prepare(body, RETRY_BUFFER).await {
+                    Ok(prepared) => prepared,
+                    Err(_) => return Ok(self.unreadable_body(&req.parts)),
+                };
+                self.forward(inner, req, prepared, Some(tenant), entry.home.clone())
+                    .await
+            }
+        }
+    }
+
+    /// A forwarded request for a tenant this node's cache places elsewhere. The home
+    /// region is the authority for its tenants, so the cache is re-read first: if the
+    /// tenant has just moved here, it is served; otherwise `421` names the home.
+    async fn misdirected<S, B>(
+        self: Arc<Self>,
+        inner: S,
+        req: Admitted,
+        body: Body,
+        cached: &DirectoryEntry,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let home = match self.directory.refresh(&cached.tenant).await {
+            Ok(Some(fresh)) => fresh.home,
+            Ok(None) => return self.local_tenant(inner, req, body).await,
+            Err(_) => cached.home.clone(),
+        };
+        if home == self.local {
+            return self.local_tenant(inner, req, body).await;
+        }
+        self.count(Decision::Misdirected, "4xx");
+        let mut response = problem::response(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+            "the tenant is homed in another region",
+            req.parts.headers.get(headers::REQUEST_ID),
+        );
+        let home = region_value(&home);
+        self.routing_headers(&mut response, &home, true, req.forwarded.as_ref());
+        Ok(response)
+    }
+
+    async fn local_tenant<S, B>(
+        self: Arc<Self>,
+        inner: S,
+        req: Admitted,
+        body: Body,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let forwarded = req.forwarded;
+        let mut response = call_local(inner, req.parts, body).await?;
+        self.count(Decision::Local, status_class(response.status()));
+        self.routing_headers(&mut response, &self.local_header, false, forwarded.as_ref());
+        Ok(response)
+    }
+
+    fn redirect(&self, req: &Admitted, home: &RegionId) -> Response<Body> {
+        let Some(target) = self.targets.get(home) else {
+            return self.unknown_home(req, home);
+        };
+        let location = target
+            .public
+            .as_ref()
+            .and_then(|origin| origin.join(req.parts.uri.path_and_query()))
+            .and_then(|uri| HeaderValue::try_from(uri.to_string()).ok());
+        let Some(location) = location else {
+            tracing::error!(region = %home, "cannot redirect: the region's public endpoint is not an absolute URL");
+            return self.unknown_home(req, home);
+        };
+        self.count(Decision::Redirect, "3xx");
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        response.headers_mut().insert(header::LOCATION, location);
+        if let Some(id) = req.parts.headers.get(headers::REQUEST_ID) {
+            response
+                .headers_mut()
+                .insert(headers::REQUEST_ID, id.clone());
+        }
+        self.routing_headers(&mut response, &target.region_header, true, None);
+        response
+    }
+
+    fn unknown_home(&self, req: &Admitted, home: &RegionId) -> Response<Body> {
+        tracing::error!(region = %home, "cannot route: the tenant's home region is not in this node's catalogue");
+        self.count(Decision::Unrouted, "unknown_region");
+        let mut response = problem::unavailable(
+            "home-region-unreachable",
+            "the tenant's home region cannot be reached; try again shortly",
+            req.parts.headers.get(headers::REQUEST_ID),
+        );
+        self.routing_headers(&mut response, &region_value(home), true, None);
+        response
+    }
+
+    fn unreadable_body(&self, parts: &Parts) -> Response<Body> {
+        self.count(Decision::Unrouted, "bad_body");
+        problem::response(
+            StatusCode::BAD_REQUEST,
+            "unreadable-body",
+            "the request body could not be read",
+            parts.headers.get(headers::REQUEST_ID),
+        )
+    }
+
+    /// Proxies the request to `home` (a region other than this one). `tenant` is set for
+    /// tenant-scoped requests, whose `421` answers are corrected once.
+    async fn forward<S, B>(
+        self: Arc<Self>,
+        inner: S,
+        mut req: Admitted,
+        mut prepared: Prepared,
+        tenant: Option<TenantId>,
+        mut home: RegionId,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let request_id = request_id(&mut req.parts);
+        let forwarded = Forwarded {
+            entry_region: self.local.clone(),
+            client_address: client_address(&req.parts),
+            request_id,
+        };
+        let mut corrected = false;
+        let mut resent = false;
+        loop {
+            let Some(target) = self.targets.get(&home) else {
+                return Ok(self.unknown_home(&req, &home));
+            };
+            let Some(body) = prepared.take() else {
+                // Only a replayable body is ever sent twice; this cannot happen.
+                return Ok(self.upstream_failed(&req, target, SendError::Other));
+            };
+            match self.send(&req.parts, body, target, &forwarded).await {
+                Ok(response)
+                    if response.status() == StatusCode::MISDIRECTED_REQUEST && !corrected =>
+                {
+                    let Some(tenant) = tenant else {
+                        return Ok(self.proxied(response, target));
+                    };
+                    corrected = true;
+                    let fresh = match self.directory.refresh(&tenant).await {
+                        Ok(Some(fresh)) if fresh.home != home => fresh,
+                        _ => return Ok(self.proxied(response, target)),
+                    };
+                    tracing::info!(tenant = %tenant, stale = %home, home = %fresh.home, "directory entry corrected after 421");
+                    if !prepared.is_replayable() {
+                        // The body was streamed and is gone: the client retries, and its
+                        // next request goes to the corrected home.
+                        return Ok(self.proxied(response, target));
+                    }
+                    if let Some(m) = &self.metrics {
+                        m.retry("misdirected");
+                    }
+                    if fresh.home == self.local {
+                        let body = prepared.take().unwrap_or_default();
+                        let mut response = call_local(inner, req.parts, body).await?;
+                        self.count(Decision::Local, status_class(response.status()));
+                        self.routing_headers(&mut response, &self.local_header, false, None);
+                        return Ok(response);
+                    }
+                    if fresh.transit == Transit::Redirect {
+                        return Ok(self.redirect(&req, &fresh.home));
+                    }
+                    home = fresh.home;
+                }
+                Ok(response) => return Ok(self.proxied(response, target)),
+                Err(err) => {
+                    let retry = !resent
+                        && prepared.is_replayable()
+                        && match err {
+                            SendError::Connect => true,
+                            SendError::Other => is_idempotent(&req.parts.method),
+                            SendError::Timeout | SendError::BadEndpoint => false,
+                        };
+                    if !retry {
+                        return Ok(self.upstream_failed(&req, target, err));
+                    }
+                    resent = true;
+                    if let Some(m) = &self.metrics {
+                        m.retry(err.kind());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: the request, signed, to the target's internal endpoint.
+    async fn send(
+        &self,
+        parts: &Parts,
+        body: Body,
+        target: &Target,
+        forwarded: &Forwarded,
+    ) -> Result<Response<Incoming>, SendError> {
+        let uri = target
+            .internal
+            .as_ref()
+            .and_then(|origin| origin.join(parts.uri.path_and_query()));
+        let Some(uri) = uri else {
+            return Err(SendError::BadEndpoint);
+        };
+        let (mut out, ()) = Request::new(()).into_parts();
+        out.method = parts.method.clone();
+        out.uri = uri;
+        out.version = http::Version::HTTP_11;
+        out.headers = forward_headers(&parts.headers);
+        self.signer.sign(&mut out, forwarded);
+        let request = Request::from_parts(out, body);
+
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(self.upstream_timeout, self.client.request(request)).await;
+        let outcome = match result {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Err(err)) if err.is_connect() => Err(SendError::Connect),
+            Ok(Err(_)) => Err(SendError::Other),
+            Ok(Ok(response)) => Ok(response),
+        };
+        if let Some(m) = &self.metrics {
+            match &outcome {
+                Ok(_) => m.forward_latency(target.region.as_str(), started.elapsed()),
+                Err(err) => m.upstream_error(target.region.as_str(), err.kind()),
+            }
+        }
+        outcome
+    }
+
+    /// The home region's response, streamed back with the routing headers.
+    fn proxied(&self, response: Response<Incoming>, target: &Target) -> Response<Body> {
+        self.count(Decision::Forward, status_class(response.status()));
+        let (mut parts, incoming) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let mut response = Response::from_parts(parts, Body::new(incoming));
+        self.routing_headers(&mut response, &target.region_header, false, None);
+        response
+            .headers_mut()
+            .insert(headers::RESIDENCY_VIA, self.local_header.clone());
+        response
+    }
+
+    fn upstream_failed(&self, req: &Admitted, target: &Target, err: SendError) -> Response<Body> {
+        if err == SendError::BadEndpoint {
+            tracing::error!(region = %target.region, "cannot forward: the region's internal endpoint is not an absolute http URL");
+        } else {
+            tracing::warn!(region = %target.region, kind = err.kind(), "home region unreachable");
+        }
+        self.count(Decision::Forward, err_outcome(err));
+        let mut response = problem::unavailable(
+            "home-region-unreachable",
+            "the tenant's home region cannot be reached; try again shortly",
+            req.parts.headers.get(headers::REQUEST_ID),
+        );
+        self.routing_headers(&mut response, &target.region_header, true, None);
+        response
+    }
+
+    /// `X-Residency-Region` (the home) and `X-Residency-Via` (the entry region: this one,
+    /// or the signed entry region of a forwarded request). `force` overwrites what the
+    /// app set; otherwise only missing headers are added, except that a forwarded
+    /// request's `Via` is always the entry region.
+    fn routing_headers(
+        &self,
+        response: &mut Response<Body>,
+        home: &HeaderValue,
+        force: bool,
+        forwarded: Option<&Forwarded>,
+    ) {
+        let h = response.headers_mut();
+        let region = HeaderName::from_static(headers::RESIDENCY_REGION);
+        let via = HeaderName::from_static(headers::RESIDENCY_VIA);
+        if force {
+            h.insert(region, home.clone());
+        } else {
+            h.entry(region).or_insert_with(|| home.clone());
+        }
+        match forwarded {
+            Some(f) => {
+                h.insert(via, region_value(&f.entry_region));
+            }
+            None if force => {
+                h.insert(via, self.local_header.clone());
+            }
+            None => {
+                h.entry(via).or_insert_with(|| self.local_header.clone());
+            }
+        }
+    }
+}
+
+/// http and https (rustls with aws-lc-rs, the platform's roots) to other regions' internal
+/// endpoints, TCP_NODELAY, TCP keep-alive, and a connect timeout.
+fn connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    match HttpsConnectorBuilder::new().with_provider_and_native_roots(provider) {
+        Ok(builder) => builder.https_or_http().enable_http1().wrap_connector(http),
+        Err(err) => {
+            // Without trust roots https cannot be verified: https endpoints then fail
+            // to connect (503), http ones still work.
+            tracing::error!(error = %err, "no usable TLS trust roots: forwarding over https is disabled");
+            let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("aws-lc-rs supports rustls' default protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+            HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
+        }
+    }
+}
+
+async fn call_local<S, B>(inner: S, parts: Parts, body: Body) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<B>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let response = inner.oneshot(Request::from_parts(parts, body)).await?;
+    Ok(response.map(Body::new))
+}
+
+fn err_outcome(err: SendError) -> &'static str {
+    match err {
+        SendError::Connect | SendError::Other => "unreachable",
+        SendError::Timeout => "timeout",
+        SendError::BadEndpoint => "bad_endpoint",
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+fn region_value(region: &RegionId) -> HeaderValue {
+    // Region ids are lowercase ASCII words, digits and hyphens.
+    HeaderValue::from_str(region.as_str()).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The client's request id if it is a usable header value, else a new one; written back
+/// so that the local app and the response agree.
+fn request_id(parts: &mut Parts) -> String {
+    let given = parts
+        .headers
+        .get(headers::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map(|v| header_safe(v).into_owned());
+    match given {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                parts.headers.insert(headers::REQUEST_ID, value);
+            }
+            id
+        }
+    }
+}
+
+fn client_address(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string())
+}
+
+fn strip_forwarding(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(headers::FORWARDED_PREFIX))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and those named by `Connection`.
+fn remove_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        h.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(name);
+    }
+}
+
+/// The headers a forwarded request carries: the client's, less hop-by-hop headers, the
+/// `Host` (set from the home endpoint) and anything the router itself sets.
+fn forward_headers(client: &HeaderMap) -> HeaderMap {
+    let mut h = client.clone();
+    remove_hop_by_hop(&mut h);
+    h.remove(header::HOST);
+    // The entry node answered any `Expect: 100-continue` itself.
+    h.remove(header::EXPECT);
+    h.remove(headers::ENTRY_REGION);
+    strip_forwarding(&mut h);
+    h
+}
+
+/// `home_region` of a `POST /v1/tenants` body, if it names a region.
+fn requested_home(body: &[u8]) -> Option<RegionId> {
+    #[derive(Deserialize)]
+    struct Probe {
+        home_region: Option<String>,
+    }
+    let probe: Probe = serde_json::from_slice(body).ok()?;
+    RegionId::parse(&probe.home_region?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_catalogue_gives_every_region_its_endpoints() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../regions");
+        let catalog = catalog::Catalog::load_dir(&dir).expect("the repository's catalogue loads");
+        let regions = regions_from_catalog(&catalog).expect("endpoints are URLs");
+        assert_eq!(regions.len(), catalog.len());
+        let eu = regions
+            .get(&RegionId::parse("eu-west-1").expect("region"))
+            .expect("eu-west-1 is in the catalogue");
+        assert_eq!(eu.internal.scheme(), Some(&Scheme::HTTPS));
+        let origin = Origin::parse(&eu.public).expect("absolute");
+        let joined = origin
+            .join(Some(&PathAndQuery::from_static("/v1/tenants/x?y=1")))
+            .expect("joined");
+        assert_eq!(
+            joined.to_string(),
+            "https://eu-west-1.api.residency.example.com/v1/tenants/x?y=1"
+        );
+    }
+
+    #[test]
+    fn an_origin_with_a_prefix_keeps_it() {
+        let origin =
+            Origin::parse(&Uri::from_static("http://10.0.0.1:8443/edge/")).expect("origin");
+        let joined = origin
+            .join(Some(&PathAndQuery::from_static("/v1/tenants")))
+            .expect("joined");
+        assert_eq!(joined.to_string(), "http://10.0.0.1:8443/edge/v1/tenants");
+        assert!(Origin::parse(&Uri::from_static("/relative")).is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_not_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("eu.example"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        h.insert(headers::ENTRY_REGION, HeaderValue::from_static("us-east-1"));
+        h.insert(headers::FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        let out = forward_headers(&h);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn the_requested_home_is_read_from_the_body() {
+        assert_eq!(
+            requested_home(br#"{"name":"A","home_region":"us-east-1"}"#),
+            RegionId::parse("us-east-1").ok()
+        );
+        assert_eq!(requested_home(br#"{"name":"A"}"#), None);
+        assert_eq!(requested_home(br#"{"home_region":"Not A Region"}"#), None);
+        assert_eq!(requested_home(b"not json"), None);
+    }
+}

@@ -1,0 +1,509 @@
+//! Route decisions end to end: local, proxy, redirect, 421 correction, outages, tenant
+//! creation, and streaming of large bodies through the forwarding hop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use axum::body::Body;
+use http::{Method, Request, StatusCode, header};
+use model::Transit;
+use router::{DirectoryEntry, ForwardSigner, Forwarded, ForwardingKey, headers};
+
+use crate::harness::{
+    AP, Cluster, DEAD, EU, KEY, Options, PACE_WINDOW, SILENT, US, count_body, header, json,
+    paced_body, public_url, region,
+};
+
+#[tokio::test]
+async fn a_local_tenant_is_served_in_process_with_no_extra_hop() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let tenant = cluster.tenant(EU, Transit::Proxy).await?;
+
+    let response = cluster
+        .get(EU, &format!("/v1/tenants/{tenant}/collections/c?x=1"))
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(response.headers(), headers::RESIDENCY_REGION),
+        Some(EU)
+    );
+    assert_eq!(header(response.headers(), headers::RESIDENCY_VIA), Some(EU));
+    let body = json(response).await?;
+    assert_eq!(body["region"], EU);
+    assert_eq!(body["query"], "x=1");
+    assert!(body["entry_region"].is_null(), "{body}");
+    assert!(body["forwarded_for"].is_null(), "no hop: {body}");
+    assert_eq!(cluster.hits()[EU], 1);
+    assert_eq!(cluster.hits()[US] + cluster.hits()[AP], 0);
+
+    // Operational paths and unknown tenants are the local node's.
+    let response = cluster.get(US, "/healthz").await?;
+    assert_eq!(json(response).await?["region"], US);
+    let unknown = model::TenantId::from_random_bytes([3; 16]);
+    let response = cluster.get(AP, &format!("/v1/tenants/{unknown}")).await?;
+    assert_eq!(header(response.headers(), headers::RESIDENCY_VIA), Some(AP));
+    assert_eq!(json(response).await?["region"], AP);
+    assert_eq!(cluster.hits()[US], 1);
+    assert_eq!(cluster.hits()[AP], 1);
+
+    // A percent-encoded id names the same tenant.
+    let encoded = format!(
+        "%{:02x}{}",
+        tenant.as_str().as_bytes()[0],
+        &tenant.as_str()[1..]
+    );
+    let response = cluster
+        .get(US, &format!("/v1/tenants/{encoded}/keys"))
+        .await?;
+    assert_eq!(json(response).await?["region"], EU);
+
+    let metrics = cluster.metrics(EU);
+    assert!(
+        metrics.contains(r#"router_requests_total{decision="local",outcome="2xx"} 2"#),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_foreign_tenant_is_proxied_home_for_get_put_and_post() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let tenant = cluster.tenant(US, Transit::Proxy).await?;
+    let path = format!("/v1/tenants/{tenant}/collections/c/records");
+
+    let response = cluster
+        .send(
+            Request::get(cluster.url(EU, &format!("{path}?limit=5")))
+                .header(headers::REQUEST_ID, "req-42")
+                .body(Body::empty())?,
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(response.headers(), headers::RESIDENCY_REGION),
+        Some(US)
+    );
+    assert_eq!(header(response.headers(), headers::RESIDENCY_VIA), Some(EU));
+    let body = json(response).await?;
+    assert_eq!(body["region"], US);
+    assert_eq!(body["path"], path);
+    assert_eq!(body["query"], "limit=5");
+    assert_eq!(body["entry_region"], EU);
+    assert_eq!(body["forwarded_for"], "127.0.0.1");
+    assert_eq!(body["request_id"], "req-42");
+
+    let put = cluster
+        .send(
+            Request::put(cluster.url(EU, &format!("{path}/r1")))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"email":"someone@example.com"}"#))?,
+        )
+        .await?;
+    assert_eq!(put.status(), StatusCode::OK);
+    let body = json(put).await?;
+    assert_eq!(
+        (body["method"].as_str(), body["bytes"].as_u64()),
+        (Some("PUT"), Some(31))
+    );
+    assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+
+    let post = cluster
+        .send(Request::post(cluster.url(AP, &path)).body(Body::from(vec![1u8; 100_000]))?)
+        .await?;
+    assert_eq!(post.status(), StatusCode::CREATED);
+    assert_eq!(header(post.headers(), headers::RESIDENCY_VIA), Some(AP));
+    let body = json(post).await?;
+    assert_eq!(
+        (body["region"].as_str(), body["bytes"].as_u64()),
+        (Some(US), Some(100_000))
+    );
+    assert_eq!(body["entry_region"], AP);
+
+    let hits = cluster.hits();
+    assert_eq!(
+        (hits[EU], hits[US], hits[AP]),
+        (0, 3, 0),
+        "only the home app serves"
+    );
+    let metrics = cluster.metrics(EU);
+    assert!(
+        metrics.contains(r#"router_requests_total{decision="forward",outcome="2xx"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"router_forward_duration_seconds_count{region="us-east-1"} 2"#),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_through_the_forwarder_with_bounded_memory() -> Result<()> {
+    const SIZE: u64 = 20 * 1024 * 1024;
+    let cluster = Cluster::start().await?;
+    let tenant = cluster.tenant(US, Transit::Proxy).await?;
+    let path = format!("/v1/tenants/{tenant}/collections/c/records/r/files/f");
+    let flow = Arc::clone(&cluster.flow);
+
+    // The producer never runs more than PACE_WINDOW ahead of what the home app has read,
+    // so a forwarder that held the body would stall these requests: the timeout fails them.
+    let within = Duration::from_secs(60);
+    let upload = async {
+        let put = Request::put(cluster.url(EU, &path))
+            .header(header::CONTENT_LENGTH, SIZE)
+            .body(paced_body(Arc::clone(&flow), SIZE, PACE_WINDOW))?;
+        let response = cluster.send(put).await?;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(json(response).await?["bytes"], SIZE);
+
+        // Chunked (no declared length): crosses the 64 KiB retry buffer, then streams.
+        let post = Request::post(cluster.url(EU, &path)).body(paced_body(
+            Arc::clone(&flow),
+            SIZE,
+            PACE_WINDOW,
+        ))?;
+        let response = cluster.send(post).await?;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(json(response).await?["bytes"], SIZE);
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(within, upload)
+        .await
+        .map_err(|_| anyhow::anyhow!("upload stalled: the forwarder is not streaming"))??;
+
+    let download = async {
+        let response = cluster
+            .get(EU, &format!("/v1/tenants/{tenant}/blob?size={SIZE}"))
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(response.headers(), headers::RESIDENCY_VIA), Some(EU));
+        count_body(&flow, response.into_body()).await
+    };
+    let received = tokio::time::timeout(within, download)
+        .await
+        .map_err(|_| anyhow::anyhow!("download stalled: the forwarder is not streaming"))??;
+    assert_eq!(received, SIZE);
+    assert_eq!(cluster.hits()[EU], 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redirect_tenant_gets_307_to_its_home_public_endpoint() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let tenant = cluster.tenant(AP, Transit::Redirect).await?;
+    let path = format!("/v1/tenants/{tenant}/collections/c/records?q=a%20b&n=2");
+
+    let response = cluster.get(EU, &path).await?;
+    assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        header(response.headers(), header::LOCATION.as_str()),
+        Some(format!("{}{path}", public_url(AP)).as_str())
+    );
+    assert_eq!(
+        header(response.headers(), headers::RESIDENCY_REGION),
+        Some(AP)
+    );
+    assert_eq!(header(response.headers(), headers::RESIDENCY_VIA), Some(EU));
+    let hits = cluster.hits();
+    assert_eq!((hits[EU], hits[US], hits[AP]), (0, 0, 0));
+
+    // At home it is served.
+    let response = cluster.get(AP, &path).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(response).await?["region"], AP);
+    assert!(
+        cluster
+            .metrics(EU)
+            .contains(r#"decision="redirect",outcome="3xx"} 1"#)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stale_directory_entry_is_corrected_through_421_refresh_and_one_retry() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let tenant = cluster.tenant(US, Transit::Proxy).await?;
+    // EU still believes the tenant lives in AP (a relocation EU has not heard of).
+    let stale = DirectoryEntry {
+        tenant,
+        home: region(AP),
+        allowed: vec![region(AP)],
+        transit: Transit::Proxy,
+        version: 0,
+    };
+    cluster.node(EU).cache.record(stale.clone()).await;
+
+    let path = format!("/v1/tenants/{tenant}/collections/c");
+    let response = cluster
+        .send(Request::put(cluster.url(EU, &path)).body(Body::from("{}"))?)
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(response.headers(), headers::RESIDENCY_REGION),
+        Some(US)
+    );
+    assert_eq!(header(response.headers(), headers::RESIDENCY_VIA), Some(EU));
+    let body = json(response).await?;
+    assert_eq!(
+        (body["region"].as_str(), body["bytes"].as_u64()),
+        (Some(US), Some(2))
+    );
+    assert_eq!(body["entry_region"], EU);
+    let hits = cluster.hits();
+    assert_eq!(
+        (hits[EU], hits[US], hits[AP]),
+        (0, 1, 0),
+        "AP never served it"
+    );
+    assert_eq!(
+        cluster
+            .node(EU)
+            .cache
+            .lookup(&tenant)
+            .await?
+            .map(|e| e.home),
+        Some(region(US))
+    );
+    assert!(
+        cluster
+            .metrics(EU)
+            .contains(r#"router_forward_retries_total{reason="misdirected"} 1"#)
+    );
+    assert!(
+        cluster
+            .metrics(AP)
+            .contains(r#"decision="misdirected",outcome="4xx"} 1"#)
+    );
+
+    // A body too large to keep for a retry: the 421 reaches the client, the cache is
+    // corrected anyway, and the next request goes straight home.
+    cluster.node(EU).cache.invalidate(&tenant).await;
+    cluster.node(EU).cache.record(stale).await;
+    let big = vec![7u8; 100 * 1024];
+    let response = cluster
+        .send(Request::put(cluster.url(EU, &path)).body(Body::from(big))?)
+        .await?;
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(
+        header(response.headers(), headers::RESIDENCY_REGION),
+        Some(US)
+    );
+    let response = cluster.get(EU, &path).await?;
+    assert_eq!(json(response).await?["region"], US);
+    assert_eq!(cluster.hits()[AP], 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tenant_relocated_here_is_served_locally_after_the_421() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let tenant = cluster.tenant(EU, Transit::Proxy).await?;
+    cluster
+        .node(EU)
+        .cache
+        .record(DirectoryEntry {
+            tenant,
+            home: region(AP),
+            allowed: vec![],
+            transit: Transit::Proxy,
+            version: 0,
+        })
+        .await;
+    let response = cluster
+        .send(
+            Request::post(cluster.url(EU, &format!("/v1/tenants/{tenant}/keys/rotate")))
+                .body(Body::empty())?,
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(response.headers(), headers::RESIDENCY_REGION),
+        Some(EU)
+    );
+    assert_eq!(json(response).await?["region"], EU);
+    let hits = cluster.hits();
+    assert_eq!((hits[EU], hits[US], hits[AP]), (1, 0, 0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_home_answers_503_and_no_other_region_serves() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let tenant = cluster.tenant(DEAD, Transit::Proxy).await?;
+    let path = format!("/v1/tenants/{tenant}/collections/c/records");
+
+    for method in [Method::GET, Method::POST, Method::PATCH] {
+        let started = Instant::now();
+        let response = cluster
+            .send(
+                Request::builder()
+                    .method(method.clone())
+                    .uri(cluster.url(EU, &path))
+                    .body(Body::from("{}"))?,
+            )
+            .await?;
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            header(response.headers(), header::RETRY_AFTER.as_str()),
+            Some("2")
+        );
+        assert_eq!(
+            header(response.headers(), header::CONTENT_TYPE.as_str()),
+            Some(wire::PROBLEM_JSON)
+        );
+        assert_eq!(
+            header(response.headers(), headers::RESIDENCY_REGION),
+            Some(DEAD)
+        );
+        assert_eq!(header(response.headers(), headers::RESIDENCY_VIA), Some(EU));
+        let problem = json(response).await?;
+        assert_eq!(problem["status"], 503);
+        assert!(
+            !problem.to_string().contains(&path),
+            "no path echoed: {problem}"
+        );
+    }
+    let hits = cluster.hits();
+    assert_eq!(
+        (hits[EU], hits[US], hits[AP]),
+        (0, 0, 0),
+        "never served elsewhere"
+    );
+    let metrics = cluster.metrics(EU);
+    assert!(
+        metrics.contains(r#"router_upstream_errors_total{region="sa-east-1",kind="connect"} 6"#),
+        "each request was tried twice (connect errors never reached the upstream): {metrics}"
+    );
+    assert!(
+        metrics.contains(r#"decision="forward",outcome="unreachable"} 3"#),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_silent_home_times_out_into_503_without_resending() -> Result<()> {
+    let cluster = Cluster::with(Options {
+        upstream_timeout: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await?;
+    let tenant = cluster.tenant(SILENT, Transit::Proxy).await?;
+    let started = Instant::now();
+    let response = cluster
+        .send(
+            Request::post(cluster.url(US, &format!("/v1/tenants/{tenant}/api-keys")))
+                .body(Body::from("{}"))?,
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    let metrics = cluster.metrics(US);
+    assert!(metrics.contains(r#"kind="timeout"} 1"#), "{metrics}");
+    assert!(
+        !metrics.contains("router_forward_retries_total{"),
+        "a POST that may have been sent is not resent: {metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unavailable_directory_is_bridged_by_the_cache_else_503() -> Result<()> {
+    let cluster = Cluster::with(Options {
+        ttl: Duration::from_millis(100),
+        ..Options::default()
+    })
+    .await?;
+    let known = cluster.tenant(US, Transit::Proxy).await?;
+    let unseen = cluster.tenant(EU, Transit::Proxy).await?;
+    let response = cluster.get(EU, &format!("/v1/tenants/{known}")).await?;
+    assert_eq!(json(response).await?["region"], US);
+
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    cluster.directory.set_unavailable(true);
+    let response = cluster.get(EU, &format!("/v1/tenants/{known}")).await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "served from the stale copy"
+    );
+    assert_eq!(json(response).await?["region"], US);
+
+    let response = cluster.get(EU, &format!("/v1/tenants/{unseen}")).await?;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(cluster.hits()[EU], 0, "not served without knowing the home");
+
+    // A request another region's directory sent here is served by the local node, which
+    // holds only its own tenants.
+    let (mut parts, body) = Request::get(cluster.url(EU, &format!("/v1/tenants/{unseen}")))
+        .body(Body::empty())?
+        .into_parts();
+    let signer = ForwardSigner::new(ForwardingKey::new(KEY)?, Duration::from_secs(30));
+    signer.sign(
+        &mut parts,
+        &Forwarded {
+            entry_region: region(AP),
+            client_address: "198.51.100.7".to_owned(),
+            request_id: "req-9".to_owned(),
+        },
+    );
+    let response = cluster.send(Request::from_parts(parts, body)).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(response).await?["entry_region"], AP);
+    assert_eq!(cluster.hits()[EU], 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_tenant_reaches_the_requested_home_region() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let create = |at: &str, body: &str| {
+        Request::post(cluster.url(at, "/v1/tenants"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+    };
+    for (at, body, served_by) in [
+        (EU, r#"{"name":"Acme","home_region":"ap-south-1"}"#, AP),
+        (
+            EU,
+            r#"{"name":"Acme","home_region":"us-east-1","transit":"redirect"}"#,
+            US,
+        ),
+        (EU, r#"{"name":"Acme","home_region":"eu-west-1"}"#, EU),
+        (US, r#"{"name":"Acme","home_region":"xx-nowhere-9"}"#, US),
+        (US, r#"{"name":"Acme","home_region":"NOT A REGION"}"#, US),
+        (AP, r#"{"name":"Acme""#, AP),
+    ] {
+        let response = cluster.send(create(at, body)?).await?;
+        assert_eq!(response.status(), StatusCode::CREATED, "{body}");
+        let answer = json(response).await?;
+        assert_eq!(answer["served_by"], served_by, "{body}");
+    }
+    let hits = cluster.hits();
+    assert_eq!((hits[EU], hits[US], hits[AP]), (1, 3, 2));
+    let body = json(
+        cluster
+            .send(create(US, r#"{"name":"Acme","home_region":"ap-south-1"}"#)?)
+            .await?,
+    )
+    .await?;
+    assert_eq!(body["request"]["name"], "Acme", "the body arrives intact");
+
+    let response = cluster
+        .send(create(EU, r#"{"name":"Acme","home_region":"sa-east-1"}"#)?)
+        .await?;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    Ok(())
+}
