@@ -60,9 +60,7 @@ impl FromRequestParts<NodeState> for Ctx {
         Ok(Self {
             context: RequestContext {
                 request_id: request_id.clone(),
-                // Until requests are forwarded between regions (the router), every
-                // request enters here.
-                via_region: state.region().clone(),
+                via_region: state.entry_region(&parts.headers),
             },
             request_id,
             bearer,

@@ -93,15 +93,16 @@ pub fn app(state: NodeState) -> Router {
 /// Adds `X-Residency-Region` (the home region, which served it) and `X-Residency-Via`
 /// (the region whose endpoint received it) to tenant-scoped responses.
 async fn routing_headers(State(state): State<NodeState>, request: Request, next: Next) -> Response {
+    let via = state.entry_region(request.headers());
     let mut response = next.run(request).await;
+    let headers = response.headers_mut();
     if let Ok(region) = HeaderValue::from_str(state.region().as_str()) {
-        let headers = response.headers_mut();
         headers
             .entry(wire::headers::RESIDENCY_REGION)
-            .or_insert(region.clone());
-        headers
-            .entry(wire::headers::RESIDENCY_VIA)
             .or_insert(region);
+    }
+    if let Ok(via) = HeaderValue::from_str(via.as_str()) {
+        headers.entry(wire::headers::RESIDENCY_VIA).or_insert(via);
     }
     response
 }

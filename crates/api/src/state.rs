@@ -30,6 +30,10 @@ pub struct NodeParts {
     pub rate_limit: RateLimit,
     /// The tenant directory new tenants are registered in, if the deployment has one.
     pub registry: Option<Arc<dyn service::TenantRegistry>>,
+    /// Whether the region router runs in front of this node. Only then is the
+    /// `x-residency-entry-region` request header trusted: the router strips every copy a
+    /// client sends and sets it only for a request whose forwarding signature verified.
+    pub behind_router: bool,
 }
 
 /// Cheap to clone; one per regional node.
@@ -91,6 +95,19 @@ impl NodeState {
 
     pub fn region(&self) -> &RegionId {
         &self.inner.region
+    }
+
+    /// The region whose endpoint received the request: the router's verified entry region
+    /// for a forwarded request, this region otherwise.
+    pub fn entry_region(&self, headers: &http::HeaderMap) -> RegionId {
+        if !self.inner.parts.behind_router {
+            return self.inner.region.clone();
+        }
+        headers
+            .get(wire::headers::ENTRY_REGION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|raw| RegionId::parse(raw).ok())
+            .unwrap_or_else(|| self.inner.region.clone())
     }
 
     /// The tenant service (every `/v1` use case).

@@ -27,6 +27,7 @@ use serde_json::json;
 use service::AuditKeys;
 use store::{DatabaseSettings, PgEndpoint};
 
+use crate::directory::{LateDirectory, PgDirectory};
 use crate::node::{AuditFlags, Backends, NodeAudit, Platform, RunningNode};
 
 /// The application database created in every local primary.
@@ -78,13 +79,47 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let _lock = lock_state_dir(&state_dir)?;
     let operator_token = load_or_create_secret(&state_dir.join("operator_token"))?;
 
+    // Every node's port is bound before any node starts: each router needs them all.
+    let mut listeners = Vec::new();
+    let mut endpoints = std::collections::HashMap::new();
+    for id in &regions {
+        let root = state_dir.join(id.as_str());
+        fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+        let listener = bind_saved_port(&root.join("api_port")).await?;
+        let url: http::Uri = format!("http://{}", listener.local_addr()?)
+            .parse()
+            .context("node address as a URI")?;
+        endpoints.insert(
+            id.clone(),
+            router::RegionEndpoints {
+                internal: url.clone(),
+                public: url,
+            },
+        );
+        listeners.push(listener);
+    }
+    let forwarding_secret = load_or_create_secret(&state_dir.join("forwarding_secret"))?;
+    // The directory lives in the first region's database (it holds no personal data).
+    let directory = LateDirectory::default();
     let platform = Platform {
         regions: catalog.ids().cloned().collect(),
         operator: service::access::OperatorToken::new(&operator_token),
         api: args.api.clone(),
-        registry: None,
+        routing: Some(crate::node::Routing {
+            regions: endpoints,
+            directory: Arc::new(directory.clone()),
+            forwarding_secret: catalog::Secret::new(forwarding_secret),
+        }),
     };
-    let started = start_regions(&binaries, &state_dir, &regions, &args.audit, &platform).await?;
+    let started = start_regions(
+        &binaries,
+        &state_dir,
+        regions.iter().cloned().zip(listeners).collect(),
+        &args.audit,
+        &platform,
+        &directory,
+    )
+    .await?;
     let endpoints_path = state_dir.join("endpoints.json");
     let written = write_endpoints(&endpoints_path, &operator_token, &started);
     if let Err(err) = written {
@@ -138,17 +173,22 @@ fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<fs::File>> {
 async fn start_regions(
     binaries: &PgBinaries,
     state_dir: &Path,
-    regions: &[RegionId],
+    regions: Vec<(RegionId, tokio::net::TcpListener)>,
     audit: &AuditFlags,
     platform: &Platform,
+    directory: &LateDirectory,
 ) -> anyhow::Result<Vec<DevRegion>> {
-    let results = futures::future::join_all(regions.iter().map(|id| {
+    let directory_region = regions.first().map(|(id, _)| id.clone());
+    let results = futures::future::join_all(regions.into_iter().map(|(id, listener)| {
+        let holds_directory = directory_region.as_ref() == Some(&id);
         start_region(
             binaries,
             state_dir.join(id.as_str()),
-            id.clone(),
+            id,
             audit,
             platform.clone(),
+            listener,
+            holds_directory.then(|| directory.clone()),
         )
     }))
     .await;
@@ -173,6 +213,8 @@ async fn start_region(
     id: RegionId,
     audit: &AuditFlags,
     platform: Platform,
+    listener: tokio::net::TcpListener,
+    directory: Option<LateDirectory>,
 ) -> anyhow::Result<DevRegion> {
     fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
     let keys = load_or_create_audit_keys(&root.join("audit"), &id)?;
@@ -199,7 +241,11 @@ async fn start_region(
     let databases = LocalRegion::start(binaries, options)
         .await
         .with_context(|| format!("start the {id} databases"))?;
-    let node = match start_node(&id, &databases, &root, backends, audit, platform).await {
+    let node = match start_node(
+        &id, &databases, backends, audit, platform, listener, directory,
+    )
+    .await
+    {
         Ok(node) => node,
         Err(err) => {
             let _ = databases.stop().await;
@@ -219,12 +265,19 @@ async fn start_region(
 async fn start_node(
     id: &RegionId,
     databases: &LocalRegion,
-    root: &Path,
     backends: Backends,
     audit: NodeAudit,
     platform: Platform,
+    listener: tokio::net::TcpListener,
+    directory: Option<LateDirectory>,
 ) -> anyhow::Result<RunningNode> {
     create_app_database(databases).await?;
+    if let Some(directory) = directory {
+        let endpoint = PgEndpoint::new("directory", databases.primary_config(APP_DATABASE));
+        let database =
+            store::directory::DirectoryDatabase::new(&endpoint).context("the directory pool")?;
+        directory.set(PgDirectory::new(database));
+    }
     let settings = DatabaseSettings::new(
         PgEndpoint::new("primary", databases.primary_config(APP_DATABASE)),
         vec![PgEndpoint::new(
@@ -232,7 +285,6 @@ async fn start_node(
             databases.replica_config(APP_DATABASE),
         )],
     );
-    let listener = bind_saved_port(&root.join("api_port")).await?;
     crate::node::start(id.clone(), &settings, backends, audit, platform, listener).await
 }
 

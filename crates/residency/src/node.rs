@@ -143,9 +143,22 @@ pub(crate) struct Platform {
     pub regions: Vec<RegionId>,
     pub operator: service::access::OperatorToken,
     pub api: ApiFlags,
-    /// The tenant directory, when the deployment has one.
-    pub registry: Option<Arc<dyn service::TenantRegistry>>,
+    /// How this node reaches the other regions; `None` serves this region's tenants only.
+    pub routing: Option<Routing>,
 }
+
+/// What the region router in front of a node needs: every region's endpoints, the
+/// tenant directory, and the inter-region forwarding secret.
+#[derive(Debug, Clone)]
+pub(crate) struct Routing {
+    pub regions: std::collections::HashMap<RegionId, router::RegionEndpoints>,
+    pub directory: Arc<dyn router::Directory>,
+    pub forwarding_secret: catalog::Secret,
+}
+
+/// How long a node trusts its cached directory entry of a tenant. A relocation is
+/// corrected sooner through the 421 path.
+const DIRECTORY_TTL: Duration = Duration::from_secs(60);
 
 /// Migrates and stamps the region's primary (refusing a changed migration or another
 /// region's database), then serves on `listener`.
@@ -165,7 +178,12 @@ pub(crate) async fn start(
     if !report.applied.is_empty() {
         tracing::info!(region = %region, applied = ?report.applied, "migrated primary");
     }
-    let metrics = Arc::new(NodeMetrics::new(region.as_str()));
+    let mut router_metrics = None;
+    let metrics = Arc::new(NodeMetrics::with_extra(region.as_str(), |registry| {
+        if platform.routing.is_some() {
+            router_metrics = Some(router::RouterMetrics::new(registry));
+        }
+    }));
     let keyring = Keyring::new(
         database.clone(),
         backends.kms.clone(),
@@ -187,6 +205,29 @@ pub(crate) async fn start(
         checkpoint_interval_seconds = audit.settings().checkpoint_interval.as_secs_f64(),
         "audit log ready"
     );
+    let routing = match &platform.routing {
+        Some(routing) => {
+            let cache =
+                router::CachedDirectory::new(routing.directory.clone(), DIRECTORY_TTL, 100_000);
+            let key = router::ForwardingKey::from_secret(&routing.forwarding_secret)
+                .context("the forwarding secret")?;
+            let signer = router::ForwardSigner::new(key, router::DEFAULT_MAX_SKEW);
+            let mut config = router::RouterConfig::new(
+                region.clone(),
+                routing.regions.clone(),
+                cache.clone(),
+                signer,
+            );
+            config.metrics = router_metrics;
+            Some((config, cache))
+        }
+        None => None,
+    };
+    let registry: Option<Arc<dyn service::TenantRegistry>> = routing.as_ref().map(|(_, cache)| {
+        Arc::new(crate::directory::Registrar {
+            cache: cache.clone(),
+        }) as Arc<dyn service::TenantRegistry>
+    });
     let state = api::NodeState::new(api::NodeParts {
         database,
         kms: backends.kms,
@@ -198,14 +239,31 @@ pub(crate) async fn start(
         operator: platform.operator,
         service: platform.api.service_settings(),
         rate_limit: platform.api.rate_limit()?,
-        registry: platform.registry.clone(),
+        registry,
+        behind_router: routing.is_some(),
     });
     let poller = api::spawn_health_poller(state.clone(), HEALTH_POLL_INTERVAL);
     let address = listener.local_addr().context("read listener address")?;
     let (stop, mut stopped) = watch::channel(false);
-    let server = tokio::spawn(api::serve(listener, state, async move {
+    let shutdown = async move {
         let _ = stopped.wait_for(|stop| *stop).await;
-    }));
+    };
+    let server = match routing {
+        Some((config, _)) => {
+            let routed = tower::Layer::layer(&router::layer(config), api::app(state));
+            tokio::spawn(async move {
+                axum::serve(
+                    listener,
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                        std::net::SocketAddr,
+                    >(routed),
+                )
+                .with_graceful_shutdown(shutdown)
+                .await
+            })
+        }
+        None => tokio::spawn(api::serve(listener, state, shutdown)),
+    };
     tracing::info!(region = %region, %address, "regional node serving");
     Ok(RunningNode {
         region,

@@ -64,7 +64,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         regions: catalog.ids().cloned().collect(),
         operator: service::access::OperatorToken::new(args.operator_token.expose()),
         api: args.api.clone(),
-        registry: None,
+        routing: None,
     };
     let node = crate::node::start(region, &settings, backends, audit, platform, listener).await?;
     let signal = crate::signals::shutdown_requested().await?;

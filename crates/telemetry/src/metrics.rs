@@ -90,6 +90,12 @@ pub struct NodeMetrics {
 impl NodeMetrics {
     /// Metrics of the node serving `region`; every series carries `region="…"`.
     pub fn new(region: &str) -> Self {
+        Self::with_extra(region, |_| {})
+    }
+
+    /// [`NodeMetrics::new`], letting `extra` register further series (e.g. the region
+    /// router's) in the same registry, with the same prefix and region label.
+    pub fn with_extra(region: &str, extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix_and_labels(
             "residency",
             [(Cow::Borrowed("region"), Cow::Owned(region.to_owned()))].into_iter(),
@@ -201,6 +207,7 @@ impl NodeMetrics {
         let dek_cache_misses = dek_cache_lookups
             .get_or_create(&CacheLabels { result: "miss" })
             .clone();
+        extra(&mut registry);
         Self {
             registry,
             dek_cache_hits,

@@ -20,6 +20,9 @@ pub mod headers {
     pub const SERVED_BY: &str = "x-served-by";
     /// Echoed if the client sent one, generated otherwise.
     pub const REQUEST_ID: &str = "x-request-id";
+    /// Set by the region router on a request whose forwarding signature verified: the
+    /// region whose endpoint received it. Internal; the router strips client copies.
+    pub const ENTRY_REGION: &str = "x-residency-entry-region";
     /// Opaque read-your-writes token returned by writes.
     pub const CONSISTENCY_TOKEN: &str = "x-consistency-token";
 }

@@ -85,6 +85,7 @@ pub fn node_state(
         },
         rate_limit,
         registry: None,
+        behind_router: false,
     })
 }
 

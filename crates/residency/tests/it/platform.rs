@@ -113,3 +113,200 @@ async fn a_tenant_works_through_residency_dev_and_a_50_mib_file_streams_with_bou
         "the node's peak memory grew by {grown_mib} MiB for a 50 MiB file: it must stream"
     );
 }
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = http.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("send request")
+}
+
+#[tokio::test]
+async fn every_region_serves_every_tenant_and_the_data_stays_home() {
+    let state = tempfile::tempdir().expect("state dir");
+    let mut dev = Dev::spawn(state.path(), "eu-central-1,us-east-1");
+    let endpoints = dev.endpoints().await;
+    let operator = endpoints["operator_token"]
+        .as_str()
+        .expect("operator token");
+    let eu = endpoints["regions"]["eu-central-1"]["api"]
+        .as_str()
+        .expect("eu api")
+        .to_owned();
+    let us = endpoints["regions"]["us-east-1"]["api"]
+        .as_str()
+        .expect("us api")
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    use reqwest::Method;
+
+    // Created through the EU endpoint, homed in the US.
+    let created = call(
+        &http,
+        Method::POST,
+        &format!("{eu}/v1/tenants"),
+        operator,
+        Some(json!({"name": "Globex Inc", "home_region": "us-east-1"})),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED, "{}", dev.output());
+    let tenant: Value = created.json().await.expect("tenant");
+    let id = tenant["id"].as_str().expect("id").to_owned();
+    let admin = tenant["admin_key"].as_str().expect("admin key").to_owned();
+
+    let schema =
+        json!({"fields": {"email": {"type": "string", "class": "identifier", "searchable": true}}});
+    let put = call(
+        &http,
+        Method::PUT,
+        &format!("{eu}/v1/tenants/{id}/collections/people"),
+        &admin,
+        Some(schema),
+    )
+    .await;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let record = call(
+        &http,
+        Method::POST,
+        &format!("{eu}/v1/tenants/{id}/collections/people/records"),
+        &admin,
+        Some(json!({"data": {"email": "MARKER-us-only@example.com"}})),
+    )
+    .await;
+    assert_eq!(record.status(), StatusCode::CREATED);
+    let token = record.headers()["x-consistency-token"]
+        .to_str()
+        .expect("token")
+        .to_owned();
+    let record: Value = record.json().await.expect("record");
+    let path = format!(
+        "/v1/tenants/{id}/collections/people/records/{}",
+        record["id"].as_str().expect("id")
+    );
+
+    let read = http
+        .get(format!("{eu}{path}"))
+        .bearer_auth(&admin)
+        .header("x-consistency-token", &token)
+        // A client cannot claim to have entered elsewhere.
+        .header("x-residency-entry-region", "ap-southeast-1")
+        .header("x-residency-forwarded-region", "ap-southeast-1")
+        .send()
+        .await
+        .expect("read through the EU");
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.headers()["x-residency-region"], "us-east-1");
+    assert_eq!(read.headers()["x-residency-via"], "eu-central-1");
+    let direct = http
+        .get(format!("{us}{path}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("read at home");
+    assert_eq!(direct.status(), StatusCode::OK);
+    assert_eq!(direct.headers()["x-residency-via"], "us-east-1");
+
+    // The home region's audit log names the entry region, not the forged one.
+    let auditor = call(
+        &http,
+        Method::POST,
+        &format!("{us}/v1/tenants/{id}/api-keys"),
+        &admin,
+        Some(json!({"name": "audit", "role": "auditor"})),
+    )
+    .await;
+    let auditor: Value = auditor.json().await.expect("auditor key");
+    let auditor = auditor["key"].as_str().expect("key").to_owned();
+    let events = call(
+        &http,
+        Method::GET,
+        &format!("{us}/v1/tenants/{id}/audit/events?action=record.read"),
+        &auditor,
+        None,
+    )
+    .await;
+    let events: Value = events.json().await.expect("events");
+    let vias: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|event| event["via_region"].as_str())
+        .collect();
+    assert_eq!(vias, ["eu-central-1", "us-east-1"], "{events}");
+
+    // A tenant that asks for redirects gets a 307 to its home's public endpoint.
+    let redirected = call(
+        &http,
+        Method::POST,
+        &format!("{us}/v1/tenants"),
+        operator,
+        Some(json!({"name": "Initech", "home_region": "us-east-1", "transit": "redirect"})),
+    )
+    .await;
+    assert_eq!(redirected.status(), StatusCode::CREATED);
+    let redirected: Value = redirected.json().await.expect("tenant");
+    let other = redirected["id"].as_str().expect("id");
+    let other_key = redirected["admin_key"].as_str().expect("key");
+    let moved = call(
+        &http,
+        Method::GET,
+        &format!("{eu}/v1/tenants/{other}/collections/people?x=1"),
+        other_key,
+        None,
+    )
+    .await;
+    assert_eq!(moved.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        moved.headers()["location"],
+        format!("{us}/v1/tenants/{other}/collections/people?x=1").as_str()
+    );
+
+    // Nothing of the US tenant rests in the EU database but its directory entry.
+    let eu_db = endpoints["regions"]["eu-central-1"]["primary"]
+        .as_str()
+        .expect("eu primary");
+    let (client, connection) = tokio_postgres::connect(eu_db, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the EU primary");
+    tokio::spawn(connection);
+    for table in [
+        "tenants",
+        "api_keys",
+        "collections",
+        "records",
+        "record_index",
+        "files",
+        "audit_events",
+        "audit_heads",
+        "tenant_keys",
+    ] {
+        let count: i64 = client
+            .query_one(
+                &format!("select count(*) from {table} where tenant_id = $1"),
+                &[&id],
+            )
+            .await
+            .unwrap_or_else(|err| panic!("count {table}: {err}"))
+            .get(0);
+        assert_eq!(count, 0, "{table} of the EU region holds the US tenant");
+    }
+    let directory: String = client
+        .query_one(
+            "select home_region from tenant_directory where tenant_id = $1",
+            &[&id],
+        )
+        .await
+        .expect("directory entry")
+        .get(0);
+    assert_eq!(directory, "us-east-1");
+}
