@@ -5,6 +5,7 @@
 mod audit_cmd;
 mod bench;
 mod dev;
+mod directory;
 mod migrate;
 mod node;
 mod serve;
