@@ -20,6 +20,10 @@ pub(crate) struct RawRegion {
     /// `residency dev` keeps its keys in the state directory.
     #[serde(default)]
     pub audit_signing_key: Option<RawSecretRef>,
+    /// The inter-region secret the routers sign forwarded requests with (the same value in
+    /// every region); optional here, since `residency dev` keeps it in the state directory.
+    #[serde(default)]
+    pub forwarding_secret: Option<RawSecretRef>,
     pub endpoints: RawEndpoints,
     pub database: RawDatabase,
     pub storage: RawStorage,

@@ -27,6 +27,10 @@ pub struct RegionSpec {
     /// The region's Ed25519 audit signing key (its text form, see `docs/audit.md`), by
     /// reference. Optional in the file; `residency serve` refuses to start without it.
     pub audit_signing_key: Option<SecretRef>,
+    /// The inter-region forwarding secret (HMAC key of signed forwarding headers, at least
+    /// 32 bytes, the same in every region), by reference. Optional in the file;
+    /// `residency serve` refuses to start without it.
+    pub forwarding_secret: Option<SecretRef>,
     /// The file this region was loaded from.
     pub source: PathBuf,
 }
@@ -212,6 +216,7 @@ pub(crate) fn validate(
             prefix: analytics.prefix,
         },
         audit_signing_key: raw.audit_signing_key.map(|reference| reference.0),
+        forwarding_secret: raw.forwarding_secret.map(|reference| reference.0),
         source: file.to_owned(),
     })
 }

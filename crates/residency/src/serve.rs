@@ -37,6 +37,10 @@ pub(crate) struct ServeArgs {
     /// environment or a secret store; never put it on a command line.
     #[arg(long, env = "RESIDENCY_OPERATOR_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     operator_token: catalog::Secret,
+    /// The tenant directory database (`postgres://…`), shared by every region. It holds
+    /// no personal data: tenant id, home region, allowed regions, transit, version.
+    #[arg(long, env = "RESIDENCY_DIRECTORY_URL", hide_env_values = true, value_parser = parse_secret)]
+    directory_url: catalog::Secret,
     #[command(flatten)]
     audit: AuditFlags,
     #[command(flatten)]
@@ -48,6 +52,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (region, spec) = find_region(&catalog, &args.region)?;
     // Before anything connects: a node that cannot sign its audit log does not start.
     let keys = audit_keys(&region, spec, |name| std::env::var_os(name))?;
+    let routing = routing(&catalog, &region, spec, &args.directory_url, |name| {
+        std::env::var_os(name)
+    })?;
     let settings = database_settings(spec)?;
     let backends = aws_backends(&region, spec, args.aws_endpoint_url.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -64,12 +71,47 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         regions: catalog.ids().cloned().collect(),
         operator: service::access::OperatorToken::new(args.operator_token.expose()),
         api: args.api.clone(),
-        routing: None,
+        routing: Some(routing),
     };
     let node = crate::node::start(region, &settings, backends, audit, platform, listener).await?;
     let signal = crate::signals::shutdown_requested().await?;
     tracing::info!(signal, "stopping");
     node.stop().await
+}
+
+/// Every region's endpoints, the directory, and the forwarding secret: what the router in
+/// front of this node needs. Refuses a region without a forwarding secret.
+fn routing(
+    catalog: &Catalog,
+    region: &RegionId,
+    spec: &RegionSpec,
+    directory_url: &catalog::Secret,
+    env: impl FnOnce(&str) -> Option<OsString>,
+) -> anyhow::Result<crate::node::Routing> {
+    let Some(reference) = &spec.forwarding_secret else {
+        bail!(
+            "region {region} has no forwarding_secret in {}: routers sign forwarded requests with it; \
+             add `forwarding_secret = {{ env = \"NAME\" }}` (or `{{ file = \"/path\" }}`), the same secret in every region",
+            spec.source.display()
+        );
+    };
+    let forwarding_secret = reference
+        .resolve_with(env)
+        .with_context(|| format!("region {region}: resolve forwarding_secret ({reference})"))?;
+    router::ForwardingKey::from_secret(&forwarding_secret)
+        .with_context(|| format!("region {region}: forwarding_secret ({reference})"))?;
+    let config: tokio_postgres::Config = directory_url
+        .expose()
+        .parse()
+        // The URL may carry a password: never echo it.
+        .map_err(|_| anyhow::anyhow!("--directory-url is not a valid PostgreSQL URL"))?;
+    let directory = store::directory::DirectoryDatabase::new(&PgEndpoint::new("directory", config))
+        .context("the directory pool")?;
+    Ok(crate::node::Routing {
+        regions: router::regions_from_catalog(catalog).context("region endpoints")?,
+        directory: crate::directory::PgDirectory::new(directory),
+        forwarding_secret,
+    })
 }
 
 fn parse_secret(raw: &str) -> Result<catalog::Secret, std::convert::Infallible> {

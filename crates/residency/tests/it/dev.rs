@@ -389,6 +389,10 @@ fn serve_refuses_a_region_without_an_audit_signing_key_before_connecting() {
             "RESIDENCY_OPERATOR_TOKEN",
             "rso.an-operator-token-long-enough-for-serve",
         )
+        .env(
+            "RESIDENCY_DIRECTORY_URL",
+            "postgres://127.0.0.1:1/directory",
+        )
         .output()
         .expect("run residency serve");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -410,9 +414,61 @@ fn serve_refuses_a_region_without_an_audit_signing_key_before_connecting() {
             "RESIDENCY_OPERATOR_TOKEN",
             "rso.an-operator-token-long-enough-for-serve",
         )
+        .env(
+            "RESIDENCY_DIRECTORY_URL",
+            "postgres://127.0.0.1:1/directory",
+        )
         .output()
         .expect("run residency serve");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("--audit-checkpoint-interval"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_a_region_without_a_forwarding_secret_before_connecting() {
+    let catalog = tempfile::tempdir().expect("catalog dir");
+    for entry in std::fs::read_dir(repo_path("regions")).expect("read regions/") {
+        let path = entry.expect("list regions/").path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            let text = std::fs::read_to_string(&path).expect("read region file");
+            let without: String = text
+                .lines()
+                .filter(|line| !line.starts_with("forwarding_secret"))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let name = path.file_name().expect("file name");
+            std::fs::write(catalog.path().join(name), without).expect("write region file");
+        }
+    }
+    let output = residency()
+        .args([
+            "serve",
+            "--region",
+            "us-east-1",
+            "--listen",
+            "127.0.0.1:0",
+            "--catalog",
+        ])
+        .arg(catalog.path())
+        .env(
+            "RESIDENCY_AUDIT_SIGNING_KEY",
+            format!("residency-audit-ed25519:{}", "ab".repeat(32)),
+        )
+        .env(
+            "RESIDENCY_OPERATOR_TOKEN",
+            "rso.an-operator-token-long-enough-for-serve",
+        )
+        .env(
+            "RESIDENCY_DIRECTORY_URL",
+            "postgres://127.0.0.1:1/directory",
+        )
+        .output()
+        .expect("run residency serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("region us-east-1 has no forwarding_secret"),
+        "names the region and the field: {stderr}"
+    );
 }
