@@ -216,6 +216,39 @@ async fn every_region_serves_every_tenant_and_the_data_stays_home() {
     assert_eq!(direct.status(), StatusCode::OK);
     assert_eq!(direct.headers()["x-residency-via"], "us-east-1");
 
+    // A 50 MiB file through the forwarding node streams both ways with bounded memory
+    // (both nodes run in the one `residency dev` process being measured).
+    let file_url = format!("{eu}{path}/files/scan.bin");
+    let content: Vec<u8> = (0..50 * 1024 * 1024)
+        .map(|i: usize| (i * 13 % 256) as u8)
+        .collect();
+    let expected = hex::encode(Sha256::digest(&content));
+    let before = peak_rss_kib(dev.child.id());
+    let put = http
+        .put(&file_url)
+        .bearer_auth(&admin)
+        .body(content)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let got = http
+        .get(&file_url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.headers()["x-residency-region"], "us-east-1");
+    let body = got.bytes().await.expect("body");
+    assert_eq!(hex::encode(Sha256::digest(&body)), expected);
+    let grown_mib = peak_rss_kib(dev.child.id()).saturating_sub(before) / 1024;
+    eprintln!("forwarded 50 MiB: peak memory grew by {grown_mib} MiB");
+    assert!(
+        grown_mib < 24,
+        "peak memory grew by {grown_mib} MiB: forwarding must stream"
+    );
+
     // The home region's audit log names the entry region, not the forged one.
     let auditor = call(
         &http,
