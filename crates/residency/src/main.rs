@@ -4,6 +4,9 @@
 
 mod audit_cmd;
 mod bench;
+mod bench_api;
+mod bench_cpu;
+mod bench_events;
 mod dev;
 mod directory;
 mod migrate;

@@ -1,6 +1,7 @@
-//! `residency bench envelope` as a command: it measures both sizes and operations against
-//! the raw baseline and writes them as JSON, and a cold keyring unwraps each tenant's key
-//! exactly once however many values it seals.
+//! `residency bench envelope`, `bench audit` and `bench api` as commands: each measures
+//! its cases against a baseline of the same run, prints a table and writes JSON; a cold
+//! keyring unwraps each tenant's key exactly once however many values it seals; `bench
+//! api` leaves no PostgreSQL process behind.
 
 use crate::residency;
 
@@ -86,6 +87,8 @@ fn bench_audit_writes_both_write_rates_and_the_verify_rate() {
             "2",
             "--verify-events",
             "3000",
+            "--read-events",
+            "600",
             "--output",
         ])
         .arg(&output)
@@ -115,4 +118,100 @@ fn bench_audit_writes_both_write_rates_and_the_verify_rate() {
             > 0.0
     );
     assert_eq!(report["verify_events"], 3000);
+    for rate in ["batched_queue_per_sec", "multi_row_prototype_per_sec"] {
+        assert!(
+            report["read_events"][rate].as_f64().expect("event rate") > 0.0,
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn bench_api_prints_the_table_and_writes_both_ratios_as_json() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("dir");
+    // The region's clusters go here too (TMPDIR), so that the processes left over, if
+    // any, can be found by path; PostgreSQL runs as another user when we are root.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("open the directory to the postgres user");
+    let output = dir.path().join("api.json");
+    let run = residency()
+        .env("TMPDIR", dir.path())
+        .args([
+            "bench",
+            "api",
+            "--seconds",
+            "0.3",
+            "--clients",
+            "4",
+            "--tenants",
+            "2",
+            "--json",
+        ])
+        .arg(&output)
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for expected in ["ops/s", "p50 ms", "p99 ms", "baseline (SQL)", "API (HTTP)"] {
+        assert!(
+            stdout.contains(expected),
+            "the table shows {expected}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("create    ratio") && stdout.contains("read      ratio"),
+        "{stdout}"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&output).expect("json written")).expect("json");
+    assert_eq!(report["clients"], 4);
+    assert_eq!(report["tenants"], 2);
+    let results = report["results"].as_array().expect("results");
+    let operations: Vec<&str> = results
+        .iter()
+        .map(|r| r["operation"].as_str().expect("operation"))
+        .collect();
+    assert_eq!(operations, ["create", "read"]);
+    for result in results {
+        let (api, baseline) = (
+            result["api_per_sec"].as_f64().expect("api rate"),
+            result["baseline_per_sec"].as_f64().expect("baseline rate"),
+        );
+        assert!(api > 0.0 && baseline > 0.0, "{result}");
+        let ratio = result["ratio"].as_f64().expect("ratio");
+        assert!((ratio - api / baseline).abs() < 1e-9, "{result}");
+        for latency in [
+            "api_p50_ms",
+            "api_p99_ms",
+            "baseline_p50_ms",
+            "baseline_p99_ms",
+        ] {
+            assert!(result[latency].as_f64().expect("latency") > 0.0, "{result}");
+        }
+        assert!(
+            result["api_p50_ms"].as_f64() <= result["api_p99_ms"].as_f64(),
+            "{result}"
+        );
+    }
+    let cases = report["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 6, "three paths for each operation");
+    for case in cases {
+        assert_eq!(case["errors"], 0, "every operation succeeds: {case}");
+    }
+    assert!(
+        report["sealed_bytes"].as_u64().expect("sealed size") > 0,
+        "the baseline writes a sealed column of the API's size"
+    );
+    assert_eq!(report["reads_served_by"], "replica");
+    assert_eq!(
+        devstack::testing::processes_mentioning(dir.path()),
+        Vec::<u32>::new(),
+        "the region's PostgreSQL processes are stopped when the command ends"
+    );
 }
