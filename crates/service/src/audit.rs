@@ -482,21 +482,88 @@ impl Core {
     pub(crate) async fn append_batch(&self, events: &[NewEvent]) -> Result<(), AuditError> {
         let mut ordered: Vec<&NewEvent> = events.iter().collect();
         ordered.sort_by(|a, b| a.tenant.as_str().cmp(b.tenant.as_str()));
+        let groups: Vec<&[&NewEvent]> = ordered.chunk_by(|a, b| a.tenant == b.tenant).collect();
         let mut primary = self.database.primary().get().await?;
         let result = async {
             let tx = primary.begin().await?;
-            for event in ordered {
-                self.append(&tx, event.clone()).await?;
+            // One statement per tenant, all sent at once on the connection (pipelined),
+            // each linked after the head this node last wrote for the tenant...
+            let guesses: Vec<Option<Vec<Event>>> = groups
+                .iter()
+                .map(|group| {
+                    self.heads
+                        .get(&group[0].tenant)
+                        .map(|head| link(Some(head), group))
+                })
+                .collect();
+            let rows: Vec<Option<Vec<AuditRow>>> = guesses
+                .iter()
+                .map(|linked| {
+                    linked
+                        .as_ref()
+                        .map(|events| events.iter().map(to_row).collect())
+                })
+                .collect();
+            let attempts = rows.iter().map(|rows| async {
+                match rows {
+                    Some(rows) => rows::append_many(&tx, rows).await,
+                    None => Ok(false),
+                }
+            });
+            let accepted = futures::future::join_all(attempts).await;
+            // ...and where that guess was stale (or there was none), after the locked head.
+            for ((group, guess), accepted) in groups.iter().zip(guesses).zip(accepted) {
+                let linked = match (accepted?, guess) {
+                    (true, Some(linked)) => linked,
+                    _ => {
+                        let tenant = group[0].tenant;
+                        let head = rows::lock_head(&tx, &tenant)
+                            .await?
+                            .map(|(seq, hash)| Head {
+                                seq,
+                                hash: Hash::from_bytes(hash),
+                            });
+                        let linked = link(head, group);
+                        let rows: Vec<AuditRow> = linked.iter().map(to_row).collect();
+                        if !rows::append_many(&tx, &rows).await? {
+                            return Err(AuditError::Corrupt(format!(
+                                "the head of tenant {tenant} moved while locked"
+                            )));
+                        }
+                        linked
+                    }
+                };
+                if let Some(last) = linked.last() {
+                    self.heads.insert(last.tenant, last.head());
+                }
             }
             tx.commit().await?;
             Ok(())
         }
         .await;
         if result.is_err() {
+            // A rolled-back batch leaves the cached heads ahead of the database: forget
+            // them, so the retry links after the real heads at once.
+            for group in &groups {
+                self.heads.invalidate(&group[0].tenant);
+            }
             primary.discard();
         }
         result
     }
+}
+
+/// `events` (of one tenant, in order) linked one after the other from `head`.
+fn link(head: Option<Head>, events: &[&NewEvent]) -> Vec<Event> {
+    let mut head = head;
+    events
+        .iter()
+        .map(|event| {
+            let linked = audit::next(head, (*event).clone());
+            head = Some(linked.head());
+            linked
+        })
+        .collect()
 }
 
 fn to_row(event: &Event) -> AuditRow {

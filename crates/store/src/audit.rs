@@ -294,3 +294,75 @@ fn to_u64(value: i64) -> Result<u64, StoreError> {
 fn to_i64(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Corrupt("audit: seq out of range".into()))
 }
+
+/// Appends `events`, consecutive events of one tenant already linked to each other, if
+/// and only if the tenant's head is exactly the first event's predecessor: moves the head
+/// to the last event and inserts them all in one statement, and returns whether it did.
+/// Safe without a prior [`lock_head`], like [`append`].
+///
+/// # Panics
+/// When `events` is empty or holds several tenants: a programming error.
+pub async fn append_many(tx: &PrimaryTx<'_>, events: &[AuditRow]) -> Result<bool, StoreError> {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        panic!("append_many needs at least one event");
+    };
+    assert!(
+        events.iter().all(|event| event.tenant == first.tenant),
+        "append_many takes one tenant's events"
+    );
+    let statement = tx
+        .prepare_cached(
+            "with moved as (
+                 update audit_heads set seq = $2::bigint, hash = $3
+                 where tenant_id = $1 and seq = $4::bigint
+                   and (hash = $5 or ($4::bigint = 0 and hash is null))
+                 returning tenant_id
+             )
+             insert into audit_events (tenant_id, seq, time, region, actor_kind, actor_id, action,
+                                       resource, outcome, request_id, via_region, prev_hash, hash)
+             select moved.tenant_id, e.seq, e.time, e.region, e.actor_kind, e.actor_id, e.action,
+                    e.resource, e.outcome, e.request_id, e.via_region, e.prev_hash, e.hash
+             from moved, unnest($6::bigint[], $7::timestamptz[], $8::text[], $9::text[],
+                                $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                                $15::text[], $16::bytea[], $17::bytea[])
+                  as e (seq, time, region, actor_kind, actor_id, action, resource, outcome,
+                        request_id, via_region, prev_hash, hash)",
+        )
+        .await?;
+    let seqs = events
+        .iter()
+        .map(|event| to_i64(event.seq))
+        .collect::<Result<Vec<_>, _>>()?;
+    let column = |field: fn(&AuditRow) -> &str| -> Vec<&str> { events.iter().map(field).collect() };
+    let prev_seq = to_i64(first.seq - 1)?;
+    let prev_hash = (prev_seq != 0).then(|| first.prev_hash.to_vec());
+    let times: Vec<SystemTime> = events.iter().map(|event| event.time).collect();
+    let prev_hashes: Vec<&[u8]> = events.iter().map(|event| &event.prev_hash[..]).collect();
+    let hashes: Vec<&[u8]> = events.iter().map(|event| &event.hash[..]).collect();
+    let inserted = tx
+        .client()
+        .execute(
+            &statement,
+            &[
+                &first.tenant.as_str(),
+                &to_i64(last.seq)?,
+                &&last.hash[..],
+                &prev_seq,
+                &prev_hash,
+                &seqs,
+                &times,
+                &column(|e| &e.region),
+                &column(|e| &e.actor_kind),
+                &column(|e| &e.actor_id),
+                &column(|e| &e.action),
+                &column(|e| &e.resource),
+                &column(|e| &e.outcome),
+                &column(|e| &e.request_id),
+                &column(|e| &e.via_region),
+                &prev_hashes,
+                &hashes,
+            ],
+        )
+        .await?;
+    Ok(inserted == events.len() as u64)
+}
