@@ -17,13 +17,20 @@ pub const APP_ROLE: &str = "residency_app";
 /// The setting row-level security policies compare `tenant_id` with.
 pub const TENANT_SETTING: &str = "residency.tenant";
 
-/// One batch for both settings. The tenant id is inlined: a parsed `TenantId` is a
-/// lowercase UUID (hex digits and dashes only), so it cannot break out of the literal.
-fn scope_sql(tenant: &TenantId) -> String {
-    format!(
-        "set local role {APP_ROLE}; select set_config('{TENANT_SETTING}', '{}', true)",
-        tenant.as_str()
-    )
+/// Confines the rest of `tx` to `tenant`: the row-level-security role and the tenant
+/// setting, as one prepared statement (`set_config('role', …, true)` is `SET LOCAL ROLE`),
+/// so the tenant id travels as a parameter and the statement is parsed once per connection.
+async fn scope(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &TenantId,
+) -> Result<(), StoreError> {
+    let statement = tx
+        .prepare_cached(&format!(
+            "select set_config('role', '{APP_ROLE}', true), set_config('{TENANT_SETTING}', $1, true)"
+        ))
+        .await?;
+    tx.query_one(&statement, &[&tenant.as_str()]).await?;
+    Ok(())
 }
 
 impl Primary {
@@ -33,7 +40,7 @@ impl Primary {
         // TODO-perf: two round trips (BEGIN, then the settings); tokio-postgres builds a
         // `Transaction` only from its own BEGIN, so the two cannot share a batch.
         let tx = self.0.transaction().await?;
-        tx.batch_execute(&scope_sql(tenant)).await?;
+        scope(&tx, tenant).await?;
         Ok(PrimaryTx(tx))
     }
 }
@@ -121,7 +128,7 @@ impl Reader {
             .read_only(true)
             .start()
             .await?;
-        tx.batch_execute(&scope_sql(tenant)).await?;
+        scope(&tx, tenant).await?;
         Ok(ReadTx(tx))
     }
 }
