@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use service::{RequestContext, ServiceError};
-use wire::{PROBLEM_JSON, Problem};
+use wire::Problem;
 
 use crate::NodeState;
 
@@ -99,10 +99,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let problem = Problem::new(status, slug, detail).with_request_id(Some(self.request_id));
-        let mut response = (status, axum::Json(problem)).into_response();
+        let mut response = crate::problem::respond_with_id(
+            Problem::new(status, slug, detail),
+            Some(self.request_id),
+        );
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match &self.error {
             ServiceError::Unavailable { retry_after, .. } => {
                 headers.insert(

@@ -11,6 +11,11 @@ pub(crate) fn respond(problem: Problem, headers: &HeaderMap) -> Response {
         .get(wire::headers::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    respond_with_id(problem, request_id)
+}
+
+/// A problem response carrying `request_id`.
+pub(crate) fn respond_with_id(problem: Problem, request_id: Option<String>) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, Json(problem.with_request_id(request_id))).into_response();
     response

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use wire::{PROBLEM_JSON, Problem};
+use axum::response::Response;
+use wire::Problem;
 
 use crate::NodeState;
 
@@ -102,21 +102,13 @@ pub(crate) async fn limit(
     match state.rate_limiter().check(&bucket) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
-            let request_id = request
-                .headers()
-                .get(wire::headers::REQUEST_ID)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned);
             let problem = Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "too many requests for this key; retry after the Retry-After delay",
-            )
-            .with_request_id(request_id);
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(problem)).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-            headers.insert(
+            );
+            let mut response = crate::problem::respond(problem, request.headers());
+            response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
             );

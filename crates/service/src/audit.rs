@@ -401,6 +401,28 @@ impl AuditLog {
         to: Option<SystemTime>,
         out: &mut Vec<u8>,
     ) -> Result<u64, AuditError> {
+        self.export_pages(tenant, from, to, |chunk| {
+            out.extend_from_slice(&chunk);
+            std::future::ready(true)
+        })
+        .await
+    }
+
+    /// The tenant's events in `[from, to)` as a bundle, handed to `emit` one page of
+    /// NDJSON lines at a time and then the signed manifest line, so that memory stays
+    /// bounded whatever the log's size. `emit` returns `false` to stop (the reader went
+    /// away). Returns how many events were written.
+    pub async fn export_pages<F, Fut>(
+        &self,
+        tenant: &TenantId,
+        from: Option<SystemTime>,
+        to: Option<SystemTime>,
+        mut emit: F,
+    ) -> Result<u64, AuditError>
+    where
+        F: FnMut(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let mut writer = BundleWriter::new(*tenant, self.region().clone(), from, to);
         let mut filter = EventFilter {
             from,
@@ -413,16 +435,17 @@ impl AuditLog {
             let page = self.events(tenant, &filter).await?;
             let Some(last) = page.last() else { break };
             filter.after_seq = last.seq;
+            let mut chunk = Vec::with_capacity(page.len() * 400);
             for event in &page {
-                writer.write_event(event, out)?;
+                writer.write_event(event, &mut chunk)?;
+            }
+            if !emit(chunk).await {
+                return Ok(writer.count());
             }
         }
         let count = writer.count();
-        out.extend_from_slice(
-            writer
-                .finish(self.inner.keys.current(), SystemTime::now())?
-                .as_bytes(),
-        );
+        let manifest = writer.finish(self.inner.keys.current(), SystemTime::now())?;
+        emit(manifest.into_bytes()).await;
         Ok(count)
     }
 }

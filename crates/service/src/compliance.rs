@@ -30,9 +30,6 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-/// Events per page read while exporting.
-const EXPORT_PAGE: u32 = 1000;
-
 /// Chunks buffered between the database reader and the client of an export.
 const EXPORT_BUFFER: usize = 8;
 
@@ -119,34 +116,13 @@ impl RegionService {
         to: Option<SystemTime>,
         sender: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) -> Result<(), ServiceError> {
-        let audit = &self.inner.audit;
-        let mut writer = audit::BundleWriter::new(*tenant, self.region().clone(), from, to);
-        let mut filter = EventFilter {
-            from,
-            to,
-            action: None,
-            after_seq: 0,
-            limit: EXPORT_PAGE,
-        };
-        loop {
-            let page = audit.events(tenant, &filter).await?;
-            let Some(last) = page.last() else { break };
-            filter.after_seq = last.seq;
-            let mut chunk = Vec::with_capacity(page.len() * 400);
-            for event in &page {
-                writer
-                    .write_event(event, &mut chunk)
-                    .map_err(|err| ServiceError::Internal(err.to_string()))?;
-            }
-            if sender.send(Ok(Bytes::from(chunk))).await.is_err() {
-                // The client went away.
-                return Ok(());
-            }
-        }
-        let manifest = writer
-            .finish(audit.signing_key(), SystemTime::now())
-            .map_err(|err| ServiceError::Internal(err.to_string()))?;
-        let _ = sender.send(Ok(Bytes::from(manifest))).await;
+        self.inner
+            .audit
+            .export_pages(tenant, from, to, |chunk| async move {
+                // `false` (the client went away) ends the export early.
+                sender.send(Ok(Bytes::from(chunk))).await.is_ok()
+            })
+            .await?;
         Ok(())
     }
 

@@ -360,20 +360,7 @@ fn an_unknown_region_is_refused_listing_the_known_ones() {
 
 #[test]
 fn serve_refuses_a_region_without_an_audit_signing_key_before_connecting() {
-    let catalog = tempfile::tempdir().expect("catalog dir");
-    for entry in std::fs::read_dir(repo_path("regions")).expect("read regions/") {
-        let path = entry.expect("list regions/").path();
-        if path.extension().is_some_and(|ext| ext == "toml") {
-            let text = std::fs::read_to_string(&path).expect("read region file");
-            let without: String = text
-                .lines()
-                .filter(|line| !line.starts_with("audit_signing_key"))
-                .map(|line| format!("{line}\n"))
-                .collect();
-            let name = path.file_name().expect("file name");
-            std::fs::write(catalog.path().join(name), without).expect("write region file");
-        }
-    }
+    let catalog = catalog_without("audit_signing_key");
     let output = residency()
         .args([
             "serve",
@@ -427,20 +414,7 @@ fn serve_refuses_a_region_without_an_audit_signing_key_before_connecting() {
 
 #[test]
 fn serve_refuses_a_region_without_a_forwarding_secret_before_connecting() {
-    let catalog = tempfile::tempdir().expect("catalog dir");
-    for entry in std::fs::read_dir(repo_path("regions")).expect("read regions/") {
-        let path = entry.expect("list regions/").path();
-        if path.extension().is_some_and(|ext| ext == "toml") {
-            let text = std::fs::read_to_string(&path).expect("read region file");
-            let without: String = text
-                .lines()
-                .filter(|line| !line.starts_with("forwarding_secret"))
-                .map(|line| format!("{line}\n"))
-                .collect();
-            let name = path.file_name().expect("file name");
-            std::fs::write(catalog.path().join(name), without).expect("write region file");
-        }
-    }
+    let catalog = catalog_without("forwarding_secret");
     let output = residency()
         .args([
             "serve",
@@ -471,4 +445,23 @@ fn serve_refuses_a_region_without_a_forwarding_secret_before_connecting() {
         stderr.contains("region us-east-1 has no forwarding_secret"),
         "names the region and the field: {stderr}"
     );
+}
+
+/// A copy of the repository's catalogue whose region files lack the line setting `field`.
+fn catalog_without(field: &str) -> tempfile::TempDir {
+    let catalog = tempfile::tempdir().expect("catalog dir");
+    for entry in std::fs::read_dir(repo_path("regions")).expect("read regions/") {
+        let path = entry.expect("list regions/").path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            let text = std::fs::read_to_string(&path).expect("read region file");
+            let without: String = text
+                .lines()
+                .filter(|line| !line.starts_with(field))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let name = path.file_name().expect("file name");
+            std::fs::write(catalog.path().join(name), without).expect("write region file");
+        }
+    }
+    catalog
 }
