@@ -3,7 +3,8 @@
 //! lookup, associated data, versioned format) against raw aws-lc-rs AES-256-GCM on the
 //! same buffers, and KMS calls per 100k seals spread over 100 tenants. `audit`: writing
 //! a record alone against the record plus its audit event in one transaction (the
-//! product's record write; a minimal four-column row too, and a pipelined prototype),
+//! product's record write; audited, the row and its event in one statement as
+//! `create_record` writes them; a minimal four-column row too),
 //! with the CPU each costs, the batched read-event writer against a multi-row prototype
 //! (`bench_events.rs`), and offline bundle verification in events per second on one
 //! core. `api` (`bench_api.rs`): the tenant API over HTTP against the same SQL work done
@@ -401,21 +402,17 @@ enum WriteCase {
     /// The product's record write as `service::records::create_record` issues it: a
     /// tenant-scoped transaction (`begin_tenant`), `store::records::insert` (the
     /// `records` row with a sealed value, a blind-index token and a public field), and
-    /// `commit_lsn` for the consistency token; audited adds `AuditLog::append`.
+    /// `commit_lsn` for the consistency token; audited, `AuditLog::insert_record` (the
+    /// row and its event in one statement, as `create_record` writes them).
     Record { audited: bool },
-    /// Prototype of a service change: as `Record` audited, but the event's statement is
-    /// sent together with the row's on the one connection (tokio-postgres pipelines
-    /// concurrent queries), saving a round trip.
-    RecordPipelined,
 }
 
 impl WriteCase {
-    const ALL: [WriteCase; 5] = [
+    const ALL: [WriteCase; 4] = [
         WriteCase::MinimalRow { audited: false },
         WriteCase::MinimalRow { audited: true },
         WriteCase::Record { audited: false },
         WriteCase::Record { audited: true },
-        WriteCase::RecordPipelined,
     ];
 
     fn name(self) -> &'static str {
@@ -424,14 +421,12 @@ impl WriteCase {
             Self::MinimalRow { audited: true } => "minimal row + event",
             Self::Record { audited: false } => "record",
             Self::Record { audited: true } => "record + event",
-            Self::RecordPipelined => "record + event, pipelined (prototype)",
         }
     }
 
     fn audited(self) -> bool {
         match self {
             Self::MinimalRow { audited } | Self::Record { audited } => audited,
-            Self::RecordPipelined => true,
         }
     }
 }
@@ -478,7 +473,6 @@ async fn audit_bench(args: AuditArgs) -> anyhow::Result<()> {
     let write_ratio = audited / plain;
     let minimal_ratio = rate(WriteCase::MinimalRow { audited: true })
         / rate(WriteCase::MinimalRow { audited: false });
-    let pipelined_ratio = rate(WriteCase::RecordPipelined) / plain;
 
     println!(
         "{:<40} {:>12} {:>14} {:>14}",
@@ -504,10 +498,6 @@ async fn audit_bench(args: AuditArgs) -> anyhow::Result<()> {
         "ratio (minimal row + event / row)"
     );
     println!(
-        "{:<40} {pipelined_ratio:>12.2}",
-        "ratio (pipelined prototype / record)"
-    );
-    println!(
         "{:<40} {:>12.0}",
         "read events/s, batched queue writer", events.queue_per_sec
     );
@@ -526,14 +516,13 @@ async fn audit_bench(args: AuditArgs) -> anyhow::Result<()> {
         "writers": args.writers,
         "rounds": args.rounds,
         "seconds_per_round": args.seconds_per_round,
-        "baseline": "the product's record write (begin_tenant, store::records::insert, commit_lsn); audited adds AuditLog::append in the same transaction",
+        "baseline": "the product's record write (begin_tenant, store::records::insert, commit_lsn); audited writes the row and its event in one statement (AuditLog::insert_record, as create_record does)",
         "insert_row_per_sec": plain,
         "insert_row_and_event_per_sec": audited,
         "write_ratio": write_ratio,
         "write_target_ratio": AUDIT_WRITE_TARGET,
         "write_met": write_ratio >= AUDIT_WRITE_TARGET,
         "minimal_row_ratio": minimal_ratio,
-        "pipelined_prototype_ratio": pipelined_ratio,
         "cases": cases.iter().map(|r| json!({
             "case": r.case.name(),
             "audited": r.case.audited(),
@@ -721,7 +710,7 @@ async fn write_once(
             }
             tx.commit().await?;
         }
-        WriteCase::Record { .. } | WriteCase::RecordPipelined => {
+        WriteCase::Record { audited } => {
             let sealed = [0x42u8; SEALED_RECORD_BYTES];
             let public = json!({"plan": "pro"});
             let index = [store::records::IndexEntry {
@@ -729,29 +718,28 @@ async fn write_once(
                 token: rand::random(),
             }];
             let tx = primary.begin_tenant(&tenant).await?;
-            let insert = store::records::insert(
-                &tx,
-                &tenant,
-                BENCH_COLLECTION,
+            let record = store::records::NewRecord {
+                tenant: &tenant,
+                collection: BENCH_COLLECTION,
                 id,
-                &public,
-                &sealed,
-                &index,
-            );
-            match case {
-                WriteCase::Record { audited: false } => {
-                    insert.await?;
-                }
-                WriteCase::Record { audited: true } => {
-                    insert.await?;
-                    log.append(&tx, audit_event(tenant, id)).await?;
-                }
-                _ => {
-                    let append = log.append(&tx, audit_event(tenant, id));
-                    let (inserted, appended) = futures::join!(insert, append);
-                    inserted?;
-                    appended?;
-                }
+                public: &public,
+                sealed: &sealed,
+                index: &index,
+            };
+            if audited {
+                log.insert_record(&tx, record, audit_event(tenant, id))
+                    .await?;
+            } else {
+                store::records::insert(
+                    &tx,
+                    &tenant,
+                    BENCH_COLLECTION,
+                    id,
+                    &public,
+                    &sealed,
+                    &index,
+                )
+                .await?;
             }
             tx.commit_lsn().await?;
         }

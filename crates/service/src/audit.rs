@@ -246,6 +246,45 @@ impl AuditLog {
         self.inner.core.append(tx, event).await
     }
 
+    /// Inserts a record and appends its event in one statement inside `tx` (the record
+    /// write of `create_record`): the event linked after the head this node last wrote
+    /// goes in with the row when that is still the head; otherwise the row goes in alone
+    /// and the event follows after the locked head, as [`AuditLog::append`] does.
+    pub async fn insert_record(
+        &self,
+        tx: &PrimaryTx<'_>,
+        record: store::records::NewRecord<'_>,
+        event: NewEvent,
+    ) -> Result<(store::records::RecordRow, Event), crate::ServiceError> {
+        let core = &self.inner.core;
+        core.check_region(&event)?;
+        let tenant = event.tenant;
+        let guess = core
+            .heads
+            .get(&tenant)
+            .map(|head| audit::next(Some(head), event.clone()));
+        let Some(linked) = guess else {
+            let row = store::records::insert(
+                tx,
+                record.tenant,
+                record.collection,
+                record.id,
+                record.public,
+                record.sealed,
+                record.index,
+            )
+            .await?;
+            return Ok((row, core.append(tx, event).await?));
+        };
+        let (row, carried) =
+            store::records::insert_with_event(tx, record, &to_row(&linked)).await?;
+        if carried {
+            core.heads.insert(tenant, linked.head());
+            return Ok((row, linked));
+        }
+        Ok((row, core.append_locked(tx, event).await?))
+    }
+
     /// Records an event that is part of no data transaction: a read (`record.read`,
     /// `file.get`, `record.search`), a denied attempt, an export. `ReadAudit::Sync`:
     /// durable on the primary when this returns. `ReadAudit::Batched`: queued, durable
@@ -320,12 +359,7 @@ impl AuditLog {
     }
 
     fn check(&self, event: &NewEvent) -> Result<(), AuditError> {
-        if &event.region != self.region() {
-            return Err(AuditError::WrongRegion {
-                event: event.region.clone(),
-                node: self.region().clone(),
-            });
-        }
+        self.inner.core.check_region(event)?;
         // PostgreSQL text cannot hold NUL: such an event would fail its batch forever.
         for (field, value) in [
             ("actor.id", &event.actor.id),
@@ -459,13 +493,18 @@ impl Core {
         &self.metrics
     }
 
-    async fn append(&self, tx: &PrimaryTx<'_>, event: NewEvent) -> Result<Event, AuditError> {
+    fn check_region(&self, event: &NewEvent) -> Result<(), AuditError> {
         if &event.region != self.region() {
             return Err(AuditError::WrongRegion {
-                event: event.region,
+                event: event.region.clone(),
                 node: self.region().clone(),
             });
         }
+        Ok(())
+    }
+
+    async fn append(&self, tx: &PrimaryTx<'_>, event: NewEvent) -> Result<Event, AuditError> {
+        self.check_region(&event)?;
         let tenant = event.tenant;
         if let Some(head) = self.heads.get(&tenant) {
             let linked = audit::next(Some(head), event.clone());
@@ -474,6 +513,16 @@ impl Core {
                 return Ok(linked);
             }
         }
+        self.append_locked(tx, event).await
+    }
+
+    /// Links `event` after the locked head of its tenant's chain and stores it.
+    async fn append_locked(
+        &self,
+        tx: &PrimaryTx<'_>,
+        event: NewEvent,
+    ) -> Result<Event, AuditError> {
+        let tenant = event.tenant;
         let head = rows::lock_head(tx, &tenant).await?.map(|(seq, hash)| Head {
             seq,
             hash: Hash::from_bytes(hash),

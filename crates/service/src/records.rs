@@ -91,21 +91,21 @@ impl RegionService {
 
         let mut primary = self.inner.database.primary().get().await?;
         let tx = primary.begin_tenant(&caller.tenant).await?;
-        let row = store::records::insert(
-            &tx,
-            &caller.tenant,
-            collection.name.as_str(),
-            &id,
-            &stored.public,
-            &stored.sealed,
-            &stored.index,
-        )
-        .await?;
         let resource = record_resource(&collection, &id);
-        self.inner
+        // The row, its index tokens and its event in one statement.
+        let (row, _) = self
+            .inner
             .audit
-            .append(
+            .insert_record(
                 &tx,
+                store::records::NewRecord {
+                    tenant: &caller.tenant,
+                    collection: collection.name.as_str(),
+                    id: &id,
+                    public: &stored.public,
+                    sealed: &stored.sealed,
+                    index: &stored.index,
+                },
                 self.caller_event(caller, Action::RecordCreate, &resource, Outcome::Success),
             )
             .await?;
@@ -172,32 +172,35 @@ impl RegionService {
 
         let mut primary = self.inner.database.primary().get().await?;
         let tx = primary.begin_tenant(&caller.tenant).await?;
-        let change = store::records::update(
-            &tx,
-            &caller.tenant,
-            collection.name.as_str(),
-            id,
-            if_match,
-            &stored.public,
-            &stored.sealed,
-            &stored.index,
-        )
-        .await?;
-        let row = match change {
+        let resource = record_resource(&collection, id);
+        // The row and its event are sent together (tokio-postgres pipelines concurrent
+        // statements on one connection): one round trip instead of two. When the update
+        // changes nothing (absent, stale version) the transaction rolls back with the
+        // event.
+        let (change, appended) = futures::join!(
+            store::records::update(
+                &tx,
+                &caller.tenant,
+                collection.name.as_str(),
+                id,
+                if_match,
+                &stored.public,
+                &stored.sealed,
+                &stored.index,
+            ),
+            self.inner.audit.append(
+                &tx,
+                self.caller_event(caller, Action::RecordUpdate, &resource, Outcome::Success),
+            )
+        );
+        let row = match change? {
             Change::Done(row) => row,
             Change::NotFound => return Err(ServiceError::NotFound { what: "record" }),
             Change::VersionMismatch { current } => {
                 return Err(ServiceError::VersionMismatch { current });
             }
         };
-        let resource = record_resource(&collection, id);
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::RecordUpdate, &resource, Outcome::Success),
-            )
-            .await?;
+        appended?;
         let lsn = tx.commit_lsn().await?;
         Ok((
             Record {

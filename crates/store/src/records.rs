@@ -14,6 +14,7 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
+use crate::audit::{AuditRow, EventParams, append_params};
 use crate::{PrimaryTx, StoreError};
 
 /// One blind-index token of a record. `field` is a schema field name; names starting
@@ -128,9 +129,71 @@ pub async fn insert(
     sealed: &[u8],
     index: &[IndexEntry],
 ) -> Result<RecordRow, StoreError> {
+    let record = NewRecord {
+        tenant,
+        collection,
+        id,
+        public,
+        sealed,
+        index,
+    };
+    let (row, _) = insert_statement(tx, record, None).await?;
+    Ok(row)
+}
+
+/// As [`insert`], and in the same statement appends `event` to the tenant's audit
+/// chain if, and only if, the head is the event's predecessor (as
+/// [`audit::append`](crate::audit::append) does). Returns whether the event went in:
+/// when it did not (another writer moved the head), the record is inserted all the same
+/// and the caller appends the event after the locked head, in the same transaction.
+pub async fn insert_with_event(
+    tx: &PrimaryTx<'_>,
+    record: NewRecord<'_>,
+    event: &AuditRow,
+) -> Result<(RecordRow, bool), StoreError> {
+    insert_statement(tx, record, Some(event)).await
+}
+
+/// A record to insert, for [`insert_with_event`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    pub tenant: &'a TenantId,
+    pub collection: &'a str,
+    pub id: &'a str,
+    pub public: &'a serde_json::Value,
+    pub sealed: &'a [u8],
+    pub index: &'a [IndexEntry],
+}
+
+async fn insert_statement(
+    tx: &PrimaryTx<'_>,
+    record: NewRecord<'_>,
+    event: Option<&AuditRow>,
+) -> Result<(RecordRow, bool), StoreError> {
+    let NewRecord {
+        tenant,
+        collection,
+        id,
+        public,
+        sealed,
+        index,
+    } = record;
     check_index(index)?;
+    if event.is_some_and(|event| &event.tenant != tenant) {
+        return Err(StoreError::Corrupt(
+            "a record's audit event belongs to another tenant".into(),
+        ));
+    }
     // The tokens' foreign key is checked at the end of the statement, after the record
-    // is in. A token listed twice is stored once.
+    // is in. A token listed twice is stored once. Data-modifying CTEs all run, whether
+    // or not the final select reads them.
+    let (audit_ctes, appended) = match event {
+        Some(_) => (
+            format!(", {}", crate::audit::append_ctes(8)),
+            "(select count(*) from appended)",
+        ),
+        None => (String::new(), "0::bigint"),
+    };
     let statement = tx
         .prepare_cached(&format!(
             "with record as (
@@ -141,35 +204,39 @@ pub async fn insert(
                  insert into record_index (tenant_id, collection, field, token, record_id)
                  select $1, $2, t.field, t.token, $3 from ({wanted}) as t
                  on conflict do nothing
-             )
-             select version, created_at, updated_at from record",
+             ){audit_ctes}
+             select version, created_at, updated_at, {appended} from record",
             wanted = wanted_tokens("$6", "$7", "$4"),
         ))
         .await?;
     let (fields, tokens) = index_arrays(index);
-    let row = tx
-        .client()
-        .query_one(
-            &statement,
-            &[
-                &tenant.as_str(),
-                &collection,
-                &id,
-                public,
-                &sealed,
-                &fields,
-                &tokens,
-            ],
-        )
-        .await?;
-    Ok(RecordRow {
-        id: id.to_owned(),
-        version: row.try_get(0)?,
-        public: public.clone(),
-        sealed: sealed.to_vec(),
-        created_at: row.try_get(1)?,
-        updated_at: row.try_get(2)?,
-    })
+    let tenant_text = tenant.as_str();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &tenant_text,
+        &collection,
+        &id,
+        public,
+        &sealed,
+        &fields,
+        &tokens,
+    ];
+    let converted = event.map(EventParams::new).transpose()?;
+    if let (Some(event), Some(converted)) = (event, &converted) {
+        params.extend(append_params(event, converted));
+    }
+    let row = tx.client().query_one(&statement, &params).await?;
+    let appended: i64 = row.try_get(3)?;
+    Ok((
+        RecordRow {
+            id: id.to_owned(),
+            version: row.try_get(0)?,
+            public: public.clone(),
+            sealed: sealed.to_vec(),
+            created_at: row.try_get(1)?,
+            updated_at: row.try_get(2)?,
+        },
+        appended == 1,
+    ))
 }
 
 /// Locks the record for the rest of `tx` and returns its version (`None`: no such

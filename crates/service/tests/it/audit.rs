@@ -636,3 +636,104 @@ async fn the_checkpoint_task_signs_moved_heads_every_interval_until_stopped() {
         audit::verify_checkpoint(&keys, &checkpoint).expect("checkpoint verifies");
     }
 }
+
+/// A tenant with a `people` collection, as the service creates them.
+async fn tenant_with_collection(region_db: &RegionDatabase) -> TenantId {
+    let tenant = TenantId::from_random_bytes(rand::random());
+    let mut primary = region_db.primary().get().await.expect("primary");
+    let tx = primary.begin_tenant(&tenant).await.expect("begin");
+    store::tenants::insert(
+        &tx,
+        &store::tenants::TenantRow {
+            id: tenant,
+            name: "two nodes".into(),
+            home_region: REGION.into(),
+            allowed_regions: vec![REGION.into()],
+            transit: "proxy".into(),
+            analytics_export: false,
+            status: "active".into(),
+            created_at: SystemTime::now(),
+        },
+    )
+    .await
+    .expect("tenant");
+    store::collections::upsert(&tx, &tenant, "people", &serde_json::json!({"fields": {}}))
+        .await
+        .expect("collection");
+    tx.commit().await.expect("commit");
+    tenant
+}
+
+#[tokio::test]
+async fn records_written_with_their_event_in_one_statement_keep_the_chain_whole_across_nodes() {
+    // Two logs on one database stand for two nodes of the region: each links events
+    // after the head it last wrote, which the other keeps moving, so both the one-statement
+    // path and its fallback (row alone, then the event after the locked head) run.
+    let (database, region_db, first) = log().await;
+    let second = AuditLog::new(
+        region_db.clone(),
+        SigningKey::generate(region()),
+        Vec::new(),
+    );
+    let tenant = tenant_with_collection(&region_db).await;
+    const PER_WRITER: usize = 12;
+    let mut writers = Vec::new();
+    for writer in 0..6 {
+        let log = if writer % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let region_db = region_db.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..PER_WRITER {
+                let id = format!("w{writer}-r{i}");
+                let mut primary = region_db.primary().get().await.expect("primary");
+                let tx = primary.begin_tenant(&tenant).await.expect("begin");
+                let record = store::records::NewRecord {
+                    tenant: &tenant,
+                    collection: "people",
+                    id: &id,
+                    public: &serde_json::json!({"plan": "pro"}),
+                    sealed: b"sealed",
+                    index: &[],
+                };
+                let resource = format!("collections/people/records/{id}");
+                let (row, event) = log
+                    .insert_record(&tx, record, event(tenant, Action::RecordCreate, &resource))
+                    .await
+                    .expect("insert the record with its event");
+                assert_eq!(row.version, 1);
+                assert_eq!(event.resource, resource);
+                // Every third transaction rolls back: its row and event vanish together,
+                // and the head this log cached for the tenant is then stale.
+                if i % 3 == 2 {
+                    drop(tx);
+                } else {
+                    tx.commit().await.expect("commit");
+                }
+            }
+        }));
+    }
+    for writer in futures::future::join_all(writers).await {
+        writer.expect("writer");
+    }
+    let events = all_events(&first, &tenant).await;
+    assert_chain_valid(&events, &tenant);
+    let committed = 6 * (PER_WRITER - PER_WRITER / 3);
+    assert_eq!(events.len(), committed, "one event per committed record");
+    let db = connect(database.primary.clone()).await;
+    let records: i64 = db
+        .query_one(
+            "select count(*) from records where tenant_id = $1",
+            &[&tenant.as_str()],
+        )
+        .await
+        .expect("count records")
+        .get(0);
+    assert_eq!(records as usize, committed);
+    let mut resources: Vec<&str> = events.iter().map(|e| e.resource.as_str()).collect();
+    resources.sort_unstable();
+    resources.dedup();
+    assert_eq!(resources.len(), committed, "no record has two events");
+}
