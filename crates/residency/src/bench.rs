@@ -8,7 +8,7 @@
 //! with the CPU each costs, the batched read-event writer against a multi-row prototype
 //! (`bench_events.rs`), and offline bundle verification in events per second on one
 //! core. `api` (`bench_api.rs`): the tenant API over HTTP against the same SQL work done
-//! directly.
+//! directly. `router` (`bench_router.rs`): the router's overhead, against nginx too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +41,10 @@ enum Which {
     /// Create and read-by-id throughput of the tenant API over HTTP against the same SQL
     /// work done directly, on a local region and node the command starts itself.
     Api(crate::bench_api::ApiArgs),
+    /// The router's overhead: a local tenant through the router against the bare
+    /// handler, forwarding against calling the home node directly, and our forwarding
+    /// hop against nginx proxy_pass.
+    Router(crate::bench_router::RouterArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +101,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Envelope(args) => envelope(args).await,
         Which::Audit(args) => audit_bench(args).await,
         Which::Api(args) => crate::bench_api::run(args).await,
+        Which::Router(args) => crate::bench_router::run(args).await,
     }
 }
 

@@ -94,7 +94,7 @@ pub(crate) struct ApiArgs {
     audit: crate::node::AuditFlags,
 }
 
-fn positive_seconds(raw: &str) -> Result<f64, String> {
+pub(crate) fn positive_seconds(raw: &str) -> Result<f64, String> {
     match raw.parse::<f64>() {
         Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 86_400.0 => Ok(seconds),
         _ => Err("must be a number of seconds above 0 and below a day".into()),
@@ -223,14 +223,7 @@ async fn on_load_runtime(
     let threads = args.load_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     });
-    let runtime = LoadRuntime(Some(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name(LOAD_THREAD)
-            .enable_all()
-            .build()
-            .context("start the load generator's runtime")?,
-    ));
+    let runtime = LoadRuntime::new(LOAD_THREAD, threads)?;
     let bench = Bench {
         args: args.clone(),
         base: format!("http://{}", node.address),
@@ -255,10 +248,22 @@ async fn on_load_runtime(
 
 /// A runtime that may be dropped inside another runtime.
 #[derive(Debug)]
-struct LoadRuntime(Option<tokio::runtime::Runtime>);
+pub(crate) struct LoadRuntime(Option<tokio::runtime::Runtime>);
 
 impl LoadRuntime {
-    fn handle(&self) -> &tokio::runtime::Handle {
+    /// A multi-thread runtime of `threads` workers named `name`.
+    pub(crate) fn new(name: &str, threads: usize) -> anyhow::Result<Self> {
+        Ok(Self(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .thread_name(name)
+                .enable_all()
+                .build()
+                .with_context(|| format!("start the {name} runtime"))?,
+        )))
+    }
+
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
         self.0.as_ref().expect("present until dropped").handle()
     }
 }

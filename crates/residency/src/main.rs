@@ -7,6 +7,7 @@ mod bench;
 mod bench_api;
 mod bench_cpu;
 mod bench_events;
+mod bench_router;
 mod dev;
 mod directory;
 mod migrate;

@@ -297,3 +297,7 @@ impl RunningNode {
             .with_context(|| format!("serve {}", self.region))
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

@@ -20,6 +20,11 @@ pub(crate) fn missing() -> Vec<String> {
             "moto_server (an S3/KMS-compatible server for the AWS tests): pip install \"moto[server]\"".into(),
         );
     }
+    if !on_path("nginx") && !Path::new("/usr/sbin/nginx").is_file() {
+        missing.push(
+            "nginx (the baseline `residency bench router` measures its forwarding hop against): apt-get install -y nginx".into(),
+        );
+    }
     missing
 }
 

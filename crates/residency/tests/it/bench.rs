@@ -215,3 +215,101 @@ fn bench_api_prints_the_table_and_writes_both_ratios_as_json() {
         "the region's PostgreSQL processes are stopped when the command ends"
     );
 }
+
+#[test]
+fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_json() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = dir.path().join("router.json");
+    let nginx_before = nginx_processes();
+    let run = residency()
+        .args([
+            "bench",
+            "router",
+            "--seconds-per-round",
+            "0.3",
+            "--rounds",
+            "1",
+            "--clients",
+            "2",
+            "--saturating-clients",
+            "8",
+            "--output",
+        ])
+        .arg(&output)
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{} (bench router needs Debian's nginx: apt-get install nginx)",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for expected in [
+        "(a) bare regional handler",
+        "(a) local tenant through the node",
+        "(b) direct to the home node",
+        "(b) forwarded by the entry node",
+        "(c) nginx proxy_pass",
+        "(c) our forwarding hop",
+        "added p50",
+        "our hop / nginx",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "the table shows {expected}: {stdout}"
+        );
+    }
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&output).expect("json written")).expect("json");
+    assert_eq!(report["errors"], 0, "{report}");
+    let cases = &report["cases"];
+    for case in [
+        "bare_handler",
+        "local_through_router",
+        "direct",
+        "forwarded",
+        "nginx",
+        "forwarded_saturated",
+    ] {
+        let case = &cases[case];
+        assert!(case["per_sec"].as_f64().expect("rate") > 0.0, "{report}");
+        assert!(case["requests"].as_u64().expect("requests") > 0, "{report}");
+        assert!(
+            case["p50_us"].as_f64().expect("p50") <= case["p99_us"].as_f64().expect("p99"),
+            "{report}"
+        );
+    }
+    // The handler behind (b) and (c) waits about a millisecond: no request through it can
+    // be faster, so a bench that skipped the hop or the work would show here.
+    for case in ["direct", "forwarded", "nginx", "forwarded_saturated"] {
+        assert!(
+            cases[case]["p50_us"].as_f64().expect("p50") >= 1000.0,
+            "{case}: {report}"
+        );
+    }
+    let forwarding = &report["forwarding"];
+    let ratio = forwarding["throughput_ratio"].as_f64().expect("ratio");
+    let expected = cases["forwarded"]["per_sec"].as_f64().expect("rate")
+        / cases["direct"]["per_sec"].as_f64().expect("rate");
+    assert!((ratio - expected).abs() < 1e-9, "{report}");
+    let nginx = report["nginx"]["ratio"].as_f64().expect("nginx ratio");
+    let expected = cases["forwarded_saturated"]["per_sec"]
+        .as_f64()
+        .expect("rate")
+        / cases["nginx"]["per_sec"].as_f64().expect("rate");
+    assert!((nginx - expected).abs() < 1e-9, "{report}");
+    assert_eq!(
+        nginx_processes(),
+        nginx_before,
+        "the bench stops the nginx it started"
+    );
+}
+
+fn nginx_processes() -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-x", "nginx"])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}

@@ -1,0 +1,680 @@
+//! `residency bench router`: what the region-pinned router costs, against baselines in the
+//! same run. (a) A local tenant through the router layer against the bare regional
+//! handler (added p50/p99); (b) a foreign tenant forwarded by an entry node to its home
+//! node against calling the home node directly, the handler doing about 1 ms of async
+//! work (throughput ratio, added p50/p99); (c) our forwarding hop against Debian's nginx
+//! `proxy_pass` (one worker, keep-alive upstream) in front of the same home node, at
+//! saturation (requests per second ratio).
+//!
+//! Every server and the load generator run in this process on runtimes of one worker
+//! thread each (nginx: one worker process), so that the hops are compared on equal
+//! terms; the cases are measured in interleaved rounds and the medians reported.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::ServiceExt as _;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use model::{RegionId, TenantId, Transit};
+use router::{
+    CachedDirectory, Directory as _, DirectoryEntry, ForwardSigner, ForwardingKey, MemoryDirectory,
+    RegionEndpoints, RouterConfig,
+};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tower::Layer as _;
+
+use crate::bench::median;
+use crate::bench_api::LoadRuntime;
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RouterArgs {
+    /// Where to write the JSON results.
+    #[arg(long, default_value = ".residency/bench/router.json")]
+    output: PathBuf,
+    /// Time per measurement; each case is measured in several interleaved rounds.
+    #[arg(long, default_value_t = 3.0, value_parser = crate::bench_api::positive_seconds)]
+    seconds_per_round: f64,
+    /// Interleaved rounds per case (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Concurrent clients for the latency cases (a) and (b): below saturation, so that
+    /// the added latency is the hop's, not a queue's.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Concurrent clients for the throughput case (c): enough to saturate the hop.
+    #[arg(long, default_value_t = 64)]
+    saturating_clients: usize,
+    /// The async work of the handler behind the forwarding cases, in milliseconds.
+    #[arg(long, default_value_t = 1.0)]
+    handler_ms: f64,
+    /// The nginx binary for case (c).
+    #[arg(long, default_value = "nginx")]
+    nginx: PathBuf,
+    /// Exit non-zero when a target is missed.
+    #[arg(long)]
+    check: bool,
+}
+
+/// (b): forwarded throughput at least this share of direct.
+const FORWARD_THROUGHPUT_TARGET: f64 = 0.9;
+/// (b): added p50 at most this.
+const FORWARD_P50_TARGET: Duration = Duration::from_micros(100);
+/// (b): added p99 at most this.
+const FORWARD_P99_TARGET: Duration = Duration::from_millis(1);
+/// (c): our hop's requests per second at least this share of nginx's.
+const NGINX_TARGET: f64 = 0.8;
+
+const HOME: &str = "eu-central-1";
+const ENTRY: &str = "us-east-1";
+const FORWARDING_KEY: &[u8; 32] = b"bench-router-forwarding-key-0001";
+/// The collection whose handler does the configured async work; any other answers at once.
+const SLOW: &str = "slow";
+const FAST: &str = "fast";
+
+/// The measured cases, each a target behind a URL and a concurrency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Case {
+    /// (a) baseline: the regional handler with no router in front.
+    BareHandler,
+    /// (a): a local tenant through the home node's router layer.
+    LocalThroughRouter,
+    /// (b) baseline: the home node called directly (its router serves locally).
+    Direct,
+    /// (b): the entry node forwards to the home node.
+    Forwarded,
+    /// (c) baseline: nginx proxy_pass to the home node.
+    Nginx,
+    /// (c): the entry node forwards to the home node, at nginx's concurrency.
+    ForwardedSaturated,
+}
+
+impl Case {
+    const ALL: [Case; 6] = [
+        Case::BareHandler,
+        Case::LocalThroughRouter,
+        Case::Direct,
+        Case::Forwarded,
+        Case::Nginx,
+        Case::ForwardedSaturated,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Case::BareHandler => "(a) bare regional handler",
+            Case::LocalThroughRouter => "(a) local tenant through the node",
+            Case::Direct => "(b) direct to the home node",
+            Case::Forwarded => "(b) forwarded by the entry node",
+            Case::Nginx => "(c) nginx proxy_pass",
+            Case::ForwardedSaturated => "(c) our forwarding hop",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Case::BareHandler => "bare_handler",
+            Case::LocalThroughRouter => "local_through_router",
+            Case::Direct => "direct",
+            Case::Forwarded => "forwarded",
+            Case::Nginx => "nginx",
+            Case::ForwardedSaturated => "forwarded_saturated",
+        }
+    }
+}
+
+/// What one round of a case measured.
+#[derive(Debug, Default)]
+struct Round {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Round {
+    fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).max(1) - 1;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// A case over all its rounds: median throughput, percentiles over every request.
+#[derive(Debug)]
+struct Summary {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Summary {
+    fn of(rounds: Vec<Round>) -> Self {
+        let per_sec = median(rounds.iter().map(Round::per_sec).collect());
+        let ok = rounds.iter().map(|r| r.ok).sum();
+        let errors = rounds.iter().map(|r| r.errors).sum();
+        let first_error = rounds.iter().find_map(|r| r.first_error.clone());
+        let mut latencies: Vec<Duration> = rounds.into_iter().flat_map(|r| r.latencies).collect();
+        latencies.sort_unstable();
+        Self {
+            per_sec,
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+            ok,
+            errors,
+            first_error,
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "per_sec": self.per_sec,
+            "p50_us": micros(self.p50),
+            "p99_us": micros(self.p99),
+            "requests": self.ok,
+            "errors": self.errors,
+            "first_error": self.first_error,
+        })
+    }
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+/// Signed difference in microseconds (`ours - baseline`).
+fn added_micros(ours: Duration, baseline: Duration) -> f64 {
+    micros(ours) - micros(baseline)
+}
+
+pub(crate) async fn run(args: RouterArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is an unoptimized build; run `cargo run --release -p residency -- bench router` for real figures"
+        );
+    }
+    let nginx_binary = find_nginx(&args.nginx)?;
+    let home_runtime = LoadRuntime::new("bench-home", 1)?;
+    let entry_runtime = LoadRuntime::new("bench-entry", 1)?;
+    let load_runtime = LoadRuntime::new("bench-load", 1)?;
+
+    let topology = Topology::start(&args, &home_runtime, &entry_runtime).await?;
+    let nginx = Nginx::start(&nginx_binary, topology.home).await?;
+    let targets: HashMap<Case, (String, usize)> = [
+        (Case::BareHandler, topology.bare, FAST, args.clients),
+        (Case::LocalThroughRouter, topology.home, FAST, args.clients),
+        (Case::Direct, topology.home, SLOW, args.clients),
+        (Case::Forwarded, topology.entry, SLOW, args.clients),
+        (Case::Nginx, nginx.address, SLOW, args.saturating_clients),
+        (
+            Case::ForwardedSaturated,
+            topology.entry,
+            SLOW,
+            args.saturating_clients,
+        ),
+    ]
+    .into_iter()
+    .map(|(case, address, collection, clients)| {
+        let url = format!(
+            "http://{address}/v1/tenants/{}/collections/{collection}/records/r1",
+            topology.tenant
+        );
+        (case, (url, clients))
+    })
+    .collect();
+
+    let measured = {
+        let args = args.clone();
+        load_runtime
+            .handle()
+            .spawn(async move { measure(&args, &targets).await })
+            .await
+            .context("join the load generator")?
+    };
+    nginx.stop().await;
+    drop((home_runtime, entry_runtime, load_runtime));
+    let results = measured?;
+    report(&args, results)
+}
+
+/// Every case in interleaved rounds, after a warm-up of each.
+async fn measure(
+    args: &RouterArgs,
+    targets: &HashMap<Case, (String, usize)>,
+) -> anyhow::Result<HashMap<Case, Summary>> {
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(args.saturating_clients.max(args.clients))
+        .build({
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector
+        });
+    for case in Case::ALL {
+        let (url, clients) = &targets[&case];
+        let warm_up = load(&client, url, *clients, Duration::from_millis(300)).await;
+        anyhow::ensure!(
+            warm_up.ok > 0,
+            "{}: no request succeeded during the warm-up ({})",
+            case.name(),
+            warm_up.first_error.unwrap_or_else(|| "no answer".into())
+        );
+    }
+    let round = Duration::from_secs_f64(args.seconds_per_round);
+    let mut rounds: HashMap<Case, Vec<Round>> = HashMap::new();
+    for _ in 0..args.rounds.max(1) {
+        for case in Case::ALL {
+            let (url, clients) = &targets[&case];
+            let measured = load(&client, url, *clients, round).await;
+            rounds.entry(case).or_default().push(measured);
+        }
+    }
+    Ok(rounds
+        .into_iter()
+        .map(|(case, rounds)| (case, Summary::of(rounds)))
+        .collect())
+}
+
+/// `clients` loops, each sending one GET after the other for `duration`.
+async fn load(
+    client: &Client<HttpConnector, Body>,
+    url: &str,
+    clients: usize,
+    duration: Duration,
+) -> Round {
+    let uri: http::Uri = url.parse().expect("the bench builds valid URLs");
+    let started = Instant::now();
+    let tasks = (0..clients.max(1)).map(|_| {
+        let (client, uri) = (client.clone(), uri.clone());
+        tokio::spawn(async move {
+            let mut round = Round::default();
+            while started.elapsed() < duration {
+                let sent = Instant::now();
+                match get(&client, &uri).await {
+                    Ok(()) => {
+                        round.ok += 1;
+                        round.latencies.push(sent.elapsed());
+                    }
+                    Err(err) => {
+                        round.errors += 1;
+                        round.first_error.get_or_insert_with(|| format!("{err:#}"));
+                    }
+                }
+            }
+            round
+        })
+    });
+    let mut total = Round::default();
+    for task in futures::future::join_all(tasks).await {
+        let Ok(round) = task else {
+            total.errors += 1;
+            continue;
+        };
+        total.ok += round.ok;
+        total.errors += round.errors;
+        total.latencies.extend(round.latencies);
+        if total.first_error.is_none() {
+            total.first_error = round.first_error;
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+async fn get(client: &Client<HttpConnector, Body>, uri: &http::Uri) -> anyhow::Result<()> {
+    let request = http::Request::get(uri.clone()).body(Body::empty())?;
+    let response = client.request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(
+        status == StatusCode::OK && body.as_ref() == HANDLER_BODY,
+        "status {status}, {} body bytes",
+        body.len()
+    );
+    Ok(())
+}
+
+fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<()> {
+    let get = |case: Case| &results[&case];
+    let (bare, local) = (get(Case::BareHandler), get(Case::LocalThroughRouter));
+    let (direct, forwarded) = (get(Case::Direct), get(Case::Forwarded));
+    let (nginx, ours) = (get(Case::Nginx), get(Case::ForwardedSaturated));
+
+    let forward_ratio = forwarded.per_sec / direct.per_sec;
+    let forward_p50 = added_micros(forwarded.p50, direct.p50);
+    let forward_p99 = added_micros(forwarded.p99, direct.p99);
+    let nginx_ratio = ours.per_sec / nginx.per_sec;
+    let forward_met = forward_ratio >= FORWARD_THROUGHPUT_TARGET
+        && forward_p50 <= micros(FORWARD_P50_TARGET)
+        && forward_p99 <= micros(FORWARD_P99_TARGET);
+    let nginx_met = nginx_ratio >= NGINX_TARGET;
+    let errors: u64 = results.values().map(|s| s.errors).sum();
+
+    println!(
+        "{:<38} {:>8} {:>10} {:>10} {:>10}",
+        "case", "clients", "req/s", "p50 µs", "p99 µs"
+    );
+    for case in Case::ALL {
+        let summary = get(case);
+        let clients = match case {
+            Case::Nginx | Case::ForwardedSaturated => args.saturating_clients,
+            _ => args.clients,
+        };
+        println!(
+            "{:<38} {clients:>8} {:>10.0} {:>10.0} {:>10.0}",
+            case.name(),
+            summary.per_sec,
+            micros(summary.p50),
+            micros(summary.p99)
+        );
+    }
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    println!(
+        "(a) router on a local tenant: added p50 {:+.0} µs, p99 {:+.0} µs",
+        added_micros(local.p50, bare.p50),
+        added_micros(local.p99, bare.p99)
+    );
+    println!(
+        "(b) forwarded / direct: throughput {forward_ratio:.2} (target ≥{FORWARD_THROUGHPUT_TARGET}), added p50 {forward_p50:+.0} µs (≤{}), p99 {forward_p99:+.0} µs (≤{})  {}",
+        micros(FORWARD_P50_TARGET),
+        micros(FORWARD_P99_TARGET),
+        verdict(forward_met)
+    );
+    println!(
+        "(c) our hop / nginx: requests/s {nginx_ratio:.2} (target ≥{NGINX_TARGET})  {}",
+        verdict(nginx_met)
+    );
+    if errors > 0 {
+        println!("errors: {errors} requests failed (see the JSON)");
+    }
+
+    let report = json!({
+        "benchmark": "router",
+        "optimized_build": !cfg!(debug_assertions),
+        "rounds": args.rounds,
+        "seconds_per_round": args.seconds_per_round,
+        "clients": args.clients,
+        "saturating_clients": args.saturating_clients,
+        "handler_ms": args.handler_ms,
+        "threads": "home node, entry node and load generator: one worker thread each; nginx: one worker process",
+        "cases": Case::ALL.iter().map(|&case| (case.key().to_owned(), get(case).json())).collect::<serde_json::Map<_, _>>(),
+        "local": {
+            "added_p50_us": added_micros(local.p50, bare.p50),
+            "added_p99_us": added_micros(local.p99, bare.p99),
+        },
+        "forwarding": {
+            "throughput_ratio": forward_ratio,
+            "added_p50_us": forward_p50,
+            "added_p99_us": forward_p99,
+            "targets": {
+                "throughput_ratio": FORWARD_THROUGHPUT_TARGET,
+                "added_p50_us": micros(FORWARD_P50_TARGET),
+                "added_p99_us": micros(FORWARD_P99_TARGET),
+            },
+            "met": forward_met,
+        },
+        "nginx": {
+            "ratio": nginx_ratio,
+            "target_ratio": NGINX_TARGET,
+            "met": nginx_met,
+        },
+        "errors": errors,
+    });
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(&args.output, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("write {}", args.output.display()))?;
+    println!("results written to {}", args.output.display());
+    anyhow::ensure!(errors == 0, "{errors} requests failed");
+    if args.check && !(forward_met && nginx_met) {
+        anyhow::bail!("a benchmark target was missed");
+    }
+    Ok(())
+}
+
+/// The home node (router layer + handler, the tenant local), the bare handler, and the
+/// entry node (router layer forwarding the tenant home), on their runtimes.
+#[derive(Debug)]
+struct Topology {
+    tenant: TenantId,
+    home: SocketAddr,
+    bare: SocketAddr,
+    entry: SocketAddr,
+}
+
+impl Topology {
+    async fn start(
+        args: &RouterArgs,
+        home_runtime: &LoadRuntime,
+        entry_runtime: &LoadRuntime,
+    ) -> anyhow::Result<Self> {
+        let (home_id, entry_id) = (RegionId::parse(HOME)?, RegionId::parse(ENTRY)?);
+        let home_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let bare_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let entry_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (home, bare, entry) = (
+            home_listener.local_addr()?,
+            bare_listener.local_addr()?,
+            entry_listener.local_addr()?,
+        );
+        let endpoints = |address: SocketAddr| -> anyhow::Result<RegionEndpoints> {
+            Ok(RegionEndpoints {
+                internal: format!("http://{address}").parse()?,
+                public: format!("http://{address}").parse()?,
+            })
+        };
+        let regions = HashMap::from([
+            (home_id.clone(), endpoints(home)?),
+            (entry_id.clone(), endpoints(entry)?),
+        ]);
+        let directory = Arc::new(MemoryDirectory::new());
+        let tenant = TenantId::from_random_bytes(rand::random());
+        directory
+            .upsert(&DirectoryEntry {
+                tenant,
+                home: home_id.clone(),
+                allowed: vec![home_id.clone()],
+                transit: Transit::Proxy,
+                version: 1,
+            })
+            .await?;
+        let handler = Arc::new(HandlerSettings {
+            work: Duration::from_secs_f64(args.handler_ms / 1e3),
+        });
+        let node = |region: &RegionId| -> anyhow::Result<_> {
+            let cache = CachedDirectory::new(directory.clone(), Duration::from_secs(3600), 1000);
+            let signer = ForwardSigner::new(
+                ForwardingKey::new(FORWARDING_KEY)?,
+                router::DEFAULT_MAX_SKEW,
+            );
+            let config = RouterConfig::new(region.clone(), regions.clone(), cache, signer);
+            Ok(router::layer(config).layer(regional_handler(handler.clone())))
+        };
+        let (home_node, entry_node) = (node(&home_id)?, node(&entry_id)?);
+        let bare_app = regional_handler(handler.clone());
+        home_runtime.handle().spawn(async move {
+            let make = home_node.into_make_service_with_connect_info::<SocketAddr>();
+            let _ = axum::serve(home_listener, make).await;
+        });
+        home_runtime.handle().spawn(async move {
+            let make = bare_app.into_make_service_with_connect_info::<SocketAddr>();
+            let _ = axum::serve(bare_listener, make).await;
+        });
+        entry_runtime.handle().spawn(async move {
+            let make = entry_node.into_make_service_with_connect_info::<SocketAddr>();
+            let _ = axum::serve(entry_listener, make).await;
+        });
+        Ok(Self {
+            tenant,
+            home,
+            bare,
+            entry,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct HandlerSettings {
+    work: Duration,
+}
+
+/// What the regional handler answers: about the size of a small record.
+const HANDLER_BODY: &[u8] = br#"{"id":"r1","version":1,"data":{"plan":"pro","age":42,"zip":"10115"},"created_at":"2026-11-22T09:00:00Z","updated_at":"2026-11-22T09:00:00Z"}"#;
+
+/// Stands in for the regional app: answers every tenant path with a small JSON body,
+/// after `work` of async waiting on the `slow` collection (a database round trip's worth).
+fn regional_handler(settings: Arc<HandlerSettings>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(settings)
+}
+
+async fn handle(State(settings): State<Arc<HandlerSettings>>, request: Request) -> Response {
+    if request
+        .uri()
+        .path()
+        .contains(&format!("/collections/{SLOW}/"))
+    {
+        tokio::time::sleep(settings.work).await;
+    }
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        HANDLER_BODY,
+    )
+        .into_response()
+}
+
+fn find_nginx(configured: &Path) -> anyhow::Result<PathBuf> {
+    let candidates = [configured.to_path_buf(), PathBuf::from("/usr/sbin/nginx")];
+    for candidate in candidates {
+        let found = std::process::Command::new(&candidate)
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if found {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!(
+        "bench router compares against nginx, which is missing: install Debian's nginx (`apt-get install nginx`) or name the binary with --nginx"
+    )
+}
+
+/// Debian's nginx with one worker and a keep-alive upstream pool, `proxy_pass`ing every
+/// request to the home node, as a child process stopped (and killed if need be) with the
+/// benchmark.
+#[derive(Debug)]
+struct Nginx {
+    address: SocketAddr,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    async fn start(binary: &Path, upstream: SocketAddr) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("create nginx's directory")?;
+        // nginx binds its own port: take a free one and release it just before.
+        let address = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+        let prefix = dir.path().display();
+        let config = format!(
+            "worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    upstream home {{
+        server {upstream};
+        keepalive 256;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {address};
+        location / {{
+            proxy_pass http://home;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}
+}}
+"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, config).context("write nginx.conf")?;
+        let mut child = tokio::process::Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if tokio::net::TcpStream::connect(address).await.is_ok() {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+                anyhow::bail!("nginx exited at start ({status}): {log}");
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nginx did not listen within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            address,
+            child,
+            _dir: dir,
+        })
+    }
+
+    /// Asks nginx to quit (SIGQUIT: finish, then exit), and kills it if it lingers.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! Three regions in one process through the real node (router, tenant API, PostgreSQL
+//! primary and replica, local KMS and object store), every inter-region link behind a
+//! delay proxy that adds WAN latency: tenants homed in each region are used through every
+//! other region's endpoint; when a home node stops, the other entries answer `503` with
+//! `Retry-After`; and nothing about a tenant rests in another region's database or store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use devstack::testing::{TestDatabase, connect};
+use envelope::kms::local::LocalKms;
+use envelope::objects::local::LocalObjectStore;
+use model::RegionId;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use service::{AuditKeys, AuditSettings};
+use store::{DatabaseSettings, PgEndpoint};
+
+use super::{ApiFlags, Backends, NodeAudit, Platform, Routing, RunningNode};
+
+const REGIONS: [&str; 3] = ["eu-central-1", "us-east-1", "ap-southeast-1"];
+/// Added each way on every inter-region link.
+const ONE_WAY: Duration = Duration::from_millis(15);
+const OPERATOR: &str = "rso.three-region-test-operator-token-0123456789";
+
+struct Region {
+    id: RegionId,
+    public: String,
+    database: TestDatabase,
+    objects: std::path::PathBuf,
+    node: Option<RunningNode>,
+    _proxy: router::DelayProxyHandle,
+}
+
+struct ThreeRegions {
+    regions: Vec<Region>,
+    http: reqwest::Client,
+    _state: tempfile::TempDir,
+}
+
+impl ThreeRegions {
+    async fn start() -> Self {
+        let state = tempfile::tempdir().expect("state dir");
+        let directory: Arc<dyn router::Directory> = Arc::new(router::MemoryDirectory::new());
+        let mut listeners = Vec::new();
+        let mut proxies = Vec::new();
+        let mut endpoints = HashMap::new();
+        for id in REGIONS {
+            let id = RegionId::parse(id).expect("region id");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let node = listener.local_addr().expect("address");
+            // Other regions reach this node over the "WAN"; clients call it directly.
+            let (_, proxy) =
+                router::DelayProxy::start("127.0.0.1:0".parse().expect("addr"), node, ONE_WAY)
+                    .await
+                    .expect("delay proxy");
+            endpoints.insert(
+                id.clone(),
+                router::RegionEndpoints {
+                    internal: format!("http://{}", proxy.address()).parse().expect("uri"),
+                    public: format!("http://{node}").parse().expect("uri"),
+                },
+            );
+            listeners.push((id, listener));
+            proxies.push(proxy);
+        }
+        let platform = Platform {
+            regions: listeners.iter().map(|(id, _)| id.clone()).collect(),
+            operator: service::access::OperatorToken::new(OPERATOR),
+            api: ApiFlags {
+                max_file_mib: 16,
+                rate_limit: 10_000.0,
+                rate_burst: 10_000.0,
+            },
+            routing: Some(Routing {
+                regions: endpoints,
+                directory,
+                forwarding_secret: catalog::Secret::new(
+                    "a-forwarding-secret-of-at-least-32-bytes".into(),
+                ),
+            }),
+        };
+        let mut regions = Vec::new();
+        for ((id, listener), proxy) in listeners.into_iter().zip(proxies) {
+            let root = state.path().join(id.as_str());
+            std::fs::create_dir_all(&root).expect("region dir");
+            let objects = root.join("objects");
+            let backends = Backends {
+                kms: Arc::new(
+                    LocalKms::open_or_create(&root.join("kms"), id.clone()).expect("kms"),
+                ),
+                objects: Arc::new(LocalObjectStore::new(objects.clone()).expect("object store")),
+            };
+            let database = TestDatabase::create(None).await;
+            let settings = DatabaseSettings::new(
+                PgEndpoint::new("primary", database.primary.clone()),
+                vec![PgEndpoint::new("replica-1", database.replica.clone())],
+            );
+            let audit = NodeAudit {
+                keys: AuditKeys::generate(id.clone()),
+                settings: AuditSettings::default(),
+            };
+            let public = format!("http://{}", listener.local_addr().expect("address"));
+            let node = super::start(
+                id.clone(),
+                &settings,
+                backends,
+                audit,
+                platform.clone(),
+                listener,
+            )
+            .await
+            .unwrap_or_else(|err| panic!("start the {id} node: {err:#}"));
+            regions.push(Region {
+                id,
+                public,
+                database,
+                objects,
+                node: Some(node),
+                _proxy: proxy,
+            });
+        }
+        Self {
+            regions,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            _state: state,
+        }
+    }
+
+    fn region(&self, id: &str) -> &Region {
+        self.regions
+            .iter()
+            .find(|region| region.id.as_str() == id)
+            .expect("a region of the test")
+    }
+
+    async fn call(
+        &self,
+        entry: &str,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.region(entry).public))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("send")
+    }
+
+    async fn stop(&mut self, id: &str) {
+        let region = self
+            .regions
+            .iter_mut()
+            .find(|region| region.id.as_str() == id)
+            .expect("region");
+        if let Some(node) = region.node.take() {
+            node.stop().await.expect("stop the node");
+        }
+    }
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// A tenant created through `entry`, homed in `home`, with a collection.
+struct Tenant {
+    id: String,
+    home: &'static str,
+    admin: String,
+}
+
+async fn create_tenant(platform: &ThreeRegions, entry: &str, home: &'static str) -> Tenant {
+    let created = platform
+        .call(
+            entry,
+            Method::POST,
+            "/v1/tenants",
+            OPERATOR,
+            Some(json!({"name": format!("Tenant of {home}"), "home_region": home})),
+        )
+        .await;
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "create through {entry}"
+    );
+    assert_eq!(header(&created, "x-residency-region"), home);
+    let created: Value = created.json().await.expect("tenant");
+    let tenant = Tenant {
+        id: created["id"].as_str().expect("id").to_owned(),
+        home,
+        admin: created["admin_key"].as_str().expect("key").to_owned(),
+    };
+    let schema = json!({
+        "fields": {
+            "email": {"type": "string", "class": "identifier", "searchable": true},
+            "plan": {"type": "string", "class": "public"}
+        },
+        "required": ["email"]
+    });
+    let put = platform
+        .call(
+            entry,
+            Method::PUT,
+            &format!("/v1/tenants/{}/collections/people", tenant.id),
+            &tenant.admin,
+            Some(schema),
+        )
+        .await;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    tenant
+}
+
+/// Create, read (with the token), update with `If-Match`, search, a file both ways and a
+/// delete, all through `entry`; every answer says it came from the home, via the entry.
+async fn use_through(platform: &ThreeRegions, tenant: &Tenant, entry: &str) {
+    let base = format!("/v1/tenants/{}/collections/people/records", tenant.id);
+    let email = format!("marker-{}-{entry}@example.com", tenant.home);
+    let started = Instant::now();
+    let created = platform
+        .call(
+            entry,
+            Method::POST,
+            &base,
+            &tenant.admin,
+            Some(json!({"data": {"email": email, "plan": "pro"}})),
+        )
+        .await;
+    assert!(
+        started.elapsed() >= 2 * ONE_WAY,
+        "a forwarded request crosses the WAN link both ways"
+    );
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(header(&created, "x-residency-region"), tenant.home);
+    assert_eq!(header(&created, "x-residency-via"), entry);
+    let token = header(&created, "x-consistency-token").to_owned();
+    let record: Value = created.json().await.expect("record");
+    let id = record["id"].as_str().expect("id").to_owned();
+    let path = format!("{base}/{id}");
+
+    let read = platform
+        .http
+        .get(format!("{}{path}", platform.region(entry).public))
+        .bearer_auth(&tenant.admin)
+        .header("x-consistency-token", &token)
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(header(&read, "x-residency-region"), tenant.home);
+    assert_eq!(header(&read, "x-residency-via"), entry);
+    assert!(!header(&read, "x-served-by").is_empty());
+    let read: Value = read.json().await.expect("record");
+    assert_eq!(read["data"]["email"], email.as_str());
+
+    let updated = platform
+        .http
+        .put(format!("{}{path}", platform.region(entry).public))
+        .bearer_auth(&tenant.admin)
+        .header("if-match", "\"1\"")
+        .json(&json!({"data": {"email": email, "plan": "team"}}))
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(updated.status(), StatusCode::OK);
+    let stale = platform
+        .http
+        .put(format!("{}{path}", platform.region(entry).public))
+        .bearer_auth(&tenant.admin)
+        .header("if-match", "\"1\"")
+        .json(&json!({"data": {"email": email}}))
+        .send()
+        .await
+        .expect("stale update");
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+
+    let found = platform
+        .call(
+            entry,
+            Method::GET,
+            &format!("{base}?email={email}"),
+            &tenant.admin,
+            None,
+        )
+        .await;
+    assert_eq!(found.status(), StatusCode::OK);
+    let found: Value = found.json().await.expect("page");
+    assert_eq!(
+        found["records"].as_array().map(Vec::len),
+        Some(1),
+        "{found}"
+    );
+
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let put = platform
+        .http
+        .put(format!(
+            "{}{path}/files/scan.bin",
+            platform.region(entry).public
+        ))
+        .bearer_auth(&tenant.admin)
+        .body(content.clone())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let token = header(&put, "x-consistency-token").to_owned();
+    let got = platform
+        .http
+        .get(format!(
+            "{}{path}/files/scan.bin",
+            platform.region(entry).public
+        ))
+        .bearer_auth(&tenant.admin)
+        .header("x-consistency-token", &token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(header(&got, "x-residency-region"), tenant.home);
+    assert_eq!(
+        got.bytes().await.expect("bytes").as_ref(),
+        content.as_slice()
+    );
+
+    // A second record, deleted (with its file) through the entry.
+    let doomed = platform
+        .call(
+            entry,
+            Method::POST,
+            &base,
+            &tenant.admin,
+            Some(json!({"data": {"email": format!("doomed-{email}")}})),
+        )
+        .await;
+    assert_eq!(doomed.status(), StatusCode::CREATED);
+    let doomed: Value = doomed.json().await.expect("record");
+    let doomed = format!("{base}/{}", doomed["id"].as_str().expect("id"));
+    let put = platform
+        .http
+        .put(format!(
+            "{}{doomed}/files/doomed.bin",
+            platform.region(entry).public
+        ))
+        .bearer_auth(&tenant.admin)
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let deleted = platform
+        .call(entry, Method::DELETE, &doomed, &tenant.admin, None)
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = platform
+        .http
+        .get(format!("{}{doomed}", platform.region(entry).public))
+        .bearer_auth(&tenant.admin)
+        .header(
+            "x-consistency-token",
+            header(&deleted, "x-consistency-token"),
+        )
+        .send()
+        .await
+        .expect("read after delete");
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+}
+
+/// Rows of `tenant` in each tenant table of `region`'s database.
+async fn rows_of(region: &Region, tenant: &str) -> HashMap<&'static str, i64> {
+    let client = connect(region.database.primary.clone()).await;
+    let mut counts = HashMap::new();
+    for table in [
+        "tenants",
+        "api_keys",
+        "collections",
+        "records",
+        "record_index",
+        "files",
+        "audit_events",
+        "audit_heads",
+        "tenant_keys",
+    ] {
+        let count: i64 = client
+            .query_one(
+                &format!("select count(*) from {table} where tenant_id = $1"),
+                &[&tenant],
+            )
+            .await
+            .unwrap_or_else(|err| panic!("count {table}: {err}"))
+            .get(0);
+        counts.insert(table, count);
+    }
+    counts
+}
+
+fn objects_in(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() { objects_in(&path) } else { 1 }
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn tenants_of_every_region_work_through_every_other_and_a_dead_home_gives_503_elsewhere() {
+    let mut platform = ThreeRegions::start().await;
+    let mut tenants = Vec::new();
+    for (i, home) in REGIONS.into_iter().enumerate() {
+        // Created through the next region's endpoint.
+        let entry = REGIONS[(i + 1) % REGIONS.len()];
+        tenants.push(create_tenant(&platform, entry, home).await);
+    }
+    for tenant in &tenants {
+        for entry in REGIONS.into_iter().filter(|entry| *entry != tenant.home) {
+            use_through(&platform, tenant, entry).await;
+        }
+    }
+
+    // Each region holds its own tenant and nothing of the others', in the database and
+    // in the object store (its tenant's file, one through each of the two other entries;
+    // the deleted records' files are gone).
+    for region in &platform.regions {
+        for tenant in &tenants {
+            let rows = rows_of(region, &tenant.id).await;
+            if tenant.home == region.id.as_str() {
+                assert_eq!(rows["tenants"], 1);
+                assert!(rows["audit_events"] > 0);
+            } else {
+                assert!(
+                    rows.values().all(|count| *count == 0),
+                    "{} holds rows of a tenant homed in {}: {rows:?}",
+                    region.id,
+                    tenant.home
+                );
+            }
+        }
+        assert_eq!(
+            objects_in(&region.objects),
+            2,
+            "{}: the files of its own tenant's records, and nothing else",
+            region.id
+        );
+    }
+
+    // The US node stops: its tenant gets 503 + Retry-After from the other entries, for
+    // reads and writes, and nothing is served or written elsewhere.
+    let us = tenants
+        .iter()
+        .find(|tenant| tenant.home == "us-east-1")
+        .expect("a US tenant");
+    platform.stop("us-east-1").await;
+    let base = format!("/v1/tenants/{}/collections/people/records", us.id);
+    for entry in ["eu-central-1", "ap-southeast-1"] {
+        let read = platform
+            .call(
+                entry,
+                Method::GET,
+                &format!("{base}?plan=pro"),
+                &us.admin,
+                None,
+            )
+            .await;
+        assert_eq!(
+            read.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "read via {entry}"
+        );
+        assert!(!header(&read, "retry-after").is_empty());
+        assert_eq!(header(&read, "x-residency-region"), "us-east-1");
+        let write = platform
+            .call(
+                entry,
+                Method::POST,
+                &base,
+                &us.admin,
+                Some(json!({"data": {"email": "while-down@example.com"}})),
+            )
+            .await;
+        assert_eq!(
+            write.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "write via {entry}"
+        );
+        assert!(!header(&write, "retry-after").is_empty());
+        let problem: Value = write.json().await.expect("problem");
+        assert!(
+            !problem.to_string().contains("while-down"),
+            "the error never echoes the body: {problem}"
+        );
+    }
+    for entry in ["eu-central-1", "ap-southeast-1"] {
+        let rows = rows_of(platform.region(entry), &us.id).await;
+        assert!(
+            rows.values().all(|count| *count == 0),
+            "{entry} holds rows of the US tenant after its home went down: {rows:?}"
+        );
+    }
+    // The other tenants are unaffected.
+    let eu = tenants
+        .iter()
+        .find(|tenant| tenant.home == "eu-central-1")
+        .expect("an EU tenant");
+    let fine = platform
+        .call(
+            "ap-southeast-1",
+            Method::GET,
+            &format!("/v1/tenants/{}/collections/people/records", eu.id),
+            &eu.admin,
+            None,
+        )
+        .await;
+    assert_eq!(fine.status(), StatusCode::OK);
+    for id in ["eu-central-1", "ap-southeast-1"] {
+        platform.stop(id).await;
+    }
+}
