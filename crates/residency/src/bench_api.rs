@@ -19,16 +19,14 @@
 //!   round trips the service adds, the rest of the gap is everything else;
 //! - create, API: `POST .../records`;
 //! - read, baseline: `store::records::get` by id on the server the API's reads go to;
-//! - read, SQL as the API issues it: a read-only repeatable-read tenant-scoped
-//!   transaction around the same select, and the read event through a batched audit
-//!   queue;
+//! - read, SQL as the API issues it: the same select in a read-only repeatable-read
+//!   tenant-scoped transaction sent in one round trip (`store::records::get_scoped`),
+//!   and the read event through a batched audit queue;
 //! - read, API: `GET .../records/{id}` of records the API created.
 //!
 //! The node takes `serve`'s API and audit flags (`--rate-limit`, `--audit-reads`, …);
 //! with the default batched read events, reads beyond what the queue's writer makes
-//! durable are refused with 503 and counted as errors. With `--prototypes`, each operation also runs "SQL as the API issues it" with its
-//! statements pipelined on the connection (one round trip instead of several), to show
-//! what that change in `store` would buy. Clients are spread over one tenant each unless
+//! durable are refused with 503 and counted as errors. Clients are spread over one tenant each unless
 //! `--tenants` says otherwise.
 //!
 //! PostgreSQL CPU, the node's CPU and the load generator's CPU per operation are
@@ -80,11 +78,6 @@ pub(crate) struct ApiArgs {
     /// Exit non-zero when a target is missed or an operation failed.
     #[arg(long)]
     check: bool,
-    /// Also measure prototypes of store changes: the API's statements pipelined on one
-    /// connection (creates: the scope, the row and the event in one round trip; reads:
-    /// begin, scope, select and commit in one).
-    #[arg(long)]
-    prototypes: bool,
     /// The node's API limits, as `serve` and `dev` take them.
     #[command(flatten)]
     api: crate::node::ApiFlags,
@@ -314,8 +307,6 @@ impl Operation {
 enum Path {
     Baseline,
     SqlAsApi,
-    /// `--prototypes`: [`Path::SqlAsApi`] with its statements pipelined.
-    Pipelined,
     Api,
 }
 
@@ -324,7 +315,6 @@ impl Path {
         match self {
             Self::Baseline => "baseline",
             Self::SqlAsApi => "sql_as_api",
-            Self::Pipelined => "sql_pipelined_prototype",
             Self::Api => "api",
         }
     }
@@ -333,7 +323,6 @@ impl Path {
         match self {
             Self::Baseline => "baseline (SQL)",
             Self::SqlAsApi => "SQL as the API issues it",
-            Self::Pipelined => "same, pipelined (prototype)",
             Self::Api => "API (HTTP)",
         }
     }
@@ -467,13 +456,9 @@ impl Bench {
         // The baseline's connections open before its case is timed, like the node's did.
         self.warm_baseline(read_from_replica).await?;
 
-        let paths: &[Path] = if self.args.prototypes {
-            &[Path::Baseline, Path::SqlAsApi, Path::Pipelined, Path::Api]
-        } else {
-            &[Path::Baseline, Path::SqlAsApi, Path::Api]
-        };
+        let paths = [Path::Baseline, Path::SqlAsApi, Path::Api];
         let mut results = Vec::new();
-        for &path in paths {
+        for path in paths {
             let work = Work {
                 path,
                 ..work.clone()
@@ -488,7 +473,7 @@ impl Bench {
         }
         self.wait_for_replica().await?;
         let ids = Arc::new(ids);
-        for &path in paths {
+        for path in paths {
             let work = Work {
                 operation: Operation::Read,
                 path,
@@ -936,42 +921,19 @@ impl Work {
             .await?;
             self.log.append(&tx, event).await?;
             tx.commit().await?;
-        } else if self.path == Path::Pipelined {
-            // BEGIN alone, then the tenant scope, the row and the event in one round trip
-            // (tokio-postgres pipelines concurrent queries on a connection; the server runs
-            // them in order), then commit_lsn.
-            let tx = primary.begin().await?;
-            let scope = scope_sql(&tenant);
-            let (scoped, inserted, appended) = futures::join!(
-                tx.client().batch_execute(&scope),
-                store::records::insert(
-                    &tx,
-                    &tenant,
-                    COLLECTION,
-                    id,
-                    &self.shape.public,
-                    &sealed,
-                    &index,
-                ),
-                self.log.append(&tx, event),
-            );
-            scoped?;
-            inserted?;
-            appended?;
-            tx.commit_lsn().await?;
         } else {
+            // As `create_record` writes it: the row, its tokens and its event in one
+            // statement.
             let tx = primary.begin_tenant(&tenant).await?;
-            store::records::insert(
-                &tx,
-                &tenant,
-                COLLECTION,
+            let record = store::records::NewRecord {
+                tenant: &tenant,
+                collection: COLLECTION,
                 id,
-                &self.shape.public,
-                &sealed,
-                &index,
-            )
-            .await?;
-            self.log.append(&tx, event).await?;
+                public: &self.shape.public,
+                sealed: &sealed,
+                index: &index,
+            };
+            self.log.insert_record(&tx, record, event).await?;
             tx.commit_lsn().await?;
         }
         Ok(None)
@@ -989,31 +951,13 @@ impl Work {
         };
         let found = if self.path == Path::Baseline {
             store::records::get(reader.client(), &tenant, COLLECTION, id).await?
-        } else if self.path == Path::Pipelined {
-            // The read-only scoped transaction, the select and the commit in one round trip.
-            let client = reader.client();
-            let begin = format!(
-                "start transaction isolation level repeatable read, read only; {}",
-                scope_sql(&tenant)
-            );
-            let (begun, row, ended) = futures::join!(
-                client.batch_execute(&begin),
-                store::records::get(client, &tenant, COLLECTION, id),
-                client.batch_execute("commit"),
-            );
-            begun?;
-            ended?;
-            row?
         } else {
-            let tx = reader.begin_tenant(&tenant).await?;
-            let row = store::records::get(tx.client(), &tenant, COLLECTION, id).await?;
-            tx.finish().await?;
-            row
+            store::records::get_scoped(&mut reader, &tenant, COLLECTION, id).await?
         };
         if found.is_none() {
             bail!("record {id} not found");
         }
-        if matches!(self.path, Path::SqlAsApi | Path::Pipelined) {
+        if self.path == Path::SqlAsApi {
             self.log
                 .record(self.event(tenant, audit::Action::RecordRead, id))
                 .await?;
@@ -1037,16 +981,6 @@ impl Work {
             via_region: self.bench.region.clone(),
         }
     }
-}
-
-/// What `begin_tenant` sends after `BEGIN` (store's `scope_sql`, which is private).
-fn scope_sql(tenant: &TenantId) -> String {
-    format!(
-        "set local role {}; select set_config('{}', '{}', true)",
-        store::APP_ROLE,
-        store::TENANT_SETTING,
-        tenant.as_str()
-    )
 }
 
 /// API.md's example collection.

@@ -136,11 +136,10 @@ impl RegionService {
         }
         let mut reader = self.inner.database.reader(consistency).await?;
         let served_by = reader.served_by();
-        let tx = reader.begin_tenant(&caller.tenant).await?;
         let row =
-            store::records::get(tx.client(), &caller.tenant, collection.name.as_str(), id).await?;
-        tx.finish().await?;
-        let row = row.ok_or(not_found)?;
+            store::records::get_scoped(&mut reader, &caller.tenant, collection.name.as_str(), id)
+                .await?
+                .ok_or(not_found)?;
         let record = self.open_row(caller, &collection, row).await?;
         self.record_read(
             caller,

@@ -260,18 +260,35 @@ pub async fn lock(
 const LOCK: &str = "select version from records
                     where tenant_id = $1 and collection = $2 and record_id = $3 for update";
 
+/// The record, read on `reader` confined to `tenant` in one round trip (see
+/// [`Reader::query_scoped`](crate::Reader::query_scoped)).
+pub async fn get_scoped(
+    reader: &mut crate::Reader,
+    tenant: &TenantId,
+    collection: &str,
+    id: &str,
+) -> Result<Option<RecordRow>, StoreError> {
+    let rows = reader
+        .query_scoped(tenant, &GET, &[&tenant.as_str(), &collection, &id])
+        .await?;
+    rows.first().map(decode).transpose()
+}
+
+static GET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "select {COLUMNS} from records where tenant_id = $1 and collection = $2 and record_id = $3"
+    )
+});
+
 pub async fn get<C: GenericClient>(
     client: &C,
     tenant: &TenantId,
     collection: &str,
     id: &str,
 ) -> Result<Option<RecordRow>, StoreError> {
-    let sql = format!(
-        "select {COLUMNS} from records where tenant_id = $1 and collection = $2 and record_id = $3"
-    );
     client
         .query_typed_opt(
-            &sql,
+            &GET,
             &[
                 (&tenant.as_str(), Type::TEXT),
                 (&collection, Type::TEXT),

@@ -7,7 +7,8 @@
 
 use deadpool_postgres::Object;
 use model::{Lsn, TenantId};
-use tokio_postgres::{IsolationLevel, SimpleQueryMessage};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, Row, SimpleQueryMessage};
 
 use crate::{Primary, PrimaryTx, Replica, StoreError};
 
@@ -24,13 +25,15 @@ async fn scope(
     tx: &deadpool_postgres::Transaction<'_>,
     tenant: &TenantId,
 ) -> Result<(), StoreError> {
-    let statement = tx
-        .prepare_cached(&format!(
-            "select set_config('role', '{APP_ROLE}', true), set_config('{TENANT_SETTING}', $1, true)"
-        ))
-        .await?;
+    let statement = tx.prepare_cached(&scope_sql()).await?;
     tx.query_one(&statement, &[&tenant.as_str()]).await?;
     Ok(())
+}
+
+fn scope_sql() -> String {
+    format!(
+        "select set_config('role', '{APP_ROLE}', true), set_config('{TENANT_SETTING}', $1, true)"
+    )
 }
 
 impl Primary {
@@ -116,6 +119,41 @@ impl Reader {
             Self::Primary(primary) => &mut primary.0,
             Self::Replica(replica) => &mut replica.0,
         }
+    }
+
+    /// Runs one read-only statement confined to `tenant`'s rows in a round trip: BEGIN
+    /// (read only), the scope, `sql` and COMMIT are prepared once per connection and then
+    /// sent together (tokio-postgres pipelines statements issued concurrently, in the
+    /// order they were issued), where [`Reader::begin_tenant`] waits for each in turn.
+    /// COMMIT is queued with the rest, so the transaction ends even if this future is
+    /// dropped half-way, or `sql` fails (COMMIT then rolls back).
+    pub async fn query_scoped(
+        &mut self,
+        tenant: &TenantId,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.object();
+        let begin = client
+            .prepare_cached("begin isolation level repeatable read read only")
+            .await?;
+        let scope = client.prepare_cached(&scope_sql()).await?;
+        let statement = client.prepare_cached(sql).await?;
+        let commit = client.prepare_cached("commit").await?;
+        let tenant = tenant.as_str();
+        let scope_params: [&(dyn ToSql + Sync); 1] = [&tenant];
+        // Each future sends its statement when first polled, and `join!` polls in order.
+        let (began, scoped, rows, committed) = futures::join!(
+            client.execute(&begin, &[]),
+            client.execute(&scope, &scope_params),
+            client.query(&statement, params),
+            client.execute(&commit, &[]),
+        );
+        began?;
+        scoped?;
+        let rows = rows?;
+        committed?;
+        Ok(rows)
     }
 
     /// Starts a read-only transaction confined to `tenant`'s rows, on one snapshot

@@ -259,3 +259,76 @@ async fn keys_and_audit_work_inside_a_scoped_transaction_and_stay_in_it() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_one_round_trip_scoped_read_sees_only_its_tenant_and_leaves_the_connection_clean() {
+    let (_database, db) = region_database("eu-central-1").await;
+    let (a, b) = (tenant(TENANT_A), tenant(TENANT_B));
+    tenant_with_collection(&db, a).await;
+    tenant_with_collection(&db, b).await;
+    insert_record(&db, a, "rec-a1", json!({}), &[]).await;
+    let lsn = insert_record(&db, b, "rec-b1", json!({}), &[]).await;
+    wait_for_replica(&db, lsn).await;
+
+    let mut reader = Reader::Replica(db.replicas()[0].get().await.expect("replica"));
+    // Twice: the first call prepares the statements, the second runs them from the cache.
+    for _ in 0..2 {
+        let found = store::records::get_scoped(&mut reader, &a, "people", "rec-a1")
+            .await
+            .expect("read");
+        assert_eq!(found.map(|row| row.id).as_deref(), Some("rec-a1"));
+        // Another tenant's id, asked for under A's scope, is invisible.
+        let hidden = store::records::get_scoped(&mut reader, &a, "people", "rec-b1")
+            .await
+            .expect("read");
+        assert!(hidden.is_none());
+        // Without any WHERE on the tenant, the policy still confines the statement: so
+        // the scope ran before it, inside the same transaction.
+        let rows = reader
+            .query_scoped(&b, "select record_id, current_user::text from records", &[])
+            .await
+            .expect("read");
+        let seen: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(seen, [("rec-b1".to_owned(), store::APP_ROLE.to_owned())]);
+    }
+
+    // A failing statement fails the call; the transaction still ends with it.
+    let err = reader
+        .query_scoped(&a, "select 1 / (count(*) - count(*)) from records", &[])
+        .await
+        .expect_err("division by zero");
+    assert!(!matches!(err, StoreError::Forbidden), "{err:?}");
+    let row = reader
+        .client()
+        .query_one(
+            "select current_user::text = session_user::text,
+                    coalesce(current_setting('residency.tenant', true), ''),
+                    (select count(*) from records)",
+            &[],
+        )
+        .await
+        .expect("the connection is usable and out of any transaction");
+    assert!(row.get::<_, bool>(0), "the role was reset");
+    assert_eq!(row.get::<_, String>(1), "", "the tenant setting was reset");
+    assert_eq!(row.get::<_, i64>(2), 2, "unscoped: both tenants' rows");
+    // Seen from another connection, the reader's session is idle, not in a transaction.
+    let pid: i32 = reader
+        .client()
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    let other = db.replicas()[0]
+        .get()
+        .await
+        .expect("another replica connection");
+    let state: String = other
+        .query_one("select state from pg_stat_activity where pid = $1", &[&pid])
+        .await
+        .expect("state")
+        .get(0);
+    assert_eq!(
+        state, "idle",
+        "no transaction is left open on the connection"
+    );
+}
