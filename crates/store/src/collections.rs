@@ -73,3 +73,20 @@ pub async fn get<C: GenericClient>(
         .map(decode)
         .transpose()
 }
+
+/// Every collection of the tenant, in name order.
+pub async fn list<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+) -> Result<Vec<CollectionRow>, StoreError> {
+    client
+        .query(
+            "select name, schema, version, created_at, updated_at
+             from collections where tenant_id = $1 order by name",
+            &[&tenant.as_str()],
+        )
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+}

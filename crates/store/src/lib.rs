@@ -12,6 +12,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod collections;
 pub mod directory;
+pub mod export;
 mod error;
 pub mod files;
 mod health;

@@ -1,6 +1,7 @@
 //! Integration tests of the database layer on a real primary and streaming replica.
 
 mod directory;
+mod export;
 mod routing;
 mod rows;
 mod scoped;
