@@ -12,6 +12,7 @@ pub mod blind_index;
 mod key;
 pub mod kms;
 pub mod objects;
+pub mod pseudonym;
 pub mod seal;
 pub mod sealed_objects;
 pub mod stream;

@@ -200,6 +200,54 @@ impl HotKeys {
     }
 }
 
+/// Unwraps a stored key through the region's KMS, with the encryption context that binds
+/// it to its tenant, region and purpose: for the keyring, and for readers that load
+/// wrapped keys themselves (the analytics export, on a replica).
+pub async fn unwrap_stored(
+    kms: &dyn Kms,
+    region: &RegionId,
+    stored: StoredKey,
+) -> Result<DataKey, UnwrapError> {
+    let (Some(key_id), Some(ciphertext)) = (stored.kms_key_id, stored.wrapped) else {
+        return Err(UnwrapError::Shredded {
+            tenant: stored.tenant,
+        });
+    };
+    if stored.state == KeyState::Destroyed {
+        return Err(UnwrapError::Shredded {
+            tenant: stored.tenant,
+        });
+    }
+    let context = tenant_key_context(&stored.tenant, region, stored.purpose);
+    let wrapped = WrappedKey { key_id, ciphertext };
+    let material = kms.decrypt(&wrapped, &context).await?;
+    Ok(DataKey::new(
+        stored.tenant,
+        region.clone(),
+        stored.purpose,
+        stored.version,
+        material,
+    ))
+}
+
+/// Why [`unwrap_stored`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UnwrapError {
+    #[error("the keys of tenant {tenant} were destroyed")]
+    Shredded { tenant: TenantId },
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+}
+
+impl From<UnwrapError> for KeyError {
+    fn from(err: UnwrapError) -> Self {
+        match err {
+            UnwrapError::Shredded { tenant } => KeyError::Shredded { tenant },
+            UnwrapError::Kms(err) => err.into(),
+        }
+    }
+}
+
 /// The tenant keys of one region. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Keyring {
@@ -613,24 +661,15 @@ impl Keyring {
                 purpose: id.purpose.as_str(),
                 version: id.version.get(),
             })?;
-        let (Some(key_id), Some(ciphertext)) = (stored.kms_key_id, stored.wrapped) else {
-            return Err(KeyError::Shredded { tenant: id.tenant });
-        };
-        if stored.state == KeyState::Destroyed {
+        if stored.state == KeyState::Destroyed || stored.wrapped.is_none() {
             return Err(KeyError::Shredded { tenant: id.tenant });
         }
-        let context = self.context(&id.tenant, id.purpose);
-        let wrapped = WrappedKey { key_id, ciphertext };
-        let material = self
-            .kms_call("decrypt", self.inner.kms.decrypt(&wrapped, &context))
+        let key = self
+            .kms_call(
+                "decrypt",
+                unwrap_stored(self.inner.kms.as_ref(), &self.inner.region, stored),
+            )
             .await?;
-        let key = DataKey::new(
-            id.tenant,
-            self.inner.region.clone(),
-            id.purpose,
-            id.version,
-            material,
-        );
         Ok(Arc::new(CachedKey {
             key: Arc::new(key),
             uses: AtomicU64::new(0),
@@ -684,17 +723,17 @@ impl Keyring {
         tenant_key_context(tenant, &self.inner.region, purpose)
     }
 
-    async fn kms_call<T>(
+    async fn kms_call<T, E: Into<KeyError>>(
         &self,
         operation: &'static str,
-        call: impl Future<Output = Result<T, KmsError>>,
+        call: impl Future<Output = Result<T, E>>,
     ) -> Result<T, KeyError> {
         let started = Instant::now();
         let result = call.await;
         self.inner
             .metrics
             .record_kms_call(operation, result.is_ok(), started.elapsed());
-        Ok(result?)
+        result.map_err(Into::into)
     }
 }
 

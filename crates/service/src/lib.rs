@@ -6,6 +6,7 @@
 //! Tenant plaintext exists only here and in `envelope`; `store` sees ciphertext and ids.
 
 pub mod access;
+pub mod analytics;
 pub mod audit;
 pub mod audit_checkpoints;
 pub mod audit_keys;

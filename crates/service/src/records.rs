@@ -581,7 +581,7 @@ fn type_reason(field_type: FieldType) -> String {
 /// Sealed fields in one column: per field, a one-byte name length, the name, a four-byte
 /// big-endian length and the sealed value. Names are schema field names (at most 63 bytes).
 #[derive(Default)]
-struct SealedFields {
+pub(crate) struct SealedFields {
     bytes: Vec<u8>,
 }
 
@@ -599,7 +599,7 @@ impl SealedFields {
         self.bytes
     }
 
-    fn decode(mut bytes: &[u8]) -> Option<BTreeMap<String, &[u8]>> {
+    pub(crate) fn decode(mut bytes: &[u8]) -> Option<BTreeMap<String, &[u8]>> {
         let mut fields = BTreeMap::new();
         while let Some((&name_len, rest)) = bytes.split_first() {
             let (name, rest) = rest.split_at_checked(usize::from(name_len))?;
