@@ -496,6 +496,10 @@ mod tests {
             self.inner.delete(key).await
         }
 
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, ObjectStoreError> {
+            self.inner.list(prefix).await
+        }
+
         async fn check(&self) -> Result<(), ObjectStoreError> {
             self.inner.check().await
         }

@@ -132,6 +132,19 @@ impl ObjectStore for LocalObjectStore {
         }
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, ObjectStoreError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            walk(&root, &root, &prefix, &mut keys)?;
+            keys.sort_by(|a: &ObjectKey, b| a.as_str().cmp(b.as_str()));
+            Ok(keys)
+        })
+        .await
+        .map_err(|err| ObjectStoreError::Other(format!("list: {err}")))?
+    }
+
     async fn check(&self) -> Result<(), ObjectStoreError> {
         let metadata = tokio::fs::metadata(&self.root).await.map_err(|err| {
             ObjectStoreError::Unavailable(format!("inspect {}: {err}", self.root.display()))
@@ -191,4 +204,46 @@ async fn sync_dir(dir: &Path) -> Result<(), ObjectStoreError> {
 
 fn io_error(action: &str, path: &Path, err: &std::io::Error) -> ObjectStoreError {
     ObjectStoreError::Other(format!("{action} {}: {err}", path.display()))
+}
+
+/// Collects the keys of the files under `dir` that start with `prefix`, skipping the
+/// temporary directory and directories the prefix rules out.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    keys: &mut Vec<ObjectKey>,
+) -> Result<(), ObjectStoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(io_error("list", dir, &err)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|err| io_error("list", dir, &err))?;
+        let path = entry.path();
+        let Ok(relative) = path.strip_prefix(root) else {
+            continue;
+        };
+        let Some(relative) = relative.to_str() else {
+            continue;
+        };
+        if relative == TMP_DIR {
+            continue;
+        }
+        let file_type = entry
+            .file_type()
+            .map_err(|err| io_error("list", &path, &err))?;
+        if file_type.is_dir() {
+            let as_prefix = format!("{relative}/");
+            if as_prefix.starts_with(prefix) || prefix.starts_with(&as_prefix) {
+                walk(root, &path, prefix, keys)?;
+            }
+        } else if relative.starts_with(prefix)
+            && let Ok(key) = ObjectKey::parse(relative)
+        {
+            keys.push(key);
+        }
+    }
+    Ok(())
 }

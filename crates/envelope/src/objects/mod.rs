@@ -110,6 +110,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Deletes the object; deleting an absent object succeeds.
     async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectStoreError>;
 
+    /// The keys of every object whose key starts with `prefix` (a plain string prefix, as
+    /// S3 has it), sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, ObjectStoreError>;
+
     /// Whether the store answers (for `/readyz`).
     async fn check(&self) -> Result<(), ObjectStoreError>;
 }

@@ -366,6 +366,32 @@ impl ObjectStore for S3ObjectStore {
         Ok(())
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, ObjectStoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| s3_error(describe(&err)))?;
+            for object in page.contents() {
+                let Some(raw) = object.key() else { continue };
+                let key = ObjectKey::parse(raw).map_err(|err| {
+                    ObjectStoreError::Other(format!(
+                        "bucket {} holds key {raw}: {err}",
+                        self.bucket
+                    ))
+                })?;
+                keys.push(key);
+            }
+        }
+        keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(keys)
+    }
+
     async fn check(&self) -> Result<(), ObjectStoreError> {
         self.client
             .head_bucket()

@@ -162,6 +162,32 @@ async fn object_store_contract(store: &dyn ObjectStore) {
         .await
         .expect("put v2");
     assert_eq!(read_all(store, &replaced).await.expect("get v2"), b"second");
+
+    // Listing: every key under a plain string prefix, sorted; deleted and failed objects
+    // are not there, and nothing outside the prefix is.
+    let listed = |prefix: String| async move {
+        store
+            .list(&prefix)
+            .await
+            .expect("list")
+            .iter()
+            .map(|key| key.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(format!("{prefix}/")).await,
+        [
+            format!("{prefix}/empty.bin"),
+            format!("{prefix}/records/r1/large.bin"),
+            format!("{prefix}/replaced.bin"),
+        ]
+    );
+    assert_eq!(
+        listed(format!("{prefix}/rec")).await,
+        [format!("{prefix}/records/r1/large.bin")]
+    );
+    assert_eq!(listed(format!("{prefix}/records/r1/l")).await.len(), 1);
+    assert!(listed(format!("{prefix}/nothing-here/")).await.is_empty());
 }
 
 #[tokio::test]
