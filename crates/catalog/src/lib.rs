@@ -8,6 +8,7 @@ mod raw;
 mod rules;
 mod secret;
 mod spec;
+mod terraform;
 
 pub use catalog::Catalog;
 pub use error::CatalogError;
@@ -15,3 +16,4 @@ pub use secret::{Secret, SecretError, SecretRef};
 pub use spec::{
     AnalyticsSpec, DatabaseSpec, DbEndpoint, Endpoints, KmsSpec, RegionSpec, StorageSpec,
 };
+pub use terraform::{TERRAFORM_VARS_COMMAND, TERRAFORM_VARS_PATH, terraform_vars};

@@ -1,20 +1,23 @@
 //! `cargo xtask`: repository chores. `test` checks the machine's prerequisites, then runs
-//! the whole test suite; `tidy` checks repository conventions (also run as a test).
+//! the whole test suite; `tidy` checks repository conventions (also run as a test);
+//! `terraform` checks, tests and applies (against moto) everything under `terraform/`.
 
 mod prerequisites;
+mod terraform;
 mod tidy;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-const USAGE: &str = "usage: cargo xtask <test [cargo test args…] | tidy>";
+const USAGE: &str = "usage: cargo xtask <test [cargo test args…] | tidy | terraform>";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let result = match args.next().as_deref() {
         Some("test") => test(args.collect()),
         Some("tidy") => tidy::check(&repo_root()).map(|()| println!("tidy: ok")),
+        Some("terraform") => terraform::run(&repo_root()),
         _ => Err(anyhow::anyhow!(USAGE)),
     };
     match result {
