@@ -9,6 +9,7 @@
 //! (`bench_events.rs`), and offline bundle verification in events per second on one
 //! core. `api` (`bench_api.rs`): the tenant API over HTTP against the same SQL work done
 //! directly. `router` (`bench_router.rs`): the router's overhead, against nginx too.
+//! `export`: the anonymization engine (`export::bench_export`) on one core.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +46,22 @@ enum Which {
     /// handler, forwarding against calling the home node directly, and our forwarding
     /// hop against nginx proxy_pass.
     Router(crate::bench_router::RouterArgs),
+    /// The anonymization engine on synthetic rows (Mondrian time; our Parquet writing
+    /// against a bare arrow-rs ArrowWriter on the same batches), on one core.
+    Export(ExportBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportBenchArgs {
+    /// Where to write the JSON results.
+    #[arg(long, default_value = ".residency/bench/export.json")]
+    output: PathBuf,
+    /// Synthetic rows (8 quasi-identifiers, k = 10).
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
+    /// Exit non-zero when a target is missed.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,7 +119,35 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Audit(args) => audit_bench(args).await,
         Which::Api(args) => crate::bench_api::run(args).await,
         Which::Router(args) => crate::bench_router::run(args).await,
+        Which::Export(args) => export_bench(args).await,
     }
+}
+
+async fn export_bench(args: ExportBenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is an unoptimized build; run `cargo run --release -p residency -- bench export` for real figures"
+        );
+    }
+    let rows = args.rows;
+    // One core: the engine runs on this one blocking thread.
+    let report = tokio::task::spawn_blocking(move || export::bench_export(rows))
+        .await
+        .context("join the export benchmark")?;
+    print!("{}", report.render());
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let mut json = serde_json::to_value(&report)?;
+    json["benchmark"] = json!("export");
+    json["optimized_build"] = json!(!cfg!(debug_assertions));
+    std::fs::write(&args.output, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("write {}", args.output.display()))?;
+    println!("results written to {}", args.output.display());
+    if args.check && !(report.anonymize_goal_met && report.writer_goal_met) {
+        anyhow::bail!("a benchmark target was missed");
+    }
+    Ok(())
 }
 
 /// Throughput targets from the issue: ours / raw at each size.

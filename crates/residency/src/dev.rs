@@ -5,7 +5,8 @@
 //!
 //! State directory layout: `operator_token`, `endpoints.json`, `.lock`, and per region
 //! `<region>/{postgres/, kms/ (the local KMS's master keys), objects/, api_port,
-//! audit/signing.key}`. A second start with the same directory reuses everything:
+//! audit/signing.key, export_password, export_replica_url}`; `analytics/` is where
+//! `residency export run --dev-state` releases (the analytics bucket). A second start with the same directory reuses everything:
 //! clusters, data, ports, token, audit signing keys (so bundles exported before a restart
 //! still verify against `GET /v1/audit/keys`).
 
@@ -252,6 +253,11 @@ async fn start_region(
             return Err(err.context(format!("start the {id} node")));
         }
     };
+    if let Err(err) = prepare_export_role(&databases, &root).await {
+        let _ = node.stop().await;
+        let _ = databases.stop().await;
+        return Err(err.context(format!("prepare the {id} export role")));
+    }
     Ok(DevRegion {
         id,
         databases,
@@ -286,6 +292,39 @@ async fn start_node(
         )],
     );
     crate::node::start(id.clone(), &settings, backends, audit, platform, listener).await
+}
+
+/// Where `dev` writes the URL the analytics export reads the region's replica with (as
+/// the `residency_export` role), for `residency export run --dev-state`.
+pub(crate) const EXPORT_REPLICA_FILE: &str = "export_replica_url";
+
+/// Gives the export role (created by the migrations, without a password) the region's
+/// saved password, and writes its replica URL beside the region's other state.
+async fn prepare_export_role(databases: &LocalRegion, root: &Path) -> anyhow::Result<()> {
+    let password = load_or_create_secret(&root.join("export_password"))?;
+    let (client, connection) = databases
+        .primary_config(APP_DATABASE)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connect to set the export role's password")?;
+    let connection = tokio::spawn(connection);
+    // The password is a word of letters, digits and `_`: nothing to quote.
+    let set = client
+        .batch_execute(&format!(
+            "alter role {} password '{password}'",
+            store::export::EXPORT_ROLE
+        ))
+        .await
+        .context("set the export role's password");
+    drop(client);
+    let _ = connection.await;
+    set?;
+    let port = databases.replica().port();
+    let url = format!(
+        "postgres://{}:{password}@127.0.0.1:{port}/{APP_DATABASE}\n",
+        store::export::EXPORT_ROLE
+    );
+    write_private(&root.join(EXPORT_REPLICA_FILE), url.as_bytes())
 }
 
 async fn create_app_database(databases: &LocalRegion) -> anyhow::Result<()> {

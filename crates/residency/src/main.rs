@@ -10,10 +10,12 @@ mod bench_events;
 mod bench_router;
 mod dev;
 mod directory;
+mod export_cmd;
 mod migrate;
 mod node;
 mod serve;
 mod signals;
+mod terraform_vars;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +55,14 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Audit-log tools for compliance officers (`audit verify`).
     Audit(audit_cmd::AuditArgs),
+    /// The anonymized analytics export of one region (`export run`), reading replicas only.
+    Export(export_cmd::ExportArgs),
+    /// Anonymize a local CSV or NDJSON file with a collection schema's analytics policy and
+    /// print the privacy report: how a tenant tries a configuration before turning export on.
+    Anonymize(export_cmd::AnonymizeArgs),
+    /// Write Terraform's inputs (`terraform/envs/example/regions.auto.tfvars.json`) from
+    /// the region catalogue.
+    TerraformVars(terraform_vars::TerraformVarsArgs),
 }
 
 /// Where the region catalogue is by default: `regions/` in the working directory.
@@ -83,6 +93,9 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Audit(args) => audit_cmd::run(args).await,
+            Command::Export(args) => export_cmd::run(args).await,
+            Command::Anonymize(args) => export_cmd::anonymize(args),
+            Command::TerraformVars(args) => terraform_vars::run(args),
         }
     });
     match result {

@@ -1,18 +1,29 @@
-//! The analytics export's reading side, inside the home region: a collection's records
-//! opened from a replica snapshot (wrapped keys read on that snapshot and unwrapped
-//! through the region's KMS), and the tenant's pseudonym key. Plaintext exists here only
-//! on its way into the anonymizer; this module writes nothing and logs no value.
+//! The analytics export run, inside the home region: for each tenant that turned export
+//! on and each collection with an `analytics` section, the records are opened from a
+//! replica snapshot (wrapped keys read on that snapshot, unwrapped through the region's
+//! KMS), anonymized by the `export` engine under the tenant's pseudonym key, and released
+//! to the analytics bucket under the region's prefix as
+//! `<prefix><tenant pseudonym>/<collection>/run=<id>/` (parts, then `_manifest.json`, last;
+//! see `export::release` for how runs stay idempotent and incremental). The watermark is
+//! the collection's schema version, record count and latest change, read on the same
+//! snapshot as the records. Plaintext exists here only on its way into the engine; no
+//! value is logged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use envelope::kms::Kms;
+use envelope::objects::{ByteStream, ObjectKey, ObjectStore, ObjectStoreError};
 use envelope::seal::{self, SealContext};
 use envelope::{DataKey, KeyMaterial, KeyPurpose, KeyVersion};
+use export::release::{self, Plan, ReleaseLocation, ReleaseStore};
+use futures::TryStreamExt as _;
 use model::{RegionId, TenantId};
 use serde_json::{Map, Value};
 use store::collections::CollectionRow;
-use store::export::TenantSnapshot;
+use store::export::{ExportReplica, TenantSnapshot};
 
 use crate::ServiceError;
 use crate::keys::{KeyError, unwrap_stored};
@@ -123,5 +134,179 @@ pub async fn open_records(
             each(data)?;
             count += 1;
         }
+    }
+}
+
+/// Where releases go: the analytics bucket (or a directory in dev), under this region's
+/// prefix (`eu-central-1/`, from the catalogue).
+#[derive(Debug, Clone)]
+pub struct ExportTarget {
+    pub objects: Arc<dyn ObjectStore>,
+    pub prefix: String,
+}
+
+/// Rows per Parquet part.
+const ROWS_PER_PART: usize = 1_000_000;
+
+/// What one pass over the region did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub tenants: u64,
+    /// Collections released by this pass (`resumed` of them completed a stopped run).
+    pub released: u64,
+    pub resumed: u64,
+    /// Collections whose current watermark was already released.
+    pub unchanged: u64,
+    pub rows_released: u64,
+    pub rows_suppressed: u64,
+    /// Stored records the current schema no longer accepts (left out and counted).
+    pub rows_invalid: u64,
+    /// The manifests written, as object keys.
+    pub manifests: Vec<String>,
+}
+
+/// One pass: every exporting tenant's analytics collections, from `replica`.
+pub async fn export_once(
+    replica: &mut ExportReplica,
+    region: &RegionId,
+    kms: &Arc<dyn Kms>,
+    target: &ExportTarget,
+) -> Result<RunSummary, ServiceError> {
+    let store = Releases(target.clone());
+    let mut summary = RunSummary::default();
+    for tenant in replica.exporting_tenants().await? {
+        summary.tenants += 1;
+        let snapshot = replica.snapshot(&tenant).await?;
+        let mut keys = ExportKeys::new(kms.clone(), region.clone(), tenant);
+        let material = keys.pseudonym_key(&snapshot).await?;
+        let pseudonyms = export::PseudonymKey::new(material.expose());
+        // The tenant's directory: its id under its own key, so analysts can tell tenants
+        // apart but not name them, and no two tenants' directories are linkable.
+        let tenant_dir = pseudonyms.pseudonym(export::PseudonymValue::String(tenant.as_str()));
+        for collection in snapshot.collections().await? {
+            let schema = serde_json::from_value::<wire::api::SchemaDoc>(collection.schema.clone())
+                .map_err(|err| err.to_string())
+                .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))
+                .map_err(|err| {
+                    ServiceError::Internal(format!("stored schema is invalid: {err}"))
+                })?;
+            if schema.analytics().is_none() {
+                continue;
+            }
+            let location = ReleaseLocation::new(&tenant_dir, &collection.name).map_err(internal)?;
+            let watermark = snapshot.watermark(&collection).await?;
+            let (run, resumed) = match release::plan_release(&store, &location, &watermark)
+                .await
+                .map_err(internal)?
+            {
+                Plan::UpToDate { .. } => {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                Plan::Write { run, resumed } => (run, resumed),
+            };
+            let mut table = export::TableBuilder::new(&schema);
+            let mut invalid = 0u64;
+            open_records(&snapshot, &mut keys, &collection, |data| {
+                if table.push_json(&schema, &data).is_err() {
+                    invalid += 1;
+                }
+                Ok(())
+            })
+            .await?;
+            let anonymized =
+                export::anonymize(&table.finish(), &schema, &pseudonyms).map_err(internal)?;
+            release::write_release(
+                &store,
+                &location,
+                &run,
+                &anonymized,
+                &watermark,
+                ROWS_PER_PART,
+            )
+            .await
+            .map_err(internal)?;
+            summary.released += 1;
+            summary.resumed += u64::from(resumed);
+            summary.rows_released += anonymized.report.rows_released;
+            summary.rows_suppressed += anonymized.report.rows_suppressed;
+            summary.rows_invalid += invalid;
+            summary
+                .manifests
+                .push(format!("{}{}", target.prefix, location.manifest_key(&run)));
+            tracing::info!(
+                tenant = %tenant,
+                collection = %collection.name,
+                run,
+                resumed,
+                rows = anonymized.report.rows_released,
+                suppressed = anonymized.report.rows_suppressed,
+                "released an anonymized snapshot"
+            );
+        }
+        snapshot.finish().await?;
+    }
+    Ok(summary)
+}
+
+fn internal(err: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(format!("analytics export: {err}"))
+}
+
+/// The region's object store as the release writer sees it: keys under the region's
+/// prefix.
+struct Releases(ExportTarget);
+
+impl Releases {
+    fn key(&self, key: &str) -> Result<ObjectKey, release::StoreError> {
+        let full = format!("{}{key}", self.0.prefix);
+        ObjectKey::parse(&full)
+            .map_err(|err| release::StoreError(format!("object key {full}: {err}")))
+    }
+}
+
+fn store_error(err: ObjectStoreError) -> release::StoreError {
+    release::StoreError(err.to_string())
+}
+
+#[async_trait]
+impl ReleaseStore for Releases {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), release::StoreError> {
+        let body: ByteStream =
+            Box::pin(futures::stream::once(async move { Ok(Bytes::from(bytes)) }));
+        self.0
+            .objects
+            .put(&self.key(key)?, body)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, release::StoreError> {
+        let body = match self.0.objects.get(&self.key(key)?).await {
+            Ok(body) => body,
+            Err(ObjectStoreError::NotFound(_)) => return Ok(None),
+            Err(err) => return Err(store_error(err)),
+        };
+        let chunks: Vec<Bytes> = body.try_collect().await.map_err(store_error)?;
+        Ok(Some(chunks.concat()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, release::StoreError> {
+        let full = format!("{}{prefix}", self.0.prefix);
+        let keys = self.0.objects.list(&full).await.map_err(store_error)?;
+        Ok(keys
+            .iter()
+            .filter_map(|key| key.as_str().strip_prefix(&self.0.prefix))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), release::StoreError> {
+        self.0
+            .objects
+            .delete(&self.key(key)?)
+            .await
+            .map_err(store_error)
     }
 }

@@ -15,7 +15,7 @@ locals {
   environment = [for k in sort(keys(var.node_environment)) : { name = k, value = var.node_environment[k] }]
   secrets     = [for k in sort(keys(var.secret_arns)) : { name = k, valueFrom = var.secret_arns[k] }]
 
-  export_command = coalesce(var.export_command, ["export", "--region", var.region])
+  export_command = coalesce(var.export_command, ["export", "run", "--region", var.region, "--once"])
 
   container_defaults = {
     image                  = var.image

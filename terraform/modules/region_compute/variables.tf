@@ -156,7 +156,7 @@ variable "export_schedule" {
 }
 
 variable "export_command" {
-  description = "Arguments of the export task (after the `residency` entrypoint). Null means `export --region <region>`."
+  description = "Arguments of the export task (after the `residency` entrypoint). Null means `export run --region <region> --once` (one pass per schedule; the replica URL as the `residency_export` role comes from the RESIDENCY_EXPORT_REPLICA_URL secret)."
   type        = list(string)
   default     = null
 }

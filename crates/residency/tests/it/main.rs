@@ -4,6 +4,7 @@
 mod audit_verify;
 mod bench;
 mod dev;
+mod export;
 mod migrate;
 mod platform;
 

@@ -68,7 +68,7 @@ run "the_node_serves_tls_and_gets_secrets_by_reference" {
     error_message = "The node runs as the api role, the export as the export role, read-only."
   }
   assert {
-    condition     = jsondecode(aws_ecs_task_definition.export.container_definitions)[0].command == ["export", "--region", "eu-west-1"]
+    condition     = jsondecode(aws_ecs_task_definition.export.container_definitions)[0].command == ["export", "run", "--region", "eu-west-1", "--once"]
     error_message = "The export task runs the region's export."
   }
 }
