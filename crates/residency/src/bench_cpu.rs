@@ -92,6 +92,37 @@ impl CpuClock {
         }
     }
 
+    /// CPU of this process's threads whose name starts with `prefix`.
+    pub fn threads(&self, prefix: &str) -> Duration {
+        let mut ticks = 0;
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.flatten() {
+                if let Some(stat) = read_stat(&task.path().join("stat"))
+                    && stat.comm.starts_with(prefix)
+                {
+                    ticks += stat.ticks;
+                }
+            }
+        }
+        self.duration(ticks)
+    }
+
+    /// CPU of process `pid` and its children, live and reaped (nginx's master and
+    /// workers).
+    pub fn process_tree(&self, pid: i32) -> Duration {
+        let processes = all_processes();
+        let own = processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map_or(0, |p| p.ticks + p.children_ticks);
+        let children: u64 = processes
+            .iter()
+            .filter(|p| p.ppid == pid)
+            .map(|p| p.ticks)
+            .sum();
+        self.duration(own + children)
+    }
+
     fn duration(&self, ticks: u64) -> Duration {
         Duration::from_secs_f64(ticks as f64 / self.ticks_per_second)
     }

@@ -6,9 +6,12 @@
 //! `proxy_pass` (one worker, keep-alive upstream) in front of the same home node, at
 //! saturation (requests per second ratio).
 //!
-//! Every server and the load generator run in this process on runtimes of one worker
-//! thread each (nginx: one worker process), so that the hops are compared on equal
-//! terms; the cases are measured in interleaved rounds and the medians reported.
+//! Every server and the load generator run in this process, each on an event loop of its
+//! own (a current-thread runtime on a named thread; nginx: one worker process), so that
+//! the hops are compared on equal terms and each party's CPU per request can be read; the
+//! handler's async work completes on a timer thread to the microsecond (tokio's timer
+//! rounds to milliseconds). The cases are measured in interleaved rounds and the medians
+//! reported.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,7 +40,7 @@ use tokio::net::TcpListener;
 use tower::Layer as _;
 
 use crate::bench::median;
-use crate::bench_api::LoadRuntime;
+use crate::bench_cpu::CpuClock;
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RouterArgs {
@@ -78,6 +81,10 @@ const FORWARD_P99_TARGET: Duration = Duration::from_millis(1);
 const NGINX_TARGET: f64 = 0.8;
 
 const HOME: &str = "eu-central-1";
+/// Thread names of the runtimes, for their CPU time.
+const HOME_THREAD: &str = "bench-home";
+const ENTRY_THREAD: &str = "bench-entry";
+const LOAD: &str = crate::bench_cpu::LOAD_THREAD;
 const ENTRY: &str = "us-east-1";
 const FORWARDING_KEY: &[u8; 32] = b"bench-router-forwarding-key-0001";
 /// The collection whose handler does the configured async work; any other answers at once.
@@ -142,6 +149,43 @@ struct Round {
     first_error: Option<String>,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    cpu: Cpu,
+}
+
+/// CPU spent during a round, by who spent it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    load: Duration,
+    entry: Duration,
+    home: Duration,
+    nginx: Duration,
+}
+
+impl Cpu {
+    fn sample(clock: &CpuClock, nginx: Option<i32>) -> Self {
+        Self {
+            load: clock.threads(LOAD),
+            entry: clock.threads(ENTRY_THREAD),
+            home: clock.threads(HOME_THREAD),
+            nginx: nginx.map_or(Duration::ZERO, |pid| clock.process_tree(pid)),
+        }
+    }
+
+    fn since(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            load: self.load.saturating_sub(earlier.load),
+            entry: self.entry.saturating_sub(earlier.entry),
+            home: self.home.saturating_sub(earlier.home),
+            nginx: self.nginx.saturating_sub(earlier.nginx),
+        }
+    }
+
+    fn add(&mut self, other: Cpu) {
+        self.load += other.load;
+        self.entry += other.entry;
+        self.home += other.home;
+        self.nginx += other.nginx;
+    }
 }
 
 impl Round {
@@ -167,6 +211,7 @@ struct Summary {
     ok: u64,
     errors: u64,
     first_error: Option<String>,
+    cpu: Cpu,
 }
 
 impl Summary {
@@ -175,6 +220,10 @@ impl Summary {
         let ok = rounds.iter().map(|r| r.ok).sum();
         let errors = rounds.iter().map(|r| r.errors).sum();
         let first_error = rounds.iter().find_map(|r| r.first_error.clone());
+        let mut cpu = Cpu::default();
+        for round in &rounds {
+            cpu.add(round.cpu);
+        }
         let mut latencies: Vec<Duration> = rounds.into_iter().flat_map(|r| r.latencies).collect();
         latencies.sort_unstable();
         Self {
@@ -184,7 +233,13 @@ impl Summary {
             ok,
             errors,
             first_error,
+            cpu,
         }
+    }
+
+    /// CPU microseconds per request of one party.
+    fn cpu_us(&self, spent: Duration) -> f64 {
+        crate::bench_cpu::micros_per_op(spent, self.ok + self.errors)
     }
 
     fn json(&self) -> Value {
@@ -195,6 +250,12 @@ impl Summary {
             "requests": self.ok,
             "errors": self.errors,
             "first_error": self.first_error,
+            "cpu_us_per_request": {
+                "load_generator": self.cpu_us(self.cpu.load),
+                "entry_node": self.cpu_us(self.cpu.entry),
+                "home_node": self.cpu_us(self.cpu.home),
+                "nginx": self.cpu_us(self.cpu.nginx),
+            },
         })
     }
 }
@@ -215,9 +276,9 @@ pub(crate) async fn run(args: RouterArgs) -> anyhow::Result<()> {
         );
     }
     let nginx_binary = find_nginx(&args.nginx)?;
-    let home_runtime = LoadRuntime::new("bench-home", 1)?;
-    let entry_runtime = LoadRuntime::new("bench-entry", 1)?;
-    let load_runtime = LoadRuntime::new("bench-load", 1)?;
+    let home_runtime = EventLoop::start(HOME_THREAD)?;
+    let entry_runtime = EventLoop::start(ENTRY_THREAD)?;
+    let load_runtime = EventLoop::start(LOAD)?;
 
     let topology = Topology::start(&args, &home_runtime, &entry_runtime).await?;
     let nginx = Nginx::start(&nginx_binary, topology.home).await?;
@@ -246,9 +307,10 @@ pub(crate) async fn run(args: RouterArgs) -> anyhow::Result<()> {
 
     let measured = {
         let args = args.clone();
+        let nginx_pid = nginx.child.id().and_then(|pid| i32::try_from(pid).ok());
         load_runtime
             .handle()
-            .spawn(async move { measure(&args, &targets).await })
+            .spawn(async move { measure(&args, &targets, nginx_pid).await })
             .await
             .context("join the load generator")?
     };
@@ -262,7 +324,9 @@ pub(crate) async fn run(args: RouterArgs) -> anyhow::Result<()> {
 async fn measure(
     args: &RouterArgs,
     targets: &HashMap<Case, (String, usize)>,
+    nginx: Option<i32>,
 ) -> anyhow::Result<HashMap<Case, Summary>> {
+    let clock = CpuClock::new([]);
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(args.saturating_clients.max(args.clients))
         .build({
@@ -285,7 +349,9 @@ async fn measure(
     for _ in 0..args.rounds.max(1) {
         for case in Case::ALL {
             let (url, clients) = &targets[&case];
-            let measured = load(&client, url, *clients, round).await;
+            let before = Cpu::sample(&clock, nginx);
+            let mut measured = load(&client, url, *clients, round).await;
+            measured.cpu = Cpu::sample(&clock, nginx).since(before);
             rounds.entry(case).or_default().push(measured);
         }
     }
@@ -371,8 +437,8 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
     let errors: u64 = results.values().map(|s| s.errors).sum();
 
     println!(
-        "{:<38} {:>8} {:>10} {:>10} {:>10}",
-        "case", "clients", "req/s", "p50 µs", "p99 µs"
+        "{:<38} {:>8} {:>10} {:>10} {:>10} {:>11}",
+        "case", "clients", "req/s", "p50 µs", "p99 µs", "hop cpu µs"
     );
     for case in Case::ALL {
         let summary = get(case);
@@ -380,12 +446,21 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
             Case::Nginx | Case::ForwardedSaturated => args.saturating_clients,
             _ => args.clients,
         };
+        // The CPU of the hop under test: the router in front of the handler, the entry
+        // node, or nginx.
+        let hop = match case {
+            Case::BareHandler | Case::Direct => Duration::ZERO,
+            Case::LocalThroughRouter => summary.cpu.home,
+            Case::Forwarded | Case::ForwardedSaturated => summary.cpu.entry,
+            Case::Nginx => summary.cpu.nginx,
+        };
         println!(
-            "{:<38} {clients:>8} {:>10.0} {:>10.0} {:>10.0}",
+            "{:<38} {clients:>8} {:>10.0} {:>10.0} {:>10.0} {:>11.1}",
             case.name(),
             summary.per_sec,
             micros(summary.p50),
-            micros(summary.p99)
+            micros(summary.p99),
+            summary.cpu_us(hop)
         );
     }
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
@@ -416,7 +491,7 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
         "clients": args.clients,
         "saturating_clients": args.saturating_clients,
         "handler_ms": args.handler_ms,
-        "threads": "home node, entry node and load generator: one worker thread each; nginx: one worker process",
+        "threads": "home node, entry node and load generator: one current-thread event loop each; nginx: one worker process",
         "cases": Case::ALL.iter().map(|&case| (case.key().to_owned(), get(case).json())).collect::<serde_json::Map<_, _>>(),
         "local": {
             "added_p50_us": added_micros(local.p50, bare.p50),
@@ -466,8 +541,8 @@ struct Topology {
 impl Topology {
     async fn start(
         args: &RouterArgs,
-        home_runtime: &LoadRuntime,
-        entry_runtime: &LoadRuntime,
+        home_runtime: &EventLoop,
+        entry_runtime: &EventLoop,
     ) -> anyhow::Result<Self> {
         let (home_id, entry_id) = (RegionId::parse(HOME)?, RegionId::parse(ENTRY)?);
         let home_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -501,6 +576,7 @@ impl Topology {
             .await?;
         let handler = Arc::new(HandlerSettings {
             work: Duration::from_secs_f64(args.handler_ms / 1e3),
+            delays: Delays::start(),
         });
         let node = |region: &RegionId| -> anyhow::Result<_> {
             let cache = CachedDirectory::new(directory.clone(), Duration::from_secs(3600), 1000);
@@ -537,6 +613,68 @@ impl Topology {
 #[derive(Debug)]
 struct HandlerSettings {
     work: Duration,
+    delays: Delays,
+}
+
+/// Completes waits at their deadline to the microsecond, from a thread of its own: the
+/// handler's "async work". tokio's timer rounds every sleep up to whole milliseconds (a
+/// 1 ms sleep takes 1 to 2 ms, and clients in a closed loop fall into step with its
+/// ticks), which would swamp the tens of microseconds a hop costs.
+#[derive(Debug, Clone)]
+struct Delays {
+    requests: std::sync::mpsc::Sender<(Instant, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl Delays {
+    fn start() -> Self {
+        let (requests, incoming) =
+            std::sync::mpsc::channel::<(Instant, tokio::sync::oneshot::Sender<()>)>();
+        std::thread::Builder::new()
+            .name("bench-delays".into())
+            .spawn(move || {
+                let mut pending: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>> =
+                    std::collections::BinaryHeap::new();
+                let mut waiters = HashMap::new();
+                let mut next_id = 0u64;
+                loop {
+                    let now = Instant::now();
+                    while let Some(std::cmp::Reverse((deadline, id))) = pending.peek().copied() {
+                        if deadline > now {
+                            break;
+                        }
+                        pending.pop();
+                        if let Some(waiter) = waiters.remove(&id) {
+                            let _: Result<(), ()> = tokio::sync::oneshot::Sender::send(waiter, ());
+                        }
+                    }
+                    let received = match pending.peek() {
+                        Some(std::cmp::Reverse((deadline, _))) => incoming
+                            .recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                        None => incoming
+                            .recv()
+                            .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+                    };
+                    match received {
+                        Ok((deadline, waiter)) => {
+                            next_id += 1;
+                            pending.push(std::cmp::Reverse((deadline, next_id)));
+                            waiters.insert(next_id, waiter);
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })
+            .expect("start the delay thread");
+        Self { requests }
+    }
+
+    async fn wait(&self, work: Duration) {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if self.requests.send((Instant::now() + work, done)).is_ok() {
+            let _ = finished.await;
+        }
+    }
 }
 
 /// What the regional handler answers: about the size of a small record.
@@ -553,8 +691,9 @@ async fn handle(State(settings): State<Arc<HandlerSettings>>, request: Request) 
         .uri()
         .path()
         .contains(&format!("/collections/{SLOW}/"))
+        && !settings.work.is_zero()
     {
-        tokio::time::sleep(settings.work).await;
+        settings.delays.wait(settings.work).await;
     }
     (
         [(http::header::CONTENT_TYPE, "application/json")],
@@ -675,6 +814,55 @@ http {{
             .is_err()
         {
             let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// A current-thread tokio runtime driven by a thread of its own, named for its CPU time:
+/// one event loop, as nginx's one worker is.
+#[derive(Debug)]
+struct EventLoop {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EventLoop {
+    fn start(name: &str) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .with_context(|| format!("start the {name} runtime"))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_background();
+            })
+            .with_context(|| format!("start the {name} thread"))?;
+        Ok(Self {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
