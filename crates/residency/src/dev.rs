@@ -110,6 +110,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             regions: endpoints,
             directory: Arc::new(directory.clone()),
             forwarding_secret: catalog::Secret::new(forwarding_secret),
+            previous_forwarding_secret: None,
         }),
     };
     let started = start_regions(

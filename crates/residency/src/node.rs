@@ -154,6 +154,9 @@ pub(crate) struct Routing {
     pub regions: std::collections::HashMap<RegionId, router::RegionEndpoints>,
     pub directory: Arc<dyn router::Directory>,
     pub forwarding_secret: catalog::Secret,
+    /// Accepted on forwarded requests besides `forwarding_secret` while every region moves
+    /// to a new secret; never used to sign.
+    pub previous_forwarding_secret: Option<catalog::Secret>,
 }
 
 /// How long a node trusts its cached directory entry of a tenant. A relocation is
@@ -211,7 +214,13 @@ pub(crate) async fn start(
                 router::CachedDirectory::new(routing.directory.clone(), DIRECTORY_TTL, 100_000);
             let key = router::ForwardingKey::from_secret(&routing.forwarding_secret)
                 .context("the forwarding secret")?;
-            let signer = router::ForwardSigner::new(key, router::DEFAULT_MAX_SKEW);
+            let mut signer = router::ForwardSigner::new(key, router::DEFAULT_MAX_SKEW);
+            if let Some(previous) = &routing.previous_forwarding_secret {
+                signer = signer.with_previous(
+                    router::ForwardingKey::from_secret(previous)
+                        .context("the previous forwarding secret")?,
+                );
+            }
             let mut config = router::RouterConfig::new(
                 region.clone(),
                 routing.regions.clone(),

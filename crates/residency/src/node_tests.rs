@@ -39,8 +39,17 @@ struct ThreeRegions {
     _state: tempfile::TempDir,
 }
 
+/// The inter-region secret every region signs with, in the tests without a rotation.
+const SECRET: &str = "a-forwarding-secret-of-at-least-32-bytes";
+
 impl ThreeRegions {
     async fn start() -> Self {
+        Self::with_secrets([(SECRET, None); 3]).await
+    }
+
+    /// Per region (in `REGIONS` order): the forwarding secret it signs with and another
+    /// it also accepts.
+    async fn with_secrets(secrets: [(&str, Option<&str>); 3]) -> Self {
         let state = tempfile::tempdir().expect("state dir");
         let directory: Arc<dyn router::Directory> = Arc::new(router::MemoryDirectory::new());
         let mut listeners = Vec::new();
@@ -78,13 +87,20 @@ impl ThreeRegions {
             routing: Some(Routing {
                 regions: endpoints,
                 directory,
-                forwarding_secret: catalog::Secret::new(
-                    "a-forwarding-secret-of-at-least-32-bytes".into(),
-                ),
+                forwarding_secret: catalog::Secret::new(SECRET.into()),
+                previous_forwarding_secret: None,
             }),
         };
         let mut regions = Vec::new();
-        for ((id, listener), proxy) in listeners.into_iter().zip(proxies) {
+        for (((id, listener), proxy), (secret, previous)) in
+            listeners.into_iter().zip(proxies).zip(secrets)
+        {
+            let mut platform = platform.clone();
+            if let Some(routing) = &mut platform.routing {
+                routing.forwarding_secret = catalog::Secret::new(secret.into());
+                routing.previous_forwarding_secret =
+                    previous.map(|p| catalog::Secret::new(p.into()));
+            }
             let root = state.path().join(id.as_str());
             std::fs::create_dir_all(&root).expect("region dir");
             let objects = root.join("objects");
@@ -279,6 +295,7 @@ async fn use_through(platform: &ThreeRegions, tenant: &Tenant, entry: &str) {
         .await
         .expect("update");
     assert_eq!(updated.status(), StatusCode::OK);
+    let token = header(&updated, "x-consistency-token").to_owned();
     let stale = platform
         .http
         .put(format!("{}{path}", platform.region(entry).public))
@@ -290,15 +307,19 @@ async fn use_through(platform: &ThreeRegions, tenant: &Tenant, entry: &str) {
         .expect("stale update");
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
 
+    // Read-your-writes: the search carries the update's token, so a lagging replica is
+    // not asked before it has replayed it.
     let found = platform
-        .call(
-            entry,
-            Method::GET,
-            &format!("{base}?email={email}"),
-            &tenant.admin,
-            None,
-        )
-        .await;
+        .http
+        .get(format!(
+            "{}{base}?email={email}",
+            platform.region(entry).public
+        ))
+        .bearer_auth(&tenant.admin)
+        .header("x-consistency-token", &token)
+        .send()
+        .await
+        .expect("search");
     assert_eq!(found.status(), StatusCode::OK);
     let found: Value = found.json().await.expect("page");
     assert_eq!(
@@ -535,4 +556,80 @@ async fn tenants_of_every_region_work_through_every_other_and_a_dead_home_gives_
     for id in ["eu-central-1", "ap-southeast-1"] {
         platform.stop(id).await;
     }
+}
+
+#[tokio::test]
+async fn forwarded_requests_stay_verified_through_every_step_of_a_secret_rotation() {
+    const OLD: &str = "the-old-forwarding-secret-of-32-bytes-or-more";
+    const NEW: &str = "the-new-forwarding-secret-of-32-bytes-or-more";
+    // Mid-rotation: EU already signs with the new secret, the others still with the old
+    // one; every region accepts both. A forwarded request in either direction verifies,
+    // so the home names the entry region (`X-Residency-Via`).
+    let platform =
+        ThreeRegions::with_secrets([(NEW, Some(OLD)), (OLD, Some(NEW)), (OLD, Some(NEW))]).await;
+    let eu = create_tenant(&platform, "us-east-1", "eu-central-1").await;
+    let us = create_tenant(&platform, "eu-central-1", "us-east-1").await;
+    use_through(&platform, &eu, "us-east-1").await;
+    use_through(&platform, &us, "eu-central-1").await;
+    use_through(&platform, &us, "ap-southeast-1").await;
+    drop(platform);
+
+    // A region whose secret nobody accepts is not trusted as an entry: its forwarded
+    // requests are still answered by the home (the home serves its own tenants), but the
+    // forwarding headers are dropped, so the entry region it claims is not recorded.
+    let platform = ThreeRegions::with_secrets([(NEW, None), (OLD, None), (NEW, None)]).await;
+    let eu = create_tenant(&platform, "ap-southeast-1", "eu-central-1").await;
+    let list = format!("/v1/tenants/{}/collections/people/records", eu.id);
+    let untrusted = platform
+        .call("us-east-1", Method::GET, &list, &eu.admin, None)
+        .await;
+    assert_eq!(untrusted.status(), StatusCode::OK);
+    let trusted = platform
+        .call("ap-southeast-1", Method::GET, &list, &eu.admin, None)
+        .await;
+    assert_eq!(trusted.status(), StatusCode::OK);
+    // What the home believed is in its audit log.
+    let auditor = platform
+        .call(
+            "eu-central-1",
+            Method::POST,
+            &format!("/v1/tenants/{}/api-keys", eu.id),
+            &eu.admin,
+            Some(json!({"name": "audit", "role": "auditor"})),
+        )
+        .await;
+    assert_eq!(auditor.status(), StatusCode::CREATED);
+    let auditor: Value = auditor.json().await.expect("key");
+    let auditor = auditor["key"].as_str().expect("key");
+    // Read events are written in batches: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let vias = loop {
+        let events = platform
+            .call(
+                "eu-central-1",
+                Method::GET,
+                &format!("/v1/tenants/{}/audit/events?action=record.search", eu.id),
+                auditor,
+                None,
+            )
+            .await;
+        let events: Value = events.json().await.expect("events");
+        let vias: Vec<String> = events["events"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|event| event["via_region"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if vias.len() >= 2 || Instant::now() > deadline {
+            break vias;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        vias,
+        ["eu-central-1", "ap-southeast-1"],
+        "the entry with an unaccepted secret is not believed; the other is"
+    );
 }

@@ -41,6 +41,11 @@ pub(crate) struct ServeArgs {
     /// no personal data: tenant id, home region, allowed regions, transit, version.
     #[arg(long, env = "RESIDENCY_DIRECTORY_URL", hide_env_values = true, value_parser = parse_secret)]
     directory_url: catalog::Secret,
+    /// During a rotation of the inter-region forwarding secret: the previous secret,
+    /// still accepted on forwarded requests (this node signs with the catalogue's
+    /// `forwarding_secret`). See docs/operations.md.
+    #[arg(long, env = "RESIDENCY_FORWARDING_SECRET_PREVIOUS", hide_env_values = true, value_parser = parse_secret)]
+    forwarding_secret_previous: Option<catalog::Secret>,
     #[command(flatten)]
     audit: AuditFlags,
     #[command(flatten)]
@@ -52,9 +57,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (region, spec) = find_region(&catalog, &args.region)?;
     // Before anything connects: a node that cannot sign its audit log does not start.
     let keys = audit_keys(&region, spec, |name| std::env::var_os(name))?;
-    let routing = routing(&catalog, &region, spec, &args.directory_url, |name| {
+    let mut routing = routing(&catalog, &region, spec, &args.directory_url, |name| {
         std::env::var_os(name)
     })?;
+    if let Some(previous) = &args.forwarding_secret_previous {
+        router::ForwardingKey::from_secret(previous)
+            .context("--forwarding-secret-previous (RESIDENCY_FORWARDING_SECRET_PREVIOUS)")?;
+        routing.previous_forwarding_secret = Some(previous.clone());
+    }
     let settings = database_settings(spec)?;
     let backends = aws_backends(&region, spec, args.aws_endpoint_url.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -111,6 +121,7 @@ fn routing(
         regions: router::regions_from_catalog(catalog).context("region endpoints")?,
         directory: crate::directory::PgDirectory::new(directory),
         forwarding_secret,
+        previous_forwarding_secret: None,
     })
 }
 
