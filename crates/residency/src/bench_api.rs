@@ -9,7 +9,7 @@
 //! `people` collection and one writer key per client (the node's per-key rate limit is
 //! 1000 requests/s: one key for all clients would measure the limiter).
 //!
-//! Cases, each for `--seconds`:
+//! Cases, each for `--seconds` in all, in `--rounds` interleaved rounds:
 //! - create, baseline: one transaction on the primary with `store::records::insert` (a
 //!   sealed column of the API's size, a blind-index token, the public field) and
 //!   `AuditLog::append`, then `COMMIT`;
@@ -60,9 +60,14 @@ pub(crate) struct ApiArgs {
         default_value = ".residency/bench/api.json"
     )]
     json: PathBuf,
-    /// Seconds each case runs.
+    /// Seconds each case runs in all, split over `--rounds` interleaved rounds (so that
+    /// background work of the database, autovacuum and checkpoints, falls on every case
+    /// alike).
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     seconds: f64,
+    /// Interleaved rounds: each round runs every path of an operation in turn.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
     /// Concurrent clients: keep-alive HTTP connections, or baseline tasks.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
     clients: u64,
@@ -376,6 +381,23 @@ impl CaseResult {
     }
 }
 
+/// Adds a round's result to a case's total (counts, time, latencies and CPU summed).
+fn merge_into(slot: &mut Option<CaseResult>, round: CaseResult) {
+    match slot {
+        None => *slot = Some(round),
+        Some(total) => {
+            total.ok += round.ok;
+            total.errors += round.errors;
+            if total.first_error.is_none() {
+                total.first_error = round.first_error;
+            }
+            total.elapsed += round.elapsed;
+            total.latencies.extend(round.latencies);
+            total.cpu = total.cpu + round.cpu;
+        }
+    }
+}
+
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
@@ -457,34 +479,43 @@ impl Bench {
         self.warm_baseline(read_from_replica).await?;
 
         let paths = [Path::Baseline, Path::SqlAsApi, Path::Api];
-        let mut results = Vec::new();
-        for path in paths {
-            let work = Work {
-                path,
-                ..work.clone()
-            };
-            let (result, created) = self.case(&work, &clients).await?;
-            if path == Path::Api {
-                for (tenant, id) in created {
-                    ids[tenant_index(&tenants, tenant)].push(id);
+        let mut creates: Vec<Option<CaseResult>> = paths.iter().map(|_| None).collect();
+        for _ in 0..self.args.rounds {
+            for (slot, path) in creates.iter_mut().zip(paths) {
+                let work = Work {
+                    path,
+                    ..work.clone()
+                };
+                let (result, created) = self.case(&work, &clients).await?;
+                if path == Path::Api {
+                    for (tenant, id) in created {
+                        ids[tenant_index(&tenants, tenant)].push(id);
+                    }
                 }
+                merge_into(slot, result);
             }
-            results.push(result);
         }
         self.wait_for_replica().await?;
         let ids = Arc::new(ids);
-        for path in paths {
-            let work = Work {
-                operation: Operation::Read,
-                path,
-                ids: ids.clone(),
-                ..work.clone()
-            };
-            results.push(self.case(&work, &clients).await?.0);
-            // The next case starts with an empty queue of read events.
-            tokio::time::timeout(Duration::from_secs(60), work.log.flush())
-                .await
-                .context("the baseline's read events were not written within a minute")??;
+        let mut reads: Vec<Option<CaseResult>> = paths.iter().map(|_| None).collect();
+        for _ in 0..self.args.rounds {
+            for (slot, path) in reads.iter_mut().zip(paths) {
+                let work = Work {
+                    operation: Operation::Read,
+                    path,
+                    ids: ids.clone(),
+                    ..work.clone()
+                };
+                merge_into(slot, self.case(&work, &clients).await?.0);
+                // The next case starts with an empty queue of read events.
+                tokio::time::timeout(Duration::from_secs(60), work.log.flush())
+                    .await
+                    .context("the baseline's read events were not written within a minute")??;
+            }
+        }
+        let mut results: Vec<CaseResult> = creates.into_iter().chain(reads).flatten().collect();
+        for result in &mut results {
+            result.latencies.sort_unstable();
         }
         work.log
             .shutdown(Duration::from_secs(10))
@@ -674,9 +705,11 @@ impl Bench {
             return Ok(());
         };
         let primary = self.database.primary().get().await?;
+        // The insert position: past every commit record, even those not yet written
+        // (as `commit_lsn` takes it).
         let lsn: String = primary
             .client()
-            .query_one("select pg_current_wal_lsn()::text", &[])
+            .query_one("select pg_current_wal_insert_lsn()::text", &[])
             .await?
             .get(0);
         let replica = pool.get().await?;
@@ -700,14 +733,14 @@ impl Bench {
         }
     }
 
-    /// Runs one case on every client for `--seconds`; its result and, for API creates,
-    /// the records created.
+    /// Runs one round of a case on every client (`--seconds` / `--rounds`); its result
+    /// and, for API creates, the records created.
     async fn case(
         &self,
         work: &Work,
         clients: &[Client],
     ) -> anyhow::Result<(CaseResult, Vec<(TenantId, String)>)> {
-        let duration = Duration::from_secs_f64(self.args.seconds);
+        let duration = Duration::from_secs_f64(self.args.seconds / f64::from(self.args.rounds));
         let before = self.clock.sample();
         let started = Instant::now();
         let tasks = clients.iter().enumerate().map(|(n, client)| {
@@ -805,6 +838,7 @@ impl Bench {
             "clients": self.args.clients,
             "tenants": self.args.tenant_count(),
             "seconds_per_case": self.args.seconds,
+            "rounds": self.args.rounds,
             "reads_served_by": if replica { "replica" } else { "primary" },
             "audit_reads": self.args.audit.settings().reads.mode(),
             "sealed_bytes": shape.sealed_bytes,

@@ -24,6 +24,17 @@ pub(crate) struct CpuSample {
     pub rest: Duration,
 }
 
+impl std::ops::Add for CpuSample {
+    type Output = CpuSample;
+    fn add(self, other: CpuSample) -> CpuSample {
+        CpuSample {
+            postgres: self.postgres + other.postgres,
+            load: self.load + other.load,
+            rest: self.rest + other.rest,
+        }
+    }
+}
+
 impl std::ops::Sub for CpuSample {
     type Output = CpuSample;
     fn sub(self, earlier: CpuSample) -> CpuSample {
