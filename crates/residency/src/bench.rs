@@ -22,7 +22,7 @@ use envelope::kms::faulty::FaultyKms;
 use envelope::kms::local::LocalKms;
 use envelope::seal::SealContext;
 use model::{RegionId, TenantId};
-use serde_json::json;
+use serde_json::{Value, json};
 use service::{Keyring, KeyringSettings};
 use store::{DatabaseSettings, PgEndpoint, RegionDatabase, embedded_migrations};
 use telemetry::NodeMetrics;
@@ -135,19 +135,36 @@ async fn export_bench(args: ExportBenchArgs) -> anyhow::Result<()> {
         .await
         .context("join the export benchmark")?;
     print!("{}", report.render());
-    if let Some(dir) = args.output.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
     let mut json = serde_json::to_value(&report)?;
     json["benchmark"] = json!("export");
     json["optimized_build"] = json!(!cfg!(debug_assertions));
-    std::fs::write(&args.output, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("write {}", args.output.display()))?;
-    println!("results written to {}", args.output.display());
+    write_results(&args.output, &json)?;
     if args.check && !(report.anonymize_goal_met && report.writer_goal_met) {
         anyhow::bail!("a benchmark target was missed");
     }
     Ok(())
+}
+
+/// Writes a benchmark's JSON results to `path` (creating its directory) and says where.
+pub(crate) fn write_results(path: &std::path::Path, report: &Value) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("write {}", path.display()))?;
+    println!("results written to {}", path.display());
+    Ok(())
+}
+
+/// The `p` quantile (0 to 1, nearest rank) of sorted latencies; zero when there are none.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).max(1) - 1;
+    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// Throughput targets from the issue: ours / raw at each size.
@@ -177,12 +194,7 @@ async fn envelope(args: EnvelopeArgs) -> anyhow::Result<()> {
     databases.stop().await?;
     let report = result?;
 
-    if let Some(dir) = args.output.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    std::fs::write(&args.output, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("write {}", args.output.display()))?;
-    println!("results written to {}", args.output.display());
+    write_results(&args.output, &report)?;
     let all_met = report["results"]
         .as_array()
         .is_some_and(|r| r.iter().all(|r| r["met"] == true))
@@ -591,12 +603,7 @@ async fn audit_bench(args: AuditArgs) -> anyhow::Result<()> {
         "verify_target_per_sec": VERIFY_TARGET,
         "verify_met": verify_rate >= VERIFY_TARGET,
     });
-    if let Some(dir) = args.output.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    std::fs::write(&args.output, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("write {}", args.output.display()))?;
-    println!("results written to {}", args.output.display());
+    write_results(&args.output, &report)?;
     if args.check && !(report["write_met"] == true && report["verify_met"] == true) {
         anyhow::bail!("a benchmark target was missed");
     }

@@ -137,14 +137,7 @@ pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let report = result?;
     stopped.context("stop the local region")?;
 
-    if let Some(dir) = args.json.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("write {}", args.json.display()))?;
-    println!("results written to {}", args.json.display());
+    crate::bench::write_results(&args.json, &report)?;
     let failed = report["results"]
         .as_array()
         .is_none_or(|results| results.iter().any(|r| r["met"] != true));
@@ -353,11 +346,7 @@ impl CaseResult {
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((self.latencies.len() as f64 * p).ceil() as usize).max(1) - 1;
-        self.latencies[rank.min(self.latencies.len() - 1)]
+        crate::bench::percentile(&self.latencies, p)
     }
 
     fn json(&self) -> Value {

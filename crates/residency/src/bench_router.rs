@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower::Layer as _;
 
-use crate::bench::median;
+use crate::bench::{median, percentile};
 use crate::bench_cpu::CpuClock;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -192,14 +192,6 @@ impl Round {
     fn per_sec(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).max(1) - 1;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// A case over all its rounds: median throughput, percentiles over every request.
@@ -515,12 +507,7 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
         },
         "errors": errors,
     });
-    if let Some(dir) = args.output.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    std::fs::write(&args.output, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("write {}", args.output.display()))?;
-    println!("results written to {}", args.output.display());
+    crate::bench::write_results(&args.output, &report)?;
     anyhow::ensure!(errors == 0, "{errors} requests failed");
     if args.check && !(forward_met && nginx_met) {
         anyhow::bail!("a benchmark target was missed");

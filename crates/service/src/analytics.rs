@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use envelope::kms::Kms;
 use envelope::objects::{ByteStream, ObjectKey, ObjectStore, ObjectStoreError};
-use envelope::seal::{self, SealContext};
 use envelope::{DataKey, KeyMaterial, KeyPurpose, KeyVersion};
 use export::release::{self, Plan, ReleaseLocation, ReleaseStore};
 use futures::TryStreamExt as _;
@@ -27,7 +26,7 @@ use store::export::{ExportReplica, TenantSnapshot};
 
 use crate::ServiceError;
 use crate::keys::{KeyError, unwrap_stored};
-use crate::records::SealedFields;
+use crate::records::{DataKeys, open_data};
 
 /// Records read per statement.
 const PAGE: i64 = 1000;
@@ -92,6 +91,20 @@ impl ExportKeys {
     }
 }
 
+/// The export's keys, read on its snapshot, as the record decoder asks for them.
+struct SnapshotKeys<'a, 's> {
+    keys: &'a mut ExportKeys,
+    snapshot: &'a TenantSnapshot<'s>,
+}
+
+impl DataKeys for SnapshotKeys<'_, '_> {
+    async fn data_key(&mut self, version: KeyVersion) -> Result<Arc<DataKey>, ServiceError> {
+        self.keys
+            .key(self.snapshot, KeyPurpose::Data, Some(version))
+            .await
+    }
+}
+
 /// Every record of `collection` on the snapshot, opened (public and sealed fields in one
 /// object), handed to `each` in record id order, a page at a time; the count.
 pub async fn open_records(
@@ -111,26 +124,15 @@ pub async fn open_records(
         };
         after = Some(last.id.clone());
         for row in rows {
-            let corrupt = |what: &str| ServiceError::Internal(format!("record {}: {what}", row.id));
-            let mut data = match row.public {
-                Value::Object(map) => map,
-                _ => return Err(corrupt("public fields are not an object")),
-            };
-            for (field, sealed) in
-                SealedFields::decode(&row.sealed).ok_or_else(|| corrupt("sealed fields"))?
-            {
-                let version = seal::sealed_version(sealed).map_err(KeyError::from)?;
-                let key = keys.key(snapshot, KeyPurpose::Data, Some(version)).await?;
-                let context = SealContext {
-                    collection: &collection.name,
-                    record: &row.id,
-                    field: &field,
-                };
-                let plaintext = seal::open(&key, &context, sealed).map_err(KeyError::from)?;
-                let value =
-                    serde_json::from_slice(&plaintext).map_err(|_| corrupt("sealed value"))?;
-                data.insert(field, value);
-            }
+            let mut source = SnapshotKeys { keys, snapshot };
+            let data = open_data(
+                &mut source,
+                &collection.name,
+                &row.id,
+                row.public,
+                &row.sealed,
+            )
+            .await?;
             each(data)?;
             count += 1;
         }

@@ -5,20 +5,22 @@
 //! the audit queue before answering.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use audit::{Action, Outcome};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use envelope::DataKey;
 use envelope::blind_index::{FieldIndexKey, IndexValue};
 use envelope::seal::{self, SealContext};
+use envelope::{DataKey, KeyVersion};
 use model::{CollectionSchema, FieldClass, FieldType};
 use serde_json::{Map, Value};
 use store::records::{Change, IndexEntry, RecordRow};
 use store::{ReadConsistency, ServedBy};
 
 use crate::ServiceError;
+use crate::keys::KeyError;
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
 
 /// A record as its tenant sees it (plaintext, inside this process only).
@@ -468,27 +470,18 @@ impl RegionService {
         collection: &Collection,
         row: RecordRow,
     ) -> Result<Record, ServiceError> {
-        let corrupt = |what: &str| ServiceError::Internal(format!("record {}: {what}", row.id));
-        let mut data = match row.public {
-            Value::Object(map) => map,
-            _ => return Err(corrupt("public fields are not an object")),
+        let mut keys = TenantKeys {
+            keyring: &self.inner.keyring,
+            tenant: caller.tenant,
         };
-        for (field, sealed) in
-            SealedFields::decode(&row.sealed).ok_or_else(|| corrupt("sealed fields"))?
-        {
-            let context = SealContext {
-                collection: collection.name.as_str(),
-                record: &row.id,
-                field: &field,
-            };
-            let plaintext = self
-                .inner
-                .keyring
-                .open(&caller.tenant, &context, sealed)
-                .await?;
-            let value = serde_json::from_slice(&plaintext).map_err(|_| corrupt("sealed value"))?;
-            data.insert(field, value);
-        }
+        let data = open_data(
+            &mut keys,
+            collection.name.as_str(),
+            &row.id,
+            row.public,
+            &row.sealed,
+        )
+        .await?;
         Ok(Record {
             id: row.id,
             version: row.version,
@@ -578,10 +571,58 @@ fn type_reason(field_type: FieldType) -> String {
     format!("must be a {} value", field_type.as_str())
 }
 
+/// Where the data keys that open a record's sealed fields come from: the keyring for the
+/// API, a replica snapshot for the analytics export.
+pub(crate) trait DataKeys {
+    async fn data_key(&mut self, version: KeyVersion) -> Result<Arc<DataKey>, ServiceError>;
+}
+
+/// A tenant's keys through the region's keyring.
+struct TenantKeys<'a> {
+    keyring: &'a crate::Keyring,
+    tenant: model::TenantId,
+}
+
+impl DataKeys for TenantKeys<'_> {
+    async fn data_key(&mut self, version: KeyVersion) -> Result<Arc<DataKey>, ServiceError> {
+        Ok(self.keyring.data_key(&self.tenant, version).await?)
+    }
+}
+
+/// A stored record's fields, public and sealed, as one JSON object: the one decoder of the
+/// `sealed` column (each field opened under the key version it names, with associated data
+/// binding collection, record and field).
+pub(crate) async fn open_data(
+    keys: &mut impl DataKeys,
+    collection: &str,
+    id: &str,
+    public: Value,
+    sealed: &[u8],
+) -> Result<Map<String, Value>, ServiceError> {
+    let corrupt = |what: &str| ServiceError::Internal(format!("record {id}: {what}"));
+    let mut data = match public {
+        Value::Object(map) => map,
+        _ => return Err(corrupt("public fields are not an object")),
+    };
+    for (field, sealed) in SealedFields::decode(sealed).ok_or_else(|| corrupt("sealed fields"))? {
+        let version = seal::sealed_version(sealed).map_err(KeyError::from)?;
+        let key = keys.data_key(version).await?;
+        let context = SealContext {
+            collection,
+            record: id,
+            field: &field,
+        };
+        let plaintext = seal::open(&key, &context, sealed).map_err(KeyError::from)?;
+        let value = serde_json::from_slice(&plaintext).map_err(|_| corrupt("sealed value"))?;
+        data.insert(field, value);
+    }
+    Ok(data)
+}
+
 /// Sealed fields in one column: per field, a one-byte name length, the name, a four-byte
 /// big-endian length and the sealed value. Names are schema field names (at most 63 bytes).
 #[derive(Default)]
-pub(crate) struct SealedFields {
+struct SealedFields {
     bytes: Vec<u8>,
 }
 
@@ -599,7 +640,7 @@ impl SealedFields {
         self.bytes
     }
 
-    pub(crate) fn decode(mut bytes: &[u8]) -> Option<BTreeMap<String, &[u8]>> {
+    fn decode(mut bytes: &[u8]) -> Option<BTreeMap<String, &[u8]>> {
         let mut fields = BTreeMap::new();
         while let Some((&name_len, rest)) = bytes.split_first() {
             let (name, rest) = rest.split_at_checked(usize::from(name_len))?;
