@@ -106,14 +106,17 @@ enum Case {
     Nginx,
     /// (c): the entry node forwards to the home node, at nginx's concurrency.
     ForwardedSaturated,
+    /// A reference for (b): nginx proxy_pass in front of the home node at (b)'s load.
+    NginxAtForwardingLoad,
 }
 
 impl Case {
-    const ALL: [Case; 6] = [
+    const ALL: [Case; 7] = [
         Case::BareHandler,
         Case::LocalThroughRouter,
         Case::Direct,
         Case::Forwarded,
+        Case::NginxAtForwardingLoad,
         Case::Nginx,
         Case::ForwardedSaturated,
     ];
@@ -126,6 +129,7 @@ impl Case {
             Case::Forwarded => "(b) forwarded by the entry node",
             Case::Nginx => "(c) nginx proxy_pass",
             Case::ForwardedSaturated => "(c) our forwarding hop",
+            Case::NginxAtForwardingLoad => "(b) reference: nginx proxy_pass",
         }
     }
 
@@ -137,6 +141,7 @@ impl Case {
             Case::Forwarded => "forwarded",
             Case::Nginx => "nginx",
             Case::ForwardedSaturated => "forwarded_saturated",
+            Case::NginxAtForwardingLoad => "nginx_at_forwarding_load",
         }
     }
 }
@@ -281,6 +286,12 @@ pub(crate) async fn run(args: RouterArgs) -> anyhow::Result<()> {
         (Case::Forwarded, topology.entry, SLOW, args.clients),
         (Case::Nginx, nginx.address, SLOW, args.saturating_clients),
         (
+            Case::NginxAtForwardingLoad,
+            nginx.address,
+            SLOW,
+            args.clients,
+        ),
+        (
             Case::ForwardedSaturated,
             topology.entry,
             SLOW,
@@ -421,6 +432,11 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
     let forward_ratio = forwarded.per_sec / direct.per_sec;
     let forward_p50 = added_micros(forwarded.p50, direct.p50);
     let forward_p99 = added_micros(forwarded.p99, direct.p99);
+    // What a mature proxy adds at the same load on this machine: the floor of (b).
+    let reference = get(Case::NginxAtForwardingLoad);
+    let reference_ratio = reference.per_sec / direct.per_sec;
+    let reference_p50 = added_micros(reference.p50, direct.p50);
+    let reference_p99 = added_micros(reference.p99, direct.p99);
     let nginx_ratio = ours.per_sec / nginx.per_sec;
     let forward_met = forward_ratio >= FORWARD_THROUGHPUT_TARGET
         && forward_p50 <= micros(FORWARD_P50_TARGET)
@@ -444,7 +460,7 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
             Case::BareHandler | Case::Direct => Duration::ZERO,
             Case::LocalThroughRouter => summary.cpu.home,
             Case::Forwarded | Case::ForwardedSaturated => summary.cpu.entry,
-            Case::Nginx => summary.cpu.nginx,
+            Case::Nginx | Case::NginxAtForwardingLoad => summary.cpu.nginx,
         };
         println!(
             "{:<38} {clients:>8} {:>10.0} {:>10.0} {:>10.0} {:>11.1}",
@@ -466,6 +482,9 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
         micros(FORWARD_P50_TARGET),
         micros(FORWARD_P99_TARGET),
         verdict(forward_met)
+    );
+    println!(
+        "    reference, nginx in front of the same home node at that load: throughput {reference_ratio:.2}, added p50 {reference_p50:+.0} µs, p99 {reference_p99:+.0} µs"
     );
     println!(
         "(c) our hop / nginx: requests/s {nginx_ratio:.2} (target ≥{NGINX_TARGET})  {}",
@@ -493,6 +512,11 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
             "throughput_ratio": forward_ratio,
             "added_p50_us": forward_p50,
             "added_p99_us": forward_p99,
+            "nginx_reference": {
+                "throughput_ratio": reference_ratio,
+                "added_p50_us": reference_p50,
+                "added_p99_us": reference_p99,
+            },
             "targets": {
                 "throughput_ratio": FORWARD_THROUGHPUT_TARGET,
                 "added_p50_us": micros(FORWARD_P50_TARGET),

@@ -38,6 +38,18 @@ impl Prepared {
     pub(crate) fn is_replayable(&self) -> bool {
         matches!(self, Self::Buffered(_))
     }
+
+    /// Whether [`Prepared::take`] still has a body to give.
+    pub(crate) fn is_sendable(&self) -> bool {
+        !matches!(self, Self::Taken)
+    }
+
+    /// Puts back a taken streaming body that provably was never sent.
+    pub(crate) fn restore(&mut self, body: Body) {
+        if matches!(self, Self::Taken) {
+            *self = Self::Streaming(body);
+        }
+    }
 }
 
 /// Reads `body` into memory if it is at most `limit` bytes; otherwise returns a body that
@@ -78,6 +90,26 @@ pub(crate) async fn prepare(mut body: Body, limit: usize) -> Result<Prepared, ax
         }
     }
     Ok(Prepared::Buffered(joined.freeze()))
+}
+
+/// Reads and discards `body`, up to `limit` bytes and for at most `patience`: a node that
+/// answers before reading a request body lets the sender finish first, so that closing
+/// the connection does not reset it before the sender has read the answer (TCP discards
+/// what it received when unread data is left at close).
+pub(crate) async fn drain(mut body: Body, limit: usize, patience: std::time::Duration) {
+    let mut left = limit;
+    let _ = tokio::time::timeout(patience, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            match left.checked_sub(data.len()) {
+                Some(rest) => left = rest,
+                None => return,
+            }
+        }
+    })
+    .await;
 }
 
 /// Frames already read, then the rest of the body.

@@ -1,6 +1,6 @@
 //! The region-pinned router: a tower layer in front of a regional node's app that sends
 //! every request to its tenant's home region. Local tenants are served in-process (no extra
-//! hop); foreign tenants are forwarded over a pooled hyper client with signed forwarding
+//! hop); foreign tenants are forwarded over pooled hyper connections with signed forwarding
 //! headers, or redirected (`307`), as the tenant's transit policy says; a request that a
 //! stale cache sent to the wrong region is corrected (`421` → refresh → retry once).
 //!
@@ -18,6 +18,7 @@ mod problem;
 mod routing;
 mod service;
 mod signing;
+mod upstream;
 
 pub use cache::CachedDirectory;
 pub use delay_proxy::{DelayProxy, DelayProxyHandle};

@@ -19,11 +19,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
 };
-use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use model::{RegionId, TenantId, Transit};
 use serde::Deserialize;
 use tower::{Layer, Service, ServiceExt};
@@ -36,6 +33,7 @@ use crate::metrics::{Decision, RouterMetrics, status_class};
 use crate::problem;
 use crate::routing::{Route, classify};
 use crate::signing::{ForwardSigner, Forwarded, header_safe};
+use crate::upstream::{Upstream, UpstreamError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -43,6 +41,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const RETRY_BUFFER: usize = 64 * 1024;
 /// The most of a `POST /v1/tenants` body read to find `home_region`.
 const CREATE_BUFFER: usize = 1024 * 1024;
+/// The most of a misdirected request's body read (and discarded) before the `421`.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+/// The longest wait for it.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Where another region's node listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +214,7 @@ struct Target {
     region: RegionId,
     region_header: HeaderValue,
     /// `None` when the internal endpoint is not an absolute http URL (logged when used).
-    internal: Option<Origin>,
+    internal: Option<Upstream>,
     public: Option<Origin>,
 }
 
@@ -263,7 +265,18 @@ struct Shared {
     signer: ForwardSigner,
     upstream_timeout: Duration,
     metrics: Option<RouterMetrics>,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+/// Why a forwarding attempt got no response, with the body when it was never sent.
+struct SendFailure {
+    kind: SendError,
+    unsent: Option<Body>,
+}
+
+impl From<SendError> for SendFailure {
+    fn from(kind: SendError) -> Self {
+        Self { kind, unsent: None }
+    }
 }
 
 /// Why a forwarding attempt got no response.
@@ -293,26 +306,25 @@ impl SendError {
 /// The facts of one request the router carries through its decision.
 struct Admitted {
     parts: Parts,
-    /// Set when the request arrived with a valid forwarding signature.
-    forwarded: Option<Forwarded>,
+    /// Set when the request arrived with a valid forwarding signature: the entry region.
+    forwarded: Option<HeaderValue>,
 }
 
 impl Shared {
     fn new(config: RouterConfig) -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector(config.connect_timeout));
+        let connector = connector(config.connect_timeout);
         let targets = config
             .regions
             .iter()
             .map(|(region, endpoints)| {
-                if Origin::parse(&endpoints.internal).is_none() {
+                let internal = Upstream::new(&endpoints.internal, connector.clone());
+                if internal.is_none() {
                     tracing::error!(region = %region, "internal endpoint is not an absolute http(s) URL: requests for its tenants will get 503");
                 }
                 let target = Target {
                     region: region.clone(),
                     region_header: region_value(region),
-                    internal: Origin::parse(&endpoints.internal),
+                    internal,
                     public: Origin::parse(&endpoints.public),
                 };
                 (region.clone(), target)
@@ -326,7 +338,6 @@ impl Shared {
             signer: config.signer,
             upstream_timeout: config.upstream_timeout,
             metrics: config.metrics,
-            client,
         }
     }
 
@@ -364,7 +375,7 @@ impl Shared {
     /// Removes every client copy of the trusted entry-region header, and the forwarding
     /// headers unless their signature verifies. A verified request gets the entry-region
     /// header and a [`Forwarded`] extension.
-    fn admit(&self, parts: &mut Parts) -> Option<Forwarded> {
+    fn admit(&self, parts: &mut Parts) -> Option<HeaderValue> {
         parts.headers.remove(headers::ENTRY_REGION);
         let has_forwarding = parts
             .headers
@@ -375,11 +386,10 @@ impl Shared {
         }
         match self.signer.verify(parts, SystemTime::now()) {
             Ok(forwarded) => {
-                parts
-                    .headers
-                    .insert(headers::ENTRY_REGION, region_value(&forwarded.entry_region));
-                parts.extensions.insert(forwarded.clone());
-                Some(forwarded)
+                let entry = region_value(&forwarded.entry_region);
+                parts.headers.insert(headers::ENTRY_REGION, entry.clone());
+                parts.extensions.insert(forwarded);
+                Some(entry)
             }
             Err(err) => {
                 tracing::debug!(reason = %err, "stripping untrusted forwarding headers");
@@ -510,6 +520,8 @@ impl Shared {
         if home == self.local {
             return self.local_tenant(inner, req, body).await;
         }
+        // The forwarding node is still sending the body; let it finish before answering.
+        body::drain(body, DRAIN_LIMIT, DRAIN_PATIENCE).await;
         self.count(Decision::Misdirected, "4xx");
         let mut response = problem::response(
             StatusCode::MISDIRECTED_REQUEST,
@@ -655,9 +667,13 @@ impl Shared {
                     home = fresh.home;
                 }
                 Ok(response) => return Ok(self.proxied(response, target)),
-                Err(err) => {
+                Err(SendFailure { kind: err, unsent }) => {
+                    if let Some(body) = unsent {
+                        // Never sent: the body (even a streamed one) can go again.
+                        prepared.restore(body);
+                    }
                     let retry = !resent
-                        && prepared.is_replayable()
+                        && prepared.is_sendable()
                         && match err {
                             SendError::Connect => true,
                             SendError::Other => is_idempotent(&req.parts.method),
@@ -682,46 +698,48 @@ impl Shared {
         body: Body,
         target: &Target,
         forwarded: &Forwarded,
-    ) -> Result<Response<Incoming>, SendError> {
-        let uri = target
-            .internal
-            .as_ref()
-            .and_then(|origin| origin.join(parts.uri.path_and_query()));
-        let Some(uri) = uri else {
-            return Err(SendError::BadEndpoint);
+    ) -> Result<Response<Body>, SendFailure> {
+        let Some(upstream) = &target.internal else {
+            return Err(SendError::BadEndpoint.into());
+        };
+        let Some(uri) = upstream.target(parts.uri.path_and_query()) else {
+            return Err(SendError::BadEndpoint.into());
         };
         let (mut out, ()) = Request::new(()).into_parts();
         out.method = parts.method.clone();
         out.uri = uri;
         out.version = http::Version::HTTP_11;
         out.headers = forward_headers(&parts.headers);
+        out.headers.insert(header::HOST, upstream.host().clone());
         self.signer.sign(&mut out, forwarded);
         let request = Request::from_parts(out, body);
 
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.upstream_timeout, self.client.request(request)).await;
+        let result = tokio::time::timeout(self.upstream_timeout, upstream.send(request)).await;
         let outcome = match result {
-            Err(_) => Err(SendError::Timeout),
-            Ok(Err(err)) if err.is_connect() => Err(SendError::Connect),
-            Ok(Err(_)) => Err(SendError::Other),
+            Err(_) => Err(SendError::Timeout.into()),
+            Ok(Err(UpstreamError::NotSent(request))) => Err(SendFailure {
+                kind: SendError::Connect,
+                unsent: Some(request.into_body()),
+            }),
+            Ok(Err(UpstreamError::Failed)) => Err(SendError::Other.into()),
             Ok(Ok(response)) => Ok(response),
         };
         if let Some(m) = &self.metrics {
             match &outcome {
                 Ok(_) => m.forward_latency(target.region.as_str(), started.elapsed()),
-                Err(err) => m.upstream_error(target.region.as_str(), err.kind()),
+                Err(failure) => m.upstream_error(target.region.as_str(), failure.kind.kind()),
             }
         }
         outcome
     }
 
     /// The home region's response, streamed back with the routing headers.
-    fn proxied(&self, response: Response<Incoming>, target: &Target) -> Response<Body> {
+    fn proxied(&self, response: Response<Body>, target: &Target) -> Response<Body> {
         self.count(Decision::Forward, status_class(response.status()));
-        let (mut parts, incoming) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        let mut response = Response::from_parts(parts, Body::new(incoming));
+        let mut response = Response::from_parts(parts, body);
         self.routing_headers(&mut response, &target.region_header, false, None);
         response
             .headers_mut()
@@ -754,7 +772,7 @@ impl Shared {
         response: &mut Response<Body>,
         home: &HeaderValue,
         force: bool,
-        forwarded: Option<&Forwarded>,
+        forwarded: Option<&HeaderValue>,
     ) {
         let h = response.headers_mut();
         let region = HeaderName::from_static(headers::RESIDENCY_REGION);
@@ -765,8 +783,8 @@ impl Shared {
             h.entry(region).or_insert_with(|| home.clone());
         }
         match forwarded {
-            Some(f) => {
-                h.insert(via, region_value(&f.entry_region));
+            Some(entry) => {
+                h.insert(via, entry.clone());
             }
             None if force => {
                 h.insert(via, self.local_header.clone());
@@ -852,13 +870,15 @@ fn request_id(parts: &mut Parts) -> String {
         Some(id) => id,
         None => {
             // From the thread's own generator: no system call per request.
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
             let id = uuid::Builder::from_random_bytes(rand::random())
                 .into_uuid()
-                .to_string();
-            if let Ok(value) = HeaderValue::from_str(&id) {
+                .hyphenated()
+                .encode_lower(&mut text);
+            if let Ok(value) = HeaderValue::from_str(id) {
                 parts.headers.insert(headers::REQUEST_ID, value);
             }
-            id
+            (*id).to_owned()
         }
     }
 }
@@ -881,29 +901,42 @@ fn strip_forwarding(headers: &mut HeaderMap) {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and those named by `Connection`.
-fn remove_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
+/// The hop-by-hop headers of RFC 9110 §7.6.1 (and `Connection` names more).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// The header names listed in `Connection` (hop-by-hop too).
+fn connection_named(h: &HeaderMap) -> Vec<HeaderName> {
+    h.get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in named {
+        .collect()
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1) and those named by `Connection`.
+fn remove_hop_by_hop(h: &mut HeaderMap) {
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
+    for name in connection_named(h) {
         h.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    let names: Vec<HeaderName> = h.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for name in names {
         h.remove(name);
     }
 }
@@ -911,13 +944,25 @@ fn remove_hop_by_hop(h: &mut HeaderMap) {
 /// The headers a forwarded request carries: the client's, less hop-by-hop headers, the
 /// `Host` (set from the home endpoint) and anything the router itself sets.
 fn forward_headers(client: &HeaderMap) -> HeaderMap {
-    let mut h = client.clone();
-    remove_hop_by_hop(&mut h);
-    h.remove(header::HOST);
-    // The entry node answered any `Expect: 100-continue` itself.
-    h.remove(header::EXPECT);
-    h.remove(headers::ENTRY_REGION);
-    strip_forwarding(&mut h);
+    let named = if client.contains_key(header::CONNECTION) {
+        connection_named(client)
+    } else {
+        Vec::new()
+    };
+    // Room for what the signer adds.
+    let mut h = HeaderMap::with_capacity(client.keys_len() + 6);
+    for (name, value) in client {
+        let dropped = is_hop_by_hop(name)
+            || name == header::HOST
+            // The entry node answered any `Expect: 100-continue` itself.
+            || name == header::EXPECT
+            || name.as_str() == headers::ENTRY_REGION
+            || name.as_str().starts_with(headers::FORWARDED_PREFIX)
+            || named.contains(name);
+        if !dropped {
+            h.append(name.clone(), value.clone());
+        }
+    }
     h
 }
 

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{constant_time, hmac};
 use http::HeaderValue;
 use http::request::Parts;
 use model::RegionId;
@@ -22,6 +22,9 @@ pub const MIN_KEY_LEN: usize = 32;
 
 /// Separates this use of the key from any other.
 const DOMAIN: &[u8] = b"residency-forward-v1\n";
+
+/// Bytes of an HMAC-SHA256 tag.
+const TAG_LEN: usize = 32;
 
 /// The inter-region forwarding key. Its `Debug` is redacted and it has no accessor for
 /// the key bytes: it only signs and verifies.
@@ -132,28 +135,33 @@ impl ForwardSigner {
 
     /// [`ForwardSigner::sign`] with an explicit clock (tests of expiry).
     pub fn sign_at(&self, request: &mut Parts, forwarded: &Forwarded, now: SystemTime) {
-        let at = unix_seconds(now).to_string();
+        let at = HeaderValue::from(unix_seconds(now));
         let client = header_safe(&forwarded.client_address);
         let request_id = header_safe(&forwarded.request_id);
         let region = forwarded.entry_region.as_str();
         let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
-        let message = canonical(
-            request.method.as_str(),
-            path,
-            &at,
-            region,
-            &client,
-            &request_id,
+        let tag = tag(
+            &self.current,
+            [
+                request.method.as_str().as_bytes(),
+                path.as_bytes(),
+                at.as_bytes(),
+                region.as_bytes(),
+                client.as_bytes(),
+                request_id.as_bytes(),
+            ],
         );
-        let tag = hmac::sign(&self.current.0, &message);
+        let mut signature = [0u8; 2 * TAG_LEN];
+        hex::encode_to_slice(tag.as_ref(), &mut signature)
+            .expect("the buffer holds the hex of a tag");
         let h = &mut request.headers;
         h.insert(headers::FORWARDED_REGION, value(region));
         h.insert(headers::FORWARDED_FOR, value(&client));
-        h.insert(headers::FORWARDED_AT, value(&at));
+        h.insert(headers::FORWARDED_AT, at);
         h.insert(headers::REQUEST_ID, value(&request_id));
         h.insert(
             headers::FORWARDED_SIGNATURE,
-            value(&hex::encode(tag.as_ref())),
+            HeaderValue::from_bytes(&signature).expect("hex digits are a header value"),
         );
     }
 
@@ -166,10 +174,11 @@ impl ForwardSigner {
                 .and_then(|v| v.to_str().ok())
                 .ok_or(ForwardError::Malformed(name))
         };
-        if !h.contains_key(headers::FORWARDED_SIGNATURE) {
+        let Some(signature_text) = h.get(headers::FORWARDED_SIGNATURE) else {
             return Err(ForwardError::Missing);
-        }
-        let signature = hex::decode(text(headers::FORWARDED_SIGNATURE)?)
+        };
+        let mut signature = [0u8; TAG_LEN];
+        hex::decode_to_slice(signature_text.as_bytes(), &mut signature)
             .map_err(|_| ForwardError::Malformed(headers::FORWARDED_SIGNATURE))?;
         let region_text = text(headers::FORWARDED_REGION)?;
         let entry_region = RegionId::parse(region_text)
@@ -191,19 +200,18 @@ impl ForwardSigner {
         }
 
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let message = canonical(
-            parts.method.as_str(),
-            path,
-            at_text,
-            region_text,
-            client,
-            request_id,
-        );
-        let valid = hmac::verify(&self.current.0, &message, &signature).is_ok()
-            || self
-                .previous
-                .as_ref()
-                .is_some_and(|key| hmac::verify(&key.0, &message, &signature).is_ok());
+        let fields = [
+            parts.method.as_str().as_bytes(),
+            path.as_bytes(),
+            at_text.as_bytes(),
+            region_text.as_bytes(),
+            client.as_bytes(),
+            request_id.as_bytes(),
+        ];
+        let matches = |key: &ForwardingKey| {
+            constant_time::verify_slices_are_equal(tag(key, fields).as_ref(), &signature).is_ok()
+        };
+        let valid = matches(&self.current) || self.previous.as_ref().is_some_and(matches);
         if !valid {
             return Err(ForwardError::BadSignature);
         }
@@ -215,27 +223,19 @@ impl ForwardSigner {
     }
 }
 
-/// The signed message: a domain tag, then each field as a 4-byte big-endian length and its
-/// bytes, so that no two different field lists share an encoding.
-fn canonical(
-    method: &str,
-    path: &str,
-    at: &str,
-    region: &str,
-    client: &str,
-    request_id: &str,
-) -> Vec<u8> {
-    let fields = [method, path, at, region, client, request_id];
-    let len = DOMAIN.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(DOMAIN);
+/// The tag of the signed message: a domain tag, then each field (method, path and query,
+/// timestamp, entry region, client address, request id) as a 4-byte big-endian length and
+/// its bytes, so that no two different field lists share an encoding.
+fn tag(key: &ForwardingKey, fields: [&[u8]; 6]) -> hmac::Tag {
+    let mut context = hmac::Context::with_key(&key.0);
+    context.update(DOMAIN);
     for field in fields {
         // Header values and paths are far below 4 GiB; saturate rather than wrap anyway.
         let n = u32::try_from(field.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(field.as_bytes());
+        context.update(&n.to_be_bytes());
+        context.update(field);
     }
-    out
+    context.sign()
 }
 
 fn unix_seconds(t: SystemTime) -> u64 {

@@ -249,6 +249,8 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
         "(a) local tenant through the node",
         "(b) direct to the home node",
         "(b) forwarded by the entry node",
+        "(b) reference: nginx proxy_pass",
+        "reference, nginx in front of the same home node",
         "(c) nginx proxy_pass",
         "(c) our forwarding hop",
         "added p50",
@@ -269,6 +271,7 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
         "local_through_router",
         "direct",
         "forwarded",
+        "nginx_at_forwarding_load",
         "nginx",
         "forwarded_saturated",
     ] {
@@ -282,7 +285,13 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
     }
     // The handler behind (b) and (c) waits about a millisecond: no request through it can
     // be faster, so a bench that skipped the hop or the work would show here.
-    for case in ["direct", "forwarded", "nginx", "forwarded_saturated"] {
+    for case in [
+        "direct",
+        "forwarded",
+        "nginx_at_forwarding_load",
+        "nginx",
+        "forwarded_saturated",
+    ] {
         assert!(
             cases[case]["p50_us"].as_f64().expect("p50") >= 1000.0,
             "{case}: {report}"

@@ -1,0 +1,285 @@
+//! Pooled keep-alive HTTP/1.1 connections to one region's internal endpoint, on hyper's
+//! connection-level client. A connection is driven by the task that uses it (no task of
+//! its own): the request, the response head and the response body all move within the
+//! serving connection's task, and a connection whose response was read to the end goes
+//! back to the pool. It never reads, keeps or logs a body beyond passing it on.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower::Service;
+
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// Idle connections kept per region; more are closed when they come back.
+const MAX_IDLE: usize = 512;
+/// An idle connection older than this is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    /// No connection could be made, or none would take the request: it provably never
+    /// left this node. The request is handed back.
+    NotSent(Box<Request<Body>>),
+    /// The connection failed after the request may have been (partly) sent.
+    Failed,
+}
+
+/// One region's internal endpoint and its idle connections.
+pub(crate) struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    /// A path prefix without trailing `/` (usually empty).
+    prefix: String,
+    connector: HttpsConnector<HttpConnector>,
+    idle: Arc<Mutex<Vec<Idle>>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("scheme", &self.scheme)
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection: the handle that sends requests and the state machine that drives it.
+struct Conn {
+    sender: http1::SendRequest<Body>,
+    driver: http1::Connection<Io, Body>,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+impl Upstream {
+    /// The upstream at an absolute http(s) `endpoint`; `None` for anything else.
+    pub(crate) fn new(endpoint: &Uri, connector: HttpsConnector<HttpConnector>) -> Option<Self> {
+        let scheme = endpoint.scheme()?.clone();
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return None;
+        }
+        let authority = endpoint.authority()?.clone();
+        Some(Self {
+            host: HeaderValue::from_str(authority.as_str()).ok()?,
+            scheme,
+            authority,
+            prefix: endpoint.path().trim_end_matches('/').to_owned(),
+            connector,
+            idle: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// The request target on this upstream: its path prefix, then `path`.
+    pub(crate) fn target(&self, path: Option<&PathAndQuery>) -> Option<Uri> {
+        let path = path.map_or("/", PathAndQuery::as_str);
+        if self.prefix.is_empty() {
+            return Uri::try_from(path).ok();
+        }
+        Uri::try_from(format!("{}{path}", self.prefix)).ok()
+    }
+
+    /// The `Host` this upstream expects.
+    pub(crate) fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// Sends `request` (origin-form target, `Host` set) on an idle connection, or on a new
+    /// one; a pooled connection that turns out closed before the request was written is
+    /// skipped. The response body keeps driving the connection and returns it to the
+    /// pool once read to the end.
+    pub(crate) async fn send(
+        &self,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        loop {
+            let (conn, fresh) = match self.checkout().await {
+                Some(conn) => (conn, false),
+                None => match self.connect().await {
+                    Some(conn) => (conn, true),
+                    None => return Err(UpstreamError::NotSent(Box::new(request))),
+                },
+            };
+            match exchange(conn, request).await {
+                Ok((response, conn)) => {
+                    let (parts, incoming) = response.into_parts();
+                    let body = Driven {
+                        incoming,
+                        conn,
+                        idle: Arc::clone(&self.idle),
+                    };
+                    return Ok(Response::from_parts(parts, Body::new(body)));
+                }
+                Err(Exchange::NotSent(returned)) if !fresh => request = *returned,
+                Err(Exchange::NotSent(returned)) => return Err(UpstreamError::NotSent(returned)),
+                Err(Exchange::Failed) => return Err(UpstreamError::Failed),
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    async fn checkout(&self) -> Option<Conn> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()?;
+            if idle.since.elapsed() > IDLE_TIMEOUT {
+                continue;
+            }
+            let mut conn = idle.conn;
+            // One poll settles what happened while it sat idle: a close from the other
+            // end, or the bookkeeping after its last response.
+            let ready = std::future::poll_fn(|cx| {
+                if conn.driver.poll_without_shutdown(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                Poll::Ready(matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))))
+            })
+            .await;
+            if ready {
+                return Some(conn);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Option<Conn> {
+        let origin = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        let mut connector = self.connector.clone();
+        let io = match connector.call(origin).await {
+            Ok(io) => io,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot connect to the home region");
+                return None;
+            }
+        };
+        let (sender, driver) = http1::Builder::new().handshake(io).await.ok()?;
+        Some(Conn { sender, driver })
+    }
+}
+
+enum Exchange {
+    NotSent(Box<Request<Body>>),
+    Failed,
+}
+
+/// Sends `request` on `conn` and drives the connection until the response head arrives;
+/// the connection comes back unless it ended with that response.
+async fn exchange(
+    mut conn: Conn,
+    request: Request<Body>,
+) -> Result<(Response<Incoming>, Option<Conn>), Exchange> {
+    // hyper checks readiness when the request is queued, so the future owns nothing of
+    // `conn.sender` and the connection can be driven next to it.
+    let mut response = std::pin::pin!(conn.sender.try_send_request(request));
+    let mut driver_done = false;
+    let result = std::future::poll_fn(|cx| {
+        if !driver_done {
+            // Ready means the connection ended; the response future then resolves with
+            // its error (the dispatcher answers every queued request before it ends).
+            driver_done = conn.driver.poll_without_shutdown(cx).is_ready();
+        }
+        response.as_mut().poll(cx)
+    })
+    .await;
+    match result {
+        // After a response the connection may end (`Connection: close`): the body is
+        // still readable from what it read, the connection is not reused.
+        Ok(response) => Ok((response, (!driver_done).then_some(conn))),
+        Err(mut err) => match err.take_message() {
+            Some(request) => Err(Exchange::NotSent(Box::new(request))),
+            None => {
+                tracing::debug!(error = %err.into_error(), "forwarded request failed");
+                Err(Exchange::Failed)
+            }
+        },
+    }
+}
+
+/// A response body that drives its connection while it is read and hands the connection
+/// back to the pool once the body ended; dropped before its end, it closes the connection.
+struct Driven {
+    incoming: Incoming,
+    conn: Option<Conn>,
+    idle: Arc<Mutex<Vec<Idle>>>,
+}
+
+impl Driven {
+    fn release(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl http_body::Body for Driven {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(conn) = &mut this.conn
+            && conn.driver.poll_without_shutdown(cx).is_ready()
+        {
+            // The connection ended; what it read is still in the body's channel.
+            this.conn = None;
+        }
+        let frame = Pin::new(&mut this.incoming).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        if self.incoming.is_end_stream() {
+            self.release();
+        }
+    }
+}
