@@ -430,7 +430,7 @@ impl Shared {
         };
         match home {
             Some(home) if home != self.local && self.targets.contains_key(&home) => {
-                Ok(self.forward(inner, req, prepared, None, home).await?)
+                Ok(Box::pin(self.forward(inner, req, prepared, None, home)).await?)
             }
             _ => {
                 let body = prepared.take().unwrap_or_default();
@@ -490,8 +490,9 @@ impl Shared {
                     Ok(prepared) => prepared,
                     Err(_) => return Ok(self.unreadable_body(&req.parts)),
                 };
-                self.forward(inner, req, prepared, Some(tenant), entry.home.clone())
-                    .await
+                // Boxed: the forwarding state is large, and the local path should not carry
+                // (or copy) it.
+                Box::pin(self.forward(inner, req, prepared, Some(tenant), entry.home.clone())).await
             }
         }
     }
