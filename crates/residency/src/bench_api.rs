@@ -13,8 +13,8 @@
 //! - create, baseline: one transaction on the primary with `store::records::insert` (a
 //!   sealed column of the API's size, a blind-index token, the public field) and
 //!   `AuditLog::append`, then `COMMIT`;
-//! - create, SQL as the API issues it: the same, in a tenant-scoped transaction
-//!   (`begin_tenant`) ended by `commit_lsn`, still without HTTP, authorization,
+//! - create, SQL as the API issues it: the same, in a tenant-scoped transaction sent
+//!   and committed in one round trip (`AuditLog::create_record`), still without HTTP, authorization,
 //!   validation or sealing: the gap between this and the baseline is the database
 //!   round trips the service adds, the rest of the gap is everything else;
 //! - create, API: `POST .../records`;
@@ -946,8 +946,8 @@ impl Work {
             tx.commit().await?;
         } else {
             // As `create_record` writes it: the row, its tokens and its event in one
-            // statement.
-            let tx = primary.begin_tenant(&tenant).await?;
+            // statement, in a tenant-scoped transaction sent and committed in one round
+            // trip (`AuditLog::create_record`).
             let record = store::records::NewRecord {
                 tenant: &tenant,
                 collection: COLLECTION,
@@ -956,8 +956,7 @@ impl Work {
                 sealed: &sealed,
                 index: &index,
             };
-            self.log.insert_record(&tx, record, event).await?;
-            tx.commit_lsn().await?;
+            self.log.create_record(&mut primary, record, event).await?;
         }
         Ok(None)
     }

@@ -285,6 +285,36 @@ impl AuditLog {
         Ok((row, core.append_locked(tx, event).await?))
     }
 
+    /// Creates a record with its event and commits both (`create_record`): in one round
+    /// trip when the head this node last wrote for the tenant is still the head (the
+    /// record, its tokens and the event in one statement, committed with it); otherwise,
+    /// or without such a guess, in a transaction of its own that writes the row and then
+    /// the event after the locked head. Returns the row, the event and a WAL position past
+    /// the commit.
+    pub async fn create_record(
+        &self,
+        primary: &mut store::Primary,
+        record: store::records::NewRecord<'_>,
+        event: NewEvent,
+    ) -> Result<(store::records::RecordRow, Event, model::Lsn), crate::ServiceError> {
+        let core = &self.inner.core;
+        core.check_region(&event)?;
+        let tenant = event.tenant;
+        if let Some(head) = core.heads.get(&tenant) {
+            let linked = audit::next(Some(head), event.clone());
+            if let Some((row, lsn)) =
+                store::records::create_with_event(primary, record, &to_row(&linked)).await?
+            {
+                core.heads.insert(tenant, linked.head());
+                return Ok((row, linked, lsn));
+            }
+        }
+        let tx = primary.begin_tenant(record.tenant).await?;
+        let (row, linked) = self.insert_record(&tx, record, event).await?;
+        let lsn = tx.commit_lsn().await?;
+        Ok((row, linked, lsn))
+    }
+
     /// Records an event that is part of no data transaction: a read (`record.read`,
     /// `file.get`, `record.search`), a denied attempt, an export. `ReadAudit::Sync`:
     /// durable on the primary when this returns. `ReadAudit::Batched`: queued, durable

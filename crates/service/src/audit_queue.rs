@@ -101,13 +101,21 @@ impl Queue {
         if backlog >= self.settings.capacity {
             return Err(Refused::Full);
         }
-        if state.pending.is_empty() {
+        // The writer needs waking only when it waits for a first event (no linger timer
+        // is set) or when a batch is full; in between it lingers until the oldest event
+        // is due, and waking it for every event (every audited read) would only make it
+        // check and go back to sleep.
+        let first = state.pending.is_empty();
+        if first {
             state.oldest = Some(Instant::now());
         }
         state.pending.push_back(event);
         state.enqueued += 1;
+        let full = state.pending.len() >= self.settings.max_batch;
         drop(state);
-        self.wake.notify_one();
+        if first || full {
+            self.wake.notify_one();
+        }
         Ok(backlog + 1)
     }
 

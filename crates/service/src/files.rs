@@ -4,7 +4,7 @@
 //! the database keeps only a keyed token of the name, and object keys are random ids.
 
 use audit::{Action, Outcome};
-use envelope::blind_index::{FieldIndexKey, IndexValue};
+use envelope::blind_index::IndexValue;
 use envelope::objects::{ByteStream, ObjectKey};
 use envelope::sealed_objects::{self, PlaintextStream, SealedObjectError};
 use store::files::FileRow;
@@ -300,8 +300,8 @@ impl RegionService {
         collection: &Collection,
         name: &str,
     ) -> Result<String, ServiceError> {
-        let index_key = self.inner.keyring.index_key(&caller.tenant).await?;
-        let key = FieldIndexKey::derive(&index_key, collection.name.as_str(), FILE_NAME_FIELD);
+        let index_keys = self.inner.keyring.index_keys(&caller.tenant).await?;
+        let key = index_keys.field(collection.name.as_str(), FILE_NAME_FIELD);
         let token = key
             .token(&IndexValue::String(name))
             .map_err(|err| ServiceError::Internal(err.to_string()))?;

@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use envelope::blind_index::FieldIndexKey;
 use envelope::kms::{EncryptionContext, Kms, KmsError, WrappedKey, tenant_key_context};
 use envelope::objects::{ObjectKey, ObjectStore, ObjectStoreError};
 use envelope::seal::{self, OpenError, SealContext};
@@ -117,6 +118,75 @@ struct CachedKey {
     uses: AtomicU64,
     /// `max_age` after it was unwrapped; the hot index honours it like moka does.
     expires_at: Instant,
+    /// For an index key: the blind-index keys derived from it, per collection and field.
+    /// They live in this entry, so they go exactly when the key they come from goes
+    /// (expiry, eviction, the use bound, crypto-shredding), and are zeroized then
+    /// (aws-lc cleanses an HMAC key's context when it is dropped).
+    fields: Mutex<FieldKeyTable>,
+}
+
+/// Derived blind-index keys of one index key: collection → field → key.
+type FieldKeyTable = HashMap<Box<str>, HashMap<Box<str>, Arc<FieldIndexKey>, FastHash>, FastHash>;
+
+/// Derived keys one index key entry holds at most; beyond that they are derived per use
+/// (a tenant with that many searchable fields is not the hot path).
+pub const MAX_FIELD_KEYS: usize = 1024;
+
+impl CachedKey {
+    fn new(key: DataKey, max_age: Duration) -> Self {
+        Self {
+            key: Arc::new(key),
+            uses: AtomicU64::new(0),
+            expires_at: Instant::now() + max_age,
+            fields: Mutex::new(HashMap::default()),
+        }
+    }
+}
+
+/// A tenant's active index key with the blind-index keys derived from it: deriving one
+/// (HKDF) costs as much as sealing a field, so each is derived once per cached index key.
+#[derive(Debug)]
+pub struct IndexKeys {
+    entry: Arc<CachedKey>,
+}
+
+impl IndexKeys {
+    /// The blind-index key of `collection.field`, derived on first use.
+    pub fn field(&self, collection: &str, field: &str) -> Arc<FieldIndexKey> {
+        let mut table = self
+            .entry
+            .fields
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = table.get(collection).and_then(|fields| fields.get(field)) {
+            return key.clone();
+        }
+        let key = Arc::new(FieldIndexKey::derive(&self.entry.key, collection, field));
+        let held: usize = table.values().map(HashMap::len).sum();
+        if held < MAX_FIELD_KEYS {
+            table
+                .entry(collection.into())
+                .or_default()
+                .insert(field.into(), key.clone());
+        }
+        key
+    }
+
+    /// The index key itself (for other derivations, e.g. pseudonyms).
+    pub fn key(&self) -> &Arc<DataKey> {
+        &self.entry.key
+    }
+
+    /// Derived keys held with this index key now.
+    pub fn cached_fields(&self) -> usize {
+        self.entry
+            .fields
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(HashMap::len)
+            .sum()
+    }
 }
 
 /// A read-optimized index of the unwrapped keys in front of moka. moka stays the
@@ -368,6 +438,13 @@ impl Keyring {
         self.key(tenant, KeyPurpose::Index, version).await
     }
 
+    /// The active index key of `tenant` with its cached per-field blind-index keys.
+    pub async fn index_keys(&self, tenant: &TenantId) -> Result<IndexKeys, KeyError> {
+        let version = self.active_version(tenant, KeyPurpose::Index).await?;
+        let entry = self.entry(tenant, KeyPurpose::Index, version).await?;
+        Ok(IndexKeys { entry })
+    }
+
     /// Seals a value under the tenant's active data key.
     pub async fn seal(
         &self,
@@ -602,6 +679,16 @@ impl Keyring {
         purpose: KeyPurpose,
         version: KeyVersion,
     ) -> Result<Arc<DataKey>, KeyError> {
+        Ok(self.entry(tenant, purpose, version).await?.key.clone())
+    }
+
+    /// The cache entry of a key (unwrapped on a miss), its use counted.
+    async fn entry(
+        &self,
+        tenant: &TenantId,
+        purpose: KeyPurpose,
+        version: KeyVersion,
+    ) -> Result<Arc<CachedKey>, KeyError> {
         let id = KeyId {
             tenant: *tenant,
             purpose,
@@ -640,13 +727,13 @@ impl Keyring {
 
     /// Counts one use; the copy that reaches `max_uses` is dropped from both caches (this
     /// use still gets it), so the next use unwraps a fresh copy.
-    async fn count_use(&self, id: &KeyId, entry: &CachedKey) -> Arc<DataKey> {
+    async fn count_use(&self, id: &KeyId, entry: &Arc<CachedKey>) -> Arc<CachedKey> {
         let uses = entry.uses.fetch_add(1, Ordering::Relaxed) + 1;
         if uses >= self.inner.settings.max_uses {
             self.inner.hot.remove(id);
             self.inner.keys.invalidate(id).await;
         }
-        entry.key.clone()
+        entry.clone()
     }
 
     async fn unwrap_key(&self, id: &KeyId) -> Result<Arc<CachedKey>, KeyError> {
@@ -670,11 +757,7 @@ impl Keyring {
                 unwrap_stored(self.inner.kms.as_ref(), &self.inner.region, stored),
             )
             .await?;
-        Ok(Arc::new(CachedKey {
-            key: Arc::new(key),
-            uses: AtomicU64::new(0),
-            expires_at: Instant::now() + self.inner.settings.max_age,
-        }))
+        Ok(Arc::new(CachedKey::new(key, self.inner.settings.max_age)))
     }
 
     /// Runs a read on the primary, or on the first replica when the primary is down, so

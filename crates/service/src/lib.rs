@@ -23,7 +23,7 @@ pub use audit::{AuditSettings, ReadAudit};
 pub use audit_checkpoints::CheckpointTask;
 pub use audit_keys::{AuditKeys, KeyText, KeyTextError};
 pub use error::ServiceError;
-pub use keys::{KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapReport};
+pub use keys::{IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapReport};
 pub use tenancy::{
     Attempt, Caller, Collection, NewTenant, RegionService, RequestContext, ServiceParts,
     ServiceSettings, Tenant, TenantRegistry, Written,

@@ -92,14 +92,14 @@ impl RegionService {
         let stored = self.store_form(caller, &collection, &id, &data).await?;
 
         let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
         let resource = record_resource(&collection, &id);
-        // The row, its index tokens and its event in one statement.
-        let (row, _) = self
+        // The row, its index tokens and its event in one statement, committed in the
+        // same round trip.
+        let (row, _, lsn) = self
             .inner
             .audit
-            .insert_record(
-                &tx,
+            .create_record(
+                &mut primary,
                 store::records::NewRecord {
                     tenant: &caller.tenant,
                     collection: collection.name.as_str(),
@@ -111,7 +111,6 @@ impl RegionService {
                 self.caller_event(caller, Action::RecordCreate, &resource, Outcome::Success),
             )
             .await?;
-        let lsn = tx.commit_lsn().await?;
         Ok((
             Record {
                 id,
@@ -384,10 +383,9 @@ impl RegionService {
                 "is not searchable: mark it `searchable` in the schema",
             ));
         }
-        let index_key = self.inner.keyring.index_key(&caller.tenant).await?;
+        let index_keys = self.inner.keyring.index_keys(&caller.tenant).await?;
         let token = field_token(
-            &index_key,
-            collection.name.as_str(),
+            &index_keys.field(collection.name.as_str(), &filter.field),
             &filter.field,
             spec.field_type,
             &value,
@@ -420,8 +418,8 @@ impl RegionService {
             true => Some(self.inner.keyring.active_data_key(&caller.tenant).await?),
             false => None,
         };
-        let index_key = match needs_index {
-            true => Some(self.inner.keyring.index_key(&caller.tenant).await?),
+        let index_keys = match needs_index {
+            true => Some(self.inner.keyring.index_keys(&caller.tenant).await?),
             false => None,
         };
         let mut public = Map::new();
@@ -447,12 +445,13 @@ impl RegionService {
             };
             sealed.push(field, seal::seal(key, &context, &plaintext));
             if spec.searchable {
-                let index_key = index_key
+                let index_keys = index_keys
                     .as_ref()
                     .expect("loaded above: the record has a searchable field");
+                let key = index_keys.field(name, field);
                 index.push(IndexEntry {
                     field: field.clone(),
-                    token: field_token(index_key, name, field, spec.field_type, value)?,
+                    token: field_token(&key, field, spec.field_type, value)?,
                 });
             }
         }
@@ -520,8 +519,7 @@ fn record_resource(collection: &Collection, id: &str) -> String {
 }
 
 fn field_token(
-    index_key: &DataKey,
-    collection: &str,
+    key: &FieldIndexKey,
     field: &str,
     field_type: FieldType,
     value: &Value,
@@ -541,8 +539,6 @@ fn field_token(
         }
         _ => return Err(invalid()),
     };
-    // TODO-perf: cache derived field keys per (tenant, collection, field).
-    let key = FieldIndexKey::derive(index_key, collection, field);
     let token = key.token(&index_value).map_err(|_| invalid())?;
     Ok(*token.as_bytes())
 }

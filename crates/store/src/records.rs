@@ -9,13 +9,13 @@
 
 use std::time::SystemTime;
 
-use model::TenantId;
+use model::{Lsn, TenantId};
 use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::audit::{AuditRow, EventParams, append_params};
-use crate::{PrimaryTx, StoreError};
+use crate::{Primary, PrimaryTx, StoreError};
 
 /// One blind-index token of a record. `field` is a schema field name; names starting
 /// with [`PUBLIC_TOKEN_PREFIX`] are reserved ([`StoreError::Check`]).
@@ -154,7 +154,90 @@ pub async fn insert_with_event(
     insert_statement(tx, record, Some(event)).await
 }
 
-/// A record to insert, for [`insert_with_event`].
+/// Creates a record, its tokens and its audit event in one statement, if and only if
+/// the tenant's chain head is the event's predecessor (as
+/// [`audit::append`](crate::audit::append) checks it), in a tenant-scoped transaction
+/// committed in the same round trip ([`Primary::write_scoped`]): the row, its tokens and
+/// its event commit together or not at all. `None` when the head had moved (another
+/// writer, or a guess from a transaction that rolled back): nothing was written, and the
+/// caller writes the record again with its event after the locked head.
+/// [`StoreError::Conflict`] when the id exists, [`StoreError::ForeignKey`] when the
+/// collection does not.
+pub async fn create_with_event(
+    primary: &mut Primary,
+    record: NewRecord<'_>,
+    event: &AuditRow,
+) -> Result<Option<(RecordRow, Lsn)>, StoreError> {
+    let NewRecord {
+        tenant,
+        collection,
+        id,
+        public,
+        sealed,
+        index,
+    } = record;
+    check_index(index)?;
+    if &event.tenant != tenant {
+        return Err(StoreError::Corrupt(
+            "a record's audit event belongs to another tenant".into(),
+        ));
+    }
+    let (fields, tokens) = index_arrays(index);
+    let tenant_text = tenant.as_str();
+    let converted = EventParams::new(event)?;
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(7 + 12);
+    params.extend_from_slice(&[
+        &tenant_text,
+        &collection,
+        &id,
+        public,
+        &sealed,
+        &fields,
+        &tokens,
+    ]);
+    params.extend(append_params(event, &converted));
+    let (rows, lsn) = primary
+        .write_scoped(tenant, &CREATE_WITH_EVENT, &params)
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    Ok(Some((
+        RecordRow {
+            id: id.to_owned(),
+            version: row.try_get(0)?,
+            public: public.clone(),
+            sealed: sealed.to_vec(),
+            created_at: row.try_get(1)?,
+            updated_at: row.try_get(2)?,
+        },
+        lsn,
+    )))
+}
+
+/// The statement of [`create_with_event`]: the record and its tokens go in only with the
+/// event (`from appended`), the event only after the expected head (`moved`). The
+/// parameters of the record are `$1`..`$7` as in [`insert_statement`], the event's from
+/// `$8`.
+static CREATE_WITH_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "with {audit_ctes}, record as (
+             insert into records (tenant_id, collection, record_id, public, sealed)
+             select $1::text, $2::text, $3::text, $4::jsonb, $5::bytea from appended
+             returning version, created_at, updated_at
+         ), tokens as (
+             insert into record_index (tenant_id, collection, field, token, record_id)
+             select $1, $2, t.field, t.token, $3 from ({wanted}) as t
+             where exists (select from record)
+             on conflict do nothing
+         )
+         select version, created_at, updated_at from record",
+        audit_ctes = crate::audit::append_ctes(8),
+        wanted = wanted_tokens("$6", "$7", "$4"),
+    )
+});
+
+/// A record to insert, for [`insert_with_event`] and [`create_with_event`].
 #[derive(Debug, Clone, Copy)]
 pub struct NewRecord<'a> {
     pub tenant: &'a TenantId,

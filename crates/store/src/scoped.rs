@@ -25,16 +25,24 @@ async fn scope(
     tx: &deadpool_postgres::Transaction<'_>,
     tenant: &TenantId,
 ) -> Result<(), StoreError> {
-    let statement = tx.prepare_cached(&scope_sql()).await?;
+    let statement = tx.prepare_cached(scope_sql()).await?;
     tx.query_one(&statement, &[&tenant.as_str()]).await?;
     Ok(())
 }
 
-fn scope_sql() -> String {
-    format!(
-        "select set_config('role', '{APP_ROLE}', true), set_config('{TENANT_SETTING}', $1, true)"
-    )
+/// The scope statement; built once, since it is hashed into the statement cache on every
+/// tenant-scoped transaction.
+fn scope_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "select set_config('role', '{APP_ROLE}', true), set_config('{TENANT_SETTING}', $1, true)"
+        )
+    });
+    &SQL
 }
+
+/// A WAL position at or past every commit so far (see [`PrimaryTx::commit_lsn`]).
+const INSERT_LSN: &str = "select pg_current_wal_insert_lsn()::text";
 
 impl Primary {
     /// Starts a transaction confined to `tenant`'s rows: what every tenant-data write uses.
@@ -45,6 +53,47 @@ impl Primary {
         let tx = self.0.transaction().await?;
         scope(&tx, tenant).await?;
         Ok(PrimaryTx(tx))
+    }
+
+    /// Runs one statement in a transaction confined to `tenant` and commits it, in one
+    /// round trip where [`Primary::begin_tenant`] and [`PrimaryTx::commit_lsn`] take
+    /// three: BEGIN, the scope, `sql`, COMMIT and the WAL position past the commit are
+    /// prepared once per connection and then sent together (tokio-postgres pipelines
+    /// statements issued concurrently, in the order they were issued). When `sql` fails,
+    /// the COMMIT queued behind it rolls back (PostgreSQL ends a failed transaction that
+    /// way), so nothing of it stays; and the transaction ends even if this future is
+    /// dropped half-way. For a write whose outcome decides nothing else inside the
+    /// transaction: what `sql` did, it did by the time this returns.
+    pub async fn write_scoped(
+        &mut self,
+        tenant: &TenantId,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(Vec<Row>, Lsn), StoreError> {
+        let client = &self.0;
+        let begin = client.prepare_cached("begin").await?;
+        let scope = client.prepare_cached(scope_sql()).await?;
+        let statement = client.prepare_cached(sql).await?;
+        let commit = client.prepare_cached("commit").await?;
+        let position = client.prepare_cached(INSERT_LSN).await?;
+        let tenant = tenant.as_str();
+        let scope_params: [&(dyn ToSql + Sync); 1] = [&tenant];
+        // Each future sends its statement when first polled, and `join!` polls in order.
+        let (began, scoped, rows, committed, position) = futures::join!(
+            client.execute(&begin, &[]),
+            client.execute(&scope, &scope_params),
+            client.query(&statement, params),
+            client.execute(&commit, &[]),
+            client.query_one(&position, &[]),
+        );
+        began?;
+        scoped?;
+        let rows = rows?;
+        committed?;
+        let position = position?;
+        let raw: &str = position.try_get(0)?;
+        let lsn = Lsn::parse(raw).map_err(|_| StoreError::Corrupt("commit wal position".into()))?;
+        Ok((rows, lsn))
     }
 }
 
@@ -137,7 +186,7 @@ impl Reader {
         let begin = client
             .prepare_cached("begin isolation level repeatable read read only")
             .await?;
-        let scope = client.prepare_cached(&scope_sql()).await?;
+        let scope = client.prepare_cached(scope_sql()).await?;
         let statement = client.prepare_cached(sql).await?;
         let commit = client.prepare_cached("commit").await?;
         let tenant = tenant.as_str();

@@ -737,3 +737,101 @@ async fn records_written_with_their_event_in_one_statement_keep_the_chain_whole_
     resources.dedup();
     assert_eq!(resources.len(), committed, "no record has two events");
 }
+
+#[tokio::test]
+async fn records_created_in_one_round_trip_keep_the_chain_whole_across_nodes() {
+    // As above, through `create_record` (the row, its tokens and its event committed in
+    // one round trip): two logs moving one tenant's head make both the one-round-trip
+    // path and its fallback run, and a failed create leaves neither row nor event.
+    let (database, region_db, first) = log().await;
+    let second = AuditLog::new(
+        region_db.clone(),
+        SigningKey::generate(region()),
+        Vec::new(),
+    );
+    let tenant = tenant_with_collection(&region_db).await;
+    const PER_WRITER: usize = 12;
+    let mut writers = Vec::new();
+    for writer in 0..6 {
+        let log = if writer % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let region_db = region_db.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..PER_WRITER {
+                let id = format!("w{writer}-r{i}");
+                let mut primary = region_db.primary().get().await.expect("primary");
+                let index = [store::records::IndexEntry {
+                    field: "email".into(),
+                    token: [u8::try_from(writer).expect("small"); 32],
+                }];
+                let record = store::records::NewRecord {
+                    tenant: &tenant,
+                    collection: "people",
+                    id: &id,
+                    public: &serde_json::json!({"plan": "pro"}),
+                    sealed: b"sealed",
+                    index: &index,
+                };
+                let resource = format!("collections/people/records/{id}");
+                let (row, linked, lsn) = log
+                    .create_record(
+                        &mut primary,
+                        record,
+                        event(tenant, Action::RecordCreate, &resource),
+                    )
+                    .await
+                    .expect("create the record with its event");
+                assert_eq!(row.version, 1);
+                assert_eq!(linked.resource, resource);
+                assert!(lsn > model::Lsn(0));
+                // The same id again fails as a conflict, and writes no event.
+                if i % 4 == 3 {
+                    let again = log
+                        .create_record(
+                            &mut primary,
+                            record,
+                            event(tenant, Action::RecordCreate, &resource),
+                        )
+                        .await;
+                    assert!(
+                        matches!(again, Err(service::ServiceError::Conflict(_))),
+                        "{again:?}"
+                    );
+                }
+            }
+        }));
+    }
+    for writer in futures::future::join_all(writers).await {
+        writer.expect("writer");
+    }
+    let events = all_events(&first, &tenant).await;
+    assert_chain_valid(&events, &tenant);
+    let created = 6 * PER_WRITER;
+    assert_eq!(events.len(), created, "one event per created record");
+    let db = connect(database.primary.clone()).await;
+    let count = |sql: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(sql, &[&tenant.as_str()])
+                .await
+                .expect("count")
+                .get::<_, i64>(0) as usize
+        }
+    };
+    assert_eq!(
+        count("select count(*) from records where tenant_id = $1").await,
+        created
+    );
+    assert_eq!(
+        count("select count(*) from record_index where tenant_id = $1 and field = 'email'").await,
+        created,
+        "every record has its token"
+    );
+    let mut resources: Vec<&str> = events.iter().map(|e| e.resource.as_str()).collect();
+    resources.sort_unstable();
+    resources.dedup();
+    assert_eq!(resources.len(), created, "no record has two events");
+}

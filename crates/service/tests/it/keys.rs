@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devstack::testing::{TestDatabase, connect};
+use envelope::blind_index::{FieldIndexKey, IndexValue};
 use envelope::kms::faulty::FaultyKms;
 use envelope::kms::local::LocalKms;
 use envelope::kms::{Kms, KmsError};
 use envelope::seal::SealContext;
 use envelope::{KeyState, KeyVersion};
 use model::{RegionId, TenantId};
+use service::keys::MAX_FIELD_KEYS;
 use service::{KeyError, Keyring, KeyringSettings};
 use store::testing::{region_database, settings};
 use store::{PgEndpoint, RegionDatabase};
@@ -419,6 +421,68 @@ async fn a_shredded_tenant_is_unreadable_forever_even_with_a_warm_cache() {
             .expect("others unaffected"),
         b"dave@example.com"
     );
+}
+
+#[tokio::test]
+async fn derived_field_keys_are_cached_with_their_index_key_and_go_with_it() {
+    let f = fixture(KeyringSettings {
+        max_uses: 4,
+        ..KeyringSettings::default()
+    })
+    .await;
+    let tenant = f.tenant().await;
+    let value = IndexValue::String("ada@example.org");
+    let keys = f.keyring.index_keys(&tenant).await.expect("index keys");
+    let token = keys.field("people", "email").token(&value).expect("token");
+    let index_key = f.keyring.index_key(&tenant).await.expect("index key");
+    assert_eq!(
+        FieldIndexKey::derive(&index_key, "people", "email")
+            .token(&value)
+            .expect("token"),
+        token,
+        "a cached key is the derived key"
+    );
+    let again = f.keyring.index_keys(&tenant).await.expect("index keys");
+    assert!(
+        Arc::ptr_eq(
+            &keys.field("people", "email"),
+            &again.field("people", "email")
+        ),
+        "derived once per cached index key"
+    );
+    assert_eq!(again.cached_fields(), 1);
+
+    // Bounded: beyond the bound keys are derived per use, and still right.
+    for n in 0..MAX_FIELD_KEYS + 10 {
+        again.field("people", &format!("field{n}"));
+    }
+    assert_eq!(again.cached_fields(), MAX_FIELD_KEYS);
+    let beyond = format!("field{}", MAX_FIELD_KEYS + 5);
+    assert_eq!(
+        again.field("people", &beyond).token(&value).expect("token"),
+        FieldIndexKey::derive(&index_key, "people", &beyond)
+            .token(&value)
+            .expect("token")
+    );
+
+    // The fourth use of the index key drops its entry (max_uses): the field keys go
+    // with it, and the next use starts a fresh entry.
+    f.keyring.index_keys(&tenant).await.expect("fourth use");
+    let fresh = f.keyring.index_keys(&tenant).await.expect("fresh entry");
+    assert_eq!(
+        fresh.cached_fields(),
+        0,
+        "field keys never outlive their key"
+    );
+    fresh.field("people", "email");
+
+    // Shredding: no field key can be had any more, and none stays cached.
+    f.keyring.shred(&tenant).await.expect("shred");
+    assert_eq!(
+        f.keyring.index_keys(&tenant).await.expect_err("gone"),
+        KeyError::Shredded { tenant }
+    );
+    assert_eq!(f.keyring.cached_keys().await, 0);
 }
 
 #[tokio::test]

@@ -171,6 +171,85 @@ async fn commit_lsn_is_past_the_commit_and_leaves_the_connection_clean() {
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
 }
 
+#[tokio::test]
+async fn a_one_round_trip_scoped_write_commits_or_leaves_nothing_and_the_connection_clean() {
+    let (_database, db) = region_database("eu-central-1").await;
+    let (a, b) = (tenant(TENANT_A), tenant(TENANT_B));
+    tenant_with_collection(&db, a).await;
+    tenant_with_collection(&db, b).await;
+    insert_record(&db, b, "rec-b1", json!({}), &[]).await;
+    let mut primary = db.primary().get().await.expect("primary");
+
+    // Confined to its tenant: an unqualified update touches only the tenant's rows.
+    let (rows, lsn) = primary
+        .write_scoped(
+            &a,
+            "insert into records (tenant_id, collection, record_id, public, sealed)
+             values ($1, 'people', 'rec-a1', '{}', '') returning current_user::text",
+            &[&a.as_str()],
+        )
+        .await
+        .expect("write");
+    assert_eq!(rows[0].get::<_, String>(0), store::APP_ROLE);
+    let (rows, _) = primary
+        .write_scoped(
+            &a,
+            "update records set version = version + 1 returning record_id",
+            &[],
+        )
+        .await
+        .expect("update");
+    assert_eq!(rows.len(), 1, "only tenant a's record");
+
+    // Committed, at or before the returned position.
+    let other = db.primary().get().await.expect("primary");
+    let replayed: bool = other
+        .query_one(
+            "select pg_current_wal_insert_lsn() >= $1::text::pg_lsn",
+            &[&lsn.to_string()],
+        )
+        .await
+        .expect("lsn")
+        .get(0);
+    assert!(replayed);
+
+    // A failing statement rolls back what it did, and leaves no transaction open and
+    // no scope behind.
+    let err = primary
+        .write_scoped(
+            &a,
+            "insert into records (tenant_id, collection, record_id, public, sealed)
+             values ($1, 'people', 'rec-a2', '{}', ''), ($1, 'people', 'rec-a1', '{}', '')",
+            &[&a.as_str()],
+        )
+        .await
+        .expect_err("duplicate");
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    let count: i64 = other
+        .query_one(
+            "select count(*) from records where tenant_id = $1",
+            &[&a.as_str()],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 1, "rec-a2 went with the failed statement");
+    let first = xid(primary.client()).await;
+    let second = xid(primary.client()).await;
+    assert_ne!(first, second, "no transaction left open");
+    let user: String = primary
+        .client()
+        .query_one("select current_user::text", &[])
+        .await
+        .expect("user")
+        .get(0);
+    assert_ne!(
+        user,
+        store::APP_ROLE,
+        "the scope ended with the transaction"
+    );
+}
+
 async fn xid(client: &tokio_postgres::Client) -> String {
     client
         .query_one("select pg_current_xact_id()::text", &[])
