@@ -244,8 +244,11 @@ async fn every_region_serves_every_tenant_and_the_data_stays_home() {
     assert_eq!(hex::encode(Sha256::digest(&body)), expected);
     let grown_mib = peak_rss_kib(dev.child.id()).saturating_sub(before) / 1024;
     eprintln!("forwarded 50 MiB: peak memory grew by {grown_mib} MiB");
+    // The file crosses two nodes of this process (the entry and the home), each with its
+    // own bounded buffers: one node alone grows by about 12 MiB for it (the test above),
+    // two by 21 to 26 MiB. Holding the file anywhere would take at least 50 MiB.
     assert!(
-        grown_mib < 24,
+        grown_mib < 36,
         "peak memory grew by {grown_mib} MiB: forwarding must stream"
     );
 
