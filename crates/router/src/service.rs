@@ -218,16 +218,17 @@ struct Target {
     public: Option<Origin>,
 }
 
+/// An absolute http(s) endpoint: scheme, authority and a path prefix.
 #[derive(Debug)]
-struct Origin {
-    scheme: Scheme,
-    authority: Authority,
+pub(crate) struct Origin {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
     /// A path prefix without trailing `/` (usually empty).
     prefix: String,
 }
 
 impl Origin {
-    fn parse(uri: &Uri) -> Option<Self> {
+    pub(crate) fn parse(uri: &Uri) -> Option<Self> {
         let scheme = uri.scheme()?.clone();
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return None;
@@ -239,19 +240,24 @@ impl Origin {
         })
     }
 
-    fn join(&self, path: Option<&PathAndQuery>) -> Option<Uri> {
-        let path_and_query = match (self.prefix.is_empty(), path) {
-            (true, Some(p)) => p.clone(),
-            (true, None) => PathAndQuery::from_static("/"),
+    /// `path` under this origin's prefix.
+    pub(crate) fn path(&self, path: Option<&PathAndQuery>) -> Option<PathAndQuery> {
+        match (self.prefix.is_empty(), path) {
+            (true, Some(p)) => Some(p.clone()),
+            (true, None) => Some(PathAndQuery::from_static("/")),
             (false, p) => {
                 let p = p.map_or("/", PathAndQuery::as_str);
-                PathAndQuery::try_from(format!("{}{p}", self.prefix)).ok()?
+                PathAndQuery::try_from(format!("{}{p}", self.prefix)).ok()
             }
-        };
+        }
+    }
+
+    /// The absolute URL of `path` under this origin.
+    pub(crate) fn join(&self, path: Option<&PathAndQuery>) -> Option<Uri> {
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(path_and_query)
+            .path_and_query(self.path(path)?)
             .build()
             .ok()
     }
@@ -317,7 +323,8 @@ impl Shared {
             .regions
             .iter()
             .map(|(region, endpoints)| {
-                let internal = Upstream::new(&endpoints.internal, connector.clone());
+                let internal = Origin::parse(&endpoints.internal)
+                    .and_then(|origin| Upstream::new(origin, connector.clone()));
                 if internal.is_none() {
                     tracing::error!(region = %region, "internal endpoint is not an absolute http(s) URL: requests for its tenants will get 503");
                 }

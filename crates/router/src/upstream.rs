@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -21,6 +21,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
+
+use crate::service::Origin;
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
@@ -41,11 +43,8 @@ pub(crate) enum UpstreamError {
 
 /// One region's internal endpoint and its idle connections.
 pub(crate) struct Upstream {
-    scheme: Scheme,
-    authority: Authority,
+    origin: Origin,
     host: HeaderValue,
-    /// A path prefix without trailing `/` (usually empty).
-    prefix: String,
     connector: HttpsConnector<HttpConnector>,
     idle: Arc<Mutex<Vec<Idle>>>,
 }
@@ -53,8 +52,7 @@ pub(crate) struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("scheme", &self.scheme)
-            .field("authority", &self.authority)
+            .field("origin", &self.origin)
             .finish_non_exhaustive()
     }
 }
@@ -71,18 +69,11 @@ struct Idle {
 }
 
 impl Upstream {
-    /// The upstream at an absolute http(s) `endpoint`; `None` for anything else.
-    pub(crate) fn new(endpoint: &Uri, connector: HttpsConnector<HttpConnector>) -> Option<Self> {
-        let scheme = endpoint.scheme()?.clone();
-        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return None;
-        }
-        let authority = endpoint.authority()?.clone();
+    /// The upstream at `origin`; `None` when its authority is no `Host` value.
+    pub(crate) fn new(origin: Origin, connector: HttpsConnector<HttpConnector>) -> Option<Self> {
         Some(Self {
-            host: HeaderValue::from_str(authority.as_str()).ok()?,
-            scheme,
-            authority,
-            prefix: endpoint.path().trim_end_matches('/').to_owned(),
+            host: HeaderValue::from_str(origin.authority.as_str()).ok()?,
+            origin,
             connector,
             idle: Arc::new(Mutex::new(Vec::new())),
         })
@@ -90,11 +81,7 @@ impl Upstream {
 
     /// The request target on this upstream: its path prefix, then `path`.
     pub(crate) fn target(&self, path: Option<&PathAndQuery>) -> Option<Uri> {
-        let path = path.map_or("/", PathAndQuery::as_str);
-        if self.prefix.is_empty() {
-            return Uri::try_from(path).ok();
-        }
-        Uri::try_from(format!("{}{path}", self.prefix)).ok()
+        Some(Uri::from(self.origin.path(path)?))
     }
 
     /// The `Host` this upstream expects.
@@ -163,12 +150,7 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Option<Conn> {
-        let origin = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query("/")
-            .build()
-            .ok()?;
+        let origin = self.origin.join(None)?;
         let mut connector = self.connector.clone();
         let io = match connector.call(origin).await {
             Ok(io) => io,
