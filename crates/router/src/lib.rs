@@ -50,3 +50,24 @@ pub mod headers {
     /// verified: the entry region. Any client copy is removed first, so the app may trust it.
     pub const ENTRY_REGION: &str = "x-residency-entry-region";
 }
+
+/// The same names as [`headers`], as `HeaderName`s built at compile time: a `&str` name is
+/// parsed and validated again on every map operation, which the forwarding hop does about
+/// twenty times per request.
+mod names {
+    use http::HeaderName;
+
+    use crate::headers;
+
+    pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static(headers::REQUEST_ID);
+    pub(crate) const RESIDENCY_REGION: HeaderName =
+        HeaderName::from_static(headers::RESIDENCY_REGION);
+    pub(crate) const RESIDENCY_VIA: HeaderName = HeaderName::from_static(headers::RESIDENCY_VIA);
+    pub(crate) const FORWARDED_REGION: HeaderName =
+        HeaderName::from_static(headers::FORWARDED_REGION);
+    pub(crate) const FORWARDED_FOR: HeaderName = HeaderName::from_static(headers::FORWARDED_FOR);
+    pub(crate) const FORWARDED_AT: HeaderName = HeaderName::from_static(headers::FORWARDED_AT);
+    pub(crate) const FORWARDED_SIGNATURE: HeaderName =
+        HeaderName::from_static(headers::FORWARDED_SIGNATURE);
+    pub(crate) const ENTRY_REGION: HeaderName = HeaderName::from_static(headers::ENTRY_REGION);
+}

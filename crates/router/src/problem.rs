@@ -6,7 +6,7 @@ use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode, header};
 use wire::{PROBLEM_JSON, Problem};
 
-use crate::headers;
+use crate::names;
 
 /// Seconds a client is told to wait before trying again after a `503`.
 pub(crate) const RETRY_AFTER_SECS: u64 = 2;
@@ -27,7 +27,7 @@ pub(crate) fn response(
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     if let Some(id) = request_id {
-        h.insert(headers::REQUEST_ID, id.clone());
+        h.insert(names::REQUEST_ID, id.clone());
     }
     response
 }

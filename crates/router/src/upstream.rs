@@ -58,13 +58,15 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// A connection: the handle that sends requests and the state machine that drives it.
+/// Always boxed: it is ~1.8 KB (the TLS variant of the stream), and it moves from the pool
+/// to the request to the response body and back on every request.
 struct Conn {
     sender: http1::SendRequest<Body>,
     driver: http1::Connection<Io, Body>,
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -123,7 +125,7 @@ impl Upstream {
     }
 
     /// The most recently used idle connection that is still open and ready.
-    async fn checkout(&self) -> Option<Conn> {
+    async fn checkout(&self) -> Option<Box<Conn>> {
         loop {
             let idle = self
                 .idle
@@ -149,7 +151,7 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Option<Conn> {
+    async fn connect(&self) -> Option<Box<Conn>> {
         let origin = self.origin.join(None)?;
         let mut connector = self.connector.clone();
         let io = match connector.call(origin).await {
@@ -160,7 +162,7 @@ impl Upstream {
             }
         };
         let (sender, driver) = http1::Builder::new().handshake(io).await.ok()?;
-        Some(Conn { sender, driver })
+        Some(Box::new(Conn { sender, driver }))
     }
 }
 
@@ -172,9 +174,9 @@ enum Exchange {
 /// Sends `request` on `conn` and drives the connection until the response head arrives;
 /// the connection comes back unless it ended with that response.
 async fn exchange(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     request: Request<Body>,
-) -> Result<(Response<Incoming>, Option<Conn>), Exchange> {
+) -> Result<(Response<Incoming>, Option<Box<Conn>>), Exchange> {
     // hyper checks readiness when the request is queued, so the future owns nothing of
     // `conn.sender` and the connection can be driven next to it.
     let mut response = std::pin::pin!(conn.sender.try_send_request(request));
@@ -206,7 +208,7 @@ async fn exchange(
 /// back to the pool once the body ended; dropped before its end, it closes the connection.
 struct Driven {
     incoming: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     idle: Arc<Mutex<Vec<Idle>>>,
 }
 
