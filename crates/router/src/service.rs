@@ -271,7 +271,14 @@ struct Shared {
     signer: ForwardSigner,
     upstream_timeout: Duration,
     metrics: Option<RouterMetrics>,
+    /// Tenants whose entry was re-read after an upstream failure, kept for
+    /// [`FAILURE_REFRESH_INTERVAL`]: at most one directory read per tenant in that time,
+    /// however many of its requests fail while a home region is down.
+    refreshed_after_failure: moka::future::Cache<TenantId, ()>,
 }
+
+/// How often a tenant's directory entry may be re-read because its home failed a request.
+const FAILURE_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a forwarding attempt got no response, with the body when it was never sent.
 struct SendFailure {
@@ -345,6 +352,10 @@ impl Shared {
             signer: config.signer,
             upstream_timeout: config.upstream_timeout,
             metrics: config.metrics,
+            refreshed_after_failure: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(FAILURE_REFRESH_INTERVAL)
+                .build(),
         }
     }
 
@@ -686,7 +697,11 @@ impl Shared {
                             SendError::Timeout | SendError::BadEndpoint => false,
                         };
                     if !retry {
-                        return Ok(self.upstream_failed(&req, target, err));
+                        let response = self.upstream_failed(&req, target, err);
+                        if let Some(tenant) = tenant {
+                            Arc::clone(&self).refresh_after_failure(tenant, home).await;
+                        }
+                        return Ok(response);
                     }
                     resent = true;
                     if let Some(m) = &self.metrics {
@@ -738,6 +753,31 @@ impl Shared {
             }
         }
         outcome
+    }
+
+    /// Re-reads the tenant's directory entry in the background after its home region
+    /// failed one of its requests (at most once per [`FAILURE_REFRESH_INTERVAL`]). A home
+    /// that no longer holds the tenant answers `421`, but when it closes the connection
+    /// before the answer is read (a large streamed body), the failure is all this node
+    /// sees; without the refresh its stale entry would send every request to the old
+    /// home until the entry's TTL ran out. The client still gets the 503 it got.
+    async fn refresh_after_failure(self: Arc<Self>, tenant: TenantId, failed: RegionId) {
+        let first = self
+            .refreshed_after_failure
+            .entry(tenant)
+            .or_insert(())
+            .await
+            .is_fresh();
+        if !first {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Ok(Some(fresh)) = self.directory.refresh(&tenant).await
+                && fresh.home != failed
+            {
+                tracing::info!(tenant = %tenant, stale = %failed, home = %fresh.home, "directory entry corrected after an upstream failure");
+            }
+        });
     }
 
     /// The home region's response, streamed back with the routing headers.

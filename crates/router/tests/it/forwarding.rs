@@ -295,6 +295,104 @@ async fn a_stale_directory_entry_is_corrected_through_421_refresh_and_one_retry(
     Ok(())
 }
 
+/// A directory entry placing `tenant` in `home`, as a node's cache may still hold it after
+/// the tenant moved.
+fn stale_entry(tenant: model::TenantId, home: &str) -> DirectoryEntry {
+    DirectoryEntry {
+        tenant,
+        home: region(home),
+        allowed: vec![region(home)],
+        transit: Transit::Proxy,
+        version: 0,
+    }
+}
+
+/// Polls `path` through `entry` until its home `expected` serves it (a background refresh
+/// is correcting the entry's cache), for at most 5 s; until then, only 503s are allowed.
+async fn until_served_by(cluster: &Cluster, entry: &str, path: &str, expected: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    loop {
+        let response = cluster.get(entry, path).await?;
+        let status = response.status();
+        if status == StatusCode::OK && json(response).await?["region"] == expected {
+            return Ok(());
+        }
+        seen.push(status);
+        anyhow::ensure!(
+            status == StatusCode::SERVICE_UNAVAILABLE,
+            "only 503 may come before the true home serves: {seen:?}"
+        );
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{entry} still does not send {path} to {expected}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_home_failure_makes_the_entry_re_read_a_stale_directory_entry() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let tenant = cluster.tenant(US, Transit::Proxy).await?;
+    // EU believes the tenant lives in a region that is down (it moved away before).
+    cluster
+        .node(EU)
+        .cache
+        .record(stale_entry(tenant, DEAD))
+        .await;
+
+    let path = format!("/v1/tenants/{tenant}/collections/c");
+    let response = cluster.get(EU, &path).await?;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        header(response.headers(), headers::RESIDENCY_REGION),
+        Some(DEAD)
+    );
+    // The failure made EU re-read the directory: the next requests go to the true home,
+    // long before the cached entry's 60 s TTL.
+    until_served_by(&cluster, EU, &path, US).await?;
+    assert_eq!(
+        cluster
+            .node(EU)
+            .cache
+            .lookup(&tenant)
+            .await?
+            .map(|e| e.home),
+        Some(region(US))
+    );
+    assert_eq!(cluster.hits()[AP] + cluster.hits()[EU], 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_large_streamed_body_to_a_stale_home_still_corrects_the_entry() -> Result<()> {
+    let cluster = Cluster::start().await?;
+    let tenant = cluster.tenant(US, Transit::Proxy).await?;
+    cluster.node(EU).cache.record(stale_entry(tenant, AP)).await;
+
+    // More than AP reads before answering 421: AP may close with unread data, and EU
+    // then sees either the 421 or a reset connection (503). Either way nothing is stored
+    // in AP and the entry is corrected.
+    let path = format!("/v1/tenants/{tenant}/collections/c");
+    let big = vec![7u8; 4 * 1024 * 1024];
+    let response = cluster
+        .send(Request::put(cluster.url(EU, &path)).body(Body::from(big))?)
+        .await?;
+    assert!(
+        [
+            StatusCode::MISDIRECTED_REQUEST,
+            StatusCode::SERVICE_UNAVAILABLE
+        ]
+        .contains(&response.status()),
+        "{}",
+        response.status()
+    );
+    until_served_by(&cluster, EU, &path, US).await?;
+    assert_eq!(cluster.hits()[AP], 0, "AP never served it");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_tenant_relocated_here_is_served_locally_after_the_421() -> Result<()> {
     let cluster = Cluster::start().await?;
