@@ -14,6 +14,6 @@ pub use catalog::Catalog;
 pub use error::CatalogError;
 pub use secret::{Secret, SecretError, SecretRef};
 pub use spec::{
-    AnalyticsSpec, DatabaseSpec, DbEndpoint, Endpoints, KmsSpec, RegionSpec, StorageSpec,
+    AnalyticsSpec, DatabaseSpec, DbEndpoint, DbTls, Endpoints, KmsSpec, RegionSpec, StorageSpec,
 };
 pub use terraform::{TERRAFORM_VARS_COMMAND, TERRAFORM_VARS_PATH, terraform_vars};

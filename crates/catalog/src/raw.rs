@@ -54,6 +54,10 @@ pub(crate) struct RawDbEndpoint {
     pub user: String,
     pub password: RawSecretRef,
     pub region: String,
+    #[serde(default)]
+    pub tls: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

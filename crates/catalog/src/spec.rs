@@ -61,6 +61,18 @@ pub struct DbEndpoint {
     pub password: SecretRef,
     /// Always the region of the spec holding it.
     pub region: RegionId,
+    pub tls: DbTls,
+}
+
+/// How the connection to a database server is protected (`tls` and `ca_file` in the
+/// catalogue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTls {
+    /// TLS required, the server's certificate checked against the CA file (for RDS,
+    /// Amazon's RDS bundle) or the platform's trust store, and its host name. The default.
+    VerifyFull { ca_file: Option<PathBuf> },
+    /// Plain TCP, for a database on the same host or a private link only.
+    Disable,
 }
 
 /// The region's S3 buckets for tenant files and for audit exports.
@@ -257,6 +269,34 @@ fn db_endpoint(
             ));
         }
     }
+    let tls = match (raw.tls.as_deref(), raw.ca_file) {
+        (None | Some("verify-full"), None) => DbTls::VerifyFull { ca_file: None },
+        (None | Some("verify-full"), Some(ca_file)) => {
+            let ca_file = PathBuf::from(ca_file);
+            if !ca_file.is_absolute() {
+                return Err(invalid(
+                    "ca_file",
+                    "the CA file must be an absolute path".to_owned(),
+                ));
+            }
+            DbTls::VerifyFull {
+                ca_file: Some(ca_file),
+            }
+        }
+        (Some("disable"), None) => DbTls::Disable,
+        (Some("disable"), Some(_)) => {
+            return Err(invalid(
+                "ca_file",
+                "a CA file needs tls = \"verify-full\"".to_owned(),
+            ));
+        }
+        (Some(_), _) => {
+            return Err(invalid(
+                "tls",
+                "tls must be \"verify-full\" (the default) or \"disable\"".to_owned(),
+            ));
+        }
+    };
     Ok(DbEndpoint {
         host: raw.host,
         port: raw.port,
@@ -264,6 +304,7 @@ fn db_endpoint(
         user: raw.user,
         password: raw.password.0,
         region: endpoint_region,
+        tls,
     })
 }
 
@@ -349,6 +390,48 @@ prefix = "eu-west-1/"
             Some(SecretRef::File("/run/secrets/audit-signing-key".into()))
         );
         assert_eq!(spec.source, Path::new("regions/eu-west-1.toml"));
+        assert_eq!(
+            spec.database.primary.tls,
+            DbTls::VerifyFull { ca_file: None },
+            "TLS with verification unless the catalogue says otherwise"
+        );
+    }
+
+    #[test]
+    fn database_tls_is_verify_full_with_an_optional_ca_file_or_disabled() {
+        let with_ca = edited(
+            "region = \"eu-west-1\"\n\n[[database.replicas]]",
+            "region = \"eu-west-1\"\ntls = \"verify-full\"\nca_file = \"/etc/residency/rds-ca.pem\"\n\n[[database.replicas]]",
+        );
+        let spec = parse(&with_ca).expect("valid");
+        assert_eq!(
+            spec.database.primary.tls,
+            DbTls::VerifyFull {
+                ca_file: Some(PathBuf::from("/etc/residency/rds-ca.pem"))
+            }
+        );
+        let disabled = edited(
+            "region = \"eu-west-1\"\n\n[[database.replicas]]",
+            "region = \"eu-west-1\"\ntls = \"disable\"\n\n[[database.replicas]]",
+        );
+        assert_eq!(
+            parse(&disabled).expect("valid").database.primary.tls,
+            DbTls::Disable
+        );
+        for (edit, field) in [
+            ("tls = \"require\"", "database.primary.tls"),
+            ("ca_file = \"rds-ca.pem\"", "database.primary.ca_file"),
+            (
+                "tls = \"disable\"\nca_file = \"/etc/ca.pem\"",
+                "database.primary.ca_file",
+            ),
+        ] {
+            let text = edited(
+                "region = \"eu-west-1\"\n\n[[database.replicas]]",
+                &format!("region = \"eu-west-1\"\n{edit}\n\n[[database.replicas]]"),
+            );
+            assert_eq!(error_at(&text).0, field, "{edit}");
+        }
     }
 
     #[test]

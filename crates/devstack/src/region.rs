@@ -36,6 +36,22 @@ pub struct LocalRegionOptions {
     /// A name for logs and errors, e.g. `eu-central-1`.
     pub name: String,
     pub durability: Durability,
+    /// Serve TLS on the primary with this certificate (tests of TLS to the database);
+    /// plain TCP is still accepted, as on a server without `hostssl`-only rules.
+    pub server_tls: Option<ServerTls>,
+}
+
+/// A server certificate and its private key, PEM.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub certificate_pem: String,
+    pub private_key_pem: String,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerTls(<certificate and key>)")
+    }
 }
 
 /// The superuser password of a local region. Debug never shows it.
@@ -97,6 +113,23 @@ impl LocalRegion {
             init_primary(binaries, &run_as, &primary_dir, &password, ephemeral).await?;
         }
         let primary_port = choose_port(&primary_dir, &run_as)?;
+        let mut primary_args = Vec::new();
+        if let Some(tls) = &options.server_tls {
+            let (certificate, key) = (
+                primary_dir.join("server.crt"),
+                primary_dir.join("server.key"),
+            );
+            write_private(&certificate, &tls.certificate_pem, &run_as)?;
+            write_private(&key, &tls.private_key_pem, &run_as)?;
+            primary_args.extend([
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={}", certificate.display()),
+                "-c".into(),
+                format!("ssl_key_file={}", key.display()),
+            ]);
+        }
         let label = format!("{name} primary");
         let mut primary = PgCluster::launch(Launch {
             postgres: binaries.bin("postgres"),
@@ -105,7 +138,7 @@ impl LocalRegion {
             role: ClusterRole::Primary,
             cluster_dir: primary_dir.clone(),
             port: primary_port,
-            extra_args: Vec::new(),
+            extra_args: primary_args,
             remove_on_exit: ephemeral,
         })?;
         wait_ready(&mut primary, &password).await?;

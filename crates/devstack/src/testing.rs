@@ -38,6 +38,7 @@ fn start_ephemeral_region() -> LocalRegion {
         let options = LocalRegionOptions {
             name: "test".into(),
             durability: Durability::Ephemeral,
+            server_tls: None,
         };
         LocalRegion::start(&binaries, options)
             .await

@@ -186,6 +186,7 @@ async fn envelope(args: EnvelopeArgs) -> anyhow::Result<()> {
         LocalRegionOptions {
             name: "bench".into(),
             durability: Durability::Ephemeral,
+            server_tls: None,
         },
     )
     .await
@@ -515,6 +516,7 @@ async fn audit_bench(args: AuditArgs) -> anyhow::Result<()> {
         LocalRegionOptions {
             name: "bench".into(),
             durability: Durability::Ephemeral,
+            server_tls: None,
         },
     )
     .await

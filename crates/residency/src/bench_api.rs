@@ -126,6 +126,7 @@ pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
         LocalRegionOptions {
             name: "bench-api".into(),
             durability: Durability::Ephemeral,
+            server_tls: None,
         },
     )
     .await

@@ -239,6 +239,7 @@ async fn start_region(
     let options = LocalRegionOptions {
         name: id.to_string(),
         durability: Durability::Durable { root: root.clone() },
+        server_tls: None,
     };
     let databases = LocalRegion::start(binaries, options)
         .await

@@ -17,6 +17,7 @@ use envelope::objects::local::LocalObjectStore;
 use envelope::objects::s3::S3ObjectStore;
 use model::RegionId;
 use service::analytics::{ExportTarget, RunSummary, export_once};
+use store::PgTls;
 use store::export::ExportReplica;
 
 #[derive(Debug, clap::Args)]
@@ -45,7 +46,8 @@ struct RunArgs {
     /// `dev` wrote, and `<state>/analytics/` as the analytics bucket.
     #[arg(long, conflicts_with_all = ["replica_url", "aws_endpoint_url"])]
     dev_state: Option<PathBuf>,
-    /// The region's replica, as the `residency_export` role (a primary is refused).
+    /// The region's replica, as the `residency_export` role (a primary is refused). With
+    /// `sslmode=require` in it, TLS verified against the catalogue's database CA file.
     #[arg(long, env = "RESIDENCY_EXPORT_REPLICA_URL", hide_env_values = true, value_parser = parse_secret)]
     replica_url: Option<catalog::Secret>,
     #[arg(long, env = "RESIDENCY_CATALOG", default_value_os_t = crate::default_catalog())]
@@ -69,6 +71,7 @@ pub(crate) async fn run(args: ExportArgs) -> anyhow::Result<()> {
 struct Setup {
     region: RegionId,
     replica: tokio_postgres::Config,
+    replica_tls: PgTls,
     replica_name: String,
     kms: Arc<dyn Kms>,
     target: ExportTarget,
@@ -93,7 +96,8 @@ async fn run_export(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn pass(setup: &Setup) -> anyhow::Result<RunSummary> {
-    let mut replica = ExportReplica::connect(&setup.replica, &setup.replica_name).await?;
+    let mut replica =
+        ExportReplica::connect(&setup.replica, &setup.replica_tls, &setup.replica_name).await?;
     export_once(&mut replica, &setup.region, &setup.kms, &setup.target)
         .await
         .map_err(|err| anyhow::anyhow!("export {}: {err}", setup.region))
@@ -121,6 +125,8 @@ fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
         return Ok(Setup {
             replica_name: endpoint_name(&replica),
             replica,
+            // `dev` serves its databases on loopback only.
+            replica_tls: PgTls::Disabled,
             kms: Arc::new(kms),
             target: ExportTarget {
                 objects: Arc::new(objects),
@@ -146,6 +152,7 @@ fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
         endpoint_url: args.aws_endpoint_url.clone(),
         credentials: AwsCredentials::DefaultChain,
     };
+    let replica_tls = crate::serve::url_tls("the export replica", &replica, spec)?;
     let objects: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(
         &settings,
         spec.analytics.bucket.clone(),
@@ -154,6 +161,7 @@ fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
     Ok(Setup {
         replica_name: endpoint_name(&replica),
         replica,
+        replica_tls,
         kms: Arc::new(AwsKms::new(&settings, spec.kms.key.clone())),
         target: ExportTarget {
             objects,

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use catalog::{Catalog, DbEndpoint, RegionSpec};
+use catalog::{Catalog, DbEndpoint, DbTls, RegionSpec};
 use envelope::aws::{AwsCredentials, AwsSettings};
 use envelope::kms::aws::AwsKms;
 use envelope::objects::s3::S3ObjectStore;
 use model::RegionId;
 use service::AuditKeys;
-use store::{DatabaseSettings, PgEndpoint};
+use store::{DatabaseSettings, PgEndpoint, PgTls};
+use tokio_postgres::config::SslMode;
 
 use crate::node::{AuditFlags, NodeAudit};
 
@@ -115,8 +116,11 @@ fn routing(
         .parse()
         // The URL may carry a password: never echo it.
         .map_err(|_| anyhow::anyhow!("--directory-url is not a valid PostgreSQL URL"))?;
-    let directory = store::directory::DirectoryDatabase::new(&PgEndpoint::new("directory", config))
-        .context("the directory pool")?;
+    let tls = url_tls("the directory", &config, spec)?;
+    let directory = store::directory::DirectoryDatabase::new(
+        &PgEndpoint::new("directory", config).with_tls(tls),
+    )
+    .context("the directory pool")?;
     Ok(crate::node::Routing {
         regions: router::regions_from_catalog(catalog).context("region endpoints")?,
         directory: crate::directory::PgDirectory::new(directory),
@@ -223,8 +227,6 @@ fn endpoint(name: &str, spec: &DbEndpoint) -> anyhow::Result<PgEndpoint> {
         .resolve()
         .with_context(|| format!("resolve the {name} database password"))?;
     let mut config = tokio_postgres::Config::new();
-    // TODO-security: managed databases require TLS; the connector (rustls) comes with the
-    // Terraform/deployment work. Until then `serve` speaks plain TCP.
     config
         .host(&spec.host)
         .port(spec.port)
@@ -233,7 +235,36 @@ fn endpoint(name: &str, spec: &DbEndpoint) -> anyhow::Result<PgEndpoint> {
         .password(password.expose())
         .application_name("residency")
         .connect_timeout(Duration::from_secs(5));
-    Ok(PgEndpoint::new(name, config))
+    Ok(PgEndpoint::new(name, config).with_tls(pg_tls(name, &spec.tls)?))
+}
+
+/// TLS for a database given by URL (the directory, the export's replica): with
+/// `sslmode=require` in the URL, verified as the region's catalogued databases are (the
+/// primary's `ca_file`, else the platform's trust store); otherwise plain TCP, as for
+/// `residency dev`'s loopback servers. Nothing is ever encrypted without verifying the
+/// server, and an RDS instance with `rds.force_ssl` refuses plain TCP outright.
+pub(crate) fn url_tls(
+    what: &str,
+    config: &tokio_postgres::Config,
+    spec: &RegionSpec,
+) -> anyhow::Result<PgTls> {
+    if !matches!(config.get_ssl_mode(), SslMode::Require) {
+        return Ok(PgTls::Disabled);
+    }
+    let ca_file = match &spec.database.primary.tls {
+        DbTls::VerifyFull { ca_file } => ca_file.as_deref(),
+        DbTls::Disable => None,
+    };
+    PgTls::verify_full(ca_file).with_context(|| format!("set up TLS to {what}"))
+}
+
+/// The catalogue's TLS setting for a database endpoint, with its CA file read.
+pub(crate) fn pg_tls(name: &str, tls: &DbTls) -> anyhow::Result<PgTls> {
+    Ok(match tls {
+        DbTls::Disable => PgTls::Disabled,
+        DbTls::VerifyFull { ca_file } => PgTls::verify_full(ca_file.as_deref())
+            .with_context(|| format!("set up TLS to the {name} database"))?,
+    })
 }
 
 #[cfg(test)]
@@ -250,6 +281,85 @@ mod tests {
 
     fn region() -> RegionId {
         RegionId::parse("eu-west-1").expect("region")
+    }
+
+    /// A CA certificate (PEM) in `dir`, as an operator would place Amazon's RDS bundle.
+    fn ca_file(dir: &Path) -> std::path::PathBuf {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let certificate = params.self_signed(&key).expect("certificate");
+        let path = dir.join("rds-ca.pem");
+        std::fs::write(&path, certificate.pem()).expect("write CA file");
+        path
+    }
+
+    /// The repository's region file with `lines` added to its primary database.
+    fn with_primary_tls(lines: &str) -> RegionSpec {
+        let marker = "region = \"eu-west-1\"\n\n[[database.replicas]]";
+        assert!(REGION_FILE.contains(marker));
+        spec(&REGION_FILE.replacen(
+            marker,
+            &format!("region = \"eu-west-1\"\n{lines}\n\n[[database.replicas]]"),
+            1,
+        ))
+    }
+
+    #[test]
+    fn database_tls_follows_the_catalogue_and_reads_its_ca_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = ca_file(dir.path());
+        let spec = with_primary_tls(&format!("ca_file = \"{}\"", ca.display()));
+        let tls = pg_tls("primary", &spec.database.primary.tls).expect("CA file reads");
+        assert_eq!(tls.mode(), "verify-full");
+        assert_eq!(
+            pg_tls("primary", &DbTls::Disable).expect("plain").mode(),
+            "disable"
+        );
+
+        let missing = DbTls::VerifyFull {
+            ca_file: Some(dir.path().join("absent.pem")),
+        };
+        let err = pg_tls("replica-1", &missing).expect_err("no such file");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("replica-1") && message.contains("absent.pem"),
+            "names the endpoint and the file: {message}"
+        );
+    }
+
+    #[test]
+    fn a_url_asks_for_tls_with_sslmode_require_and_gets_the_catalogues_ca() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = ca_file(dir.path());
+        let spec = with_primary_tls(&format!("ca_file = \"{}\"", ca.display()));
+        let url = |raw: &str| raw.parse::<tokio_postgres::Config>().expect("url");
+        let tls = url_tls(
+            "the directory",
+            &url("postgres://u:p@db.example.com/directory?sslmode=require"),
+            &spec,
+        )
+        .expect("verified TLS");
+        assert_eq!(tls.mode(), "verify-full");
+        for plain in [
+            "postgres://u:p@127.0.0.1:5432/directory",
+            "postgres://u:p@127.0.0.1:5432/directory?sslmode=disable",
+        ] {
+            assert_eq!(
+                url_tls("the directory", &url(plain), &spec)
+                    .expect("plain")
+                    .mode(),
+                "disable"
+            );
+        }
+        let unreadable = with_primary_tls("ca_file = \"/nonexistent/rds-ca.pem\"");
+        let err = url_tls(
+            "the directory",
+            &url("postgres://u:p@db.example.com/directory?sslmode=require"),
+            &unreadable,
+        )
+        .expect_err("the CA file is missing");
+        assert!(format!("{err:#}").contains("the directory"), "{err:#}");
     }
 
     #[test]

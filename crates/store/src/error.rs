@@ -75,7 +75,7 @@ impl From<tokio_postgres::Error> for StoreError {
             }
             None if err.is_closed() => Self::Unavailable("connection closed".into()),
             // A socket error mid-query: the server went away or the network failed.
-            None if is_io(&err) => Self::Unavailable(err.to_string()),
+            None if is_io(&err) => Self::Unavailable(with_causes(&err)),
             _ => Self::Other(err),
         }
     }
@@ -89,6 +89,23 @@ fn constraint_name(err: &tokio_postgres::Error) -> String {
         .to_owned()
 }
 
+/// The error and what caused it (tokio-postgres shows only its own part, e.g. "error
+/// performing TLS handshake", and keeps why the certificate was refused in its source).
+/// For connection-level errors only: their sources are IO and TLS errors, never values.
+pub(crate) fn with_causes(err: &tokio_postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn is_io(err: &tokio_postgres::Error) -> bool {
     std::error::Error::source(err).is_some_and(|source| source.is::<std::io::Error>())
 }
@@ -98,7 +115,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
         match err {
             deadpool_postgres::PoolError::Backend(err) => match Self::from(err) {
                 // A backend error while opening a connection means the server is unreachable.
-                Self::Other(err) => Self::Unavailable(err.to_string()),
+                Self::Other(err) => Self::Unavailable(with_causes(&err)),
                 other => other,
             },
             other => Self::Unavailable(other.to_string()),

@@ -5,11 +5,11 @@
 //! so that a release and the watermark it records agree.
 
 use model::TenantId;
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres::IsolationLevel;
 
-use crate::StoreError;
 use crate::collections::CollectionRow;
 use crate::records::RecordRow;
+use crate::{PgTls, StoreError};
 
 /// The role the export connects as.
 pub const EXPORT_ROLE: &str = "residency_export";
@@ -41,21 +41,16 @@ impl ExportReplica {
     /// names it in errors (host and port, never credentials).
     pub async fn connect(
         config: &tokio_postgres::Config,
+        tls: &PgTls,
         endpoint: &str,
     ) -> Result<Self, ExportConnectError> {
         let failed = |reason: String| ExportConnectError::Connect {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let (client, connection) = config
-            .connect(NoTls)
+        let (client, connection) = crate::tls::connect(config, tls)
             .await
             .map_err(|err| failed(describe(&err)))?;
-        let connection = tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(error = %err, "export replica connection ended");
-            }
-        });
         let replica = Self { client, connection };
         let in_recovery: bool = replica
             .client
@@ -113,7 +108,7 @@ impl ExportReplica {
 fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => db.message().to_owned(),
-        None => err.to_string(),
+        None => crate::error::with_causes(err),
     }
 }
 

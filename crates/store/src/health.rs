@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use model::{Lsn, RegionId};
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::PgEndpoint;
 use crate::pools::read_stamp;
@@ -104,13 +104,12 @@ impl EndpointProbe {
             if slot.as_ref().is_none_or(Client::is_closed) {
                 let mut config = self.endpoint.config.clone();
                 config.connect_timeout(timeout);
-                let (client, connection) = config.connect(NoTls).await.map_err(|err| {
-                    tracing::debug!(endpoint = %self.endpoint.name, error = %err, "probe connect failed");
-                    ProbeFailure::Unreachable
-                })?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+                let (client, _) = crate::tls::connect(&config, &self.endpoint.tls)
+                    .await
+                    .map_err(|err| {
+                        tracing::debug!(endpoint = %self.endpoint.name, error = %err, "probe connect failed");
+                        ProbeFailure::Unreachable
+                    })?;
                 *slot = Some(client);
             }
             let client = slot.as_ref().ok_or(ProbeFailure::Unreachable)?;

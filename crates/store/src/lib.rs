@@ -26,6 +26,7 @@ pub mod tenant_keys;
 pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 
 pub use error::StoreError;
 pub use health::{DatabaseHealth, PrimaryHealth, ProbeFailure, ReplicaHealth, ReplicaState};
@@ -36,3 +37,4 @@ pub use pools::{
 };
 pub use routing::ReadConsistency;
 pub use scoped::{APP_ROLE, ReadTx, Reader, ServedBy, TENANT_SETTING};
+pub use tls::{PgTls, TlsSetupError};

@@ -8,25 +8,36 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use model::RegionId;
 use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::health::{DatabaseHealth, EndpointProbe};
 use crate::routing::Routing;
+use crate::tls::PgTls;
 use crate::{Migration, MigrationReport, StoreError, migrate};
 
-/// Where one PostgreSQL server is, and how to log in. Debug hides the password.
+/// Where one PostgreSQL server is, how to log in, and how the connection is protected.
+/// Debug hides the password.
 #[derive(Clone)]
 pub struct PgEndpoint {
     /// A short name for health reports and metrics, e.g. `primary`, `replica-1`.
     pub name: String,
     pub config: tokio_postgres::Config,
+    pub tls: PgTls,
 }
 
 impl PgEndpoint {
+    /// An endpoint reached over plain TCP (loopback servers); see [`PgEndpoint::with_tls`].
     pub fn new(name: impl Into<String>, config: tokio_postgres::Config) -> Self {
         Self {
             name: name.into(),
             config,
+            tls: PgTls::Disabled,
         }
+    }
+
+    pub fn with_tls(mut self, tls: PgTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// `host:port`, for reports; never includes credentials.
@@ -52,6 +63,7 @@ impl fmt::Debug for PgEndpoint {
             .field("address", &self.address())
             .field("dbname", &self.config.get_dbname())
             .field("user", &self.config.get_user())
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -104,15 +116,19 @@ pub(crate) fn build_pool(
     endpoint: &PgEndpoint,
     settings: &DatabaseSettings,
 ) -> Result<Pool, StoreError> {
-    let mut config = endpoint.config.clone();
+    let mut config = endpoint.tls.configure(&endpoint.config);
     config.connect_timeout(settings.pool_timeout);
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match &endpoint.tls {
+        PgTls::Disabled => Manager::from_config(config, NoTls, manager_config),
+        PgTls::VerifyFull(rustls) => Manager::from_config(
+            config,
+            MakeRustlsConnect::new((**rustls).clone()),
+            manager_config,
+        ),
+    };
     Pool::builder(manager)
         .max_size(settings.pool_size)
         .wait_timeout(Some(settings.pool_timeout))

@@ -228,7 +228,9 @@ async fn the_analytics_export_releases_anonymized_snapshots_once_per_change() {
                 .expect("count")
                 .get(0);
             if replayed == expected
-                && let Ok(replica) = ExportReplica::connect(&replica_config, "replica").await
+                && let Ok(replica) =
+                    ExportReplica::connect(&replica_config, &store::PgTls::Disabled, "replica")
+                        .await
             {
                 return replica;
             }
@@ -358,7 +360,7 @@ async fn the_analytics_export_releases_anonymized_snapshots_once_per_change() {
             .expect("count")
             .get(0);
         if replayed == expected_after {
-            break ExportReplica::connect(&replica_config, "replica")
+            break ExportReplica::connect(&replica_config, &store::PgTls::Disabled, "replica")
                 .await
                 .expect("connect");
         }

@@ -106,6 +106,7 @@ async fn stopping_a_region_leaves_no_postgres_process_and_no_files() {
     let options = LocalRegionOptions {
         name: "stop-test".into(),
         durability: Durability::Ephemeral,
+        server_tls: None,
     };
     let region = LocalRegion::start(&binaries(), options)
         .await
@@ -142,6 +143,7 @@ async fn dropping_a_region_without_stop_still_stops_postgres() {
     let options = LocalRegionOptions {
         name: "drop-test".into(),
         durability: Durability::Ephemeral,
+        server_tls: None,
     };
     let region = LocalRegion::start(&binaries(), options)
         .await
@@ -165,6 +167,7 @@ async fn a_durable_region_keeps_its_data_across_restarts() {
     let options = || LocalRegionOptions {
         name: "eu-central-1".into(),
         durability: Durability::Durable { root: root.clone() },
+        server_tls: None,
     };
     let region = LocalRegion::start(&binaries(), options())
         .await

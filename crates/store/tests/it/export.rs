@@ -3,6 +3,7 @@
 //! read outside its grants.
 
 use serde_json::json;
+use store::PgTls;
 use store::export::{EXPORT_ROLE, ExportConnectError, ExportReplica};
 use store::testing::region_database;
 
@@ -40,17 +41,25 @@ async fn the_export_reads_replicas_only_and_its_role_stays_inside_its_grants() {
         config.user(EXPORT_ROLE).password("export-test-password");
         config
     };
-    let err = ExportReplica::connect(&as_export(database.primary.clone()), "the primary")
-        .await
-        .expect_err("a primary is refused");
+    let err = ExportReplica::connect(
+        &as_export(database.primary.clone()),
+        &PgTls::Disabled,
+        "the primary",
+    )
+    .await
+    .expect_err("a primary is refused");
     assert!(matches!(err, ExportConnectError::Primary(_)), "{err}");
     assert!(err.to_string().contains("replicas only"), "{err}");
 
     // Once the replica has replayed everything above (the role's password included).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let mut replica = loop {
-        let connected =
-            ExportReplica::connect(&as_export(database.replica.clone()), "replica").await;
+        let connected = ExportReplica::connect(
+            &as_export(database.replica.clone()),
+            &PgTls::Disabled,
+            "replica",
+        )
+        .await;
         let replayed = {
             let client = db.replicas()[0].get().await.expect("replica");
             let raw: String = client

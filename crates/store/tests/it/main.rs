@@ -5,6 +5,7 @@ mod export;
 mod routing;
 mod rows;
 mod scoped;
+mod tls;
 
 use std::time::Duration;
 
