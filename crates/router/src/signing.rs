@@ -239,7 +239,14 @@ fn tag(key: &ForwardingKey, fields: [&[u8]; 6]) -> hmac::Tag {
         message.put(&n.to_be_bytes());
         message.put(field);
     }
-    message.sign()
+    // Taken apart in place: a method taking the writer by value would copy its buffer.
+    let MessageWriter {
+        mut context,
+        buffer,
+        used,
+    } = message;
+    context.update(&buffer[..used]);
+    context.sign()
 }
 
 /// Bytes of the signed message gathered before they go to the HMAC: a usual message (a
@@ -266,11 +273,6 @@ impl MessageWriter {
         }
         self.buffer[self.used..self.used + bytes.len()].copy_from_slice(bytes);
         self.used += bytes.len();
-    }
-
-    fn sign(mut self) -> hmac::Tag {
-        self.context.update(&self.buffer[..self.used]);
-        self.context.sign()
     }
 }
 
