@@ -114,9 +114,24 @@ pub async fn serve(
     state: NodeState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    axum::serve(without_nagle(listener), app(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `listener` with `TCP_NODELAY` on every accepted connection. A response written in
+/// more than one piece (a streamed file, an NDJSON export, a forwarded body arriving in
+/// frames) would otherwise have its later small segments held back until the client
+/// acknowledges the earlier ones, a delayed-ACK stall of up to 40 ms.
+pub fn without_nagle(
+    listener: TcpListener,
+) -> axum::serve::TapIo<TcpListener, impl FnMut(&mut tokio::net::TcpStream) + Send + 'static> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
+        }
+    })
 }
 
 /// How long a readiness probe may wait on one database.

@@ -602,15 +602,15 @@ impl Topology {
         let bare_app = regional_handler(handler.clone());
         home_runtime.handle().spawn(async move {
             let make = home_node.into_make_service_with_connect_info::<SocketAddr>();
-            let _ = axum::serve(home_listener, make).await;
+            let _ = axum::serve(api::without_nagle(home_listener), make).await;
         });
         home_runtime.handle().spawn(async move {
             let make = bare_app.into_make_service_with_connect_info::<SocketAddr>();
-            let _ = axum::serve(bare_listener, make).await;
+            let _ = axum::serve(api::without_nagle(bare_listener), make).await;
         });
         entry_runtime.handle().spawn(async move {
             let make = entry_node.into_make_service_with_connect_info::<SocketAddr>();
-            let _ = axum::serve(entry_listener, make).await;
+            let _ = axum::serve(api::without_nagle(entry_listener), make).await;
         });
         Ok(Self {
             tenant,

@@ -262,7 +262,7 @@ pub(crate) async fn start(
             let routed = tower::Layer::layer(&router::layer(config), api::app(state));
             tokio::spawn(async move {
                 axum::serve(
-                    listener,
+                    api::without_nagle(listener),
                     axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
                         std::net::SocketAddr,
                     >(routed),
