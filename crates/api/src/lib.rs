@@ -24,10 +24,29 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
 pub use health::spawn_health_poller;
 pub use state::{NodeParts, NodeState};
+
+/// Request ids for requests that arrive without one: random (v4) UUIDs from the thread's
+/// generator (ChaCha, seeded from the OS), where tower-http's `MakeRequestUuid` makes a
+/// system call and two allocations per request.
+#[derive(Debug, Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut text);
+        HeaderValue::from_str(id).ok().map(RequestId::new)
+    }
+}
 
 /// The whole HTTP surface of a regional node.
 pub fn app(state: NodeState) -> Router {
@@ -86,7 +105,7 @@ pub fn app(state: NodeState) -> Router {
         ))
         // Outermost: every response, errors included, carries the request id.
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
         .with_state(state)
 }
 

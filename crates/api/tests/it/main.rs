@@ -115,10 +115,15 @@ async fn healthz_answers_with_the_region_and_a_request_id() {
     let state = node.state.clone();
     let response = get(&state, "/healthz").await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers().contains_key("x-request-id"),
-        "a request id is generated"
-    );
+    let generated = |response: &http::Response<Body>| -> uuid::Uuid {
+        let id = response.headers()["x-request-id"].to_str().expect("ascii");
+        let uuid = uuid::Uuid::parse_str(id).expect("a generated request id is a UUID");
+        assert_eq!(uuid.get_version_num(), 4, "{id}");
+        uuid
+    };
+    let first = generated(&response);
+    let second = generated(&get(&state, "/healthz").await);
+    assert_ne!(first, second, "each request gets its own id");
     let body: serde_json::Value = serde_json::from_str(&body_text(response).await).expect("json");
     assert_eq!(body["status"], "ok");
     assert_eq!(body["region"], "eu-central-1");
