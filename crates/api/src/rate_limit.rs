@@ -1,7 +1,10 @@
-//! Per-key rate limiting: a token bucket per API key id (or per operator / anonymous
-//! caller), so one noisy key cannot starve a region. Over the limit → 429 with
-//! `Retry-After`. The key id is the public part of a token; the bucket never sees secrets.
+//! Per-key rate limiting: a token bucket per bearer token (each API key, the operator
+//! token), so one noisy key cannot starve a region. Over the limit → 429 with
+//! `Retry-After`. Buckets are found by a keyed hash of the whole token (a random key per
+//! process): a caller who knows a key's id but not its secret draws from a bucket of its
+//! own and cannot drain the key's. No token is kept, only the hash.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -39,7 +42,9 @@ struct Bucket {
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     limit: RateLimit,
-    buckets: moka::sync::Cache<String, Arc<Mutex<Bucket>>>,
+    buckets: moka::sync::Cache<u64, Arc<Mutex<Bucket>>>,
+    /// Keys the bucket hash, so that nobody can aim tokens at one bucket.
+    hasher: RandomState,
 }
 
 impl RateLimiter {
@@ -50,13 +55,16 @@ impl RateLimiter {
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
+            hasher: RandomState::new(),
         }
     }
 
-    /// Takes one token from `key`'s bucket; `Err(wait)` when it is empty.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    /// Takes one token from the bucket of `bearer` (the `Authorization: Bearer` value;
+    /// `None` shares one bucket among requests without one); `Err(wait)` when it is empty.
+    pub fn check(&self, bearer: Option<&str>) -> Result<(), Duration> {
         let limit = self.limit;
-        let bucket = self.buckets.get_with_by_ref(key, || {
+        let key = self.hasher.hash_one(bearer);
+        let bucket = self.buckets.get_with(key, || {
             Arc::new(Mutex::new(Bucket {
                 tokens: limit.burst,
                 refilled: Instant::now(),
@@ -78,19 +86,14 @@ impl RateLimiter {
     }
 }
 
-/// Which bucket a request draws from: the key id of an API-key token, else the caller
-/// kind. Parsing is syntactic only; authentication happens later.
-fn bucket_of(request: &Request) -> String {
-    let bearer = request
+/// The bearer token a request's bucket is found by. Authentication happens later: a
+/// wrong token only ever drains its own bucket.
+fn bearer_of(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match bearer.and_then(service::access::PresentedKey::parse) {
-        Some(key) => format!("key:{}", key.key_id),
-        None if bearer.is_some() => "bearer".to_owned(),
-        None => "anonymous".to_owned(),
-    }
+        .and_then(|value| value.strip_prefix("Bearer "))
 }
 
 pub(crate) async fn limit(
@@ -98,8 +101,7 @@ pub(crate) async fn limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let bucket = bucket_of(&request);
-    match state.rate_limiter().check(&bucket) {
+    match state.rate_limiter().check(bearer_of(&request)) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
             let problem = Problem::new(
@@ -128,12 +130,19 @@ mod tests {
             burst: 3.0,
         });
         for _ in 0..3 {
-            assert!(limiter.check("a").is_ok());
+            assert!(limiter.check(Some("a")).is_ok());
         }
-        let wait = limiter.check("a").expect_err("burst spent");
+        let wait = limiter.check(Some("a")).expect_err("burst spent");
         assert!(wait <= Duration::from_millis(100), "{wait:?}");
-        assert!(limiter.check("b").is_ok(), "keys have their own buckets");
+        assert!(
+            limiter.check(Some("b")).is_ok(),
+            "keys have their own buckets"
+        );
+        assert!(
+            limiter.check(None).is_ok(),
+            "so do requests without a token"
+        );
         std::thread::sleep(Duration::from_millis(120));
-        assert!(limiter.check("a").is_ok());
+        assert!(limiter.check(Some("a")).is_ok());
     }
 }

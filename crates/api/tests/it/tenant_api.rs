@@ -1129,3 +1129,40 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     assert_problem(limited, StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.header("retry-after").is_some());
 }
+
+#[tokio::test]
+async fn a_token_with_another_keys_id_cannot_drain_that_keys_rate_limit() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let node = crate::node_with(
+        database,
+        api::rate_limit::RateLimit {
+            per_second: 0.1,
+            burst: 3.0,
+        },
+    );
+    let api = serve_node(node).await;
+    let (tenant, admin) = api.tenant().await;
+    let path = format!("/v1/tenants/{tenant}/collections/people");
+    // The admin key's tenant and id (public), with a made-up secret of the right shape.
+    let (public_part, _secret) = admin.rsplit_once('.').expect("a key token");
+    let forged = format!("{public_part}.{}", "A".repeat(43));
+    let mut forged_statuses = Vec::new();
+    for _ in 0..8 {
+        let answer = api.call(Method::GET, &path, Some(&forged), None, &[]).await;
+        forged_statuses.push(answer.status);
+    }
+    assert!(
+        forged_statuses.contains(&StatusCode::UNAUTHORIZED)
+            && forged_statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "the forged token is refused, then limited: {forged_statuses:?}"
+    );
+    // The key itself still has its whole burst.
+    for _ in 0..3 {
+        let answer = api.call(Method::GET, &path, Some(&admin), None, &[]).await;
+        assert_ne!(
+            answer.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the key's bucket was not drained by the forged token"
+        );
+    }
+}
