@@ -569,7 +569,9 @@ impl Core {
 
     /// One event in a transaction of its own (`ReadAudit::Sync`).
     async fn record_now(&self, event: NewEvent) -> Result<(), AuditError> {
-        let result = self.append_batch(std::slice::from_ref(&event)).await;
+        let result = self
+            .append_batch(std::slice::from_ref(&event), &mut Vec::new())
+            .await;
         match &result {
             Ok(()) => self.metrics.record_audit_events_written("sync", 1),
             Err(_) => self.metrics.record_audit_write_failure("sync"),
@@ -581,7 +583,14 @@ impl Core {
     /// Tenants are visited in sorted order (a stable sort keeps each tenant's events in
     /// their order), so that two such transactions lock heads in the same order. A
     /// connection that failed is discarded rather than reused.
-    pub(crate) async fn append_batch(&self, events: &[NewEvent]) -> Result<(), AuditError> {
+    ///
+    /// Before it sends COMMIT, the attempt adds a [`CommitProbe`] to `sent_commits`: if
+    /// the answer is lost, [`Core::committed`] tells whether the batch went in anyway.
+    pub(crate) async fn append_batch(
+        &self,
+        events: &[NewEvent],
+        sent_commits: &mut Vec<CommitProbe>,
+    ) -> Result<(), AuditError> {
         let mut ordered: Vec<&NewEvent> = events.iter().collect();
         ordered.sort_by(|a, b| a.tenant.as_str().cmp(b.tenant.as_str()));
         let groups: Vec<&[&NewEvent]> = ordered.chunk_by(|a, b| a.tenant == b.tenant).collect();
@@ -613,6 +622,7 @@ impl Core {
                 }
             });
             let accepted = futures::future::join_all(attempts).await;
+            let mut probe = None;
             // ...and where that guess was stale (or there was none), after the locked head.
             for ((group, guess), accepted) in groups.iter().zip(guesses).zip(accepted) {
                 let linked = match (accepted?, guess) {
@@ -637,8 +647,16 @@ impl Core {
                 };
                 if let Some(last) = linked.last() {
                     self.heads.insert(last.tenant, last.head());
+                    if probe.is_none() {
+                        probe = Some(CommitProbe {
+                            tenant: last.tenant,
+                            seq: last.seq,
+                            hash: *last.hash.as_bytes(),
+                        });
+                    }
                 }
             }
+            sent_commits.extend(probe);
             tx.commit().await?;
             Ok(())
         }
@@ -652,6 +670,33 @@ impl Core {
             primary.discard();
         }
         result
+    }
+}
+
+/// An event a batch attempt linked before it sent COMMIT (the last of its first chain).
+/// A batch commits whole, so if the chain holds this event, the attempt committed.
+#[derive(Debug, Clone)]
+pub(crate) struct CommitProbe {
+    tenant: TenantId,
+    seq: u64,
+    hash: [u8; 32],
+}
+
+impl Core {
+    /// Whether any attempt behind `sent_commits` committed although its COMMIT went
+    /// unanswered (a connection lost after the server committed). `Err` when the primary
+    /// cannot say.
+    pub(crate) async fn committed(&self, sent_commits: &[CommitProbe]) -> Result<bool, AuditError> {
+        if sent_commits.is_empty() {
+            return Ok(false);
+        }
+        let primary = self.database.primary().get().await?;
+        for probe in sent_commits {
+            if rows::holds(primary.client(), &probe.tenant, probe.seq, &probe.hash).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

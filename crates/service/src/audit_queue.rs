@@ -246,8 +246,16 @@ pub(crate) async fn run_writer(core: Arc<Core>, queue: Arc<Queue>) {
     while let Some(batch) = queue.take().await {
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
+        let mut sent_commits = Vec::new();
         loop {
-            match core.append_batch(&batch).await {
+            let mut result = core.append_batch(&batch, &mut sent_commits).await;
+            if result.is_err() && matches!(core.committed(&sent_commits).await, Ok(true)) {
+                // The server committed an attempt whose answer was lost: writing the
+                // batch again would put every event in the chain twice.
+                tracing::warn!(region = %region, batch = batch.len(), "an audit batch whose commit went unanswered had committed");
+                result = Ok(());
+            }
+            match result {
                 Ok(()) => {
                     queue.written(batch.len());
                     core.metrics()

@@ -189,6 +189,24 @@ pub struct EventFilter {
     pub limit: u32,
 }
 
+/// Whether `tenant`'s chain holds the event `hash` at `seq`: how a writer whose COMMIT
+/// went unanswered learns whether it took effect (the hash covers the whole event).
+pub async fn holds<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    seq: u64,
+    hash: &[u8; 32],
+) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "select exists(select 1 from audit_events
+             where tenant_id = $1 and seq = $2 and hash = $3)",
+            &[&tenant.as_str(), &to_i64(seq)?, &hash.as_slice()],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
 const EVENT_COLUMNS: &str = "tenant_id, seq, time, region, actor_kind, actor_id, action, resource, outcome, request_id, via_region, prev_hash, hash";
 
 /// Events of `tenant` matching `filter`, in seq order.

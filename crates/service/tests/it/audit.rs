@@ -5,6 +5,7 @@
 //! bounded queue, which refuses rather than drops when it is full.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use audit::{Action, Actor, ActorKind, KeySet, NewEvent, Outcome, SigningKey};
@@ -15,6 +16,7 @@ use store::audit::EventFilter;
 use store::testing::{migrated_database, region_database};
 use store::{DatabaseSettings, PgEndpoint, RegionDatabase};
 use telemetry::NodeMetrics;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const REGION: &str = "eu-central-1";
 
@@ -459,6 +461,113 @@ async fn a_full_queue_refuses_reads_and_a_failed_batch_is_retried_until_it_lands
             "records/r3",
             "records/r4"
         ]
+    );
+}
+
+/// A TCP proxy in front of PostgreSQL that, while armed, swallows the answer to the next
+/// COMMIT and cuts that connection: the server has committed, the client never hears it
+/// (a connection lost at the worst moment).
+struct LostCommitProxy {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LostCommitProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// CommandComplete for COMMIT: 'C', length 11, "COMMIT\0".
+const COMMIT_COMPLETE: &[u8] = b"C\0\0\0\x0bCOMMIT\0";
+
+async fn lost_commit_proxy(upstream: u16) -> LostCommitProxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let armed = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn({
+        let armed = Arc::clone(&armed);
+        async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let armed = Arc::clone(&armed);
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upstream = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    let mut tail: Vec<u8> = Vec::new();
+                    while let Ok(n @ 1..) = server_read.read(&mut buffer).await {
+                        tail.extend_from_slice(&buffer[..n]);
+                        let seen = tail
+                            .windows(COMMIT_COMPLETE.len())
+                            .any(|w| w == COMMIT_COMPLETE);
+                        if seen && armed.swap(false, Ordering::SeqCst) {
+                            break; // both halves close: the answer never arrives
+                        }
+                        if client_write.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                        let keep = tail.len().saturating_sub(COMMIT_COMPLETE.len());
+                        tail.drain(..keep);
+                    }
+                    upstream.abort();
+                });
+            }
+        }
+    });
+    LostCommitProxy { port, armed, task }
+}
+
+#[tokio::test]
+async fn a_batch_whose_commit_went_unanswered_is_not_written_twice() {
+    let (database, _prepared) = region_database(REGION).await;
+    let proxy = lost_commit_proxy(database.primary.get_ports()[0]).await;
+    let base = &database.primary;
+    let mut through_proxy = tokio_postgres::Config::new();
+    through_proxy
+        .host("127.0.0.1")
+        .port(proxy.port)
+        .user(base.get_user().expect("user"))
+        .password(base.get_password().expect("password"))
+        .dbname(base.get_dbname().expect("database"));
+    let settings = DatabaseSettings::new(
+        PgEndpoint::new("primary", through_proxy),
+        vec![PgEndpoint::new("replica-1", database.replica.clone())],
+    );
+    let region_db = RegionDatabase::new(region(), &settings).expect("pools");
+    let (log, _) = log_with(&region_db, reads(ReadAudit::batched(64)));
+    let tenant = TenantId::from_random_bytes(rand::random());
+
+    proxy.armed.store(true, Ordering::SeqCst);
+    for i in 0..3 {
+        log.record(read_event(tenant, &format!("records/r{i}")))
+            .await
+            .expect("room in the queue");
+    }
+    tokio::time::timeout(Duration::from_secs(30), log.flush())
+        .await
+        .expect("the batch is settled")
+        .expect("flushed");
+    assert!(
+        !proxy.armed.load(Ordering::SeqCst),
+        "the writer's COMMIT went unanswered"
+    );
+    let events = all_events(&log, &tenant).await;
+    assert_chain_valid(&events, &tenant);
+    let resources: Vec<&str> = events.iter().map(|e| e.resource.as_str()).collect();
+    assert_eq!(
+        resources,
+        ["records/r0", "records/r1", "records/r2"],
+        "each read once, although the writer never heard its commit succeed"
     );
 }
 
