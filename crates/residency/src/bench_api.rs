@@ -39,9 +39,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
+use axum::body::Bytes;
 use devstack::{Durability, LocalRegion, LocalRegionOptions, PgBinaries};
 use envelope::kms::local::LocalKms;
 use envelope::objects::local::LocalObjectStore;
+use http_body_util::{BodyExt as _, Full};
 use model::{RegionId, TenantId};
 use serde_json::{Value, json};
 use service::{AuditKeys, AuditLog};
@@ -230,6 +232,13 @@ async fn on_load_runtime(
             .timeout(Duration::from_secs(60))
             .build()
             .context("build the HTTP client")?,
+        load: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(usize::try_from(args.clients).unwrap_or(usize::MAX))
+            .build({
+                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                connector.set_nodelay(true);
+                connector
+            }),
     };
     runtime
         .handle()
@@ -277,14 +286,24 @@ struct Bench {
     clock: CpuClock,
     /// The baseline's own pools (same sizes as the node's).
     database: RegionDatabase,
+    /// Setup calls (tenants, keys, the schema).
     http: reqwest::Client,
+    /// The measured requests: hyper's pooled keep-alive client and no more, so that the
+    /// load generator's share of the 2 cores stays small, as the baseline's SQL client's is.
+    load: LoadClient,
 }
+
+type LoadClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
 
 /// One client's identity: its tenant and API key.
 #[derive(Debug, Clone)]
 struct Client {
     tenant: TenantId,
-    key: String,
+    /// `Bearer <key>`, built once.
+    authorization: http::HeaderValue,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -555,12 +574,13 @@ impl Bench {
                 )
                 .await
                 .context("create a writer key")?;
+            let key = created["key"]
+                .as_str()
+                .context("key creation returned no key")?;
             clients.push(Client {
                 tenant: *tenant,
-                key: created["key"]
-                    .as_str()
-                    .context("key creation returned no key")?
-                    .to_owned(),
+                authorization: http::HeaderValue::from_str(&format!("Bearer {key}"))
+                    .context("the key is a header value")?,
             });
         }
         Ok(clients)
@@ -591,20 +611,17 @@ impl Bench {
 
     /// Creates one record over HTTP; its id.
     async fn create(&self, client: &Client, n: usize, i: usize) -> anyhow::Result<String> {
-        let response = self
-            .http
-            .post(format!(
-                "{}/v1/tenants/{}/collections/{COLLECTION}/records",
-                self.base, client.tenant
-            ))
-            .bearer_auth(&client.key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(person(n, i))
-            .send()
-            .await?;
+        let request = http::Request::post(format!(
+            "{}/v1/tenants/{}/collections/{COLLECTION}/records",
+            self.base, client.tenant
+        ))
+        .header(http::header::AUTHORIZATION, client.authorization.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(person(n, i))))?;
+        let response = self.load.request(request).await?;
         let status = response.status();
-        let bytes = response.bytes().await?;
-        if status != reqwest::StatusCode::CREATED {
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if status != http::StatusCode::CREATED {
             bail!("create: {status}: {}", String::from_utf8_lossy(&bytes));
         }
         #[derive(serde::Deserialize)]
@@ -616,23 +633,21 @@ impl Bench {
 
     /// Reads one record over HTTP; which server answered.
     async fn read(&self, client: &Client, id: &str) -> anyhow::Result<Option<String>> {
-        let response = self
-            .http
-            .get(format!(
-                "{}/v1/tenants/{}/collections/{COLLECTION}/records/{id}",
-                self.base, client.tenant
-            ))
-            .bearer_auth(&client.key)
-            .send()
-            .await?;
+        let request = http::Request::get(format!(
+            "{}/v1/tenants/{}/collections/{COLLECTION}/records/{id}",
+            self.base, client.tenant
+        ))
+        .header(http::header::AUTHORIZATION, client.authorization.clone())
+        .body(Full::new(Bytes::new()))?;
+        let response = self.load.request(request).await?;
         let status = response.status();
         let served_by = response
             .headers()
             .get(wire::headers::SERVED_BY)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
-        let bytes = response.bytes().await?;
-        if status != reqwest::StatusCode::OK {
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if status != http::StatusCode::OK {
             bail!("read: {status}: {}", String::from_utf8_lossy(&bytes));
         }
         Ok(served_by)
