@@ -31,20 +31,17 @@ use tower_http::request_id::{
 pub use health::spawn_health_poller;
 pub use state::{NodeParts, NodeState};
 
-/// Request ids for requests that arrive without one: random (v4) UUIDs from the thread's
-/// generator (ChaCha, seeded from the OS), where tower-http's `MakeRequestUuid` makes a
-/// system call and two allocations per request.
+/// Request ids for requests that arrive without one, from [`telemetry::new_request_id`]
+/// (tower-http's `MakeRequestUuid` makes a system call and two allocations per request).
 #[derive(Debug, Clone, Copy)]
 struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let id = uuid::Builder::from_random_bytes(rand::random())
-            .into_uuid()
-            .hyphenated()
-            .encode_lower(&mut text);
-        HeaderValue::from_str(id).ok().map(RequestId::new)
+        let mut text = [0u8; telemetry::REQUEST_ID_LEN];
+        HeaderValue::from_str(telemetry::new_request_id(&mut text))
+            .ok()
+            .map(RequestId::new)
     }
 }
 

@@ -914,12 +914,8 @@ fn request_id(parts: &mut Parts) -> String {
     match given {
         Some(id) => id,
         None => {
-            // From the thread's own generator: no system call per request.
-            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let id = uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .hyphenated()
-                .encode_lower(&mut text);
+            let mut text = [0u8; telemetry::REQUEST_ID_LEN];
+            let id = telemetry::new_request_id(&mut text);
             if let Ok(value) = HeaderValue::from_str(id) {
                 parts.headers.insert(names::REQUEST_ID, value);
             }

@@ -5,6 +5,8 @@
 
 mod logging;
 mod metrics;
+mod request_id;
 
 pub use logging::{LogFormat, init_tracing};
 pub use metrics::{NodeMetrics, OPENMETRICS_CONTENT_TYPE};
+pub use request_id::{REQUEST_ID_LEN, new_request_id};
