@@ -446,6 +446,22 @@ where
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The load generators' HTTP client: hyper's pooled keep-alive client with `TCP_NODELAY`
+/// and nothing more, so that its own share of the cores stays small.
+pub(crate) fn load_client<B>(
+    max_idle: usize,
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, B>
+where
+    B: axum::body::HttpBody + Send + 'static,
+    B::Data: Send,
+{
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(max_idle)
+        .build(connector)
+}
+
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]

@@ -232,13 +232,7 @@ async fn on_load_runtime(
             .timeout(Duration::from_secs(60))
             .build()
             .context("build the HTTP client")?,
-        load: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(usize::try_from(args.clients).unwrap_or(usize::MAX))
-            .build({
-                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-                connector.set_nodelay(true);
-                connector
-            }),
+        load: crate::bench::load_client(usize::try_from(args.clients).unwrap_or(usize::MAX)),
     };
     runtime
         .handle()

@@ -29,7 +29,6 @@ use http::StatusCode;
 use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use model::{RegionId, TenantId, Transit};
 use router::{
     CachedDirectory, Directory as _, DirectoryEntry, ForwardSigner, ForwardingKey, MemoryDirectory,
@@ -330,13 +329,7 @@ async fn measure(
     nginx: Option<i32>,
 ) -> anyhow::Result<HashMap<Case, Summary>> {
     let clock = CpuClock::new([]);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(args.saturating_clients.max(args.clients))
-        .build({
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector
-        });
+    let client = crate::bench::load_client(args.saturating_clients.max(args.clients));
     for case in Case::ALL {
         let (url, clients) = &targets[&case];
         let warm_up = load(&client, url, *clients, Duration::from_millis(300)).await;
