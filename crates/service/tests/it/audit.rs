@@ -773,11 +773,14 @@ async fn tenant_with_collection(region_db: &RegionDatabase) -> TenantId {
     tenant
 }
 
-#[tokio::test]
-async fn records_written_with_their_event_in_one_statement_keep_the_chain_whole_across_nodes() {
-    // Two logs on one database stand for two nodes of the region: each links events
-    // after the head it last wrote, which the other keeps moving, so both the one-statement
-    // path and its fallback (row alone, then the event after the locked head) run.
+/// Two logs on one database, standing for two nodes of the region, and a tenant with a
+/// collection for them to write records of.
+async fn two_nodes() -> (
+    devstack::testing::TestDatabase,
+    RegionDatabase,
+    [AuditLog; 2],
+    TenantId,
+) {
     let (database, region_db, first) = log().await;
     let second = AuditLog::new(
         region_db.clone(),
@@ -785,14 +788,19 @@ async fn records_written_with_their_event_in_one_statement_keep_the_chain_whole_
         Vec::new(),
     );
     let tenant = tenant_with_collection(&region_db).await;
+    (database, region_db, [first, second], tenant)
+}
+
+#[tokio::test]
+async fn records_written_with_their_event_in_one_statement_keep_the_chain_whole_across_nodes() {
+    // Two logs on one database stand for two nodes of the region: each links events
+    // after the head it last wrote, which the other keeps moving, so both the one-statement
+    // path and its fallback (row alone, then the event after the locked head) run.
+    let (database, region_db, [first, second], tenant) = two_nodes().await;
     const PER_WRITER: usize = 12;
     let mut writers = Vec::new();
     for writer in 0..6 {
-        let log = if writer % 2 == 0 {
-            first.clone()
-        } else {
-            second.clone()
-        };
+        let log = [&first, &second][writer % 2].clone();
         let region_db = region_db.clone();
         writers.push(tokio::spawn(async move {
             for i in 0..PER_WRITER {
@@ -852,21 +860,11 @@ async fn records_created_in_one_round_trip_keep_the_chain_whole_across_nodes() {
     // As above, through `create_record` (the row, its tokens and its event committed in
     // one round trip): two logs moving one tenant's head make both the one-round-trip
     // path and its fallback run, and a failed create leaves neither row nor event.
-    let (database, region_db, first) = log().await;
-    let second = AuditLog::new(
-        region_db.clone(),
-        SigningKey::generate(region()),
-        Vec::new(),
-    );
-    let tenant = tenant_with_collection(&region_db).await;
+    let (database, region_db, [first, second], tenant) = two_nodes().await;
     const PER_WRITER: usize = 12;
     let mut writers = Vec::new();
     for writer in 0..6 {
-        let log = if writer % 2 == 0 {
-            first.clone()
-        } else {
-            second.clone()
-        };
+        let log = [&first, &second][writer % 2].clone();
         let region_db = region_db.clone();
         writers.push(tokio::spawn(async move {
             for i in 0..PER_WRITER {
