@@ -176,12 +176,7 @@ pub async fn create_with_event(
         sealed,
         index,
     } = record;
-    check_index(index)?;
-    if &event.tenant != tenant {
-        return Err(StoreError::Corrupt(
-            "a record's audit event belongs to another tenant".into(),
-        ));
-    }
+    record.check(Some(event))?;
     let (fields, tokens) = index_arrays(index);
     let tenant_text = tenant.as_str();
     let converted = EventParams::new(event)?;
@@ -248,6 +243,20 @@ pub struct NewRecord<'a> {
     pub index: &'a [IndexEntry],
 }
 
+impl NewRecord<'_> {
+    /// What both insert paths refuse before writing: a bad index, an event of another
+    /// tenant.
+    fn check(&self, event: Option<&AuditRow>) -> Result<(), StoreError> {
+        check_index(self.index)?;
+        if event.is_some_and(|event| &event.tenant != self.tenant) {
+            return Err(StoreError::Corrupt(
+                "a record's audit event belongs to another tenant".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 async fn insert_statement(
     tx: &PrimaryTx<'_>,
     record: NewRecord<'_>,
@@ -261,12 +270,7 @@ async fn insert_statement(
         sealed,
         index,
     } = record;
-    check_index(index)?;
-    if event.is_some_and(|event| &event.tenant != tenant) {
-        return Err(StoreError::Corrupt(
-            "a record's audit event belongs to another tenant".into(),
-        ));
-    }
+    record.check(event)?;
     // The tokens' foreign key is checked at the end of the statement, after the record
     // is in. A token listed twice is stored once. Data-modifying CTEs all run, whether
     // or not the final select reads them.
