@@ -36,16 +36,12 @@ pub use signing::{
 pub mod headers {
     pub use wire::headers::{REQUEST_ID, RESIDENCY_REGION, RESIDENCY_VIA};
 
-    /// Prefix of every forwarding header; a client's copies are stripped unless signed.
-    pub const FORWARDED_PREFIX: &str = "x-residency-forwarded-";
-    /// The region whose endpoint the client called (signed).
-    pub const FORWARDED_REGION: &str = "x-residency-forwarded-region";
-    /// The client's address as the entry region saw it (signed).
-    pub const FORWARDED_FOR: &str = "x-residency-forwarded-for";
-    /// Unix seconds when the entry region signed (signed).
-    pub const FORWARDED_AT: &str = "x-residency-forwarded-at";
-    /// Hex HMAC-SHA256 over the canonical request (see `signing`).
-    pub const FORWARDED_SIGNATURE: &str = "x-residency-forwarded-signature";
+    /// What a forwarding node vouches for, signed: `v2;at=<unix seconds>;entry=<entry
+    /// region>;for=<client address>;sig=<hex HMAC-SHA256>` (see `signing`).
+    pub const FORWARDED: &str = "x-residency-forwarded";
+    /// Every header whose name starts with this belongs to the router: a client's copies
+    /// are stripped unless signed, and none is forwarded as the client sent it.
+    pub const FORWARDED_PREFIX: &str = "x-residency-forwarded";
     /// Set by the router, for the local app only, on a request whose forwarding signature
     /// verified: the entry region. Any client copy is removed first, so the app may trust it.
     pub const ENTRY_REGION: &str = "x-residency-entry-region";
@@ -63,11 +59,6 @@ mod names {
     pub(crate) const RESIDENCY_REGION: HeaderName =
         HeaderName::from_static(headers::RESIDENCY_REGION);
     pub(crate) const RESIDENCY_VIA: HeaderName = HeaderName::from_static(headers::RESIDENCY_VIA);
-    pub(crate) const FORWARDED_REGION: HeaderName =
-        HeaderName::from_static(headers::FORWARDED_REGION);
-    pub(crate) const FORWARDED_FOR: HeaderName = HeaderName::from_static(headers::FORWARDED_FOR);
-    pub(crate) const FORWARDED_AT: HeaderName = HeaderName::from_static(headers::FORWARDED_AT);
-    pub(crate) const FORWARDED_SIGNATURE: HeaderName =
-        HeaderName::from_static(headers::FORWARDED_SIGNATURE);
+    pub(crate) const FORWARDED: HeaderName = HeaderName::from_static(headers::FORWARDED);
     pub(crate) const ENTRY_REGION: HeaderName = HeaderName::from_static(headers::ENTRY_REGION);
 }

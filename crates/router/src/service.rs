@@ -402,7 +402,7 @@ impl Shared {
         if !has_forwarding {
             return None;
         }
-        match self.signer.verify(parts, SystemTime::now()) {
+        match self.signer.verify(parts, &self.local, SystemTime::now()) {
             Ok(forwarded) => {
                 let entry = region_value(&forwarded.entry_region);
                 parts.headers.insert(names::ENTRY_REGION, entry.clone());
@@ -732,7 +732,7 @@ impl Shared {
         out.version = http::Version::HTTP_11;
         out.headers = forward_headers(&parts.headers);
         out.headers.insert(header::HOST, upstream.host().clone());
-        self.signer.sign(&mut out, forwarded);
+        self.signer.sign(&mut out, forwarded, &target.region);
         let request = Request::from_parts(out, body);
 
         let started = Instant::now();
@@ -1105,7 +1105,11 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("eu.example"));
         h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         h.insert(headers::ENTRY_REGION, HeaderValue::from_static("us-east-1"));
-        h.insert(headers::FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(headers::FORWARDED, HeaderValue::from_static("v2;at=1"));
+        h.insert(
+            "x-residency-forwarded-for",
+            HeaderValue::from_static("6.6.6.6"),
+        );
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         let out = forward_headers(&h);
         assert_eq!(out.len(), 1, "{out:?}");

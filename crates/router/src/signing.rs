@@ -1,15 +1,17 @@
-//! Signed forwarding headers: the forwarding node signs (HMAC-SHA256, aws-lc-rs) the
-//! method, path and query, a timestamp, the entry region, the client address and the
-//! request id with the inter-region key; the receiving node trusts those headers only with
-//! a valid, fresh signature. The key never appears in `Debug` output or errors.
+//! Signed forwarding: the forwarding node signs (HMAC-SHA256, aws-lc-rs) the method, path
+//! and query, a timestamp, the entry region, the target region, the client address and
+//! the request id with the inter-region key, and sends them in one `x-residency-forwarded`
+//! header (the request id in `x-request-id`); the receiving node trusts them only with a
+//! valid, fresh signature made for its own region. The key never appears in `Debug`
+//! output or errors.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::{constant_time, hmac};
+use http::HeaderValue;
 use http::request::Parts;
-use http::{HeaderName, HeaderValue};
 use model::RegionId;
 
 use crate::{headers, names};
@@ -20,8 +22,12 @@ pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(30);
 /// Shortest accepted key: HMAC-SHA256 gains nothing past 64 bytes and is weak below 32.
 pub const MIN_KEY_LEN: usize = 32;
 
-/// Separates this use of the key from any other.
-const DOMAIN: &[u8] = b"residency-forward-v1\n";
+/// Separates this use of the key from any other, and this message from v1's, which did
+/// not cover the target region (a v1 signature verifies as nothing here).
+const DOMAIN: &[u8] = b"residency-forward-v2\n";
+
+/// What the forwarding header opens with: the version of its layout and of [`DOMAIN`].
+const VERSION: &str = "v2";
 
 /// Bytes of an HMAC-SHA256 tag.
 const TAG_LEN: usize = 32;
@@ -73,9 +79,9 @@ pub struct Forwarded {
 /// Why forwarding headers were not trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
-    #[error("no forwarding signature")]
+    #[error("no forwarding header")]
     Missing,
-    #[error("forwarding header {0} is missing or malformed")]
+    #[error("forwarding {0} is missing or malformed")]
     Malformed(&'static str),
     #[error(
         "forwarding timestamp is {skew_secs} s away from now, more than the {max_secs} s allowed"
@@ -127,18 +133,26 @@ impl ForwardSigner {
         self.max_skew
     }
 
-    /// Sets the forwarding headers and their signature on `request` (stamped now). Values
-    /// that cannot be header values have their offending characters replaced by `_`.
-    pub fn sign(&self, request: &mut Parts, forwarded: &Forwarded) {
-        self.sign_at(request, forwarded, SystemTime::now());
+    /// Sets the forwarding header, signed for `target` (the region it is sent to) and
+    /// stamped now, and the request id on `request`. Values that cannot be header values
+    /// have their offending characters replaced by `_`.
+    pub fn sign(&self, request: &mut Parts, forwarded: &Forwarded, target: &RegionId) {
+        self.sign_at(request, forwarded, target, SystemTime::now());
     }
 
     /// [`ForwardSigner::sign`] with an explicit clock (tests of expiry).
-    pub fn sign_at(&self, request: &mut Parts, forwarded: &Forwarded, now: SystemTime) {
-        let at = HeaderValue::from(unix_seconds(now));
-        let client = header_safe(&forwarded.client_address);
+    pub fn sign_at(
+        &self,
+        request: &mut Parts,
+        forwarded: &Forwarded,
+        target: &RegionId,
+        now: SystemTime,
+    ) {
+        let mut at_digits = itoa::Buffer::new();
+        let at = at_digits.format(unix_seconds(now));
+        let client = address_safe(&forwarded.client_address);
         let request_id = header_safe(&forwarded.request_id);
-        let region = forwarded.entry_region.as_str();
+        let entry = forwarded.entry_region.as_str();
         let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
         let tag = tag(
             &self.current,
@@ -146,7 +160,8 @@ impl ForwardSigner {
                 request.method.as_str().as_bytes(),
                 path.as_bytes(),
                 at.as_bytes(),
-                region.as_bytes(),
+                entry.as_bytes(),
+                target.as_str().as_bytes(),
                 client.as_bytes(),
                 request_id.as_bytes(),
             ],
@@ -154,41 +169,51 @@ impl ForwardSigner {
         let mut signature = [0u8; 2 * TAG_LEN];
         hex::encode_to_slice(tag.as_ref(), &mut signature)
             .expect("the buffer holds the hex of a tag");
-        let h = &mut request.headers;
-        h.insert(names::FORWARDED_REGION, value(region));
-        h.insert(names::FORWARDED_FOR, value(&client));
-        h.insert(names::FORWARDED_AT, at);
-        h.insert(names::REQUEST_ID, value(&request_id));
-        h.insert(
-            names::FORWARDED_SIGNATURE,
-            HeaderValue::from_bytes(&signature).expect("hex digits are a header value"),
+        let signature = std::str::from_utf8(&signature).expect("hex digits are ASCII");
+        let mut text = String::with_capacity(
+            VERSION.len() + at.len() + entry.len() + client.len() + signature.len() + 20,
         );
+        for piece in [
+            VERSION, ";at=", at, ";entry=", entry, ";for=", &client, ";sig=", signature,
+        ] {
+            text.push_str(piece);
+        }
+        let h = &mut request.headers;
+        h.insert(names::FORWARDED, value(text));
+        h.insert(names::REQUEST_ID, value(request_id.into_owned()));
     }
 
-    /// The forwarding facts of a request whose headers carry a valid signature made within
-    /// `max_skew` of `now`. The tag is compared in constant time.
-    pub fn verify(&self, parts: &Parts, now: SystemTime) -> Result<Forwarded, ForwardError> {
+    /// The forwarding facts of a request whose `x-residency-forwarded` header carries a
+    /// valid signature made for `local` (this node's region) within `max_skew` of `now`.
+    /// The tag is compared in constant time.
+    pub fn verify(
+        &self,
+        parts: &Parts,
+        local: &RegionId,
+        now: SystemTime,
+    ) -> Result<Forwarded, ForwardError> {
         let h = &parts.headers;
-        let text = |name: HeaderName, label: &'static str| -> Result<&str, ForwardError> {
-            h.get(name)
-                .and_then(|v| v.to_str().ok())
-                .ok_or(ForwardError::Malformed(label))
-        };
-        let Some(signature_text) = h.get(names::FORWARDED_SIGNATURE) else {
+        let Some(header) = h.get(names::FORWARDED) else {
             return Err(ForwardError::Missing);
         };
+        let fields = header
+            .to_str()
+            .ok()
+            .and_then(ForwardingFields::parse)
+            .ok_or(ForwardError::Malformed(headers::FORWARDED))?;
         let mut signature = [0u8; TAG_LEN];
-        hex::decode_to_slice(signature_text.as_bytes(), &mut signature)
-            .map_err(|_| ForwardError::Malformed(headers::FORWARDED_SIGNATURE))?;
-        let region_text = text(names::FORWARDED_REGION, headers::FORWARDED_REGION)?;
-        let entry_region = RegionId::parse(region_text)
-            .map_err(|_| ForwardError::Malformed(headers::FORWARDED_REGION))?;
-        let client = text(names::FORWARDED_FOR, headers::FORWARDED_FOR)?;
-        let at_text = text(names::FORWARDED_AT, headers::FORWARDED_AT)?;
-        let at: u64 = at_text
+        hex::decode_to_slice(fields.signature, &mut signature)
+            .map_err(|_| ForwardError::Malformed("signature"))?;
+        let entry_region =
+            RegionId::parse(fields.entry).map_err(|_| ForwardError::Malformed("entry region"))?;
+        let at: u64 = fields
+            .at
             .parse()
-            .map_err(|_| ForwardError::Malformed(headers::FORWARDED_AT))?;
-        let request_id = text(names::REQUEST_ID, headers::REQUEST_ID)?;
+            .map_err(|_| ForwardError::Malformed("timestamp"))?;
+        let request_id = h
+            .get(names::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ForwardError::Malformed(headers::REQUEST_ID))?;
 
         let now_secs = unix_seconds(now);
         let skew = now_secs.abs_diff(at);
@@ -200,16 +225,17 @@ impl ForwardSigner {
         }
 
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let fields = [
+        let signed = [
             parts.method.as_str().as_bytes(),
             path.as_bytes(),
-            at_text.as_bytes(),
-            region_text.as_bytes(),
-            client.as_bytes(),
+            fields.at.as_bytes(),
+            fields.entry.as_bytes(),
+            local.as_str().as_bytes(),
+            fields.client.as_bytes(),
             request_id.as_bytes(),
         ];
         let matches = |key: &ForwardingKey| {
-            constant_time::verify_slices_are_equal(tag(key, fields).as_ref(), &signature).is_ok()
+            constant_time::verify_slices_are_equal(tag(key, signed).as_ref(), &signature).is_ok()
         };
         let valid = matches(&self.current) || self.previous.as_ref().is_some_and(matches);
         if !valid {
@@ -217,16 +243,46 @@ impl ForwardSigner {
         }
         Ok(Forwarded {
             entry_region,
-            client_address: client.to_owned(),
+            client_address: fields.client.to_owned(),
             request_id: request_id.to_owned(),
         })
     }
 }
 
+/// The parts of an `x-residency-forwarded` value, `v2;at=…;entry=…;for=…;sig=…`, in that
+/// order and nothing else.
+struct ForwardingFields<'a> {
+    at: &'a str,
+    entry: &'a str,
+    client: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> ForwardingFields<'a> {
+    fn parse(text: &'a str) -> Option<Self> {
+        let mut parts = text.split(';');
+        if parts.next()? != VERSION {
+            return None;
+        }
+        let mut field = |name: &str| parts.next()?.strip_prefix(name)?.strip_prefix('=');
+        let fields = Self {
+            at: field("at")?,
+            entry: field("entry")?,
+            client: field("for")?,
+            signature: field("sig")?,
+        };
+        parts.next().is_none().then_some(fields)
+    }
+}
+
+/// Fields of the signed message.
+const FIELDS: usize = 7;
+
 /// The tag of the signed message: a domain tag, then each field (method, path and query,
-/// timestamp, entry region, client address, request id) as a 4-byte big-endian length and
-/// its bytes, so that no two different field lists share an encoding.
-fn tag(key: &ForwardingKey, fields: [&[u8]; 6]) -> hmac::Tag {
+/// timestamp, entry region, target region, client address, request id) as a 4-byte
+/// big-endian length and its bytes, so that no two different field lists share an
+/// encoding.
+fn tag(key: &ForwardingKey, fields: [&[u8]; FIELDS]) -> hmac::Tag {
     let mut message = MessageWriter {
         context: hmac::Context::with_key(&key.0),
         buffer: [0; MESSAGE_BUFFER],
@@ -294,9 +350,26 @@ pub(crate) fn header_safe(s: &str) -> Cow<'_, str> {
     }
 }
 
-fn value(s: &str) -> HeaderValue {
-    // Every caller passes `header_safe` output, a region id, digits or hex.
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("_"))
+/// `address` with every character that cannot be part of an IP address (v4, v6, a zone)
+/// or `unknown` replaced by `_`, so that it cannot end its field of the forwarding header.
+fn address_safe(address: &str) -> Cow<'_, str> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_' | '%');
+    if address.chars().all(ok) {
+        Cow::Borrowed(address)
+    } else {
+        Cow::Owned(
+            address
+                .chars()
+                .map(|c| if ok(c) { c } else { '_' })
+                .collect(),
+        )
+    }
+}
+
+fn value(text: String) -> HeaderValue {
+    // Every caller passes `header_safe` or `address_safe` output, region ids, digits and
+    // hex.
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("_"))
 }
 
 #[cfg(test)]
@@ -319,16 +392,24 @@ mod tests {
 
     fn forwarded() -> Forwarded {
         Forwarded {
-            entry_region: RegionId::parse("eu-west-1").expect("region"),
+            entry_region: region("eu-west-1"),
             client_address: "203.0.113.9".to_owned(),
             request_id: "req-1".to_owned(),
         }
     }
 
+    fn region(id: &str) -> RegionId {
+        RegionId::parse(id).expect("region")
+    }
+
+    fn home() -> RegionId {
+        region("us-east-1")
+    }
+
     /// The documented encoding, fed to HMAC in one piece: what every node, of any version,
     /// must compute for the same request.
-    fn reference_tag(key_byte: u8, fields: [&[u8]; 6]) -> Vec<u8> {
-        let mut message = DOMAIN.to_vec();
+    fn reference_tag(key_byte: u8, fields: [&[u8]; FIELDS]) -> Vec<u8> {
+        let mut message = b"residency-forward-v2\n".to_vec();
         for field in fields {
             message.extend_from_slice(&u32::try_from(field.len()).expect("len").to_be_bytes());
             message.extend_from_slice(field);
@@ -340,13 +421,14 @@ mod tests {
     #[test]
     fn the_tag_is_the_hmac_of_the_length_prefixed_fields_whatever_their_size() {
         let long_path = format!("/v1/tenants/t/records?q={}", "a".repeat(700));
-        let near_edge = "b".repeat(MESSAGE_BUFFER - 60);
+        let near_edge = "b".repeat(MESSAGE_BUFFER - 70);
         for fields in [
             [
                 &b"GET"[..],
                 b"/v1/tenants/t",
                 b"1700000000",
                 b"eu-west-1",
+                b"us-east-1",
                 b"203.0.113.9",
                 b"req-1",
             ],
@@ -355,6 +437,7 @@ mod tests {
                 long_path.as_bytes(),
                 b"1700000000",
                 b"eu-west-1",
+                b"us-east-1",
                 b"::1",
                 b"r",
             ],
@@ -363,10 +446,11 @@ mod tests {
                 near_edge.as_bytes(),
                 b"1700000000",
                 b"eu-west-1",
+                b"us-east-1",
                 b"198.51.100.7",
                 b"id-2",
             ],
-            [b"GET", b"/", b"", b"", b"", b""],
+            [b"GET", b"/", b"", b"", b"", b"", b""],
         ] {
             assert_eq!(
                 tag(&key(7), fields).as_ref(),
@@ -376,42 +460,90 @@ mod tests {
     }
 
     #[test]
-    fn a_signed_request_verifies() {
+    fn a_signed_request_carries_one_forwarding_header_and_verifies_at_its_target() {
         let signer = ForwardSigner::new(key(1), DEFAULT_MAX_SKEW);
         let mut p = parts("POST", "/v1/tenants/x/records?q=1");
-        signer.sign(&mut p, &forwarded());
-        assert_eq!(signer.verify(&p, SystemTime::now()), Ok(forwarded()));
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        signer.sign_at(&mut p, &forwarded(), &home(), at);
+        let header = p.headers[headers::FORWARDED].to_str().expect("text");
+        let expected_tag = reference_tag(
+            1,
+            [
+                b"POST",
+                b"/v1/tenants/x/records?q=1",
+                b"1700000000",
+                b"eu-west-1",
+                b"us-east-1",
+                b"203.0.113.9",
+                b"req-1",
+            ],
+        );
+        assert_eq!(
+            header,
+            format!(
+                "v2;at=1700000000;entry=eu-west-1;for=203.0.113.9;sig={}",
+                hex::encode(expected_tag)
+            )
+        );
+        assert_eq!(p.headers[headers::REQUEST_ID], "req-1");
+        assert_eq!(signer.verify(&p, &home(), at), Ok(forwarded()));
+    }
+
+    #[test]
+    fn a_signature_made_for_one_region_does_not_verify_at_another() {
+        let signer = ForwardSigner::new(key(1), DEFAULT_MAX_SKEW);
+        let mut p = parts("GET", "/v1/tenants/a");
+        signer.sign(&mut p, &forwarded(), &home());
+        assert_eq!(
+            signer.verify(&p, &region("ap-south-1"), SystemTime::now()),
+            Err(ForwardError::BadSignature)
+        );
     }
 
     #[test]
     fn any_change_breaks_the_signature() {
         let signer = ForwardSigner::new(key(1), DEFAULT_MAX_SKEW);
         let mut p = parts("GET", "/v1/tenants/a?x=1");
-        signer.sign(&mut p, &forwarded());
+        signer.sign(&mut p, &forwarded(), &home());
+        let now = SystemTime::now();
+        assert!(signer.verify(&p, &home(), now).is_ok());
 
         let mut other = p.clone();
         other.method = http::Method::DELETE;
         assert_eq!(
-            signer.verify(&other, SystemTime::now()),
+            signer.verify(&other, &home(), now),
             Err(ForwardError::BadSignature)
         );
         let mut other = p.clone();
         other.uri = "/v1/tenants/a?x=2".parse().expect("uri");
         assert_eq!(
-            signer.verify(&other, SystemTime::now()),
+            signer.verify(&other, &home(), now),
             Err(ForwardError::BadSignature)
         );
-        for (name, v) in [
-            (headers::FORWARDED_FOR, "198.51.100.1"),
-            (headers::FORWARDED_REGION, "us-east-1"),
-            (headers::REQUEST_ID, "req-2"),
+        let mut other = p.clone();
+        other
+            .headers
+            .insert(headers::REQUEST_ID, HeaderValue::from_static("req-2"));
+        assert_eq!(
+            signer.verify(&other, &home(), now),
+            Err(ForwardError::BadSignature)
+        );
+        let header = p.headers[headers::FORWARDED].to_str().expect("text");
+        for (from, to) in [
+            ("for=203.0.113.9", "for=198.51.100.1"),
+            ("entry=eu-west-1", "entry=us-east-1"),
         ] {
             let mut other = p.clone();
-            other.headers.insert(name, HeaderValue::from_static(v));
+            let forged = header.replace(from, to);
+            assert_ne!(forged, header);
+            other.headers.insert(
+                headers::FORWARDED,
+                HeaderValue::from_str(&forged).expect("value"),
+            );
             assert_eq!(
-                signer.verify(&other, SystemTime::now()),
+                signer.verify(&other, &home(), now),
                 Err(ForwardError::BadSignature),
-                "{name}"
+                "{to}"
             );
         }
     }
@@ -421,18 +553,19 @@ mod tests {
         let signer = ForwardSigner::new(key(1), Duration::from_secs(30));
         let mut p = parts("GET", "/");
         let now = SystemTime::now();
-        signer.sign_at(&mut p, &forwarded(), now - Duration::from_secs(31));
+        let f = forwarded();
+        signer.sign_at(&mut p, &f, &home(), now - Duration::from_secs(31));
         assert!(matches!(
-            signer.verify(&p, now),
+            signer.verify(&p, &home(), now),
             Err(ForwardError::Stale { .. })
         ));
-        signer.sign_at(&mut p, &forwarded(), now + Duration::from_secs(31));
+        signer.sign_at(&mut p, &f, &home(), now + Duration::from_secs(31));
         assert!(matches!(
-            signer.verify(&p, now),
+            signer.verify(&p, &home(), now),
             Err(ForwardError::Stale { .. })
         ));
-        signer.sign_at(&mut p, &forwarded(), now - Duration::from_secs(29));
-        assert!(signer.verify(&p, now).is_ok());
+        signer.sign_at(&mut p, &f, &home(), now - Duration::from_secs(29));
+        assert!(signer.verify(&p, &home(), now).is_ok());
     }
 
     #[test]
@@ -441,10 +574,10 @@ mod tests {
         let rotating = ForwardSigner::new(key(2), DEFAULT_MAX_SKEW).with_previous(key(1));
         let new_only = ForwardSigner::new(key(2), DEFAULT_MAX_SKEW);
         let mut p = parts("GET", "/");
-        old.sign(&mut p, &forwarded());
-        assert!(rotating.verify(&p, SystemTime::now()).is_ok());
+        old.sign(&mut p, &forwarded(), &home());
+        assert!(rotating.verify(&p, &home(), SystemTime::now()).is_ok());
         assert_eq!(
-            new_only.verify(&p, SystemTime::now()),
+            new_only.verify(&p, &home(), SystemTime::now()),
             Err(ForwardError::BadSignature)
         );
     }
@@ -452,18 +585,44 @@ mod tests {
     #[test]
     fn missing_and_malformed_headers() {
         let signer = ForwardSigner::new(key(1), DEFAULT_MAX_SKEW);
-        let p = parts("GET", "/");
+        let now = SystemTime::now();
         assert_eq!(
-            signer.verify(&p, SystemTime::now()),
+            signer.verify(&parts("GET", "/"), &home(), now),
             Err(ForwardError::Missing)
         );
-        let mut p = parts("GET", "/");
-        signer.sign(&mut p, &forwarded());
-        p.headers
-            .insert(headers::FORWARDED_SIGNATURE, HeaderValue::from_static("zz"));
+        let mut signed = parts("GET", "/");
+        signer.sign(&mut signed, &forwarded(), &home());
+        let header = signed.headers[headers::FORWARDED]
+            .to_str()
+            .expect("text")
+            .to_owned();
+        let sig = header.rsplit_once("sig=").expect("signature").1;
+        for (forged, error) in [
+            (header.replace("v2;", "v1;"), headers::FORWARDED),
+            (header.replace(";entry=", ";region="), headers::FORWARDED),
+            (format!("{header};extra=1"), headers::FORWARDED),
+            (header.replace(sig, "zz"), "signature"),
+            (
+                header.replace("entry=eu-west-1", "entry=EU"),
+                "entry region",
+            ),
+        ] {
+            let mut p = signed.clone();
+            p.headers.insert(
+                headers::FORWARDED,
+                HeaderValue::from_str(&forged).expect("value"),
+            );
+            assert_eq!(
+                signer.verify(&p, &home(), now),
+                Err(ForwardError::Malformed(error)),
+                "{forged}"
+            );
+        }
+        let mut p = signed.clone();
+        p.headers.remove(headers::REQUEST_ID);
         assert_eq!(
-            signer.verify(&p, SystemTime::now()),
-            Err(ForwardError::Malformed(headers::FORWARDED_SIGNATURE))
+            signer.verify(&p, &home(), now),
+            Err(ForwardError::Malformed(headers::REQUEST_ID))
         );
     }
 
@@ -473,9 +632,13 @@ mod tests {
         let mut p = parts("GET", "/");
         let mut f = forwarded();
         f.request_id = "bad\nid\u{e9}".to_owned();
-        signer.sign(&mut p, &f);
-        let got = signer.verify(&p, SystemTime::now()).expect("verifies");
+        f.client_address = "1.2.3.4;sig=00 x".to_owned();
+        signer.sign(&mut p, &f, &home());
+        let got = signer
+            .verify(&p, &home(), SystemTime::now())
+            .expect("verifies");
         assert_eq!(got.request_id, "bad_id_");
+        assert_eq!(got.client_address, "1.2.3.4_sig_00_x");
     }
 
     #[test]

@@ -200,7 +200,10 @@ async fn every_region_serves_every_tenant_and_the_data_stays_home() {
         .header("x-consistency-token", &token)
         // A client cannot claim to have entered elsewhere.
         .header("x-residency-entry-region", "ap-southeast-1")
-        .header("x-residency-forwarded-region", "ap-southeast-1")
+        .header(
+            "x-residency-forwarded",
+            "v2;at=1;entry=ap-southeast-1;for=6.6.6.6;sig=00",
+        )
         .send()
         .await
         .expect("read through the EU");

@@ -556,6 +556,7 @@ async fn an_unavailable_directory_is_bridged_by_the_cache_else_503() -> Result<(
             client_address: "198.51.100.7".to_owned(),
             request_id: "req-9".to_owned(),
         },
+        &region(EU),
     );
     let response = cluster.send(Request::from_parts(parts, body)).await?;
     assert_eq!(response.status(), StatusCode::OK);

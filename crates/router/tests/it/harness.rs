@@ -347,8 +347,11 @@ async fn tenant_handler(State(app): State<Arc<AppState>>, request: Request) -> R
             "query": parts.uri.query(),
             "bytes": bytes,
             "entry_region": seen(router::headers::ENTRY_REGION),
-            "forwarded_for": seen(router::headers::FORWARDED_FOR),
-            "forwarded_region": seen(router::headers::FORWARDED_REGION),
+            "forwarded_for": parts
+                .extensions
+                .get::<router::Forwarded>()
+                .map(|forwarded| forwarded.client_address.clone()),
+            "forwarding_header": seen(router::headers::FORWARDED),
             "request_id": seen(router::headers::REQUEST_ID),
         })),
     )

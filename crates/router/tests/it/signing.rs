@@ -27,10 +27,10 @@ fn forwarded_from(entry: &str) -> Forwarded {
     }
 }
 
-/// A GET signed as if `AP` forwarded it, stamped at `at`.
-fn signed_get(uri: http::Uri, key: &[u8], at: SystemTime) -> Result<Request<Body>> {
+/// A GET signed as if `AP` forwarded it to `target`, stamped at `at`.
+fn signed_get(uri: http::Uri, target: &str, key: &[u8], at: SystemTime) -> Result<Request<Body>> {
     let (mut parts, body) = Request::get(uri).body(Body::empty())?.into_parts();
-    signer(key).sign_at(&mut parts, &forwarded_from(AP), at);
+    signer(key).sign_at(&mut parts, &forwarded_from(AP), &region(target), at);
     Ok(Request::from_parts(parts, body))
 }
 
@@ -45,10 +45,11 @@ async fn forged_forwarding_headers_from_a_client_are_stripped() -> Result<()> {
     let forge = |uri| {
         Request::get(uri)
             .header(headers::ENTRY_REGION, AP)
-            .header(headers::FORWARDED_REGION, AP)
-            .header(headers::FORWARDED_FOR, "6.6.6.6")
-            .header(headers::FORWARDED_AT, now.as_str())
-            .header(headers::FORWARDED_SIGNATURE, "00".repeat(32))
+            .header(
+                headers::FORWARDED,
+                format!("v2;at={now};entry={AP};for=6.6.6.6;sig={}", "00".repeat(32)),
+            )
+            .header("x-residency-forwarded-region", AP)
             .header("x-residency-forwarded-extra", "1")
             .header(headers::REQUEST_ID, "req-forged")
             .body(Body::empty())
@@ -69,7 +70,7 @@ async fn forged_forwarding_headers_from_a_client_are_stripped() -> Result<()> {
     let body = json(response).await?;
     assert!(body["entry_region"].is_null(), "{body}");
     assert!(body["forwarded_for"].is_null(), "{body}");
-    assert!(body["forwarded_region"].is_null(), "{body}");
+    assert!(body["forwarding_header"].is_null(), "{body}");
     let metrics = cluster.metrics(US);
     assert!(
         metrics.contains(r#"router_refused_forwarding_headers_total{reason="bad_signature"} 1"#),
@@ -94,7 +95,7 @@ async fn a_valid_signature_is_trusted_and_an_expired_or_foreign_one_is_not() -> 
     let uri = || cluster.url(US, &format!("/v1/tenants/{tenant}/residency?full=1"));
 
     let response = cluster
-        .send(signed_get(uri(), KEY, SystemTime::now())?)
+        .send(signed_get(uri(), US, KEY, SystemTime::now())?)
         .await?;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -108,21 +109,29 @@ async fn a_valid_signature_is_trusted_and_an_expired_or_foreign_one_is_not() -> 
     assert_eq!(body["request_id"], "req-7");
 
     let expired = SystemTime::now() - Duration::from_secs(120);
-    let response = cluster.send(signed_get(uri(), KEY, expired)?).await?;
+    let response = cluster.send(signed_get(uri(), US, KEY, expired)?).await?;
     let body = json(response).await?;
     assert!(body["entry_region"].is_null(), "expired: {body}");
     assert!(body["forwarded_for"].is_null(), "expired: {body}");
 
     let other_key = [0x42u8; 32];
     let response = cluster
-        .send(signed_get(uri(), &other_key, SystemTime::now())?)
+        .send(signed_get(uri(), US, &other_key, SystemTime::now())?)
         .await?;
     assert!(json(response).await?["entry_region"].is_null());
+
+    // Signed for another region: replayed here, it is not trusted.
+    let response = cluster
+        .send(signed_get(uri(), EU, KEY, SystemTime::now())?)
+        .await?;
+    let body = json(response).await?;
+    assert!(body["entry_region"].is_null(), "signed for EU: {body}");
+    assert!(body["forwarded_for"].is_null(), "signed for EU: {body}");
 
     let metrics = cluster.metrics(US);
     assert!(metrics.contains(r#"reason="stale"} 1"#), "{metrics}");
     assert!(
-        metrics.contains(r#"reason="bad_signature"} 1"#),
+        metrics.contains(r#"reason="bad_signature"} 2"#),
         "{metrics}"
     );
     Ok(())
@@ -134,7 +143,7 @@ async fn a_forwarded_request_for_a_tenant_homed_elsewhere_gets_421_not_another_h
     let tenant = cluster.tenant(EU, Transit::Proxy).await?;
     let uri = cluster.url(US, &format!("/v1/tenants/{tenant}/collections/c"));
     let response = cluster
-        .send(signed_get(uri, KEY, SystemTime::now())?)
+        .send(signed_get(uri, US, KEY, SystemTime::now())?)
         .await?;
     assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
     assert_eq!(
