@@ -736,15 +736,17 @@ impl Shared {
         let request = Request::from_parts(out, body);
 
         let started = Instant::now();
-        let result = tokio::time::timeout(self.upstream_timeout, upstream.send(request)).await;
+        let result = upstream
+            .send(request, started + self.upstream_timeout)
+            .await;
         let outcome = match result {
-            Err(_) => Err(SendError::Timeout.into()),
-            Ok(Err(UpstreamError::NotSent(request))) => Err(SendFailure {
+            Err(UpstreamError::TimedOut) => Err(SendError::Timeout.into()),
+            Err(UpstreamError::NotSent(request)) => Err(SendFailure {
                 kind: SendError::Connect,
                 unsent: Some(request.into_body()),
             }),
-            Ok(Err(UpstreamError::Failed)) => Err(SendError::Other.into()),
-            Ok(Ok(response)) => Ok(response),
+            Err(UpstreamError::Failed) => Err(SendError::Other.into()),
+            Ok(response) => Ok(response),
         };
         if let Some(m) = &self.metrics {
             match &outcome {

@@ -517,6 +517,33 @@ async fn a_silent_home_times_out_into_503_without_resending() -> Result<()> {
 }
 
 #[tokio::test]
+async fn each_request_on_a_reused_connection_gets_its_own_full_timeout() -> Result<()> {
+    let cluster = Cluster::with(Options {
+        upstream_timeout: Duration::from_millis(400),
+        ..Options::default()
+    })
+    .await?;
+    let tenant = cluster.tenant(US, Transit::Proxy).await?;
+    let path = |wait_ms: u64| format!("/v1/tenants/{tenant}/collections/c?wait_ms={wait_ms}");
+    // One connection, used one request after the other.
+    assert_eq!(cluster.get(EU, &path(0)).await?.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Still inside its own 400 ms, though past the first request's deadline.
+    assert_eq!(cluster.get(EU, &path(300)).await?.status(), StatusCode::OK);
+    let started = Instant::now();
+    let response = cluster.get(EU, &path(2000)).await?;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_millis(1500),
+        "timed out after {elapsed:?}"
+    );
+    let metrics = cluster.metrics(EU);
+    assert!(metrics.contains(r#"kind="timeout"} 1"#), "{metrics}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_unavailable_directory_is_bridged_by_the_cache_else_503() -> Result<()> {
     let cluster = Cluster::with(Options {
         ttl: Duration::from_millis(100),

@@ -318,6 +318,15 @@ async fn tenant_handler(State(app): State<Arc<AppState>>, request: Request) -> R
         let flow = Arc::clone(&app.flow);
         return Response::new(paced_body(flow, size, PACE_WINDOW));
     }
+    // `?wait_ms=N`: a slow handler.
+    if let Some(wait) = parts
+        .uri
+        .query()
+        .and_then(|q| q.strip_prefix("wait_ms="))
+        .and_then(|ms| ms.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
 
     let mut bytes = 0u64;
     while let Some(frame) = body.frame().await {
