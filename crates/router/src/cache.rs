@@ -86,10 +86,20 @@ impl CachedDirectory {
         &self,
         tenant: &TenantId,
     ) -> Result<Option<Arc<DirectoryEntry>>, DirectoryError> {
-        let inner = &self.inner;
-        if let Some(entry) = inner.fresh.get(tenant).await {
+        if let Some(entry) = self.inner.fresh.get(tenant).await {
             return Ok(Some(entry));
         }
+        // Boxed: the miss path's futures (moka's loader, the stale copy) are several
+        // times the hit path's, and every caller's future would otherwise carry them.
+        Box::pin(self.lookup_missed(tenant)).await
+    }
+
+    /// [`CachedDirectory::lookup_shared`] after a miss of the fresh cache.
+    async fn lookup_missed(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Arc<DirectoryEntry>>, DirectoryError> {
+        let inner = &self.inner;
         let backend = Arc::clone(&inner.backend);
         let key = *tenant;
         let read = inner

@@ -168,6 +168,9 @@ impl<S> Layer<S> for RouterLayer {
     }
 }
 
+/// The future of one request through the router.
+pub type Routed<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+
 /// The local app wrapped by the router.
 #[derive(Clone)]
 pub struct RouterService<S> {
@@ -193,7 +196,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Future = Routed<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -203,8 +206,7 @@ where
         // The clone that was polled ready serves this request; the fresh clone stays.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move { shared.handle(inner, request).await })
+        Arc::clone(&self.shared).handle(inner, request)
     }
 }
 
@@ -365,14 +367,18 @@ impl Shared {
         }
     }
 
-    async fn handle<S, B>(
+    /// Admits and classifies the request here, before any await, and returns the one
+    /// future its route needs: a future is as large as its largest branch, and the one
+    /// allocated for every request should not carry the others.
+    fn handle<S, B>(
         self: Arc<Self>,
         inner: S,
         request: Request<Body>,
-    ) -> Result<Response<Body>, S::Error>
+    ) -> Routed<S::Error>
     where
         S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
         S::Future: Send + 'static,
+        S::Error: Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
@@ -380,13 +386,13 @@ impl Shared {
         let forwarded = self.admit(&mut parts);
         let req = Admitted { parts, forwarded };
         match classify(&req.parts.method, req.parts.uri.path()) {
-            Route::Local => {
+            Route::Local => Box::pin(async move {
                 let response = call_local(inner, req.parts, body).await?;
                 self.count(Decision::Local, status_class(response.status()));
                 Ok(response)
-            }
-            Route::CreateTenant => self.create_tenant(inner, req, body).await,
-            Route::Tenant(tenant) => self.tenant(inner, req, body, tenant).await,
+            }),
+            Route::CreateTenant => Box::pin(self.create_tenant(inner, req, body)),
+            Route::Tenant(tenant) => Box::pin(self.tenant(inner, req, body, tenant)),
         }
     }
 
@@ -499,7 +505,7 @@ impl Shared {
             return self.local_tenant(inner, req, body).await;
         }
         if req.forwarded.is_some() {
-            return self.misdirected(inner, req, body, &entry).await;
+            return Box::pin(self.misdirected(inner, req, body, &entry)).await;
         }
         match entry.transit {
             Transit::Redirect => Ok(self.redirect(&req, &entry.home)),
@@ -658,7 +664,7 @@ impl Shared {
                         return Ok(self.proxied(response, target));
                     };
                     corrected = true;
-                    let fresh = match self.directory.refresh(&tenant).await {
+                    let fresh = match Box::pin(self.directory.refresh(&tenant)).await {
                         Ok(Some(fresh)) if fresh.home != home => fresh,
                         _ => return Ok(self.proxied(response, target)),
                     };
@@ -673,7 +679,7 @@ impl Shared {
                     }
                     if fresh.home == self.local {
                         let body = prepared.take().unwrap_or_default();
-                        let mut response = call_local(inner, req.parts, body).await?;
+                        let mut response = Box::pin(call_local(inner, req.parts, body)).await?;
                         self.count(Decision::Local, status_class(response.status()));
                         self.routing_headers(&mut response, &self.local_header, false, None);
                         return Ok(response);
@@ -699,7 +705,7 @@ impl Shared {
                     if !retry {
                         let response = self.upstream_failed(&req, target, err);
                         if let Some(tenant) = tenant {
-                            Arc::clone(&self).refresh_after_failure(tenant, home).await;
+                            Box::pin(Arc::clone(&self).refresh_after_failure(tenant, home)).await;
                         }
                         return Ok(response);
                     }

@@ -118,8 +118,13 @@ impl Upstream {
             let (conn, fresh) = match self.checkout().await {
                 Some(conn) => (conn, false),
                 None => {
-                    let connecting =
-                        tokio::time::timeout_at(deadline.into(), self.connect(deadline)).await;
+                    // Boxed: the handshake's future holds a whole TLS stream (~2 KB), and
+                    // the future of every forwarded request would otherwise carry it.
+                    let connecting = Box::pin(tokio::time::timeout_at(
+                        deadline.into(),
+                        self.connect(deadline),
+                    ))
+                    .await;
                     match connecting {
                         Ok(Some(conn)) => (conn, true),
                         Ok(None) => return Err(UpstreamError::NotSent(Box::new(request))),
