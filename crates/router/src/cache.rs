@@ -2,7 +2,9 @@
 //! "stale" copy served only while the directory backend is unavailable.
 
 use std::fmt;
+use std::future::Future as _;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use model::TenantId;
@@ -79,6 +81,22 @@ impl CachedDirectory {
         self.lookup_shared(tenant)
             .await
             .map(|entry| entry.map(|e| (*e).clone()))
+    }
+
+    /// The tenant's fresh entry if the cache holds one and answers at once; `None` means
+    /// "ask [`CachedDirectory::lookup_shared`]", not "unknown". Lets the router decide a
+    /// cached tenant's route before its first await, without a future for the lookup.
+    pub fn cached(&self, tenant: &TenantId) -> Option<Arc<DirectoryEntry>> {
+        let mut get = std::pin::pin!(self.inner.fresh.get(tenant));
+        // A hit completes on the first poll; if moka has to wait (its housekeeping lock),
+        // the read is abandoned, which has no effect but a skipped access record.
+        match get
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+            Poll::Ready(entry) => entry,
+            Poll::Pending => None,
+        }
     }
 
     /// Like [`CachedDirectory::lookup`] without copying the entry (the router's hot path).

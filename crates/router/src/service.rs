@@ -370,11 +370,7 @@ impl Shared {
     /// Admits and classifies the request here, before any await, and returns the one
     /// future its route needs: a future is as large as its largest branch, and the one
     /// allocated for every request should not carry the others.
-    fn handle<S, B>(
-        self: Arc<Self>,
-        inner: S,
-        request: Request<Body>,
-    ) -> Routed<S::Error>
+    fn handle<S, B>(self: Arc<Self>, inner: S, request: Request<Body>) -> Routed<S::Error>
     where
         S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
         S::Future: Send + 'static,
@@ -392,7 +388,11 @@ impl Shared {
                 Ok(response)
             }),
             Route::CreateTenant => Box::pin(self.create_tenant(inner, req, body)),
-            Route::Tenant(tenant) => Box::pin(self.tenant(inner, req, body, tenant)),
+            Route::Tenant(tenant) => match self.directory.cached(&tenant) {
+                // A fresh entry in hand: the tenant's route is decided here too.
+                Some(entry) => self.tenant_at(inner, req, body, tenant, &entry),
+                None => Box::pin(self.tenant(inner, req, body, tenant)),
+            },
         }
     }
 
@@ -475,6 +475,7 @@ impl Shared {
     where
         S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
         S::Future: Send + 'static,
+        S::Error: Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
@@ -501,22 +502,46 @@ impl Shared {
             // Unknown here: the local node answers (404) with its own checks.
             return self.local_tenant(inner, req, body).await;
         };
+        self.tenant_at(inner, req, body, tenant, &entry).await
+    }
+
+    /// The future of a request for a tenant whose directory entry is known.
+    fn tenant_at<S, B>(
+        self: Arc<Self>,
+        inner: S,
+        req: Admitted,
+        body: Body,
+        tenant: TenantId,
+        entry: &Arc<DirectoryEntry>,
+    ) -> Routed<S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         if entry.home == self.local {
-            return self.local_tenant(inner, req, body).await;
+            return Box::pin(self.local_tenant(inner, req, body));
         }
         if req.forwarded.is_some() {
-            return Box::pin(self.misdirected(inner, req, body, &entry)).await;
+            let entry = Arc::clone(entry);
+            return Box::pin(async move { self.misdirected(inner, req, body, &entry).await });
         }
         match entry.transit {
-            Transit::Redirect => Ok(self.redirect(&req, &entry.home)),
+            Transit::Redirect => {
+                let response = self.redirect(&req, &entry.home);
+                Box::pin(std::future::ready(Ok(response)))
+            }
             Transit::Proxy => {
-                let prepared = match body::prepare(body, RETRY_BUFFER).await {
-                    Ok(prepared) => prepared,
-                    Err(_) => return Ok(self.unreadable_body(&req.parts)),
-                };
-                // Boxed: the forwarding state is large, and the local path should not carry
-                // (or copy) it.
-                Box::pin(self.forward(inner, req, prepared, Some(tenant), entry.home.clone())).await
+                let home = entry.home.clone();
+                Box::pin(async move {
+                    let prepared = match body::prepare(body, RETRY_BUFFER).await {
+                        Ok(prepared) => prepared,
+                        Err(_) => return Ok(self.unreadable_body(&req.parts)),
+                    };
+                    self.forward(inner, req, prepared, Some(tenant), home).await
+                })
             }
         }
     }
