@@ -1,8 +1,6 @@
 //! The router's metrics (prometheus-client), registered into the node's registry. Labels
 //! are decisions, outcomes, region ids and error kinds: never paths, tenants or bodies.
 
-use std::time::Duration;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -128,12 +126,14 @@ impl RouterMetrics {
             .inc();
     }
 
-    pub(crate) fn forward_latency(&self, region: &str, elapsed: Duration) {
+    /// The forwarding-latency series of `region`, resolved once per target region: the
+    /// label is a `String`, and looking it up per request would allocate it each time.
+    pub(crate) fn forward_duration(&self, region: &str) -> Histogram {
         self.forward_duration
             .get_or_create(&RegionLabels {
                 region: region.to_owned(),
             })
-            .observe(elapsed.as_secs_f64());
+            .clone()
     }
 
     pub(crate) fn upstream_error(&self, region: &str, kind: &'static str) {
@@ -169,6 +169,8 @@ pub(crate) fn status_class(status: http::StatusCode) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -176,7 +178,8 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = RouterMetrics::new(&mut registry);
         metrics.request(Decision::Forward, "2xx");
-        metrics.forward_latency("eu-west-1", Duration::from_millis(3));
+        let histogram = metrics.forward_duration("eu-west-1");
+        histogram.observe(Duration::from_millis(3).as_secs_f64());
         metrics.upstream_error("eu-west-1", "connect");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");

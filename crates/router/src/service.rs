@@ -22,6 +22,7 @@ use http::{
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use model::{RegionId, TenantId, Transit};
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Deserialize;
 use tower::{Layer, Service, ServiceExt};
 
@@ -215,6 +216,8 @@ where
 struct Target {
     region: RegionId,
     region_header: HeaderValue,
+    /// This region's series of the forwarding-latency histogram, when metrics are on.
+    forward_duration: Option<Histogram>,
     /// `None` when the internal endpoint is not an absolute http URL (logged when used).
     internal: Option<Upstream>,
     public: Option<Origin>,
@@ -340,6 +343,10 @@ impl Shared {
                 let target = Target {
                     region: region.clone(),
                     region_header: region_value(region),
+                    forward_duration: config
+                        .metrics
+                        .as_ref()
+                        .map(|m| m.forward_duration(region.as_str())),
                     internal,
                     public: Origin::parse(&endpoints.public),
                 };
@@ -781,7 +788,11 @@ impl Shared {
         };
         if let Some(m) = &self.metrics {
             match &outcome {
-                Ok(_) => m.forward_latency(target.region.as_str(), started.elapsed()),
+                Ok(_) => {
+                    if let Some(histogram) = &target.forward_duration {
+                        histogram.observe(started.elapsed().as_secs_f64());
+                    }
+                }
                 Err(failure) => m.upstream_error(target.region.as_str(), failure.kind.kind()),
             }
         }
