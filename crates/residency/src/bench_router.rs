@@ -431,6 +431,10 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
     let reference_p50 = added_micros(reference.p50, direct.p50);
     let reference_p99 = added_micros(reference.p99, direct.p99);
     let nginx_ratio = ours.per_sec / nginx.per_sec;
+    // Steadier than the requests/s ratio, which also depends on how the VM schedules the
+    // single-threaded parties on the cores: the CPU every party spent per request.
+    let ours_cpu = ours.cpu_us(ours.cpu.load + ours.cpu.entry + ours.cpu.home);
+    let nginx_cpu = nginx.cpu_us(nginx.cpu.load + nginx.cpu.nginx + nginx.cpu.home);
     let forward_met = forward_ratio >= FORWARD_THROUGHPUT_TARGET
         && forward_p50 <= micros(FORWARD_P50_TARGET)
         && forward_p99 <= micros(FORWARD_P99_TARGET);
@@ -483,6 +487,10 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
         "(c) our hop / nginx: requests/s {nginx_ratio:.2} (target ≥{NGINX_TARGET})  {}",
         verdict(nginx_met)
     );
+    println!(
+        "    CPU per request (load generator + hop + home): ours {ours_cpu:.1} µs, nginx's {nginx_cpu:.1} µs; nginx's / ours {:.2}",
+        nginx_cpu / ours_cpu
+    );
     if errors > 0 {
         println!("errors: {errors} requests failed (see the JSON)");
     }
@@ -519,6 +527,7 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
         },
         "nginx": {
             "ratio": nginx_ratio,
+            "cpu_us_per_request": {"ours": ours_cpu, "nginx": nginx_cpu},
             "target_ratio": NGINX_TARGET,
             "met": nginx_met,
         },

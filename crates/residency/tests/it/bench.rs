@@ -255,6 +255,7 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
         "(c) our forwarding hop",
         "added p50",
         "our hop / nginx",
+        "CPU per request (load generator + hop + home)",
     ] {
         assert!(
             stdout.contains(expected),
@@ -308,6 +309,23 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
         .expect("rate")
         / cases["nginx"]["per_sec"].as_f64().expect("rate");
     assert!((nginx - expected).abs() < 1e-9, "{report}");
+    // The CPU of every party per request, summed from the cases' own figures.
+    let spent = |case: &str, hop: &str| -> f64 {
+        let cpu = &cases[case]["cpu_us_per_request"];
+        ["load_generator", hop, "home_node"]
+            .iter()
+            .map(|party| cpu[party].as_f64().expect("cpu"))
+            .sum()
+    };
+    let cpu = &report["nginx"]["cpu_us_per_request"];
+    for (ours, case, hop) in [
+        ("ours", "forwarded_saturated", "entry_node"),
+        ("nginx", "nginx", "nginx"),
+    ] {
+        let total = cpu[ours].as_f64().expect("cpu total");
+        assert!(total > 0.0, "{report}");
+        assert!((total - spent(case, hop)).abs() < 1e-6, "{ours}: {report}");
+    }
     assert_eq!(
         nginx_processes(),
         nginx_before,
