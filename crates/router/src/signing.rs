@@ -338,31 +338,23 @@ fn unix_seconds(t: SystemTime) -> u64 {
 
 /// `s` with every character that `HeaderValue::from_str` refuses replaced by `_`.
 pub(crate) fn header_safe(s: &str) -> Cow<'_, str> {
-    let ok = |b: u8| b == b'\t' || (b' '..=b'~').contains(&b);
-    if s.bytes().all(ok) {
-        Cow::Borrowed(s)
-    } else {
-        Cow::Owned(
-            s.chars()
-                .map(|c| if c.is_ascii() && ok(c as u8) { c } else { '_' })
-                .collect(),
-        )
-    }
+    replace_unless(s, |c| c == '\t' || (' '..='~').contains(&c))
 }
 
 /// `address` with every character that cannot be part of an IP address (v4, v6, a zone)
 /// or `unknown` replaced by `_`, so that it cannot end its field of the forwarding header.
 fn address_safe(address: &str) -> Cow<'_, str> {
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_' | '%');
-    if address.chars().all(ok) {
-        Cow::Borrowed(address)
+    replace_unless(address, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_' | '%')
+    })
+}
+
+/// `s` with every character that is not `ok` replaced by `_`; borrowed when none is.
+fn replace_unless(s: &str, ok: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if s.chars().all(&ok) {
+        Cow::Borrowed(s)
     } else {
-        Cow::Owned(
-            address
-                .chars()
-                .map(|c| if ok(c) { c } else { '_' })
-                .collect(),
-        )
+        Cow::Owned(s.chars().map(|c| if ok(c) { c } else { '_' }).collect())
     }
 }
 
