@@ -30,7 +30,10 @@ mod tls;
 
 pub use error::StoreError;
 pub use health::{DatabaseHealth, PrimaryHealth, ProbeFailure, ReplicaHealth, ReplicaState};
-pub use migrate::{Migration, MigrationError, MigrationReport, embedded_migrations, migrate};
+pub use migrate::{
+    CLUSTER_ROLES, ClusterRole, Migration, MigrationError, MigrationReport, embedded_migrations,
+    migrate, migrate_with_roles,
+};
 pub use pools::{
     DatabaseSettings, PgEndpoint, PoolStats, Primary, PrimaryPool, PrimaryTx, RegionDatabase,
     Replica, ReplicaPool,

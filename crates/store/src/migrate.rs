@@ -52,25 +52,83 @@ pub enum MigrationError {
         "this database has migration {version} ({name}) applied, which this build does not know: it was migrated by a newer release"
     )]
     Unknown { version: u32, name: String },
-    #[error("apply migration {version} ({name}): {source}")]
+    #[error("apply migration {version} ({name}): {}", database_message(.source))]
     Apply {
         version: u32,
         name: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("read migration history: {0}")]
+    #[error("create database role {name}: {}", database_message(.source))]
+    Role {
+        name: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("read migration history: {}", database_message(.0))]
     History(#[source] tokio_postgres::Error),
+}
+
+/// The server's own message ("role ... does not exist"), which `tokio_postgres::Error`'s
+/// `Display` leaves out ("db error").
+fn database_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 /// Any two nodes of a region may start at once; they take turns on this advisory lock.
 const MIGRATION_LOCK: i64 = 0x5245_5349_4445_4e43; // "RESIDENC"
+
+/// A database role that migrations grant to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterRole {
+    /// A plain lowercase identifier (it is written into SQL unquoted).
+    pub name: &'static str,
+    /// `login` or `nologin`.
+    pub attributes: &'static str,
+}
+
+/// Every role the embedded migrations create. A migration that creates a role must list
+/// it here too (a unit test checks).
+///
+/// Roles belong to the whole PostgreSQL cluster, but the migration lock is per database
+/// (advisory locks are). When two databases of one cluster migrate at once, one session
+/// can create a role while the other's transaction is already running, and PostgreSQL's
+/// role cache in that other session may then miss the role for the rest of its
+/// transaction ("role does not exist" at the next grant). So the runner creates these
+/// roles first, each in a transaction of its own: a migration's transaction starts after
+/// they are committed, and every session sees them.
+pub const CLUSTER_ROLES: &[ClusterRole] = &[
+    ClusterRole {
+        name: "residency_app",
+        attributes: "nologin",
+    },
+    ClusterRole {
+        name: "residency_export",
+        attributes: "login",
+    },
+];
 
 /// Applies `migrations` that are not applied yet, after verifying the ones that are.
 pub async fn migrate(
     client: &mut Client,
     migrations: &[Migration],
 ) -> Result<MigrationReport, MigrationError> {
+    migrate_with_roles(client, CLUSTER_ROLES, migrations).await
+}
+
+/// [`migrate`], creating `roles` (instead of [`CLUSTER_ROLES`]) first. Public for tests
+/// that need roles of their own.
+pub async fn migrate_with_roles(
+    client: &mut Client,
+    roles: &[ClusterRole],
+    migrations: &[Migration],
+) -> Result<MigrationReport, MigrationError> {
+    for role in roles {
+        ensure_role(client, role).await?;
+    }
     // Lock first: even `create table if not exists` races with a concurrent creator.
     client
         .execute("select pg_advisory_lock($1)", &[&MIGRATION_LOCK])
@@ -82,6 +140,27 @@ pub async fn migrate(
         .execute("select pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
     result
+}
+
+/// Creates `role` unless it exists, in a transaction of its own. A concurrent creator in
+/// another database wins quietly. The check comes first so that a deployment whose
+/// migration user may not create roles works once the roles exist.
+async fn ensure_role(client: &Client, role: &ClusterRole) -> Result<(), MigrationError> {
+    let ClusterRole { name, attributes } = role;
+    client
+        .batch_execute(&format!(
+            "do $$
+            begin
+                if not exists (select from pg_roles where rolname = '{name}') then
+                    create role {name} {attributes};
+                end if;
+            exception
+                when duplicate_object or unique_violation then null;
+            end
+            $$"
+        ))
+        .await
+        .map_err(|source| MigrationError::Role { name, source })
 }
 
 async fn migrate_locked(
@@ -174,6 +253,34 @@ mod tests {
                 .iter()
                 .all(|m| !m.name.is_empty() && !m.sql.trim().is_empty())
         );
+    }
+
+    #[test]
+    fn every_role_a_migration_creates_is_created_before_the_migrations() {
+        for migration in embedded_migrations() {
+            let sql = migration.sql.to_lowercase();
+            for (at, _) in sql.match_indices("create role ") {
+                let name: String = sql[at + "create role ".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    CLUSTER_ROLES.iter().any(|role| role.name == name),
+                    "migration {} creates role {name}: add it to CLUSTER_ROLES",
+                    migration.version
+                );
+            }
+        }
+        for role in CLUSTER_ROLES {
+            assert!(
+                role.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{} is written into SQL unquoted",
+                role.name
+            );
+            assert!(matches!(role.attributes, "login" | "nologin"));
+        }
     }
 
     #[test]

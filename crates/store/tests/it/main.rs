@@ -13,8 +13,8 @@ use devstack::testing::{TestDatabase, connect};
 use model::RegionId;
 use store::testing::{region_database, settings};
 use store::{
-    Migration, MigrationError, PgEndpoint, ProbeFailure, RegionDatabase, ReplicaState, StoreError,
-    embedded_migrations, migrate,
+    ClusterRole, Migration, MigrationError, PgEndpoint, ProbeFailure, RegionDatabase, ReplicaState,
+    StoreError, embedded_migrations, migrate, migrate_with_roles,
 };
 
 fn region(id: &str) -> RegionId {
@@ -107,6 +107,78 @@ async fn a_database_migrated_by_a_newer_release_is_refused() {
         "{err:?}"
     );
     assert!(err.to_string().contains("from_the_future"), "{err}");
+}
+
+/// Roles belong to the whole cluster while the migration lock is per database. Several
+/// databases migrating at once, each creating the same new role and granting to it, all
+/// succeed. (Without the runner creating the roles first, about one round in ten failed
+/// with "role ... does not exist".)
+#[tokio::test]
+async fn databases_migrating_at_once_all_see_the_roles_they_create() {
+    const DATABASES: usize = 6;
+    const ROLES: [&str; 10] = [
+        "it_shared_role_0",
+        "it_shared_role_1",
+        "it_shared_role_2",
+        "it_shared_role_3",
+        "it_shared_role_4",
+        "it_shared_role_5",
+        "it_shared_role_6",
+        "it_shared_role_7",
+        "it_shared_role_8",
+        "it_shared_role_9",
+    ];
+    // Migration n creates role n the way the embedded migrations do, then grants to it.
+    let migrations: Vec<Migration> = ROLES
+        .iter()
+        .enumerate()
+        .map(|(n, role)| Migration {
+            version: u32::try_from(n + 1).expect("small"),
+            name: "shared_role",
+            sql: format!(
+                "do $$ begin
+                    if not exists (select from pg_roles where rolname = '{role}') then
+                        create role {role} nologin;
+                    end if;
+                exception when duplicate_object or unique_violation then null;
+                end $$;
+                do $$ begin
+                    execute format('grant usage on schema %I to {role}', current_schema());
+                end $$;"
+            )
+            .leak(),
+        })
+        .collect();
+    let roles: Vec<ClusterRole> = ROLES
+        .iter()
+        .map(|name| ClusterRole {
+            name,
+            attributes: "nologin",
+        })
+        .collect();
+    let migrations: &'static [Migration] = migrations.leak();
+    let roles: &'static [ClusterRole] = roles.leak();
+
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(DATABASES));
+    let mut sessions = tokio::task::JoinSet::new();
+    for _ in 0..DATABASES {
+        let database = TestDatabase::create(None).await;
+        let barrier = barrier.clone();
+        sessions.spawn(async move {
+            let mut client = connect(database.primary.clone()).await;
+            // Round n: every database applies migration n at the same moment.
+            for round in 1..=ROLES.len() {
+                barrier.wait().await;
+                migrate_with_roles(&mut client, &roles[..round], &migrations[..round])
+                    .await
+                    .unwrap_or_else(|err| panic!("round {round}: {err}"));
+            }
+            database
+        });
+    }
+    while let Some(session) = sessions.join_next().await {
+        session.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+    }
 }
 
 #[tokio::test]
