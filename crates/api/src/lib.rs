@@ -11,6 +11,7 @@ mod middleware;
 mod openapi;
 mod problem;
 pub mod rate_limit;
+mod server;
 mod state;
 mod tenant_api;
 
@@ -29,6 +30,7 @@ use tower_http::request_id::{
 };
 
 pub use health::spawn_health_poller;
+pub use server::{NodeService, serve_service};
 pub use state::{NodeParts, NodeState};
 
 /// Request ids for requests that arrive without one, from [`telemetry::new_request_id`]
@@ -130,24 +132,7 @@ pub async fn serve(
     state: NodeState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(without_nagle(listener), app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// `listener` with `TCP_NODELAY` on every accepted connection. A response written in
-/// more than one piece (a streamed file, an NDJSON export, a forwarded body arriving in
-/// frames) would otherwise have its later small segments held back until the client
-/// acknowledges the earlier ones, a delayed-ACK stall of up to 40 ms.
-pub fn without_nagle(
-    listener: TcpListener,
-) -> axum::serve::TapIo<TcpListener, impl FnMut(&mut tokio::net::TcpStream) + Send + 'static> {
-    use axum::serve::ListenerExt as _;
-    listener.tap_io(|stream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
-        }
-    })
+    serve_service(listener, app(state), shutdown).await
 }
 
 /// How long a readiness probe may wait on one database.

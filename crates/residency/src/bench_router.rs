@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use axum::ServiceExt as _;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -602,18 +601,17 @@ impl Topology {
         };
         let (home_node, entry_node) = (node(&home_id)?, node(&entry_id)?);
         let bare_app = regional_handler(handler.clone());
-        home_runtime.handle().spawn(async move {
-            let make = home_node.into_make_service_with_connect_info::<SocketAddr>();
-            let _ = axum::serve(api::without_nagle(home_listener), make).await;
-        });
-        home_runtime.handle().spawn(async move {
-            let make = bare_app.into_make_service_with_connect_info::<SocketAddr>();
-            let _ = axum::serve(api::without_nagle(bare_listener), make).await;
-        });
-        entry_runtime.handle().spawn(async move {
-            let make = entry_node.into_make_service_with_connect_info::<SocketAddr>();
-            let _ = axum::serve(api::without_nagle(entry_listener), make).await;
-        });
+        // Served as a node serves (`api::serve_service`).
+        let forever = std::future::pending::<()>;
+        home_runtime
+            .handle()
+            .spawn(api::serve_service(home_listener, home_node, forever()));
+        home_runtime
+            .handle()
+            .spawn(api::serve_service(bare_listener, bare_app, forever()));
+        entry_runtime
+            .handle()
+            .spawn(api::serve_service(entry_listener, entry_node, forever()));
         Ok(Self {
             tenant,
             home,

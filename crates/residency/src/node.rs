@@ -260,16 +260,7 @@ pub(crate) async fn start(
     let server = match routing {
         Some((config, _)) => {
             let routed = tower::Layer::layer(&router::layer(config), api::app(state));
-            tokio::spawn(async move {
-                axum::serve(
-                    api::without_nagle(listener),
-                    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                        std::net::SocketAddr,
-                    >(routed),
-                )
-                .with_graceful_shutdown(shutdown)
-                .await
-            })
+            tokio::spawn(api::serve_service(listener, routed, shutdown))
         }
         None => tokio::spawn(api::serve(listener, state, shutdown)),
     };

@@ -4,6 +4,7 @@
 mod analytics;
 mod failover;
 mod openapi;
+mod server;
 mod tenant_api;
 
 use std::sync::Arc;
