@@ -87,6 +87,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::PRECONDITION_FAILED, "version-mismatch")
             }
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ServiceError::SchemaConflict { .. } => (StatusCode::CONFLICT, "schema-conflict"),
             ServiceError::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
             ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
             ServiceError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -139,7 +139,10 @@ pub(crate) mod problems {
     #[response(content_type = "application/problem+json")]
     pub(crate) struct NotFound(Problem);
 
-    /// A concurrent write created the same resource.
+    /// The request conflicts with what is stored: a concurrent write created the same
+    /// resource, or a schema change that the collection's records could not follow (a
+    /// field moving between public and an encrypted class, or becoming searchable, while
+    /// records exist).
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub(crate) struct Conflict(Problem);

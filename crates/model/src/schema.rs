@@ -287,6 +287,41 @@ impl CollectionSchema {
         self.analytics.as_ref()
     }
 
+    /// The first change from `self` (a stored schema) to `next` that records already
+    /// written under `self` would not follow: a field kept in both whose value moves
+    /// between plaintext and sealed storage (public ↔ an encrypted class), or that becomes
+    /// searchable (records written before have no blind-index tokens). `None` when every
+    /// stored record stays as protected and as findable as `next` says.
+    pub fn storage_change(&self, next: &CollectionSchema) -> Option<FieldError> {
+        for (name, before) in &self.fields {
+            let Some(after) = next.fields.get(name) else {
+                continue;
+            };
+            if before.class.is_encrypted() != after.class.is_encrypted() {
+                return Some(FieldError::new(
+                    name,
+                    format!(
+                        "cannot change class from {} to {} while the collection has records: they hold this field {}",
+                        before.class.as_str(),
+                        after.class.as_str(),
+                        if before.class.is_encrypted() {
+                            "encrypted"
+                        } else {
+                            "unencrypted"
+                        }
+                    ),
+                ));
+            }
+            if after.searchable && !before.searchable {
+                return Some(FieldError::new(
+                    name,
+                    "cannot become searchable while the collection has records: they have no blind-index tokens for it",
+                ));
+            }
+        }
+        None
+    }
+
     /// Checks a record's `data` object: every key is a schema field, every value has the
     /// field's type (null is refused; timestamps are RFC 3339 strings; integers are JSON
     /// integers within i64; numbers are finite JSON numbers, integers accepted), every
@@ -691,6 +726,50 @@ mod tests {
         assert_eq!(schema.required(), ["email".to_owned()]);
         assert_eq!(schema.subject_field(), Some("email"));
         assert_eq!(schema.analytics(), Some(&example_analytics()));
+    }
+
+    #[test]
+    fn storage_changes_are_moves_between_plaintext_and_sealed_and_new_searchability() {
+        let stored = example();
+        let with = |name: &str, change: &dyn Fn(&mut FieldSpec)| {
+            let mut fields = example_fields();
+            change(fields.get_mut(name).expect("example field"));
+            CollectionSchema::new(
+                fields,
+                vec!["email".to_owned()],
+                Some("email".to_owned()),
+                Some(example_analytics()),
+            )
+            .expect("valid")
+        };
+        assert_eq!(stored.storage_change(&stored), None);
+        for (name, change) in [
+            (
+                "plan",
+                &(|f: &mut FieldSpec| f.class = FieldClass::Sensitive) as &dyn Fn(&mut FieldSpec),
+            ),
+            ("name", &|f: &mut FieldSpec| f.class = FieldClass::Public),
+            ("zip", &|f: &mut FieldSpec| f.searchable = true),
+        ] {
+            let err = stored
+                .storage_change(&with(name, change))
+                .expect("a storage change");
+            assert_eq!(err.field, name, "{}", err.reason);
+        }
+        // Same storage: another encrypted class, searchability dropped, a field removed.
+        for (name, change) in [
+            (
+                "age",
+                &(|f: &mut FieldSpec| f.class = FieldClass::Sensitive) as &dyn Fn(&mut FieldSpec),
+            ),
+            ("email", &|f: &mut FieldSpec| f.searchable = false),
+        ] {
+            assert_eq!(stored.storage_change(&with(name, change)), None, "{name}");
+        }
+        let mut fewer = example_fields();
+        fewer.remove("plan");
+        let fewer = CollectionSchema::new(fewer, vec![], None, None).expect("valid");
+        assert_eq!(stored.storage_change(&fewer), None);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum ServiceError {
     /// The resource already exists (409).
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// A schema change that the collection's stored records could not follow (409),
+    /// naming the field.
+    #[error("{field}: {reason}")]
+    SchemaConflict { field: String, reason: String },
     /// The tenant lives in another region (421): this node serves its own tenants only.
     #[error("tenant is homed in region {home}")]
     Misdirected { home: RegionId },

@@ -676,6 +676,8 @@ impl RegionService {
             .map_err(|err| ServiceError::Internal(format!("encode schema: {err}")))?;
         let mut primary = self.inner.database.primary().get().await?;
         let tx = primary.begin_tenant(&caller.tenant).await?;
+        self.check_records_follow(&tx, &caller.tenant, &name, &schema)
+            .await?;
         let (row, created) =
             store::collections::upsert(&tx, &caller.tenant, name.as_str(), &schema_json).await?;
         // Schema changes are configuration changes of the tenant: audited as an admin
@@ -703,6 +705,51 @@ impl RegionService {
         ))
     }
 
+    /// Refuses a new schema that the collection's stored records could not follow (see
+    /// [`CollectionSchema::storage_change`]), and an encrypted field that records still
+    /// hold unencrypted from an earlier schema. Either would leave personal data in
+    /// plaintext at rest, or records that search cannot find. The collection's row stays
+    /// locked until `tx` ends, so no record goes in meanwhile.
+    async fn check_records_follow(
+        &self,
+        tx: &store::PrimaryTx<'_>,
+        tenant: &TenantId,
+        name: &CollectionName,
+        next: &CollectionSchema,
+    ) -> Result<(), ServiceError> {
+        let Some(stored) = store::collections::get_for_update(tx, tenant, name.as_str()).await?
+        else {
+            return Ok(());
+        };
+        let stored = parse_stored_schema(stored.schema)?;
+        let conflict = |err: model::FieldError| ServiceError::SchemaConflict {
+            field: err.field,
+            reason: err.reason,
+        };
+        if let Some(change) = stored.storage_change(next)
+            && store::records::any_in_collection(tx, tenant, name.as_str()).await?
+        {
+            return Err(conflict(change));
+        }
+        for (field, spec) in next.fields() {
+            let was_encrypted = stored.field(field).map(|f| f.class.is_encrypted());
+            if spec.class.is_encrypted()
+                && was_encrypted != Some(true)
+                && store::records::any_with_unencrypted_field(tx, tenant, name.as_str(), field)
+                    .await?
+            {
+                return Err(conflict(model::FieldError {
+                    field: field.clone(),
+                    reason: format!(
+                        "cannot be {}: records of the collection still hold it unencrypted from an earlier schema; rewrite them without it first",
+                        spec.class.as_str()
+                    ),
+                }));
+            }
+        }
+        Ok(())
+    }
+
     /// A collection of the caller's tenant, from the cache or the database.
     pub async fn collection(
         &self,
@@ -727,12 +774,7 @@ impl RegionService {
             .await?;
         let collection = match row {
             Some(row) => {
-                let schema = serde_json::from_value::<wire::api::SchemaDoc>(row.schema)
-                    .map_err(|err| err.to_string())
-                    .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))
-                    .map_err(|err| {
-                        ServiceError::Internal(format!("stored schema is invalid: {err}"))
-                    })?;
+                let schema = parse_stored_schema(row.schema)?;
                 Some(Collection {
                     name,
                     schema: Arc::new(schema),
@@ -833,4 +875,12 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
         .fill(&mut bytes)
         .expect("the system CSPRNG does not fail");
     bytes
+}
+
+/// A schema as the database keeps it; one that no longer parses is an internal error.
+fn parse_stored_schema(json: serde_json::Value) -> Result<CollectionSchema, ServiceError> {
+    serde_json::from_value::<wire::api::SchemaDoc>(json)
+        .map_err(|err| err.to_string())
+        .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))
+        .map_err(|err| ServiceError::Internal(format!("stored schema is invalid: {err}")))
 }

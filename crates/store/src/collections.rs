@@ -74,6 +74,26 @@ pub async fn get<C: GenericClient>(
         .transpose()
 }
 
+/// The collection's row, locked until `tx` ends: record inserts (whose foreign key
+/// takes a key-share lock on it) wait, so what the caller checks about the collection's
+/// records holds until it commits a new schema.
+pub async fn get_for_update(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<Option<CollectionRow>, StoreError> {
+    tx.client()
+        .query_typed_opt(
+            "select name, schema, version, created_at, updated_at
+             from collections where tenant_id = $1 and name = $2 for update",
+            &[(&tenant.as_str(), Type::TEXT), (&name, Type::TEXT)],
+        )
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose()
+}
+
 /// Every collection of the tenant, in name order.
 pub async fn list<C: GenericClient>(
     client: &C,

@@ -626,6 +626,45 @@ pub async fn find_by_public<C: GenericClient>(
 }
 
 /// How many records the tenant has, across collections.
+/// Whether the collection holds any record.
+pub async fn any_in_collection(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    collection: &str,
+) -> Result<bool, StoreError> {
+    Ok(tx
+        .client()
+        .query_typed_one(
+            "select exists (select from records where tenant_id = $1 and collection = $2)",
+            &[(&tenant.as_str(), Type::TEXT), (&collection, Type::TEXT)],
+        )
+        .await?
+        .try_get(0)?)
+}
+
+/// Whether any record of the collection holds `field` in its unencrypted part (written
+/// while the field was public, or before it was removed from the schema).
+pub async fn any_with_unencrypted_field(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    collection: &str,
+    field: &str,
+) -> Result<bool, StoreError> {
+    Ok(tx
+        .client()
+        .query_typed_one(
+            "select exists (select from records
+                            where tenant_id = $1 and collection = $2 and public ? $3)",
+            &[
+                (&tenant.as_str(), Type::TEXT),
+                (&collection, Type::TEXT),
+                (&field, Type::TEXT),
+            ],
+        )
+        .await?
+        .try_get(0)?)
+}
+
 pub async fn count<C: GenericClient>(client: &C, tenant: &TenantId) -> Result<i64, StoreError> {
     Ok(client
         .query_typed_one(

@@ -1166,3 +1166,84 @@ async fn a_token_with_another_keys_id_cannot_drain_that_keys_rate_limit() {
         );
     }
 }
+
+/// A schema change that stored records could not follow is refused with 409 naming the
+/// field, and changes nothing: a public field turned personal would otherwise stay in
+/// plaintext in every record written before, and a field turned searchable would have no
+/// tokens in them.
+#[tokio::test]
+async fn schema_changes_that_stored_records_could_not_follow_are_refused() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let served = serve(database).await;
+    let (tenant, admin) = served.tenant().await;
+    served.people(&tenant, &admin).await;
+    let path = format!("/v1/tenants/{tenant}/collections/people");
+    let put = |schema: Value| served.call(Method::PUT, &path, Some(&admin), Some(schema), &[]);
+    let with = |field: &str, key: &str, value: Value| {
+        let mut schema = people_schema();
+        schema["fields"][field][key] = value;
+        schema
+    };
+
+    // While the collection is empty, any change goes.
+    let plan_sensitive = with("plan", "class", json!("sensitive"));
+    assert_eq!(put(plan_sensitive.clone()).await.status, StatusCode::OK);
+    assert_eq!(put(people_schema()).await.status, StatusCode::OK);
+    let created = served
+        .create_person(&tenant, &admin, person("ada@example.com"))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let before = served
+        .call(Method::GET, &path, Some(&admin), None, &[])
+        .await;
+
+    for (schema, field) in [
+        // public -> encrypted: the stored value is plaintext.
+        (plan_sensitive, "plan"),
+        // encrypted -> public: the stored value is sealed.
+        (with("name", "class", json!("public")), "name"),
+        // searchable: the stored records have no tokens.
+        (with("zip", "searchable", json!(true)), "zip"),
+    ] {
+        let refused = put(schema).await;
+        assert_problem(&refused, StatusCode::CONFLICT);
+        assert_eq!(
+            refused.body["type"], "https://residency.dev/problems/schema-conflict",
+            "{:?}",
+            refused.body
+        );
+        let detail = refused.body["detail"].as_str().expect("detail");
+        assert!(detail.starts_with(&format!("{field}: ")), "{detail}");
+    }
+    let after = served
+        .call(Method::GET, &path, Some(&admin), None, &[])
+        .await;
+    assert_eq!(
+        after.body, before.body,
+        "the refused changes changed nothing"
+    );
+
+    // Changes that keep every stored value where it is are fine: another encrypted class,
+    // a new field.
+    let mut compatible = with("name", "class", json!("quasi_identifier"));
+    compatible["fields"]["tier"] = json!({"type": "string", "class": "public"});
+    assert_eq!(put(compatible).await.status, StatusCode::OK);
+
+    // Removing a field and adding it back encrypted does not get around it: the records
+    // still hold the old plaintext.
+    let mut without_plan = people_schema();
+    without_plan["fields"]
+        .as_object_mut()
+        .expect("fields")
+        .remove("plan");
+    assert_eq!(put(without_plan).await.status, StatusCode::OK);
+    let readded = put(with("plan", "class", json!("identifier"))).await;
+    assert_problem(&readded, StatusCode::CONFLICT);
+    assert!(
+        readded.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("plan: ") && d.contains("unencrypted")),
+        "{:?}",
+        readded.body
+    );
+}
