@@ -77,6 +77,11 @@ impl From<store::StoreError> for ServiceError {
             StoreError::Unavailable(_) | StoreError::ReadOnly => Self::unavailable("database"),
             StoreError::NotFound => Self::NotFound { what: "resource" },
             StoreError::Conflict => Self::Conflict("resource"),
+            StoreError::SchemaMoved { field } => Self::SchemaConflict {
+                field,
+                reason: "the collection's schema changed during the write; send it again"
+                    .to_owned(),
+            },
             other => Self::Internal(other.to_string()),
         }
     }

@@ -86,13 +86,42 @@ impl RegionService {
         collection: &str,
         data: Map<String, Value>,
     ) -> Result<(Record, Written), ServiceError> {
-        let collection = self.collection(caller, collection).await?;
-        validate(&collection.schema, &data)?;
         let id = uuid_text(random_bytes());
-        let stored = self.store_form(caller, &collection, &id, &data).await?;
+        let (row, written) = match self.write_new_record(caller, collection, &id, &data).await {
+            // This node sealed by an older copy of the schema than the one committed
+            // (changed on another node): once more with the current one.
+            Err(ServiceError::SchemaConflict { .. }) => {
+                self.forget_collection(caller, collection).await;
+                self.write_new_record(caller, collection, &id, &data)
+                    .await?
+            }
+            written => written?,
+        };
+        Ok((
+            Record {
+                id,
+                version: row.version,
+                data,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            },
+            written,
+        ))
+    }
+
+    async fn write_new_record(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        id: &str,
+        data: &Map<String, Value>,
+    ) -> Result<(store::records::RecordRow, Written), ServiceError> {
+        let collection = self.collection(caller, collection).await?;
+        validate(&collection.schema, data)?;
+        let stored = self.store_form(caller, &collection, id, data).await?;
 
         let mut primary = self.inner.database.primary().get().await?;
-        let resource = record_resource(&collection, &id);
+        let resource = record_resource(&collection, id);
         // The row, its index tokens and its event in one statement, committed in the
         // same round trip.
         let (row, _, lsn) = self
@@ -103,7 +132,7 @@ impl RegionService {
                 store::records::NewRecord {
                     tenant: &caller.tenant,
                     collection: collection.name.as_str(),
-                    id: &id,
+                    id,
                     public: &stored.public,
                     sealed: &stored.sealed,
                     index: &stored.index,
@@ -111,16 +140,17 @@ impl RegionService {
                 self.caller_event(caller, Action::RecordCreate, &resource, Outcome::Success),
             )
             .await?;
-        Ok((
-            Record {
-                id,
-                version: row.version,
-                data,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            },
-            self.token(lsn),
-        ))
+        Ok((row, self.token(lsn)))
+    }
+
+    /// Drops this node's copy of a collection's schema, so that the next use reads it.
+    async fn forget_collection(&self, caller: &Caller, collection: &str) {
+        if let Ok(name) = model::CollectionName::parse(collection) {
+            self.inner
+                .collections
+                .invalidate(&(caller.tenant, name.as_str().to_owned()))
+                .await;
+        }
     }
 
     pub async fn get_record(
@@ -163,12 +193,44 @@ impl RegionService {
         data: Map<String, Value>,
         if_match: Option<i64>,
     ) -> Result<(Record, Written), ServiceError> {
+        let attempt = self
+            .write_record_update(caller, collection, id, &data, if_match)
+            .await;
+        let (row, written) = match attempt {
+            // As in `create_record`: sealed by an older copy of the schema.
+            Err(ServiceError::SchemaConflict { .. }) => {
+                self.forget_collection(caller, collection).await;
+                self.write_record_update(caller, collection, id, &data, if_match)
+                    .await?
+            }
+            written => written?,
+        };
+        Ok((
+            Record {
+                id: id.to_owned(),
+                version: row.version,
+                data,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            },
+            written,
+        ))
+    }
+
+    async fn write_record_update(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        id: &str,
+        data: &Map<String, Value>,
+        if_match: Option<i64>,
+    ) -> Result<(store::records::RecordRow, Written), ServiceError> {
         let collection = self.collection(caller, collection).await?;
         if !is_uuid(id) {
             return Err(ServiceError::NotFound { what: "record" });
         }
-        validate(&collection.schema, &data)?;
-        let stored = self.store_form(caller, &collection, id, &data).await?;
+        validate(&collection.schema, data)?;
+        let stored = self.store_form(caller, &collection, id, data).await?;
 
         let mut primary = self.inner.database.primary().get().await?;
         let tx = primary.begin_tenant(&caller.tenant).await?;
@@ -202,16 +264,7 @@ impl RegionService {
         };
         appended?;
         let lsn = tx.commit_lsn().await?;
-        Ok((
-            Record {
-                id: id.to_owned(),
-                version: row.version,
-                data,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            },
-            self.token(lsn),
-        ))
+        Ok((row, self.token(lsn)))
     }
 
     /// Deletes a record, its index entries and its files.

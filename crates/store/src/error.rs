@@ -21,6 +21,11 @@ pub enum StoreError {
     /// A check constraint refused a value: the caller passed something the schema forbids.
     #[error("check constraint {constraint} refused a value")]
     Check { constraint: String },
+    /// A record's unencrypted part named a field that its collection's schema, as
+    /// committed, does not class as public (migration 0007): the writer sealed by an older
+    /// copy of the schema. Reload it and write again.
+    #[error("field {field} is not public in the collection's current schema")]
+    SchemaMoved { field: String },
     /// Row-level security or a missing privilege refused the statement, e.g. a
     /// tenant-scoped transaction touching another tenant's row: always a bug.
     #[error("the database refused access (row-level security or privileges)")]
@@ -56,9 +61,18 @@ impl From<tokio_postgres::Error> for StoreError {
             Some(code) if *code == SqlState::FOREIGN_KEY_VIOLATION => Self::ForeignKey {
                 constraint: constraint_name(&err),
             },
-            Some(code) if *code == SqlState::CHECK_VIOLATION => Self::Check {
-                constraint: constraint_name(&err),
-            },
+            Some(code) if *code == SqlState::CHECK_VIOLATION => {
+                let constraint = constraint_name(&err);
+                if constraint == PUBLIC_FIELDS_TRIGGER {
+                    // The column is a schema field name, never a value.
+                    let field = err.as_db_error().and_then(|db| db.column()).unwrap_or("");
+                    Self::SchemaMoved {
+                        field: field.to_owned(),
+                    }
+                } else {
+                    Self::Check { constraint }
+                }
+            }
             Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => Self::Forbidden,
             Some(code)
                 if *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -80,6 +94,9 @@ impl From<tokio_postgres::Error> for StoreError {
         }
     }
 }
+
+/// The trigger of migration 0007 that keeps non-public fields out of `records.public`.
+const PUBLIC_FIELDS_TRIGGER: &str = "records_public_fields_are_public";
 
 /// The constraint a violation names (schema names only: no values, no personal data).
 fn constraint_name(err: &tokio_postgres::Error) -> String {

@@ -1247,3 +1247,96 @@ async fn schema_changes_that_stored_records_could_not_follow_are_refused() {
         readded.body
     );
 }
+
+/// A node seals by its cached copy of a collection's schema. When another node of the
+/// region has just made a field personal, the database refuses a stale node's plaintext
+/// of it (migration 0007), and the stale node reloads the schema and seals the field, in
+/// a create and in an update.
+#[tokio::test]
+async fn a_node_with_an_old_copy_of_the_schema_still_seals_a_field_made_personal() {
+    let (db, database) = region_database("eu-central-1").await;
+    let a = serve(database.clone()).await;
+    let stale_node = || async {
+        serve_node(Node {
+            state: crate::node_state(
+                database.clone(),
+                a.node.dir.path(),
+                api::rate_limit::RateLimit::default(),
+            ),
+            dir: tempfile::tempdir().expect("dir"),
+        })
+        .await
+    };
+    let (creator, updater) = (stale_node().await, stale_node().await);
+    let (tenant, admin) = a.tenant().await;
+    a.people(&tenant, &admin).await;
+    let path = format!("/v1/tenants/{tenant}/collections/people");
+    // Both read the schema (plan is public) and keep their copies.
+    for node in [&creator, &updater] {
+        let read = node.call(Method::GET, &path, Some(&admin), None, &[]).await;
+        assert_eq!(
+            read.body["fields"]["plan"]["class"], "public",
+            "{:?}",
+            read.body
+        );
+    }
+    // A makes plan personal (the collection is empty, so that is allowed) and writes a
+    // record.
+    let mut schema = people_schema();
+    schema["fields"]["plan"]["class"] = json!("sensitive");
+    let changed = a
+        .call(Method::PUT, &path, Some(&admin), Some(schema), &[])
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    let first = a
+        .create_person(&tenant, &admin, person("ada@example.com"))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let first = format!("{path}/records/{}", first.body["id"].as_str().expect("id"));
+    // The creator writes elsewhere, after every other write, so that its next create
+    // takes the one-round-trip path (it knows the tenant's current audit head).
+    let notes = format!("/v1/tenants/{tenant}/collections/notes");
+    let note_schema = json!({"fields": {"text": {"type": "string", "class": "public"}}});
+    let put = a
+        .call(Method::PUT, &notes, Some(&admin), Some(note_schema), &[])
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.body);
+    let note = creator
+        .call(
+            Method::POST,
+            &format!("{notes}/records"),
+            Some(&admin),
+            Some(json!({"data": {"text": "hello"}})),
+            &[],
+        )
+        .await;
+    assert_eq!(note.status, StatusCode::CREATED, "{:?}", note.body);
+
+    // The stale nodes write plan while their copies still say public.
+    let created = creator
+        .create_person(&tenant, &admin, person("grace@example.com"))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let mut changed_person = person("ada@example.com");
+    changed_person["plan"] = json!("enterprise");
+    let updated = updater
+        .call(
+            Method::PUT,
+            &first,
+            Some(&admin),
+            Some(json!({ "data": changed_person })),
+            &[],
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{:?}", updated.body);
+
+    let client = devstack::testing::connect(db.primary.clone()).await;
+    let plaintext: i64 = client
+        .query_one("select count(*) from records where public ? 'plan'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(plaintext, 0, "plan is stored sealed, never in plaintext");
+    let read = a.call(Method::GET, &first, Some(&admin), None, &[]).await;
+    assert_eq!(read.body["data"]["plan"], "enterprise", "{:?}", read.body);
+}

@@ -588,6 +588,53 @@ async fn records_are_created_read_updated_and_deleted_with_their_tokens() {
     assert_eq!(again, Change::NotFound);
 }
 
+/// The database keeps every field that the collection's committed schema does not class
+/// as public out of a record's unencrypted part, on insert and on update (migration 0007),
+/// naming the field.
+#[tokio::test]
+async fn a_records_unencrypted_part_holds_only_public_fields_of_the_current_schema() {
+    let (_database, db) = region_database("eu-central-1").await;
+    let a = tenant(TENANT_A);
+    tenant_with_collection(&db, a).await;
+    let schema = json!({"fields": {
+        "plan": {"type": "string", "class": "public"},
+        "email": {"type": "string", "class": "identifier"},
+    }});
+    in_tx(&db, a, async |tx| {
+        store::collections::upsert(tx, &a, "people", &schema).await
+    })
+    .await
+    .expect("schema");
+    // Public fields, and fields the schema does not name, go in as they are.
+    insert_record(&db, a, "rec-1", json!({"plan": "pro", "legacy": 1}), &[]).await;
+    let refused = |err: StoreError| match err {
+        StoreError::SchemaMoved { field } => field,
+        other => panic!("expected SchemaMoved, got {other:?}"),
+    };
+    let err = in_tx(&db, a, async |tx| {
+        store::records::insert(tx, &a, "people", "rec-2", &json!({"email": "x"}), b"", &[]).await
+    })
+    .await
+    .expect_err("an identifier in plaintext");
+    assert_eq!(refused(err), "email");
+    let err = in_tx(&db, a, async |tx| {
+        store::records::update(
+            tx,
+            &a,
+            "people",
+            "rec-1",
+            None,
+            &json!({"plan": "pro", "email": "x"}),
+            b"",
+            &[],
+        )
+        .await
+    })
+    .await
+    .expect_err("an identifier in plaintext");
+    assert_eq!(refused(err), "email");
+}
+
 #[tokio::test]
 async fn records_are_listed_and_found_in_pages() {
     let (_database, db) = region_database("eu-central-1").await;
