@@ -5,9 +5,10 @@
 -- 23514, this trigger's name as the constraint, the field as the column), and the node
 -- reloads the schema and writes again.
 --
--- The schema row is read `for key share`: a schema change holds it `for update`
--- (`RegionService::put_collection`), so a write racing a change waits for it and then
--- checks against the new schema.
+-- The schema row is read without a lock of its own (the foreign key already holds it
+-- `for key share`): the committed schema as of this statement. A lock that waited for a
+-- schema change in progress would order it against the tenant's audit-head lock, which a
+-- record write takes before or after the record row, depending on its path: deadlocks.
 create function records_public_fields_are_public() returns trigger
 language plpgsql as $$
 declare
@@ -16,8 +17,7 @@ declare
 begin
     select c.schema -> 'fields' into schema_fields
       from collections c
-     where c.tenant_id = new.tenant_id and c.name = new.collection
-       for key share;
+     where c.tenant_id = new.tenant_id and c.name = new.collection;
     if schema_fields is null or jsonb_typeof(new.public) <> 'object' then
         -- No such collection, or no object: the foreign key or the check refuses the row.
         return new;

@@ -708,8 +708,8 @@ impl RegionService {
     /// Refuses a new schema that the collection's stored records could not follow (see
     /// [`CollectionSchema::storage_change`]), and an encrypted field that records still
     /// hold unencrypted from an earlier schema. Either would leave personal data in
-    /// plaintext at rest, or records that search cannot find. The collection's row stays
-    /// locked until `tx` ends, so no record goes in meanwhile.
+    /// plaintext at rest, or records that search cannot find. A record written in a
+    /// transaction that overlaps this one is not seen (see docs/ARCHITECTURE.md).
     async fn check_records_follow(
         &self,
         tx: &store::PrimaryTx<'_>,
@@ -717,8 +717,7 @@ impl RegionService {
         name: &CollectionName,
         next: &CollectionSchema,
     ) -> Result<(), ServiceError> {
-        let Some(stored) = store::collections::get_for_update(tx, tenant, name.as_str()).await?
-        else {
+        let Some(stored) = store::collections::get_locked(tx, tenant, name.as_str()).await? else {
             return Ok(());
         };
         let stored = parse_stored_schema(stored.schema)?;

@@ -74,10 +74,12 @@ pub async fn get<C: GenericClient>(
         .transpose()
 }
 
-/// The collection's row, locked until `tx` ends: record inserts (whose foreign key
-/// takes a key-share lock on it) wait, so what the caller checks about the collection's
-/// records holds until it commits a new schema.
-pub async fn get_for_update(
+/// The collection's row, locked against other schema changes until `tx` ends (`for no
+/// key update`, the lock the upsert takes anyway). Record writes are not held up: their
+/// foreign key's key-share lock does not conflict with it, and taking a lock they
+/// conflict with would order it against the tenant's audit-head lock, which record
+/// writes take before (one round trip) or after (in a transaction) the record row.
+pub async fn get_locked(
     tx: &PrimaryTx<'_>,
     tenant: &TenantId,
     name: &str,
@@ -85,7 +87,7 @@ pub async fn get_for_update(
     tx.client()
         .query_typed_opt(
             "select name, schema, version, created_at, updated_at
-             from collections where tenant_id = $1 and name = $2 for update",
+             from collections where tenant_id = $1 and name = $2 for no key update",
             &[(&tenant.as_str(), Type::TEXT), (&name, Type::TEXT)],
         )
         .await?
