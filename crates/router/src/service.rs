@@ -172,6 +172,34 @@ impl<S> Layer<S> for RouterLayer {
 /// The future of one request through the router.
 pub type Routed<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
 
+/// The local app behind the router, as every routing path needs it: it answers
+/// `Request<Body>` with `Response<B>`, and its futures and errors may cross tasks. The
+/// associated-type bounds ride along with the trait, so a path names `S: Inner<B>` once.
+trait Inner<B>:
+    Service<Request<Body>, Response = Response<B>, Future: Send + 'static, Error: Send + 'static>
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> Inner<B> for S
+where
+    S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+}
+
+/// The local app's response body: bytes, with errors that box.
+trait InnerBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> InnerBody for B
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+}
+
 /// The local app wrapped by the router.
 #[derive(Clone)]
 pub struct RouterService<S> {
@@ -379,11 +407,8 @@ impl Shared {
     /// allocated for every request should not carry the others.
     fn handle<S, B>(self: Arc<Self>, inner: S, request: Request<Body>) -> Routed<S::Error>
     where
-        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: Inner<B>,
+        B: InnerBody,
     {
         let (mut parts, body) = request.into_parts();
         let forwarded = self.admit(&mut parts);
@@ -440,10 +465,8 @@ impl Shared {
         body: Body,
     ) -> Result<Response<Body>, S::Error>
     where
-        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: Inner<B>,
+        B: InnerBody,
     {
         if req.forwarded.is_some() {
             // Already forwarded once: this node is the requested home (or will say why not).
@@ -480,11 +503,8 @@ impl Shared {
         tenant: TenantId,
     ) -> Result<Response<Body>, S::Error>
     where
-        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: Inner<B>,
+        B: InnerBody,
     {
         let entry = match self.directory.lookup_shared(&tenant).await {
             Ok(entry) => entry,
@@ -522,11 +542,8 @@ impl Shared {
         entry: &Arc<DirectoryEntry>,
     ) -> Routed<S::Error>
     where
-        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: Inner<B>,
+        B: InnerBody,
     {
         if entry.home == self.local {
             return Box::pin(self.local_tenant(inner, req, body));
@@ -564,10 +581,8 @@ impl Shared {
         cached: &DirectoryEntry,
     ) -> Result<Response<Body>, S::Error>
     where
-        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: Inner<B>,
+        B: InnerBody,
     {
         let home = match self.directory.refresh(&cached.tenant).await {
             Ok(Some(fresh)) => fresh.home,
@@ -598,10 +613,8 @@ impl Shared {
         body: Body,
     ) -> Result<Response<Body>, S::Error>
     where
-        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: Inner<B>,
+        B: InnerBody,
     {
         let forwarded = req.forwarded;
         let mut response = call_local(inner, req.parts, body).await?;
@@ -667,10 +680,8 @@ impl Shared {
         mut home: RegionId,
     ) -> Result<Response<Body>, S::Error>
     where
-        S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: Inner<B>,
+        B: InnerBody,
     {
         let request_id = request_id(&mut req.parts);
         let forwarded = Forwarded {
@@ -918,9 +929,8 @@ fn connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
 
 async fn call_local<S, B>(inner: S, parts: Parts, body: Body) -> Result<Response<Body>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<B>>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: Inner<B>,
+    B: InnerBody,
 {
     let response = inner.oneshot(Request::from_parts(parts, body)).await?;
     Ok(response.map(Body::new))
