@@ -87,16 +87,11 @@ impl RegionService {
         data: Map<String, Value>,
     ) -> Result<(Record, Written), ServiceError> {
         let id = uuid_text(random_bytes());
-        let (row, written) = match self.write_new_record(caller, collection, &id, &data).await {
-            // This node sealed by an older copy of the schema than the one committed
-            // (changed on another node): once more with the current one.
-            Err(ServiceError::SchemaConflict { .. }) => {
-                self.forget_collection(caller, collection).await;
+        let (row, written) = self
+            .with_current_schema(caller, collection, || {
                 self.write_new_record(caller, collection, &id, &data)
-                    .await?
-            }
-            written => written?,
-        };
+            })
+            .await?;
         Ok((
             Record {
                 id,
@@ -143,13 +138,30 @@ impl RegionService {
         Ok((row, self.token(lsn)))
     }
 
-    /// Drops this node's copy of a collection's schema, so that the next use reads it.
-    async fn forget_collection(&self, caller: &Caller, collection: &str) {
-        if let Ok(name) = model::CollectionName::parse(collection) {
-            self.inner
-                .collections
-                .invalidate(&(caller.tenant, name.as_str().to_owned()))
-                .await;
+    /// Runs `write`, and once more after dropping this node's copy of the collection's
+    /// schema when the database refused what it sealed by that copy: the schema was
+    /// changed on another node since (`StoreError::SchemaMoved`, migration 0007).
+    async fn with_current_schema<T, Write, Written>(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        write: Write,
+    ) -> Result<T, ServiceError>
+    where
+        Write: Fn() -> Written,
+        Written: Future<Output = Result<T, ServiceError>>,
+    {
+        match write().await {
+            Err(ServiceError::SchemaConflict { .. }) => {
+                if let Ok(name) = model::CollectionName::parse(collection) {
+                    self.inner
+                        .collections
+                        .invalidate(&(caller.tenant, name.as_str().to_owned()))
+                        .await;
+                }
+                write().await
+            }
+            written => written,
         }
     }
 
@@ -193,18 +205,11 @@ impl RegionService {
         data: Map<String, Value>,
         if_match: Option<i64>,
     ) -> Result<(Record, Written), ServiceError> {
-        let attempt = self
-            .write_record_update(caller, collection, id, &data, if_match)
-            .await;
-        let (row, written) = match attempt {
-            // As in `create_record`: sealed by an older copy of the schema.
-            Err(ServiceError::SchemaConflict { .. }) => {
-                self.forget_collection(caller, collection).await;
+        let (row, written) = self
+            .with_current_schema(caller, collection, || {
                 self.write_record_update(caller, collection, id, &data, if_match)
-                    .await?
-            }
-            written => written?,
-        };
+            })
+            .await?;
         Ok((
             Record {
                 id: id.to_owned(),

@@ -57,17 +57,16 @@ pub async fn upsert(
     Ok((decode(&row)?, row.try_get(5)?))
 }
 
+const GET: &str = "select name, schema, version, created_at, updated_at
+                   from collections where tenant_id = $1 and name = $2";
+
 pub async fn get<C: GenericClient>(
     client: &C,
     tenant: &TenantId,
     name: &str,
 ) -> Result<Option<CollectionRow>, StoreError> {
     client
-        .query_typed_opt(
-            "select name, schema, version, created_at, updated_at
-             from collections where tenant_id = $1 and name = $2",
-            &[(&tenant.as_str(), Type::TEXT), (&name, Type::TEXT)],
-        )
+        .query_typed_opt(GET, &[(&tenant.as_str(), Type::TEXT), (&name, Type::TEXT)])
         .await?
         .as_ref()
         .map(decode)
@@ -86,8 +85,7 @@ pub async fn get_locked(
 ) -> Result<Option<CollectionRow>, StoreError> {
     tx.client()
         .query_typed_opt(
-            "select name, schema, version, created_at, updated_at
-             from collections where tenant_id = $1 and name = $2 for no key update",
+            &format!("{GET} for no key update"),
             &[(&tenant.as_str(), Type::TEXT), (&name, Type::TEXT)],
         )
         .await?
