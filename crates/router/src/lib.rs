@@ -16,6 +16,7 @@ mod directory;
 mod metrics;
 mod problem;
 mod routing;
+mod self_wake;
 mod service;
 mod signing;
 mod upstream;

@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tower::Service;
 
+use crate::self_wake::SelfWake;
 use crate::service::Origin;
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -76,6 +77,9 @@ struct Conn {
     driver: http1::Connection<Io, Body>,
     /// Armed at or before the current request's deadline (see the module docs).
     timer: Pin<Box<Sleep>>,
+    /// The waker `sender` and `driver` (and the response body) are polled with, so that
+    /// their hand-overs to each other do not re-schedule the serving task.
+    wakes: SelfWake,
 }
 
 struct Idle {
@@ -166,10 +170,18 @@ impl Upstream {
             // One poll settles what happened while it sat idle: a close from the other
             // end, or the bookkeeping after its last response.
             let ready = std::future::poll_fn(|cx| {
-                if conn.driver.poll_without_shutdown(cx).is_ready() {
-                    return Poll::Ready(false);
-                }
-                Poll::Ready(matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))))
+                let Conn {
+                    sender,
+                    driver,
+                    wakes,
+                    ..
+                } = &mut *conn;
+                wakes.poll(cx, |cx| {
+                    if driver.poll_without_shutdown(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    Poll::Ready(matches!(sender.poll_ready(cx), Poll::Ready(Ok(()))))
+                })
             })
             .await;
             if ready {
@@ -193,6 +205,7 @@ impl Upstream {
             sender,
             driver,
             timer: Box::pin(tokio::time::sleep_until(deadline.into())),
+            wakes: SelfWake::new(),
         }))
     }
 }
@@ -214,26 +227,44 @@ async fn exchange(
         // Armed later than this request allows (a shorter timeout than the last one's).
         conn.timer.as_mut().reset(deadline.into());
     }
+    let Conn {
+        sender,
+        driver,
+        timer,
+        wakes,
+    } = &mut *conn;
     // hyper checks readiness when the request is queued, so the future owns nothing of
-    // `conn.sender` and the connection can be driven next to it.
-    let mut response = std::pin::pin!(conn.sender.try_send_request(request));
+    // `sender` and the connection can be driven next to it. It is queued in the first
+    // round, where the wake it raises for `driver` is absorbed: `driver` is polled next.
+    let mut request = Some(request);
+    let mut response = std::pin::pin!(None);
     let mut driver_done = false;
     let result = std::future::poll_fn(|cx| {
-        if !driver_done {
-            // Ready means the connection ended; the response future then resolves with
-            // its error (the dispatcher answers every queued request before it ends).
-            driver_done = conn.driver.poll_without_shutdown(cx).is_ready();
-        }
-        if let Poll::Ready(result) = response.as_mut().poll(cx) {
+        let polled = wakes.poll(cx, |cx| {
+            if let Some(request) = request.take() {
+                response.set(Some(sender.try_send_request(request)));
+            }
+            if !driver_done {
+                // Ready means the connection ended; the response future then resolves
+                // with its error (the dispatcher answers every queued request before it
+                // ends).
+                driver_done = driver.poll_without_shutdown(cx).is_ready();
+            }
+            match response.as_mut().as_pin_mut() {
+                Some(response) => response.poll(cx),
+                None => Poll::Pending,
+            }
+        });
+        if let Poll::Ready(result) = polled {
             return Poll::Ready(Some(result));
         }
         // The timer fires at its armed deadline, which may be an earlier request's: only
         // this request's own deadline ends the wait, else the timer moves there.
-        while conn.timer.as_mut().poll(cx).is_ready() {
+        while timer.as_mut().poll(cx).is_ready() {
             if Instant::now() >= deadline {
                 return Poll::Ready(None);
             }
-            conn.timer.as_mut().reset(deadline.into());
+            timer.as_mut().reset(deadline.into());
         }
         Poll::Pending
     })
@@ -288,13 +319,26 @@ impl http_body::Body for Driven {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Some(conn) = &mut this.conn
-            && conn.driver.poll_without_shutdown(cx).is_ready()
-        {
-            // The connection ended; what it read is still in the body's channel.
-            this.conn = None;
-        }
-        let frame = Pin::new(&mut this.incoming).poll_frame(cx);
+        let frame = match &mut this.conn {
+            Some(conn) => {
+                let Conn { driver, wakes, .. } = &mut **conn;
+                let mut ended = false;
+                let incoming = &mut this.incoming;
+                let frame = wakes.poll(cx, |cx| {
+                    if !ended && driver.poll_without_shutdown(cx).is_ready() {
+                        // The connection ended; what it read is still in the body's
+                        // channel.
+                        ended = true;
+                    }
+                    Pin::new(&mut *incoming).poll_frame(cx)
+                });
+                if ended {
+                    this.conn = None;
+                }
+                frame
+            }
+            None => Pin::new(&mut this.incoming).poll_frame(cx),
+        };
         match &frame {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Err(_))) => this.conn = None,
