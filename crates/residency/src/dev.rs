@@ -125,7 +125,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let endpoints_path = state_dir.join("endpoints.json");
     let written = write_endpoints(&endpoints_path, &operator_token, &started);
     if let Err(err) = written {
-        stop_all(started).await;
+        stop_all(started, &directory).await;
         return Err(err);
     }
     print_summary(&state_dir, &operator_token, &started);
@@ -133,7 +133,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let reason = wait_for_stop(&started).await;
     tracing::info!(reason, "stopping the local platform");
     let _ = fs::remove_file(&endpoints_path);
-    stop_all(started).await;
+    stop_all(started, &directory).await;
     println!("Stopped: every node and PostgreSQL process has exited ({reason}).");
     Ok(())
 }
@@ -203,7 +203,7 @@ async fn start_regions(
         }
     }
     if let Some(err) = failure {
-        stop_all(started).await;
+        stop_all(started, directory).await;
         return Err(err);
     }
     Ok(started)
@@ -500,18 +500,28 @@ async fn wait_for_stop(regions: &[DevRegion]) -> &'static str {
     }
 }
 
-/// Stops nodes first (no request touches a database being stopped), then every cluster.
-async fn stop_all(regions: Vec<DevRegion>) {
-    futures::future::join_all(regions.into_iter().map(|region| async move {
+/// Stops every node first (no request touches a database being stopped), then closes
+/// the directory's connections, which reach the first region's database from every
+/// region, then stops every cluster: no connection is cut by its server's shutdown.
+async fn stop_all(regions: Vec<DevRegion>, directory: &LateDirectory) {
+    let mut clusters = Vec::with_capacity(regions.len());
+    let nodes = regions.into_iter().map(|region| {
         let DevRegion {
             id,
             databases,
             node,
             ..
         } = region;
-        if let Err(err) = node.stop().await {
-            tracing::error!(region = %id, "failed to stop node: {err:#}");
+        clusters.push((id.clone(), databases));
+        async move {
+            if let Err(err) = node.stop().await {
+                tracing::error!(region = %id, "failed to stop node: {err:#}");
+            }
         }
+    });
+    futures::future::join_all(nodes.collect::<Vec<_>>()).await;
+    directory.close();
+    futures::future::join_all(clusters.into_iter().map(|(id, databases)| async move {
         if let Err(err) = databases.stop().await {
             tracing::error!(region = %id, "failed to stop PostgreSQL: {err:#}");
         }

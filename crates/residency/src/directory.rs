@@ -20,6 +20,11 @@ impl PgDirectory {
     pub fn new(database: DirectoryDatabase) -> Arc<Self> {
         Arc::new(Self { database })
     }
+
+    /// Closes the connections to the directory database (see [`DirectoryDatabase::close`]).
+    pub fn close(&self) {
+        self.database.close();
+    }
 }
 
 fn directory_error(err: StoreError) -> DirectoryError {
@@ -115,6 +120,13 @@ pub(crate) struct LateDirectory {
 impl LateDirectory {
     pub fn set(&self, directory: Arc<PgDirectory>) {
         let _ = self.inner.set(directory);
+    }
+
+    /// Closes the directory's connections, if it was set, before its PostgreSQL stops.
+    pub fn close(&self) {
+        if let Some(directory) = self.inner.get() {
+            directory.close();
+        }
     }
 
     fn get(&self) -> Result<&Arc<PgDirectory>, DirectoryError> {

@@ -87,6 +87,12 @@ impl DirectoryDatabase {
         })
     }
 
+    /// Closes the pool: idle connections end cleanly, and no new ones open. For a
+    /// shutdown that stops the directory's PostgreSQL next.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
     pub async fn lookup(&self, tenant: &TenantId) -> Result<Option<DirectoryRow>, StoreError> {
         let client = self.pool.get().await?;
         lookup(&**client, tenant).await

@@ -173,6 +173,13 @@ async fn dev_brings_three_regions_up_stops_cleanly_and_keeps_data_across_restart
         );
         let (status, ready) = get_json(&format!("{api}/readyz")).await;
         assert_eq!(status, 200, "{id} readyz: {ready}");
+        // A tenant nobody created: each region's router asks the directory, in the first
+        // region's database, and the node answers without a server error.
+        let (status, unknown) = get_json(&format!(
+            "{api}/v1/tenants/2f1c6a0e-8d4b-4f7e-9a51-0c3d2b1e4f60"
+        ))
+        .await;
+        assert!(matches!(status, 401 | 404), "{id}: {status} {unknown}");
         assert_eq!(
             ready["checks"]["replicas"][0]["status"], "up",
             "{id}: {ready}"
@@ -244,6 +251,14 @@ async fn dev_brings_three_regions_up_stops_cleanly_and_keeps_data_across_restart
     assert!(
         !state.path().join("endpoints.json").exists(),
         "stale endpoints are removed"
+    );
+    // The unknown tenant above opened the directory's connections, from every region to
+    // the first region's database: they are closed before that database stops, not cut
+    // by it.
+    assert!(
+        !dev.output().contains("Connection error"),
+        "a database connection was cut by its server's shutdown:\n{}",
+        dev.output()
     );
 
     let mut dev = Dev::spawn(state.path(), regions);
