@@ -504,22 +504,21 @@ async fn wait_for_stop(regions: &[DevRegion]) -> &'static str {
 /// the directory's connections, which reach the first region's database from every
 /// region, then stops every cluster: no connection is cut by its server's shutdown.
 async fn stop_all(regions: Vec<DevRegion>, directory: &LateDirectory) {
-    let mut clusters = Vec::with_capacity(regions.len());
-    let nodes = regions.into_iter().map(|region| {
-        let DevRegion {
-            id,
-            databases,
-            node,
-            ..
-        } = region;
-        clusters.push((id.clone(), databases));
-        async move {
-            if let Err(err) = node.stop().await {
-                tracing::error!(region = %id, "failed to stop node: {err:#}");
-            }
+    let (nodes, clusters): (Vec<_>, Vec<_>) = regions
+        .into_iter()
+        .map(|region| {
+            (
+                (region.id.clone(), region.node),
+                (region.id, region.databases),
+            )
+        })
+        .unzip();
+    futures::future::join_all(nodes.into_iter().map(|(id, node)| async move {
+        if let Err(err) = node.stop().await {
+            tracing::error!(region = %id, "failed to stop node: {err:#}");
         }
-    });
-    futures::future::join_all(nodes.collect::<Vec<_>>()).await;
+    }))
+    .await;
     directory.close();
     futures::future::join_all(clusters.into_iter().map(|(id, databases)| async move {
         if let Err(err) = databases.stop().await {
