@@ -81,13 +81,18 @@ async fn a_tenant_works_through_residency_dev_and_a_50_mib_file_streams_with_bou
     let expected = hex::encode(Sha256::digest(&content));
     let pid = dev.child.id();
     let before = peak_rss_kib(pid);
-    let (status, stored) = send(
-        http.put(&file_url)
-            .bearer_auth(writer)
-            .header("content-type", "application/octet-stream")
-            .body(content),
-    )
-    .await;
+    let put = http
+        .put(&file_url)
+        .bearer_auth(writer)
+        .header("content-type", "application/octet-stream")
+        .body(content)
+        .send()
+        .await
+        .expect("upload");
+    let status = put.status();
+    // Read-your-writes: a read without the write's token may meet a replica behind it.
+    let token = put.headers()["x-consistency-token"].clone();
+    let stored: Value = put.json().await.expect("stored file");
     assert_eq!(status, StatusCode::CREATED, "{stored:?}");
     assert_eq!(stored["size"], size);
     assert_eq!(stored["sha256"], expected);
@@ -95,6 +100,7 @@ async fn a_tenant_works_through_residency_dev_and_a_50_mib_file_streams_with_bou
     let response = http
         .get(&file_url)
         .bearer_auth(writer)
+        .header("x-consistency-token", token)
         .send()
         .await
         .expect("download");
@@ -235,9 +241,12 @@ async fn every_region_serves_every_tenant_and_the_data_stays_home() {
         .await
         .expect("upload");
     assert_eq!(put.status(), StatusCode::CREATED);
+    // Read-your-writes: a read without the write's token may meet a replica behind it.
+    let token = put.headers()["x-consistency-token"].clone();
     let got = http
         .get(&file_url)
         .bearer_auth(&admin)
+        .header("x-consistency-token", token)
         .send()
         .await
         .expect("download");
