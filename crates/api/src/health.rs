@@ -1,8 +1,10 @@
 //! Liveness, readiness and metrics endpoints, and the poller that keeps database gauges
 //! current between scrapes.
 
+use std::fmt;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -14,6 +16,21 @@ use wire::{
 };
 
 use crate::{NodeState, PROBE_TIMEOUT};
+
+/// The deployment's tenant directory as `GET /readyz` reports it. The router in front of
+/// the node is what reads the directory; the binary hands its backend in here, so that
+/// the API needs no link to the router.
+#[async_trait]
+pub trait DirectoryProbe: Send + Sync + fmt::Debug {
+    /// The backend: `postgres` or `memory`.
+    fn kind(&self) -> &'static str;
+
+    /// Where it is (`host:port/database`), never credentials.
+    fn target(&self) -> String;
+
+    /// `Err` with a short class of why (`unavailable`, `error`) when it does not answer.
+    async fn check(&self) -> Result<(), &'static str>;
+}
 
 /// `GET /healthz`: the process is alive. Touches no dependency.
 #[utoipa::path(
@@ -30,7 +47,8 @@ pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
 }
 
 /// `GET /readyz`: 200 while the primary takes writes (replicas may be out of rotation,
-/// the audit queue may be over 80% full: `degraded`), 503 when it does not.
+/// the audit queue may be over 80% full, the tenant directory may be unreachable:
+/// `degraded`), 503 when it does not.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -43,14 +61,15 @@ pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
     ),
 )]
 pub(crate) async fn readyz(State(state): State<NodeState>) -> Response {
-    let (health, kms, objects) = tokio::join!(
+    let (health, kms, objects, directory) = tokio::join!(
         state.database().health(PROBE_TIMEOUT),
         check_kms(&state),
         check_objects(&state),
+        check_directory(&state),
     );
     state.database().observe(&health);
     record(&state, &health);
-    let readiness = readiness(&state, &health, kms, objects);
+    let readiness = readiness(&state, &health, kms, objects, directory);
     let status = if health.primary_up() {
         StatusCode::OK
     } else {
@@ -178,6 +197,20 @@ async fn check_objects(state: &NodeState) -> ComponentCheck {
     component(objects.kind().as_str(), objects.location(), reason)
 }
 
+/// The tenant directory, when a router reads one. Down makes the node `degraded`, not
+/// `not_ready`: every node of every region shares the one directory, so taking this node
+/// out of rotation would help no request, and cached entries and requests already
+/// routed here still serve.
+async fn check_directory(state: &NodeState) -> Option<ComponentCheck> {
+    let directory = state.directory()?;
+    let reason = match tokio::time::timeout(PROBE_TIMEOUT, directory.check()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(reason)) => Some(reason),
+        Err(_) => Some("timeout"),
+    };
+    Some(component(directory.kind(), directory.target(), reason))
+}
+
 fn component(kind: &str, target: impl Into<String>, reason: Option<&str>) -> ComponentCheck {
     ComponentCheck {
         status: if reason.is_none() { "up" } else { "down" }.into(),
@@ -192,6 +225,7 @@ fn readiness(
     health: &DatabaseHealth,
     kms: ComponentCheck,
     object_store: ComponentCheck,
+    directory: Option<ComponentCheck>,
 ) -> Readiness {
     let primary = match &health.primary.state {
         Ok(lsn) => PrimaryCheck {
@@ -244,6 +278,7 @@ fn readiness(
     let everything_up = replicas.iter().all(|r| r.status == "up")
         && kms.status == "up"
         && object_store.status == "up"
+        && directory.as_ref().is_none_or(|d| d.status == "up")
         && audit.status == "up";
     let status = if !health.primary_up() {
         "not_ready"
@@ -260,6 +295,7 @@ fn readiness(
             replicas,
             kms,
             object_store,
+            directory,
             audit,
         },
     }

@@ -29,7 +29,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
-pub use health::spawn_health_poller;
+pub use health::{DirectoryProbe, spawn_health_poller};
 pub use server::{NodeService, serve_service};
 pub use state::{NodeParts, NodeState};
 

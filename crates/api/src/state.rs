@@ -34,6 +34,9 @@ pub struct NodeParts {
     /// `x-residency-entry-region` request header trusted: the router strips every copy a
     /// client sends and sets it only for a request whose forwarding signature verified.
     pub behind_router: bool,
+    /// The deployment's tenant directory, for `/readyz`, when a router in front of this
+    /// node reads one.
+    pub directory: Option<Arc<dyn crate::DirectoryProbe>>,
 }
 
 /// Cheap to clone; one per regional node.
@@ -137,6 +140,11 @@ impl NodeState {
 
     pub fn audit(&self) -> &AuditLog {
         &self.inner.parts.audit
+    }
+
+    /// The tenant directory's probe, when a router in front of this node reads one.
+    pub fn directory(&self) -> Option<&Arc<dyn crate::DirectoryProbe>> {
+        self.inner.parts.directory.as_ref()
     }
 
     pub fn metrics(&self) -> &NodeMetrics {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use model::{RegionId, ResidencyPolicy, TenantId, Transit};
-use router::{Directory, DirectoryEntry, DirectoryError};
+use router::{Directory, DirectoryEntry, DirectoryError, DirectoryLocation};
 use store::StoreError;
 use store::directory::{DirectoryDatabase, DirectoryRow};
 
@@ -80,6 +80,17 @@ impl Directory for PgDirectory {
             .map_err(directory_error)?;
         Ok(())
     }
+
+    async fn check(&self) -> Result<(), DirectoryError> {
+        self.database.check().await.map_err(directory_error)
+    }
+
+    fn location(&self) -> DirectoryLocation {
+        DirectoryLocation {
+            kind: "postgres",
+            target: self.database.location().to_owned(),
+        }
+    }
 }
 
 /// Registers new tenants in the directory and in this node's cache of it, so the node
@@ -106,6 +117,32 @@ impl service::TenantRegistry for Registrar {
             .map_err(|err| err.to_string())?;
         self.cache.record(entry).await;
         Ok(())
+    }
+}
+
+/// The tenant directory's backend as the node's `/readyz` reports it.
+#[derive(Debug)]
+pub(crate) struct DirectoryReadiness(pub Arc<dyn Directory>);
+
+#[async_trait]
+impl api::DirectoryProbe for DirectoryReadiness {
+    fn kind(&self) -> &'static str {
+        self.0.location().kind
+    }
+
+    fn target(&self) -> String {
+        self.0.location().target
+    }
+
+    async fn check(&self) -> Result<(), &'static str> {
+        match self.0.check().await {
+            Ok(()) => Ok(()),
+            Err(DirectoryError::Unavailable(_)) => Err("unavailable"),
+            Err(err) => {
+                tracing::warn!(error = %err, "tenant directory check failed");
+                Err("error")
+            }
+        }
     }
 }
 
@@ -144,5 +181,19 @@ impl Directory for LateDirectory {
 
     async fn upsert(&self, entry: &DirectoryEntry) -> Result<(), DirectoryError> {
         self.get()?.upsert(entry).await
+    }
+
+    async fn check(&self) -> Result<(), DirectoryError> {
+        self.get()?.check().await
+    }
+
+    fn location(&self) -> DirectoryLocation {
+        match self.inner.get() {
+            Some(directory) => directory.location(),
+            None => DirectoryLocation {
+                kind: "postgres",
+                target: "starting".to_owned(),
+            },
+        }
     }
 }

@@ -250,6 +250,11 @@ pub(crate) async fn start(
         rate_limit: platform.api.rate_limit()?,
         registry,
         behind_router: routing.is_some(),
+        directory: platform.routing.as_ref().map(|routing| {
+            Arc::new(crate::directory::DirectoryReadiness(
+                routing.directory.clone(),
+            )) as Arc<dyn api::DirectoryProbe>
+        }),
     });
     let poller = api::spawn_health_poller(state.clone(), HEALTH_POLL_INTERVAL);
     let address = listener.local_addr().context("read listener address")?;

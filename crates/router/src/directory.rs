@@ -41,6 +41,22 @@ pub trait Directory: Send + Sync + fmt::Debug {
     /// Inserts or replaces the tenant's entry; an entry with a lower version than the
     /// stored one is ignored, so that a late writer never undoes a relocation.
     async fn upsert(&self, entry: &DirectoryEntry) -> Result<(), DirectoryError>;
+
+    /// Whether the backend answers now, without reading any entry: for readiness reports.
+    async fn check(&self) -> Result<(), DirectoryError>;
+
+    /// Where the directory lives, for readiness reports: its backend (`postgres`,
+    /// `memory`) and its location, never credentials.
+    fn location(&self) -> DirectoryLocation;
+}
+
+/// What a readiness report says about where the directory lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryLocation {
+    /// `postgres` or `memory`.
+    pub kind: &'static str,
+    /// `host:port/database` for PostgreSQL; `in-process` for memory.
+    pub target: String,
 }
 
 /// A directory in memory: for tests, `residency dev` and as a building block. It can be
@@ -116,6 +132,17 @@ impl Directory for MemoryDirectory {
         }
         Ok(())
     }
+
+    async fn check(&self) -> Result<(), DirectoryError> {
+        self.check_up()
+    }
+
+    fn location(&self) -> DirectoryLocation {
+        DirectoryLocation {
+            kind: "memory",
+            target: "in-process".to_owned(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -154,5 +181,12 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(dir.lookups(), 1);
+        assert!(matches!(
+            dir.check().await,
+            Err(DirectoryError::Unavailable(_))
+        ));
+        dir.set_unavailable(false);
+        assert_eq!(dir.check().await, Ok(()));
+        assert_eq!(dir.lookups(), 1, "a check reads no entry");
     }
 }

@@ -23,7 +23,9 @@ mod upstream;
 
 pub use cache::CachedDirectory;
 pub use delay_proxy::{DelayProxy, DelayProxyHandle};
-pub use directory::{Directory, DirectoryEntry, DirectoryError, MemoryDirectory};
+pub use directory::{
+    Directory, DirectoryEntry, DirectoryError, DirectoryLocation, MemoryDirectory,
+};
 pub use metrics::{Decision, RouterMetrics};
 pub use service::{
     ConfigError, RegionEndpoints, RouterConfig, RouterLayer, RouterService, layer,

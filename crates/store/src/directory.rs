@@ -73,6 +73,8 @@ pub async fn upsert<C: GenericClient>(
 #[derive(Debug, Clone)]
 pub struct DirectoryDatabase {
     pool: deadpool_postgres::Pool,
+    /// `host:port/database`, for readiness reports: never the user or password.
+    location: String,
 }
 
 impl DirectoryDatabase {
@@ -82,9 +84,26 @@ impl DirectoryDatabase {
             pool_size: 8,
             ..crate::DatabaseSettings::new(endpoint.clone(), Vec::new())
         };
+        let database = endpoint.config.get_dbname().unwrap_or("postgres");
         Ok(Self {
             pool: crate::pools::build_pool(endpoint, &settings)?,
+            location: format!("{}/{database}", endpoint.address()),
         })
+    }
+
+    /// Where the directory is: `host:port/database`, without credentials.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Whether the directory answers now: a connection from the pool and a read of the
+    /// directory table (no entry is returned). For readiness reports.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .query_opt("select 1 from tenant_directory limit 1", &[])
+            .await?;
+        Ok(())
     }
 
     /// Closes the pool: idle connections end cleanly, and no new ones open. For a

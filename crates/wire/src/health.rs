@@ -9,8 +9,9 @@ pub struct Liveness {
     pub region: String,
 }
 
-/// `status` is `ready` (everything up), `degraded` (primary up, but a replica, the KMS or
-/// the object store is not: still 200, since cached keys and the primary keep serving) or
+/// `status` is `ready` (everything up), `degraded` (primary up, but a replica, the KMS,
+/// the object store or the tenant directory is not, or the audit queue is backlogged:
+/// still 200, since cached keys and directory entries and the primary keep serving) or
 /// `not_ready` (primary down; 503).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Readiness {
@@ -25,6 +26,10 @@ pub struct ReadinessChecks {
     pub replicas: Vec<ReplicaCheck>,
     pub kms: ComponentCheck,
     pub object_store: ComponentCheck,
+    /// The deployment's tenant directory, which the router in front of the node reads;
+    /// absent on a node without a router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<ComponentCheck>,
     pub audit: AuditCheck,
 }
 
@@ -42,15 +47,17 @@ pub struct AuditCheck {
     pub capacity: u64,
 }
 
-/// A dependency other than the databases: the region's KMS or object store.
+/// A dependency other than the region's databases: its KMS or object store, or the
+/// deployment's tenant directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ComponentCheck {
     /// `up` or `down`.
     pub status: String,
     /// Which backend: `aws` or `local` (the embedded default) for the KMS, `s3` or
-    /// `local` for the object store.
+    /// `local` for the object store, `postgres` or `memory` for the tenant directory.
     pub kind: String,
-    /// The KMS key id, or the bucket / directory.
+    /// The KMS key id, the bucket / local directory, or the tenant directory's
+    /// `host:port/database` (never credentials).
     pub target: String,
     /// Why it is down (a short class, never a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -52,6 +52,15 @@ pub fn node_state(
     root: &std::path::Path,
     rate_limit: api::rate_limit::RateLimit,
 ) -> NodeState {
+    NodeState::new(node_parts(database, root, rate_limit))
+}
+
+/// The parts of [`node_state`]'s node, to change one before building it.
+pub fn node_parts(
+    database: RegionDatabase,
+    root: &std::path::Path,
+    rate_limit: api::rate_limit::RateLimit,
+) -> NodeParts {
     let region = database.region().clone();
     let kms =
         Arc::new(LocalKms::open_or_create(&root.join("kms"), region.clone()).expect("local kms"));
@@ -69,7 +78,7 @@ pub fn node_state(
         AuditSettings::default(),
         metrics.clone(),
     );
-    NodeState::new(NodeParts {
+    NodeParts {
         database,
         kms,
         objects,
@@ -88,7 +97,8 @@ pub fn node_state(
         rate_limit,
         registry: None,
         behind_router: false,
-    })
+        directory: None,
+    }
 }
 
 async fn get(state: &NodeState, path: &str) -> Response {
@@ -227,6 +237,84 @@ async fn readyz_is_degraded_but_200_when_a_replica_is_down() {
         readiness.checks.replicas[1].reason.as_deref(),
         Some("unreachable")
     );
+}
+
+/// A tenant directory that answers or not, as the test says.
+#[derive(Debug)]
+struct StubDirectory {
+    up: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl api::DirectoryProbe for StubDirectory {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn target(&self) -> String {
+        "10.0.0.7:5432/residency_directory".to_owned()
+    }
+
+    async fn check(&self) -> Result<(), &'static str> {
+        if self.up.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("unavailable")
+        }
+    }
+}
+
+#[tokio::test]
+async fn readyz_reports_the_tenant_directory_and_is_degraded_but_200_without_it() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let dir = tempfile::tempdir().expect("node dir");
+    let directory = Arc::new(StubDirectory {
+        up: std::sync::atomic::AtomicBool::new(true),
+    });
+    let mut parts = node_parts(database, dir.path(), api::rate_limit::RateLimit::default());
+    parts.directory = Some(directory.clone());
+    let state = NodeState::new(parts);
+
+    let response = get(&state, "/readyz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let readiness: Readiness = serde_json::from_str(&body_text(response).await).expect("json");
+    assert_eq!(readiness.status, "ready");
+    let check = readiness.checks.directory.expect("a directory check");
+    assert_eq!(
+        (
+            check.status.as_str(),
+            check.kind.as_str(),
+            check.target.as_str()
+        ),
+        ("up", "postgres", "10.0.0.7:5432/residency_directory")
+    );
+
+    directory
+        .up
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let response = get(&state, "/readyz").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "every node shares the directory: draining this one would help no request"
+    );
+    let readiness: Readiness = serde_json::from_str(&body_text(response).await).expect("json");
+    assert_eq!(readiness.status, "degraded");
+    let check = readiness.checks.directory.expect("a directory check");
+    assert_eq!(
+        (check.status.as_str(), check.reason.as_deref()),
+        ("down", Some("unavailable"))
+    );
+}
+
+#[tokio::test]
+async fn readyz_of_a_node_without_a_router_has_no_directory_check() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let node = node(database);
+    let text = body_text(get(&node.state, "/readyz").await).await;
+    let readiness: Readiness = serde_json::from_str(&text).expect("json");
+    assert_eq!(readiness.checks.directory, None, "{text}");
+    assert!(!text.contains("directory"), "{text}");
 }
 
 #[tokio::test]

@@ -184,6 +184,18 @@ async fn dev_brings_three_regions_up_stops_cleanly_and_keeps_data_across_restart
             ready["checks"]["replicas"][0]["status"], "up",
             "{id}: {ready}"
         );
+        // Every region's router reads the one directory, in the first region's database.
+        let directory = &ready["checks"]["directory"];
+        assert_eq!(
+            (&directory["status"], &directory["kind"]),
+            (&serde_json::json!("up"), &serde_json::json!("postgres")),
+            "{id}: {ready}"
+        );
+        let target = directory["target"].as_str().expect("a target");
+        assert!(
+            target.starts_with("127.0.0.1:") && !target.contains('@'),
+            "host:port/database, never credentials: {target}"
+        );
         for key in ["object_store", "kms"] {
             let url = region[key].as_str().expect("local url");
             let path = url.strip_prefix("file://").expect("file url");

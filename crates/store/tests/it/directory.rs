@@ -68,3 +68,28 @@ async fn directory_entries_only_move_forward_in_version() {
     );
     assert!(pool.lookup(&other).await.expect("lookup").is_some());
 }
+
+#[tokio::test]
+async fn the_directory_pool_reports_whether_it_answers_and_where_it_is() {
+    let (db, _database) = region_database("eu-central-1").await;
+    let endpoint = settings(&db).primary;
+    let up = store::directory::DirectoryDatabase::new(&endpoint).expect("pool");
+    up.check().await.expect("a reachable directory answers");
+    let database = endpoint.config.get_dbname().expect("a database name");
+    assert_eq!(up.location(), format!("{}/{database}", endpoint.address()));
+    let password = String::from_utf8(endpoint.config.get_password().expect("password").to_vec())
+        .expect("utf-8");
+    assert!(!up.location().contains(&password), "{}", up.location());
+
+    let mut config = endpoint.config.clone();
+    config.port(devstack::free_loopback_port().expect("free port"));
+    let down =
+        store::directory::DirectoryDatabase::new(&store::PgEndpoint::new("directory", config))
+            .expect("pool");
+    let err = down.check().await.expect_err("nothing listens there");
+    assert!(
+        matches!(err, store::StoreError::Unavailable(_)),
+        "an unreachable directory is unavailable, not another failure: {err:?}"
+    );
+    assert!(!err.to_string().contains(&password), "{err}");
+}
