@@ -299,6 +299,8 @@ impl Origin {
 struct Shared {
     local: RegionId,
     local_header: HeaderValue,
+    /// This node's `Via` member (`1.1 <region>`), added to every request it forwards.
+    via: HeaderValue,
     targets: HashMap<RegionId, Target>,
     directory: CachedDirectory,
     signer: ForwardSigner,
@@ -383,6 +385,7 @@ impl Shared {
             .collect();
         Self {
             local_header: region_value(&config.local),
+            via: via_member(&config.local),
             local: config.local,
             targets,
             directory: config.directory,
@@ -683,6 +686,9 @@ impl Shared {
         S: Inner<B>,
         B: InnerBody,
     {
+        if has_passed(&req.parts.headers, &self.local) {
+            return Ok(self.routing_loop(&req, tenant, &home).await);
+        }
         let request_id = request_id(&mut req.parts);
         let forwarded = Forwarded {
             entry_region: self.local.clone(),
@@ -781,6 +787,9 @@ impl Shared {
         out.version = http::Version::HTTP_11;
         out.headers = forward_headers(&parts.headers);
         out.headers.insert(header::HOST, upstream.host().clone());
+        // Appended after the client's (and earlier regions') members, as RFC 9110 §7.6.3
+        // asks of a proxy; `has_passed` reads them to stop a loop.
+        out.headers.append(header::VIA, self.via.clone());
         self.signer.sign(&mut out, forwarded, &target.region);
         let request = Request::from_parts(out, body);
 
@@ -833,6 +842,33 @@ impl Shared {
                 tracing::info!(tenant = %tenant, stale = %failed, home = %fresh.home, "directory entry corrected after an upstream failure");
             }
         });
+    }
+
+    /// A request that already passed through this region on its way here: two regions
+    /// each send the tenant to the other. That happens only while their directory caches
+    /// disagree and neither trusts the other's forwarding signature (a forwarding secret
+    /// or header version that differs between regions mid-deployment); a trusted
+    /// forwarded request is answered `421` instead. Forwarding again would pass it back
+    /// and forth until the upstream timeout, a new connection at every hop, so the chain
+    /// ends here with a 503 and this node re-reads the tenant's entry.
+    async fn routing_loop(
+        self: &Arc<Self>,
+        req: &Admitted,
+        tenant: Option<TenantId>,
+        home: &RegionId,
+    ) -> Response<Body> {
+        tracing::warn!(tenant = ?tenant, "routing loop: the request already passed through this region");
+        self.count(Decision::Unrouted, "loop");
+        if let Some(tenant) = tenant {
+            Box::pin(Arc::clone(self).refresh_after_failure(tenant, home.clone())).await;
+        }
+        let mut response = problem::unavailable(
+            "routing-loop",
+            "the regions do not agree yet where the tenant is homed; try again shortly",
+            req.parts.headers.get(names::REQUEST_ID),
+        );
+        self.routing_headers(&mut response, &self.local_header, true, None);
+        response
     }
 
     /// The home region's response, streamed back with the routing headers.
@@ -949,6 +985,25 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     )
+}
+
+/// `1.1 <region>`: a region's member of the `Via` header. Region ids are public names, so
+/// nothing about the deployment's hosts leaks.
+fn via_member(region: &RegionId) -> HeaderValue {
+    HeaderValue::from_str(&format!("1.1 {region}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("1.1 invalid"))
+}
+
+/// Whether `Via` names `region` as a recipient: the request was forwarded by that region's
+/// node before. Members are `protocol pseudonym [comment]`, comma-separated, in any number
+/// of header lines.
+fn has_passed(headers: &HeaderMap, region: &RegionId) -> bool {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|member| member.split_whitespace().nth(1) == Some(region.as_str()))
 }
 
 fn region_value(region: &RegionId) -> HeaderValue {
@@ -1142,6 +1197,34 @@ mod tests {
             .expect("joined");
         assert_eq!(joined.to_string(), "http://10.0.0.1:8443/edge/v1/tenants");
         assert!(Origin::parse(&Uri::from_static("/relative")).is_none());
+    }
+
+    #[test]
+    fn via_names_the_regions_a_request_passed_through() {
+        let us = RegionId::parse("us-east-1").expect("region");
+        let via = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for line in lines {
+                h.append(header::VIA, HeaderValue::from_str(line).expect("value"));
+            }
+            has_passed(&h, &us)
+        };
+        assert!(!via(&[]));
+        assert_eq!(via_member(&us), "1.1 us-east-1");
+        assert!(via(&["1.1 us-east-1"]));
+        assert!(
+            via(&["1.0 fred, 1.1 us-east-1 (residency)"]),
+            "a member with a comment"
+        );
+        assert!(
+            via(&["1.1 eu-west-1", "HTTP/1.1 us-east-1"]),
+            "a later header line"
+        );
+        assert!(
+            !via(&["1.1 us-east-12, 1.1 eu-west-1"]),
+            "another region's name"
+        );
+        assert!(!via(&["us-east-1"]), "a pseudonym needs its protocol");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Route decisions end to end: local, proxy, redirect, 421 correction, outages, tenant
 //! creation, and streaming of large bodies through the forwarding hop.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -292,6 +293,58 @@ async fn a_stale_directory_entry_is_corrected_through_421_refresh_and_one_retry(
     let response = cluster.get(EU, &path).await?;
     assert_eq!(json(response).await?["region"], US);
     assert_eq!(cluster.hits()[AP], 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_regions_sending_a_tenant_to_each_other_stop_at_the_first_repeat() -> Result<()> {
+    // US signs with a key EU does not know, and the reverse: neither trusts the other's
+    // forwarding headers, so neither answers 421. Their caches disagree about the tenant
+    // (homed in AP): EU sends it to US, US back to EU.
+    let cluster = Cluster::with(Options {
+        other_keys: HashMap::from([(US, b"another-forwarding-key-for-us-01")]),
+        ..Options::default()
+    })
+    .await?;
+    let tenant = cluster.tenant(AP, Transit::Proxy).await?;
+    cluster.node(EU).cache.record(stale_entry(tenant, US)).await;
+    cluster.node(US).cache.record(stale_entry(tenant, EU)).await;
+
+    let started = Instant::now();
+    let response = cluster
+        .get(EU, &format!("/v1/tenants/{tenant}/collections/c"))
+        .await?;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ended at the repeat, not at the 10 s upstream timeout: {:?}",
+        started.elapsed()
+    );
+    let body = json(response).await?;
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("routing-loop")),
+        "{body}"
+    );
+    assert_eq!(cluster.hits().values().sum::<u64>(), 0, "nobody served it");
+    assert!(
+        cluster
+            .metrics(EU)
+            .contains(r#"router_requests_total{decision="unrouted",outcome="loop"} 1"#),
+        "{}",
+        cluster.metrics(EU)
+    );
+    // EU, where the loop closed, re-reads its entry in the background: its next request
+    // goes to AP, where the tenant lives.
+    until_served_by(
+        &cluster,
+        EU,
+        &format!("/v1/tenants/{tenant}/collections/c"),
+        AP,
+    )
+    .await?;
     Ok(())
 }
 

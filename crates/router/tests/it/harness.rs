@@ -88,6 +88,9 @@ pub struct AppState {
 pub struct Options {
     pub ttl: Duration,
     pub upstream_timeout: Duration,
+    /// Regions whose node signs and verifies with another forwarding key than [`KEY`]
+    /// (a secret rotated in one region only).
+    pub other_keys: HashMap<&'static str, &'static [u8; 32]>,
 }
 
 impl Default for Options {
@@ -95,6 +98,7 @@ impl Default for Options {
         Self {
             ttl: Duration::from_secs(60),
             upstream_timeout: Duration::from_secs(10),
+            other_keys: HashMap::new(),
         }
     }
 }
@@ -167,7 +171,10 @@ impl Cluster {
                 region(id),
                 regions.clone(),
                 cache.clone(),
-                ForwardSigner::new(ForwardingKey::new(KEY)?, Duration::from_secs(30)),
+                ForwardSigner::new(
+                    ForwardingKey::new(options.other_keys.get(id).copied().unwrap_or(KEY))?,
+                    Duration::from_secs(30),
+                ),
             );
             config.upstream_timeout = options.upstream_timeout;
             config.connect_timeout = Duration::from_millis(500);
