@@ -2,11 +2,14 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A region of the catalogue, e.g. `eu-central-1`: lowercase ASCII words joined by `-`,
 /// ending in a number. Parsed once at the edge; everything inside holds a `RegionId`.
+/// Shared, not copied, when cloned: the router clones its own and a tenant's home region
+/// for every request it forwards.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegionId(String);
+pub struct RegionId(Arc<str>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegionIdError {
@@ -32,7 +35,7 @@ impl RegionId {
                 .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()));
         let number_ok = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
         if words_ok && number_ok && raw.len() <= 32 {
-            Ok(Self(raw.to_owned()))
+            Ok(Self(Arc::from(raw)))
         } else {
             Err(malformed())
         }

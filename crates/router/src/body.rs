@@ -26,6 +26,8 @@ impl Prepared {
     /// A body to send; `None` when a streaming body was already taken.
     pub(crate) fn take(&mut self) -> Option<Body> {
         match self {
+            // An empty body boxes nothing (most forwarded requests are GETs).
+            Self::Buffered(bytes) if bytes.is_empty() => Some(Body::empty()),
             Self::Buffered(bytes) => Some(Body::from(bytes.clone())),
             Self::Streaming(_) => match std::mem::replace(self, Self::Taken) {
                 Self::Streaming(body) => Some(body),

@@ -180,7 +180,14 @@ impl ForwardSigner {
         }
         let h = &mut request.headers;
         h.insert(names::FORWARDED, value(text));
-        h.insert(names::REQUEST_ID, value(request_id.into_owned()));
+        // The signed id must be the one sent, once; usually the request already carries
+        // exactly that.
+        let mut ids = h.get_all(names::REQUEST_ID).iter();
+        let in_place = ids.next().map(HeaderValue::as_bytes) == Some(request_id.as_bytes())
+            && ids.next().is_none();
+        if !in_place {
+            h.insert(names::REQUEST_ID, value(request_id.into_owned()));
+        }
     }
 
     /// The forwarding facts of a request whose `x-residency-forwarded` header carries a
@@ -448,6 +455,30 @@ mod tests {
                 tag(&key(7), fields).as_ref(),
                 reference_tag(7, fields).as_slice()
             );
+        }
+    }
+
+    #[test]
+    fn a_signed_request_carries_the_signed_request_id_exactly_once() {
+        let signer = ForwardSigner::new(key(1), DEFAULT_MAX_SKEW);
+        let now = SystemTime::now();
+        for carried in [
+            &[][..],
+            &["req-1"],
+            &["req-other"],
+            &["req-1", "req-1"],
+            &["req-1", "x"],
+        ] {
+            let mut p = parts("GET", "/v1/tenants/x");
+            for id in carried {
+                p.headers
+                    .append(names::REQUEST_ID, HeaderValue::from_static(id));
+            }
+            signer.sign_at(&mut p, &forwarded(), &home(), now);
+            let ids: Vec<_> = p.headers.get_all(names::REQUEST_ID).iter().collect();
+            assert_eq!(ids, ["req-1"], "carried {carried:?}");
+            let verified = signer.verify(&p, &home(), now).expect("verifies");
+            assert_eq!(verified.request_id, "req-1");
         }
     }
 
