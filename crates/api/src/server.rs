@@ -20,6 +20,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::Response;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -126,7 +127,12 @@ where
     type Future = tower::util::Oneshot<S, http::Request<Body>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let mut request = request.map(Body::new);
+        // A request without a body (most GETs) gets an empty body, which boxes nothing.
+        let mut request = if request.body().is_end_stream() {
+            request.map(|_| Body::empty())
+        } else {
+            request.map(Body::new)
+        };
         request.extensions_mut().insert(ConnectInfo(self.peer));
         self.service.clone().oneshot(request)
     }

@@ -445,7 +445,11 @@ impl Shared {
         }
         match self.signer.verify(parts, &self.local, SystemTime::now()) {
             Ok(forwarded) => {
-                let entry = region_value(&forwarded.entry_region);
+                // A catalogue region's header value is shared, not built per request.
+                let entry = match self.targets.get(&forwarded.entry_region) {
+                    Some(target) => target.region_header.clone(),
+                    None => region_value(&forwarded.entry_region),
+                };
                 parts.headers.insert(names::ENTRY_REGION, entry.clone());
                 parts.extensions.insert(forwarded);
                 Some(entry)
