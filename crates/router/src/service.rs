@@ -1028,11 +1028,13 @@ fn request_id(parts: &mut Parts) -> String {
         Some(id) => id,
         None => {
             let mut text = [0u8; telemetry::REQUEST_ID_LEN];
-            let id = telemetry::new_request_id(&mut text);
-            if let Ok(value) = HeaderValue::from_str(id) {
+            let id = telemetry::new_request_id(&mut text).to_owned();
+            // The header's bytes are shared with its forwarded copy from the start: a
+            // copied (vector-backed) value allocates again when first cloned.
+            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from_owner(text)) {
                 parts.headers.insert(names::REQUEST_ID, value);
             }
-            (*id).to_owned()
+            id
         }
     }
 }

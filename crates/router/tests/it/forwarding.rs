@@ -107,7 +107,11 @@ async fn a_foreign_tenant_is_proxied_home_for_get_put_and_post() -> Result<()> {
         (body["method"].as_str(), body["bytes"].as_u64()),
         (Some("PUT"), Some(31))
     );
-    assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    let generated = body["request_id"].as_str().unwrap_or_default();
+    assert!(
+        uuid::Uuid::parse_str(generated).is_ok(),
+        "the entry gives a request without an id a new one: {generated:?}"
+    );
 
     let post = cluster
         .send(Request::post(cluster.url(AP, &path)).body(Body::from(vec![1u8; 100_000]))?)
