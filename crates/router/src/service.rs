@@ -657,13 +657,7 @@ impl Shared {
     fn unknown_home(&self, req: &Admitted, home: &RegionId) -> Response<Body> {
         tracing::error!(region = %home, "cannot route: the tenant's home region is not in this node's catalogue");
         self.count(Decision::Unrouted, "unknown_region");
-        let mut response = problem::unavailable(
-            "home-region-unreachable",
-            "the tenant's home region cannot be reached; try again shortly",
-            req.parts.headers.get(names::REQUEST_ID),
-        );
-        self.routing_headers(&mut response, &region_value(home), true, None);
-        response
+        self.home_unreachable(req, &region_value(home))
     }
 
     fn unreadable_body(&self, parts: &Parts) -> Response<Body> {
@@ -866,13 +860,12 @@ impl Shared {
         if let Some(tenant) = tenant {
             Box::pin(Arc::clone(self).refresh_after_failure(tenant, home.clone())).await;
         }
-        let mut response = problem::unavailable(
+        self.unavailable(
+            req,
             "routing-loop",
             "the regions do not agree yet where the tenant is homed; try again shortly",
-            req.parts.headers.get(names::REQUEST_ID),
-        );
-        self.routing_headers(&mut response, &self.local_header, true, None);
-        response
+            &self.local_header,
+        )
     }
 
     /// The home region's response, streamed back with the routing headers.
@@ -895,12 +888,30 @@ impl Shared {
             tracing::warn!(region = %target.region, kind = err.kind(), "home region unreachable");
         }
         self.count(Decision::Forward, err_outcome(err));
-        let mut response = problem::unavailable(
+        self.home_unreachable(req, &target.region_header)
+    }
+
+    /// `503` for a request that cannot reach `home`, the tenant's region.
+    fn home_unreachable(&self, req: &Admitted, home: &HeaderValue) -> Response<Body> {
+        self.unavailable(
+            req,
             "home-region-unreachable",
             "the tenant's home region cannot be reached; try again shortly",
-            req.parts.headers.get(names::REQUEST_ID),
-        );
-        self.routing_headers(&mut response, &target.region_header, true, None);
+            home,
+        )
+    }
+
+    /// `503` with `Retry-After`, naming `home` as the region that serves the tenant.
+    fn unavailable(
+        &self,
+        req: &Admitted,
+        slug: &str,
+        detail: &str,
+        home: &HeaderValue,
+    ) -> Response<Body> {
+        let mut response =
+            problem::unavailable(slug, detail, req.parts.headers.get(names::REQUEST_ID));
+        self.routing_headers(&mut response, home, true, None);
         response
     }
 
