@@ -79,6 +79,10 @@ pub fn app(state: NodeState) -> Router {
         .route("/v1/tenants/{tenant}/audit/events", get(t::audit_events))
         .route("/v1/tenants/{tenant}/audit/export", get(t::audit_export))
         .route("/v1/tenants/{tenant}/residency", get(t::residency_evidence))
+        // Set on each group of routes before its layers, so that a 405 passes through them
+        // like any other answer (routing headers, rate limit); axum applies it to the
+        // routes registered so far.
+        .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routing_headers,
@@ -86,6 +90,7 @@ pub fn app(state: NodeState) -> Router {
     let v1 = Router::new()
         .route("/v1/tenants", post(t::create_tenant))
         .merge(tenant_scoped)
+        .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit,
@@ -98,6 +103,7 @@ pub fn app(state: NodeState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,

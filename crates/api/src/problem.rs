@@ -24,6 +24,19 @@ pub(crate) fn respond_with_id(problem: Problem, request_id: Option<String>) -> R
     response
 }
 
+/// A known path called with a method it does not have. axum adds the `Allow` header
+/// (the path's methods) to this response. The detail names the method only.
+pub(crate) async fn method_not_allowed(method: Method, headers: HeaderMap) -> Response {
+    respond(
+        Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{method} is not allowed on this resource; the Allow header lists what is"),
+        ),
+        &headers,
+    )
+}
+
 /// Unknown paths. The detail names the method only: paths may carry identifiers.
 pub(crate) async fn not_found(method: Method, headers: HeaderMap) -> Response {
     respond(

@@ -484,3 +484,61 @@ async fn routes_of_api_md_that_are_not_routed_yet_are_not_documented() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_method_a_path_does_not_have_is_a_problem_naming_the_allowed_ones() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let node = node(database);
+    let record = concrete("/v1/tenants/{tenant}/collections/people/records/{id}");
+    // (method, path, the path's methods, whether it is tenant-scoped)
+    let cases = [
+        ("PATCH", record.as_str(), "GET,HEAD,PUT,DELETE", true),
+        ("DELETE", "/healthz", "GET,HEAD", false),
+        ("PUT", "/v1/tenants", "POST", false),
+        ("POST", "/v1/audit/keys", "GET,HEAD", false),
+    ];
+    for (method, uri, allowed, tenant_scoped) in cases {
+        let response = crate::app(node.state.clone())
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .header("x-request-id", "req-405")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}"
+        );
+        let headers = response.headers().clone();
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "application/problem+json",
+            "{method} {uri}"
+        );
+        assert_eq!(headers[header::ALLOW], allowed, "{method} {uri}");
+        assert_eq!(
+            headers.contains_key("x-residency-region"),
+            tenant_scoped,
+            "{method} {uri}: routing headers on tenant-scoped paths only"
+        );
+        let problem: Value =
+            serde_json::from_str(&body_text(response).await).expect("a problem document");
+        assert_eq!(
+            problem["type"], "https://residency.dev/problems/method-not-allowed",
+            "{method} {uri}: {problem}"
+        );
+        assert_eq!(problem["status"], 405);
+        assert_eq!(problem["request_id"], "req-405");
+        let detail = problem["detail"].as_str().expect("a detail");
+        assert!(detail.contains(method), "{detail}");
+        assert!(
+            !detail.contains(DUMMY_TENANT),
+            "the detail names no identifier: {detail}"
+        );
+    }
+}
