@@ -97,8 +97,12 @@ async fn serve_connection<S: NodeService>(
         tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
     }
     let service = PeerService { service, peer };
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    // Larger than a client may send (the router holds clients to `CLIENT_` limits), so that
+    // a forwarded request, which carries the forwarding headers too, always fits.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .max_headers(wire::limits::SERVER_MAX_HEADERS)
+        .max_buf_size(wire::limits::SERVER_MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
     let draining = Draining {
         connection: Box::pin(connection),
         drain,

@@ -633,3 +633,72 @@ async fn forwarded_requests_stay_verified_through_every_step_of_a_secret_rotatio
         "the entry with an unaccepted secret is not believed; the other is"
     );
 }
+
+#[tokio::test]
+async fn a_request_head_is_accepted_or_refused_alike_where_it_is_served_and_where_it_is_forwarded()
+{
+    use wire::limits::{CLIENT_MAX_HEAD_BYTES, CLIENT_MAX_HEADERS};
+    let platform = ThreeRegions::start().await;
+    let eu = create_tenant(&platform, "us-east-1", "eu-central-1").await;
+    let path = format!("/v1/tenants/{}/collections/people", eu.id);
+    // The client's own fields: host, accept (reqwest's default) and authorization.
+    const OWN_FIELDS: usize = 3;
+    let send = |entry: &'static str, extra_fields: usize, big_value: usize| {
+        let mut request = platform
+            .http
+            .get(format!("{}{path}", platform.region(entry).public))
+            .bearer_auth(&eu.admin);
+        for i in 0..extra_fields {
+            request = request.header(format!("x-extra-{i}"), "1");
+        }
+        if big_value > 0 {
+            request = request.header("x-big", "a".repeat(big_value));
+        }
+        request.send()
+    };
+    // Forwarded home by another region, and served in the home region.
+    for entry in ["us-east-1", "eu-central-1"] {
+        let at_field_limit = send(entry, CLIENT_MAX_HEADERS - OWN_FIELDS, 0)
+            .await
+            .expect("send");
+        assert_eq!(
+            at_field_limit.status(),
+            StatusCode::OK,
+            "{entry}: {CLIENT_MAX_HEADERS} fields are served"
+        );
+        assert_eq!(
+            header(&at_field_limit, "x-residency-region"),
+            "eu-central-1"
+        );
+        let near_byte_limit = send(entry, 0, CLIENT_MAX_HEAD_BYTES - 4096)
+            .await
+            .expect("send");
+        assert_eq!(
+            near_byte_limit.status(),
+            StatusCode::OK,
+            "{entry}: a head just under {CLIENT_MAX_HEAD_BYTES} bytes is served"
+        );
+
+        for (extra_fields, big_value, why) in [
+            (CLIENT_MAX_HEADERS - OWN_FIELDS + 1, 0, "one field too many"),
+            (0, CLIENT_MAX_HEAD_BYTES, "a head too large"),
+        ] {
+            let refused = send(entry, extra_fields, big_value).await.expect("send");
+            assert_eq!(
+                refused.status(),
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "{entry}: {why}"
+            );
+            assert_eq!(header(&refused, "content-type"), "application/problem+json");
+            assert!(
+                !header(&refused, "x-request-id").is_empty(),
+                "{entry}: {why}"
+            );
+            let problem: Value = refused.json().await.expect("a problem document");
+            assert_eq!(
+                problem["type"], "https://residency.dev/problems/request-header-fields-too-large",
+                "{entry}: {why}: {problem}"
+            );
+        }
+    }
+}

@@ -415,6 +415,13 @@ impl Shared {
     {
         let (mut parts, body) = request.into_parts();
         let forwarded = self.admit(&mut parts);
+        if forwarded.is_none()
+            && let Some(limit) = head_over_client_limit(&parts)
+        {
+            return Box::pin(std::future::ready(Ok(
+                self.head_too_large(&mut parts, limit)
+            )));
+        }
         let req = Admitted { parts, forwarded };
         match classify(&req.parts.method, req.parts.uri.path()) {
             Route::Local => Box::pin(async move {
@@ -658,6 +665,29 @@ impl Shared {
         tracing::error!(region = %home, "cannot route: the tenant's home region is not in this node's catalogue");
         self.count(Decision::Unrouted, "unknown_region");
         self.home_unreachable(req, &region_value(home))
+    }
+
+    /// `431` for a client's request over a `CLIENT_` limit, wherever it would be served: the
+    /// node's server reads more, to leave room for the forwarding headers.
+    fn head_too_large(&self, parts: &mut Parts, limit: HeadLimit) -> Response<Body> {
+        self.count(Decision::Unrouted, "head_too_large");
+        request_id(parts);
+        let detail = match limit {
+            HeadLimit::Fields => format!(
+                "the request carries more than {} header fields",
+                wire::limits::CLIENT_MAX_HEADERS
+            ),
+            HeadLimit::Bytes => format!(
+                "the request line and header fields are larger than {} bytes",
+                wire::limits::CLIENT_MAX_HEAD_BYTES
+            ),
+        };
+        problem::response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request-header-fields-too-large",
+            &detail,
+            parts.headers.get(names::REQUEST_ID),
+        )
     }
 
     fn unreadable_body(&self, parts: &Parts) -> Response<Body> {
@@ -1028,6 +1058,32 @@ fn region_value(region: &RegionId) -> HeaderValue {
 
 /// The client's request id if it is a usable header value, else a new one; written back
 /// so that the local app and the response agree.
+/// Which client limit of [`wire::limits`] a request head is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadLimit {
+    Fields,
+    Bytes,
+}
+
+/// Whether a client's request head is over a `CLIENT_` limit. Its size is counted as
+/// HTTP/1.1 writes it (`name: value` lines), which is at most what the client sent.
+fn head_over_client_limit(parts: &Parts) -> Option<HeadLimit> {
+    if parts.headers.len() > wire::limits::CLIENT_MAX_HEADERS {
+        return Some(HeadLimit::Fields);
+    }
+    // "METHOD target HTTP/1.1\r\n" and the final "\r\n".
+    let line = parts.method.as_str().len()
+        + parts.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n\r\n".len()
+        + 1;
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum();
+    (line + fields > wire::limits::CLIENT_MAX_HEAD_BYTES).then_some(HeadLimit::Bytes)
+}
+
 fn request_id(parts: &mut Parts) -> String {
     let given = parts
         .headers

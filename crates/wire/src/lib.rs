@@ -26,3 +26,20 @@ pub mod headers {
     /// Opaque read-your-writes token returned by writes.
     pub const CONSISTENCY_TOKEN: &str = "x-consistency-token";
 }
+
+/// How large a request head a node accepts. A client's request is accepted or refused
+/// alike at every region's endpoint, served there or forwarded: the region router holds
+/// clients to the `CLIENT_` limits, and a node's HTTP server accepts more, so that the
+/// headers a forwarding node adds never push a request it accepted over the home's limit.
+pub mod limits {
+    /// Header fields in a client's request (hyper's default).
+    pub const CLIENT_MAX_HEADERS: usize = 100;
+    /// Bytes of a client's request head: request line and header fields (hyper's default
+    /// read-buffer limit).
+    pub const CLIENT_MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+    /// Header fields a node's server parses: a client's, plus room for the forwarding
+    /// headers (entry region, client address, request id, timestamp, signature, `Via`).
+    pub const SERVER_MAX_HEADERS: usize = CLIENT_MAX_HEADERS + 32;
+    /// Bytes of a request head a node's server reads, with the same room.
+    pub const SERVER_MAX_HEAD_BYTES: usize = CLIENT_MAX_HEAD_BYTES + 64 * 1024;
+}
