@@ -111,7 +111,23 @@ pub fn app(state: NodeState) -> Router {
         // Outermost: every response, errors included, carries the request id.
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
+        // Before an id is set: a client's id that no node keeps is replaced.
+        .layer(axum::middleware::map_request(drop_unkept_request_id))
         .with_state(state)
+}
+
+/// Removes a client's `X-Request-Id` that [`telemetry::keeps_client_request_id`] refuses
+/// (empty, too long, not visible text), so that one is generated instead: the same rule
+/// as the router's for a request it forwards.
+async fn drop_unkept_request_id(mut request: Request) -> Request {
+    let unkept = request
+        .headers()
+        .get(wire::headers::REQUEST_ID)
+        .is_some_and(|id| !telemetry::keeps_client_request_id(id.as_bytes()));
+    if unkept {
+        request.headers_mut().remove(wire::headers::REQUEST_ID);
+    }
+    request
 }
 
 /// Adds `X-Residency-Region` (the home region, which served it) and `X-Residency-Via`

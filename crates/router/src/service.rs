@@ -1088,8 +1088,8 @@ fn request_id(parts: &mut Parts) -> String {
     let given = parts
         .headers
         .get(names::REQUEST_ID)
+        .filter(|v| telemetry::keeps_client_request_id(v.as_bytes()))
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
         .map(|v| header_safe(v).into_owned());
     match given {
         Some(id) => id,

@@ -9,4 +9,6 @@ mod request_id;
 
 pub use logging::{LogFormat, init_tracing};
 pub use metrics::{NodeMetrics, OPENMETRICS_CONTENT_TYPE};
-pub use request_id::{REQUEST_ID_LEN, new_request_id};
+pub use request_id::{
+    MAX_CLIENT_REQUEST_ID_LEN, REQUEST_ID_LEN, keeps_client_request_id, new_request_id,
+};

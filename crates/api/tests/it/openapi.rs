@@ -542,3 +542,45 @@ async fn a_method_a_path_does_not_have_is_a_problem_naming_the_allowed_ones() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_request_id_is_echoed_only_when_it_is_short_visible_text() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let node = node(database);
+    let longest = "r".repeat(telemetry::MAX_CLIENT_REQUEST_ID_LEN);
+    let too_long = "r".repeat(telemetry::MAX_CLIENT_REQUEST_ID_LEN + 1);
+    // (sent, echoed)
+    let cases: [(&[u8], bool); 5] = [
+        (b"order 42/retry", true),
+        (longest.as_bytes(), true),
+        (too_long.as_bytes(), false),
+        (b"", false),
+        ("caf\u{e9}".as_bytes(), false),
+    ];
+    for (sent, echoed) in cases {
+        let response = crate::app(node.state.clone())
+            .oneshot(
+                Request::builder()
+                    .uri("/healthz")
+                    .header(
+                        "x-request-id",
+                        header::HeaderValue::from_bytes(sent).expect("a header value"),
+                    )
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        let answered = response.headers()["x-request-id"].as_bytes().to_vec();
+        if echoed {
+            assert_eq!(answered, sent);
+        } else {
+            let generated = std::str::from_utf8(&answered).expect("ascii");
+            assert!(
+                uuid::Uuid::parse_str(generated).is_ok(),
+                "{:?} is replaced by a generated id, not {generated}",
+                String::from_utf8_lossy(sent)
+            );
+        }
+    }
+}
