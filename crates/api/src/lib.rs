@@ -88,7 +88,15 @@ pub fn app(state: NodeState) -> Router {
             routing_headers,
         ));
     let v1 = Router::new()
-        .route("/v1/tenants", post(t::create_tenant))
+        // A tenant created here was created in its home: its answer names the region, as
+        // one forwarded here by another region's router does.
+        .route(
+            "/v1/tenants",
+            post(t::create_tenant).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                routing_headers,
+            )),
+        )
         .merge(tenant_scoped)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

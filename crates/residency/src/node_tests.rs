@@ -702,3 +702,55 @@ async fn a_request_head_is_accepted_or_refused_alike_where_it_is_served_and_wher
         }
     }
 }
+
+#[tokio::test]
+async fn a_key_learns_nothing_about_other_tenants_from_any_region() {
+    let platform = ThreeRegions::start().await;
+    let eu = create_tenant(&platform, "eu-central-1", "eu-central-1").await;
+    let eu_neighbour = create_tenant(&platform, "us-east-1", "eu-central-1").await;
+    let ap = create_tenant(&platform, "us-east-1", "ap-southeast-1").await;
+    let nobody = model::TenantId::from_random_bytes([7; 16]).to_string();
+    let forged = format!("rsk.{}.0000000000000000.not-the-secret", ap.id);
+    for entry in REGIONS {
+        // EU's key asks about a tenant of its own region, one of another region, and one
+        // that does not exist: the same answer for all three, from every entry.
+        for (other, what) in [
+            (&eu_neighbour.id, "a tenant of the key's region"),
+            (&ap.id, "a tenant of another region"),
+            (&nobody, "no tenant"),
+        ] {
+            let response = platform
+                .call(
+                    entry,
+                    Method::GET,
+                    &format!("/v1/tenants/{other}/collections/people"),
+                    &eu.admin,
+                    None,
+                )
+                .await;
+            assert_eq!(
+                response.status(),
+                StatusCode::NOT_FOUND,
+                "{entry}, {what}: another tenant's key is told nothing exists"
+            );
+            let problem: Value = response.json().await.expect("problem");
+            assert_eq!(problem["detail"], "tenant not found", "{entry}, {what}");
+        }
+        // A key that names the path's tenant but is not one of its keys is refused as
+        // unauthenticated, from every entry.
+        let response = platform
+            .call(
+                entry,
+                Method::GET,
+                &format!("/v1/tenants/{}/collections/people", ap.id),
+                &forged,
+                None,
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{entry}: forged key"
+        );
+    }
+}

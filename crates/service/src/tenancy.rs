@@ -234,7 +234,8 @@ impl RegionService {
     }
 
     /// Authenticates and authorizes a tenant-scoped call. A key of another tenant gets
-    /// 404 (it may not learn whether `tenant` exists); a role without `access` gets 403.
+    /// 404 (it may not learn whether `tenant` exists), in every region, whether the key
+    /// can be checked here or not; a role without `access` gets 403.
     /// Both denials are audited, in the target tenant's chain when it lives here and in
     /// the caller's own.
     pub async fn authorize(
@@ -248,16 +249,22 @@ impl RegionService {
         let principal = match self.authenticate(bearer).await {
             Ok(principal) => principal,
             Err(ServiceError::Unauthenticated) => {
-                let claimed = bearer
-                    .and_then(PresentedKey::parse)
-                    .map(|key| key.key_id)
-                    .unwrap_or_else(|| "unknown".to_owned());
+                let presented = bearer.and_then(PresentedKey::parse);
+                let of_another_tenant = presented.as_ref().is_some_and(|key| key.tenant != *tenant);
                 let actor = Actor {
                     kind: ActorKind::ApiKey,
-                    id: claimed,
+                    id: presented.map_or_else(|| "unknown".to_owned(), |key| key.key_id),
                 };
                 if self.local_tenant(tenant).await?.is_some() {
                     self.record_denied(tenant, &actor, attempt, context).await?;
+                }
+                // A key names its tenant. One presented for another tenant's path gets what
+                // a valid key of another tenant gets (404) even where it cannot be checked
+                // (its tenant lives elsewhere): otherwise the key's own region would answer
+                // 404 and the others 401, and which one a request got would tell whether
+                // `tenant` exists and where it lives.
+                if of_another_tenant {
+                    return Err(ServiceError::NotFound { what: "tenant" });
                 }
                 return Err(ServiceError::Unauthenticated);
             }
