@@ -415,12 +415,11 @@ impl Shared {
     {
         let (mut parts, body) = request.into_parts();
         let forwarded = self.admit(&mut parts);
-        if forwarded.is_none()
-            && let Some(limit) = head_over_client_limit(&parts)
-        {
-            return Box::pin(std::future::ready(Ok(
-                self.head_too_large(&mut parts, limit)
-            )));
+        if forwarded.is_none() {
+            ensure_request_id(&mut parts);
+            if let Some(limit) = head_over_client_limit(&parts) {
+                return Box::pin(std::future::ready(Ok(self.head_too_large(&parts, limit))));
+            }
         }
         let req = Admitted { parts, forwarded };
         match classify(&req.parts.method, req.parts.uri.path()) {
@@ -669,9 +668,8 @@ impl Shared {
 
     /// `431` for a client's request over a `CLIENT_` limit, wherever it would be served: the
     /// node's server reads more, to leave room for the forwarding headers.
-    fn head_too_large(&self, parts: &mut Parts, limit: HeadLimit) -> Response<Body> {
+    fn head_too_large(&self, parts: &Parts, limit: HeadLimit) -> Response<Body> {
         self.count(Decision::Unrouted, "head_too_large");
-        request_id(parts);
         let detail = match limit {
             HeadLimit::Fields => format!(
                 "the request carries more than {} header fields",
@@ -705,7 +703,7 @@ impl Shared {
     async fn forward<S, B>(
         self: Arc<Self>,
         inner: S,
-        mut req: Admitted,
+        req: Admitted,
         mut prepared: Prepared,
         tenant: Option<TenantId>,
         mut home: RegionId,
@@ -717,7 +715,7 @@ impl Shared {
         if has_passed(&req.parts.headers, &self.local) {
             return Ok(self.routing_loop(&req, tenant, &home).await);
         }
-        let request_id = request_id(&mut req.parts);
+        let request_id = request_id(&req.parts);
         let forwarded = Forwarded {
             entry_region: self.local.clone(),
             client_address: client_address(&req.parts),
@@ -1084,26 +1082,34 @@ fn head_over_client_limit(parts: &Parts) -> Option<HeadLimit> {
     (line + fields > wire::limits::CLIENT_MAX_HEAD_BYTES).then_some(HeadLimit::Bytes)
 }
 
-fn request_id(parts: &mut Parts) -> String {
-    let given = parts
+/// Makes a client's request carry a request id this node keeps (see
+/// [`telemetry::keeps_client_request_id`]): its own, or a generated one in its place. Done
+/// once, on arrival, so that every answer the router gives itself (a redirect, a `503`)
+/// names the same id a served or forwarded request would.
+fn ensure_request_id(parts: &mut Parts) {
+    let kept = parts
         .headers
         .get(names::REQUEST_ID)
-        .filter(|v| telemetry::keeps_client_request_id(v.as_bytes()))
-        .and_then(|v| v.to_str().ok())
-        .map(|v| header_safe(v).into_owned());
-    match given {
-        Some(id) => id,
-        None => {
-            let mut text = [0u8; telemetry::REQUEST_ID_LEN];
-            let id = telemetry::new_request_id(&mut text).to_owned();
-            // The header's bytes are shared with its forwarded copy from the start: a
-            // copied (vector-backed) value allocates again when first cloned.
-            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from_owner(text)) {
-                parts.headers.insert(names::REQUEST_ID, value);
-            }
-            id
+        .is_some_and(|v| telemetry::keeps_client_request_id(v.as_bytes()));
+    if !kept {
+        let mut text = [0u8; telemetry::REQUEST_ID_LEN];
+        telemetry::new_request_id(&mut text);
+        // The header's bytes are shared with its forwarded copy from the start: a copied
+        // (vector-backed) value allocates again when first cloned.
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from_owner(text)) {
+            parts.headers.insert(names::REQUEST_ID, value);
         }
     }
+}
+
+/// The request id [`ensure_request_id`] left in place, as text.
+fn request_id(parts: &Parts) -> String {
+    parts
+        .headers
+        .get(names::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| header_safe(v).into_owned())
+        .unwrap_or_default()
 }
 
 fn client_address(parts: &Parts) -> String {

@@ -210,6 +210,26 @@ async fn a_redirect_tenant_gets_307_to_its_home_public_endpoint() -> Result<()> 
         Some(AP)
     );
     assert_eq!(header(response.headers(), headers::RESIDENCY_VIA), Some(EU));
+    // A redirect names a request id like any answer: generated when none (or none this
+    // node keeps) was sent, else the client's.
+    let generated = header(response.headers(), headers::REQUEST_ID).unwrap_or_default();
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated:?}");
+    for (sent, echoed) in [("trace 7", true), ("", false)] {
+        let response = cluster
+            .send(
+                http::Request::get(cluster.url(US, &path))
+                    .header(headers::REQUEST_ID, sent)
+                    .body(Body::empty())?,
+            )
+            .await?;
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+        let answered = header(response.headers(), headers::REQUEST_ID).unwrap_or_default();
+        assert_eq!(answered == sent, echoed, "{sent:?} -> {answered:?}");
+        assert!(
+            echoed || uuid::Uuid::parse_str(answered).is_ok(),
+            "{answered:?}"
+        );
+    }
     let hits = cluster.hits();
     assert_eq!((hits[EU], hits[US], hits[AP]), (0, 0, 0));
 
