@@ -1054,8 +1054,6 @@ fn region_value(region: &RegionId) -> HeaderValue {
     HeaderValue::from_str(region.as_str()).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// The client's request id if it is a usable header value, else a new one; written back
-/// so that the local app and the response agree.
 /// Which client limit of [`wire::limits`] a request head is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HeadLimit {
@@ -1069,11 +1067,12 @@ fn head_over_client_limit(parts: &Parts) -> Option<HeadLimit> {
     if parts.headers.len() > wire::limits::CLIENT_MAX_HEADERS {
         return Some(HeadLimit::Fields);
     }
-    // "METHOD target HTTP/1.1\r\n" and the final "\r\n".
+    // "METHOD target HTTP/1.1\r\n" (the space after the method is the `+ 1`) and the
+    // blank line that ends the head.
     let line = parts.method.as_str().len()
+        + 1
         + parts.uri.path_and_query().map_or(1, |p| p.as_str().len())
-        + " HTTP/1.1\r\n\r\n".len()
-        + 1;
+        + " HTTP/1.1\r\n\r\n".len();
     let fields: usize = parts
         .headers
         .iter()
