@@ -416,8 +416,10 @@ impl Shared {
         let (mut parts, body) = request.into_parts();
         let forwarded = self.admit(&mut parts);
         if forwarded.is_none() {
+            // Measured as the client sent it, before the router adds a request id.
+            let over_limit = head_over_client_limit(&parts);
             ensure_request_id(&mut parts);
-            if let Some(limit) = head_over_client_limit(&parts) {
+            if let Some(limit) = over_limit {
                 return Box::pin(std::future::ready(Ok(self.head_too_large(&parts, limit))));
             }
         }
