@@ -1343,4 +1343,43 @@ mod tests {
         assert_eq!(requested_home(br#"{"home_region":"Not A Region"}"#), None);
         assert_eq!(requested_home(b"not json"), None);
     }
+
+    #[test]
+    fn a_head_is_measured_as_http_1_1_writes_it() {
+        let limit = wire::limits::CLIENT_MAX_HEAD_BYTES;
+        // A request whose written head is exactly `size` bytes.
+        let head_of = |size: usize| {
+            let line = "GET /v1/tenants/t/collections/c?q=1 HTTP/1.1\r\n";
+            let fixed = "host: eu.example\r\nx-pad: \r\n\r\n";
+            let pad = "a".repeat(size - line.len() - fixed.len());
+            let written = format!("{line}host: eu.example\r\nx-pad: {pad}\r\n\r\n");
+            assert_eq!(written.len(), size);
+            let (parts, ()) = Request::get("/v1/tenants/t/collections/c?q=1")
+                .header(header::HOST, "eu.example")
+                .header("x-pad", pad)
+                .body(())
+                .expect("request")
+                .into_parts();
+            parts
+        };
+        assert_eq!(head_over_client_limit(&head_of(limit)), None);
+        assert_eq!(
+            head_over_client_limit(&head_of(limit + 1)),
+            Some(HeadLimit::Bytes)
+        );
+
+        let fields = |count: usize| {
+            let mut builder = Request::get("/");
+            for i in 0..count {
+                builder = builder.header(format!("x-f{i}"), "1");
+            }
+            builder.body(()).expect("request").into_parts().0
+        };
+        let most = wire::limits::CLIENT_MAX_HEADERS;
+        assert_eq!(head_over_client_limit(&fields(most)), None);
+        assert_eq!(
+            head_over_client_limit(&fields(most + 1)),
+            Some(HeadLimit::Fields)
+        );
+    }
 }
