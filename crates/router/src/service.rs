@@ -32,7 +32,7 @@ use crate::directory::DirectoryEntry;
 use crate::metrics::{Decision, RouterMetrics, status_class};
 use crate::problem;
 use crate::routing::{Route, classify};
-use crate::signing::{ForwardSigner, Forwarded, header_safe};
+use crate::signing::{ForwardSigner, Forwarded};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{headers, names};
 
@@ -1103,13 +1103,14 @@ fn ensure_request_id(parts: &mut Parts) {
     }
 }
 
-/// The request id [`ensure_request_id`] left in place, as text.
+/// The request id [`ensure_request_id`] left in place, as text (already header-safe: a
+/// kept id is visible text by the same rule).
 fn request_id(parts: &Parts) -> String {
     parts
         .headers
         .get(names::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .map(|v| header_safe(v).into_owned())
+        .map(str::to_owned)
         .unwrap_or_default()
 }
 

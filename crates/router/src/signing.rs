@@ -344,7 +344,7 @@ fn unix_seconds(t: SystemTime) -> u64 {
 }
 
 /// `s` with every character that `HeaderValue::from_str` refuses replaced by `_`.
-pub(crate) fn header_safe(s: &str) -> Cow<'_, str> {
+fn header_safe(s: &str) -> Cow<'_, str> {
     replace_unless(s, |c| c == '\t' || (' '..='~').contains(&c))
 }
 
