@@ -12,6 +12,12 @@
 //! handler's async work completes on a timer thread to the microsecond (tokio's timer
 //! rounds to milliseconds). The cases are measured in interleaved rounds and the medians
 //! reported.
+//!
+//! By default the load generator and the timer thread (the clients and the database) run
+//! on one CPU and the servers under test on another, as a load generator is kept off a
+//! server's cores ([`CpuLayout`]): on a shared 2-core machine the load generator's CPU
+//! otherwise competes with the hop it measures, and the requests/s ratio of (c) moved by
+//! ±8 % between runs with where the scheduler happened to put the parties.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -66,9 +72,74 @@ pub(crate) struct RouterArgs {
     /// The nginx binary for case (c).
     #[arg(long, default_value = "nginx")]
     nginx: PathBuf,
+    /// Which CPUs each party runs on.
+    #[arg(long, value_enum, default_value_t = CpuLayout::Isolated)]
+    cpu_layout: CpuLayout,
     /// Exit non-zero when a target is missed.
     #[arg(long)]
     check: bool,
+}
+
+/// Where the parties of the benchmark run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CpuLayout {
+    /// The servers under test (the home node, the entry node, nginx's worker) share one
+    /// CPU; the load generator and the handler's timer thread, which stand for the
+    /// clients and the database, run on another. What a hop costs is then its own CPU
+    /// and hand-overs, not the load generator's CPU competing with it.
+    Isolated,
+    /// Every party runs wherever the kernel's scheduler places it.
+    Shared,
+}
+
+/// The CPUs the two sides of [`CpuLayout::Isolated`] are pinned to.
+#[derive(Debug, Clone, Copy)]
+struct Pinning {
+    /// The load generator and the handler's timer thread.
+    clients: usize,
+    /// The home node, the entry node and nginx's worker.
+    servers: usize,
+}
+
+impl Pinning {
+    /// The first and the last CPU this process may run on, or `None` for the shared
+    /// layout.
+    fn for_layout(layout: CpuLayout) -> anyhow::Result<Option<Self>> {
+        if layout == CpuLayout::Shared {
+            return Ok(None);
+        }
+        let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .context("read the CPUs this process may run on")?;
+        let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+            .collect();
+        match (cpus.first(), cpus.last()) {
+            (Some(&clients), Some(&servers)) if clients != servers => {
+                Ok(Some(Self { clients, servers }))
+            }
+            _ => anyhow::bail!(
+                "the isolated CPU layout needs two CPUs and this process may use {}: pass --cpu-layout shared",
+                cpus.len()
+            ),
+        }
+    }
+
+    fn describe(pinning: Option<Self>) -> String {
+        match pinning {
+            Some(Self { clients, servers }) => format!(
+                "load generator and the handler's timer thread on CPU {clients}; home node, entry node and nginx's worker on CPU {servers}"
+            ),
+            None => "every party wherever the scheduler places it".to_owned(),
+        }
+    }
+}
+
+/// Pins the calling thread to one CPU.
+fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).with_context(|| format!("name CPU {cpu}"))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("pin a thread to CPU {cpu}"))
 }
 
 /// (b): forwarded throughput at least this share of direct.
@@ -273,12 +344,14 @@ pub(crate) async fn run(args: RouterArgs) -> anyhow::Result<()> {
         );
     }
     let nginx_binary = find_nginx(&args.nginx)?;
-    let home_runtime = EventLoop::start(HOME_THREAD)?;
-    let entry_runtime = EventLoop::start(ENTRY_THREAD)?;
-    let load_runtime = EventLoop::start(LOAD)?;
+    let pinning = Pinning::for_layout(args.cpu_layout)?;
+    let (clients_cpu, servers_cpu) = (pinning.map(|p| p.clients), pinning.map(|p| p.servers));
+    let home_runtime = EventLoop::start(HOME_THREAD, servers_cpu)?;
+    let entry_runtime = EventLoop::start(ENTRY_THREAD, servers_cpu)?;
+    let load_runtime = EventLoop::start(LOAD, clients_cpu)?;
 
-    let topology = Topology::start(&args, &home_runtime, &entry_runtime).await?;
-    let nginx = Nginx::start(&nginx_binary, topology.home).await?;
+    let topology = Topology::start(&args, &home_runtime, &entry_runtime, clients_cpu).await?;
+    let nginx = Nginx::start(&nginx_binary, topology.home, servers_cpu).await?;
     let targets: HashMap<Case, (String, usize)> = [
         (Case::BareHandler, topology.bare, FAST, args.clients),
         (Case::LocalThroughRouter, topology.home, FAST, args.clients),
@@ -320,7 +393,7 @@ pub(crate) async fn run(args: RouterArgs) -> anyhow::Result<()> {
     nginx.stop().await;
     drop((home_runtime, entry_runtime, load_runtime));
     let results = measured?;
-    report(&args, results)
+    report(&args, pinning, results)
 }
 
 /// Every case in interleaved rounds, after a warm-up of each.
@@ -417,7 +490,11 @@ async fn get(client: &Client<HttpConnector, Body>, uri: &http::Uri) -> anyhow::R
     Ok(())
 }
 
-fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<()> {
+fn report(
+    args: &RouterArgs,
+    pinning: Option<Pinning>,
+    results: HashMap<Case, Summary>,
+) -> anyhow::Result<()> {
     let get = |case: Case| &results[&case];
     let (bare, local) = (get(Case::BareHandler), get(Case::LocalThroughRouter));
     let (direct, forwarded) = (get(Case::Direct), get(Case::Forwarded));
@@ -442,6 +519,7 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
     let nginx_met = nginx_ratio >= NGINX_TARGET;
     let errors: u64 = results.values().map(|s| s.errors).sum();
 
+    println!("CPU layout: {}", Pinning::describe(pinning));
     println!(
         "{:<38} {:>8} {:>10} {:>10} {:>10} {:>11}",
         "case", "clients", "req/s", "p50 µs", "p99 µs", "hop cpu µs"
@@ -505,6 +583,7 @@ fn report(args: &RouterArgs, results: HashMap<Case, Summary>) -> anyhow::Result<
         "saturating_clients": args.saturating_clients,
         "handler_ms": args.handler_ms,
         "threads": "home node, entry node and load generator: one current-thread event loop each; nginx: one worker process",
+        "cpu_layout": Pinning::describe(pinning),
         "cases": Case::ALL.iter().map(|&case| (case.key().to_owned(), get(case).json())).collect::<serde_json::Map<_, _>>(),
         "local": {
             "added_p50_us": added_micros(local.p50, bare.p50),
@@ -557,6 +636,7 @@ impl Topology {
         args: &RouterArgs,
         home_runtime: &EventLoop,
         entry_runtime: &EventLoop,
+        timer_cpu: Option<usize>,
     ) -> anyhow::Result<Self> {
         let (home_id, entry_id) = (RegionId::parse(HOME)?, RegionId::parse(ENTRY)?);
         let home_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -590,7 +670,7 @@ impl Topology {
             .await?;
         let handler = Arc::new(HandlerSettings {
             work: Duration::from_secs_f64(args.handler_ms / 1e3),
-            delays: Delays::start(),
+            delays: Delays::start(timer_cpu)?,
         });
         let node = |region: &RegionId| -> anyhow::Result<_> {
             let cache = CachedDirectory::new(directory.clone(), Duration::from_secs(3600), 1000);
@@ -639,12 +719,14 @@ struct Delays {
 }
 
 impl Delays {
-    fn start() -> Self {
+    fn start(cpu: Option<usize>) -> anyhow::Result<Self> {
         let (requests, incoming) =
             std::sync::mpsc::channel::<(Instant, tokio::sync::oneshot::Sender<()>)>();
+        let (pinned, pinning) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("bench-delays".into())
             .spawn(move || {
+                let _ = pinned.send(cpu.map_or(Ok(()), pin_current_thread));
                 // Linux makes a thread's timed waits up to 50 µs late by default (timer
                 // slack), so that it can group wake-ups. Here that would complete waits
                 // that were due apart together, and the handler would answer in bursts
@@ -685,8 +767,11 @@ impl Delays {
                     }
                 }
             })
-            .expect("start the delay thread");
-        Self { requests }
+            .context("start the delay thread")?;
+        pinning
+            .recv()
+            .context("the delay thread ended at start")??;
+        Ok(Self { requests })
     }
 
     async fn wait(&self, work: Duration) {
@@ -751,14 +836,22 @@ struct Nginx {
 }
 
 impl Nginx {
-    async fn start(binary: &Path, upstream: SocketAddr) -> anyhow::Result<Self> {
+    async fn start(
+        binary: &Path,
+        upstream: SocketAddr,
+        cpu: Option<usize>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("create nginx's directory")?;
         // nginx binds its own port: take a free one and release it just before.
         let address = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
         let prefix = dir.path().display();
+        // nginx's mask names CPUs from the right: CPU 2 is `100`.
+        let affinity = cpu.map_or_else(String::new, |cpu| {
+            format!("worker_cpu_affinity 1{};\n", "0".repeat(cpu))
+        });
         let config = format!(
             "worker_processes 1;
-daemon off;
+{affinity}daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -848,27 +941,34 @@ struct EventLoop {
 }
 
 impl EventLoop {
-    fn start(name: &str) -> anyhow::Result<Self> {
+    fn start(name: &str, cpu: Option<usize>) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .with_context(|| format!("start the {name} runtime"))?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (pinned, pinning) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
+                let _ = pinned.send(cpu.map_or(Ok(()), pin_current_thread));
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
                 runtime.shutdown_background();
             })
             .with_context(|| format!("start the {name} thread"))?;
-        Ok(Self {
+        let event_loop = Self {
             handle,
             stop: Some(stop),
             thread: Some(thread),
-        })
+        };
+        // On an error the loop is dropped, which stops its thread.
+        pinning
+            .recv()
+            .with_context(|| format!("the {name} thread ended at start"))??;
+        Ok(event_loop)
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
