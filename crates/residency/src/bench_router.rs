@@ -16,8 +16,9 @@
 //! By default the load generator and the timer thread (the clients and the database) run
 //! on one CPU and the servers under test on another, as a load generator is kept off a
 //! server's cores ([`CpuLayout`]): on a shared 2-core machine the load generator's CPU
-//! otherwise competes with the hop it measures, and the requests/s ratio of (c) moved by
-//! ±8 % between runs with where the scheduler happened to put the parties.
+//! otherwise competes with the hop it measures. (c) then compares what the CPU of the
+//! servers buys, the hop's cost against the upstream's, and the load generator's own CPU,
+//! the same for both hops, no longer dilutes the ratio.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

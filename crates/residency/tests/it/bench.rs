@@ -267,12 +267,17 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
         serde_json::from_slice(&std::fs::read(&output).expect("json written")).expect("json");
     assert_eq!(report["errors"], 0, "{report}");
     // By default the load generator is kept off the servers' CPU, and the report says so.
-    let layout = report["cpu_layout"].as_str().expect("the CPU layout is reported");
+    let layout = report["cpu_layout"]
+        .as_str()
+        .expect("the CPU layout is reported");
     assert!(
         layout.starts_with("load generator and the handler's timer thread on CPU "),
         "{layout}"
     );
-    assert!(stdout.contains(&format!("CPU layout: {layout}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("CPU layout: {layout}")),
+        "{stdout}"
+    );
     let cases = &report["cases"];
     for case in [
         "bare_handler",
