@@ -143,6 +143,32 @@ fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
         .with_context(|| format!("pin a thread to CPU {cpu}"))
 }
 
+/// Starts a thread named `name` that pins itself to `cpu` (when given) and then runs
+/// `work`. Returns once the thread is pinned; when pinning fails, the thread ends without
+/// running `work` and the error is returned.
+fn spawn_pinned(
+    name: &str,
+    cpu: Option<usize>,
+    work: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let (pinned, pinning) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let result = cpu.map_or(Ok(()), pin_current_thread);
+            let ok = result.is_ok();
+            let _ = pinned.send(result);
+            if ok {
+                work();
+            }
+        })
+        .with_context(|| format!("start the {name} thread"))?;
+    pinning
+        .recv()
+        .with_context(|| format!("the {name} thread ended at start"))??;
+    Ok(thread)
+}
+
 /// (b): forwarded throughput at least this share of direct.
 const FORWARD_THROUGHPUT_TARGET: f64 = 0.9;
 /// (b): added p50 at most this.
@@ -723,55 +749,48 @@ impl Delays {
     fn start(cpu: Option<usize>) -> anyhow::Result<Self> {
         let (requests, incoming) =
             std::sync::mpsc::channel::<(Instant, tokio::sync::oneshot::Sender<()>)>();
-        let (pinned, pinning) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("bench-delays".into())
-            .spawn(move || {
-                let _ = pinned.send(cpu.map_or(Ok(()), pin_current_thread));
-                // Linux makes a thread's timed waits up to 50 µs late by default (timer
-                // slack), so that it can group wake-ups. Here that would complete waits
-                // that were due apart together, and the handler would answer in bursts
-                // that queue at whatever sits in front of it. The work ends when due.
-                if let Err(err) = nix::sys::prctl::set_timerslack(1) {
-                    tracing::warn!(error = %err, "cannot tighten the delay thread's timer slack: waits may end up to 50 µs late");
-                }
-                let mut pending: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>> =
-                    std::collections::BinaryHeap::new();
-                let mut waiters = HashMap::new();
-                let mut next_id = 0u64;
-                loop {
-                    let now = Instant::now();
-                    while let Some(std::cmp::Reverse((deadline, id))) = pending.peek().copied() {
-                        if deadline > now {
-                            break;
-                        }
-                        pending.pop();
-                        if let Some(waiter) = waiters.remove(&id) {
-                            let _: Result<(), ()> = tokio::sync::oneshot::Sender::send(waiter, ());
-                        }
+        spawn_pinned("bench-delays", cpu, move || {
+            // Linux makes a thread's timed waits up to 50 µs late by default (timer
+            // slack), so that it can group wake-ups. Here that would complete waits
+            // that were due apart together, and the handler would answer in bursts
+            // that queue at whatever sits in front of it. The work ends when due.
+            if let Err(err) = nix::sys::prctl::set_timerslack(1) {
+                tracing::warn!(error = %err, "cannot tighten the delay thread's timer slack: waits may end up to 50 µs late");
+            }
+            let mut pending: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>> =
+                std::collections::BinaryHeap::new();
+            let mut waiters = HashMap::new();
+            let mut next_id = 0u64;
+            loop {
+                let now = Instant::now();
+                while let Some(std::cmp::Reverse((deadline, id))) = pending.peek().copied() {
+                    if deadline > now {
+                        break;
                     }
-                    let received = match pending.peek() {
-                        Some(std::cmp::Reverse((deadline, _))) => incoming
-                            .recv_timeout(deadline.saturating_duration_since(Instant::now())),
-                        None => incoming
-                            .recv()
-                            .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
-                    };
-                    match received {
-                        Ok((deadline, waiter)) => {
-                            next_id += 1;
-                            pending.push(std::cmp::Reverse((deadline, next_id)));
-                            waiters.insert(next_id, waiter);
-                        }
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    pending.pop();
+                    if let Some(waiter) = waiters.remove(&id) {
+                        let _: Result<(), ()> = tokio::sync::oneshot::Sender::send(waiter, ());
                     }
                 }
-            })
-            .context("start the delay thread")?;
-        pinning
-            .recv()
-            .context("the delay thread ended at start")??;
+                let received = match pending.peek() {
+                    Some(std::cmp::Reverse((deadline, _))) => {
+                        incoming.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    }
+                    None => incoming
+                        .recv()
+                        .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+                };
+                match received {
+                    Ok((deadline, waiter)) => {
+                        next_id += 1;
+                        pending.push(std::cmp::Reverse((deadline, next_id)));
+                        waiters.insert(next_id, waiter);
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })?;
         Ok(Self { requests })
     }
 
@@ -949,27 +968,17 @@ impl EventLoop {
             .with_context(|| format!("start the {name} runtime"))?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (pinned, pinning) = std::sync::mpsc::sync_channel(1);
-        let thread = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                let _ = pinned.send(cpu.map_or(Ok(()), pin_current_thread));
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-                runtime.shutdown_background();
-            })
-            .with_context(|| format!("start the {name} thread"))?;
-        let event_loop = Self {
+        let thread = spawn_pinned(name, cpu, move || {
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+            runtime.shutdown_background();
+        })?;
+        Ok(Self {
             handle,
             stop: Some(stop),
             thread: Some(thread),
-        };
-        // On an error the loop is dropped, which stops its thread.
-        pinning
-            .recv()
-            .with_context(|| format!("the {name} thread ended at start"))??;
-        Ok(event_loop)
+        })
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
