@@ -11,7 +11,9 @@
 //! the hops are compared on equal terms and each party's CPU per request can be read; the
 //! handler's async work completes on a timer thread to the microsecond (tokio's timer
 //! rounds to milliseconds). The cases are measured in interleaved rounds and the medians
-//! reported.
+//! reported; (c)'s two cases run back to back in each round, taking turns to go first,
+//! and its ratio is the median of the rounds' ratios, since a throughput at saturation
+//! drifts with the VM's load over minutes.
 //!
 //! By default the load generator and the timer thread (the clients and the database) run
 //! on one CPU and the servers under test on another, as a load generator is kept off a
@@ -219,6 +221,20 @@ impl Case {
         Case::ForwardedSaturated,
     ];
 
+    /// The order of round `round`: [`Case::ALL`], with (c)'s two cases, which run back to
+    /// back, in turns first, so that neither always follows the other.
+    fn in_round(round: usize) -> [Case; 7] {
+        let mut cases = Case::ALL;
+        if round % 2 == 1 {
+            let nginx = cases.iter().position(|&c| c == Case::Nginx);
+            let ours = cases.iter().position(|&c| c == Case::ForwardedSaturated);
+            if let (Some(nginx), Some(ours)) = (nginx, ours) {
+                cases.swap(nginx, ours);
+            }
+        }
+        cases
+    }
+
     fn name(self) -> &'static str {
         match self {
             Case::BareHandler => "(a) bare regional handler",
@@ -301,6 +317,8 @@ impl Round {
 #[derive(Debug)]
 struct Summary {
     per_sec: f64,
+    /// Each round's requests per second, in the order the rounds ran.
+    round_per_sec: Vec<f64>,
     p50: Duration,
     p99: Duration,
     ok: u64,
@@ -311,7 +329,8 @@ struct Summary {
 
 impl Summary {
     fn of(rounds: Vec<Round>) -> Self {
-        let per_sec = median(rounds.iter().map(Round::per_sec).collect());
+        let round_per_sec: Vec<f64> = rounds.iter().map(Round::per_sec).collect();
+        let per_sec = median(round_per_sec.clone());
         let ok = rounds.iter().map(|r| r.ok).sum();
         let errors = rounds.iter().map(|r| r.errors).sum();
         let first_error = rounds.iter().find_map(|r| r.first_error.clone());
@@ -323,6 +342,7 @@ impl Summary {
         latencies.sort_unstable();
         Self {
             per_sec,
+            round_per_sec,
             p50: percentile(&latencies, 0.50),
             p99: percentile(&latencies, 0.99),
             ok,
@@ -340,6 +360,7 @@ impl Summary {
     fn json(&self) -> Value {
         json!({
             "per_sec": self.per_sec,
+            "round_per_sec": self.round_per_sec,
             "p50_us": micros(self.p50),
             "p99_us": micros(self.p99),
             "requests": self.ok,
@@ -443,8 +464,8 @@ async fn measure(
     }
     let round = Duration::from_secs_f64(args.seconds_per_round);
     let mut rounds: HashMap<Case, Vec<Round>> = HashMap::new();
-    for _ in 0..args.rounds.max(1) {
-        for case in Case::ALL {
+    for index in 0..args.rounds.max(1) {
+        for case in Case::in_round(index) {
             let (url, clients) = &targets[&case];
             let before = Cpu::sample(&clock, nginx);
             let mut measured = load(&client, url, *clients, round).await;
@@ -535,7 +556,22 @@ fn report(
     let reference_ratio = reference.per_sec / direct.per_sec;
     let reference_p50 = added_micros(reference.p50, direct.p50);
     let reference_p99 = added_micros(reference.p99, direct.p99);
-    let nginx_ratio = ours.per_sec / nginx.per_sec;
+    // (c) is a throughput at saturation, which drifts with the VM's load over minutes:
+    // each round's pair ran back to back, so the ratio within a pair is steadier than
+    // the ratio of the two medians, whose rounds may come from different minutes.
+    let round_ratios: Vec<f64> = ours
+        .round_per_sec
+        .iter()
+        .zip(&nginx.round_per_sec)
+        .map(|(ours, nginx)| ours / nginx)
+        .collect();
+    let nginx_ratio = median(round_ratios.clone());
+    let (lowest, highest) = round_ratios
+        .iter()
+        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), &r| {
+            (lo.min(r), hi.max(r))
+        });
+    let ratio_of_medians = ours.per_sec / nginx.per_sec;
     // Steadier than the requests/s ratio, which also depends on how the VM schedules the
     // single-threaded parties on the cores: the CPU every party spent per request.
     let ours_cpu = ours.cpu_us(ours.cpu.load + ours.cpu.entry + ours.cpu.home);
@@ -594,6 +630,10 @@ fn report(
         verdict(nginx_met)
     );
     println!(
+        "    median of {} back-to-back rounds, each {lowest:.2}…{highest:.2}; ratio of the two medians {ratio_of_medians:.2}",
+        round_ratios.len()
+    );
+    println!(
         "    CPU per request (load generator + hop + home): ours {ours_cpu:.1} µs, nginx's {nginx_cpu:.1} µs; nginx's / ours {:.2}",
         nginx_cpu / ours_cpu
     );
@@ -634,6 +674,8 @@ fn report(
         },
         "nginx": {
             "ratio": nginx_ratio,
+            "round_ratios": round_ratios,
+            "ratio_of_medians": ratio_of_medians,
             "cpu_us_per_request": {"ours": ours_cpu, "nginx": nginx_cpu},
             "target_ratio": NGINX_TARGET,
             "met": nginx_met,
@@ -993,6 +1035,32 @@ impl Drop for EventLoop {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_round_measures_every_case_once_and_the_pair_of_c_takes_turns_going_first() {
+        let position = |round: usize, case: Case| {
+            Case::in_round(round)
+                .iter()
+                .position(|&c| c == case)
+                .expect("every case is in every round")
+        };
+        for round in 0..4 {
+            let cases: std::collections::HashSet<Case> =
+                Case::in_round(round).into_iter().collect();
+            assert_eq!(cases.len(), Case::ALL.len(), "round {round}: {cases:?}");
+            let (nginx, ours) = (
+                position(round, Case::Nginx),
+                position(round, Case::ForwardedSaturated),
+            );
+            assert_eq!(nginx.abs_diff(ours), 1, "round {round}: back to back");
+            assert_eq!(nginx < ours, round % 2 == 0, "round {round}");
         }
     }
 }

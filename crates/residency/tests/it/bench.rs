@@ -228,7 +228,7 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
             "--seconds-per-round",
             "0.3",
             "--rounds",
-            "1",
+            "3",
             "--clients",
             "2",
             "--saturating-clients",
@@ -315,12 +315,36 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
     let expected = cases["forwarded"]["per_sec"].as_f64().expect("rate")
         / cases["direct"]["per_sec"].as_f64().expect("rate");
     assert!((ratio - expected).abs() < 1e-9, "{report}");
+    // (c) pairs each round of our hop with nginx's round run next to it, and reports the
+    // median of the three ratios.
+    let rates = |case: &str| -> Vec<f64> {
+        cases[case]["round_per_sec"]
+            .as_array()
+            .expect("each round's rate")
+            .iter()
+            .map(|rate| rate.as_f64().expect("rate"))
+            .collect()
+    };
+    let (ours, theirs) = (rates("forwarded_saturated"), rates("nginx"));
+    assert_eq!((ours.len(), theirs.len()), (3, 3), "{report}");
+    let mut expected: Vec<f64> = ours.iter().zip(&theirs).map(|(o, n)| o / n).collect();
+    let reported: Vec<f64> = report["nginx"]["round_ratios"]
+        .as_array()
+        .expect("round ratios")
+        .iter()
+        .map(|ratio| ratio.as_f64().expect("ratio"))
+        .collect();
+    assert_eq!(reported.len(), 3, "{report}");
+    for (reported, expected) in reported.iter().zip(&expected) {
+        assert!((reported - expected).abs() < 1e-9, "{report}");
+    }
+    expected.sort_by(f64::total_cmp);
     let nginx = report["nginx"]["ratio"].as_f64().expect("nginx ratio");
-    let expected = cases["forwarded_saturated"]["per_sec"]
-        .as_f64()
-        .expect("rate")
-        / cases["nginx"]["per_sec"].as_f64().expect("rate");
-    assert!((nginx - expected).abs() < 1e-9, "{report}");
+    assert!((nginx - expected[1]).abs() < 1e-9, "{report}");
+    assert!(
+        stdout.contains("median of 3 back-to-back rounds"),
+        "{stdout}"
+    );
     // The CPU of every party per request, summed from the cases' own figures.
     let spent = |case: &str, hop: &str| -> f64 {
         let cpu = &cases[case]["cpu_us_per_request"];
