@@ -26,19 +26,26 @@ impl RegionId {
         if raw.is_empty() {
             return Err(RegionIdError::Empty);
         }
-        let parts: Vec<&str> = raw.split('-').collect();
-        let malformed = || RegionIdError::Malformed(raw.to_owned());
-        let (number, words) = parts.split_last().ok_or_else(malformed)?;
-        let words_ok = words.len() >= 2
-            && words
-                .iter()
-                .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()));
-        let number_ok = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
-        if words_ok && number_ok && raw.len() <= 32 {
+        if Self::is_well_formed(raw) {
             Ok(Self(Arc::from(raw)))
         } else {
-            Err(malformed())
+            Err(RegionIdError::Malformed(raw.to_owned()))
         }
+    }
+
+    /// Whether `raw` is a region id (`parse` would accept it), without allocating: two or
+    /// more lowercase words and a number, joined by `-`, at most 32 bytes.
+    pub fn is_well_formed(raw: &str) -> bool {
+        let Some((words, number)) = raw.rsplit_once('-') else {
+            return false;
+        };
+        let mut word_count = 0;
+        let words_ok = words.split('-').all(|w| {
+            word_count += 1;
+            !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase())
+        });
+        let number_ok = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+        words_ok && word_count >= 2 && number_ok && raw.len() <= 32
     }
 
     pub fn as_str(&self) -> &str {
@@ -155,6 +162,7 @@ mod tests {
             "us-gov-west-12",
         ] {
             assert_eq!(RegionId::parse(id).expect("valid id").as_str(), id);
+            assert!(RegionId::is_well_formed(id), "{id}");
         }
     }
 
@@ -169,8 +177,14 @@ mod tests {
             "eu-central-x",
             "eu central 1",
             "-eu-1",
+            "eu-1",
+            "eu-central-",
+            "eu-central-1-",
+            "eu-central-1x",
+            "eu-centrallllllllllllllllllllll-1",
         ] {
             assert!(RegionId::parse(id).is_err(), "{id:?} should be refused");
+            assert!(!RegionId::is_well_formed(id), "{id:?} is not well-formed");
         }
     }
 

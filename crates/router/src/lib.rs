@@ -33,6 +33,7 @@ pub use service::{
 };
 pub use signing::{
     DEFAULT_MAX_SKEW, ForwardError, ForwardSigner, Forwarded, ForwardingKey, KeyError, MIN_KEY_LEN,
+    Vouching,
 };
 
 /// Header names the router reads and writes, besides those of `wire::headers`.

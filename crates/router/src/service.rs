@@ -32,7 +32,7 @@ use crate::directory::DirectoryEntry;
 use crate::metrics::{Decision, RouterMetrics, status_class};
 use crate::problem;
 use crate::routing::{Route, classify};
-use crate::signing::{ForwardSigner, Forwarded};
+use crate::signing::{ForwardError, ForwardSigner, Forwarded, Vouching};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{headers, names};
 
@@ -451,13 +451,34 @@ impl Shared {
         if !has_forwarding {
             return None;
         }
-        match self.signer.verify(parts, &self.local, SystemTime::now()) {
-            Ok(forwarded) => {
-                // A catalogue region's header value is shared, not built per request.
-                let entry = match self.targets.get(&forwarded.entry_region) {
-                    Some(target) => target.region_header.clone(),
-                    None => region_value(&forwarded.entry_region),
+        let verified = self
+            .signer
+            .verify_in_place(parts, &self.local, SystemTime::now())
+            .and_then(|verified| {
+                // A catalogue region's id and header value are shared, not built per
+                // request; the catalogue's few regions are compared, not hashed.
+                let (entry_region, entry) = match self
+                    .targets
+                    .values()
+                    .find(|target| target.region.as_str() == verified.entry_region)
+                {
+                    Some(target) => (target.region.clone(), target.region_header.clone()),
+                    None => {
+                        let region = RegionId::parse(verified.entry_region)
+                            .map_err(|_| ForwardError::Malformed("entry region"))?;
+                        let header = region_value(&region);
+                        (region, header)
+                    }
                 };
+                let forwarded = Forwarded {
+                    entry_region,
+                    client_address: verified.client_address.to_owned(),
+                    request_id: verified.request_id.to_owned(),
+                };
+                Ok((forwarded, entry))
+            });
+        match verified {
+            Ok((forwarded, entry)) => {
                 parts.headers.insert(names::ENTRY_REGION, entry.clone());
                 parts.extensions.insert(forwarded);
                 Some(entry)
@@ -717,11 +738,11 @@ impl Shared {
         if has_passed(&req.parts.headers, &self.local) {
             return Ok(self.routing_loop(&req, tenant, &home).await);
         }
-        let request_id = request_id(&req.parts);
-        let forwarded = Forwarded {
-            entry_region: self.local.clone(),
-            client_address: client_address(&req.parts),
-            request_id,
+        let client = AddressText::of(&req.parts);
+        let forwarded = Vouching {
+            entry_region: &self.local,
+            client_address: client.as_str(),
+            request_id: request_id(&req.parts),
         };
         let mut corrected = false;
         let mut resent = false;
@@ -733,7 +754,7 @@ impl Shared {
                 // Only a replayable body is ever sent twice; this cannot happen.
                 return Ok(self.upstream_failed(&req, target, SendError::Other));
             };
-            match self.send(&req.parts, body, target, &forwarded).await {
+            match self.send(&req.parts, body, target, forwarded).await {
                 Ok(response)
                     if response.status() == StatusCode::MISDIRECTED_REQUEST && !corrected =>
                 {
@@ -801,7 +822,7 @@ impl Shared {
         parts: &Parts,
         body: Body,
         target: &Target,
-        forwarded: &Forwarded,
+        forwarded: Vouching<'_>,
     ) -> Result<Response<Body>, SendFailure> {
         let Some(upstream) = &target.internal else {
             return Err(SendError::BadEndpoint.into());
@@ -1105,42 +1126,89 @@ fn ensure_request_id(parts: &mut Parts) {
 
 /// The request id [`ensure_request_id`] left in place, as text (already header-safe: a
 /// kept id is visible text by the same rule).
-fn request_id(parts: &Parts) -> String {
+fn request_id(parts: &Parts) -> &str {
     parts
         .headers
         .get(names::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
         .unwrap_or_default()
 }
 
-fn client_address(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |info| ip_text(info.0.ip()))
+/// The client's address as the forwarding header names it (an IP address, or `unknown`
+/// when the server gave none), written on the stack: it is signed and sent, never kept.
+struct AddressText {
+    bytes: [u8; AddressText::CAPACITY],
+    len: usize,
 }
 
-/// `ip` as `Display` writes it; IPv4 without the formatting machinery, which costs more
-/// than the rest of building the forwarding headers.
-fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut text = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
+impl AddressText {
+    /// The longest IPv6 text (`ffff:…:255.255.255.255`) is 45 bytes.
+    const CAPACITY: usize = 48;
+
+    fn of(parts: &Parts) -> Self {
+        match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(info) => Self::ip(info.0.ip()),
+            None => Self::from_text("unknown"),
         }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
     }
-    text
+
+    /// `ip` as `Display` writes it; IPv4 without the formatting machinery, which costs
+    /// more than the rest of building the forwarding headers.
+    fn ip(ip: IpAddr) -> Self {
+        let mut text = Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(_) => {
+                use std::io::Write as _;
+                let mut rest = &mut text.bytes[..];
+                if write!(rest, "{ip}").is_err() {
+                    return Self::from_text("unknown");
+                }
+                let left = rest.len();
+                text.len = Self::CAPACITY - left;
+            }
+        }
+        text
+    }
+
+    fn from_text(s: &str) -> Self {
+        let mut text = Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+        };
+        for &b in s.as_bytes() {
+            text.push(b);
+        }
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = byte;
+            self.len += 1;
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, dots, colons, hex letters and `unknown` are written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("unknown")
+    }
 }
 
 fn strip_forwarding(headers: &mut HeaderMap) {
@@ -1243,9 +1311,11 @@ mod tests {
             "255.255.255.255",
             "::1",
             "2001:db8::7",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "1111:2222:3333:4444:5555:6666:7777:8888",
         ] {
             let ip: IpAddr = ip.parse().expect("address");
-            assert_eq!(ip_text(ip), ip.to_string());
+            assert_eq!(AddressText::ip(ip).as_str(), ip.to_string());
         }
     }
 

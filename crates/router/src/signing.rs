@@ -76,6 +76,41 @@ pub struct Forwarded {
     pub request_id: String,
 }
 
+impl Forwarded {
+    /// The same facts, borrowed, as [`ForwardSigner::sign`] takes them.
+    pub fn vouching(&self) -> Vouching<'_> {
+        Vouching {
+            entry_region: &self.entry_region,
+            client_address: &self.client_address,
+            request_id: &self.request_id,
+        }
+    }
+}
+
+/// What a forwarding node vouches for, borrowed from the request it forwards, so that
+/// signing copies nothing it does not send.
+#[derive(Debug, Clone, Copy)]
+pub struct Vouching<'a> {
+    pub entry_region: &'a RegionId,
+    pub client_address: &'a str,
+    pub request_id: &'a str,
+}
+
+impl<'a> From<&'a Forwarded> for Vouching<'a> {
+    fn from(forwarded: &'a Forwarded) -> Self {
+        forwarded.vouching()
+    }
+}
+
+/// The forwarding facts of a request whose signature verified, borrowed from its headers.
+/// The entry region is well-formed but not parsed into a [`RegionId`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Verified<'a> {
+    pub(crate) entry_region: &'a str,
+    pub(crate) client_address: &'a str,
+    pub(crate) request_id: &'a str,
+}
+
 /// Why forwarding headers were not trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
@@ -136,22 +171,28 @@ impl ForwardSigner {
     /// Sets the forwarding header, signed for `target` (the region it is sent to) and
     /// stamped now, and the request id on `request`. Values that cannot be header values
     /// have their offending characters replaced by `_`.
-    pub fn sign(&self, request: &mut Parts, forwarded: &Forwarded, target: &RegionId) {
+    pub fn sign<'a>(
+        &self,
+        request: &mut Parts,
+        forwarded: impl Into<Vouching<'a>>,
+        target: &RegionId,
+    ) {
         self.sign_at(request, forwarded, target, SystemTime::now());
     }
 
     /// [`ForwardSigner::sign`] with an explicit clock (tests of expiry).
-    pub fn sign_at(
+    pub fn sign_at<'a>(
         &self,
         request: &mut Parts,
-        forwarded: &Forwarded,
+        forwarded: impl Into<Vouching<'a>>,
         target: &RegionId,
         now: SystemTime,
     ) {
+        let forwarded: Vouching<'a> = forwarded.into();
         let mut at_digits = itoa::Buffer::new();
         let at = at_digits.format(unix_seconds(now));
-        let client = address_safe(&forwarded.client_address);
-        let request_id = header_safe(&forwarded.request_id);
+        let client = address_safe(forwarded.client_address);
+        let request_id = header_safe(forwarded.request_id);
         let entry = forwarded.entry_region.as_str();
         let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
         let tag = tag(
@@ -199,6 +240,22 @@ impl ForwardSigner {
         local: &RegionId,
         now: SystemTime,
     ) -> Result<Forwarded, ForwardError> {
+        let verified = self.verify_in_place(parts, local, now)?;
+        Ok(Forwarded {
+            entry_region: RegionId::parse(verified.entry_region)
+                .map_err(|_| ForwardError::Malformed("entry region"))?,
+            client_address: verified.client_address.to_owned(),
+            request_id: verified.request_id.to_owned(),
+        })
+    }
+
+    /// [`ForwardSigner::verify`] without copying: the facts are borrowed from `parts`.
+    pub(crate) fn verify_in_place<'p>(
+        &self,
+        parts: &'p Parts,
+        local: &RegionId,
+        now: SystemTime,
+    ) -> Result<Verified<'p>, ForwardError> {
         let h = &parts.headers;
         let Some(header) = h.get(names::FORWARDED) else {
             return Err(ForwardError::Missing);
@@ -211,8 +268,9 @@ impl ForwardSigner {
         let mut signature = [0u8; TAG_LEN];
         hex::decode_to_slice(fields.signature, &mut signature)
             .map_err(|_| ForwardError::Malformed("signature"))?;
-        let entry_region =
-            RegionId::parse(fields.entry).map_err(|_| ForwardError::Malformed("entry region"))?;
+        if !RegionId::is_well_formed(fields.entry) {
+            return Err(ForwardError::Malformed("entry region"));
+        }
         let at: u64 = fields
             .at
             .parse()
@@ -248,10 +306,10 @@ impl ForwardSigner {
         if !valid {
             return Err(ForwardError::BadSignature);
         }
-        Ok(Forwarded {
-            entry_region,
-            client_address: fields.client.to_owned(),
-            request_id: request_id.to_owned(),
+        Ok(Verified {
+            entry_region: fields.entry,
+            client_address: fields.client,
+            request_id,
         })
     }
 }
@@ -290,8 +348,11 @@ const FIELDS: usize = 7;
 /// big-endian length and its bytes, so that no two different field lists share an
 /// encoding.
 fn tag(key: &ForwardingKey, fields: [&[u8]; FIELDS]) -> hmac::Tag {
+    // The context (several hundred bytes) stays where it is made: the writer borrows it,
+    // as moving it into the writer and out again copies it each time.
+    let mut context = hmac::Context::with_key(&key.0);
     let mut message = MessageWriter {
-        context: hmac::Context::with_key(&key.0),
+        context: &mut context,
         buffer: [0; MESSAGE_BUFFER],
         used: 0,
     };
@@ -302,13 +363,7 @@ fn tag(key: &ForwardingKey, fields: [&[u8]; FIELDS]) -> hmac::Tag {
         message.put(&n.to_be_bytes());
         message.put(field);
     }
-    // Taken apart in place: a method taking the writer by value would copy its buffer.
-    let MessageWriter {
-        mut context,
-        buffer,
-        used,
-    } = message;
-    context.update(&buffer[..used]);
+    message.flush();
     context.sign()
 }
 
@@ -318,17 +373,22 @@ const MESSAGE_BUFFER: usize = 512;
 
 /// Feeds the HMAC through a stack buffer; longer messages go through in pieces, with the
 /// same result (HMAC is over the concatenation).
-struct MessageWriter {
-    context: hmac::Context,
+struct MessageWriter<'c> {
+    context: &'c mut hmac::Context,
     buffer: [u8; MESSAGE_BUFFER],
     used: usize,
 }
 
-impl MessageWriter {
+impl MessageWriter<'_> {
+    /// Hands what is gathered to the HMAC.
+    fn flush(&mut self) {
+        self.context.update(&self.buffer[..self.used]);
+        self.used = 0;
+    }
+
     fn put(&mut self, bytes: &[u8]) {
         if self.used + bytes.len() > MESSAGE_BUFFER {
-            self.context.update(&self.buffer[..self.used]);
-            self.used = 0;
+            self.flush();
             if bytes.len() > MESSAGE_BUFFER {
                 self.context.update(bytes);
                 return;
