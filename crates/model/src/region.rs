@@ -36,16 +36,33 @@ impl RegionId {
     /// Whether `raw` is a region id (`parse` would accept it), without allocating: two or
     /// more lowercase words and a number, joined by `-`, at most 32 bytes.
     pub fn is_well_formed(raw: &str) -> bool {
-        let Some((words, number)) = raw.rsplit_once('-') else {
+        let bytes = raw.as_bytes();
+        if bytes.len() > 32 {
+            return false;
+        }
+        let Some(last_dash) = bytes.iter().rposition(|&b| b == b'-') else {
             return false;
         };
-        let mut word_count = 0;
-        let words_ok = words.split('-').all(|w| {
-            word_count += 1;
-            !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase())
-        });
-        let number_ok = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
-        words_ok && word_count >= 2 && number_ok && raw.len() <= 32
+        let (words, number) = (&bytes[..last_dash], &bytes[last_dash + 1..]);
+        if number.is_empty() || !number.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        // One pass over the words: lowercase letters, single dashes between them.
+        let (mut word_count, mut word_len) = (0, 0);
+        for &b in words {
+            if b == b'-' {
+                if word_len == 0 {
+                    return false;
+                }
+                word_count += 1;
+                word_len = 0;
+            } else if b.is_ascii_lowercase() {
+                word_len += 1;
+            } else {
+                return false;
+            }
+        }
+        word_len > 0 && word_count + 1 >= 2
     }
 
     pub fn as_str(&self) -> &str {
