@@ -76,17 +76,6 @@ pub struct Forwarded {
     pub request_id: String,
 }
 
-impl Forwarded {
-    /// The same facts, borrowed, as [`ForwardSigner::sign`] takes them.
-    pub fn vouching(&self) -> Vouching<'_> {
-        Vouching {
-            entry_region: &self.entry_region,
-            client_address: &self.client_address,
-            request_id: &self.request_id,
-        }
-    }
-}
-
 /// What a forwarding node vouches for, borrowed from the request it forwards, so that
 /// signing copies nothing it does not send.
 #[derive(Debug, Clone, Copy)]
@@ -96,9 +85,14 @@ pub struct Vouching<'a> {
     pub request_id: &'a str,
 }
 
+/// The same facts as a [`Forwarded`], borrowed, as [`ForwardSigner::sign`] takes them.
 impl<'a> From<&'a Forwarded> for Vouching<'a> {
     fn from(forwarded: &'a Forwarded) -> Self {
-        forwarded.vouching()
+        Vouching {
+            entry_region: &forwarded.entry_region,
+            client_address: &forwarded.client_address,
+            request_id: &forwarded.request_id,
+        }
     }
 }
 
