@@ -30,7 +30,7 @@ use tower_http::request_id::{
 };
 
 pub use health::{DirectoryProbe, spawn_health_poller};
-pub use server::{NodeService, serve_service};
+pub use server::{NodeService, serve_connections, serve_service};
 pub use state::{NodeParts, NodeState};
 
 /// Request ids for requests that arrive without one, from [`telemetry::new_request_id`]

@@ -1,6 +1,7 @@
 //! The node's HTTP/1.1 server: accepts on a listener, serves each connection with hyper,
-//! gives every request the peer address (`ConnectInfo<SocketAddr>`), and on shutdown lets
-//! in-flight requests finish before it returns.
+//! gives every request the peer address (`ConnectInfo<SocketAddr>`) or makes a service
+//! for each connection that knows it, and on shutdown lets in-flight requests finish
+//! before it returns.
 //!
 //! Why not `axum::serve`: its connection task polls a shutdown watch on every wake-up (a
 //! mutex lock and a waker check per poll, ~5 % of a forwarding node's user time in
@@ -60,6 +61,27 @@ pub async fn serve_service<S: NodeService>(
     service: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let with_peer = move |peer| WithConnectInfo {
+        service: service.clone(),
+        peer,
+    };
+    serve_connections(listener, with_peer, shutdown).await
+}
+
+/// As [`serve_service`], with the service for each connection made by
+/// `for_connection(peer)`, which puts no `ConnectInfo` in the requests: the service knows
+/// its peer and passes it on as its handlers need it (`RouterService::for_peer` does,
+/// and saves the three allocations of a request's first extension on every request it
+/// forwards).
+pub async fn serve_connections<S, F>(
+    listener: TcpListener,
+    for_connection: F,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    S: NodeService,
+    F: Fn(SocketAddr) -> S + Send + 'static,
+{
     let drain = Arc::new(Drain::default());
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -70,7 +92,7 @@ pub async fn serve_service<S: NodeService>(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, service.clone(), Arc::clone(&drain)));
+                    connections.spawn(serve_connection(stream, for_connection(peer), Arc::clone(&drain)));
                 }
                 Err(err) if is_connection_error(&err) => {}
                 Err(err) => {
@@ -87,16 +109,11 @@ pub async fn serve_service<S: NodeService>(
     Ok(())
 }
 
-async fn serve_connection<S: NodeService>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    service: S,
-    drain: Arc<Drain>,
-) {
+async fn serve_connection<S: NodeService>(stream: TcpStream, service: S, drain: Arc<Drain>) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
     }
-    let service = PeerService { service, peer };
+    let service = HyperAdapter { service };
     // Larger than a client may send (the router holds clients to `CLIENT_` limits), so that
     // a forwarded request, which carries the forwarding headers too, always fits.
     let connection = hyper::server::conn::http1::Builder::new()
@@ -114,15 +131,14 @@ async fn serve_connection<S: NodeService>(
     }
 }
 
-/// The per-connection adapter from hyper to the tower service: the axum body and the
-/// peer address for each request.
+/// The per-connection adapter from hyper to the tower service: the axum body for each
+/// request.
 #[derive(Clone)]
-struct PeerService<S> {
+struct HyperAdapter<S> {
     service: S,
-    peer: SocketAddr,
 }
 
-impl<S> hyper::service::Service<http::Request<Incoming>> for PeerService<S>
+impl<S> hyper::service::Service<http::Request<Incoming>> for HyperAdapter<S>
 where
     S: Service<http::Request<Body>, Response = Response, Error = Infallible> + Clone,
 {
@@ -132,13 +148,38 @@ where
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         // A request without a body (most GETs) gets an empty body, which boxes nothing.
-        let mut request = if request.body().is_end_stream() {
+        let request = if request.body().is_end_stream() {
             request.map(|_| Body::empty())
         } else {
             request.map(Body::new)
         };
-        request.extensions_mut().insert(ConnectInfo(self.peer));
         self.service.clone().oneshot(request)
+    }
+}
+
+/// A service that gives every request its connection's peer address as
+/// `ConnectInfo<SocketAddr>`, as axum's extractor reads it.
+#[derive(Clone)]
+struct WithConnectInfo<S> {
+    service: S,
+    peer: SocketAddr,
+}
+
+impl<S> Service<http::Request<Body>> for WithConnectInfo<S>
+where
+    S: Service<http::Request<Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        self.service.call(request)
     }
 }
 
@@ -167,7 +208,7 @@ where
     S::Future: Send + 'static,
 {
     connection:
-        Pin<Box<hyper::server::conn::http1::Connection<TokioIo<TcpStream>, PeerService<S>>>>,
+        Pin<Box<hyper::server::conn::http1::Connection<TokioIo<TcpStream>, HyperAdapter<S>>>>,
     drain: Arc<Drain>,
     /// This connection's key in `drain.waiting` and the waker stored there.
     registered: Option<(usize, Waker)>,

@@ -752,17 +752,22 @@ impl Topology {
         };
         let (home_node, entry_node) = (node(&home_id)?, node(&entry_id)?);
         let bare_app = regional_handler(handler.clone());
-        // Served as a node serves (`api::serve_service`).
+        // Served as a node serves (`api::serve_connections`, the router told each
+        // connection's peer); the bare handler as an app without the router is.
         let forever = std::future::pending::<()>;
+        let home_node = move |peer| home_node.for_peer(peer);
+        let entry_node = move |peer| entry_node.for_peer(peer);
         home_runtime
             .handle()
-            .spawn(api::serve_service(home_listener, home_node, forever()));
+            .spawn(api::serve_connections(home_listener, home_node, forever()));
         home_runtime
             .handle()
             .spawn(api::serve_service(bare_listener, bare_app, forever()));
-        entry_runtime
-            .handle()
-            .spawn(api::serve_service(entry_listener, entry_node, forever()));
+        entry_runtime.handle().spawn(api::serve_connections(
+            entry_listener,
+            entry_node,
+            forever(),
+        ));
         Ok(Self {
             tenant,
             home,

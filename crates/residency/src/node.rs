@@ -265,7 +265,8 @@ pub(crate) async fn start(
     let server = match routing {
         Some((config, _)) => {
             let routed = tower::Layer::layer(&router::layer(config), api::app(state));
-            tokio::spawn(api::serve_service(listener, routed, shutdown))
+            let for_connection = move |peer| routed.for_peer(peer);
+            tokio::spawn(api::serve_connections(listener, for_connection, shutdown))
         }
         None => tokio::spawn(api::serve(listener, state, shutdown)),
     };

@@ -165,6 +165,7 @@ impl<S> Layer<S> for RouterLayer {
         RouterService {
             inner,
             shared: Arc::clone(&self.shared),
+            peer: None,
         }
     }
 }
@@ -205,6 +206,26 @@ where
 pub struct RouterService<S> {
     inner: S,
     shared: Arc<Shared>,
+    /// The connection's peer, when the service was made for one connection
+    /// ([`RouterService::for_peer`]); otherwise read from each request's `ConnectInfo`.
+    peer: Option<SocketAddr>,
+}
+
+impl<S: Clone> RouterService<S> {
+    /// This service for the requests of one connection from `peer`, as a server that
+    /// makes a service per connection hands it over (`api::serve_connections`). The
+    /// router then knows the client address without the request's `ConnectInfo`
+    /// extension, whose first insert costs three allocations on every request, and
+    /// gives `ConnectInfo` only to the requests it serves locally, where handlers may
+    /// read it; a forwarded request never needs it.
+    #[must_use]
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            peer: Some(peer),
+        }
+    }
 }
 
 impl<S> fmt::Debug for RouterService<S> {
@@ -235,7 +256,7 @@ where
         // The clone that was polled ready serves this request; the fresh clone stays.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Arc::clone(&self.shared).handle(inner, request)
+        Arc::clone(&self.shared).handle(inner, request, self.peer)
     }
 }
 
@@ -356,6 +377,33 @@ struct Admitted {
     parts: Parts,
     /// Set when the request arrived with a valid forwarding signature: the entry region.
     forwarded: Option<HeaderValue>,
+    /// The connection's peer, when the server handed it to the service rather than to
+    /// the request (see [`RouterService::for_peer`]).
+    peer: Option<SocketAddr>,
+}
+
+impl Admitted {
+    /// The peer's address: the connection's, else the request's `ConnectInfo`.
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer
+            .or_else(|| {
+                self.parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|info| info.0)
+            })
+            .map(|peer| peer.ip())
+    }
+
+    /// The request for the local app, with `ConnectInfo` for its handlers when the peer
+    /// came with the connection.
+    fn into_local(self, body: Body) -> Request<Body> {
+        let mut parts = self.parts;
+        if let Some(peer) = self.peer {
+            parts.extensions.insert(ConnectInfo(peer));
+        }
+        Request::from_parts(parts, body)
+    }
 }
 
 impl Shared {
@@ -408,7 +456,12 @@ impl Shared {
     /// Admits and classifies the request here, before any await, and returns the one
     /// future its route needs: a future is as large as its largest branch, and the one
     /// allocated for every request should not carry the others.
-    fn handle<S, B>(self: Arc<Self>, inner: S, request: Request<Body>) -> Routed<S::Error>
+    fn handle<S, B>(
+        self: Arc<Self>,
+        inner: S,
+        request: Request<Body>,
+        peer: Option<SocketAddr>,
+    ) -> Routed<S::Error>
     where
         S: Inner<B>,
         B: InnerBody,
@@ -423,10 +476,14 @@ impl Shared {
                 return Box::pin(std::future::ready(Ok(self.head_too_large(&parts, limit))));
             }
         }
-        let req = Admitted { parts, forwarded };
+        let req = Admitted {
+            parts,
+            forwarded,
+            peer,
+        };
         match classify(&req.parts.method, req.parts.uri.path()) {
             Route::Local => Box::pin(async move {
-                let response = call_local(inner, req.parts, body).await?;
+                let response = call_local(inner, req, body).await?;
                 self.count(Decision::Local, status_class(response.status()));
                 Ok(response)
             }),
@@ -506,7 +563,7 @@ impl Shared {
     {
         if req.forwarded.is_some() {
             // Already forwarded once: this node is the requested home (or will say why not).
-            let response = call_local(inner, req.parts, body).await?;
+            let response = call_local(inner, req, body).await?;
             self.count(Decision::Local, status_class(response.status()));
             return Ok(response);
         }
@@ -524,7 +581,7 @@ impl Shared {
             }
             _ => {
                 let body = prepared.take().unwrap_or_default();
-                let response = call_local(inner, req.parts, body).await?;
+                let response = call_local(inner, req, body).await?;
                 self.count(Decision::Local, status_class(response.status()));
                 Ok(response)
             }
@@ -652,8 +709,8 @@ impl Shared {
         S: Inner<B>,
         B: InnerBody,
     {
-        let forwarded = req.forwarded;
-        let mut response = call_local(inner, req.parts, body).await?;
+        let forwarded = req.forwarded.clone();
+        let mut response = call_local(inner, req, body).await?;
         self.count(Decision::Local, status_class(response.status()));
         self.routing_headers(&mut response, &self.local_header, false, forwarded.as_ref());
         Ok(response)
@@ -738,7 +795,9 @@ impl Shared {
         if has_passed(&req.parts.headers, &self.local) {
             return Ok(self.routing_loop(&req, tenant, &home).await);
         }
-        let client = AddressText::of(&req.parts);
+        let client = req
+            .peer_ip()
+            .map_or_else(AddressText::unknown, AddressText::ip);
         let forwarded = Vouching {
             entry_region: &self.local,
             client_address: client.as_str(),
@@ -777,7 +836,7 @@ impl Shared {
                     }
                     if fresh.home == self.local {
                         let body = prepared.take().unwrap_or_default();
-                        let mut response = Box::pin(call_local(inner, req.parts, body)).await?;
+                        let mut response = Box::pin(call_local(inner, req, body)).await?;
                         self.count(Decision::Local, status_class(response.status()));
                         self.routing_headers(&mut response, &self.local_header, false, None);
                         return Ok(response);
@@ -1029,12 +1088,12 @@ fn connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
     }
 }
 
-async fn call_local<S, B>(inner: S, parts: Parts, body: Body) -> Result<Response<Body>, S::Error>
+async fn call_local<S, B>(inner: S, req: Admitted, body: Body) -> Result<Response<Body>, S::Error>
 where
     S: Inner<B>,
     B: InnerBody,
 {
-    let response = inner.oneshot(Request::from_parts(parts, body)).await?;
+    let response = inner.oneshot(req.into_local(body)).await?;
     Ok(response.map(Body::new))
 }
 
@@ -1145,11 +1204,8 @@ impl AddressText {
     /// The longest IPv6 text (`ffff:…:255.255.255.255`) is 45 bytes.
     const CAPACITY: usize = 48;
 
-    fn of(parts: &Parts) -> Self {
-        match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(info) => Self::ip(info.0.ip()),
-            None => Self::from_text("unknown"),
-        }
+    fn unknown() -> Self {
+        Self::from_text("unknown")
     }
 
     /// `ip` as `Display` writes it; IPv4 without the formatting machinery, which costs

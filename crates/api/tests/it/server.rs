@@ -1,6 +1,7 @@
-//! The node's HTTP server (`api::serve_service`): the peer address reaches handlers, and
-//! shutdown closes idle connections and refuses new ones at once, while a request in
-//! flight still gets its whole response before the server returns.
+//! The node's HTTP server (`api::serve_service`, `api::serve_connections`): the peer
+//! address reaches handlers or each connection's service, and shutdown closes idle
+//! connections and refuses new ones at once, while a request in flight still gets its
+//! whole response before the server returns.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,6 +111,57 @@ async fn shutdown_lets_a_request_in_flight_finish_and_closes_the_rest() {
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("the server returns once every connection closed")
+        .expect("server task")
+        .expect("server result");
+}
+
+#[tokio::test]
+async fn serve_connections_makes_each_connection_a_service_that_knows_its_peer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    // The service for a connection answers with the peer it was made for, and with
+    // whether the request carried `ConnectInfo` too (it does not: the service knows).
+    let for_connection = |peer: SocketAddr| {
+        Router::new().route(
+            "/peer",
+            get(move |request: axum::extract::Request| async move {
+                let given = request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .is_some();
+                format!("connect-info={given} peer={peer}")
+            }),
+        )
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve_connections(
+        listener,
+        for_connection,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let mut streams = [
+        TcpStream::connect(address).await.expect("connect"),
+        TcpStream::connect(address).await.expect("connect"),
+    ];
+    // Each connection keeps its own service: the first is asked again after the second.
+    for index in [0, 1, 0] {
+        let stream = &mut streams[index];
+        let own = stream.local_addr().expect("local address");
+        let response = request(stream, "/peer").await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.ends_with(&format!("connect-info=false peer={own}")),
+            "{response} for {own}"
+        );
+    }
+
+    stop.send(()).expect("server running");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server returns")
         .expect("server task")
         .expect("server result");
 }

@@ -12,7 +12,7 @@ use model::Transit;
 use router::{DirectoryEntry, ForwardSigner, Forwarded, ForwardingKey, headers};
 
 use crate::harness::{
-    AP, Cluster, DEAD, EU, KEY, Options, PACE_WINDOW, SILENT, US, count_body, header, json,
+    AP, Cluster, DEAD, EU, KEY, Options, PACE_WINDOW, PeerBy, SILENT, US, count_body, header, json,
     paced_body, public_url, region,
 };
 
@@ -64,6 +64,37 @@ async fn a_local_tenant_is_served_in_process_with_no_extra_hop() -> Result<()> {
         metrics.contains(r#"router_requests_total{decision="local",outcome="2xx"} 2"#),
         "{metrics}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_client_address_reaches_handlers_and_the_home_however_the_server_gives_it() -> Result<()>
+{
+    for peer_by in [PeerBy::Connection, PeerBy::ConnectInfo] {
+        let cluster = Cluster::with(Options {
+            peer_by,
+            ..Options::default()
+        })
+        .await?;
+        let tenant = cluster.tenant(US, Transit::Proxy).await?;
+        let path = format!("/v1/tenants/{tenant}/collections/c");
+
+        // Served where it arrived: the handler reads its client's address.
+        let local = json(cluster.get(US, &path).await?).await?;
+        assert_eq!(local["region"], US, "{peer_by:?}: {local}");
+        assert_eq!(local["peer"], "127.0.0.1", "{peer_by:?}: {local}");
+        assert!(local["forwarded_for"].is_null(), "{peer_by:?}: {local}");
+
+        // Forwarded: the entry vouches for its client's address, and the home's handler
+        // still reads the address of its own client, the entry node.
+        let forwarded = json(cluster.get(EU, &path).await?).await?;
+        assert_eq!(forwarded["region"], US, "{peer_by:?}: {forwarded}");
+        assert_eq!(
+            forwarded["forwarded_for"], "127.0.0.1",
+            "{peer_by:?}: {forwarded}"
+        );
+        assert_eq!(forwarded["peer"], "127.0.0.1", "{peer_by:?}: {forwarded}");
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! body bytes as they stream, so tests can check hops, headers and memory bounds.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,9 +15,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use axum::ServiceExt as _;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Uri};
 use http_body::Frame;
@@ -91,6 +93,19 @@ pub struct Options {
     /// Regions whose node signs and verifies with another forwarding key than [`KEY`]
     /// (a secret rotated in one region only).
     pub other_keys: HashMap<&'static str, &'static [u8; 32]>,
+    /// How each node learns a client's address.
+    pub peer_by: PeerBy,
+}
+
+/// How the server hands a node its client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerBy {
+    /// A router service made for each connection (`RouterService::for_peer`), as a node
+    /// serves (`api::serve_connections`).
+    Connection,
+    /// `ConnectInfo` in every request, as axum's `into_make_service_with_connect_info`
+    /// and `api::serve_service` give it.
+    ConnectInfo,
 }
 
 impl Default for Options {
@@ -99,6 +114,7 @@ impl Default for Options {
             ttl: Duration::from_secs(60),
             upstream_timeout: Duration::from_secs(10),
             other_keys: HashMap::new(),
+            peer_by: PeerBy::Connection,
         }
     }
 }
@@ -180,9 +196,23 @@ impl Cluster {
             config.connect_timeout = Duration::from_millis(500);
             config.metrics = Some(RouterMetrics::new(&mut registry));
             let service = router::layer(config).layer(regional_app(Arc::clone(&app)));
+            let peer_by = options.peer_by;
             tasks.push(tokio::spawn(async move {
-                let make = service.into_make_service_with_connect_info::<SocketAddr>();
-                if let Err(err) = axum::serve(listener, make).await {
+                let served = match peer_by {
+                    PeerBy::ConnectInfo => {
+                        let make = service.into_make_service_with_connect_info::<SocketAddr>();
+                        axum::serve(listener, make).await
+                    }
+                    PeerBy::Connection => {
+                        let make =
+                            tower::service_fn(move |incoming: IncomingStream<'_, TcpListener>| {
+                                let service = service.for_peer(*incoming.remote_addr());
+                                async move { Ok::<_, Infallible>(service) }
+                            });
+                        axum::serve(listener, make).await
+                    }
+                };
+                if let Err(err) = served {
                     eprintln!("test server stopped: {err}");
                 }
             }));
@@ -368,6 +398,11 @@ async fn tenant_handler(State(app): State<Arc<AppState>>, request: Request) -> R
                 .get::<router::Forwarded>()
                 .map(|forwarded| forwarded.client_address.clone()),
             "forwarding_header": seen(router::headers::FORWARDED),
+            // What a handler reads as its client's address.
+            "peer": parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip().to_string()),
             "request_id": seen(router::headers::REQUEST_ID),
         })),
     )
