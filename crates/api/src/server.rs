@@ -1,13 +1,19 @@
-//! The node's HTTP/1.1 server: accepts on a listener, serves each connection with hyper,
-//! gives every request the peer address (`ConnectInfo<SocketAddr>`) or makes a service
-//! for each connection that knows it, and on shutdown lets in-flight requests finish
-//! before it returns.
+//! The node's HTTP server: accepts on a listener, serves each connection with hyper
+//! (HTTP/1.1, or HTTP/2 when the connection opens with its preface), gives every request
+//! the peer address (`ConnectInfo<SocketAddr>`) or makes a service for each connection that
+//! knows it, and on shutdown lets in-flight requests finish before it returns.
 //!
 //! Why not `axum::serve`: its connection task polls a shutdown watch on every wake-up (a
 //! mutex lock and a waker check per poll, ~5 % of a forwarding node's user time in
 //! `bench router`) and sniffs each connection for HTTP/2 through an extra IO layer. Here
 //! a connection checks one atomic flag per poll, and shutdown wakes each connection once.
-//! The node speaks HTTP/1.1 only; TLS and HTTP/2 end at the load balancer in front of it.
+//! The protocol is chosen once per connection, by peeking at its first bytes: HTTP/2 with
+//! prior knowledge (cleartext, as between regions: TLS ends at the load balancer in front
+//! of a node) or HTTP/1.1; nothing sits between hyper and the socket afterwards.
+//!
+//! HTTP/2 is there for the forwarding hop between regions: many requests share one
+//! connection, so a busy link sends and receives several in one system call where
+//! HTTP/1.1 needs two calls per request on each side (see `docs/ARCHITECTURE.md`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -109,24 +115,83 @@ where
     Ok(())
 }
 
+/// The first bytes an HTTP/2 client with prior knowledge sends (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Streams one HTTP/2 connection may have open at once; more are refused (and a client
+/// may retry them: they were not processed).
+const HTTP2_MAX_STREAMS: u32 = 256;
+
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Waits for the connection's first bytes and reads the protocol from them without
+/// consuming them. Anything but the HTTP/2 preface (including a peer that closes at once)
+/// is HTTP/1.1, whose parser then answers it.
+async fn protocol_of(stream: &TcpStream) -> std::io::Result<Protocol> {
+    let mut first = [0u8; HTTP2_PREFACE.len()];
+    loop {
+        let seen = stream.peek(&mut first).await?;
+        if seen == 0 || first[..seen] != HTTP2_PREFACE[..seen] {
+            return Ok(Protocol::Http1);
+        }
+        if seen == HTTP2_PREFACE.len() {
+            return Ok(Protocol::Http2);
+        }
+        // Part of the preface so far (it comes in one segment from any real client): peek
+        // returns at once while data is waiting, so wait a little for the rest.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 async fn serve_connection<S: NodeService>(stream: TcpStream, service: S, drain: Arc<Drain>) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
     }
-    let service = HyperAdapter { service };
-    // Larger than a client may send (the router holds clients to `CLIENT_` limits), so that
-    // a forwarded request, which carries the forwarding headers too, always fits.
-    let connection = hyper::server::conn::http1::Builder::new()
-        .max_headers(wire::limits::SERVER_MAX_HEADERS)
-        .max_buf_size(wire::limits::SERVER_MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), service);
-    let draining = Draining {
-        connection: Box::pin(connection),
-        drain,
-        registered: None,
-        closing: false,
+    let protocol = {
+        let stopped = drain.stopped();
+        tokio::select! {
+            biased;
+            () = stopped => return,
+            protocol = protocol_of(&stream) => match protocol {
+                Ok(protocol) => protocol,
+                Err(err) => {
+                    tracing::debug!(error = %err, "connection ended before its first request");
+                    return;
+                }
+            },
+        }
     };
-    if let Err(err) = draining.await {
+    let service = HyperAdapter { service };
+    let io = TokioIo::new(stream);
+    let ended = match protocol {
+        Protocol::Http1 => {
+            // Larger than a client may send (the router holds clients to `CLIENT_`
+            // limits), so that a forwarded request, which carries the forwarding headers
+            // too, always fits.
+            let connection = hyper::server::conn::http1::Builder::new()
+                .max_headers(wire::limits::SERVER_MAX_HEADERS)
+                .max_buf_size(wire::limits::SERVER_MAX_HEAD_BYTES)
+                .serve_connection(io, service);
+            Draining::new(connection, drain).await
+        }
+        Protocol::Http2 => {
+            let connection =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .max_concurrent_streams(HTTP2_MAX_STREAMS)
+                    .max_header_list_size(
+                        u32::try_from(wire::limits::SERVER_MAX_HEAD_BYTES)
+                            .expect("the head limit is a few hundred KiB"),
+                    )
+                    .serve_connection(io, service);
+            Draining::new(connection, drain).await
+        }
+    };
+    if let Err(err) = ended {
         tracing::debug!(error = %err, "connection ended with an error");
     }
 }
@@ -189,37 +254,79 @@ where
 struct Drain {
     stopping: AtomicBool,
     waiting: Mutex<slab::Slab<Waker>>,
+    /// For connections that have not sent their first bytes yet.
+    started: tokio::sync::Notify,
 }
 
 impl Drain {
     fn start(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.started.notify_waiters();
         let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         for (_, waker) in waiting.iter() {
             waker.wake_by_ref();
         }
     }
+
+    /// Resolves once the drain has started (at once if it has).
+    async fn stopped(&self) {
+        let notified = self.started.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the flag is read: a start in between still wakes it.
+        notified.as_mut().enable();
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// A hyper connection that can be asked to finish what it is serving and close.
+trait Graceful: Future<Output = hyper::Result<()>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<S: NodeService> Graceful
+    for hyper::server::conn::http1::Connection<TokioIo<TcpStream>, HyperAdapter<S>>
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::Connection::graceful_shutdown(self);
+    }
+}
+
+impl<S: NodeService> Graceful
+    for hyper::server::conn::http2::Connection<
+        TokioIo<TcpStream>,
+        HyperAdapter<S>,
+        hyper_util::rt::TokioExecutor,
+    >
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self);
+    }
 }
 
 /// A connection that starts hyper's graceful shutdown once the [`Drain`] starts.
-struct Draining<S>
-where
-    S: Service<http::Request<Body>, Response = Response, Error = Infallible> + Clone,
-    S::Future: Send + 'static,
-{
-    connection:
-        Pin<Box<hyper::server::conn::http1::Connection<TokioIo<TcpStream>, HyperAdapter<S>>>>,
+struct Draining<C> {
+    connection: Pin<Box<C>>,
     drain: Arc<Drain>,
     /// This connection's key in `drain.waiting` and the waker stored there.
     registered: Option<(usize, Waker)>,
     closing: bool,
 }
 
-impl<S> Future for Draining<S>
-where
-    S: Service<http::Request<Body>, Response = Response, Error = Infallible> + Clone,
-    S::Future: Send + 'static,
-{
+impl<C: Graceful> Draining<C> {
+    fn new(connection: C, drain: Arc<Drain>) -> Self {
+        Self {
+            connection: Box::pin(connection),
+            drain,
+            registered: None,
+            closing: false,
+        }
+    }
+}
+
+impl<C: Graceful> Future for Draining<C> {
     type Output = hyper::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -259,11 +366,7 @@ where
     }
 }
 
-impl<S> Drop for Draining<S>
-where
-    S: Service<http::Request<Body>, Response = Response, Error = Infallible> + Clone,
-    S::Future: Send + 'static,
-{
+impl<C> Drop for Draining<C> {
     fn drop(&mut self) {
         if let Some((key, _)) = self.registered.take() {
             let mut waiting = self

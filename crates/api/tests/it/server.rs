@@ -1,7 +1,8 @@
 //! The node's HTTP server (`api::serve_service`, `api::serve_connections`): the peer
-//! address reaches handlers or each connection's service, and shutdown closes idle
-//! connections and refuses new ones at once, while a request in flight still gets its
-//! whole response before the server returns.
+//! address reaches handlers or each connection's service, HTTP/1.1 and HTTP/2 (prior
+//! knowledge) share a listener, and shutdown closes idle connections and refuses new ones
+//! at once, while a request in flight still gets its whole response before the server
+//! returns.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,32 +41,47 @@ async fn request(stream: &mut TcpStream, path: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn shutdown_lets_a_request_in_flight_finish_and_closes_the_rest() {
-    let release = Arc::new(Notify::new());
+/// `app` with a `/slow` route that signals the first `Notify` when it starts and answers
+/// "finished" once the second is notified.
+fn with_slow_route(app: Router) -> (Router, Arc<Notify>, Arc<Notify>) {
     let started = Arc::new(Notify::new());
-    let app = Router::new()
-        .route(
-            "/peer",
-            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
-        )
-        .route(
-            "/slow",
-            get({
-                let (release, started) = (release.clone(), started.clone());
-                move || async move {
-                    started.notify_one();
-                    release.notified().await;
-                    "finished"
-                }
-            }),
-        );
+    let release = Arc::new(Notify::new());
+    let slow = get({
+        let (started, release) = (started.clone(), release.clone());
+        move || async move {
+            started.notify_one();
+            release.notified().await;
+            "finished"
+        }
+    });
+    (app.route("/slow", slow), started, release)
+}
+
+/// Serves `app` with `api::serve_service` on a free port until the sender fires.
+async fn serve(
+    app: Router,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(api::serve_service(listener, app, async move {
         let _ = stopped.await;
     }));
+    (address, stop, server)
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish_and_closes_the_rest() {
+    let app = Router::new().route(
+        "/peer",
+        get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+    );
+    let (app, started, release) = with_slow_route(app);
+    let (address, stop, server) = serve(app).await;
 
     // The handler sees the client's own address.
     let mut idle = TcpStream::connect(address).await.expect("connect");
@@ -164,4 +180,98 @@ async fn serve_connections_makes_each_connection_a_service_that_knows_its_peer()
         .expect("the server returns")
         .expect("server task")
         .expect("server result");
+}
+
+/// One request over an HTTP/2 connection: the status and the body.
+async fn http2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    path: &str,
+) -> (http::StatusCode, String) {
+    use http_body_util::BodyExt as _;
+    let request = http::Request::get(format!("http://node{path}"))
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("HTTP/2 response");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_shares_the_listener_and_drains_like_http1() {
+    let app = Router::new().route(
+        "/peer",
+        get(
+            |ConnectInfo(peer): ConnectInfo<SocketAddr>, request: axum::extract::Request| async move {
+                format!("{:?} {peer}", request.version())
+            },
+        ),
+    );
+    let (app, started, release) = with_slow_route(app);
+    let (address, stop, server) = serve(app).await;
+
+    // A connection that opens with the HTTP/2 preface is served over HTTP/2, with the
+    // client's address, and several requests share it.
+    let stream = TcpStream::connect(address).await.expect("connect");
+    let own = stream.local_addr().expect("local address");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    for _ in 0..3 {
+        let (status, body) = http2_get(&mut sender, "/peer").await;
+        assert_eq!(status, http::StatusCode::OK, "{body}");
+        assert_eq!(body, format!("HTTP/2.0 {own}"));
+    }
+    // HTTP/1.1 on the same listener as before.
+    let mut plain = TcpStream::connect(address).await.expect("connect");
+    let response = request(&mut plain, "/peer").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("HTTP/1.1 127.0.0.1:"), "{response}");
+    // A connection that has not said anything yet.
+    let mut silent = TcpStream::connect(address).await.expect("connect");
+
+    let slow = tokio::spawn({
+        let mut sender = sender.clone();
+        async move { http2_get(&mut sender, "/slow").await }
+    });
+    started.notified().await;
+    stop.send(()).expect("server running");
+
+    // The silent connection and the idle HTTP/1.1 one are closed at once...
+    for idle in [&mut silent, &mut plain] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest))
+            .await
+            .expect("an idle connection is closed at shutdown");
+        assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    }
+    // ...while the HTTP/2 request in flight holds the server open...
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !server.is_finished(),
+        "the server waits for the request in flight"
+    );
+    // ...and gets its whole response; then the server returns.
+    release.notify_one();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), slow)
+        .await
+        .expect("the request in flight completes")
+        .expect("request task");
+    assert_eq!((status, body.as_str()), (http::StatusCode::OK, "finished"));
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server returns once every connection closed")
+        .expect("server task")
+        .expect("server result");
+    drop(sender);
+    let _ = connection.await;
 }
