@@ -78,9 +78,29 @@ pub(crate) struct RouterArgs {
     /// Which CPUs each party runs on.
     #[arg(long, value_enum, default_value_t = CpuLayout::Isolated)]
     cpu_layout: CpuLayout,
+    /// The protocol of the hop between the entry and the home node (a node's default is
+    /// HTTP/1.1; see `router::InternalProtocol`).
+    #[arg(long, value_enum, default_value_t = Hop::Http1)]
+    hop: Hop,
     /// Exit non-zero when a target is missed.
     #[arg(long)]
     check: bool,
+}
+
+/// The protocol of the forwarding hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Hop {
+    Http1,
+    Http2,
+}
+
+impl Hop {
+    fn protocol(self) -> router::InternalProtocol {
+        match self {
+            Hop::Http1 => router::InternalProtocol::Http1,
+            Hop::Http2 => router::InternalProtocol::Http2,
+        }
+    }
 }
 
 /// Where the parties of the benchmark run.
@@ -582,7 +602,11 @@ fn report(
     let nginx_met = nginx_ratio >= NGINX_TARGET;
     let errors: u64 = results.values().map(|s| s.errors).sum();
 
-    println!("CPU layout: {}", Pinning::describe(pinning));
+    println!(
+        "CPU layout: {}; hop between entry and home: {:?}",
+        Pinning::describe(pinning),
+        args.hop
+    );
     println!(
         "{:<38} {:>8} {:>10} {:>10} {:>10} {:>11}",
         "case", "clients", "req/s", "p50 µs", "p99 µs", "hop cpu µs"
@@ -651,6 +675,7 @@ fn report(
         "handler_ms": args.handler_ms,
         "threads": "home node, entry node and load generator: one current-thread event loop each; nginx: one worker process",
         "cpu_layout": Pinning::describe(pinning),
+        "hop_protocol": format!("{:?}", args.hop),
         "cases": Case::ALL.iter().map(|&case| (case.key().to_owned(), get(case).json())).collect::<serde_json::Map<_, _>>(),
         "local": {
             "added_p50_us": added_micros(local.p50, bare.p50),
@@ -747,7 +772,8 @@ impl Topology {
                 ForwardingKey::new(FORWARDING_KEY)?,
                 router::DEFAULT_MAX_SKEW,
             );
-            let config = RouterConfig::new(region.clone(), regions.clone(), cache, signer);
+            let mut config = RouterConfig::new(region.clone(), regions.clone(), cache, signer);
+            config.internal_protocol = args.hop.protocol();
             Ok(router::layer(config).layer(regional_handler(handler.clone())))
         };
         let (home_node, entry_node) = (node(&home_id)?, node(&entry_id)?);

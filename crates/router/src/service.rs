@@ -33,7 +33,7 @@ use crate::metrics::{Decision, RouterMetrics, status_class};
 use crate::problem;
 use crate::routing::{Route, classify};
 use crate::signing::{ForwardError, ForwardSigner, Forwarded, Vouching};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{InternalProtocol, Upstream, UpstreamError};
 use crate::{headers, names};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -115,6 +115,8 @@ pub struct RouterConfig {
     pub upstream_timeout: Duration,
     /// Longest wait for a connection to another region (default 2 s).
     pub connect_timeout: Duration,
+    /// The protocol asked of other regions' internal endpoints (default HTTP/1.1).
+    pub internal_protocol: InternalProtocol,
     pub metrics: Option<RouterMetrics>,
 }
 
@@ -132,6 +134,7 @@ impl RouterConfig {
             signer,
             upstream_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
+            internal_protocol: InternalProtocol::default(),
             metrics: None,
         }
     }
@@ -408,13 +411,15 @@ impl Admitted {
 
 impl Shared {
     fn new(config: RouterConfig) -> Self {
-        let connector = connector(config.connect_timeout);
+        let connector = connector(config.connect_timeout, config.internal_protocol);
         let targets = config
             .regions
             .iter()
             .map(|(region, endpoints)| {
                 let internal = Origin::parse(&endpoints.internal)
-                    .and_then(|origin| Upstream::new(origin, connector.clone()));
+                    .and_then(|origin| {
+                        Upstream::new(origin, connector.clone(), config.internal_protocol)
+                    });
                 if internal.is_none() {
                     tracing::error!(region = %region, "internal endpoint is not an absolute http(s) URL: requests for its tenants will get 503");
                 }
@@ -1058,8 +1063,12 @@ impl Shared {
 }
 
 /// http and https (rustls with aws-lc-rs, the platform's roots) to other regions' internal
-/// endpoints, TCP_NODELAY, TCP keep-alive, and a connect timeout.
-fn connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+/// endpoints, TCP_NODELAY, TCP keep-alive, and a connect timeout; over TLS, ALPN offers
+/// HTTP/2 too when `protocol` asks for it.
+fn connector(
+    connect_timeout: Duration,
+    protocol: InternalProtocol,
+) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -1067,7 +1076,13 @@ fn connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
     http.set_keepalive(Some(Duration::from_secs(60)));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     match HttpsConnectorBuilder::new().with_provider_and_native_roots(provider) {
-        Ok(builder) => builder.https_or_http().enable_http1().wrap_connector(http),
+        Ok(builder) => match protocol {
+            InternalProtocol::Http2 => builder
+                .https_or_http()
+                .enable_all_versions()
+                .wrap_connector(http),
+            InternalProtocol::Http1 => builder.https_or_http().enable_http1().wrap_connector(http),
+        },
         Err(err) => {
             // Without trust roots https cannot be verified: https endpoints then fail
             // to connect (503), http ones still work.

@@ -218,32 +218,8 @@ fn bench_api_prints_the_table_and_writes_both_ratios_as_json() {
 
 #[test]
 fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_json() {
-    let dir = tempfile::tempdir().expect("dir");
-    let output = dir.path().join("router.json");
     let nginx_before = nginx_processes();
-    let run = residency()
-        .args([
-            "bench",
-            "router",
-            "--seconds-per-round",
-            "0.3",
-            "--rounds",
-            "3",
-            "--clients",
-            "2",
-            "--saturating-clients",
-            "8",
-            "--output",
-        ])
-        .arg(&output)
-        .output()
-        .expect("run bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{} (bench router needs Debian's nginx: apt-get install nginx)",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let (stdout, report) = run_bench_router(&["--rounds", "3"]);
     for expected in [
         "(a) bare regional handler",
         "(a) local tenant through the node",
@@ -263,8 +239,6 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
         );
     }
 
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&output).expect("json written")).expect("json");
     assert_eq!(report["errors"], 0, "{report}");
     // By default the load generator is kept off the servers' CPU, and the report says so.
     let layout = report["cpu_layout"]
@@ -275,9 +249,12 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
         "{layout}"
     );
     assert!(
-        stdout.contains(&format!("CPU layout: {layout}")),
+        stdout.contains(&format!(
+            "CPU layout: {layout}; hop between entry and home: Http1"
+        )),
         "{stdout}"
     );
+    assert_eq!(report["hop_protocol"], "Http1", "{report}");
     let cases = &report["cases"];
     for case in [
         "bare_handler",
@@ -367,6 +344,46 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
         nginx_before,
         "the bench stops the nginx it started"
     );
+}
+
+#[test]
+fn bench_router_forwards_over_http2_between_real_node_servers_when_asked() {
+    let (stdout, report) = run_bench_router(&["--rounds", "1", "--hop", "http2"]);
+    assert!(
+        stdout.contains("hop between entry and home: Http2"),
+        "{stdout}"
+    );
+    // Every forwarded request answered, by the handler behind the home node's router.
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["hop_protocol"], "Http2", "{report}");
+    for case in ["forwarded", "forwarded_saturated"] {
+        let case = &report["cases"][case];
+        assert!(case["requests"].as_u64().expect("requests") > 0, "{report}");
+        assert!(case["p50_us"].as_f64().expect("p50") >= 1000.0, "{report}");
+    }
+}
+
+/// `residency bench router`, short, with `args`: its table and its JSON report.
+fn run_bench_router(args: &[&str]) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = dir.path().join("router.json");
+    let run = residency()
+        .args(["bench", "router", "--seconds-per-round", "0.3"])
+        .args(["--clients", "2", "--saturating-clients", "8"])
+        .args(args)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}\n{} (bench router needs Debian's nginx: apt-get install nginx)",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report =
+        serde_json::from_slice(&std::fs::read(&output).expect("json written")).expect("json");
+    (stdout, report)
 }
 
 fn nginx_processes() -> usize {

@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use axum::body::Body;
 use http::{Method, Request, StatusCode, header};
 use model::Transit;
-use router::{DirectoryEntry, ForwardSigner, Forwarded, ForwardingKey, headers};
+use router::{DirectoryEntry, ForwardSigner, Forwarded, ForwardingKey, InternalProtocol, headers};
 
 use crate::harness::{
-    AP, Cluster, DEAD, EU, KEY, Options, PACE_WINDOW, PeerBy, SILENT, US, count_body, header, json,
-    paced_body, public_url, region,
+    AP, Cluster, DEAD, EU, KEY, Options, PACE_WINDOW, PROTOCOLS, PeerBy, SILENT, US, count_body,
+    header, json, paced_body, public_url, region,
 };
 
 #[tokio::test]
@@ -98,9 +98,52 @@ async fn the_client_address_reaches_handlers_and_the_home_however_the_server_giv
     Ok(())
 }
 
+/// Runs `test` over each protocol of the hop between regions.
+async fn over_each_protocol<F, T>(test: F) -> Result<()>
+where
+    F: Fn(InternalProtocol) -> T,
+    T: Future<Output = Result<()>>,
+{
+    for protocol in PROTOCOLS {
+        test(protocol)
+            .await
+            .with_context(|| format!("over {protocol:?}"))?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_hop_between_regions_speaks_the_configured_protocol() -> Result<()> {
+    for (protocol, expected) in [
+        (InternalProtocol::Http2, "HTTP/2.0"),
+        (InternalProtocol::Http1, "HTTP/1.1"),
+    ] {
+        let cluster = Cluster::with(Options::over(protocol)).await?;
+        let tenant = cluster.tenant(US, Transit::Proxy).await?;
+        let path = format!("/v1/tenants/{tenant}/collections/c/records");
+        // Many requests at once through one entry: each is answered, by the home.
+        let answers = futures::future::join_all((0..32).map(|_| cluster.get(EU, &path))).await;
+        for answer in answers {
+            let seen = json(answer?).await?;
+            assert_eq!(seen["region"], US, "{protocol:?}: {seen}");
+            assert_eq!(seen["version"], expected, "{protocol:?}: {seen}");
+        }
+        // The client's own request is HTTP/1.1 whatever the hop speaks.
+        let local = json(cluster.get(US, &path).await?).await?;
+        assert_eq!(local["version"], "HTTP/1.1", "{protocol:?}: {local}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_foreign_tenant_is_proxied_home_for_get_put_and_post() -> Result<()> {
-    let cluster = Cluster::start().await?;
+    over_each_protocol(a_foreign_tenant_is_proxied_home_for_get_put_and_post_over).await
+}
+
+async fn a_foreign_tenant_is_proxied_home_for_get_put_and_post_over(
+    protocol: InternalProtocol,
+) -> Result<()> {
+    let cluster = Cluster::with(Options::over(protocol)).await?;
     let tenant = cluster.tenant(US, Transit::Proxy).await?;
     let path = format!("/v1/tenants/{tenant}/collections/c/records");
 
@@ -176,8 +219,15 @@ async fn a_foreign_tenant_is_proxied_home_for_get_put_and_post() -> Result<()> {
 
 #[tokio::test]
 async fn large_bodies_stream_both_ways_through_the_forwarder_with_bounded_memory() -> Result<()> {
+    over_each_protocol(large_bodies_stream_both_ways_through_the_forwarder_with_bounded_memory_over)
+        .await
+}
+
+async fn large_bodies_stream_both_ways_through_the_forwarder_with_bounded_memory_over(
+    protocol: InternalProtocol,
+) -> Result<()> {
     const SIZE: u64 = 20 * 1024 * 1024;
-    let cluster = Cluster::start().await?;
+    let cluster = Cluster::with(Options::over(protocol)).await?;
     let tenant = cluster.tenant(US, Transit::Proxy).await?;
     let path = format!("/v1/tenants/{tenant}/collections/c/records/r/files/f");
     let flow = Arc::clone(&cluster.flow);
@@ -278,7 +328,14 @@ async fn a_redirect_tenant_gets_307_to_its_home_public_endpoint() -> Result<()> 
 
 #[tokio::test]
 async fn a_stale_directory_entry_is_corrected_through_421_refresh_and_one_retry() -> Result<()> {
-    let cluster = Cluster::start().await?;
+    over_each_protocol(a_stale_directory_entry_is_corrected_through_421_refresh_and_one_retry_over)
+        .await
+}
+
+async fn a_stale_directory_entry_is_corrected_through_421_refresh_and_one_retry_over(
+    protocol: InternalProtocol,
+) -> Result<()> {
+    let cluster = Cluster::with(Options::over(protocol)).await?;
     let tenant = cluster.tenant(US, Transit::Proxy).await?;
     // EU still believes the tenant lives in AP (a relocation EU has not heard of).
     let stale = DirectoryEntry {
@@ -475,7 +532,13 @@ async fn a_home_failure_makes_the_entry_re_read_a_stale_directory_entry() -> Res
 
 #[tokio::test]
 async fn a_large_streamed_body_to_a_stale_home_still_corrects_the_entry() -> Result<()> {
-    let cluster = Cluster::start().await?;
+    over_each_protocol(a_large_streamed_body_to_a_stale_home_still_corrects_the_entry_over).await
+}
+
+async fn a_large_streamed_body_to_a_stale_home_still_corrects_the_entry_over(
+    protocol: InternalProtocol,
+) -> Result<()> {
+    let cluster = Cluster::with(Options::over(protocol)).await?;
     let tenant = cluster.tenant(US, Transit::Proxy).await?;
     cluster.node(EU).cache.record(stale_entry(tenant, AP)).await;
 
@@ -535,7 +598,13 @@ async fn a_tenant_relocated_here_is_served_locally_after_the_421() -> Result<()>
 
 #[tokio::test]
 async fn an_unreachable_home_answers_503_and_no_other_region_serves() -> Result<()> {
-    let cluster = Cluster::start().await?;
+    over_each_protocol(an_unreachable_home_answers_503_and_no_other_region_serves_over).await
+}
+
+async fn an_unreachable_home_answers_503_and_no_other_region_serves_over(
+    protocol: InternalProtocol,
+) -> Result<()> {
+    let cluster = Cluster::with(Options::over(protocol)).await?;
     let tenant = cluster.tenant(DEAD, Transit::Proxy).await?;
     let path = format!("/v1/tenants/{tenant}/collections/c/records");
 
@@ -595,7 +664,14 @@ async fn an_unreachable_home_answers_503_and_no_other_region_serves() -> Result<
 
 #[tokio::test]
 async fn a_silent_home_times_out_into_503_without_resending() -> Result<()> {
+    over_each_protocol(a_silent_home_times_out_into_503_without_resending_over).await
+}
+
+async fn a_silent_home_times_out_into_503_without_resending_over(
+    protocol: InternalProtocol,
+) -> Result<()> {
     let cluster = Cluster::with(Options {
+        internal_protocol: protocol,
         upstream_timeout: Duration::from_millis(300),
         ..Options::default()
     })
@@ -626,7 +702,14 @@ async fn a_silent_home_times_out_into_503_without_resending() -> Result<()> {
 
 #[tokio::test]
 async fn each_request_on_a_reused_connection_gets_its_own_full_timeout() -> Result<()> {
+    over_each_protocol(each_request_on_a_reused_connection_gets_its_own_full_timeout_over).await
+}
+
+async fn each_request_on_a_reused_connection_gets_its_own_full_timeout_over(
+    protocol: InternalProtocol,
+) -> Result<()> {
     let cluster = Cluster::with(Options {
+        internal_protocol: protocol,
         upstream_timeout: Duration::from_millis(400),
         ..Options::default()
     })
@@ -702,7 +785,13 @@ async fn an_unavailable_directory_is_bridged_by_the_cache_else_503() -> Result<(
 
 #[tokio::test]
 async fn create_tenant_reaches_the_requested_home_region() -> Result<()> {
-    let cluster = Cluster::start().await?;
+    over_each_protocol(create_tenant_reaches_the_requested_home_region_over).await
+}
+
+async fn create_tenant_reaches_the_requested_home_region_over(
+    protocol: InternalProtocol,
+) -> Result<()> {
+    let cluster = Cluster::with(Options::over(protocol)).await?;
     let create = |at: &str, body: &str| {
         Request::post(cluster.url(at, "/v1/tenants"))
             .header(header::CONTENT_TYPE, "application/json")

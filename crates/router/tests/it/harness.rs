@@ -29,8 +29,8 @@ use hyper_util::rt::TokioExecutor;
 use model::{RegionId, TenantId, Transit};
 use prometheus_client::registry::Registry;
 use router::{
-    CachedDirectory, Directory, DirectoryEntry, ForwardSigner, ForwardingKey, MemoryDirectory,
-    RegionEndpoints, RouterConfig, RouterMetrics,
+    CachedDirectory, Directory, DirectoryEntry, ForwardSigner, ForwardingKey, InternalProtocol,
+    MemoryDirectory, RegionEndpoints, RouterConfig, RouterMetrics,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -95,7 +95,22 @@ pub struct Options {
     pub other_keys: HashMap<&'static str, &'static [u8; 32]>,
     /// How each node learns a client's address.
     pub peer_by: PeerBy,
+    /// The protocol entries ask homes for.
+    pub internal_protocol: InternalProtocol,
 }
+
+impl Options {
+    /// The defaults, with entries asking homes for `protocol`.
+    pub fn over(protocol: InternalProtocol) -> Self {
+        Self {
+            internal_protocol: protocol,
+            ..Self::default()
+        }
+    }
+}
+
+/// Both protocols of the hop between regions, for the tests that run over each.
+pub const PROTOCOLS: [InternalProtocol; 2] = [InternalProtocol::Http2, InternalProtocol::Http1];
 
 /// How the server hands a node its client's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +130,7 @@ impl Default for Options {
             upstream_timeout: Duration::from_secs(10),
             other_keys: HashMap::new(),
             peer_by: PeerBy::Connection,
+            internal_protocol: InternalProtocol::default(),
         }
     }
 }
@@ -194,6 +210,7 @@ impl Cluster {
             );
             config.upstream_timeout = options.upstream_timeout;
             config.connect_timeout = Duration::from_millis(500);
+            config.internal_protocol = options.internal_protocol;
             config.metrics = Some(RouterMetrics::new(&mut registry));
             let service = router::layer(config).layer(regional_app(Arc::clone(&app)));
             let peer_by = options.peer_by;
@@ -404,6 +421,8 @@ async fn tenant_handler(State(app): State<Arc<AppState>>, request: Request) -> R
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(peer)| peer.ip().to_string()),
             "request_id": seen(router::headers::REQUEST_ID),
+            // The protocol the request arrived in.
+            "version": format!("{:?}", parts.version),
         })),
     )
         .into_response()
