@@ -218,6 +218,9 @@ fn bench_api_prints_the_table_and_writes_both_ratios_as_json() {
 
 #[test]
 fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_json() {
+    let _alone = NGINX
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let nginx_before = nginx_processes();
     let (stdout, report) = run_bench_router(&["--rounds", "3"]);
     for expected in [
@@ -348,6 +351,9 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
 
 #[test]
 fn bench_router_forwards_over_http2_between_real_node_servers_when_asked() {
+    let _alone = NGINX
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (stdout, report) = run_bench_router(&["--rounds", "1", "--hop", "http2"]);
     assert!(
         stdout.contains("hop between entry and home: Http2"),
@@ -362,6 +368,10 @@ fn bench_router_forwards_over_http2_between_real_node_servers_when_asked() {
         assert!(case["p50_us"].as_f64().expect("p50") >= 1000.0, "{report}");
     }
 }
+
+/// Held by each test that runs `bench router`: each starts an nginx, and one test counts
+/// nginx processes before and after its run.
+static NGINX: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `residency bench router`, short, with `args`: its table and its JSON report.
 fn run_bench_router(args: &[&str]) -> (String, serde_json::Value) {
