@@ -78,10 +78,15 @@ pub(crate) struct RouterArgs {
     /// Which CPUs each party runs on.
     #[arg(long, value_enum, default_value_t = CpuLayout::Isolated)]
     cpu_layout: CpuLayout,
-    /// The protocol of the hop between the entry and the home node (a node's default is
-    /// HTTP/1.1; see `router::InternalProtocol`).
-    #[arg(long, value_enum, default_value_t = Hop::Http1)]
+    /// The protocol of the hop between the entry and the home node (a node's default:
+    /// HTTP/1.1 up to a number of connections, HTTP/2 past it; see
+    /// `router::InternalProtocol`).
+    #[arg(long, value_enum, default_value_t = Hop::Http1ThenHttp2)]
     hop: Hop,
+    /// With `--hop http1-then-http2`: the HTTP/1.1 connections the entry node keeps to
+    /// the home node before further requests share one HTTP/2 connection.
+    #[arg(long, default_value_t = router::DEFAULT_HTTP1_CONNECTIONS)]
+    hop_http1_connections: usize,
     /// Exit non-zero when a target is missed.
     #[arg(long)]
     check: bool,
@@ -92,14 +97,32 @@ pub(crate) struct RouterArgs {
 enum Hop {
     Http1,
     Http2,
+    Http1ThenHttp2,
 }
 
 impl Hop {
-    fn protocol(self) -> router::InternalProtocol {
+    fn protocol(self, http1_connections: usize) -> router::InternalProtocol {
         match self {
             Hop::Http1 => router::InternalProtocol::Http1,
             Hop::Http2 => router::InternalProtocol::Http2,
+            Hop::Http1ThenHttp2 => {
+                router::InternalProtocol::Http1WithHttp2Overflow { http1_connections }
+            }
         }
+    }
+
+    /// Its name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Hop::Http1 => "http1",
+            Hop::Http2 => "http2",
+            Hop::Http1ThenHttp2 => "http1-then-http2",
+        }
+    }
+
+    /// Its HTTP/1.1 connections, when it has a bound.
+    fn http1_connections(self, bound: usize) -> Option<usize> {
+        (self == Hop::Http1ThenHttp2).then_some(bound)
     }
 }
 
@@ -603,9 +626,14 @@ fn report(
     let errors: u64 = results.values().map(|s| s.errors).sum();
 
     println!(
-        "CPU layout: {}; hop between entry and home: {:?}",
+        "CPU layout: {}; hop between entry and home: {}{}",
         Pinning::describe(pinning),
+        args.hop.name(),
         args.hop
+            .http1_connections(args.hop_http1_connections)
+            .map_or_else(String::new, |n| format!(
+                " ({n} HTTP/1.1 connections, then HTTP/2)"
+            ))
     );
     println!(
         "{:<38} {:>8} {:>10} {:>10} {:>10} {:>11}",
@@ -675,7 +703,8 @@ fn report(
         "handler_ms": args.handler_ms,
         "threads": "home node, entry node and load generator: one current-thread event loop each; nginx: one worker process",
         "cpu_layout": Pinning::describe(pinning),
-        "hop_protocol": format!("{:?}", args.hop),
+        "hop_protocol": args.hop.name(),
+        "hop_http1_connections": args.hop.http1_connections(args.hop_http1_connections),
         "cases": Case::ALL.iter().map(|&case| (case.key().to_owned(), get(case).json())).collect::<serde_json::Map<_, _>>(),
         "local": {
             "added_p50_us": added_micros(local.p50, bare.p50),
@@ -773,7 +802,7 @@ impl Topology {
                 router::DEFAULT_MAX_SKEW,
             );
             let mut config = RouterConfig::new(region.clone(), regions.clone(), cache, signer);
-            config.internal_protocol = args.hop.protocol();
+            config.internal_protocol = args.hop.protocol(args.hop_http1_connections);
             Ok(router::layer(config).layer(regional_handler(handler.clone())))
         };
         let (home_node, entry_node) = (node(&home_id)?, node(&entry_id)?);

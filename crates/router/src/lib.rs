@@ -35,7 +35,7 @@ pub use signing::{
     DEFAULT_MAX_SKEW, ForwardError, ForwardSigner, Forwarded, ForwardingKey, KeyError, MIN_KEY_LEN,
     Vouching,
 };
-pub use upstream::InternalProtocol;
+pub use upstream::{DEFAULT_HTTP1_CONNECTIONS, InternalProtocol};
 
 /// Header names the router reads and writes, besides those of `wire::headers`.
 pub mod headers {

@@ -33,7 +33,7 @@ use crate::metrics::{Decision, RouterMetrics, status_class};
 use crate::problem;
 use crate::routing::{Route, classify};
 use crate::signing::{ForwardError, ForwardSigner, Forwarded, Vouching};
-use crate::upstream::{InternalProtocol, Upstream, UpstreamError};
+use crate::upstream::{Connectors, InternalProtocol, Upstream, UpstreamError};
 use crate::{headers, names};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -411,14 +411,17 @@ impl Admitted {
 
 impl Shared {
     fn new(config: RouterConfig) -> Self {
-        let connector = connector(config.connect_timeout, config.internal_protocol);
+        let connectors = Connectors {
+            http1: connector(config.connect_timeout, Alpn::Http1),
+            any_version: connector(config.connect_timeout, Alpn::Http2AndHttp1),
+        };
         let targets = config
             .regions
             .iter()
             .map(|(region, endpoints)| {
                 let internal = Origin::parse(&endpoints.internal)
                     .and_then(|origin| {
-                        Upstream::new(origin, connector.clone(), config.internal_protocol)
+                        Upstream::new(origin, connectors.clone(), config.internal_protocol)
                     });
                 if internal.is_none() {
                     tracing::error!(region = %region, "internal endpoint is not an absolute http(s) URL: requests for its tenants will get 503");
@@ -1064,11 +1067,8 @@ impl Shared {
 
 /// http and https (rustls with aws-lc-rs, the platform's roots) to other regions' internal
 /// endpoints, TCP_NODELAY, TCP keep-alive, and a connect timeout; over TLS, ALPN offers
-/// HTTP/2 too when `protocol` asks for it.
-fn connector(
-    connect_timeout: Duration,
-    protocol: InternalProtocol,
-) -> HttpsConnector<HttpConnector> {
+/// the protocols `alpn` names.
+fn connector(connect_timeout: Duration, alpn: Alpn) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -1076,12 +1076,12 @@ fn connector(
     http.set_keepalive(Some(Duration::from_secs(60)));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     match HttpsConnectorBuilder::new().with_provider_and_native_roots(provider) {
-        Ok(builder) => match protocol {
-            InternalProtocol::Http2 => builder
+        Ok(builder) => match alpn {
+            Alpn::Http2AndHttp1 => builder
                 .https_or_http()
                 .enable_all_versions()
                 .wrap_connector(http),
-            InternalProtocol::Http1 => builder.https_or_http().enable_http1().wrap_connector(http),
+            Alpn::Http1 => builder.https_or_http().enable_http1().wrap_connector(http),
         },
         Err(err) => {
             // Without trust roots https cannot be verified: https endpoints then fail
@@ -1101,6 +1101,13 @@ fn connector(
                 .wrap_connector(http)
         }
     }
+}
+
+/// What a connector offers by ALPN over TLS.
+#[derive(Debug, Clone, Copy)]
+enum Alpn {
+    Http1,
+    Http2AndHttp1,
 }
 
 async fn call_local<S, B>(inner: S, req: Admitted, body: Body) -> Result<Response<Body>, S::Error>

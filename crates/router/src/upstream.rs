@@ -1,19 +1,26 @@
 //! Connections to one region's internal endpoint, on hyper's connection-level client:
-//! pooled keep-alive HTTP/1.1 connections, or, when configured
-//! ([`InternalProtocol::Http2`]) and the endpoint speaks it (prior knowledge on `http://`,
-//! ALPN on `https://`), one shared HTTP/2 connection. It never reads, keeps or logs a body
+//! pooled keep-alive HTTP/1.1 connections, up to a bound, and past it one shared HTTP/2
+//! connection (the default, [`InternalProtocol::Http1WithHttp2Overflow`]); or only one
+//! of the two. HTTP/2 is spoken with prior knowledge on `http://` (every node accepts it
+//! beside HTTP/1.1) and by ALPN on `https://`. It never reads, keeps or logs a body
 //! beyond passing it on.
 //!
 //! HTTP/2 carries many requests per system call on a busy link, where HTTP/1.1 costs a
 //! write and a read on each side of the link per request; but each HTTP/2 request costs
 //! more in user space (HPACK, with Huffman coding of the forwarding header and request id
 //! that differ on every request, framing, the connection's own task, a timer per request).
-//! In `bench router` on this 2-core machine HTTP/2 took (c) from 0.69 to 1.04–1.07 of
-//! nginx's requests per second, and (b) from throughput 0.97, +46 µs p50 to 0.86–0.87,
-//! +190–285 µs (the home and the entry each spent ~18 µs more CPU per request at 8 clients):
-//! HTTP/1.1 stays the default until an HTTP/2 request is as cheap when nothing batches.
-//! The HTTP/2 connection is driven by a task of its own; flow control bounds what it
-//! buffers per stream and per connection.
+//! In `bench router` on this 2-core machine, HTTP/2 alone took (c) from 0.69–0.86 of
+//! nginx's requests per second to 0.95–1.07, but (b) from throughput 0.96, +40–65 µs p50 to
+//! 0.77–0.87, +180–305 µs: at 8 clients the home and the entry each spent 10–18 µs more
+//! CPU per request, all of it in user space (perf: fewer system calls than HTTP/1.1).
+//! Hence the default: a link with a few requests in flight uses HTTP/1.1, and the
+//! requests beyond [`DEFAULT_HTTP1_CONNECTIONS`] in flight share an HTTP/2 connection,
+//! where they batch; with it (b) kept HTTP/1.1's figures and (c) was 0.79–1.00 in runs
+//! where HTTP/1.1 alone got 0.71–0.72. The bound also caps the connections each entry
+//! node holds open at a home, and a burst rides the open HTTP/2 connection instead of
+//! waiting for new handshakes across the WAN. Only one HTTP/2 connection is opened at a
+//! time, so that a burst shares it. It is driven by a task of its own; flow control
+//! bounds what it buffers per stream and per connection.
 //!
 //! An HTTP/1.1 connection is driven by the task that uses it (no task of its own): the
 //! request, the response head and the response body all move within the serving
@@ -28,6 +35,7 @@
 //! wheel about once per timeout period instead of twice per request.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -64,15 +72,91 @@ const HTTP2_STREAM_WINDOW: u32 = 1024 * 1024;
 const HTTP2_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
 /// Which protocol to ask an internal endpoint for (see the module docs for the trade).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The default is [`InternalProtocol::Http1WithHttp2Overflow`] with
+/// [`DEFAULT_HTTP1_CONNECTIONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InternalProtocol {
-    /// HTTP/1.1 over pooled keep-alive connections.
-    #[default]
+    /// HTTP/1.1 over pooled keep-alive connections, as many as requests in flight.
     Http1,
     /// HTTP/2 with prior knowledge on `http://` endpoints (every node accepts it beside
     /// HTTP/1.1), offered by ALPN on `https://` ones, HTTP/1.1 where the TLS peer does
     /// not agree to it: for links with many requests in flight.
     Http2,
+    /// HTTP/1.1 on at most `http1_connections` pooled connections to each region; a
+    /// request that finds none of them idle and the pool full rides one shared HTTP/2
+    /// connection instead of opening another. A few requests in flight take the cheaper
+    /// HTTP/1.1 path; a burst beyond the pool neither waits for new handshakes across the
+    /// WAN nor grows the home's connection count without bound.
+    Http1WithHttp2Overflow {
+        /// HTTP/1.1 connections per region, idle and busy together.
+        http1_connections: usize,
+    },
+}
+
+/// The HTTP/1.1 connections to each region by default: above the handful of requests in
+/// flight that a region's link carries when it is not busy, below the tens that a busy
+/// one does, where HTTP/2 is the cheaper protocol (see the module docs).
+pub const DEFAULT_HTTP1_CONNECTIONS: usize = 16;
+
+impl Default for InternalProtocol {
+    fn default() -> Self {
+        Self::Http1WithHttp2Overflow {
+            http1_connections: DEFAULT_HTTP1_CONNECTIONS,
+        }
+    }
+}
+
+/// The connectors an upstream dials with: over TLS, one offers only HTTP/1.1 by ALPN and
+/// the other HTTP/2 too (over plain TCP they are the same).
+#[derive(Clone)]
+pub(crate) struct Connectors {
+    pub(crate) http1: HttpsConnector<HttpConnector>,
+    pub(crate) any_version: HttpsConnector<HttpConnector>,
+}
+
+/// The protocol a new connection is made for.
+enum Wanted {
+    /// With the pool place reserved for it, when the pool is bounded.
+    Http1(Option<Http1Slot>),
+    Http2,
+}
+
+/// One of the HTTP/1.1 connections an upstream counts: held by the connection (or by the
+/// attempt to make one), given back when it is dropped.
+struct Http1Slot(Arc<AtomicUsize>);
+
+impl Http1Slot {
+    fn take(open: &Arc<AtomicUsize>) -> (Self, usize) {
+        let before = open.fetch_add(1, Ordering::Relaxed);
+        (Self(Arc::clone(open)), before)
+    }
+}
+
+impl Drop for Http1Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where one request goes: a pooled HTTP/1.1 connection or the shared HTTP/2 one, and
+/// whether it was made for this request (a request a new connection refused is not
+/// tried again).
+enum Lane {
+    Pooled {
+        conn: Box<Conn>,
+        fresh: bool,
+    },
+    Shared {
+        connection: Multiplexed,
+        fresh: bool,
+    },
+}
+
+/// Why no connection took a request.
+enum Unreached {
+    /// None could be made: the request never left.
+    Refused,
+    TimedOut,
 }
 
 /// Why a request got no response.
@@ -92,11 +176,15 @@ pub(crate) enum UpstreamError {
 pub(crate) struct Upstream {
     origin: Origin,
     host: HeaderValue,
-    connector: HttpsConnector<HttpConnector>,
+    connectors: Connectors,
     protocol: InternalProtocol,
     idle: Arc<Mutex<Vec<Idle>>>,
+    /// HTTP/1.1 connections open, idle and busy.
+    http1_open: Arc<AtomicUsize>,
     /// The shared HTTP/2 connection, once one is open.
     multiplexed: Mutex<Option<Multiplexed>>,
+    /// Held while an HTTP/2 connection is being opened.
+    opening_http2: tokio::sync::Mutex<()>,
     /// Numbers the HTTP/2 connections opened, so that no two share a generation.
     opened: std::sync::atomic::AtomicU64,
 }
@@ -134,6 +222,8 @@ struct Conn {
     /// The waker `sender` and `driver` (and the response body) are polled with, so that
     /// their hand-overs to each other do not re-schedule the serving task.
     wakes: SelfWake,
+    /// Counts it among the upstream's open HTTP/1.1 connections while it lives.
+    _counted: Http1Slot,
 }
 
 struct Idle {
@@ -145,16 +235,18 @@ impl Upstream {
     /// The upstream at `origin`; `None` when its authority is no `Host` value.
     pub(crate) fn new(
         origin: Origin,
-        connector: HttpsConnector<HttpConnector>,
+        connectors: Connectors,
         protocol: InternalProtocol,
     ) -> Option<Self> {
         Some(Self {
             host: HeaderValue::from_str(origin.authority.as_str()).ok()?,
             origin,
-            connector,
+            connectors,
             protocol,
             idle: Arc::new(Mutex::new(Vec::new())),
+            http1_open: Arc::new(AtomicUsize::new(0)),
             multiplexed: Mutex::new(None),
+            opening_http2: tokio::sync::Mutex::new(()),
             opened: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -169,79 +261,127 @@ impl Upstream {
         &self.host
     }
 
-    /// Sends `request` (origin-form target, `Host` set) on the shared HTTP/2 connection,
-    /// or on an idle HTTP/1.1 connection, or on a new one; a connection that turns out
-    /// closed before the request was sent is skipped. Gives up when the response head has
-    /// not arrived by `deadline`. An HTTP/1.1 response body keeps driving its connection
-    /// and returns it to the pool once read to the end.
+    /// Sends `request` (origin-form target, `Host` set) on the connection the protocol
+    /// picks ([`Self::lane`]); a connection that turns out closed before the request was
+    /// sent is skipped. Gives up when the response head has not arrived by `deadline`. An
+    /// HTTP/1.1 response body keeps driving its connection and returns it to the pool
+    /// once read to the end.
     pub(crate) async fn send(
         &self,
         mut request: Request<Body>,
         deadline: Instant,
     ) -> Result<Response<Body>, UpstreamError> {
         loop {
-            if let Some(multiplexed) = self.multiplexed() {
-                match self
-                    .exchange_multiplexed(multiplexed, request, deadline)
-                    .await
-                {
-                    Ok(response) => return Ok(response),
-                    // That connection is gone (and forgotten): the next round opens one.
-                    Err(Exchange::NotSent(returned)) => {
+            let lane = match self.lane(deadline).await {
+                Ok(lane) => lane,
+                Err(Unreached::Refused) => return Err(UpstreamError::NotSent(Box::new(request))),
+                Err(Unreached::TimedOut) => return Err(UpstreamError::TimedOut),
+            };
+            let failed = match lane {
+                Lane::Shared { connection, fresh } => {
+                    match self
+                        .exchange_multiplexed(connection, request, deadline)
+                        .await
+                    {
+                        Ok(response) => return Ok(response),
+                        // That connection is gone (and forgotten): the next round finds
+                        // or opens another.
+                        Err(Exchange::NotSent(returned)) if !fresh => {
+                            request = *returned;
+                            continue;
+                        }
+                        Err(failed) => failed,
+                    }
+                }
+                Lane::Pooled { conn, fresh } => match exchange(conn, request, deadline).await {
+                    Ok((response, conn)) => {
+                        let (parts, incoming) = response.into_parts();
+                        let body = Driven {
+                            incoming,
+                            conn,
+                            idle: Arc::clone(&self.idle),
+                        };
+                        return Ok(Response::from_parts(parts, Body::new(body)));
+                    }
+                    Err(Exchange::NotSent(returned)) if !fresh => {
                         request = *returned;
                         continue;
                     }
-                    Err(Exchange::Failed) => return Err(UpstreamError::Failed),
-                    Err(Exchange::TimedOut) => return Err(UpstreamError::TimedOut),
-                }
-            }
-            let (conn, fresh) = match self.checkout().await {
-                Some(conn) => (conn, false),
-                None => {
-                    // Boxed: the handshake's future holds a whole TLS stream (~2 KB), and
-                    // the future of every forwarded request would otherwise carry it.
-                    let connecting = Box::pin(tokio::time::timeout_at(
-                        deadline.into(),
-                        self.connect(deadline),
-                    ))
-                    .await;
-                    match connecting {
-                        Ok(Some(Connected::Http1(conn))) => (conn, true),
-                        Ok(Some(Connected::Http2(sender))) => {
-                            let multiplexed = self.share(sender);
-                            return match self
-                                .exchange_multiplexed(multiplexed, request, deadline)
-                                .await
-                            {
-                                Ok(response) => Ok(response),
-                                Err(Exchange::NotSent(returned)) => {
-                                    Err(UpstreamError::NotSent(returned))
-                                }
-                                Err(Exchange::Failed) => Err(UpstreamError::Failed),
-                                Err(Exchange::TimedOut) => Err(UpstreamError::TimedOut),
-                            };
-                        }
-                        Ok(None) => return Err(UpstreamError::NotSent(Box::new(request))),
-                        // A handshake that outlasts the whole wait is not tried again.
-                        Err(_) => return Err(UpstreamError::TimedOut),
-                    }
-                }
+                    Err(failed) => failed,
+                },
             };
-            match exchange(conn, request, deadline).await {
-                Ok((response, conn)) => {
-                    let (parts, incoming) = response.into_parts();
-                    let body = Driven {
-                        incoming,
-                        conn,
-                        idle: Arc::clone(&self.idle),
-                    };
-                    return Ok(Response::from_parts(parts, Body::new(body)));
+            return Err(match failed {
+                Exchange::NotSent(returned) => UpstreamError::NotSent(returned),
+                Exchange::Failed => UpstreamError::Failed,
+                Exchange::TimedOut => UpstreamError::TimedOut,
+            });
+        }
+    }
+
+    /// The connection for the next request: the shared HTTP/2 one when it is open and
+    /// the protocol prefers it, else an idle pooled one, else a new one: HTTP/1.1 while
+    /// the protocol allows another, HTTP/2 (shared from then on) otherwise.
+    async fn lane(&self, deadline: Instant) -> Result<Lane, Unreached> {
+        if self.protocol == InternalProtocol::Http2
+            && let Some(connection) = self.multiplexed()
+        {
+            return Ok(Lane::Shared {
+                connection,
+                fresh: false,
+            });
+        }
+        if let Some(conn) = self.checkout().await {
+            return Ok(Lane::Pooled { conn, fresh: false });
+        }
+        let wanted = match self.protocol {
+            InternalProtocol::Http1 => Wanted::Http1(None),
+            InternalProtocol::Http2 => Wanted::Http2,
+            InternalProtocol::Http1WithHttp2Overflow { http1_connections } => {
+                let (slot, open) = Http1Slot::take(&self.http1_open);
+                if open < http1_connections {
+                    Wanted::Http1(Some(slot))
+                } else if let Some(connection) = self.multiplexed() {
+                    return Ok(Lane::Shared {
+                        connection,
+                        fresh: false,
+                    });
+                } else {
+                    Wanted::Http2
                 }
-                Err(Exchange::NotSent(returned)) if !fresh => request = *returned,
-                Err(Exchange::NotSent(returned)) => return Err(UpstreamError::NotSent(returned)),
-                Err(Exchange::Failed) => return Err(UpstreamError::Failed),
-                Err(Exchange::TimedOut) => return Err(UpstreamError::TimedOut),
             }
+        };
+        // Boxed: the handshake's future holds a whole TLS stream (~2 KB), and the future
+        // of every forwarded request would otherwise carry it.
+        let connecting = Box::pin(tokio::time::timeout_at(deadline.into(), async {
+            // One HTTP/2 connection is opened at a time, so that a burst shares the first
+            // rather than each of its requests opening one of its own.
+            let _one_at_a_time = match wanted {
+                Wanted::Http2 => {
+                    let guard = self.opening_http2.lock().await;
+                    if let Some(connection) = self.multiplexed() {
+                        return Some(Lane::Shared {
+                            connection,
+                            fresh: false,
+                        });
+                    }
+                    Some(guard)
+                }
+                Wanted::Http1(_) => None,
+            };
+            Some(match self.connect(wanted, deadline).await? {
+                Connected::Http1(conn) => Lane::Pooled { conn, fresh: true },
+                Connected::Http2(sender) => Lane::Shared {
+                    connection: self.share(sender),
+                    fresh: true,
+                },
+            })
+        }))
+        .await;
+        match connecting {
+            Ok(Some(lane)) => Ok(lane),
+            Ok(None) => Err(Unreached::Refused),
+            // A handshake that outlasts the whole wait is not tried again.
+            Err(_) => Err(Unreached::TimedOut),
         }
     }
 
@@ -392,9 +532,12 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self, deadline: Instant) -> Option<Connected> {
+    async fn connect(&self, wanted: Wanted, deadline: Instant) -> Option<Connected> {
         let origin = self.origin.join(None)?;
-        let mut connector = self.connector.clone();
+        let (mut connector, slot, prior_knowledge) = match wanted {
+            Wanted::Http1(slot) => (self.connectors.http1.clone(), slot, false),
+            Wanted::Http2 => (self.connectors.any_version.clone(), None, true),
+        };
         let io = match connector.call(origin).await {
             Ok(io) => io,
             Err(err) => {
@@ -403,7 +546,7 @@ impl Upstream {
             }
         };
         let http2 = match &io {
-            MaybeHttpsStream::Http(_) => self.protocol == InternalProtocol::Http2,
+            MaybeHttpsStream::Http(_) => prior_knowledge,
             MaybeHttpsStream::Https(_) => io.connected().is_negotiated_h2(),
         };
         if http2 {
@@ -430,6 +573,7 @@ impl Upstream {
             driver,
             timer: Box::pin(tokio::time::sleep_until(deadline.into())),
             wakes: SelfWake::new(),
+            _counted: slot.unwrap_or_else(|| Http1Slot::take(&self.http1_open).0),
         })))
     }
 }
@@ -456,6 +600,7 @@ async fn exchange(
         driver,
         timer,
         wakes,
+        ..
     } = &mut *conn;
     // hyper checks readiness when the request is queued, so the future owns nothing of
     // `sender` and the connection can be driven next to it. It is queued in the first

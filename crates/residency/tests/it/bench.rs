@@ -253,11 +253,12 @@ fn bench_router_prints_the_table_and_writes_every_case_against_its_baseline_as_j
     );
     assert!(
         stdout.contains(&format!(
-            "CPU layout: {layout}; hop between entry and home: Http1"
+            "CPU layout: {layout}; hop between entry and home: http1-then-http2 (16 HTTP/1.1 connections, then HTTP/2)"
         )),
         "{stdout}"
     );
-    assert_eq!(report["hop_protocol"], "Http1", "{report}");
+    assert_eq!(report["hop_protocol"], "http1-then-http2", "{report}");
+    assert_eq!(report["hop_http1_connections"], 16, "{report}");
     let cases = &report["cases"];
     for case in [
         "bare_handler",
@@ -356,12 +357,13 @@ fn bench_router_forwards_over_http2_between_real_node_servers_when_asked() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (stdout, report) = run_bench_router(&["--rounds", "1", "--hop", "http2"]);
     assert!(
-        stdout.contains("hop between entry and home: Http2"),
+        stdout.contains("hop between entry and home: http2\n"),
         "{stdout}"
     );
     // Every forwarded request answered, by the handler behind the home node's router.
     assert_eq!(report["errors"], 0, "{report}");
-    assert_eq!(report["hop_protocol"], "Http2", "{report}");
+    assert_eq!(report["hop_protocol"], "http2", "{report}");
+    assert!(report["hop_http1_connections"].is_null(), "{report}");
     for case in ["forwarded", "forwarded_saturated"] {
         let case = &report["cases"][case];
         assert!(case["requests"].as_u64().expect("requests") > 0, "{report}");

@@ -1,7 +1,7 @@
 //! Route decisions end to end: local, proxy, redirect, 421 correction, outages, tenant
 //! creation, and streaming of large bodies through the forwarding hop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,14 +123,63 @@ async fn the_hop_between_regions_speaks_the_configured_protocol() -> Result<()> 
         let path = format!("/v1/tenants/{tenant}/collections/c/records");
         // Many requests at once through one entry: each is answered, by the home.
         let answers = futures::future::join_all((0..32).map(|_| cluster.get(EU, &path))).await;
+        let mut connections = HashSet::new();
         for answer in answers {
             let seen = json(answer?).await?;
             assert_eq!(seen["region"], US, "{protocol:?}: {seen}");
             assert_eq!(seen["version"], expected, "{protocol:?}: {seen}");
+            connections.insert(seen["peer_address"].to_string());
+        }
+        if protocol == InternalProtocol::Http2 {
+            // The burst opened one connection, not one per request.
+            assert_eq!(connections.len(), 1, "{connections:?}");
         }
         // The client's own request is HTTP/1.1 whatever the hop speaks.
         let local = json(cluster.get(US, &path).await?).await?;
         assert_eq!(local["version"], "HTTP/1.1", "{protocol:?}: {local}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn past_its_http1_connections_the_hop_multiplexes_the_rest_over_one_http2_connection()
+-> Result<()> {
+    let protocol = InternalProtocol::Http1WithHttp2Overflow {
+        http1_connections: 2,
+    };
+    let cluster = Cluster::with(Options::over(protocol)).await?;
+    let tenant = cluster.tenant(US, Transit::Proxy).await?;
+    // Slow enough that all of them are in flight at once.
+    let slow = format!("/v1/tenants/{tenant}/collections/c/records?wait_ms=300");
+    let answers = futures::future::join_all((0..10).map(|_| cluster.get(EU, &slow))).await;
+    let mut connections: HashMap<String, HashSet<String>> = HashMap::new();
+    for answer in answers {
+        let seen = json(answer?).await?;
+        assert_eq!(seen["region"], US, "{seen}");
+        let version = seen["version"].as_str().unwrap_or_default().to_owned();
+        let peer = seen["peer_address"].as_str().unwrap_or_default().to_owned();
+        connections.entry(version).or_default().insert(peer);
+    }
+    let http1 = connections.get("HTTP/1.1").map_or(0, HashSet::len);
+    let http2 = connections.get("HTTP/2.0").map_or(0, HashSet::len);
+    assert!(
+        (1..=2).contains(&http1),
+        "at most 2 HTTP/1.1 connections: {connections:?}"
+    );
+    assert_eq!(
+        http2, 1,
+        "the rest share one HTTP/2 connection: {connections:?}"
+    );
+
+    // One request at a time takes an idle HTTP/1.1 connection again.
+    let quick = format!("/v1/tenants/{tenant}/collections/c/records");
+    for _ in 0..3 {
+        let seen = json(cluster.get(EU, &quick).await?).await?;
+        assert_eq!(seen["version"], "HTTP/1.1", "{seen}");
+        assert!(
+            connections["HTTP/1.1"].contains(seen["peer_address"].as_str().unwrap_or_default()),
+            "a pooled connection is reused: {seen}"
+        );
     }
     Ok(())
 }

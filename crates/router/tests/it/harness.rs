@@ -420,6 +420,11 @@ async fn tenant_handler(State(app): State<Arc<AppState>>, request: Request) -> R
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(peer)| peer.ip().to_string()),
+            // The connection it came on.
+            "peer_address": parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.to_string()),
             "request_id": seen(router::headers::REQUEST_ID),
             // The protocol the request arrived in.
             "version": format!("{:?}", parts.version),
