@@ -24,7 +24,7 @@ const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stopping node waits for queued audit events to be written.
 const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Limits of the tenant API, shared by `dev` and `serve`.
+/// Limits of the tenant API and how its router forwards, shared by `dev` and `serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ApiFlags {
     /// Largest file a tenant may upload, in MiB.
@@ -41,9 +41,44 @@ pub(crate) struct ApiFlags {
     /// Requests an idle API key may make at once.
     #[arg(long, env = "RESIDENCY_RATE_BURST", default_value_t = 2000.0)]
     rate_burst: f64,
+    /// The protocol this node forwards to other regions' internal endpoints in:
+    /// HTTP/1.1 on up to `--internal-http1-connections` per region and HTTP/2 past them,
+    /// or only one of the two (`http1` where something between the regions speaks no
+    /// HTTP/2 on a plain-http endpoint; on https, ALPN settles it).
+    #[arg(long, env = "RESIDENCY_INTERNAL_PROTOCOL", value_enum, default_value_t = InternalProtocolFlag::Http1ThenHttp2)]
+    internal_protocol: InternalProtocolFlag,
+    /// With `--internal-protocol http1-then-http2`: HTTP/1.1 connections per region.
+    #[arg(
+        long,
+        env = "RESIDENCY_INTERNAL_HTTP1_CONNECTIONS",
+        default_value_t = router::DEFAULT_HTTP1_CONNECTIONS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=100_000)
+    )]
+    internal_http1_connections: u64,
+}
+
+/// `--internal-protocol`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum InternalProtocolFlag {
+    Http1ThenHttp2,
+    Http1,
+    Http2,
 }
 
 impl ApiFlags {
+    fn internal_protocol(&self) -> router::InternalProtocol {
+        match self.internal_protocol {
+            InternalProtocolFlag::Http1 => router::InternalProtocol::Http1,
+            InternalProtocolFlag::Http2 => router::InternalProtocol::Http2,
+            InternalProtocolFlag::Http1ThenHttp2 => {
+                router::InternalProtocol::Http1WithHttp2Overflow {
+                    http1_connections: usize::try_from(self.internal_http1_connections)
+                        .unwrap_or(usize::MAX),
+                }
+            }
+        }
+    }
+
     fn service_settings(&self) -> service::ServiceSettings {
         service::ServiceSettings {
             max_file_size: self.max_file_mib * 1024 * 1024,
@@ -228,6 +263,7 @@ pub(crate) async fn start(
                 signer,
             );
             config.metrics = router_metrics;
+            config.internal_protocol = platform.api.internal_protocol();
             Some((config, cache))
         }
         None => None,

@@ -83,6 +83,9 @@ impl ThreeRegions {
                 max_file_mib: 16,
                 rate_limit: 10_000.0,
                 rate_burst: 10_000.0,
+                // Few, so that requests at once between the regions also take HTTP/2.
+                internal_protocol: super::InternalProtocolFlag::Http1ThenHttp2,
+                internal_http1_connections: 2,
             },
             routing: Some(Routing {
                 regions: endpoints,
@@ -766,4 +769,44 @@ async fn a_key_learns_nothing_about_other_tenants_from_any_region() {
             "{entry}: forged key"
         );
     }
+}
+
+#[test]
+fn the_forwarding_protocol_is_chosen_by_flag_with_http1_then_http2_by_default() {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        api: ApiFlags,
+    }
+    let parse = |args: &[&str]| {
+        Command::try_parse_from(std::iter::once("node").chain(args.iter().copied()))
+            .map(|command| command.api.internal_protocol())
+    };
+    assert_eq!(
+        parse(&[]).expect("defaults"),
+        router::InternalProtocol::Http1WithHttp2Overflow {
+            http1_connections: router::DEFAULT_HTTP1_CONNECTIONS
+        }
+    );
+    assert_eq!(
+        parse(&["--internal-http1-connections", "4"]).expect("a bound"),
+        router::InternalProtocol::Http1WithHttp2Overflow {
+            http1_connections: 4
+        }
+    );
+    assert_eq!(
+        parse(&["--internal-protocol", "http1"]).expect("http1"),
+        router::InternalProtocol::Http1
+    );
+    assert_eq!(
+        parse(&["--internal-protocol", "http2"]).expect("http2"),
+        router::InternalProtocol::Http2
+    );
+    let refused = parse(&["--internal-http1-connections", "0"]).expect_err("no connections");
+    assert!(
+        refused.to_string().contains("--internal-http1-connections"),
+        "{refused}"
+    );
+    assert!(parse(&["--internal-protocol", "spdy"]).is_err());
 }
