@@ -183,10 +183,7 @@ async fn serve_connection<S: NodeService>(stream: TcpStream, service: S, drain: 
             let connection =
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .max_concurrent_streams(HTTP2_MAX_STREAMS)
-                    .max_header_list_size(
-                        u32::try_from(wire::limits::SERVER_MAX_HEAD_BYTES)
-                            .expect("the head limit is a few hundred KiB"),
-                    )
+                    .max_header_list_size(wire::limits::SERVER_MAX_HEADER_LIST_SIZE)
                     .serve_connection(io, service);
             Draining::new(connection, drain).await
         }

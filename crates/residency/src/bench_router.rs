@@ -48,6 +48,7 @@ use tower::Layer as _;
 
 use crate::bench::{median, percentile};
 use crate::bench_cpu::CpuClock;
+use crate::node::InternalProtocolFlag;
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RouterArgs {
@@ -81,8 +82,8 @@ pub(crate) struct RouterArgs {
     /// The protocol of the hop between the entry and the home node (a node's default:
     /// HTTP/1.1 up to a number of connections, HTTP/2 past it; see
     /// `router::InternalProtocol`).
-    #[arg(long, value_enum, default_value_t = Hop::Http1ThenHttp2)]
-    hop: Hop,
+    #[arg(long, value_enum, default_value_t = InternalProtocolFlag::Http1ThenHttp2)]
+    hop: InternalProtocolFlag,
     /// With `--hop http1-then-http2`: the HTTP/1.1 connections the entry node keeps to
     /// the home node before further requests share one HTTP/2 connection.
     #[arg(long, default_value_t = router::DEFAULT_HTTP1_CONNECTIONS)]
@@ -90,40 +91,6 @@ pub(crate) struct RouterArgs {
     /// Exit non-zero when a target is missed.
     #[arg(long)]
     check: bool,
-}
-
-/// The protocol of the forwarding hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Hop {
-    Http1,
-    Http2,
-    Http1ThenHttp2,
-}
-
-impl Hop {
-    fn protocol(self, http1_connections: usize) -> router::InternalProtocol {
-        match self {
-            Hop::Http1 => router::InternalProtocol::Http1,
-            Hop::Http2 => router::InternalProtocol::Http2,
-            Hop::Http1ThenHttp2 => {
-                router::InternalProtocol::Http1WithHttp2Overflow { http1_connections }
-            }
-        }
-    }
-
-    /// Its name on the command line.
-    fn name(self) -> &'static str {
-        match self {
-            Hop::Http1 => "http1",
-            Hop::Http2 => "http2",
-            Hop::Http1ThenHttp2 => "http1-then-http2",
-        }
-    }
-
-    /// Its HTTP/1.1 connections, when it has a bound.
-    fn http1_connections(self, bound: usize) -> Option<usize> {
-        (self == Hop::Http1ThenHttp2).then_some(bound)
-    }
 }
 
 /// Where the parties of the benchmark run.

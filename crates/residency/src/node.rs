@@ -51,13 +51,14 @@ pub(crate) struct ApiFlags {
     #[arg(
         long,
         env = "RESIDENCY_INTERNAL_HTTP1_CONNECTIONS",
-        default_value_t = router::DEFAULT_HTTP1_CONNECTIONS as u64,
-        value_parser = clap::value_parser!(u64).range(1..=100_000)
+        default_value_t = router::DEFAULT_HTTP1_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000)
     )]
-    internal_http1_connections: u64,
+    internal_http1_connections: usize,
 }
 
-/// `--internal-protocol`'s values.
+/// The protocols a node may forward in, by their command-line names (`serve`, `dev` and
+/// `bench router` take them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum InternalProtocolFlag {
     Http1ThenHttp2,
@@ -65,18 +66,36 @@ pub(crate) enum InternalProtocolFlag {
     Http2,
 }
 
-impl ApiFlags {
-    fn internal_protocol(&self) -> router::InternalProtocol {
-        match self.internal_protocol {
-            InternalProtocolFlag::Http1 => router::InternalProtocol::Http1,
-            InternalProtocolFlag::Http2 => router::InternalProtocol::Http2,
-            InternalProtocolFlag::Http1ThenHttp2 => {
-                router::InternalProtocol::Http1WithHttp2Overflow {
-                    http1_connections: usize::try_from(self.internal_http1_connections)
-                        .unwrap_or(usize::MAX),
-                }
+impl InternalProtocolFlag {
+    /// The router's protocol, `http1_connections` bounding HTTP/1.1 where it is bounded.
+    pub(crate) fn protocol(self, http1_connections: usize) -> router::InternalProtocol {
+        match self {
+            Self::Http1 => router::InternalProtocol::Http1,
+            Self::Http2 => router::InternalProtocol::Http2,
+            Self::Http1ThenHttp2 => {
+                router::InternalProtocol::Http1WithHttp2Overflow { http1_connections }
             }
         }
+    }
+
+    /// Its name on the command line.
+    pub(crate) fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .expect("no value is skipped")
+            .get_name()
+            .to_owned()
+    }
+
+    /// `http1_connections` when the protocol is bounded by it.
+    pub(crate) fn http1_connections(self, http1_connections: usize) -> Option<usize> {
+        (self == Self::Http1ThenHttp2).then_some(http1_connections)
+    }
+}
+
+impl ApiFlags {
+    fn internal_protocol(&self) -> router::InternalProtocol {
+        self.internal_protocol
+            .protocol(self.internal_http1_connections)
     }
 
     fn service_settings(&self) -> service::ServiceSettings {

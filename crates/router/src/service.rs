@@ -115,7 +115,8 @@ pub struct RouterConfig {
     pub upstream_timeout: Duration,
     /// Longest wait for a connection to another region (default 2 s).
     pub connect_timeout: Duration,
-    /// The protocol asked of other regions' internal endpoints (default HTTP/1.1).
+    /// The protocol asked of other regions' internal endpoints (default HTTP/1.1 on up to
+    /// [`crate::DEFAULT_HTTP1_CONNECTIONS`] per region, HTTP/2 past them).
     pub internal_protocol: InternalProtocol,
     pub metrics: Option<RouterMetrics>,
 }

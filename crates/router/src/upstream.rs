@@ -35,7 +35,7 @@
 //! wheel about once per timeout period instead of twice per request.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -186,7 +186,7 @@ pub(crate) struct Upstream {
     /// Held while an HTTP/2 connection is being opened.
     opening_http2: tokio::sync::Mutex<()>,
     /// Numbers the HTTP/2 connections opened, so that no two share a generation.
-    opened: std::sync::atomic::AtomicU64,
+    opened: AtomicU64,
 }
 
 /// A handle on the shared HTTP/2 connection; `generation` tells a dead one from its
@@ -247,7 +247,7 @@ impl Upstream {
             http1_open: Arc::new(AtomicUsize::new(0)),
             multiplexed: Mutex::new(None),
             opening_http2: tokio::sync::Mutex::new(()),
-            opened: std::sync::atomic::AtomicU64::new(0),
+            opened: AtomicU64::new(0),
         })
     }
 
@@ -397,20 +397,15 @@ impl Upstream {
         slot.clone()
     }
 
-    /// Makes a new HTTP/2 connection the shared one, unless another request opened one
-    /// meanwhile (this one then serves its own request and closes when that ends).
+    /// Makes a new HTTP/2 connection the shared one. Called holding `opening_http2`, after
+    /// finding no open one, so it replaces none that is still open.
     fn share(&self, sender: http2::SendRequest<Body>) -> Multiplexed {
-        let generation = self
-            .opened
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = self.opened.fetch_add(1, Ordering::Relaxed);
         let multiplexed = Multiplexed { sender, generation };
-        let mut slot = self
+        *self
             .multiplexed
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if slot.as_ref().is_none_or(|m| m.sender.is_closed()) {
-            *slot = Some(multiplexed.clone());
-        }
+            .unwrap_or_else(PoisonError::into_inner) = Some(multiplexed.clone());
         multiplexed
     }
 
@@ -553,10 +548,7 @@ impl Upstream {
             let (sender, driver) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .initial_stream_window_size(HTTP2_STREAM_WINDOW)
                 .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
-                .max_header_list_size(
-                    u32::try_from(wire::limits::SERVER_MAX_HEAD_BYTES)
-                        .expect("the head limit is a few hundred KiB"),
-                )
+                .max_header_list_size(wire::limits::SERVER_MAX_HEADER_LIST_SIZE)
                 .handshake(io)
                 .await
                 .ok()?;

@@ -42,4 +42,10 @@ pub mod limits {
     pub const SERVER_MAX_HEADERS: usize = CLIENT_MAX_HEADERS + 32;
     /// Bytes of a request head a node's server reads, with the same room.
     pub const SERVER_MAX_HEAD_BYTES: usize = CLIENT_MAX_HEAD_BYTES + 64 * 1024;
+    /// [`SERVER_MAX_HEAD_BYTES`] as HTTP/2's header-list size setting, on both ends of
+    /// the hop between regions.
+    pub const SERVER_MAX_HEADER_LIST_SIZE: u32 = {
+        assert!(SERVER_MAX_HEAD_BYTES <= u32::MAX as usize);
+        SERVER_MAX_HEAD_BYTES as u32
+    };
 }
