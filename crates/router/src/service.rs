@@ -1055,6 +1055,12 @@ impl Shared {
         match forwarded {
             Some(entry) => {
                 h.insert(via, entry.clone());
+                // The answer goes back to the entry node, over HTTP/2 when the link is
+                // busy: its request id, different every time, as a literal never
+                // indexed (see `signing::never_indexed`).
+                if let Some(id) = h.get_mut(names::REQUEST_ID) {
+                    id.set_sensitive(true);
+                }
             }
             None if force => {
                 h.insert(via, self.local_header.clone());

@@ -214,14 +214,21 @@ impl ForwardSigner {
             text.push_str(piece);
         }
         let h = &mut request.headers;
-        h.insert(names::FORWARDED, value(text));
+        h.insert(names::FORWARDED, never_indexed(value(text)));
         // The signed id must be the one sent, once; usually the request already carries
         // exactly that.
         let mut ids = h.get_all(names::REQUEST_ID).iter();
         let in_place = ids.next().map(HeaderValue::as_bytes) == Some(request_id.as_bytes())
             && ids.next().is_none();
-        if !in_place {
-            h.insert(names::REQUEST_ID, value(request_id.into_owned()));
+        if in_place {
+            if let Some(id) = h.get_mut(names::REQUEST_ID) {
+                id.set_sensitive(true);
+            }
+        } else {
+            h.insert(
+                names::REQUEST_ID,
+                never_indexed(value(request_id.into_owned())),
+            );
         }
     }
 
@@ -438,6 +445,18 @@ fn replace_unless(s: &str, ok: impl Fn(char) -> bool) -> Cow<'_, str> {
     }
 }
 
+/// `value` marked sensitive, which HTTP/2 sends as a literal never indexed (RFC 7541
+/// §6.2.3). Both values the signer sets differ on every request: indexed, each would
+/// push an entry out of both ends' HPACK tables, so that the headers that do repeat
+/// (`via`, the authority, a client's user agent) were evicted and sent in full again,
+/// and the per-request values would cost a table insert and eviction on each side. Never
+/// indexed, the forwarding header (the client's address, a signature) also cannot be
+/// probed through the table's compression by whatever shares the connection.
+fn never_indexed(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
 fn value(text: String) -> HeaderValue {
     // Every caller passes `header_safe` or `address_safe` output, region ids, digits and
     // hex.
@@ -550,6 +569,9 @@ mod tests {
             signer.sign_at(&mut p, &forwarded(), &home(), now);
             let ids: Vec<_> = p.headers.get_all(names::REQUEST_ID).iter().collect();
             assert_eq!(ids, ["req-1"], "carried {carried:?}");
+            // Both per-request values go over HTTP/2 as literals never indexed.
+            assert!(ids[0].is_sensitive(), "carried {carried:?}");
+            assert!(p.headers[names::FORWARDED].is_sensitive());
             let verified = signer.verify(&p, &home(), now).expect("verifies");
             assert_eq!(verified.request_id, "req-1");
         }

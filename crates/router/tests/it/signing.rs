@@ -158,3 +158,69 @@ async fn a_forwarded_request_for_a_tenant_homed_elsewhere_gets_421_not_another_h
     assert_eq!((hits[EU], hits[US], hits[AP]), (0, 0, 0));
     Ok(())
 }
+
+/// The home answers a forwarded request with its request id marked sensitive: over HTTP/2
+/// to the entry node it is then a literal never indexed, as the request's was, instead
+/// of an entry pushed through both ends' HPACK tables on every request.
+#[tokio::test]
+async fn the_answer_to_a_forwarded_request_carries_its_request_id_never_indexed() -> Result<()> {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use router::{CachedDirectory, Directory as _, DirectoryEntry, MemoryDirectory, RouterConfig};
+    use tower::{Layer as _, ServiceExt as _};
+
+    let home = region(US);
+    let directory = Arc::new(MemoryDirectory::new());
+    let tenant = model::TenantId::from_random_bytes([7; 16]);
+    directory
+        .upsert(&DirectoryEntry {
+            tenant,
+            home: home.clone(),
+            allowed: vec![home.clone()],
+            transit: Transit::Proxy,
+            version: 1,
+        })
+        .await?;
+    let config = RouterConfig::new(
+        home.clone(),
+        HashMap::new(),
+        CachedDirectory::new(directory, Duration::from_secs(60), 100),
+        signer(KEY),
+    );
+    // An app that echoes the request id, as the regional app does.
+    let app = tower::service_fn(|request: Request<Body>| async move {
+        let mut response = http::Response::new(Body::empty());
+        if let Some(id) = request.headers().get(headers::REQUEST_ID) {
+            response
+                .headers_mut()
+                .insert(headers::REQUEST_ID, id.clone());
+        }
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let node = router::layer(config).layer(app);
+    let uri: http::Uri = format!("/v1/tenants/{tenant}/collections/c").parse()?;
+
+    // As it arrives from the wire, where no sensitivity travels.
+    let mut request = signed_get(uri.clone(), US, KEY, SystemTime::now())?;
+    for value in request.headers_mut().values_mut() {
+        value.set_sensitive(false);
+    }
+    let forwarded = node.clone().oneshot(request).await?;
+    let id = &forwarded.headers()[headers::REQUEST_ID];
+    assert_eq!(id, "req-7");
+    assert!(id.is_sensitive(), "answer to a forwarded request");
+
+    // A client's own request is answered as the app answered it.
+    let direct = node
+        .oneshot(
+            Request::get(uri)
+                .header(headers::REQUEST_ID, "req-8")
+                .body(Body::empty())?,
+        )
+        .await?;
+    let id = &direct.headers()[headers::REQUEST_ID];
+    assert_eq!(id, "req-8");
+    assert!(!id.is_sensitive(), "answer to a client");
+    Ok(())
+}
