@@ -10,6 +10,7 @@ use axum::body::Body;
 use http::{Method, Request, StatusCode, header};
 use model::Transit;
 use router::{DirectoryEntry, ForwardSigner, Forwarded, ForwardingKey, InternalProtocol, headers};
+use serde_json::Value;
 
 use crate::harness::{
     AP, Cluster, DEAD, EU, KEY, Options, PACE_WINDOW, PROTOCOLS, PeerBy, SILENT, US, count_body,
@@ -181,6 +182,53 @@ async fn past_its_http1_connections_the_hop_multiplexes_the_rest_over_one_http2_
             "a pooled connection is reused: {seen}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn while_http2_carries_as_many_requests_as_the_pool_has_connections_new_ones_join_it()
+-> Result<()> {
+    let protocol = InternalProtocol::Http1WithHttp2Overflow {
+        http1_connections: 2,
+    };
+    let cluster = Cluster::with(Options::over(protocol)).await?;
+    let tenant = cluster.tenant(US, Transit::Proxy).await?;
+    let wait = |ms: u64| format!("/v1/tenants/{tenant}/collections/c/records?wait_ms={ms}");
+    let version = |seen: &Value| seen["version"].as_str().unwrap_or_default().to_owned();
+
+    // Two requests fill the pool of HTTP/1.1 connections for 400 ms; eight more, sent
+    // meanwhile, find it full and busy and share one HTTP/2 connection for 1.2 s.
+    let (medium, slow) = (wait(400), wait(1200));
+    let pool = futures::future::join_all((0..2).map(|_| cluster.get(EU, &medium)));
+    let busy = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        futures::future::join_all((0..8).map(|_| cluster.get(EU, &slow))).await
+    };
+    // Once the pool's requests are answered, its connections are idle while the eight
+    // are still in flight: the link is busy, and new requests join HTTP/2.
+    let joining = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut versions = Vec::new();
+        for _ in 0..3 {
+            versions.push(version(&json(cluster.get(EU, &wait(0)).await?).await?));
+        }
+        anyhow::Ok(versions)
+    };
+    let (pool, busy, joining) = tokio::join!(pool, busy, joining);
+    for answer in pool {
+        assert_eq!(version(&json(answer?).await?), "HTTP/1.1");
+    }
+    for answer in busy {
+        assert_eq!(version(&json(answer?).await?), "HTTP/2.0");
+    }
+    assert_eq!(
+        joining?, ["HTTP/2.0"; 3],
+        "a busy link's new requests join HTTP/2"
+    );
+
+    // With nothing in flight, requests take the idle HTTP/1.1 connections again.
+    let seen = json(cluster.get(EU, &wait(0)).await?).await?;
+    assert_eq!(version(&seen), "HTTP/1.1", "{seen}");
     Ok(())
 }
 
