@@ -196,18 +196,19 @@ async fn while_http2_carries_as_many_requests_as_the_pool_has_connections_new_on
     let wait = |ms: u64| format!("/v1/tenants/{tenant}/collections/c/records?wait_ms={ms}");
     let version = |seen: &Value| seen["version"].as_str().unwrap_or_default().to_owned();
 
-    // Two requests fill the pool of HTTP/1.1 connections for 400 ms; eight more, sent
-    // meanwhile, find it full and busy and share one HTTP/2 connection for 1.2 s.
-    let (medium, slow) = (wait(400), wait(1200));
+    // Two requests fill the pool of HTTP/1.1 connections for 600 ms; eight more, sent
+    // meanwhile, find it full and busy and share one HTTP/2 connection for 2 s. (Margins
+    // of several hundred milliseconds, for a machine busy with other tests.)
+    let (medium, slow) = (wait(600), wait(2000));
     let pool = futures::future::join_all((0..2).map(|_| cluster.get(EU, &medium)));
     let busy = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         futures::future::join_all((0..8).map(|_| cluster.get(EU, &slow))).await
     };
     // Once the pool's requests are answered, its connections are idle while the eight
     // are still in flight: the link is busy, and new requests join HTTP/2.
     let joining = async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let mut versions = Vec::new();
         for _ in 0..3 {
             versions.push(version(&json(cluster.get(EU, &wait(0)).await?).await?));
