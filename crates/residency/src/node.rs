@@ -43,8 +43,9 @@ pub(crate) struct ApiFlags {
     rate_burst: f64,
     /// The protocol this node forwards to other regions' internal endpoints in:
     /// HTTP/1.1 on up to `--internal-http1-connections` per region and HTTP/2 past them
-    /// (and for every request while HTTP/2 carries that many), or only one of the two (`http1` where something between the regions speaks no
-    /// HTTP/2 on a plain-http endpoint; on https, ALPN settles it).
+    /// (and for every request while HTTP/2 carries that many), or only one of the two
+    /// (`http1` where something between the regions speaks no HTTP/2 on a plain-http
+    /// endpoint; on https, ALPN settles it).
     #[arg(long, env = "RESIDENCY_INTERNAL_PROTOCOL", value_enum, default_value_t = InternalProtocolFlag::Http1ThenHttp2)]
     internal_protocol: InternalProtocolFlag,
     /// With `--internal-protocol http1-then-http2`: HTTP/1.1 connections per region.

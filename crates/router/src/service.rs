@@ -19,7 +19,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
 };
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{ConfigBuilderExt as _, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use model::{RegionId, TenantId, Transit};
 use prometheus_client::metrics::histogram::Histogram;
@@ -412,10 +412,7 @@ impl Admitted {
 
 impl Shared {
     fn new(config: RouterConfig) -> Self {
-        let connectors = Connectors {
-            http1: connector(config.connect_timeout, Alpn::Http1),
-            any_version: connector(config.connect_timeout, Alpn::Http2AndHttp1),
-        };
+        let connectors = connectors(config.connect_timeout);
         let targets = config
             .regions
             .iter()
@@ -1073,48 +1070,42 @@ impl Shared {
 }
 
 /// http and https (rustls with aws-lc-rs, the platform's roots) to other regions' internal
-/// endpoints, TCP_NODELAY, TCP keep-alive, and a connect timeout; over TLS, ALPN offers
-/// the protocols `alpn` names.
-fn connector(connect_timeout: Duration, alpn: Alpn) -> HttpsConnector<HttpConnector> {
+/// endpoints, TCP_NODELAY, TCP keep-alive, and a connect timeout: one connector whose TLS
+/// offers only HTTP/1.1 by ALPN, one that offers HTTP/2 too. Both share one TLS
+/// configuration, so the platform's roots are read once.
+fn connectors(connect_timeout: Duration) -> Connectors {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    match HttpsConnectorBuilder::new().with_provider_and_native_roots(provider) {
-        Ok(builder) => match alpn {
-            Alpn::Http2AndHttp1 => builder
-                .https_or_http()
-                .enable_all_versions()
-                .wrap_connector(http),
-            Alpn::Http1 => builder.https_or_http().enable_http1().wrap_connector(http),
-        },
+    let versions = || {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports rustls' default protocol versions")
+    };
+    let tls = match versions().with_native_roots() {
+        Ok(roots) => roots.with_no_client_auth(),
         Err(err) => {
             // Without trust roots https cannot be verified: https endpoints then fail
             // to connect (503), http ones still work.
             tracing::error!(error = %err, "no usable TLS trust roots: forwarding over https is disabled");
-            let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("aws-lc-rs supports rustls' default protocol versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-            HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http)
+            versions()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
         }
+    };
+    let builder = || {
+        HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+    };
+    Connectors {
+        http1: builder().enable_http1().wrap_connector(http.clone()),
+        any_version: builder().enable_all_versions().wrap_connector(http),
     }
-}
-
-/// What a connector offers by ALPN over TLS.
-#[derive(Debug, Clone, Copy)]
-enum Alpn {
-    Http1,
-    Http2AndHttp1,
 }
 
 async fn call_local<S, B>(inner: S, req: Admitted, body: Body) -> Result<Response<Body>, S::Error>

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::{constant_time, hmac};
 use http::HeaderValue;
+use http::header::Entry;
 use http::request::Parts;
 use model::RegionId;
 
@@ -216,19 +217,20 @@ impl ForwardSigner {
         let h = &mut request.headers;
         h.insert(names::FORWARDED, never_indexed(value(text)));
         // The signed id must be the one sent, once; usually the request already carries
-        // exactly that.
-        let mut ids = h.get_all(names::REQUEST_ID).iter();
-        let in_place = ids.next().map(HeaderValue::as_bytes) == Some(request_id.as_bytes())
-            && ids.next().is_none();
-        if in_place {
-            if let Some(id) = h.get_mut(names::REQUEST_ID) {
-                id.set_sensitive(true);
+        // exactly that, and it is only marked.
+        match h.entry(names::REQUEST_ID) {
+            Entry::Occupied(mut carried)
+                if carried.iter().count() == 1
+                    && carried.get().as_bytes() == request_id.as_bytes() =>
+            {
+                carried.get_mut().set_sensitive(true);
             }
-        } else {
-            h.insert(
-                names::REQUEST_ID,
-                never_indexed(value(request_id.into_owned())),
-            );
+            Entry::Occupied(mut carried) => {
+                carried.insert(never_indexed(value(request_id.into_owned())));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(never_indexed(value(request_id.into_owned())));
+            }
         }
     }
 

@@ -40,6 +40,7 @@
 //! fires before the request's own deadline, is moved there; a busy connection touches the
 //! wheel about once per timeout period instead of twice per request.
 
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -129,39 +130,28 @@ enum Wanted {
     Http2,
 }
 
+/// Counts one thing (an open connection, a request in flight) in a counter for as long as
+/// it lives. `C` is the counter: shared (`Arc`) when the thing outlives the borrow of its
+/// upstream, as a pooled connection does, else borrowed.
+struct Counted<C: Deref<Target = AtomicUsize>>(C);
+
+impl<C: Deref<Target = AtomicUsize>> Counted<C> {
+    /// Counts one more, and says how many were counted before.
+    fn enter(count: C) -> (Self, usize) {
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        (Self(count), before)
+    }
+}
+
+impl<C: Deref<Target = AtomicUsize>> Drop for Counted<C> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One of the HTTP/1.1 connections an upstream counts: held by the connection (or by the
 /// attempt to make one), given back when it is dropped.
-struct Http1Slot(Arc<AtomicUsize>);
-
-impl Http1Slot {
-    fn take(open: &Arc<AtomicUsize>) -> (Self, usize) {
-        let before = open.fetch_add(1, Ordering::Relaxed);
-        (Self(Arc::clone(open)), before)
-    }
-}
-
-impl Drop for Http1Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts a request among those in flight on HTTP/2 until dropped (answered, failed or
-/// abandoned).
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl<'a> InFlight<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+type Http1Slot = Counted<Arc<AtomicUsize>>;
 
 /// Where one request goes: a pooled HTTP/1.1 connection or the shared HTTP/2 one, and
 /// whether it was made for this request (a request a new connection refused is not
@@ -347,8 +337,9 @@ impl Upstream {
     }
 
     /// The connection for the next request: the shared HTTP/2 one when it is open and
-    /// the protocol prefers it (always, or on a busy link), else an idle pooled one, else a new one: HTTP/1.1 while
-    /// the protocol allows another, HTTP/2 (shared from then on) otherwise.
+    /// the protocol prefers it (always, or on a busy link), else an idle pooled one, else
+    /// a new one: HTTP/1.1 while the protocol allows another, HTTP/2 (shared from then
+    /// on) otherwise.
     async fn lane(&self, deadline: Instant) -> Result<Lane, Unreached> {
         let joins_http2 = match self.protocol {
             InternalProtocol::Http1 => false,
@@ -371,7 +362,7 @@ impl Upstream {
             InternalProtocol::Http1 => Wanted::Http1(None),
             InternalProtocol::Http2 => Wanted::Http2,
             InternalProtocol::Http1WithHttp2Overflow { http1_connections } => {
-                let (slot, open) = Http1Slot::take(&self.http1_open);
+                let (slot, open) = Http1Slot::enter(Arc::clone(&self.http1_open));
                 if open < http1_connections {
                     Wanted::Http1(Some(slot))
                 } else if let Some(connection) = self.multiplexed() {
@@ -467,7 +458,7 @@ impl Upstream {
     ) -> Result<Response<Body>, Exchange> {
         let mut sender = multiplexed.sender.clone();
         let request = self.for_http2(request);
-        let _in_flight = InFlight::enter(&self.http2_in_flight);
+        let (_in_flight, _) = Counted::enter(&self.http2_in_flight);
         let exchanged = tokio::time::timeout_at(deadline.into(), async {
             if sender.ready().await.is_err() {
                 return Err(Exchange::NotSent(Box::new(request)));
@@ -604,7 +595,7 @@ impl Upstream {
             driver,
             timer: Box::pin(tokio::time::sleep_until(deadline.into())),
             wakes: SelfWake::new(),
-            _counted: slot.unwrap_or_else(|| Http1Slot::take(&self.http1_open).0),
+            _counted: slot.unwrap_or_else(|| Http1Slot::enter(Arc::clone(&self.http1_open)).0),
         })))
     }
 }
