@@ -4,6 +4,7 @@
 //! `serde_json` values); what leaves the process goes through `wire` or `audit`.
 
 mod consistency;
+mod ids;
 mod keys;
 mod lsn;
 mod region;
@@ -13,6 +14,9 @@ mod schema;
 mod tenant;
 
 pub use consistency::{ConsistencyToken, TokenError};
+pub use ids::{
+    ApiKeyId, FileName, IdError, KeyName, NewTenant, NewTenantError, NewTenantFields, RecordId,
+};
 pub use keys::{KeyPurpose, KeyState, KeyVersion};
 pub use lsn::{Lsn, LsnParseError};
 pub use region::{Jurisdiction, JurisdictionParseError, RegionId, RegionIdError};
