@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document of the node's HTTP surface, served at `GET /v1/openapi.json`.
 //! It is generated from the handlers' `#[utoipa::path]` annotations and the `wire` types;
 //! headers that middleware adds to every response (request id, routing headers) are added
-//! here, mirroring the layers of `app`, so each annotation names only what its handler adds.
+//! here, mirroring the layers of `app`, and so are the problems every authenticated
+//! operation can answer: each annotation names only what its own handler adds.
 
 use std::sync::LazyLock;
 
@@ -11,11 +12,11 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::Response as ResponseDoc;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Components, RefOr};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Components, Ref, RefOr};
+use utoipa::{Modify, OpenApi, ToResponse};
 
-use crate::{health, tenant_api};
+use crate::handlers::{api_keys, audit, collections, evidence, files, health, records, tenants};
 
 /// The security scheme every authenticated operation names (`security(("bearer" = []))`).
 const BEARER: &str = "bearer";
@@ -33,24 +34,24 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        tenant_api::create_tenant,
-        tenant_api::get_tenant,
-        tenant_api::create_api_key,
-        tenant_api::delete_api_key,
-        tenant_api::put_collection,
-        tenant_api::get_collection,
-        tenant_api::create_record,
-        tenant_api::search_records,
-        tenant_api::get_record,
-        tenant_api::update_record,
-        tenant_api::delete_record,
-        tenant_api::put_file,
-        tenant_api::get_file,
-        tenant_api::delete_file,
-        tenant_api::audit_events,
-        tenant_api::audit_export,
-        tenant_api::residency_evidence,
-        tenant_api::audit_keys,
+        tenants::create_tenant,
+        tenants::get_tenant,
+        api_keys::create_api_key,
+        api_keys::delete_api_key,
+        collections::put_collection,
+        collections::get_collection,
+        records::create_record,
+        records::search_records,
+        records::get_record,
+        records::update_record,
+        records::delete_record,
+        files::put_file,
+        files::get_file,
+        files::delete_file,
+        audit::audit_events,
+        audit::audit_export,
+        evidence::residency_evidence,
+        audit::audit_keys,
         openapi_json,
         health::healthz,
         health::readyz,
@@ -194,9 +195,10 @@ pub(crate) mod problems {
     pub(crate) struct Unavailable(Problem);
 }
 
-/// What the layers of `app` add: the bearer scheme, `X-Request-Id` on every response, and
-/// the routing headers on every response to a tenant-scoped path (reusable responses are
-/// inlined there, so that the headers can be added to them).
+/// What the layers of `app` add: the bearer scheme, the problems every authenticated
+/// operation can answer, `X-Request-Id` on every response, and the routing headers on
+/// every response to a tenant-scoped path (reusable responses are inlined there, so that
+/// the headers can be added to them).
 #[derive(Debug)]
 struct Layers;
 
@@ -234,11 +236,45 @@ impl Modify for Layers {
                 &mut item.trace,
             ];
             for operation in operations.into_iter().flatten() {
+                add_common_problems(operation, tenant_scoped);
                 add_layer_headers(operation, tenant_scoped, &shared);
                 optional_headers_are_not_null(operation);
             }
         }
     }
+}
+
+/// Adds the problems an authenticated operation can answer whatever it does: its
+/// credentials are checked (401, 403), its key's bucket drawn from (429, see
+/// `rate_limit`), a dependency may fail (500, 503) and, below `/v1/tenants/{tenant}`,
+/// the tenant may not exist or not be the caller's to learn of (404).
+fn add_common_problems(operation: &mut Operation, tenant_scoped: bool) {
+    let bearer = SecurityRequirement::new(BEARER, Vec::<String>::new());
+    if !operation.security.iter().flatten().any(|r| *r == bearer) {
+        return;
+    }
+    let mut common = vec![
+        ("401", problem::<problems::Unauthorized>()),
+        ("403", problem::<problems::Forbidden>()),
+        ("429", problem::<problems::RateLimited>()),
+        ("500", problem::<problems::Internal>()),
+        ("503", problem::<problems::Unavailable>()),
+    ];
+    if tenant_scoped {
+        common.push(("404", problem::<problems::NotFound>()));
+    }
+    for (status, response) in common {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert(response);
+    }
+}
+
+/// A reference to the reusable response `R` (registered in `ApiDoc`'s components).
+fn problem<'r, R: ToResponse<'r>>() -> RefOr<ResponseDoc> {
+    RefOr::Ref(Ref::from_response_name(R::response().0))
 }
 
 fn add_layer_headers(

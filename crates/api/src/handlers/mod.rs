@@ -1,0 +1,148 @@
+//! The handlers of the node's HTTP surface, one module per resource of API.md, and what
+//! they share: path parameters, authorization, read consistency and the headers a
+//! write or a read adds. Handlers are thin: parse, call one service function, map the
+//! result; a `?` on a [`ServiceError`] answers with its problem (see `extract`).
+//!
+//! The problems every authenticated operation can answer (401, 403, 429, 500, 503; and
+//! 404 below `/v1/tenants/{tenant}`) are documented once, in `openapi`; an annotation here
+//! lists only the problems of its own handler.
+
+pub(crate) mod api_keys;
+pub(crate) mod audit;
+pub(crate) mod collections;
+pub(crate) mod evidence;
+pub(crate) mod files;
+pub(crate) mod health;
+pub(crate) mod records;
+pub(crate) mod tenants;
+
+use std::time::SystemTime;
+
+use ::audit::Action;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use model::{Access, TenantId};
+use serde::Deserialize;
+use service::{Attempt, Caller, ServiceError, Written};
+use store::{ReadConsistency, ServedBy};
+use utoipa::IntoParams;
+
+use crate::NodeState;
+use crate::extract::{ApiError, Ctx};
+
+/// What a handler answers: a response, or a service error as its problem.
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+/// `/v1/tenants/{tenant}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct TenantPath {
+    /// The tenant id.
+    pub tenant: String,
+}
+
+/// `/v1/tenants/{tenant}/collections/{collection}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct CollectionPath {
+    /// The tenant id.
+    pub tenant: String,
+    /// The collection name.
+    pub collection: String,
+}
+
+/// `/v1/tenants/{tenant}/collections/{collection}/records/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct RecordPath {
+    /// The tenant id.
+    pub tenant: String,
+    /// The collection name.
+    pub collection: String,
+    /// The record id.
+    pub id: String,
+}
+
+/// `/v1/tenants/{tenant}/collections/{collection}/records/{id}/files/{name}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct FilePath {
+    /// The tenant id.
+    pub tenant: String,
+    /// The collection name.
+    pub collection: String,
+    /// The record id.
+    pub id: String,
+    /// The file name.
+    pub name: String,
+}
+
+/// A tenant id from a path: one that does not parse names no tenant.
+pub(crate) fn tenant_id(raw: &str) -> Result<TenantId, ServiceError> {
+    TenantId::parse(raw).map_err(|_| ServiceError::NotFound { what: "tenant" })
+}
+
+/// Authenticates and authorizes a tenant-scoped call (denials are audited).
+pub(crate) async fn authorize(
+    state: &NodeState,
+    ctx: &Ctx,
+    tenant: &str,
+    access: Access,
+    action: Action,
+    resource: &str,
+) -> Result<Caller, ServiceError> {
+    let tenant = tenant_id(tenant)?;
+    state
+        .service()
+        .authorize(
+            ctx.bearer(),
+            &tenant,
+            access,
+            Attempt { action, resource },
+            &ctx.context,
+        )
+        .await
+}
+
+/// The read consistency the request asks for with `X-Consistency-Token`, if any.
+pub(crate) fn consistency(
+    state: &NodeState,
+    headers: &HeaderMap,
+) -> Result<ReadConsistency, ServiceError> {
+    let token = headers
+        .get(wire::headers::CONSISTENCY_TOKEN)
+        .map(|value| value.to_str().unwrap_or("\u{0}"));
+    state.service().consistency(token)
+}
+
+/// Adds the `X-Consistency-Token` of a write.
+pub(crate) fn with_written(mut response: Response, written: &Written) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&written.token.encode()) {
+        response
+            .headers_mut()
+            .insert(wire::headers::CONSISTENCY_TOKEN, value);
+    }
+    response
+}
+
+/// Adds `X-Served-By` of a read.
+pub(crate) fn with_served_by(mut response: Response, served_by: ServedBy) -> Response {
+    response.headers_mut().insert(
+        wire::headers::SERVED_BY,
+        HeaderValue::from_static(served_by.as_str()),
+    );
+    response
+}
+
+/// Adds the `ETag` of a record at `version`.
+pub(crate) fn with_etag(mut response: Response, version: i64) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// A point in time as the API shows it (RFC 3339).
+pub(crate) fn time_text(time: SystemTime) -> String {
+    ::audit::time::format(time)
+}
