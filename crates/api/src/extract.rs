@@ -5,13 +5,16 @@
 
 use std::convert::Infallible;
 
+use audit::Action;
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use model::Access;
 use serde::de::DeserializeOwned;
-use service::{RequestContext, ServiceError};
+use service::{Attempt, Caller, RegionService, RequestContext, ServiceError};
+use store::ReadConsistency;
 use wire::Problem;
 
 use crate::NodeState;
@@ -19,16 +22,51 @@ use crate::NodeState;
 /// Largest JSON body accepted (files stream separately, with their own limit).
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
-/// Who is asking and through which region.
+/// Who is asking, through which region, and the node that answers.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub bearer: Option<String>,
     pub context: RequestContext,
+    state: NodeState,
 }
 
 impl Ctx {
     pub fn bearer(&self) -> Option<&str> {
         self.bearer.as_deref()
+    }
+
+    /// The region's use cases.
+    pub fn service(&self) -> &RegionService {
+        self.state.service()
+    }
+
+    /// Authenticates and authorizes a call on `tenant` (a path segment; denials are
+    /// audited).
+    pub async fn authorize(
+        &self,
+        tenant: &str,
+        access: Access,
+        action: Action,
+        resource: &str,
+    ) -> Result<Caller, ServiceError> {
+        let tenant = crate::handlers::tenant_id(tenant)?;
+        self.service()
+            .authorize(
+                self.bearer(),
+                &tenant,
+                access,
+                Attempt { action, resource },
+                &self.context,
+            )
+            .await
+    }
+
+    /// The read consistency the request asks for with `X-Consistency-Token`, if any.
+    pub fn consistency(&self, headers: &HeaderMap) -> Result<ReadConsistency, ServiceError> {
+        let token = headers
+            .get(wire::headers::CONSISTENCY_TOKEN)
+            .map(|value| value.to_str().unwrap_or("\u{0}"));
+        self.service().consistency(token)
     }
 }
 
@@ -57,6 +95,7 @@ impl FromRequestParts<NodeState> for Ctx {
                 via_region: state.entry_region(&parts.headers),
             },
             bearer,
+            state: state.clone(),
         })
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::LazyLock;
 
 use axum::Json;
+use axum::http::header::IF_MATCH;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -195,6 +196,32 @@ pub(crate) mod problems {
     pub(crate) struct Unavailable(Problem);
 }
 
+/// Header parameters that several operations take. Handlers read the headers themselves
+/// (after authorizing the call): only the types are used.
+#[expect(
+    dead_code,
+    reason = "utoipa reads the fields' types and docs; no value of these types is ever built"
+)]
+pub(crate) mod header_params {
+    use utoipa::IntoParams;
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub(crate) struct ConsistencyToken {
+        /// A token from a write: the read sees that write or a later one.
+        #[param(rename = "X-Consistency-Token")]
+        token: Option<String>,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub(crate) struct IfMatch {
+        /// `"<version>"` or `*`: 412 unless the record is at that version.
+        #[param(rename = "If-Match")]
+        version: Option<String>,
+    }
+}
+
 /// What the layers of `app` add: the bearer scheme, the problems every authenticated
 /// operation can answer, `X-Request-Id` on every response, and the routing headers on
 /// every response to a tenant-scoped path (reusable responses are inlined there, so that
@@ -244,24 +271,51 @@ impl Modify for Layers {
     }
 }
 
-/// Adds the problems an authenticated operation can answer whatever it does: its
-/// credentials are checked (401, 403), its key's bucket drawn from (429, see
-/// `rate_limit`), a dependency may fail (500, 503) and, below `/v1/tenants/{tenant}`,
-/// the tenant may not exist or not be the caller's to learn of (404).
+/// Adds the problems an operation can answer because of what it takes, whatever it does:
+/// - authenticated (the bearer scheme): 401, 403 (its credentials), 429 (its key's
+///   bucket, `rate_limit`), 500 and 503 (a dependency);
+/// - below `/v1/tenants/{tenant}`: 404 (no such tenant, or not the caller's to learn of);
+/// - a request body: 400 (unreadable or not JSON), 413 (too large), 422 (does not fit);
+/// - `X-Consistency-Token` or `If-Match`: 400 (malformed); `If-Match`: 412 (another
+///   version).
+///
+/// An annotation lists only the problems of its own handler beyond these.
 fn add_common_problems(operation: &mut Operation, tenant_scoped: bool) {
     let bearer = SecurityRequirement::new(BEARER, Vec::<String>::new());
-    if !operation.security.iter().flatten().any(|r| *r == bearer) {
-        return;
+    let authenticated = operation.security.iter().flatten().any(|r| *r == bearer);
+    let takes_header = |name: &str| {
+        operation.parameters.iter().flatten().any(|parameter| {
+            parameter.parameter_in == ParameterIn::Header
+                && parameter.name.eq_ignore_ascii_case(name)
+        })
+    };
+    let if_match = takes_header(IF_MATCH.as_str());
+    let malformed_header = if_match || takes_header(wire::headers::CONSISTENCY_TOKEN);
+    let mut common = Vec::new();
+    if authenticated {
+        common.extend([
+            ("401", problem::<problems::Unauthorized>()),
+            ("403", problem::<problems::Forbidden>()),
+            ("429", problem::<problems::RateLimited>()),
+            ("500", problem::<problems::Internal>()),
+            ("503", problem::<problems::Unavailable>()),
+        ]);
     }
-    let mut common = vec![
-        ("401", problem::<problems::Unauthorized>()),
-        ("403", problem::<problems::Forbidden>()),
-        ("429", problem::<problems::RateLimited>()),
-        ("500", problem::<problems::Internal>()),
-        ("503", problem::<problems::Unavailable>()),
-    ];
     if tenant_scoped {
         common.push(("404", problem::<problems::NotFound>()));
+    }
+    if operation.request_body.is_some() {
+        common.extend([
+            ("400", problem::<problems::BadRequest>()),
+            ("413", problem::<problems::PayloadTooLarge>()),
+            ("422", problem::<problems::Unprocessable>()),
+        ]);
+    }
+    if malformed_header {
+        common.push(("400", problem::<problems::BadRequest>()));
+    }
+    if if_match {
+        common.push(("412", problem::<problems::PreconditionFailed>()));
     }
     for (status, response) in common {
         operation

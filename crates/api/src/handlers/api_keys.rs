@@ -3,7 +3,7 @@
 
 use ::audit::Action;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use model::Access;
@@ -11,8 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use wire::api as body;
 
-use super::{ApiResult, TenantPath, authorize};
-use crate::NodeState;
+use super::{ApiResult, TenantPath};
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::problems as p;
 
@@ -36,28 +35,18 @@ pub(crate) struct ApiKeyPath {
     request_body = body::CreateApiKey,
     responses(
         (status = 201, description = "The key; `key` is shown once.", body = body::ApiKeyCreated),
-        (status = 400, response = p::BadRequest),
         (status = 409, response = p::Conflict),
-        (status = 413, response = p::PayloadTooLarge),
-        (status = 422, response = p::Unprocessable),
     ),
 )]
 pub(crate) async fn create_api_key(
-    State(state): State<NodeState>,
     ctx: Ctx,
     Path(TenantPath { tenant }): Path<TenantPath>,
     JsonBody(request): JsonBody<body::CreateApiKey>,
 ) -> ApiResult {
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::Administer,
-        Action::ApiKeyCreate,
-        "apikeys",
-    )
-    .await?;
-    let created = state
+    let caller = ctx
+        .authorize(&tenant, Access::Administer, Action::ApiKeyCreate, "apikeys")
+        .await?;
+    let created = ctx
         .service()
         .create_api_key(&caller, &request.name, &request.role)
         .await?;
@@ -82,20 +71,13 @@ pub(crate) async fn create_api_key(
     ),
 )]
 pub(crate) async fn delete_api_key(
-    State(state): State<NodeState>,
     ctx: Ctx,
     Path(ApiKeyPath { tenant, id }): Path<ApiKeyPath>,
 ) -> ApiResult {
     let resource = format!("apikeys/{id}");
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::Administer,
-        Action::ApiKeyDelete,
-        &resource,
-    )
-    .await?;
-    state.service().revoke_api_key(&caller, &id).await?;
+    let caller = ctx
+        .authorize(&tenant, Access::Administer, Action::ApiKeyDelete, &resource)
+        .await?;
+    ctx.service().revoke_api_key(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

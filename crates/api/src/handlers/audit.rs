@@ -14,7 +14,7 @@ use model::Access;
 use service::ServiceError;
 use wire::api as body;
 
-use super::{ApiResult, TenantPath, authorize};
+use super::{ApiResult, TenantPath};
 use crate::NodeState;
 use crate::extract::{Ctx, parse_json};
 use crate::openapi::problems as p;
@@ -78,20 +78,13 @@ fn audit_params(query: Option<String>) -> Result<AuditQueryParams, ServiceError>
     ),
 )]
 pub(crate) async fn audit_events(
-    State(state): State<NodeState>,
     ctx: Ctx,
     Path(TenantPath { tenant }): Path<TenantPath>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::Audit,
-        Action::AuditRead,
-        "audit/events",
-    )
-    .await?;
+    let caller = ctx
+        .authorize(&tenant, Access::Audit, Action::AuditRead, "audit/events")
+        .await?;
     let params = audit_params(query)?;
     let action = params
         .action
@@ -115,7 +108,7 @@ pub(crate) async fn audit_events(
         limit,
         cursor: params.cursor,
     };
-    let page = state.service().audit_events(&caller, query).await?;
+    let page = ctx.service().audit_events(&caller, query).await?;
     Ok(Json(serde_json::json!({
         "events": page.events,
         "next_cursor": page.next_cursor,
@@ -145,27 +138,20 @@ pub(crate) async fn audit_events(
     ),
 )]
 pub(crate) async fn audit_export(
-    State(state): State<NodeState>,
     ctx: Ctx,
     Path(TenantPath { tenant }): Path<TenantPath>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::Audit,
-        Action::AuditExport,
-        "audit/export",
-    )
-    .await?;
+    let caller = ctx
+        .authorize(&tenant, Access::Audit, Action::AuditExport, "audit/export")
+        .await?;
     let params = audit_params(query)?;
     if params.action.is_some() || params.limit.is_some() || params.cursor.is_some() {
         return Err(ServiceError::invalid("query", "an export takes only `from` and `to`").into());
     }
     let from = parse_time("from", params.from.as_deref())?;
     let to = parse_time("to", params.to.as_deref())?;
-    let stream = state.service().audit_export(&caller, from, to).await?;
+    let stream = ctx.service().audit_export(&caller, from, to).await?;
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

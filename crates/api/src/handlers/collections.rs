@@ -3,15 +3,14 @@
 
 use ::audit::Action;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use model::Access;
 use service::ServiceError;
 use wire::api as body;
 
-use super::{ApiResult, CollectionPath, authorize};
-use crate::NodeState;
+use super::{ApiResult, CollectionPath};
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::problems as p;
 
@@ -34,34 +33,28 @@ use crate::openapi::problems as p;
             description = "The collection was created with this schema.",
             body = body::SchemaDoc
         ),
-        (status = 400, response = p::BadRequest),
         (status = 409, response = p::Conflict),
-        (status = 413, response = p::PayloadTooLarge),
-        (status = 422, response = p::Unprocessable),
     ),
 )]
 pub(crate) async fn put_collection(
-    State(state): State<NodeState>,
     ctx: Ctx,
-    Path(CollectionPath { tenant, collection }): Path<CollectionPath>,
+    Path(path): Path<CollectionPath>,
     JsonBody(schema): JsonBody<body::SchemaDoc>,
 ) -> ApiResult {
-    let resource = format!("collections/{collection}");
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::Administer,
-        Action::CollectionPut,
-        &resource,
-    )
-    .await?;
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::Administer,
+            Action::CollectionPut,
+            &path.resource(),
+        )
+        .await?;
     let schema = schema
         .into_model()
         .map_err(|err| ServiceError::invalid(err.field, err.reason))?;
-    let (collection, created) = state
+    let (collection, created) = ctx
         .service()
-        .put_collection(&caller, &collection, schema)
+        .put_collection(&caller, &path.collection, schema)
         .await?;
     let status = if created {
         StatusCode::CREATED
@@ -86,21 +79,15 @@ pub(crate) async fn put_collection(
         (status = 200, description = "The collection's schema.", body = body::SchemaDoc),
     ),
 )]
-pub(crate) async fn get_collection(
-    State(state): State<NodeState>,
-    ctx: Ctx,
-    Path(CollectionPath { tenant, collection }): Path<CollectionPath>,
-) -> ApiResult {
-    let resource = format!("collections/{collection}");
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::Administer,
-        Action::CollectionPut,
-        &resource,
-    )
-    .await?;
-    let collection = state.service().collection(&caller, &collection).await?;
+pub(crate) async fn get_collection(ctx: Ctx, Path(path): Path<CollectionPath>) -> ApiResult {
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::Administer,
+            Action::CollectionPut,
+            &path.resource(),
+        )
+        .await?;
+    let collection = ctx.service().collection(&caller, &path.collection).await?;
     Ok(Json(body::SchemaDoc::from_model(&collection.schema)).into_response())
 }

@@ -3,13 +3,12 @@
 
 use ::audit::Action;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::IntoResponse;
 use model::Access;
 use wire::api as body;
 
-use super::{ApiResult, TenantPath, authorize};
-use crate::NodeState;
+use super::{ApiResult, TenantPath};
 use crate::extract::Ctx;
 
 #[utoipa::path(
@@ -28,19 +27,12 @@ use crate::extract::Ctx;
     ),
 )]
 pub(crate) async fn residency_evidence(
-    State(state): State<NodeState>,
     ctx: Ctx,
     Path(TenantPath { tenant }): Path<TenantPath>,
 ) -> ApiResult {
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::Audit,
-        Action::AuditRead,
-        "residency",
-    )
-    .await?;
-    let evidence = state.service().residency_evidence(&caller).await?;
+    let caller = ctx
+        .authorize(&tenant, Access::Audit, Action::AuditRead, "residency")
+        .await?;
+    let evidence = ctx.service().residency_evidence(&caller).await?;
     Ok(Json(evidence).into_response())
 }

@@ -5,7 +5,7 @@
 use ::audit::Action;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -13,15 +13,10 @@ use model::Access;
 use service::records::Served;
 use wire::api as body;
 
-use super::{ApiResult, FilePath, authorize, consistency, with_served_by, with_written};
-use crate::NodeState;
+use super::{ApiResult, FilePath, with_served_by, with_written};
 use crate::extract::Ctx;
+use crate::openapi::header_params as h;
 use crate::openapi::problems as p;
-
-/// The resource a file's audit event names.
-fn files_resource(collection: &str, id: &str) -> String {
-    format!("collections/{collection}/records/{id}/files")
-}
 
 #[utoipa::path(
     put,
@@ -43,52 +38,42 @@ fn files_resource(collection: &str, id: &str) -> String {
                 ("X-Consistency-Token" = String, description = "Read-your-writes token."),
             )
         ),
-        (status = 400, response = p::BadRequest),
         (status = 409, response = p::Conflict),
-        (status = 413, response = p::PayloadTooLarge),
-        (status = 422, response = p::Unprocessable),
     ),
 )]
 pub(crate) async fn put_file(
-    State(state): State<NodeState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(FilePath {
-        tenant,
-        collection,
-        id,
-        name,
-    }): Path<FilePath>,
+    Path(path): Path<FilePath>,
     request_body: Body,
 ) -> ApiResult {
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::WriteData,
-        Action::FilePut,
-        &files_resource(&collection, &id),
-    )
-    .await?;
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::WriteData,
+            Action::FilePut,
+            &path.resource(),
+        )
+        .await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
     let stream = request_body
         .into_data_stream()
         .map_err(|err| envelope::objects::ObjectStoreError::Body(err.to_string()));
-    let (stored, written) = state
+    let (stored, written) = ctx
         .service()
         .put_file(
             &caller,
-            &collection,
-            &id,
-            &name,
+            &path.collection,
+            &path.id,
+            &path.name,
             content_type,
             Box::pin(stream),
         )
         .await?;
     let view = body::FileStored {
-        name,
+        name: path.name,
         size: stored.size,
         sha256: hex::encode(stored.sha256),
     };
@@ -104,13 +89,7 @@ pub(crate) async fn put_file(
     tag = "files",
     summary = "Read a file",
     security(("bearer" = [])),
-    params(
-        FilePath,
-        (
-            "X-Consistency-Token" = Option<String>, Header,
-            description = "A token from a write: the read sees that write or a later one."
-        ),
-    ),
+    params(FilePath, h::ConsistencyToken),
     responses(
         (
             status = 200,
@@ -121,33 +100,25 @@ pub(crate) async fn put_file(
                 ("Content-Length" = u64, description = "Size in bytes."),
             )
         ),
-        (status = 400, response = p::BadRequest),
     ),
 )]
 pub(crate) async fn get_file(
-    State(state): State<NodeState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(FilePath {
-        tenant,
-        collection,
-        id,
-        name,
-    }): Path<FilePath>,
+    Path(path): Path<FilePath>,
 ) -> ApiResult {
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::ReadData,
-        Action::FileGet,
-        &files_resource(&collection, &id),
-    )
-    .await?;
-    let consistency = consistency(&state, &headers)?;
-    let Served { value, served_by } = state
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::ReadData,
+            Action::FileGet,
+            &path.resource(),
+        )
+        .await?;
+    let consistency = ctx.consistency(&headers)?;
+    let Served { value, served_by } = ctx
         .service()
-        .get_file(&caller, &collection, &id, &name, consistency)
+        .get_file(&caller, &path.collection, &path.id, &path.name, consistency)
         .await?;
     let stream = value
         .body
@@ -178,28 +149,18 @@ pub(crate) async fn get_file(
         ),
     ),
 )]
-pub(crate) async fn delete_file(
-    State(state): State<NodeState>,
-    ctx: Ctx,
-    Path(FilePath {
-        tenant,
-        collection,
-        id,
-        name,
-    }): Path<FilePath>,
-) -> ApiResult {
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::WriteData,
-        Action::FileDelete,
-        &files_resource(&collection, &id),
-    )
-    .await?;
-    let written = state
+pub(crate) async fn delete_file(ctx: Ctx, Path(path): Path<FilePath>) -> ApiResult {
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::WriteData,
+            Action::FileDelete,
+            &path.resource(),
+        )
+        .await?;
+    let written = ctx
         .service()
-        .delete_file(&caller, &collection, &id, &name)
+        .delete_file(&caller, &path.collection, &path.id, &path.name)
         .await?;
     Ok(with_written(
         StatusCode::NO_CONTENT.into_response(),

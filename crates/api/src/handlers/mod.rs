@@ -1,11 +1,11 @@
 //! The handlers of the node's HTTP surface, one module per resource of API.md, and what
-//! they share: path parameters, authorization, read consistency and the headers a
-//! write or a read adds. Handlers are thin: parse, call one service function, map the
+//! they share: path parameters and the headers a write or a read adds (authorization
+//! and read consistency are the request context's, `extract::Ctx`). Handlers are thin: parse, call one service function, map the
 //! result; a `?` on a [`ServiceError`] answers with its problem (see `extract`).
 //!
-//! The problems every authenticated operation can answer (401, 403, 429, 500, 503; and
-//! 404 below `/v1/tenants/{tenant}`) are documented once, in `openapi`; an annotation here
-//! lists only the problems of its own handler.
+//! The problems an operation answers because of what it takes (credentials, a tenant in
+//! the path, a body, a consistency token or `If-Match`) are documented once, in
+//! `openapi`; an annotation here lists only the problems of its own handler.
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
@@ -18,17 +18,15 @@ pub(crate) mod tenants;
 
 use std::time::SystemTime;
 
-use ::audit::Action;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use model::{Access, TenantId};
+use model::TenantId;
 use serde::Deserialize;
-use service::{Attempt, Caller, ServiceError, Written};
-use store::{ReadConsistency, ServedBy};
+use service::{ServiceError, Written};
+use store::ServedBy;
 use utoipa::IntoParams;
 
-use crate::NodeState;
-use crate::extract::{ApiError, Ctx};
+use crate::extract::ApiError;
 
 /// What a handler answers: a response, or a service error as its problem.
 pub(crate) type ApiResult = Result<Response, ApiError>;
@@ -77,42 +75,35 @@ pub(crate) struct FilePath {
     pub name: String,
 }
 
+impl CollectionPath {
+    /// The collection, as an audit event names it.
+    pub(crate) fn resource(&self) -> String {
+        format!("collections/{}", self.collection)
+    }
+
+    /// The collection's records, as an audit event names them.
+    pub(crate) fn records_resource(&self) -> String {
+        format!("collections/{}/records", self.collection)
+    }
+}
+
+impl RecordPath {
+    /// The record, as an audit event names it.
+    pub(crate) fn resource(&self) -> String {
+        format!("collections/{}/records/{}", self.collection, self.id)
+    }
+}
+
+impl FilePath {
+    /// The record's files, as an audit event names them (without the file's name).
+    pub(crate) fn resource(&self) -> String {
+        format!("collections/{}/records/{}/files", self.collection, self.id)
+    }
+}
+
 /// A tenant id from a path: one that does not parse names no tenant.
 pub(crate) fn tenant_id(raw: &str) -> Result<TenantId, ServiceError> {
     TenantId::parse(raw).map_err(|_| ServiceError::NotFound { what: "tenant" })
-}
-
-/// Authenticates and authorizes a tenant-scoped call (denials are audited).
-pub(crate) async fn authorize(
-    state: &NodeState,
-    ctx: &Ctx,
-    tenant: &str,
-    access: Access,
-    action: Action,
-    resource: &str,
-) -> Result<Caller, ServiceError> {
-    let tenant = tenant_id(tenant)?;
-    state
-        .service()
-        .authorize(
-            ctx.bearer(),
-            &tenant,
-            access,
-            Attempt { action, resource },
-            &ctx.context,
-        )
-        .await
-}
-
-/// The read consistency the request asks for with `X-Consistency-Token`, if any.
-pub(crate) fn consistency(
-    state: &NodeState,
-    headers: &HeaderMap,
-) -> Result<ReadConsistency, ServiceError> {
-    let token = headers
-        .get(wire::headers::CONSISTENCY_TOKEN)
-        .map(|value| value.to_str().unwrap_or("\u{0}"));
-    state.service().consistency(token)
 }
 
 /// Adds the `X-Consistency-Token` of a write.

@@ -5,7 +5,7 @@
 
 use ::audit::Action;
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use model::Access;
@@ -14,11 +14,10 @@ use service::records::{Filter, Paging, Record, Served};
 use wire::api as body;
 
 use super::{
-    ApiResult, CollectionPath, RecordPath, authorize, consistency, time_text, with_etag,
-    with_served_by, with_written,
+    ApiResult, CollectionPath, RecordPath, time_text, with_etag, with_served_by, with_written,
 };
-use crate::NodeState;
 use crate::extract::{Ctx, JsonBody};
+use crate::openapi::header_params as h;
 use crate::openapi::problems as p;
 
 fn record_view(record: Record, with_updated: bool) -> body::RecordView {
@@ -67,31 +66,25 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ServiceError> {
                 ("X-Consistency-Token" = String, description = "Read-your-writes token."),
             )
         ),
-        (status = 400, response = p::BadRequest),
         (status = 409, response = p::Conflict),
-        (status = 413, response = p::PayloadTooLarge),
-        (status = 422, response = p::Unprocessable),
     ),
 )]
 pub(crate) async fn create_record(
-    State(state): State<NodeState>,
     ctx: Ctx,
-    Path(CollectionPath { tenant, collection }): Path<CollectionPath>,
+    Path(path): Path<CollectionPath>,
     JsonBody(request): JsonBody<body::RecordBody>,
 ) -> ApiResult {
-    let resource = format!("collections/{collection}/records");
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::WriteData,
-        Action::RecordCreate,
-        &resource,
-    )
-    .await?;
-    let (record, written) = state
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::WriteData,
+            Action::RecordCreate,
+            &path.records_resource(),
+        )
+        .await?;
+    let (record, written) = ctx
         .service()
-        .create_record(&caller, &collection, request.data)
+        .create_record(&caller, &path.collection, request.data)
         .await?;
     let version = record.version;
     let response = (StatusCode::CREATED, Json(record_view(record, false))).into_response();
@@ -104,13 +97,7 @@ pub(crate) async fn create_record(
     tag = "records",
     summary = "Read a record",
     security(("bearer" = [])),
-    params(
-        RecordPath,
-        (
-            "X-Consistency-Token" = Option<String>, Header,
-            description = "A token from a write: the read sees that write or a later one."
-        ),
-    ),
+    params(RecordPath, h::ConsistencyToken),
     responses(
         (
             status = 200,
@@ -121,33 +108,25 @@ pub(crate) async fn create_record(
                 ("X-Served-By" = String, description = "`primary` or `replica`."),
             )
         ),
-        (status = 400, response = p::BadRequest),
     ),
 )]
 pub(crate) async fn get_record(
-    State(state): State<NodeState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(RecordPath {
-        tenant,
-        collection,
-        id,
-    }): Path<RecordPath>,
+    Path(path): Path<RecordPath>,
 ) -> ApiResult {
-    let resource = format!("collections/{collection}/records/{id}");
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::ReadData,
-        Action::RecordRead,
-        &resource,
-    )
-    .await?;
-    let consistency = consistency(&state, &headers)?;
-    let Served { value, served_by } = state
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::ReadData,
+            Action::RecordRead,
+            &path.resource(),
+        )
+        .await?;
+    let consistency = ctx.consistency(&headers)?;
+    let Served { value, served_by } = ctx
         .service()
-        .get_record(&caller, &collection, &id, consistency)
+        .get_record(&caller, &path.collection, &path.id, consistency)
         .await?;
     let version = value.version;
     let response = Json(record_view(value, true)).into_response();
@@ -160,13 +139,7 @@ pub(crate) async fn get_record(
     tag = "records",
     summary = "Replace a record's data",
     security(("bearer" = [])),
-    params(
-        RecordPath,
-        (
-            "If-Match" = Option<String>, Header,
-            description = "`\"<version>\"` or `*`: 412 unless the record is at that version."
-        ),
-    ),
+    params(RecordPath, h::IfMatch),
     request_body = body::RecordBody,
     responses(
         (
@@ -178,37 +151,26 @@ pub(crate) async fn get_record(
                 ("X-Consistency-Token" = String, description = "Read-your-writes token."),
             )
         ),
-        (status = 400, response = p::BadRequest),
-        (status = 412, response = p::PreconditionFailed),
-        (status = 413, response = p::PayloadTooLarge),
-        (status = 422, response = p::Unprocessable),
     ),
 )]
 pub(crate) async fn update_record(
-    State(state): State<NodeState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(RecordPath {
-        tenant,
-        collection,
-        id,
-    }): Path<RecordPath>,
+    Path(path): Path<RecordPath>,
     JsonBody(request): JsonBody<body::RecordBody>,
 ) -> ApiResult {
-    let resource = format!("collections/{collection}/records/{id}");
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::WriteData,
-        Action::RecordUpdate,
-        &resource,
-    )
-    .await?;
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::WriteData,
+            Action::RecordUpdate,
+            &path.resource(),
+        )
+        .await?;
     let expected = if_match(&headers)?;
-    let (record, written) = state
+    let (record, written) = ctx
         .service()
-        .update_record(&caller, &collection, &id, request.data, expected)
+        .update_record(&caller, &path.collection, &path.id, request.data, expected)
         .await?;
     let version = record.version;
     let response = Json(record_view(record, true)).into_response();
@@ -221,13 +183,7 @@ pub(crate) async fn update_record(
     tag = "records",
     summary = "Delete a record",
     security(("bearer" = [])),
-    params(
-        RecordPath,
-        (
-            "If-Match" = Option<String>, Header,
-            description = "`\"<version>\"` or `*`: 412 unless the record is at that version."
-        ),
-    ),
+    params(RecordPath, h::IfMatch),
     responses(
         (
             status = 204,
@@ -236,34 +192,25 @@ pub(crate) async fn update_record(
                 ("X-Consistency-Token" = String, description = "Read-your-writes token."),
             )
         ),
-        (status = 400, response = p::BadRequest),
-        (status = 412, response = p::PreconditionFailed),
     ),
 )]
 pub(crate) async fn delete_record(
-    State(state): State<NodeState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(RecordPath {
-        tenant,
-        collection,
-        id,
-    }): Path<RecordPath>,
+    Path(path): Path<RecordPath>,
 ) -> ApiResult {
-    let resource = format!("collections/{collection}/records/{id}");
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::WriteData,
-        Action::RecordDelete,
-        &resource,
-    )
-    .await?;
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::WriteData,
+            Action::RecordDelete,
+            &path.resource(),
+        )
+        .await?;
     let expected = if_match(&headers)?;
-    let written = state
+    let written = ctx
         .service()
-        .delete_record(&caller, &collection, &id, expected)
+        .delete_record(&caller, &path.collection, &path.id, expected)
         .await?;
     Ok(with_written(
         StatusCode::NO_CONTENT.into_response(),
@@ -317,10 +264,7 @@ fn search_query(query: Option<String>) -> Result<(Option<Filter>, Paging), Servi
         ),
         ("limit" = Option<u32>, Query, description = "Page size."),
         ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`."),
-        (
-            "X-Consistency-Token" = Option<String>, Header,
-            description = "A token from a write: the read sees that write or a later one."
-        ),
+        h::ConsistencyToken,
     ),
     responses(
         (
@@ -331,32 +275,28 @@ fn search_query(query: Option<String>) -> Result<(Option<Filter>, Paging), Servi
                 ("X-Served-By" = String, description = "`primary` or `replica`."),
             )
         ),
-        (status = 400, response = p::BadRequest),
         (status = 422, response = p::Unprocessable),
     ),
 )]
 pub(crate) async fn search_records(
-    State(state): State<NodeState>,
     ctx: Ctx,
     headers: HeaderMap,
-    Path(CollectionPath { tenant, collection }): Path<CollectionPath>,
+    Path(path): Path<CollectionPath>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
-    let resource = format!("collections/{collection}/records");
-    let caller = authorize(
-        &state,
-        &ctx,
-        &tenant,
-        Access::ReadData,
-        Action::RecordSearch,
-        &resource,
-    )
-    .await?;
-    let consistency = consistency(&state, &headers)?;
+    let caller = ctx
+        .authorize(
+            &path.tenant,
+            Access::ReadData,
+            Action::RecordSearch,
+            &path.records_resource(),
+        )
+        .await?;
+    let consistency = ctx.consistency(&headers)?;
     let (filter, paging) = search_query(query)?;
-    let Served { value, served_by } = state
+    let Served { value, served_by } = ctx
         .service()
-        .search_records(&caller, &collection, filter, paging, consistency)
+        .search_records(&caller, &path.collection, filter, paging, consistency)
         .await?;
     let page = body::RecordPage {
         records: value

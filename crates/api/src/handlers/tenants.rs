@@ -2,15 +2,20 @@
 //! `GET /v1/tenants/{tenant}` shows one, never its keys.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use model::RegionId;
 use wire::api as body;
 
 use super::{ApiResult, TenantPath, tenant_id, time_text};
-use crate::NodeState;
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::problems as p;
+
+/// Region ids as the API shows them.
+fn region_names(regions: &[RegionId]) -> Vec<String> {
+    regions.iter().map(ToString::to_string).collect()
+}
 
 #[utoipa::path(
     post,
@@ -25,19 +30,15 @@ use crate::openapi::problems as p;
             description = "The tenant; `admin_key` is shown once.",
             body = body::TenantCreated
         ),
-        (status = 400, response = p::BadRequest),
         (status = 409, response = p::Conflict),
-        (status = 413, response = p::PayloadTooLarge),
         (status = 421, response = p::Misdirected),
-        (status = 422, response = p::Unprocessable),
     ),
 )]
 pub(crate) async fn create_tenant(
-    State(state): State<NodeState>,
     ctx: Ctx,
     JsonBody(request): JsonBody<body::CreateTenant>,
 ) -> ApiResult {
-    let created = state
+    let created = ctx
         .service()
         .create_tenant(
             ctx.bearer(),
@@ -56,12 +57,7 @@ pub(crate) async fn create_tenant(
         id: tenant.id.to_string(),
         name: tenant.name.clone(),
         home_region: tenant.policy.home().to_string(),
-        allowed_regions: tenant
-            .policy
-            .allowed()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        allowed_regions: region_names(tenant.policy.allowed()),
         transit: tenant.policy.transit().as_str().to_owned(),
         analytics_export: tenant.analytics_export,
         admin_key: created.admin_key.token.to_string(),
@@ -81,22 +77,16 @@ pub(crate) async fn create_tenant(
     ),
 )]
 pub(crate) async fn get_tenant(
-    State(state): State<NodeState>,
     ctx: Ctx,
     Path(TenantPath { tenant }): Path<TenantPath>,
 ) -> ApiResult {
     let id = tenant_id(&tenant)?;
-    let tenant = state.service().get_tenant(ctx.bearer(), &id).await?;
+    let tenant = ctx.service().get_tenant(ctx.bearer(), &id).await?;
     Ok(Json(body::TenantView {
         id: tenant.id.to_string(),
         name: tenant.name.clone(),
         home_region: tenant.policy.home().to_string(),
-        allowed_regions: tenant
-            .policy
-            .allowed()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        allowed_regions: region_names(tenant.policy.allowed()),
         transit: tenant.policy.transit().as_str().to_owned(),
         analytics_export: tenant.analytics_export,
         created_at: time_text(tenant.created_at),
