@@ -1,7 +1,8 @@
 //! The handlers of the node's HTTP surface, one module per resource of API.md, and what
 //! they share: path parameters and the headers a write or a read adds (authorization
-//! and read consistency are the request context's, `extract::Ctx`). Handlers are thin: parse, call one service function, map the
-//! result; a `?` on a [`ServiceError`] answers with its problem (see `extract`).
+//! and read consistency are the request context's, `extract::Ctx`). Handlers are thin:
+//! parse, call one service function, map the result; a `?` on a [`ServiceError`]
+//! answers with its problem (see `extract`).
 //!
 //! The problems an operation answers because of what it takes (credentials, a tenant in
 //! the path, a body, a consistency token or `If-Match`) are documented once, in
