@@ -13,6 +13,16 @@ use crate::{OPERATOR_TOKEN, body_text, node_with};
 /// A syntactically valid tenant id that names no tenant.
 const NO_SUCH_TENANT: &str = "/v1/tenants/2f1c6a0e-8d4b-4f7e-9a51-0c3d2b1e4f60";
 
+/// One request that fails, and what fails it.
+struct Case<'a> {
+    maker: &'a str,
+    method: Method,
+    path: &'a str,
+    bearer: Option<&'a str>,
+    body: &'static str,
+    status: StatusCode,
+}
+
 #[tokio::test]
 async fn every_problem_names_the_request_it_answers() {
     let (_db, database) = region_database("eu-central-1").await;
@@ -25,58 +35,65 @@ async fn every_problem_names_the_request_it_answers() {
         },
     );
     let operator = format!("Bearer {OPERATOR_TOKEN}");
-    // (what makes the problem, method, path, bearer, body, expected status)
-    let cases: [(&str, Method, &str, Option<&str>, &str, StatusCode); 6] = [
-        (
-            "a handler's service error",
-            Method::GET,
-            NO_SUCH_TENANT,
-            None,
-            "",
-            StatusCode::UNAUTHORIZED,
-        ),
-        (
-            "a tenant id that does not parse",
-            Method::GET,
-            "/v1/tenants/not-a-tenant-id",
-            Some("Bearer rso.first-of-its-bucket"),
-            "",
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            "the JSON body extractor",
-            Method::POST,
-            "/v1/tenants",
-            Some(operator.as_str()),
-            "{not json",
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "the rate limiter lets the first one through",
-            Method::GET,
-            NO_SUCH_TENANT,
-            Some("Bearer rso.flood"),
-            "",
-            StatusCode::UNAUTHORIZED,
-        ),
-        (
-            "the rate limiter",
-            Method::GET,
-            NO_SUCH_TENANT,
-            Some("Bearer rso.flood"),
-            "",
-            StatusCode::TOO_MANY_REQUESTS,
-        ),
-        (
-            "the fallback",
-            Method::GET,
-            "/nowhere",
-            None,
-            "",
-            StatusCode::NOT_FOUND,
-        ),
+    let cases = [
+        Case {
+            maker: "a handler's service error",
+            method: Method::GET,
+            path: NO_SUCH_TENANT,
+            bearer: None,
+            body: "",
+            status: StatusCode::UNAUTHORIZED,
+        },
+        Case {
+            maker: "a tenant id that does not parse",
+            method: Method::GET,
+            path: "/v1/tenants/not-a-tenant-id",
+            bearer: Some("Bearer rso.first-of-its-bucket"),
+            body: "",
+            status: StatusCode::NOT_FOUND,
+        },
+        Case {
+            maker: "the JSON body extractor",
+            method: Method::POST,
+            path: "/v1/tenants",
+            bearer: Some(operator.as_str()),
+            body: "{not json",
+            status: StatusCode::BAD_REQUEST,
+        },
+        Case {
+            maker: "the rate limiter lets the first one through",
+            method: Method::GET,
+            path: NO_SUCH_TENANT,
+            bearer: Some("Bearer rso.flood"),
+            body: "",
+            status: StatusCode::UNAUTHORIZED,
+        },
+        Case {
+            maker: "the rate limiter",
+            method: Method::GET,
+            path: NO_SUCH_TENANT,
+            bearer: Some("Bearer rso.flood"),
+            body: "",
+            status: StatusCode::TOO_MANY_REQUESTS,
+        },
+        Case {
+            maker: "the fallback",
+            method: Method::GET,
+            path: "/nowhere",
+            bearer: None,
+            body: "",
+            status: StatusCode::NOT_FOUND,
+        },
     ];
-    for (index, (maker, method, path, bearer, body, status)) in cases.into_iter().enumerate() {
+    for (index, case) in cases.into_iter().enumerate() {
+        let Case {
+            maker,
+            method,
+            path,
+            bearer,
+            body,
+            status,
+        } = case;
         let request_id = format!("req-problem-{index}");
         let mut request = Request::builder()
             .method(method)
