@@ -1,8 +1,9 @@
 //! The OpenAPI 3.1 document of the node's HTTP surface, served at `GET /v1/openapi.json`.
 //! It is generated from the handlers' `#[utoipa::path]` annotations and the `wire` types;
 //! headers that middleware adds to every response (request id, routing headers) are added
-//! here, mirroring the layers of `app`, and so are the problems every authenticated
-//! operation can answer: each annotation names only what its own handler adds.
+//! here, mirroring the layers of `app`, and so are the problems an operation answers
+//! because of what it takes (`add_common_problems`): each annotation names only what its
+//! own handler adds.
 
 use std::sync::LazyLock;
 
@@ -222,8 +223,8 @@ pub(crate) mod header_params {
     }
 }
 
-/// What the layers of `app` add: the bearer scheme, the problems every authenticated
-/// operation can answer, `X-Request-Id` on every response, and the routing headers on
+/// What the layers of `app` add: the bearer scheme, the problems an operation answers
+/// because of what it takes, `X-Request-Id` on every response, and the routing headers on
 /// every response to a tenant-scoped path (reusable responses are inlined there, so that
 /// the headers can be added to them).
 #[derive(Debug)]
