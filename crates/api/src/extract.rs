@@ -18,6 +18,7 @@ use store::ReadConsistency;
 use wire::Problem;
 
 use crate::NodeState;
+use crate::handlers::{Target, tenant_id};
 
 /// Largest JSON body accepted (files stream separately, with their own limit).
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -40,22 +41,23 @@ impl Ctx {
         self.state.service()
     }
 
-    /// Authenticates and authorizes a call on `tenant` (a path segment; denials are
-    /// audited).
+    /// Authenticates and authorizes a call on `target` (denials are audited).
     pub async fn authorize(
         &self,
-        tenant: &str,
+        target: Target<'_>,
         access: Access,
         action: Action,
-        resource: &str,
     ) -> Result<Caller, ServiceError> {
-        let tenant = crate::handlers::tenant_id(tenant)?;
+        let tenant = tenant_id(target.tenant)?;
         self.service()
             .authorize(
                 self.bearer(),
                 &tenant,
                 access,
-                Attempt { action, resource },
+                Attempt {
+                    action,
+                    resource: &target.resource,
+                },
                 &self.context,
             )
             .await

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use wire::api as body;
 
-use super::{ApiResult, TenantPath};
+use super::{ApiResult, Target, TenantPath};
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::problems as p;
 
@@ -23,6 +23,16 @@ pub(crate) struct ApiKeyPath {
     pub tenant: String,
     /// The API key id.
     pub id: String,
+}
+
+impl ApiKeyPath {
+    /// The API key.
+    fn target(&self) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: format!("apikeys/{}", self.id),
+        }
+    }
 }
 
 #[utoipa::path(
@@ -40,11 +50,11 @@ pub(crate) struct ApiKeyPath {
 )]
 pub(crate) async fn create_api_key(
     ctx: Ctx,
-    Path(TenantPath { tenant }): Path<TenantPath>,
+    Path(path): Path<TenantPath>,
     JsonBody(request): JsonBody<body::CreateApiKey>,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(&tenant, Access::Administer, Action::ApiKeyCreate, "apikeys")
+        .authorize(path.on("apikeys"), Access::Administer, Action::ApiKeyCreate)
         .await?;
     let created = ctx
         .service()
@@ -70,14 +80,10 @@ pub(crate) async fn create_api_key(
         (status = 204, description = "The key is revoked."),
     ),
 )]
-pub(crate) async fn delete_api_key(
-    ctx: Ctx,
-    Path(ApiKeyPath { tenant, id }): Path<ApiKeyPath>,
-) -> ApiResult {
-    let resource = format!("apikeys/{id}");
+pub(crate) async fn delete_api_key(ctx: Ctx, Path(path): Path<ApiKeyPath>) -> ApiResult {
     let caller = ctx
-        .authorize(&tenant, Access::Administer, Action::ApiKeyDelete, &resource)
+        .authorize(path.target(), Access::Administer, Action::ApiKeyDelete)
         .await?;
-    ctx.service().revoke_api_key(&caller, &id).await?;
+    ctx.service().revoke_api_key(&caller, &path.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

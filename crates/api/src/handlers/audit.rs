@@ -79,11 +79,11 @@ fn audit_params(query: Option<String>) -> Result<AuditQueryParams, ServiceError>
 )]
 pub(crate) async fn audit_events(
     ctx: Ctx,
-    Path(TenantPath { tenant }): Path<TenantPath>,
+    Path(path): Path<TenantPath>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(&tenant, Access::Audit, Action::AuditRead, "audit/events")
+        .authorize(path.on("audit/events"), Access::Audit, Action::AuditRead)
         .await?;
     let params = audit_params(query)?;
     let action = params
@@ -139,11 +139,11 @@ pub(crate) async fn audit_events(
 )]
 pub(crate) async fn audit_export(
     ctx: Ctx,
-    Path(TenantPath { tenant }): Path<TenantPath>,
+    Path(path): Path<TenantPath>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(&tenant, Access::Audit, Action::AuditExport, "audit/export")
+        .authorize(path.on("audit/export"), Access::Audit, Action::AuditExport)
         .await?;
     let params = audit_params(query)?;
     if params.action.is_some() || params.limit.is_some() || params.cursor.is_some() {

@@ -42,12 +42,7 @@ pub(crate) async fn put_collection(
     JsonBody(schema): JsonBody<body::SchemaDoc>,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::Administer,
-            Action::CollectionPut,
-            &path.resource(),
-        )
+        .authorize(path.target(), Access::Administer, Action::CollectionPut)
         .await?;
     let schema = schema
         .into_model()
@@ -81,12 +76,7 @@ pub(crate) async fn put_collection(
 )]
 pub(crate) async fn get_collection(ctx: Ctx, Path(path): Path<CollectionPath>) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::Administer,
-            Action::CollectionPut,
-            &path.resource(),
-        )
+        .authorize(path.target(), Access::Administer, Action::CollectionPut)
         .await?;
     let collection = ctx.service().collection(&caller, &path.collection).await?;
     Ok(Json(body::SchemaDoc::from_model(&collection.schema)).into_response())

@@ -26,12 +26,9 @@ use crate::extract::Ctx;
         ),
     ),
 )]
-pub(crate) async fn residency_evidence(
-    ctx: Ctx,
-    Path(TenantPath { tenant }): Path<TenantPath>,
-) -> ApiResult {
+pub(crate) async fn residency_evidence(ctx: Ctx, Path(path): Path<TenantPath>) -> ApiResult {
     let caller = ctx
-        .authorize(&tenant, Access::Audit, Action::AuditRead, "residency")
+        .authorize(path.on("residency"), Access::Audit, Action::AuditRead)
         .await?;
     let evidence = ctx.service().residency_evidence(&caller).await?;
     Ok(Json(evidence).into_response())

@@ -48,12 +48,7 @@ pub(crate) async fn put_file(
     request_body: Body,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::WriteData,
-            Action::FilePut,
-            &path.resource(),
-        )
+        .authorize(path.target(), Access::WriteData, Action::FilePut)
         .await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -108,12 +103,7 @@ pub(crate) async fn get_file(
     Path(path): Path<FilePath>,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::ReadData,
-            Action::FileGet,
-            &path.resource(),
-        )
+        .authorize(path.target(), Access::ReadData, Action::FileGet)
         .await?;
     let consistency = ctx.consistency(&headers)?;
     let Served { value, served_by } = ctx
@@ -151,12 +141,7 @@ pub(crate) async fn get_file(
 )]
 pub(crate) async fn delete_file(ctx: Ctx, Path(path): Path<FilePath>) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::WriteData,
-            Action::FileDelete,
-            &path.resource(),
-        )
+        .authorize(path.target(), Access::WriteData, Action::FileDelete)
         .await?;
     let written = ctx
         .service()

@@ -76,29 +76,59 @@ pub(crate) struct FilePath {
     pub name: String,
 }
 
+/// What a tenant-scoped call acts on: the tenant, as the path names it, and the resource
+/// its audit event names.
+#[derive(Debug)]
+pub(crate) struct Target<'a> {
+    pub tenant: &'a str,
+    pub resource: String,
+}
+
+impl TenantPath {
+    /// `resource` of the tenant.
+    pub(crate) fn on(&self, resource: &str) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: resource.to_owned(),
+        }
+    }
+}
+
 impl CollectionPath {
-    /// The collection, as an audit event names it.
-    pub(crate) fn resource(&self) -> String {
-        format!("collections/{}", self.collection)
+    /// The collection.
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: format!("collections/{}", self.collection),
+        }
     }
 
-    /// The collection's records, as an audit event names them.
-    pub(crate) fn records_resource(&self) -> String {
-        format!("collections/{}/records", self.collection)
+    /// The collection's records.
+    pub(crate) fn records(&self) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: format!("collections/{}/records", self.collection),
+        }
     }
 }
 
 impl RecordPath {
-    /// The record, as an audit event names it.
-    pub(crate) fn resource(&self) -> String {
-        format!("collections/{}/records/{}", self.collection, self.id)
+    /// The record.
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: format!("collections/{}/records/{}", self.collection, self.id),
+        }
     }
 }
 
 impl FilePath {
-    /// The record's files, as an audit event names them (without the file's name).
-    pub(crate) fn resource(&self) -> String {
-        format!("collections/{}/records/{}/files", self.collection, self.id)
+    /// The record's files (an audit event does not name the file).
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: format!("collections/{}/records/{}/files", self.collection, self.id),
+        }
     }
 }
 

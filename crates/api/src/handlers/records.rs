@@ -75,12 +75,7 @@ pub(crate) async fn create_record(
     JsonBody(request): JsonBody<body::RecordBody>,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::WriteData,
-            Action::RecordCreate,
-            &path.records_resource(),
-        )
+        .authorize(path.records(), Access::WriteData, Action::RecordCreate)
         .await?;
     let (record, written) = ctx
         .service()
@@ -116,12 +111,7 @@ pub(crate) async fn get_record(
     Path(path): Path<RecordPath>,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::ReadData,
-            Action::RecordRead,
-            &path.resource(),
-        )
+        .authorize(path.target(), Access::ReadData, Action::RecordRead)
         .await?;
     let consistency = ctx.consistency(&headers)?;
     let Served { value, served_by } = ctx
@@ -160,12 +150,7 @@ pub(crate) async fn update_record(
     JsonBody(request): JsonBody<body::RecordBody>,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::WriteData,
-            Action::RecordUpdate,
-            &path.resource(),
-        )
+        .authorize(path.target(), Access::WriteData, Action::RecordUpdate)
         .await?;
     let expected = if_match(&headers)?;
     let (record, written) = ctx
@@ -200,12 +185,7 @@ pub(crate) async fn delete_record(
     Path(path): Path<RecordPath>,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::WriteData,
-            Action::RecordDelete,
-            &path.resource(),
-        )
+        .authorize(path.target(), Access::WriteData, Action::RecordDelete)
         .await?;
     let expected = if_match(&headers)?;
     let written = ctx
@@ -285,12 +265,7 @@ pub(crate) async fn search_records(
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let caller = ctx
-        .authorize(
-            &path.tenant,
-            Access::ReadData,
-            Action::RecordSearch,
-            &path.records_resource(),
-        )
+        .authorize(path.records(), Access::ReadData, Action::RecordSearch)
         .await?;
     let consistency = ctx.consistency(&headers)?;
     let (filter, paging) = search_query(query)?;
