@@ -1,27 +1,34 @@
-//! Request plumbing shared by the tenant API handlers: the per-request context (request
-//! id, entry region, bearer token), JSON bodies that fail as problem+json naming the
-//! field (never echoing a value), and service errors as problem+json responses.
+//! Request plumbing shared by the tenant API handlers: the per-request context (entry
+//! region, bearer token), JSON bodies that fail as problem+json naming the field (never
+//! echoing a value), and service errors as problem+json responses: a handler's `?` turns
+//! a [`ServiceError`] into an [`ApiError`], whose problem names the request it answers.
 
+use std::convert::Infallible;
+
+use audit::Action;
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use model::Access;
 use serde::de::DeserializeOwned;
-use service::{RequestContext, ServiceError};
+use service::{Attempt, Caller, RegionService, RequestContext, ServiceError};
+use store::ReadConsistency;
 use wire::Problem;
 
 use crate::NodeState;
+use crate::handlers::{Target, tenant_id};
 
 /// Largest JSON body accepted (files stream separately, with their own limit).
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
-/// Who is asking and through which region.
+/// Who is asking, through which region, and the node that answers.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    pub request_id: String,
     pub bearer: Option<String>,
     pub context: RequestContext,
+    state: NodeState,
 }
 
 impl Ctx {
@@ -29,17 +36,44 @@ impl Ctx {
         self.bearer.as_deref()
     }
 
-    /// A service error as the response for this request.
-    pub fn error(&self, error: ServiceError) -> ApiError {
-        ApiError {
-            error,
-            request_id: self.request_id.clone(),
-        }
+    /// The region's use cases.
+    pub fn service(&self) -> &RegionService {
+        self.state.service()
+    }
+
+    /// Authenticates and authorizes a call on `target` (denials are audited).
+    pub async fn authorize(
+        &self,
+        target: Target<'_>,
+        access: Access,
+        action: Action,
+    ) -> Result<Caller, ServiceError> {
+        let tenant = tenant_id(target.tenant)?;
+        self.service()
+            .authorize(
+                self.bearer(),
+                &tenant,
+                access,
+                Attempt {
+                    action,
+                    resource: &target.resource,
+                },
+                &self.context,
+            )
+            .await
+    }
+
+    /// The read consistency the request asks for with `X-Consistency-Token`, if any.
+    pub fn consistency(&self, headers: &HeaderMap) -> Result<ReadConsistency, ServiceError> {
+        let token = headers
+            .get(wire::headers::CONSISTENCY_TOKEN)
+            .map(|value| value.to_str().unwrap_or("\u{0}"));
+        self.service().consistency(token)
     }
 }
 
 impl FromRequestParts<NodeState> for Ctx {
-    type Rejection = ApiError;
+    type Rejection = Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -59,25 +93,28 @@ impl FromRequestParts<NodeState> for Ctx {
             .map(|token| token.trim().to_owned());
         Ok(Self {
             context: RequestContext {
-                request_id: request_id.clone(),
+                request_id,
                 via_region: state.entry_region(&parts.headers),
             },
-            request_id,
             bearer,
+            state: state.clone(),
         })
     }
 }
 
-/// A service error with the request id it answers.
+/// A service error as the answer to the request being served.
 #[derive(Debug)]
-pub struct ApiError {
-    pub error: ServiceError,
-    pub request_id: String,
+pub struct ApiError(pub ServiceError);
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        Self(error)
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, slug) = match &self.error {
+        let (status, slug) = match &self.0 {
             ServiceError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ServiceError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ServiceError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
@@ -93,19 +130,17 @@ impl IntoResponse for ApiError {
             ServiceError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        let detail = match &self.error {
+        let detail = match &self.0 {
             ServiceError::Internal(message) => {
-                tracing::error!(request_id = %self.request_id, "failed to answer: {message}");
+                let request_id = crate::problem::request_id().unwrap_or_default();
+                tracing::error!(request_id = %request_id, "failed to answer: {message}");
                 "internal error; the request id identifies it in the logs".to_owned()
             }
             other => other.to_string(),
         };
-        let mut response = crate::problem::respond_with_id(
-            Problem::new(status, slug, detail),
-            Some(self.request_id),
-        );
+        let mut response = crate::problem::respond(Problem::new(status, slug, detail));
         let headers = response.headers_mut();
-        match &self.error {
+        match &self.0 {
             ServiceError::Unavailable { retry_after, .. } => {
                 headers.insert(
                     header::RETRY_AFTER,
@@ -129,18 +164,12 @@ impl IntoResponse for ApiError {
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<NodeState> for JsonBody<T> {
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &NodeState) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = request.into_parts();
-        let ctx = Ctx::from_request_parts(&mut parts, state).await?;
-        let bytes = read_limited(body, MAX_JSON_BODY)
-            .await
-            .map_err(|err| ctx.error(err))?;
-        parse_json(&bytes)
-            .map(JsonBody)
-            .map_err(|err| ctx.error(err))
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_limited(request.into_body(), MAX_JSON_BODY).await?;
+        Ok(JsonBody(parse_json(&bytes)?))
     }
 }
 

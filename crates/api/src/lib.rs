@@ -1,11 +1,13 @@
 //! The regional node's HTTP adapter (axum): `app(state) -> Router` and `serve`.
 //! Handlers are thin: parse, call one use case, map the result.
 //!
-//! Operational endpoints (`/healthz`, `/readyz`, `/metrics`) and the tenant API of API.md
-//! (`tenant_api`). Every tenant-scoped response carries the routing headers; every `/v1`
-//! request draws from its key's rate-limit bucket.
+//! Operational endpoints (`/healthz`, `/readyz`, `/metrics`) and the tenant API of API.md,
+//! one handler module per resource (`handlers`). Every tenant-scoped response carries the
+//! routing headers; every `/v1` request draws from its key's rate-limit bucket; every
+//! problem names the request it answers.
 
 mod extract;
+mod handlers;
 mod health;
 mod middleware;
 mod openapi;
@@ -13,7 +15,6 @@ mod problem;
 pub mod rate_limit;
 mod server;
 mod state;
-mod tenant_api;
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use tokio::net::TcpListener;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -50,35 +51,49 @@ impl MakeRequestId for RandomRequestId {
 /// The whole HTTP surface of a regional node.
 pub fn app(state: NodeState) -> Router {
     let request_id = http::HeaderName::from_static(wire::headers::REQUEST_ID);
-    use tenant_api as t;
+    use handlers::{api_keys, audit, collections, evidence, files, records, tenants};
     let tenant_scoped = Router::new()
-        .route("/v1/tenants/{tenant}", get(t::get_tenant))
-        .route("/v1/tenants/{tenant}/api-keys", post(t::create_api_key))
+        .route("/v1/tenants/{tenant}", get(tenants::get_tenant))
+        .route(
+            "/v1/tenants/{tenant}/api-keys",
+            post(api_keys::create_api_key),
+        )
         .route(
             "/v1/tenants/{tenant}/api-keys/{id}",
-            axum::routing::delete(t::delete_api_key),
+            delete(api_keys::delete_api_key),
         )
         .route(
             "/v1/tenants/{tenant}/collections/{collection}",
-            put(t::put_collection).get(t::get_collection),
+            put(collections::put_collection).get(collections::get_collection),
         )
         .route(
             "/v1/tenants/{tenant}/collections/{collection}/records",
-            post(t::create_record).get(t::search_records),
+            post(records::create_record).get(records::search_records),
         )
         .route(
             "/v1/tenants/{tenant}/collections/{collection}/records/{id}",
-            get(t::get_record)
-                .put(t::update_record)
-                .delete(t::delete_record),
+            get(records::get_record)
+                .put(records::update_record)
+                .delete(records::delete_record),
         )
         .route(
             "/v1/tenants/{tenant}/collections/{collection}/records/{id}/files/{name}",
-            put(t::put_file).get(t::get_file).delete(t::delete_file),
+            put(files::put_file)
+                .get(files::get_file)
+                .delete(files::delete_file),
         )
-        .route("/v1/tenants/{tenant}/audit/events", get(t::audit_events))
-        .route("/v1/tenants/{tenant}/audit/export", get(t::audit_export))
-        .route("/v1/tenants/{tenant}/residency", get(t::residency_evidence))
+        .route(
+            "/v1/tenants/{tenant}/audit/events",
+            get(audit::audit_events),
+        )
+        .route(
+            "/v1/tenants/{tenant}/audit/export",
+            get(audit::audit_export),
+        )
+        .route(
+            "/v1/tenants/{tenant}/residency",
+            get(evidence::residency_evidence),
+        )
         // Set on each group of routes before its layers, so that a 405 passes through them
         // like any other answer (routing headers, rate limit); axum applies it to the
         // routes registered so far.
@@ -92,7 +107,7 @@ pub fn app(state: NodeState) -> Router {
         // one forwarded here by another region's router does.
         .route(
             "/v1/tenants",
-            post(t::create_tenant).layer(axum::middleware::from_fn_with_state(
+            post(tenants::create_tenant).layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 routing_headers,
             )),
@@ -103,13 +118,13 @@ pub fn app(state: NodeState) -> Router {
             state.clone(),
             rate_limit::limit,
         ))
-        .route("/v1/audit/keys", get(t::audit_keys))
+        .route("/v1/audit/keys", get(audit::audit_keys))
         .route("/v1/openapi.json", get(openapi::openapi_json));
     Router::new()
         .merge(v1)
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(handlers::health::healthz))
+        .route("/readyz", get(handlers::health::readyz))
+        .route("/metrics", get(handlers::health::metrics))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -1,6 +1,7 @@
-//! Per-request observation: a tracing span with the route template and request id, and
-//! the request counter and latency histogram. Never records concrete paths, query strings
-//! or bodies: they may carry personal data.
+//! Per-request observation: a tracing span with the route template and request id, the
+//! request counter and latency histogram, and the request id in scope for the problems
+//! made while answering. Never records concrete paths, query strings or bodies: they may
+//! carry personal data.
 
 use std::time::Instant;
 
@@ -30,7 +31,9 @@ pub(crate) async fn observe(
         .to_owned();
     let span = tracing::info_span!("request", %method, route = %route, request_id = %request_id);
     let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let response = crate::problem::answering(request_id, next.run(request))
+        .instrument(span.clone())
+        .await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     span.in_scope(|| tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered"));

@@ -1,21 +1,24 @@
 //! The OpenAPI 3.1 document of the node's HTTP surface, served at `GET /v1/openapi.json`.
 //! It is generated from the handlers' `#[utoipa::path]` annotations and the `wire` types;
 //! headers that middleware adds to every response (request id, routing headers) are added
-//! here, mirroring the layers of `app`, so each annotation names only what its handler adds.
+//! here, mirroring the layers of `app`, and so are the problems an operation answers
+//! because of what it takes (`add_common_problems`): each annotation names only what its
+//! own handler adds.
 
 use std::sync::LazyLock;
 
 use axum::Json;
+use axum::http::header::IF_MATCH;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::Response as ResponseDoc;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Components, RefOr};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Components, Ref, RefOr};
+use utoipa::{Modify, OpenApi, ToResponse};
 
-use crate::{health, tenant_api};
+use crate::handlers::{api_keys, audit, collections, evidence, files, health, records, tenants};
 
 /// The security scheme every authenticated operation names (`security(("bearer" = []))`).
 const BEARER: &str = "bearer";
@@ -33,24 +36,24 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        tenant_api::create_tenant,
-        tenant_api::get_tenant,
-        tenant_api::create_api_key,
-        tenant_api::delete_api_key,
-        tenant_api::put_collection,
-        tenant_api::get_collection,
-        tenant_api::create_record,
-        tenant_api::search_records,
-        tenant_api::get_record,
-        tenant_api::update_record,
-        tenant_api::delete_record,
-        tenant_api::put_file,
-        tenant_api::get_file,
-        tenant_api::delete_file,
-        tenant_api::audit_events,
-        tenant_api::audit_export,
-        tenant_api::residency_evidence,
-        tenant_api::audit_keys,
+        tenants::create_tenant,
+        tenants::get_tenant,
+        api_keys::create_api_key,
+        api_keys::delete_api_key,
+        collections::put_collection,
+        collections::get_collection,
+        records::create_record,
+        records::search_records,
+        records::get_record,
+        records::update_record,
+        records::delete_record,
+        files::put_file,
+        files::get_file,
+        files::delete_file,
+        audit::audit_events,
+        audit::audit_export,
+        evidence::residency_evidence,
+        audit::audit_keys,
         openapi_json,
         health::healthz,
         health::readyz,
@@ -194,9 +197,36 @@ pub(crate) mod problems {
     pub(crate) struct Unavailable(Problem);
 }
 
-/// What the layers of `app` add: the bearer scheme, `X-Request-Id` on every response, and
-/// the routing headers on every response to a tenant-scoped path (reusable responses are
-/// inlined there, so that the headers can be added to them).
+/// Header parameters that several operations take. Handlers read the headers themselves
+/// (after authorizing the call): only the types are used.
+#[expect(
+    dead_code,
+    reason = "utoipa reads the fields' types and docs; no value of these types is ever built"
+)]
+pub(crate) mod header_params {
+    use utoipa::IntoParams;
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub(crate) struct ConsistencyToken {
+        /// A token from a write: the read sees that write or a later one.
+        #[param(rename = "X-Consistency-Token")]
+        token: Option<String>,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub(crate) struct IfMatch {
+        /// `"<version>"` or `*`: 412 unless the record is at that version.
+        #[param(rename = "If-Match")]
+        version: Option<String>,
+    }
+}
+
+/// What the layers of `app` add: the bearer scheme, the problems an operation answers
+/// because of what it takes, `X-Request-Id` on every response, and the routing headers on
+/// every response to a tenant-scoped path (reusable responses are inlined there, so that
+/// the headers can be added to them).
 #[derive(Debug)]
 struct Layers;
 
@@ -234,11 +264,72 @@ impl Modify for Layers {
                 &mut item.trace,
             ];
             for operation in operations.into_iter().flatten() {
+                add_common_problems(operation, tenant_scoped);
                 add_layer_headers(operation, tenant_scoped, &shared);
                 optional_headers_are_not_null(operation);
             }
         }
     }
+}
+
+/// Adds the problems an operation can answer because of what it takes, whatever it does:
+/// - authenticated (the bearer scheme): 401, 403 (its credentials), 429 (its key's
+///   bucket, `rate_limit`), 500 and 503 (a dependency);
+/// - below `/v1/tenants/{tenant}`: 404 (no such tenant, or not the caller's to learn of);
+/// - a request body: 400 (unreadable or not JSON), 413 (too large), 422 (does not fit);
+/// - `X-Consistency-Token` or `If-Match`: 400 (malformed); `If-Match`: 412 (another
+///   version).
+///
+/// An annotation lists only the problems of its own handler beyond these.
+fn add_common_problems(operation: &mut Operation, tenant_scoped: bool) {
+    let bearer = SecurityRequirement::new(BEARER, Vec::<String>::new());
+    let authenticated = operation.security.iter().flatten().any(|r| *r == bearer);
+    let takes_header = |name: &str| {
+        operation.parameters.iter().flatten().any(|parameter| {
+            parameter.parameter_in == ParameterIn::Header
+                && parameter.name.eq_ignore_ascii_case(name)
+        })
+    };
+    let if_match = takes_header(IF_MATCH.as_str());
+    let malformed_header = if_match || takes_header(wire::headers::CONSISTENCY_TOKEN);
+    let mut common = Vec::new();
+    if authenticated {
+        common.extend([
+            ("401", problem::<problems::Unauthorized>()),
+            ("403", problem::<problems::Forbidden>()),
+            ("429", problem::<problems::RateLimited>()),
+            ("500", problem::<problems::Internal>()),
+            ("503", problem::<problems::Unavailable>()),
+        ]);
+    }
+    if tenant_scoped {
+        common.push(("404", problem::<problems::NotFound>()));
+    }
+    if operation.request_body.is_some() {
+        common.extend([
+            ("400", problem::<problems::BadRequest>()),
+            ("413", problem::<problems::PayloadTooLarge>()),
+            ("422", problem::<problems::Unprocessable>()),
+        ]);
+    }
+    if malformed_header {
+        common.push(("400", problem::<problems::BadRequest>()));
+    }
+    if if_match {
+        common.push(("412", problem::<problems::PreconditionFailed>()));
+    }
+    for (status, response) in common {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert(response);
+    }
+}
+
+/// A reference to the reusable response `R` (registered in `ApiDoc`'s components).
+fn problem<'r, R: ToResponse<'r>>() -> RefOr<ResponseDoc> {
+    RefOr::Ref(Ref::from_response_name(R::response().0))
 }
 
 fn add_layer_headers(

@@ -109,7 +109,7 @@ pub(crate) async fn limit(
                 "rate-limited",
                 "too many requests for this key; retry after the Retry-After delay",
             );
-            let mut response = crate::problem::respond(problem, request.headers());
+            let mut response = crate::problem::respond(problem);
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),

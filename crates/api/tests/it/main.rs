@@ -4,6 +4,7 @@
 mod analytics;
 mod failover;
 mod openapi;
+mod problems;
 mod server;
 mod tenant_api;
 

@@ -1,0 +1,170 @@
+//! The handlers of the node's HTTP surface, one module per resource of API.md, and what
+//! they share: path parameters and the headers a write or a read adds (authorization
+//! and read consistency are the request context's, `extract::Ctx`). Handlers are thin:
+//! parse, call one service function, map the result; a `?` on a [`ServiceError`]
+//! answers with its problem (see `extract`).
+//!
+//! The problems an operation answers because of what it takes (credentials, a tenant in
+//! the path, a body, a consistency token or `If-Match`) are documented once, in
+//! `openapi`; an annotation here lists only the problems of its own handler.
+
+pub(crate) mod api_keys;
+pub(crate) mod audit;
+pub(crate) mod collections;
+pub(crate) mod evidence;
+pub(crate) mod files;
+pub(crate) mod health;
+pub(crate) mod records;
+pub(crate) mod tenants;
+
+use std::time::SystemTime;
+
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use model::TenantId;
+use serde::Deserialize;
+use service::{ServiceError, Written};
+use store::ServedBy;
+use utoipa::IntoParams;
+
+use crate::extract::ApiError;
+
+/// What a handler answers: a response, or a service error as its problem.
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+/// `/v1/tenants/{tenant}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct TenantPath {
+    /// The tenant id.
+    pub tenant: String,
+}
+
+/// `/v1/tenants/{tenant}/collections/{collection}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct CollectionPath {
+    /// The tenant id.
+    pub tenant: String,
+    /// The collection name.
+    pub collection: String,
+}
+
+/// `/v1/tenants/{tenant}/collections/{collection}/records/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct RecordPath {
+    /// The tenant id.
+    pub tenant: String,
+    /// The collection name.
+    pub collection: String,
+    /// The record id.
+    pub id: String,
+}
+
+/// `/v1/tenants/{tenant}/collections/{collection}/records/{id}/files/{name}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct FilePath {
+    /// The tenant id.
+    pub tenant: String,
+    /// The collection name.
+    pub collection: String,
+    /// The record id.
+    pub id: String,
+    /// The file name.
+    pub name: String,
+}
+
+/// What a tenant-scoped call acts on: the tenant, as the path names it, and the resource
+/// its audit event names.
+#[derive(Debug)]
+pub(crate) struct Target<'a> {
+    pub tenant: &'a str,
+    pub resource: String,
+}
+
+impl TenantPath {
+    /// `resource` of the tenant.
+    pub(crate) fn on(&self, resource: &str) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: resource.to_owned(),
+        }
+    }
+}
+
+impl CollectionPath {
+    /// The collection.
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: format!("collections/{}", self.collection),
+        }
+    }
+
+    /// The collection's records.
+    pub(crate) fn records(&self) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: format!("collections/{}/records", self.collection),
+        }
+    }
+}
+
+impl RecordPath {
+    /// The record.
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: format!("collections/{}/records/{}", self.collection, self.id),
+        }
+    }
+}
+
+impl FilePath {
+    /// The record's files (an audit event does not name the file).
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            tenant: &self.tenant,
+            resource: format!("collections/{}/records/{}/files", self.collection, self.id),
+        }
+    }
+}
+
+/// A tenant id from a path: one that does not parse names no tenant.
+pub(crate) fn tenant_id(raw: &str) -> Result<TenantId, ServiceError> {
+    TenantId::parse(raw).map_err(|_| ServiceError::NotFound { what: "tenant" })
+}
+
+/// Adds the `X-Consistency-Token` of a write.
+pub(crate) fn with_written(mut response: Response, written: &Written) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&written.token.encode()) {
+        response
+            .headers_mut()
+            .insert(wire::headers::CONSISTENCY_TOKEN, value);
+    }
+    response
+}
+
+/// Adds `X-Served-By` of a read.
+pub(crate) fn with_served_by(mut response: Response, served_by: ServedBy) -> Response {
+    response.headers_mut().insert(
+        wire::headers::SERVED_BY,
+        HeaderValue::from_static(served_by.as_str()),
+    );
+    response
+}
+
+/// Adds the `ETag` of a record at `version`.
+pub(crate) fn with_etag(mut response: Response, version: i64) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// A point in time as the API shows it (RFC 3339).
+pub(crate) fn time_text(time: SystemTime) -> String {
+    ::audit::time::format(time)
+}
