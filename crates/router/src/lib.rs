@@ -16,10 +16,8 @@ mod directory;
 mod metrics;
 mod problem;
 mod routing;
-mod self_wake;
 mod service;
 mod signing;
-mod upstream;
 
 pub use cache::CachedDirectory;
 pub use delay_proxy::{DelayProxy, DelayProxyHandle};
@@ -35,7 +33,8 @@ pub use signing::{
     DEFAULT_MAX_SKEW, ForwardError, ForwardSigner, Forwarded, ForwardingKey, KeyError, MIN_KEY_LEN,
     Vouching,
 };
-pub use upstream::{DEFAULT_HTTP1_CONNECTIONS, InternalProtocol};
+// Re-exported for the residency crate until it uses hop directly.
+pub use hop::{DEFAULT_HTTP1_CONNECTIONS, InternalProtocol};
 
 /// Header names the router reads and writes, besides those of `wire::headers`.
 pub mod headers {

@@ -14,13 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
+use hop::{Connectors, InternalProtocol, Origin, Upstream, UpstreamError};
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
 };
-use hyper_rustls::{ConfigBuilderExt as _, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
 use model::{RegionId, TenantId, Transit};
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Deserialize;
@@ -33,7 +31,6 @@ use crate::metrics::{Decision, RouterMetrics, status_class};
 use crate::problem;
 use crate::routing::{Route, classify};
 use crate::signing::{ForwardError, ForwardSigner, Forwarded, Vouching};
-use crate::upstream::{Connectors, InternalProtocol, Upstream, UpstreamError};
 use crate::{headers, names};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -276,51 +273,6 @@ struct Target {
     public: Option<Origin>,
 }
 
-/// An absolute http(s) endpoint: scheme, authority and a path prefix.
-#[derive(Debug)]
-pub(crate) struct Origin {
-    pub(crate) scheme: Scheme,
-    pub(crate) authority: Authority,
-    /// A path prefix without trailing `/` (usually empty).
-    prefix: String,
-}
-
-impl Origin {
-    pub(crate) fn parse(uri: &Uri) -> Option<Self> {
-        let scheme = uri.scheme()?.clone();
-        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return None;
-        }
-        Some(Self {
-            scheme,
-            authority: uri.authority()?.clone(),
-            prefix: uri.path().trim_end_matches('/').to_owned(),
-        })
-    }
-
-    /// `path` under this origin's prefix.
-    pub(crate) fn path(&self, path: Option<&PathAndQuery>) -> Option<PathAndQuery> {
-        match (self.prefix.is_empty(), path) {
-            (true, Some(p)) => Some(p.clone()),
-            (true, None) => Some(PathAndQuery::from_static("/")),
-            (false, p) => {
-                let p = p.map_or("/", PathAndQuery::as_str);
-                PathAndQuery::try_from(format!("{}{p}", self.prefix)).ok()
-            }
-        }
-    }
-
-    /// The absolute URL of `path` under this origin.
-    pub(crate) fn join(&self, path: Option<&PathAndQuery>) -> Option<Uri> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(self.path(path)?)
-            .build()
-            .ok()
-    }
-}
-
 struct Shared {
     local: RegionId,
     local_header: HeaderValue,
@@ -412,7 +364,10 @@ impl Admitted {
 
 impl Shared {
     fn new(config: RouterConfig) -> Self {
-        let connectors = connectors(config.connect_timeout);
+        let connectors = Connectors::new(
+            config.connect_timeout,
+            wire::limits::SERVER_MAX_HEADER_LIST_SIZE,
+        );
         let targets = config
             .regions
             .iter()
@@ -1069,45 +1024,6 @@ impl Shared {
     }
 }
 
-/// http and https (rustls with aws-lc-rs, the platform's roots) to other regions' internal
-/// endpoints, TCP_NODELAY, TCP keep-alive, and a connect timeout: one connector whose TLS
-/// offers only HTTP/1.1 by ALPN, one that offers HTTP/2 too. Both share one TLS
-/// configuration, so the platform's roots are read once.
-fn connectors(connect_timeout: Duration) -> Connectors {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let versions = || {
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports rustls' default protocol versions")
-    };
-    let tls = match versions().with_native_roots() {
-        Ok(roots) => roots.with_no_client_auth(),
-        Err(err) => {
-            // Without trust roots https cannot be verified: https endpoints then fail
-            // to connect (503), http ones still work.
-            tracing::error!(error = %err, "no usable TLS trust roots: forwarding over https is disabled");
-            versions()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        }
-    };
-    let builder = || {
-        HttpsConnectorBuilder::new()
-            .with_tls_config(tls.clone())
-            .https_or_http()
-    };
-    Connectors {
-        http1: builder().enable_http1().wrap_connector(http.clone()),
-        any_version: builder().enable_all_versions().wrap_connector(http),
-    }
-}
-
 async fn call_local<S, B>(inner: S, req: Admitted, body: Body) -> Result<Response<Body>, S::Error>
 where
     S: Inner<B>,
@@ -1375,6 +1291,8 @@ fn requested_home(body: &[u8]) -> Option<RegionId> {
 
 #[cfg(test)]
 mod tests {
+    use http::uri::{PathAndQuery, Scheme};
+
     use super::*;
 
     #[test]
@@ -1413,17 +1331,6 @@ mod tests {
             joined.to_string(),
             "https://eu-west-1.api.residency.example.com/v1/tenants/x?y=1"
         );
-    }
-
-    #[test]
-    fn an_origin_with_a_prefix_keeps_it() {
-        let origin =
-            Origin::parse(&Uri::from_static("http://10.0.0.1:8443/edge/")).expect("origin");
-        let joined = origin
-            .join(Some(&PathAndQuery::from_static("/v1/tenants")))
-            .expect("joined");
-        assert_eq!(joined.to_string(), "http://10.0.0.1:8443/edge/v1/tenants");
-        assert!(Origin::parse(&Uri::from_static("/relative")).is_none());
     }
 
     #[test]

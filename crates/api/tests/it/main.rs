@@ -4,7 +4,6 @@
 mod analytics;
 mod failover;
 mod openapi;
-mod server;
 mod tenant_api;
 
 use std::sync::Arc;
