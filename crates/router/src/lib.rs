@@ -9,26 +9,31 @@
 //! logs and metrics carry decisions, region ids and tenant ids only. It does not link
 //! `store`, `envelope` or `service`.
 
+mod admission;
+mod answers;
 mod body;
 mod cache;
+mod config;
+mod decision;
 pub mod delay_proxy;
 mod directory;
+mod forwarding;
+mod layer;
 mod metrics;
 mod problem;
+mod router_core;
 mod routing;
-mod service;
 mod signing;
+mod target;
 
 pub use cache::CachedDirectory;
+pub use config::{ConfigError, RegionEndpoints, RouterConfig, regions_from_catalog};
 pub use delay_proxy::{DelayProxy, DelayProxyHandle};
 pub use directory::{
     Directory, DirectoryEntry, DirectoryError, DirectoryLocation, MemoryDirectory,
 };
+pub use layer::{RouterLayer, RouterService, layer};
 pub use metrics::{Decision, RouterMetrics};
-pub use service::{
-    ConfigError, RegionEndpoints, RouterConfig, RouterLayer, RouterService, layer,
-    regions_from_catalog,
-};
 pub use signing::{
     DEFAULT_MAX_SKEW, ForwardError, ForwardSigner, Forwarded, ForwardingKey, KeyError, MIN_KEY_LEN,
     Vouching,
