@@ -97,7 +97,7 @@ pub struct RouterService<S> {
 
 impl<S: Clone> RouterService<S> {
     /// This service for the requests of one connection from `peer`, as a server that
-    /// makes a service per connection hands it over (`api::serve_connections`). The
+    /// makes a service per connection hands it over (`hop::serve_connections`). The
     /// router then knows the client address without the request's `ConnectInfo`
     /// extension, whose first insert costs three allocations on every request, and
     /// gives `ConnectInfo` only to the requests it serves locally, where handlers may
