@@ -13,7 +13,6 @@ mod middleware;
 mod openapi;
 mod problem;
 pub mod rate_limit;
-mod server;
 mod state;
 
 use std::future::Future;
@@ -31,7 +30,8 @@ use tower_http::request_id::{
 };
 
 pub use health::{DirectoryProbe, spawn_health_poller};
-pub use server::{NodeService, serve_connections, serve_service};
+// Re-exported for the residency crate until it uses hop directly.
+pub use hop::NodeService;
 pub use state::{NodeParts, NodeState};
 
 /// Request ids for requests that arrive without one, from [`telemetry::new_request_id`]
@@ -170,6 +170,40 @@ async fn routing_headers(State(state): State<NodeState>, request: Request, next:
     response
 }
 
+/// What a node's server reads of a request head: more than a client may send (the router
+/// holds clients to `wire::limits`' `CLIENT_` limits), so that a forwarded request, which
+/// carries the forwarding headers too, always fits.
+pub const SERVER_HEAD_LIMITS: hop::HeadLimits = hop::HeadLimits {
+    max_headers: wire::limits::SERVER_MAX_HEADERS,
+    max_head_bytes: wire::limits::SERVER_MAX_HEAD_BYTES,
+    max_header_list_size: wire::limits::SERVER_MAX_HEADER_LIST_SIZE,
+};
+
+// Re-exported for the residency crate until it uses hop directly.
+/// [`hop::serve_service`] with the node's [`SERVER_HEAD_LIMITS`].
+pub async fn serve_service<S: NodeService>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    hop::serve_service(listener, SERVER_HEAD_LIMITS, service, shutdown).await
+}
+
+// Re-exported for the residency crate until it uses hop directly.
+/// [`hop::serve_connections`] with the node's [`SERVER_HEAD_LIMITS`].
+pub async fn serve_connections<S, F>(
+    listener: TcpListener,
+    for_connection: F,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    S: NodeService,
+    F: Fn(std::net::SocketAddr) -> S + Send + 'static,
+{
+    hop::serve_connections(listener, SERVER_HEAD_LIMITS, for_connection, shutdown).await
+}
+
+// Re-exported for the residency crate until it uses hop directly.
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then drains in-flight
 /// requests.
 pub async fn serve(

@@ -9,33 +9,37 @@
 //! logs and metrics carry decisions, region ids and tenant ids only. It does not link
 //! `store`, `envelope` or `service`.
 
+mod admission;
+mod answers;
 mod body;
 mod cache;
+mod config;
+mod decision;
 pub mod delay_proxy;
 mod directory;
+mod forwarding;
+mod layer;
 mod metrics;
 mod problem;
+mod router_core;
 mod routing;
-mod self_wake;
-mod service;
 mod signing;
-mod upstream;
+mod target;
 
 pub use cache::CachedDirectory;
+pub use config::{ConfigError, RegionEndpoints, RouterConfig, regions_from_catalog};
 pub use delay_proxy::{DelayProxy, DelayProxyHandle};
 pub use directory::{
     Directory, DirectoryEntry, DirectoryError, DirectoryLocation, MemoryDirectory,
 };
+pub use layer::{RouterLayer, RouterService, layer};
 pub use metrics::{Decision, RouterMetrics};
-pub use service::{
-    ConfigError, RegionEndpoints, RouterConfig, RouterLayer, RouterService, layer,
-    regions_from_catalog,
-};
 pub use signing::{
     DEFAULT_MAX_SKEW, ForwardError, ForwardSigner, Forwarded, ForwardingKey, KeyError, MIN_KEY_LEN,
     Vouching,
 };
-pub use upstream::{DEFAULT_HTTP1_CONNECTIONS, InternalProtocol};
+// Re-exported for the residency crate until it uses hop directly.
+pub use hop::{DEFAULT_HTTP1_CONNECTIONS, InternalProtocol};
 
 /// Header names the router reads and writes, besides those of `wire::headers`.
 pub mod headers {

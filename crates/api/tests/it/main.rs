@@ -5,7 +5,6 @@ mod analytics;
 mod failover;
 mod openapi;
 mod problems;
-mod server;
 mod tenant_api;
 
 use std::sync::Arc;

@@ -116,10 +116,10 @@ pub const PROTOCOLS: [InternalProtocol; 2] = [InternalProtocol::Http2, InternalP
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerBy {
     /// A router service made for each connection (`RouterService::for_peer`), as a node
-    /// serves (`api::serve_connections`).
+    /// serves (`hop::serve_connections`).
     Connection,
     /// `ConnectInfo` in every request, as axum's `into_make_service_with_connect_info`
-    /// and `api::serve_service` give it.
+    /// and `hop::serve_service` give it.
     ConnectInfo,
 }
 

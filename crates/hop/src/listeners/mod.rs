@@ -1,4 +1,4 @@
-//! The node's HTTP server: accepts on a listener, serves each connection with hyper
+//! The accept side of the transport: the node's HTTP server. It accepts on a listener, serves each connection with hyper
 //! (HTTP/1.1, or HTTP/2 when the connection opens with its preface), gives every request
 //! the peer address (`ConnectInfo<SocketAddr>`) or makes a service for each connection that
 //! knows it, and on shutdown lets in-flight requests finish before it returns.
@@ -14,14 +14,17 @@
 //! HTTP/2 is there for the forwarding hop between regions: many requests share one
 //! connection, so a busy link sends and receives several in one system call where
 //! HTTP/1.1 needs two calls per request on each side (see `docs/ARCHITECTURE.md`).
+//!
+//! It knows nothing of the requests it carries: the limits on a request head come from the
+//! caller ([`HeadLimits`]).
+
+mod drain;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -33,6 +36,20 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt as _};
+
+use drain::{Drain, Draining};
+
+/// What a connection's server reads of a request head at most: larger heads are refused
+/// (`431`) by hyper before any service sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Header fields of one HTTP/1.1 request.
+    pub max_headers: usize,
+    /// Bytes of one HTTP/1.1 request head (the request line and its fields).
+    pub max_head_bytes: usize,
+    /// HTTP/2's header-list size setting (RFC 9113 §6.5.2).
+    pub max_header_list_size: u32,
+}
 
 /// What [`serve_service`] serves: a cloneable tower service of axum requests that never
 /// fails (errors are responses).
@@ -64,6 +81,7 @@ where
 /// ones, a delayed-ACK stall of up to 40 ms.
 pub async fn serve_service<S: NodeService>(
     listener: TcpListener,
+    limits: HeadLimits,
     service: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -71,7 +89,7 @@ pub async fn serve_service<S: NodeService>(
         service: service.clone(),
         peer,
     };
-    serve_connections(listener, with_peer, shutdown).await
+    serve_connections(listener, limits, with_peer, shutdown).await
 }
 
 /// As [`serve_service`], with the service for each connection made by
@@ -81,6 +99,7 @@ pub async fn serve_service<S: NodeService>(
 /// forwards).
 pub async fn serve_connections<S, F>(
     listener: TcpListener,
+    limits: HeadLimits,
     for_connection: F,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -98,7 +117,7 @@ where
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, for_connection(peer), Arc::clone(&drain)));
+                    connections.spawn(serve_connection(stream, limits, for_connection(peer), Arc::clone(&drain)));
                 }
                 Err(err) if is_connection_error(&err) => {}
                 Err(err) => {
@@ -148,7 +167,12 @@ async fn protocol_of(stream: &TcpStream) -> std::io::Result<Protocol> {
     }
 }
 
-async fn serve_connection<S: NodeService>(stream: TcpStream, service: S, drain: Arc<Drain>) {
+async fn serve_connection<S: NodeService>(
+    stream: TcpStream,
+    limits: HeadLimits,
+    service: S,
+    drain: Arc<Drain>,
+) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
     }
@@ -170,12 +194,12 @@ async fn serve_connection<S: NodeService>(stream: TcpStream, service: S, drain: 
     let io = TokioIo::new(stream);
     let ended = match protocol {
         Protocol::Http1 => {
-            // Larger than a client may send (the router holds clients to `CLIENT_`
-            // limits), so that a forwarded request, which carries the forwarding headers
-            // too, always fits.
+            // The caller's limits are larger than a client may send (the router holds
+            // clients to smaller ones), so that a forwarded request, which carries the
+            // forwarding headers too, always fits.
             let connection = hyper::server::conn::http1::Builder::new()
-                .max_headers(wire::limits::SERVER_MAX_HEADERS)
-                .max_buf_size(wire::limits::SERVER_MAX_HEAD_BYTES)
+                .max_headers(limits.max_headers)
+                .max_buf_size(limits.max_head_bytes)
                 .serve_connection(io, service);
             Draining::new(connection, drain).await
         }
@@ -183,7 +207,7 @@ async fn serve_connection<S: NodeService>(stream: TcpStream, service: S, drain: 
             let connection =
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .max_concurrent_streams(HTTP2_MAX_STREAMS)
-                    .max_header_list_size(wire::limits::SERVER_MAX_HEADER_LIST_SIZE)
+                    .max_header_list_size(limits.max_header_list_size)
                     .serve_connection(io, service);
             Draining::new(connection, drain).await
         }
@@ -196,7 +220,7 @@ async fn serve_connection<S: NodeService>(stream: TcpStream, service: S, drain: 
 /// The per-connection adapter from hyper to the tower service: the axum body for each
 /// request.
 #[derive(Clone)]
-struct HyperAdapter<S> {
+pub(crate) struct HyperAdapter<S> {
     service: S,
 }
 
@@ -242,137 +266,6 @@ where
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         request.extensions_mut().insert(ConnectInfo(self.peer));
         self.service.call(request)
-    }
-}
-
-/// Shutdown for every connection at once: a flag each connection reads when it is polled,
-/// and the wakers of those that are waiting, so that each is polled once more.
-#[derive(Default)]
-struct Drain {
-    stopping: AtomicBool,
-    waiting: Mutex<slab::Slab<Waker>>,
-    /// For connections that have not sent their first bytes yet.
-    started: tokio::sync::Notify,
-}
-
-impl Drain {
-    fn start(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.started.notify_waiters();
-        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        for (_, waker) in waiting.iter() {
-            waker.wake_by_ref();
-        }
-    }
-
-    /// Resolves once the drain has started (at once if it has).
-    async fn stopped(&self) {
-        let notified = self.started.notified();
-        let mut notified = std::pin::pin!(notified);
-        // Registered before the flag is read: a start in between still wakes it.
-        notified.as_mut().enable();
-        if self.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        notified.await;
-    }
-}
-
-/// A hyper connection that can be asked to finish what it is serving and close.
-trait Graceful: Future<Output = hyper::Result<()>> {
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<S: NodeService> Graceful
-    for hyper::server::conn::http1::Connection<TokioIo<TcpStream>, HyperAdapter<S>>
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        hyper::server::conn::http1::Connection::graceful_shutdown(self);
-    }
-}
-
-impl<S: NodeService> Graceful
-    for hyper::server::conn::http2::Connection<
-        TokioIo<TcpStream>,
-        HyperAdapter<S>,
-        hyper_util::rt::TokioExecutor,
-    >
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        hyper::server::conn::http2::Connection::graceful_shutdown(self);
-    }
-}
-
-/// A connection that starts hyper's graceful shutdown once the [`Drain`] starts.
-struct Draining<C> {
-    connection: Pin<Box<C>>,
-    drain: Arc<Drain>,
-    /// This connection's key in `drain.waiting` and the waker stored there.
-    registered: Option<(usize, Waker)>,
-    closing: bool,
-}
-
-impl<C: Graceful> Draining<C> {
-    fn new(connection: C, drain: Arc<Drain>) -> Self {
-        Self {
-            connection: Box::pin(connection),
-            drain,
-            registered: None,
-            closing: false,
-        }
-    }
-}
-
-impl<C: Graceful> Future for Draining<C> {
-    type Output = hyper::Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // `connection` is boxed, so nothing here is pinned structurally.
-        let this = self.get_mut();
-        if !this.closing {
-            let current = this
-                .registered
-                .as_ref()
-                .is_some_and(|(_, waker)| waker.will_wake(cx.waker()));
-            if !current {
-                let mut waiting = this
-                    .drain
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                match &mut this.registered {
-                    Some((key, waker)) => {
-                        waker.clone_from(cx.waker());
-                        if let Some(stored) = waiting.get_mut(*key) {
-                            stored.clone_from(cx.waker());
-                        }
-                    }
-                    None => {
-                        let key = waiting.insert(cx.waker().clone());
-                        this.registered = Some((key, cx.waker().clone()));
-                    }
-                }
-            }
-            // After registering: a drain that starts later wakes this connection.
-            if this.drain.stopping.load(Ordering::Acquire) {
-                this.closing = true;
-                this.connection.as_mut().graceful_shutdown();
-            }
-        }
-        this.connection.as_mut().poll(cx)
-    }
-}
-
-impl<C> Drop for Draining<C> {
-    fn drop(&mut self) {
-        if let Some((key, _)) = self.registered.take() {
-            let mut waiting = self
-                .drain
-                .waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            waiting.try_remove(key);
-        }
     }
 }
 

@@ -5,6 +5,9 @@
 //! valid, fresh signature made for its own region. The key never appears in `Debug`
 //! output or errors.
 
+mod client_address;
+pub(crate) use client_address::ClientAddress;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -4,7 +4,7 @@
 //!
 //! hyper's client passes a request, its response head and the response body between the
 //! `SendRequest` handle and the connection's state machine through channels, and each
-//! hand-over wakes the other side. [`crate::upstream`] polls both sides from the task that
+//! hand-over wakes the other side. [`super::upstream`] polls both sides from the task that
 //! serves the client, so each of those wakes scheduled that task again: about two extra
 //! polls per forwarded request, each walking the client connection, the router and both
 //! hyper state machines for nothing. A [`SelfWake`] is the waker the connection's parts
@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Wake, Waker};
 const MAX_ROUNDS: usize = 4;
 
 /// The waker of one upstream connection's parts (see the module docs).
-pub(crate) struct SelfWake {
+pub(super) struct SelfWake {
     state: Arc<State>,
     /// A waker over `state`, made once: the parts keep clones of it, and an unchanged
     /// waker is not cloned again when they re-register.
@@ -56,7 +56,7 @@ impl Wake for State {
 }
 
 impl SelfWake {
-    pub(crate) fn new() -> Self {
+    pub(super) fn new() -> Self {
         let state = Arc::new(State {
             polling: AtomicBool::new(false),
             woken: AtomicBool::new(false),
@@ -70,7 +70,7 @@ impl SelfWake {
 
     /// Polls `parts` with this waker, again at once while they woke themselves during the
     /// round (up to [`MAX_ROUNDS`]), and remembers `cx`'s waker for wakes from outside.
-    pub(crate) fn poll<T>(
+    pub(super) fn poll<T>(
         &self,
         cx: &mut Context<'_>,
         mut parts: impl FnMut(&mut Context<'_>) -> Poll<T>,

@@ -1,4 +1,4 @@
-//! Connections to one region's internal endpoint, on hyper's connection-level client:
+//! Connections to one region's upstream (its internal endpoint), on hyper's connection-level client:
 //! pooled keep-alive HTTP/1.1 connections, up to a bound, and past it one shared HTTP/2
 //! connection (the default, [`InternalProtocol::Http1WithHttp2Overflow`]); or only one
 //! of the two. HTTP/2 is spoken with prior knowledge on `http://` (every node accepts it
@@ -26,7 +26,7 @@
 //! that a burst shares it. It is driven by a task of its own; flow control bounds what
 //! it buffers per stream and per connection. The values that differ on every request
 //! (the forwarding header, the request id) go as literals never indexed, so that they
-//! do not churn the HPACK tables (`signing::never_indexed`).
+//! do not churn the HPACK tables (the caller marks them sensitive).
 //!
 //! An HTTP/1.1 connection is driven by the task that uses it (no task of its own): the
 //! request, the response head and the response body all move within the serving
@@ -54,16 +54,15 @@ use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::connect::Connection as _;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tower::Service;
 
-use crate::self_wake::SelfWake;
-use crate::service::Origin;
+use super::self_wake::SelfWake;
+use super::{Connectors, InternalProtocol, Origin};
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
@@ -77,51 +76,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// client's response can hold at this node.
 const HTTP2_STREAM_WINDOW: u32 = 1024 * 1024;
 const HTTP2_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
-
-/// Which protocol to ask an internal endpoint for (see the module docs for the trade).
-/// The default is [`InternalProtocol::Http1WithHttp2Overflow`] with
-/// [`DEFAULT_HTTP1_CONNECTIONS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InternalProtocol {
-    /// HTTP/1.1 over pooled keep-alive connections, as many as requests in flight.
-    Http1,
-    /// HTTP/2 with prior knowledge on `http://` endpoints (every node accepts it beside
-    /// HTTP/1.1), offered by ALPN on `https://` ones, HTTP/1.1 where the TLS peer does
-    /// not agree to it: for links with many requests in flight.
-    Http2,
-    /// HTTP/1.1 on at most `http1_connections` pooled connections to each region; a
-    /// request that finds none of them idle and the pool full rides one shared HTTP/2
-    /// connection instead of opening another, and so does every request while that
-    /// connection carries `http1_connections` requests or more (a busy link, where
-    /// HTTP/2 batches). A few requests in flight take the cheaper HTTP/1.1 path; a burst
-    /// beyond the pool neither waits for new handshakes across the WAN nor grows the
-    /// home's connection count without bound.
-    Http1WithHttp2Overflow {
-        /// HTTP/1.1 connections per region, idle and busy together.
-        http1_connections: usize,
-    },
-}
-
-/// The HTTP/1.1 connections to each region by default: above the handful of requests in
-/// flight that a region's link carries when it is not busy, below the tens that a busy
-/// one does, where HTTP/2 is the cheaper protocol (see the module docs).
-pub const DEFAULT_HTTP1_CONNECTIONS: usize = 16;
-
-impl Default for InternalProtocol {
-    fn default() -> Self {
-        Self::Http1WithHttp2Overflow {
-            http1_connections: DEFAULT_HTTP1_CONNECTIONS,
-        }
-    }
-}
-
-/// The connectors an upstream dials with: over TLS, one offers only HTTP/1.1 by ALPN and
-/// the other HTTP/2 too (over plain TCP they are the same).
-#[derive(Clone)]
-pub(crate) struct Connectors {
-    pub(crate) http1: HttpsConnector<HttpConnector>,
-    pub(crate) any_version: HttpsConnector<HttpConnector>,
-}
 
 /// The protocol a new connection is made for.
 enum Wanted {
@@ -175,20 +129,23 @@ enum Unreached {
 }
 
 /// Why a request got no response.
-#[derive(Debug)]
-pub(crate) enum UpstreamError {
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
     /// No connection could be made, or none would take the request: it provably never
-    /// left this node. The request is handed back.
+    /// left this node, so it is safe to send again. The request is handed back.
+    #[error("the request was never sent")]
     NotSent(Box<Request<Body>>),
     /// The connection failed after the request may have been (partly) sent.
+    #[error("the connection failed after the request may have been sent")]
     Failed,
     /// No connection, or no response head, before the deadline; the request may have
     /// been (partly) sent.
+    #[error("no response head before the deadline")]
     TimedOut,
 }
 
-/// One region's internal endpoint and its idle connections.
-pub(crate) struct Upstream {
+/// One region's upstream (its internal endpoint) and its idle connections.
+pub struct Upstream {
     origin: Origin,
     host: HeaderValue,
     connectors: Connectors,
@@ -250,13 +207,10 @@ struct Idle {
 
 impl Upstream {
     /// The upstream at `origin`; `None` when its authority is no `Host` value.
-    pub(crate) fn new(
-        origin: Origin,
-        connectors: Connectors,
-        protocol: InternalProtocol,
-    ) -> Option<Self> {
+    #[must_use]
+    pub fn new(origin: Origin, connectors: Connectors, protocol: InternalProtocol) -> Option<Self> {
         Some(Self {
-            host: HeaderValue::from_str(origin.authority.as_str()).ok()?,
+            host: HeaderValue::from_str(origin.authority().as_str()).ok()?,
             origin,
             connectors,
             protocol,
@@ -270,12 +224,14 @@ impl Upstream {
     }
 
     /// The request target on this upstream: its path prefix, then `path`.
-    pub(crate) fn target(&self, path: Option<&PathAndQuery>) -> Option<Uri> {
+    #[must_use]
+    pub fn target(&self, path: Option<&PathAndQuery>) -> Option<Uri> {
         Some(Uri::from(self.origin.path(path)?))
     }
 
     /// The `Host` this upstream expects.
-    pub(crate) fn host(&self) -> &HeaderValue {
+    #[must_use]
+    pub fn host(&self) -> &HeaderValue {
         &self.host
     }
 
@@ -284,7 +240,11 @@ impl Upstream {
     /// sent is skipped. Gives up when the response head has not arrived by `deadline`. An
     /// HTTP/1.1 response body keeps driving its connection and returns it to the pool
     /// once read to the end.
-    pub(crate) async fn send(
+    ///
+    /// # Errors
+    ///
+    /// [`UpstreamError`]: never sent (safe to send again), failed, or timed out.
+    pub async fn send(
         &self,
         mut request: Request<Body>,
         deadline: Instant,
@@ -498,8 +458,8 @@ impl Upstream {
     fn for_http2(&self, request: Request<Body>) -> Request<Body> {
         let (mut parts, body) = request.into_parts();
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.scheme = Some(self.origin.scheme.clone());
-        uri.authority = Some(self.origin.authority.clone());
+        uri.scheme = Some(self.origin.scheme().clone());
+        uri.authority = Some(self.origin.authority().clone());
         parts.uri = Uri::from_parts(uri).unwrap_or_default();
         parts.version = http::Version::HTTP_2;
         parts.headers.remove(http::header::HOST);
@@ -578,7 +538,7 @@ impl Upstream {
             let (sender, driver) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .initial_stream_window_size(HTTP2_STREAM_WINDOW)
                 .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
-                .max_header_list_size(wire::limits::SERVER_MAX_HEADER_LIST_SIZE)
+                .max_header_list_size(self.connectors.max_header_list_size)
                 .handshake(Box::new(io))
                 .await
                 .ok()?;
@@ -650,9 +610,10 @@ async fn exchange(
             return Poll::Ready(Some(result));
         }
         // The timer fires at its armed deadline, which may be an earlier request's: only
-        // this request's own deadline ends the wait, else the timer moves there.
+        // this request's own deadline ends the wait, else the timer moves there. Read on
+        // the timer's clock (tokio's), which a test may pause.
         while timer.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= tokio::time::Instant::from_std(deadline) {
                 return Poll::Ready(None);
             }
             timer.as_mut().reset(deadline.into());

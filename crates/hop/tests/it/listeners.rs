@@ -1,4 +1,4 @@
-//! The node's HTTP server (`api::serve_service`, `api::serve_connections`): the peer
+//! The accept side (`hop::serve_service`, `hop::serve_connections`): the peer
 //! address reaches handlers or each connection's service, HTTP/1.1 and HTTP/2 (prior
 //! knowledge) share a listener, and shutdown closes idle connections and refuses new ones
 //! at once, while a request in flight still gets its whole response before the server
@@ -14,6 +14,8 @@ use axum::routing::get;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
+
+use crate::LIMITS;
 
 /// Sends one `GET path` and reads the response up to the end of its body.
 async fn request(stream: &mut TcpStream, path: &str) -> String {
@@ -66,7 +68,7 @@ fn with_slow_route(app: Router) -> (Router, Arc<Notify>, Arc<Notify>) {
     (app.route("/slow", slow), started, release)
 }
 
-/// Serves `app` with `api::serve_service` on a free port until the sender fires.
+/// Serves `app` with `hop::serve_service` on a free port until the sender fires.
 async fn serve(
     app: Router,
 ) -> (
@@ -77,7 +79,7 @@ async fn serve(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve_service(listener, app, async move {
+    let server = tokio::spawn(hop::serve_service(listener, LIMITS, app, async move {
         let _ = stopped.await;
     }));
     (address, stop, server)
@@ -155,8 +157,9 @@ async fn serve_connections_makes_each_connection_a_service_that_knows_its_peer()
         )
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve_connections(
+    let server = tokio::spawn(hop::serve_connections(
         listener,
+        LIMITS,
         for_connection,
         async move {
             let _ = stopped.await;
