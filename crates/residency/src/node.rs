@@ -359,7 +359,3 @@ impl RunningNode {
             .with_context(|| format!("serve {}", self.region))
     }
 }
-
-#[cfg(test)]
-#[path = "node_tests.rs"]
-mod tests;
