@@ -1,6 +1,6 @@
 //! The tenant directory in PostgreSQL, joined to the two crates that use it: the router
 //! reads it (`router::Directory`) and the home region's service writes new tenants into it
-//! (`service::TenantRegistry`). Only the binary links both sides.
+//! (`service::TenantRegistry`). Only the node links both sides.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use store::directory::{DirectoryDatabase, DirectoryRow};
 
 /// The directory table of the deployment's directory database.
 #[derive(Debug, Clone)]
-pub(crate) struct PgDirectory {
+pub struct PgDirectory {
     database: DirectoryDatabase,
 }
 
@@ -96,7 +96,7 @@ impl Directory for PgDirectory {
 /// Registers new tenants in the directory and in this node's cache of it, so the node
 /// routes them at once.
 #[derive(Debug)]
-pub(crate) struct Registrar {
+pub struct Registrar {
     pub cache: router::CachedDirectory,
 }
 
@@ -122,7 +122,7 @@ impl service::TenantRegistry for Registrar {
 
 /// The tenant directory's backend as the node's `/readyz` reports it.
 #[derive(Debug)]
-pub(crate) struct DirectoryReadiness(pub Arc<dyn Directory>);
+pub struct DirectoryReadiness(pub Arc<dyn Directory>);
 
 #[async_trait]
 impl api::DirectoryProbe for DirectoryReadiness {
@@ -150,7 +150,7 @@ impl api::DirectoryProbe for DirectoryReadiness {
 /// that region's PostgreSQL is up. Until then the directory is unavailable (the router
 /// answers 503 for foreign tenants), which only matters during start-up.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LateDirectory {
+pub struct LateDirectory {
     inner: Arc<tokio::sync::OnceCell<Arc<PgDirectory>>>,
 }
 
