@@ -20,9 +20,8 @@ mod export_engine;
 mod routing;
 mod tenant_api;
 
-use std::process::ExitCode;
-
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +32,7 @@ use envelope::kms::faulty::FaultyKms;
 use envelope::kms::local::LocalKms;
 use envelope::seal::SealContext;
 use model::{RegionId, TenantId};
+use residency::process::LogFormat;
 use serde_json::{Value, json};
 use service::{Keyring, KeyringSettings};
 use store::{DatabaseSettings, PgEndpoint, RegionDatabase, embedded_migrations};
@@ -50,12 +50,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     which: Which,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -144,21 +138,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
-    telemetry::init_tracing(match cli.log_format {
-        LogFormat::Text => telemetry::LogFormat::Text,
-        LogFormat::Json => telemetry::LogFormat::Json,
-    });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    residency::process::run(cli.log_format, async move {
         match cli.which {
             Which::Envelope(args) => envelope(args).await,
             Which::Audit(args) => audit_bench(args).await,
@@ -166,14 +146,7 @@ fn main() -> ExitCode {
             Which::Router(args) => routing::run(args).await,
             Which::Export(args) => export_bench(args).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 async fn export_bench(args: ExportBenchArgs) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 //! the compositions the binaries run: [`serve`] (a catalogued region with AWS backends and
 //! the PostgreSQL tenant directory), [`dev`] (every region on one machine with local
 //! PostgreSQL, KMS and object store), [`migrate`] and [`export`] (one region's analytics
-//! export). It never parses a command line: the `residency` and `bench` binaries turn their
+//! export). It never parses a command line: the `residency` and `residency-bench` binaries turn their
 //! arguments into these configuration structs.
 
 pub mod dev;

@@ -1,5 +1,7 @@
-//! The `residency` command line's shared flag groups, as a library so that the benchmark
-//! binary (`crates/bench`) starts its node from the same flags `serve` and `dev` take.
-//! The commands themselves are in the binary (`main.rs`).
+//! What the `residency` command line shares with the benchmark binary (`crates/bench`), as
+//! a library: the node's flag groups, so that a benchmark starts its node from the same
+//! flags `serve` and `dev` take, and how a command runs as a process. The commands
+//! themselves are in the binary (`main.rs`).
 
 pub mod flags;
+pub mod process;

@@ -15,7 +15,8 @@ mod terraform_vars;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use residency::process::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,12 +30,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,21 +73,7 @@ pub(crate) fn parse_secret(raw: &str) -> Result<catalog::Secret, std::convert::I
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_tracing(match cli.log_format {
-        LogFormat::Text => telemetry::LogFormat::Text,
-        LogFormat::Json => telemetry::LogFormat::Json,
-    });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    residency::process::run(cli.log_format, async move {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Serve(args) => serve::run(args).await,
@@ -102,12 +83,5 @@ fn main() -> ExitCode {
             Command::Anonymize(args) => export_cmd::anonymize(args),
             Command::TerraformVars(args) => terraform_vars::run(args),
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
