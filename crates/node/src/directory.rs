@@ -96,8 +96,8 @@ impl Directory for PgDirectory {
 /// Registers new tenants in the directory and in this node's cache of it, so the node
 /// routes them at once.
 #[derive(Debug)]
-pub struct Registrar {
-    pub cache: router::CachedDirectory,
+pub(crate) struct Registrar {
+    pub(crate) cache: router::CachedDirectory,
 }
 
 #[async_trait]
@@ -122,7 +122,7 @@ impl service::TenantRegistry for Registrar {
 
 /// The tenant directory's backend as the node's `/readyz` reports it.
 #[derive(Debug)]
-pub struct DirectoryReadiness(pub Arc<dyn Directory>);
+pub(crate) struct DirectoryReadiness(pub(crate) Arc<dyn Directory>);
 
 #[async_trait]
 impl api::DirectoryProbe for DirectoryReadiness {
@@ -150,17 +150,17 @@ impl api::DirectoryProbe for DirectoryReadiness {
 /// that region's PostgreSQL is up. Until then the directory is unavailable (the router
 /// answers 503 for foreign tenants), which only matters during start-up.
 #[derive(Debug, Clone, Default)]
-pub struct LateDirectory {
+pub(crate) struct LateDirectory {
     inner: Arc<tokio::sync::OnceCell<Arc<PgDirectory>>>,
 }
 
 impl LateDirectory {
-    pub fn set(&self, directory: Arc<PgDirectory>) {
+    pub(crate) fn set(&self, directory: Arc<PgDirectory>) {
         let _ = self.inner.set(directory);
     }
 
     /// Closes the directory's connections, if it was set, before its PostgreSQL stops.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Some(directory) = self.inner.get() {
             directory.close();
         }

@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod serve;
 mod start;
 
+pub use api::rate_limit::RateLimit;
 pub use router::InternalProtocol;
 pub use service::{AuditSettings, ReadAudit};
 pub use start::{

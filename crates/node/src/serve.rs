@@ -173,7 +173,7 @@ fn audit_keys(
 }
 
 /// The catalogue's entry for `region`, or an error listing the known regions.
-pub fn find_region<'a>(
+pub(crate) fn find_region<'a>(
     catalog: &'a Catalog,
     region: &str,
 ) -> anyhow::Result<(RegionId, &'a RegionSpec)> {
@@ -193,7 +193,7 @@ pub fn find_region<'a>(
 }
 
 /// The catalogue's database settings for `region`, with secrets resolved.
-pub fn region_settings(
+pub(crate) fn region_settings(
     catalog: &std::path::Path,
     region: &str,
 ) -> anyhow::Result<(RegionId, DatabaseSettings)> {
@@ -236,7 +236,7 @@ fn endpoint(name: &str, spec: &DbEndpoint) -> anyhow::Result<PgEndpoint> {
 /// primary's `ca_file`, else the platform's trust store); otherwise plain TCP, as for
 /// `residency dev`'s loopback servers. Nothing is ever encrypted without verifying the
 /// server, and an RDS instance with `rds.force_ssl` refuses plain TCP outright.
-pub fn url_tls(
+pub(crate) fn url_tls(
     what: &str,
     config: &tokio_postgres::Config,
     spec: &RegionSpec,
@@ -252,7 +252,7 @@ pub fn url_tls(
 }
 
 /// The catalogue's TLS setting for a database endpoint, with its CA file read.
-pub fn pg_tls(name: &str, tls: &DbTls) -> anyhow::Result<PgTls> {
+pub(crate) fn pg_tls(name: &str, tls: &DbTls) -> anyhow::Result<PgTls> {
     Ok(match tls {
         DbTls::Disable => PgTls::Disabled,
         DbTls::VerifyFull { ca_file } => PgTls::verify_full(ca_file.as_deref())

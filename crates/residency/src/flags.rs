@@ -36,7 +36,7 @@ impl ApiFlags {
         );
         Ok(ApiSettings {
             max_file_bytes: self.max_file_mib * 1024 * 1024,
-            rate_limit: api::rate_limit::RateLimit {
+            rate_limit: node::RateLimit {
                 per_second: self.rate_limit,
                 burst: self.rate_burst,
             },

@@ -81,7 +81,7 @@ impl ThreeRegions {
             operator: service::access::OperatorToken::new(OPERATOR),
             api: ApiSettings {
                 max_file_bytes: 16 * 1024 * 1024,
-                rate_limit: api::rate_limit::RateLimit {
+                rate_limit: node::RateLimit {
                     per_second: 10_000.0,
                     burst: 10_000.0,
                 },
