@@ -32,7 +32,7 @@ use envelope::kms::faulty::FaultyKms;
 use envelope::kms::local::LocalKms;
 use envelope::seal::SealContext;
 use model::{RegionId, TenantId};
-use residency::process::LogFormat;
+use residency::process::ProcessFlags;
 use serde_json::{Value, json};
 use service::{Keyring, KeyringSettings};
 use store::{DatabaseSettings, PgEndpoint, RegionDatabase, embedded_migrations};
@@ -45,9 +45,8 @@ use telemetry::NodeMetrics;
     about = "Benchmarks of the residency platform against a baseline measured in the same run"
 )]
 struct Cli {
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RESIDENCY_LOG_FORMAT")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    process: ProcessFlags,
     #[command(subcommand)]
     which: Which,
 }
@@ -138,7 +137,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
-    residency::process::run(cli.log_format, async move {
+    residency::process::run(&cli.process, async move {
         match cli.which {
             Which::Envelope(args) => envelope(args).await,
             Which::Audit(args) => audit_bench(args).await,

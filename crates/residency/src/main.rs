@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use residency::process::LogFormat;
+use residency::process::ProcessFlags;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,9 +25,8 @@ use residency::process::LogFormat;
     about = "Multi-region data-residency platform"
 )]
 struct Cli {
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RESIDENCY_LOG_FORMAT")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    process: ProcessFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,7 +72,7 @@ pub(crate) fn parse_secret(raw: &str) -> Result<catalog::Secret, std::convert::I
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    residency::process::run(cli.log_format, async move {
+    residency::process::run(&cli.process, async move {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Serve(args) => serve::run(args).await,

@@ -4,6 +4,14 @@
 
 use std::process::ExitCode;
 
+/// The flags every command of both binaries takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessFlags {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RESIDENCY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
 /// Log line format on stderr.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -11,10 +19,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up logging in `format`, runs `command` to its end on a new multi-thread runtime,
-/// and turns its result into the process's exit code.
-pub fn run(format: LogFormat, command: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    telemetry::init_tracing(match format {
+/// Sets up logging as `flags` say, runs `command` to its end on a new multi-thread
+/// runtime, and turns its result into the process's exit code.
+pub fn run(flags: &ProcessFlags, command: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    telemetry::init_tracing(match flags.log_format {
         LogFormat::Text => telemetry::LogFormat::Text,
         LogFormat::Json => telemetry::LogFormat::Json,
     });
