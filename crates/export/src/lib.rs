@@ -3,7 +3,6 @@
 //! pseudonyms for identifiers, Parquet output with a manifest. The engine is pure (no IO
 //! beyond the writers it is handed); it never logs or reports a value of the data.
 
-pub mod bench;
 pub mod engine;
 pub mod file;
 mod mondrian;
@@ -11,9 +10,9 @@ pub mod output;
 pub mod pseudonym;
 pub mod release;
 pub mod report;
+pub mod synthetic;
 pub mod table;
 
-pub use bench::{BenchReport, bench_export};
 pub use engine::{Anonymized, EngineError, STRING_GENERALIZATION, Timings, anonymize};
 pub use file::{AnonymizeError, AnonymizeFile, anonymize_file, read_schema, read_table};
 pub use output::{

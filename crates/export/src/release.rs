@@ -357,8 +357,8 @@ mod tests {
     }
 
     fn anonymized(rows: usize) -> Anonymized {
-        let schema = crate::bench::bench_schema();
-        let table = crate::bench::bench_table(rows);
+        let schema = crate::synthetic::schema();
+        let table = crate::synthetic::table(rows);
         crate::anonymize(&table, &schema, &PseudonymKey::new(&[5; 32])).expect("anonymize")
     }
 

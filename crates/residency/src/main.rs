@@ -1,18 +1,13 @@
-//! `residency`: the one binary. Subcommands: `dev` (the local three-region platform),
-//! `serve` (one regional node), `migrate` (a region's primary), `bench` (benchmarks), `audit verify`. Thin: parsing here,
-//! the work in the modules and crates below.
+//! `residency`: the one production binary. Subcommands: `dev` (the local three-region
+//! platform), `serve` (one regional node), `migrate` (a region's primary), `audit verify`,
+//! `export run`, `anonymize`, `terraform-vars`. Thin: each command module parses its
+//! arguments and calls the `node` library (or `audit`, `export`, `catalog`). It holds no
+//! benchmark or load generator: those are `residency-bench` (`crates/bench`).
 
 mod audit_cmd;
-mod bench;
-mod bench_api;
-mod bench_cpu;
-mod bench_events;
-mod bench_router;
 mod dev;
-mod directory;
 mod export_cmd;
 mod migrate;
-mod node;
 mod serve;
 mod signals;
 mod terraform_vars;
@@ -20,7 +15,8 @@ mod terraform_vars;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use residency::process::ProcessFlags;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,17 +25,10 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Multi-region data-residency platform"
 )]
 struct Cli {
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RESIDENCY_LOG_FORMAT")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    process: ProcessFlags,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,8 +40,6 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Apply migrations to a region's primary (nodes also do this when they start).
     Migrate(migrate::MigrateArgs),
-    /// Benchmarks against a baseline measured in the same run.
-    Bench(bench::BenchArgs),
     /// Audit-log tools for compliance officers (`audit verify`).
     Audit(audit_cmd::AuditArgs),
     /// The anonymized analytics export of one region (`export run`), reading replicas only.
@@ -68,7 +55,7 @@ enum Command {
 /// mimalloc rather than the system allocator: a node allocates many small short-lived
 /// buffers per request (headers, bodies, JSON), where glibc's malloc showed up in profiles.
 /// Its 3.x line, not 2.x (the crate's `v2` feature): 2.x spent ~0.8k fewer instructions
-/// per forwarded request at the entry node (callgrind of `bench router`), but a node's
+/// per forwarded request at the entry node (callgrind of `residency-bench router`), but a node's
 /// peak memory while it streamed a 50 MiB file grew by 22–26 MiB instead of ~14.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -78,39 +65,22 @@ pub(crate) fn default_catalog() -> PathBuf {
     PathBuf::from("regions")
 }
 
+/// A secret given as a flag or environment variable, kept redacted from then on.
+pub(crate) fn parse_secret(raw: &str) -> Result<catalog::Secret, std::convert::Infallible> {
+    Ok(catalog::Secret::new(raw.to_owned()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_tracing(match cli.log_format {
-        LogFormat::Text => telemetry::LogFormat::Text,
-        LogFormat::Json => telemetry::LogFormat::Json,
-    });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    residency::process::run(&cli.process, async move {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
             Command::Audit(args) => audit_cmd::run(args).await,
             Command::Export(args) => export_cmd::run(args).await,
             Command::Anonymize(args) => export_cmd::anonymize(args),
             Command::TerraformVars(args) => terraform_vars::run(args),
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -1,11 +1,10 @@
 //! `residency migrate`: apply the embedded migrations to a region's primary and stamp it
-//! with the region. Refuses a changed migration and another region's database.
+//! with the region (`node::migrate`). Refuses a changed migration and another region's
+//! database.
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-use model::RegionId;
-use store::{DatabaseSettings, PgEndpoint, RegionDatabase, embedded_migrations};
+use node::migrate::MigrateTarget;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct MigrateArgs {
@@ -16,30 +15,22 @@ pub(crate) struct MigrateArgs {
     #[arg(long, env = "RESIDENCY_CATALOG", default_value_os_t = crate::default_catalog())]
     catalog: PathBuf,
     /// Connect to this primary instead of the catalogue's, e.g. a `residency dev` one.
-    #[arg(long, env = "RESIDENCY_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[arg(long, env = "RESIDENCY_DATABASE_URL", hide_env_values = true, value_parser = crate::parse_secret)]
+    database_url: Option<catalog::Secret>,
 }
 
 pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let (region, settings) = match &args.database_url {
-        Some(url) => {
-            let region = RegionId::parse(&args.region)?;
-            // The URL holds a password: never echo it, not even in a parse error.
-            let config: tokio_postgres::Config = url
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--database-url is not a valid PostgreSQL URL"))?;
-            (
-                region,
-                DatabaseSettings::new(PgEndpoint::new("primary", config), Vec::new()),
-            )
-        }
-        None => crate::serve::region_settings(&args.catalog, &args.region)?,
+    let target = match args.database_url {
+        Some(url) => MigrateTarget::Url {
+            region: args.region,
+            url,
+        },
+        None => MigrateTarget::Catalog {
+            catalog: args.catalog,
+            region: args.region,
+        },
     };
-    let database = RegionDatabase::new(region.clone(), &settings)?;
-    let report = database
-        .prepare(embedded_migrations())
-        .await
-        .with_context(|| format!("migrate the {region} primary"))?;
+    let (region, report) = node::migrate::migrate(&target).await?;
     println!(
         "{region}: {} migration(s) applied ({}), {} already applied",
         report.applied.len(),

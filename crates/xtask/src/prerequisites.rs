@@ -22,7 +22,7 @@ pub(crate) fn missing() -> Vec<String> {
     }
     if !on_path("nginx") && !Path::new("/usr/sbin/nginx").is_file() {
         missing.push(
-            "nginx (the baseline `residency bench router` measures its forwarding hop against): apt-get install -y nginx".into(),
+            "nginx (the baseline `residency-bench router` measures its forwarding hop against, in `crates/bench`'s tests): apt-get install -y nginx".into(),
         );
     }
     missing

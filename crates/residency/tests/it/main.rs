@@ -2,7 +2,6 @@
 //! up real regions and stops them cleanly; `residency migrate` refuses what it must.
 
 mod audit_verify;
-mod bench;
 mod dev;
 mod export;
 mod migrate;

@@ -1,6 +1,6 @@
 //! The tenant directory in PostgreSQL, joined to the two crates that use it: the router
 //! reads it (`router::Directory`) and the home region's service writes new tenants into it
-//! (`service::TenantRegistry`). Only the binary links both sides.
+//! (`service::TenantRegistry`). Only the node links both sides.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use store::directory::{DirectoryDatabase, DirectoryRow};
 
 /// The directory table of the deployment's directory database.
 #[derive(Debug, Clone)]
-pub(crate) struct PgDirectory {
+pub struct PgDirectory {
     database: DirectoryDatabase,
 }
 
@@ -97,7 +97,7 @@ impl Directory for PgDirectory {
 /// routes them at once.
 #[derive(Debug)]
 pub(crate) struct Registrar {
-    pub cache: router::CachedDirectory,
+    pub(crate) cache: router::CachedDirectory,
 }
 
 #[async_trait]
@@ -122,7 +122,7 @@ impl service::TenantRegistry for Registrar {
 
 /// The tenant directory's backend as the node's `/readyz` reports it.
 #[derive(Debug)]
-pub(crate) struct DirectoryReadiness(pub Arc<dyn Directory>);
+pub(crate) struct DirectoryReadiness(pub(crate) Arc<dyn Directory>);
 
 #[async_trait]
 impl api::DirectoryProbe for DirectoryReadiness {
@@ -155,12 +155,12 @@ pub(crate) struct LateDirectory {
 }
 
 impl LateDirectory {
-    pub fn set(&self, directory: Arc<PgDirectory>) {
+    pub(crate) fn set(&self, directory: Arc<PgDirectory>) {
         let _ = self.inner.set(directory);
     }
 
     /// Closes the directory's connections, if it was set, before its PostgreSQL stops.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Some(directory) = self.inner.get() {
             directory.close();
         }

@@ -1,4 +1,4 @@
-//! `residency bench router`: what the region-pinned router costs, against baselines in the
+//! `residency-bench router`: what the region-pinned router costs, against baselines in the
 //! same run. (a) A local tenant through the router layer against the bare regional
 //! handler (added p50/p99); (b) a foreign tenant forwarded by an entry node to its home
 //! node against calling the home node directly, the handler doing about 1 ms of async
@@ -46,9 +46,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower::Layer as _;
 
-use crate::bench::{median, percentile};
-use crate::bench_cpu::CpuClock;
-use crate::node::InternalProtocolFlag;
+use crate::cpu::CpuClock;
+use crate::{median, percentile};
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RouterArgs {
@@ -56,7 +55,7 @@ pub(crate) struct RouterArgs {
     #[arg(long, default_value = ".residency/bench/router.json")]
     output: PathBuf,
     /// Time per measurement; each case is measured in several interleaved rounds.
-    #[arg(long, default_value_t = 3.0, value_parser = crate::bench_api::positive_seconds)]
+    #[arg(long, default_value_t = 3.0, value_parser = crate::tenant_api::positive_seconds)]
     seconds_per_round: f64,
     /// Interleaved rounds per case (the median is reported). On a shared 2-core machine a
     /// 3-round median of (b)'s added p50 ranged over +82…+145 µs between runs; 7 rounds
@@ -79,18 +78,57 @@ pub(crate) struct RouterArgs {
     /// Which CPUs each party runs on.
     #[arg(long, value_enum, default_value_t = CpuLayout::Isolated)]
     cpu_layout: CpuLayout,
-    /// The protocol of the hop between the entry and the home node (a node's default:
-    /// HTTP/1.1 up to a number of connections, HTTP/2 past it; see
-    /// `router::InternalProtocol`).
+    /// The protocol of the hop between the entry and the home node (a node's default,
+    /// the only one `serve` and `dev` run: HTTP/1.1 up to a number of connections,
+    /// HTTP/2 past it; see `router::InternalProtocol`). `http1` or `http2` alone are here
+    /// to measure against.
     #[arg(long, value_enum, default_value_t = InternalProtocolFlag::Http1ThenHttp2)]
     hop: InternalProtocolFlag,
     /// With `--hop http1-then-http2`: the HTTP/1.1 connections the entry node keeps to
     /// the home node before further requests share one HTTP/2 connection.
-    #[arg(long, default_value_t = router::DEFAULT_HTTP1_CONNECTIONS)]
+    #[arg(
+        long,
+        default_value_t = router::DEFAULT_HTTP1_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000)
+    )]
     hop_http1_connections: usize,
     /// Exit non-zero when a target is missed.
     #[arg(long)]
     check: bool,
+}
+
+/// The protocols the entry node may forward in, by their command-line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum InternalProtocolFlag {
+    Http1ThenHttp2,
+    Http1,
+    Http2,
+}
+
+impl InternalProtocolFlag {
+    /// The router's protocol, `http1_connections` bounding HTTP/1.1 where it is bounded.
+    fn protocol(self, http1_connections: usize) -> router::InternalProtocol {
+        match self {
+            Self::Http1 => router::InternalProtocol::Http1,
+            Self::Http2 => router::InternalProtocol::Http2,
+            Self::Http1ThenHttp2 => {
+                router::InternalProtocol::Http1WithHttp2Overflow { http1_connections }
+            }
+        }
+    }
+
+    /// Its name on the command line.
+    fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .expect("no value is skipped")
+            .get_name()
+            .to_owned()
+    }
+
+    /// `http1_connections` when the protocol is bounded by it.
+    fn http1_connections(self, http1_connections: usize) -> Option<usize> {
+        (self == Self::Http1ThenHttp2).then_some(http1_connections)
+    }
 }
 
 /// Where the parties of the benchmark run.
@@ -194,7 +232,7 @@ const HOME: &str = "eu-central-1";
 /// Thread names of the runtimes, for their CPU time.
 const HOME_THREAD: &str = "bench-home";
 const ENTRY_THREAD: &str = "bench-entry";
-const LOAD: &str = crate::bench_cpu::LOAD_THREAD;
+const LOAD: &str = crate::cpu::LOAD_THREAD;
 const ENTRY: &str = "us-east-1";
 const FORWARDING_KEY: &[u8; 32] = b"bench-router-forwarding-key-0001";
 /// The collection whose handler does the configured async work; any other answers at once.
@@ -407,7 +445,7 @@ impl Summary {
 
     /// CPU microseconds per request of one party.
     fn cpu_us(&self, spent: Duration) -> f64 {
-        crate::bench_cpu::micros_per_op(spent, self.ok + self.errors)
+        crate::cpu::micros_per_op(spent, self.ok + self.errors)
     }
 
     fn json(&self) -> Value {
@@ -441,7 +479,7 @@ fn added_micros(ours: Duration, baseline: Duration) -> f64 {
 pub(crate) async fn run(args: RouterArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p residency -- bench router` for real figures"
+            "warning: this is an unoptimized build; run `cargo run --release -p bench -- router` for real figures"
         );
     }
     let nginx_binary = find_nginx(&args.nginx)?;
@@ -504,7 +542,7 @@ async fn measure(
     nginx: Option<i32>,
 ) -> anyhow::Result<HashMap<Case, Summary>> {
     let clock = CpuClock::new([]);
-    let client = crate::bench::load_client(args.saturating_clients.max(args.clients));
+    let client = crate::load_client(args.saturating_clients.max(args.clients));
     for case in Case::ALL {
         let (url, clients) = &targets[&case];
         let warm_up = load(&client, url, *clients, Duration::from_millis(300)).await;
@@ -762,7 +800,7 @@ fn report(
         },
         "errors": errors,
     });
-    crate::bench::write_results(&args.output, &report)?;
+    crate::write_results(&args.output, &report)?;
     anyhow::ensure!(errors == 0, "{errors} requests failed");
     if args.check && !(forward_met && nginx_met) {
         anyhow::bail!("a benchmark target was missed");
@@ -1162,5 +1200,51 @@ mod tests {
             at.iter().sum::<usize>() as f64 / at.len() as f64
         };
         assert_eq!(mean(Nginx), mean(Ours));
+    }
+
+    #[test]
+    fn the_hop_protocol_is_chosen_by_flag_with_http1_then_http2_by_default() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            router: RouterArgs,
+        }
+        let parse = |args: &[&str]| {
+            Command::try_parse_from(std::iter::once("router").chain(args.iter().copied())).map(
+                |command| {
+                    command
+                        .router
+                        .hop
+                        .protocol(command.router.hop_http1_connections)
+                },
+            )
+        };
+        assert_eq!(
+            parse(&[]).expect("defaults"),
+            router::InternalProtocol::Http1WithHttp2Overflow {
+                http1_connections: router::DEFAULT_HTTP1_CONNECTIONS
+            }
+        );
+        assert_eq!(
+            parse(&["--hop-http1-connections", "4"]).expect("a bound"),
+            router::InternalProtocol::Http1WithHttp2Overflow {
+                http1_connections: 4
+            }
+        );
+        assert_eq!(
+            parse(&["--hop", "http1"]).expect("http1"),
+            router::InternalProtocol::Http1
+        );
+        assert_eq!(
+            parse(&["--hop", "http2"]).expect("http2"),
+            router::InternalProtocol::Http2
+        );
+        let refused = parse(&["--hop-http1-connections", "0"]).expect_err("no connections");
+        assert!(
+            refused.to_string().contains("--hop-http1-connections"),
+            "{refused}"
+        );
+        assert!(parse(&["--hop", "spdy"]).is_err());
     }
 }

@@ -1,17 +1,17 @@
-//! Starting one regional node from database settings: pools, migrations and region
-//! stamp, audit log and its checkpoint task, health poller, HTTP server. Shared by
-//! `serve` and `dev`, with the command-line flags they share.
+//! Starting one regional node from a [`NodeConfig`]: pools, migrations and region stamp,
+//! audit log and its checkpoint task, health poller, router and HTTP server. `serve`,
+//! `dev`, the benchmarks and the three-region tests all start nodes through [`start`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use api::rate_limit::RateLimit;
 use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use model::RegionId;
-use service::{
-    AuditKeys, AuditLog, AuditSettings, CheckpointTask, Keyring, KeyringSettings, ReadAudit,
-};
+use router::InternalProtocol;
+use service::{AuditKeys, AuditLog, AuditSettings, CheckpointTask, Keyring, KeyringSettings};
 use store::{DatabaseSettings, RegionDatabase, embedded_migrations};
 use telemetry::NodeMetrics;
 use tokio::net::TcpListener;
@@ -24,157 +24,53 @@ const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stopping node waits for queued audit events to be written.
 const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Limits of the tenant API and how its router forwards, shared by `dev` and `serve`.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct ApiFlags {
-    /// Largest file a tenant may upload, in MiB.
-    #[arg(
-        long,
-        env = "RESIDENCY_MAX_FILE_MIB",
-        default_value_t = 100,
-        value_parser = clap::value_parser!(u64).range(1..=1_048_576)
-    )]
-    max_file_mib: u64,
-    /// Requests per second each API key may make on average.
-    #[arg(long, env = "RESIDENCY_RATE_LIMIT", default_value_t = 1000.0)]
-    rate_limit: f64,
-    /// Requests an idle API key may make at once.
-    #[arg(long, env = "RESIDENCY_RATE_BURST", default_value_t = 2000.0)]
-    rate_burst: f64,
-    /// The protocol this node forwards to other regions' internal endpoints in:
-    /// HTTP/1.1 on up to `--internal-http1-connections` per region and HTTP/2 past them
-    /// (and for every request while HTTP/2 carries that many), or only one of the two
-    /// (`http1` where something between the regions speaks no HTTP/2 on a plain-http
-    /// endpoint; on https, ALPN settles it).
-    #[arg(long, env = "RESIDENCY_INTERNAL_PROTOCOL", value_enum, default_value_t = InternalProtocolFlag::Http1ThenHttp2)]
-    internal_protocol: InternalProtocolFlag,
-    /// With `--internal-protocol http1-then-http2`: HTTP/1.1 connections per region.
-    #[arg(
-        long,
-        env = "RESIDENCY_INTERNAL_HTTP1_CONNECTIONS",
-        default_value_t = router::DEFAULT_HTTP1_CONNECTIONS,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000)
-    )]
-    internal_http1_connections: usize,
+/// Limits of the tenant API and how its router forwards.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Largest file a tenant may upload, in bytes.
+    pub max_file_bytes: u64,
+    /// Requests per second each API key may make on average, and at once when idle.
+    pub rate_limit: RateLimit,
+    /// The protocol this node forwards to other regions' internal endpoints in. Production
+    /// (`serve`, `dev`) always runs the default,
+    /// [`InternalProtocol::Http1WithHttp2Overflow`] with
+    /// [`router::DEFAULT_HTTP1_CONNECTIONS`]: HTTP/1.1 on up to that many connections per
+    /// region and HTTP/2 past them (and for every request while HTTP/2 carries that many).
+    /// Only the benchmark and tests choose another.
+    pub internal_protocol: InternalProtocol,
 }
 
-/// The protocols a node may forward in, by their command-line names (`serve`, `dev` and
-/// `bench router` take them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum InternalProtocolFlag {
-    Http1ThenHttp2,
-    Http1,
-    Http2,
-}
-
-impl InternalProtocolFlag {
-    /// The router's protocol, `http1_connections` bounding HTTP/1.1 where it is bounded.
-    pub(crate) fn protocol(self, http1_connections: usize) -> router::InternalProtocol {
-        match self {
-            Self::Http1 => router::InternalProtocol::Http1,
-            Self::Http2 => router::InternalProtocol::Http2,
-            Self::Http1ThenHttp2 => {
-                router::InternalProtocol::Http1WithHttp2Overflow { http1_connections }
-            }
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: service::ServiceSettings::default().max_file_size,
+            rate_limit: RateLimit::default(),
+            internal_protocol: InternalProtocol::Http1WithHttp2Overflow {
+                http1_connections: router::DEFAULT_HTTP1_CONNECTIONS,
+            },
         }
     }
-
-    /// Its name on the command line.
-    pub(crate) fn name(self) -> String {
-        clap::ValueEnum::to_possible_value(&self)
-            .expect("no value is skipped")
-            .get_name()
-            .to_owned()
-    }
-
-    /// `http1_connections` when the protocol is bounded by it.
-    pub(crate) fn http1_connections(self, http1_connections: usize) -> Option<usize> {
-        (self == Self::Http1ThenHttp2).then_some(http1_connections)
-    }
 }
 
-impl ApiFlags {
-    fn internal_protocol(&self) -> router::InternalProtocol {
-        self.internal_protocol
-            .protocol(self.internal_http1_connections)
-    }
-
+impl ApiSettings {
     fn service_settings(&self) -> service::ServiceSettings {
         service::ServiceSettings {
-            max_file_size: self.max_file_mib * 1024 * 1024,
+            max_file_size: self.max_file_bytes,
             ..service::ServiceSettings::default()
-        }
-    }
-
-    fn rate_limit(&self) -> anyhow::Result<api::rate_limit::RateLimit> {
-        anyhow::ensure!(
-            self.rate_limit > 0.0 && self.rate_burst >= 1.0,
-            "--rate-limit must be positive and --rate-burst at least 1"
-        );
-        Ok(api::rate_limit::RateLimit {
-            per_second: self.rate_limit,
-            burst: self.rate_burst,
-        })
-    }
-}
-
-/// The audit log's flags, shared by `dev` and `serve`.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct AuditFlags {
-    /// Seconds between signed checkpoints of the audit chain heads that moved.
-    #[arg(
-        long,
-        env = "RESIDENCY_AUDIT_CHECKPOINT_INTERVAL",
-        default_value_t = 60,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    audit_checkpoint_interval: u64,
-    /// How read events (record.read, file.get, record.search, denials) are written:
-    /// `batched` through a bounded queue, or `sync` before the read answers.
-    #[arg(long, env = "RESIDENCY_AUDIT_READS", value_enum, default_value_t = ReadMode::Batched)]
-    audit_reads: ReadMode,
-    /// Read events the batched queue holds; while it is full, reads fail with 503.
-    #[arg(
-        long,
-        env = "RESIDENCY_AUDIT_QUEUE_CAPACITY",
-        default_value_t = 10_000,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    audit_queue_capacity: u64,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ReadMode {
-    Batched,
-    Sync,
-}
-
-impl AuditFlags {
-    pub fn settings(&self) -> AuditSettings {
-        let reads = match self.audit_reads {
-            ReadMode::Sync => ReadAudit::Sync,
-            ReadMode::Batched => {
-                ReadAudit::batched(usize::try_from(self.audit_queue_capacity).unwrap_or(usize::MAX))
-            }
-        };
-        AuditSettings {
-            reads,
-            checkpoint_interval: Duration::from_secs(self.audit_checkpoint_interval),
-            ..AuditSettings::default()
         }
     }
 }
 
 /// The node's audit signing keys and how its log runs.
 #[derive(Debug)]
-pub(crate) struct NodeAudit {
+pub struct NodeAudit {
     pub keys: AuditKeys,
     pub settings: AuditSettings,
 }
 
 /// A node that is serving; stop it with [`RunningNode::stop`].
 #[derive(Debug)]
-pub(crate) struct RunningNode {
+pub struct RunningNode {
     pub region: RegionId,
     pub address: std::net::SocketAddr,
     server: JoinHandle<std::io::Result<()>>,
@@ -186,7 +82,7 @@ pub(crate) struct RunningNode {
 
 /// The region's KMS and object store (AWS in production, local in `residency dev`).
 #[derive(Debug, Clone)]
-pub(crate) struct Backends {
+pub struct Backends {
     pub kms: Arc<dyn Kms>,
     pub objects: Arc<dyn ObjectStore>,
 }
@@ -194,10 +90,10 @@ pub(crate) struct Backends {
 /// What a node knows of the whole deployment: the catalogue's regions and the operator
 /// token.
 #[derive(Debug, Clone)]
-pub(crate) struct Platform {
+pub struct Platform {
     pub regions: Vec<RegionId>,
     pub operator: service::access::OperatorToken,
-    pub api: ApiFlags,
+    pub api: ApiSettings,
     /// How this node reaches the other regions; `None` serves this region's tenants only.
     pub routing: Option<Routing>,
 }
@@ -205,7 +101,7 @@ pub(crate) struct Platform {
 /// What the region router in front of a node needs: every region's endpoints, the
 /// tenant directory, and the inter-region forwarding secret.
 #[derive(Debug, Clone)]
-pub(crate) struct Routing {
+pub struct Routing {
     pub regions: std::collections::HashMap<RegionId, router::RegionEndpoints>,
     pub directory: Arc<dyn router::Directory>,
     pub forwarding_secret: catalog::Secret,
@@ -218,17 +114,29 @@ pub(crate) struct Routing {
 /// corrected sooner through the 421 path.
 const DIRECTORY_TTL: Duration = Duration::from_secs(60);
 
+/// Everything one regional node is started from.
+#[derive(Debug)]
+pub struct NodeConfig {
+    pub region: RegionId,
+    /// The region's primary and replicas.
+    pub database: DatabaseSettings,
+    pub backends: Backends,
+    pub audit: NodeAudit,
+    pub platform: Platform,
+}
+
 /// Migrates and stamps the region's primary (refusing a changed migration or another
 /// region's database), then serves on `listener`.
-pub(crate) async fn start(
-    region: RegionId,
-    settings: &DatabaseSettings,
-    backends: Backends,
-    audit: NodeAudit,
-    platform: Platform,
-    listener: TcpListener,
-) -> anyhow::Result<RunningNode> {
-    let database = RegionDatabase::new(region.clone(), settings).context("build database pools")?;
+pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<RunningNode> {
+    let NodeConfig {
+        region,
+        database: settings,
+        backends,
+        audit,
+        platform,
+    } = config;
+    let database =
+        RegionDatabase::new(region.clone(), &settings).context("build database pools")?;
     let report = database
         .prepare(embedded_migrations())
         .await
@@ -283,7 +191,7 @@ pub(crate) async fn start(
                 signer,
             );
             config.metrics = router_metrics;
-            config.internal_protocol = platform.api.internal_protocol();
+            config.internal_protocol = platform.api.internal_protocol;
             Some((config, cache))
         }
         None => None,
@@ -303,7 +211,7 @@ pub(crate) async fn start(
         regions: platform.regions,
         operator: platform.operator,
         service: platform.api.service_settings(),
-        rate_limit: platform.api.rate_limit()?,
+        rate_limit: platform.api.rate_limit,
         registry,
         behind_router: routing.is_some(),
         directory: platform.routing.as_ref().map(|routing| {
@@ -359,7 +267,3 @@ impl RunningNode {
             .with_context(|| format!("serve {}", self.region))
     }
 }
-
-#[cfg(test)]
-#[path = "node_tests.rs"]
-mod tests;

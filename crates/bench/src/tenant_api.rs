@@ -1,4 +1,4 @@
-//! `residency bench api`: create and read-by-id throughput of the tenant API over HTTP,
+//! `residency-bench api`: create and read-by-id throughput of the tenant API over HTTP,
 //! at a fixed number of concurrent keep-alive clients for a fixed time, against a
 //! baseline that does the same SQL work directly through the region's deadpool-postgres
 //! pools, in the same run.
@@ -32,7 +32,7 @@
 //! PostgreSQL CPU, the node's CPU and the load generator's CPU per operation are
 //! reported too (the load generator runs on a runtime of its own, [`LOAD_THREAD`]).
 //!
-//! [`LOAD_THREAD`]: crate::bench_cpu::LOAD_THREAD
+//! [`LOAD_THREAD`]: crate::cpu::LOAD_THREAD
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,8 +50,8 @@ use service::{AuditKeys, AuditLog};
 use store::records::IndexEntry;
 use store::{DatabaseSettings, PgEndpoint, RegionDatabase};
 
-use crate::bench_cpu::{CpuClock, CpuSample, LOAD_THREAD, micros_per_op};
-use crate::node::{Backends, NodeAudit, Platform, RunningNode};
+use crate::cpu::{CpuClock, CpuSample, LOAD_THREAD, micros_per_op};
+use node::{Backends, NodeAudit, NodeConfig, Platform, RunningNode};
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ApiArgs {
@@ -87,11 +87,11 @@ pub(crate) struct ApiArgs {
     check: bool,
     /// The node's API limits, as `serve` and `dev` take them.
     #[command(flatten)]
-    api: crate::node::ApiFlags,
+    api: residency::flags::ApiFlags,
     /// The node's audit log settings, as `serve` and `dev` take them (the baseline's
     /// read events use the same).
     #[command(flatten)]
-    audit: crate::node::AuditFlags,
+    audit: residency::flags::AuditFlags,
 }
 
 pub(crate) fn positive_seconds(raw: &str) -> Result<f64, String> {
@@ -120,7 +120,7 @@ const WARM_UP_PER_CLIENT: usize = 8;
 pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p residency -- bench api` for real figures"
+            "warning: this is an unoptimized build; run `cargo run --release -p bench -- api` for real figures"
         );
     }
     let databases = LocalRegion::start(
@@ -140,7 +140,7 @@ pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let report = result?;
     stopped.context("stop the local region")?;
 
-    crate::bench::write_results(&args.json, &report)?;
+    crate::write_results(&args.json, &report)?;
     let failed = report["results"]
         .as_array()
         .is_none_or(|results| results.iter().any(|r| r["met"] != true));
@@ -179,18 +179,20 @@ async fn with_node(args: &ApiArgs, databases: &LocalRegion) -> anyhow::Result<Va
     let platform = Platform {
         regions: vec![region.clone()],
         operator: service::access::OperatorToken::new(&operator),
-        api: args.api.clone(),
+        api: args.api.settings()?,
         routing: None,
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .context("bind a loopback port for the node")?;
-    let node = crate::node::start(
-        region.clone(),
-        &settings,
-        backends,
-        audit,
-        platform,
+    let node = node::start(
+        NodeConfig {
+            region: region.clone(),
+            database: settings.clone(),
+            backends,
+            audit,
+            platform,
+        },
         listener,
     )
     .await?;
@@ -232,7 +234,7 @@ async fn on_load_runtime(
             .timeout(Duration::from_secs(60))
             .build()
             .context("build the HTTP client")?,
-        load: crate::bench::load_client(usize::try_from(args.clients).unwrap_or(usize::MAX)),
+        load: crate::load_client(usize::try_from(args.clients).unwrap_or(usize::MAX)),
     };
     runtime
         .handle()
@@ -360,7 +362,7 @@ impl CaseResult {
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        crate::bench::percentile(&self.latencies, p)
+        crate::percentile(&self.latencies, p)
     }
 
     fn json(&self) -> Value {

@@ -1,4 +1,4 @@
-//! `residency bench audit`, read events: how many events per second the batched audit
+//! `residency-bench audit`, read events: how many events per second the batched audit
 //! queue's writer makes durable (it bounds the read throughput of a node: a full queue
 //! fails reads with 503), against a prototype of a multi-row append.
 //!
@@ -51,8 +51,8 @@ pub(crate) async fn measure(
         prototype.push(through_prototype(database, region, &ids, events).await?);
     }
     Ok(EventRates {
-        queue_per_sec: crate::bench::median(queue),
-        prototype_per_sec: crate::bench::median(prototype),
+        queue_per_sec: crate::median(queue),
+        prototype_per_sec: crate::median(prototype),
     })
 }
 

@@ -1,17 +1,19 @@
-//! `residency bench envelope`, `bench audit` and `bench api` as commands: each measures
+//! `residency-bench envelope`, `audit`, `api` and `router` as commands: each measures
 //! its cases against a baseline of the same run, prints a table and writes JSON; a cold
 //! keyring unwraps each tenant's key exactly once however many values it seals; `bench
 //! api` leaves no PostgreSQL process behind.
 
-use crate::residency;
+/// The benchmark binary, as a child process.
+fn bench() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_residency-bench"))
+}
 
 #[test]
 fn bench_envelope_writes_ratios_and_counts_one_kms_call_per_tenant() {
     let dir = tempfile::tempdir().expect("dir");
     let output = dir.path().join("envelope.json");
-    let run = residency()
+    let run = bench()
         .args([
-            "bench",
             "envelope",
             "--seconds-per-round",
             "0.02",
@@ -75,9 +77,8 @@ fn bench_envelope_writes_ratios_and_counts_one_kms_call_per_tenant() {
 fn bench_audit_writes_both_write_rates_and_the_verify_rate() {
     let dir = tempfile::tempdir().expect("dir");
     let output = dir.path().join("audit.json");
-    let run = residency()
+    let run = bench()
         .args([
-            "bench",
             "audit",
             "--seconds-per-round",
             "0.2",
@@ -135,10 +136,9 @@ fn bench_api_prints_the_table_and_writes_both_ratios_as_json() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("open the directory to the postgres user");
     let output = dir.path().join("api.json");
-    let run = residency()
+    let run = bench()
         .env("TMPDIR", dir.path())
         .args([
-            "bench",
             "api",
             "--seconds",
             "0.3",
@@ -375,12 +375,12 @@ fn bench_router_forwards_over_http2_between_real_node_servers_when_asked() {
 /// nginx processes before and after its run.
 static NGINX: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `residency bench router`, short, with `args`: its table and its JSON report.
+/// `residency-bench router`, short, with `args`: its table and its JSON report.
 fn run_bench_router(args: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().expect("dir");
     let output = dir.path().join("router.json");
-    let run = residency()
-        .args(["bench", "router", "--seconds-per-round", "0.3"])
+    let run = bench()
+        .args(["router", "--seconds-per-round", "0.3"])
         .args(["--clients", "2", "--saturating-clients", "8"])
         .args(args)
         .arg("--output")

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use service::{AuditKeys, AuditSettings};
 use store::{DatabaseSettings, PgEndpoint};
 
-use super::{ApiFlags, Backends, NodeAudit, Platform, Routing, RunningNode};
+use node::{ApiSettings, Backends, NodeAudit, NodeConfig, Platform, Routing, RunningNode};
 
 const REGIONS: [&str; 3] = ["eu-central-1", "us-east-1", "ap-southeast-1"];
 /// Added each way on every inter-region link.
@@ -79,13 +79,16 @@ impl ThreeRegions {
         let platform = Platform {
             regions: listeners.iter().map(|(id, _)| id.clone()).collect(),
             operator: service::access::OperatorToken::new(OPERATOR),
-            api: ApiFlags {
-                max_file_mib: 16,
-                rate_limit: 10_000.0,
-                rate_burst: 10_000.0,
+            api: ApiSettings {
+                max_file_bytes: 16 * 1024 * 1024,
+                rate_limit: node::RateLimit {
+                    per_second: 10_000.0,
+                    burst: 10_000.0,
+                },
                 // Few, so that requests at once between the regions also take HTTP/2.
-                internal_protocol: super::InternalProtocolFlag::Http1ThenHttp2,
-                internal_http1_connections: 2,
+                internal_protocol: node::InternalProtocol::Http1WithHttp2Overflow {
+                    http1_connections: 2,
+                },
             },
             routing: Some(Routing {
                 regions: endpoints,
@@ -123,12 +126,14 @@ impl ThreeRegions {
                 settings: AuditSettings::default(),
             };
             let public = format!("http://{}", listener.local_addr().expect("address"));
-            let node = super::start(
-                id.clone(),
-                &settings,
-                backends,
-                audit,
-                platform.clone(),
+            let node = node::start(
+                NodeConfig {
+                    region: id.clone(),
+                    database: settings,
+                    backends,
+                    audit,
+                    platform: platform.clone(),
+                },
                 listener,
             )
             .await
@@ -772,41 +777,11 @@ async fn a_key_learns_nothing_about_other_tenants_from_any_region() {
 }
 
 #[test]
-fn the_forwarding_protocol_is_chosen_by_flag_with_http1_then_http2_by_default() {
-    use clap::Parser as _;
-    #[derive(clap::Parser)]
-    struct Command {
-        #[command(flatten)]
-        api: ApiFlags,
-    }
-    let parse = |args: &[&str]| {
-        Command::try_parse_from(std::iter::once("node").chain(args.iter().copied()))
-            .map(|command| command.api.internal_protocol())
-    };
+fn a_node_forwards_in_http1_then_http2_by_default() {
     assert_eq!(
-        parse(&[]).expect("defaults"),
+        ApiSettings::default().internal_protocol,
         router::InternalProtocol::Http1WithHttp2Overflow {
             http1_connections: router::DEFAULT_HTTP1_CONNECTIONS
         }
     );
-    assert_eq!(
-        parse(&["--internal-http1-connections", "4"]).expect("a bound"),
-        router::InternalProtocol::Http1WithHttp2Overflow {
-            http1_connections: 4
-        }
-    );
-    assert_eq!(
-        parse(&["--internal-protocol", "http1"]).expect("http1"),
-        router::InternalProtocol::Http1
-    );
-    assert_eq!(
-        parse(&["--internal-protocol", "http2"]).expect("http2"),
-        router::InternalProtocol::Http2
-    );
-    let refused = parse(&["--internal-http1-connections", "0"]).expect_err("no connections");
-    assert!(
-        refused.to_string().contains("--internal-http1-connections"),
-        "{refused}"
-    );
-    assert!(parse(&["--internal-protocol", "spdy"]).is_err());
 }

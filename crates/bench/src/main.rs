@@ -1,17 +1,27 @@
-//! `residency bench`: benchmarks that compare our code with a baseline in the same run
-//! and report ratios. `envelope`: sealing and opening values through the keyring (cache
+//! `residency-bench`: the benchmark binary (never shipped in the container image).
+//! Benchmarks that compare our code with a baseline in the same run and report ratios. `envelope`: sealing and opening values through the keyring (cache
 //! lookup, associated data, versioned format) against raw aws-lc-rs AES-256-GCM on the
 //! same buffers, and KMS calls per 100k seals spread over 100 tenants. `audit`: writing
 //! a record alone against the record plus its audit event in one transaction (the
 //! product's record write; audited, the row and its event in one statement as
 //! `create_record` writes them; a minimal four-column row too),
 //! with the CPU each costs, the batched read-event writer against a multi-row prototype
-//! (`bench_events.rs`), and offline bundle verification in events per second on one
-//! core. `api` (`bench_api.rs`): the tenant API over HTTP against the same SQL work done
-//! directly. `router` (`bench_router.rs`): the router's overhead, against nginx too.
-//! `export`: the anonymization engine (`export::bench_export`) on one core.
+//! (`events.rs`), and offline bundle verification in events per second on one
+//! core. `api` (`tenant_api.rs`): the tenant API over HTTP against the same SQL work done
+//! directly. `router` (`routing.rs`): the router's overhead, against nginx too.
+//! `export` (`export_engine.rs`): the anonymization engine on one core.
+//!
+//! It runs on mimalloc like the `residency` binary, so that what it measures of our code
+//! is measured with the production allocator.
+
+mod cpu;
+mod events;
+mod export_engine;
+mod routing;
+mod tenant_api;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,13 +32,21 @@ use envelope::kms::faulty::FaultyKms;
 use envelope::kms::local::LocalKms;
 use envelope::seal::SealContext;
 use model::{RegionId, TenantId};
+use residency::process::ProcessFlags;
 use serde_json::{Value, json};
 use service::{Keyring, KeyringSettings};
 use store::{DatabaseSettings, PgEndpoint, RegionDatabase, embedded_migrations};
 use telemetry::NodeMetrics;
 
-#[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "residency-bench",
+    version,
+    about = "Benchmarks of the residency platform against a baseline measured in the same run"
+)]
+struct Cli {
+    #[command(flatten)]
+    process: ProcessFlags,
     #[command(subcommand)]
     which: Which,
 }
@@ -41,11 +59,11 @@ enum Which {
     Audit(AuditArgs),
     /// Create and read-by-id throughput of the tenant API over HTTP against the same SQL
     /// work done directly, on a local region and node the command starts itself.
-    Api(crate::bench_api::ApiArgs),
+    Api(tenant_api::ApiArgs),
     /// The router's overhead: a local tenant through the router against the bare
     /// handler, forwarding against calling the home node directly, and our forwarding
     /// hop against nginx proxy_pass.
-    Router(crate::bench_router::RouterArgs),
+    Router(routing::RouterArgs),
     /// The anonymization engine on synthetic rows (Mondrian time; our Parquet writing
     /// against a bare arrow-rs ArrowWriter on the same batches), on one core.
     Export(ExportBenchArgs),
@@ -113,25 +131,32 @@ struct EnvelopeArgs {
     check: bool,
 }
 
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.which {
-        Which::Envelope(args) => envelope(args).await,
-        Which::Audit(args) => audit_bench(args).await,
-        Which::Api(args) => crate::bench_api::run(args).await,
-        Which::Router(args) => crate::bench_router::run(args).await,
-        Which::Export(args) => export_bench(args).await,
-    }
+/// The allocator of the `residency` binary (see its `main.rs` for why mimalloc).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = <Cli as clap::Parser>::parse();
+    residency::process::run(&cli.process, async move {
+        match cli.which {
+            Which::Envelope(args) => envelope(args).await,
+            Which::Audit(args) => audit_bench(args).await,
+            Which::Api(args) => tenant_api::run(args).await,
+            Which::Router(args) => routing::run(args).await,
+            Which::Export(args) => export_bench(args).await,
+        }
+    })
 }
 
 async fn export_bench(args: ExportBenchArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p residency -- bench export` for real figures"
+            "warning: this is an unoptimized build; run `cargo run --release -p bench -- export` for real figures"
         );
     }
     let rows = args.rows;
     // One core: the engine runs on this one blocking thread.
-    let report = tokio::task::spawn_blocking(move || export::bench_export(rows))
+    let report = tokio::task::spawn_blocking(move || export_engine::bench_export(rows))
         .await
         .context("join the export benchmark")?;
     print!("{}", report.render());
@@ -176,7 +201,7 @@ const REGION: &str = "eu-central-1";
 async fn envelope(args: EnvelopeArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p residency -- bench envelope` for real figures"
+            "warning: this is an unoptimized build; run `cargo run --release -p bench -- envelope` for real figures"
         );
     }
     let region = RegionId::parse(REGION)?;
@@ -523,7 +548,7 @@ struct CaseResult {
 async fn audit_bench(args: AuditArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p residency -- bench audit` for real figures"
+            "warning: this is an unoptimized build; run `cargo run --release -p bench -- audit` for real figures"
         );
     }
     let region = RegionId::parse(REGION)?;
@@ -637,7 +662,7 @@ async fn audit_writes(
     args: &AuditArgs,
     region: &RegionId,
     databases: &LocalRegion,
-) -> anyhow::Result<(Vec<CaseResult>, crate::bench_events::EventRates)> {
+) -> anyhow::Result<(Vec<CaseResult>, crate::events::EventRates)> {
     let mut settings = DatabaseSettings::new(
         PgEndpoint::new("primary", databases.primary_config("postgres")),
         vec![],
@@ -667,10 +692,10 @@ async fn audit_writes(
         Vec::new(),
     );
     // Only the primary is written; the replica's replay is not this benchmark's cost.
-    let clock = crate::bench_cpu::CpuClock::new([databases.primary().postmaster_pid()]);
+    let clock = crate::cpu::CpuClock::new([databases.primary().postmaster_pid()]);
     let round = Duration::from_secs_f64(args.seconds_per_round);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); WriteCase::ALL.len()];
-    let mut spent = vec![(crate::bench_cpu::CpuSample::default(), 0u64); WriteCase::ALL.len()];
+    let mut spent = vec![(crate::cpu::CpuSample::default(), 0u64); WriteCase::ALL.len()];
     for _ in 0..args.rounds.max(1) {
         for (index, case) in WriteCase::ALL.into_iter().enumerate() {
             let before = clock.sample();
@@ -683,7 +708,7 @@ async fn audit_writes(
             *transactions += count;
         }
     }
-    let events = crate::bench_events::measure(
+    let events = crate::events::measure(
         &database,
         region,
         args.read_events,
@@ -698,8 +723,8 @@ async fn audit_writes(
         .map(|((case, rates), (cpu, transactions))| CaseResult {
             case,
             per_sec: median(rates),
-            postgres_us: crate::bench_cpu::micros_per_op(cpu.postgres, transactions),
-            bench_us: crate::bench_cpu::micros_per_op(cpu.rest, transactions),
+            postgres_us: crate::cpu::micros_per_op(cpu.postgres, transactions),
+            bench_us: crate::cpu::micros_per_op(cpu.rest, transactions),
         })
         .collect();
     Ok((cases, events))

@@ -1,0 +1,4 @@
+//! Integration tests of the `node` library: whole regional nodes started in this process
+//! against real PostgreSQL primaries and replicas.
+
+mod three_regions;
