@@ -30,8 +30,6 @@ use tower_http::request_id::{
 };
 
 pub use health::{DirectoryProbe, spawn_health_poller};
-// Re-exported for the residency crate until it uses hop directly.
-pub use hop::NodeService;
 pub use state::{NodeParts, NodeState};
 
 /// Request ids for requests that arrive without one, from [`telemetry::new_request_id`]
@@ -179,39 +177,14 @@ pub const SERVER_HEAD_LIMITS: hop::HeadLimits = hop::HeadLimits {
     max_header_list_size: wire::limits::SERVER_MAX_HEADER_LIST_SIZE,
 };
 
-// Re-exported for the residency crate until it uses hop directly.
-/// [`hop::serve_service`] with the node's [`SERVER_HEAD_LIMITS`].
-pub async fn serve_service<S: NodeService>(
-    listener: TcpListener,
-    service: S,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    hop::serve_service(listener, SERVER_HEAD_LIMITS, service, shutdown).await
-}
-
-// Re-exported for the residency crate until it uses hop directly.
-/// [`hop::serve_connections`] with the node's [`SERVER_HEAD_LIMITS`].
-pub async fn serve_connections<S, F>(
-    listener: TcpListener,
-    for_connection: F,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    S: NodeService,
-    F: Fn(std::net::SocketAddr) -> S + Send + 'static,
-{
-    hop::serve_connections(listener, SERVER_HEAD_LIMITS, for_connection, shutdown).await
-}
-
-// Re-exported for the residency crate until it uses hop directly.
-/// Serves `app(state)` on `listener` until `shutdown` resolves, then drains in-flight
-/// requests.
+/// Serves `app(state)` on `listener` (through [`hop`], with [`SERVER_HEAD_LIMITS`]) until
+/// `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     state: NodeState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_service(listener, app(state), shutdown).await
+    hop::serve_service(listener, SERVER_HEAD_LIMITS, app(state), shutdown).await
 }
 
 /// How long a readiness probe may wait on one database.

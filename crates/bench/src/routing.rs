@@ -80,7 +80,7 @@ pub(crate) struct RouterArgs {
     cpu_layout: CpuLayout,
     /// The protocol of the hop between the entry and the home node (a node's default,
     /// the only one `serve` and `dev` run: HTTP/1.1 up to a number of connections,
-    /// HTTP/2 past it; see `router::InternalProtocol`). `http1` or `http2` alone are here
+    /// HTTP/2 past it; see `hop::InternalProtocol`). `http1` or `http2` alone are here
     /// to measure against.
     #[arg(long, value_enum, default_value_t = InternalProtocolFlag::Http1ThenHttp2)]
     hop: InternalProtocolFlag,
@@ -88,7 +88,7 @@ pub(crate) struct RouterArgs {
     /// the home node before further requests share one HTTP/2 connection.
     #[arg(
         long,
-        default_value_t = router::DEFAULT_HTTP1_CONNECTIONS,
+        default_value_t = hop::DEFAULT_HTTP1_CONNECTIONS,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000)
     )]
     hop_http1_connections: usize,
@@ -107,12 +107,12 @@ enum InternalProtocolFlag {
 
 impl InternalProtocolFlag {
     /// The router's protocol, `http1_connections` bounding HTTP/1.1 where it is bounded.
-    fn protocol(self, http1_connections: usize) -> router::InternalProtocol {
+    fn protocol(self, http1_connections: usize) -> hop::InternalProtocol {
         match self {
-            Self::Http1 => router::InternalProtocol::Http1,
-            Self::Http2 => router::InternalProtocol::Http2,
+            Self::Http1 => hop::InternalProtocol::Http1,
+            Self::Http2 => hop::InternalProtocol::Http2,
             Self::Http1ThenHttp2 => {
-                router::InternalProtocol::Http1WithHttp2Overflow { http1_connections }
+                hop::InternalProtocol::Http1WithHttp2Overflow { http1_connections }
             }
         }
     }
@@ -871,19 +871,26 @@ impl Topology {
         };
         let (home_node, entry_node) = (node(&home_id)?, node(&entry_id)?);
         let bare_app = regional_handler(handler.clone());
-        // Served as a node serves (`api::serve_connections`, the router told each
+        // Served as a node serves (`hop::serve_connections`, the router told each
         // connection's peer); the bare handler as an app without the router is.
         let forever = std::future::pending::<()>;
         let home_node = move |peer| home_node.for_peer(peer);
         let entry_node = move |peer| entry_node.for_peer(peer);
-        home_runtime
-            .handle()
-            .spawn(api::serve_connections(home_listener, home_node, forever()));
-        home_runtime
-            .handle()
-            .spawn(api::serve_service(bare_listener, bare_app, forever()));
-        entry_runtime.handle().spawn(api::serve_connections(
+        home_runtime.handle().spawn(hop::serve_connections(
+            home_listener,
+            api::SERVER_HEAD_LIMITS,
+            home_node,
+            forever(),
+        ));
+        home_runtime.handle().spawn(hop::serve_service(
+            bare_listener,
+            api::SERVER_HEAD_LIMITS,
+            bare_app,
+            forever(),
+        ));
+        entry_runtime.handle().spawn(hop::serve_connections(
             entry_listener,
+            api::SERVER_HEAD_LIMITS,
             entry_node,
             forever(),
         ));
@@ -1222,23 +1229,23 @@ mod tests {
         };
         assert_eq!(
             parse(&[]).expect("defaults"),
-            router::InternalProtocol::Http1WithHttp2Overflow {
-                http1_connections: router::DEFAULT_HTTP1_CONNECTIONS
+            hop::InternalProtocol::Http1WithHttp2Overflow {
+                http1_connections: hop::DEFAULT_HTTP1_CONNECTIONS
             }
         );
         assert_eq!(
             parse(&["--hop-http1-connections", "4"]).expect("a bound"),
-            router::InternalProtocol::Http1WithHttp2Overflow {
+            hop::InternalProtocol::Http1WithHttp2Overflow {
                 http1_connections: 4
             }
         );
         assert_eq!(
             parse(&["--hop", "http1"]).expect("http1"),
-            router::InternalProtocol::Http1
+            hop::InternalProtocol::Http1
         );
         assert_eq!(
             parse(&["--hop", "http2"]).expect("http2"),
-            router::InternalProtocol::Http2
+            hop::InternalProtocol::Http2
         );
         let refused = parse(&["--hop-http1-connections", "0"]).expect_err("no connections");
         assert!(

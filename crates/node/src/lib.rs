@@ -14,7 +14,7 @@ pub mod serve;
 mod start;
 
 pub use api::rate_limit::RateLimit;
-pub use router::InternalProtocol;
+pub use hop::InternalProtocol;
 pub use service::{AuditSettings, ReadAudit};
 pub use start::{
     ApiSettings, Backends, NodeAudit, NodeConfig, Platform, Routing, RunningNode, start,

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use api::rate_limit::RateLimit;
 use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
+use hop::InternalProtocol;
 use model::RegionId;
-use router::InternalProtocol;
 use service::{AuditKeys, AuditLog, AuditSettings, CheckpointTask, Keyring, KeyringSettings};
 use store::{DatabaseSettings, RegionDatabase, embedded_migrations};
 use telemetry::NodeMetrics;
@@ -34,7 +34,7 @@ pub struct ApiSettings {
     /// The protocol this node forwards to other regions' internal endpoints in. Production
     /// (`serve`, `dev`) always runs the default,
     /// [`InternalProtocol::Http1WithHttp2Overflow`] with
-    /// [`router::DEFAULT_HTTP1_CONNECTIONS`]: HTTP/1.1 on up to that many connections per
+    /// [`hop::DEFAULT_HTTP1_CONNECTIONS`]: HTTP/1.1 on up to that many connections per
     /// region and HTTP/2 past them (and for every request while HTTP/2 carries that many).
     /// Only the benchmark and tests choose another.
     pub internal_protocol: InternalProtocol,
@@ -46,7 +46,7 @@ impl Default for ApiSettings {
             max_file_bytes: service::ServiceSettings::default().max_file_size,
             rate_limit: RateLimit::default(),
             internal_protocol: InternalProtocol::Http1WithHttp2Overflow {
-                http1_connections: router::DEFAULT_HTTP1_CONNECTIONS,
+                http1_connections: hop::DEFAULT_HTTP1_CONNECTIONS,
             },
         }
     }
@@ -230,7 +230,12 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<
         Some((config, _)) => {
             let routed = tower::Layer::layer(&router::layer(config), api::app(state));
             let for_connection = move |peer| routed.for_peer(peer);
-            tokio::spawn(api::serve_connections(listener, for_connection, shutdown))
+            tokio::spawn(hop::serve_connections(
+                listener,
+                api::SERVER_HEAD_LIMITS,
+                for_connection,
+                shutdown,
+            ))
         }
         None => tokio::spawn(api::serve(listener, state, shutdown)),
     };

@@ -38,8 +38,6 @@ pub use signing::{
     DEFAULT_MAX_SKEW, ForwardError, ForwardSigner, Forwarded, ForwardingKey, KeyError, MIN_KEY_LEN,
     Vouching,
 };
-// Re-exported for the residency crate until it uses hop directly.
-pub use hop::{DEFAULT_HTTP1_CONNECTIONS, InternalProtocol};
 
 /// Header names the router reads and writes, besides those of `wire::headers`.
 pub mod headers {

@@ -780,8 +780,8 @@ async fn a_key_learns_nothing_about_other_tenants_from_any_region() {
 fn a_node_forwards_in_http1_then_http2_by_default() {
     assert_eq!(
         ApiSettings::default().internal_protocol,
-        router::InternalProtocol::Http1WithHttp2Overflow {
-            http1_connections: router::DEFAULT_HTTP1_CONNECTIONS
+        hop::InternalProtocol::Http1WithHttp2Overflow {
+            http1_connections: hop::DEFAULT_HTTP1_CONNECTIONS
         }
     );
 }

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use axum::body::Body;
+use hop::InternalProtocol;
 use http::{Method, Request, StatusCode, header};
 use model::Transit;
-use router::{DirectoryEntry, ForwardSigner, Forwarded, ForwardingKey, InternalProtocol, headers};
+use router::{DirectoryEntry, ForwardSigner, Forwarded, ForwardingKey, headers};
 use serde_json::Value;
 
 use crate::harness::{

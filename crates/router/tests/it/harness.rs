@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use bytes::Bytes;
+use hop::InternalProtocol;
 use http::{HeaderMap, StatusCode, Uri};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -29,8 +30,8 @@ use hyper_util::rt::TokioExecutor;
 use model::{RegionId, TenantId, Transit};
 use prometheus_client::registry::Registry;
 use router::{
-    CachedDirectory, Directory, DirectoryEntry, ForwardSigner, ForwardingKey, InternalProtocol,
-    MemoryDirectory, RegionEndpoints, RouterConfig, RouterMetrics,
+    CachedDirectory, Directory, DirectoryEntry, ForwardSigner, ForwardingKey, MemoryDirectory,
+    RegionEndpoints, RouterConfig, RouterMetrics,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
