@@ -130,8 +130,6 @@ impl RegionService {
         content_type: Option<&str>,
         receipt: &sealed_objects::PutReceipt,
     ) -> Result<(Option<String>, Written), ServiceError> {
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
         let row = FileRow {
             collection: collection.name.as_str().to_owned(),
             record_id: record.to_owned(),
@@ -149,21 +147,18 @@ impl RegionService {
                 .map_err(|_| ServiceError::Internal("key version out of range".to_owned()))?,
             created_at: std::time::SystemTime::now(),
         };
-        let replaced = match store::files::upsert(&tx, &caller.tenant, &row).await {
-            Ok(replaced) => replaced,
-            // The record was deleted while the body streamed.
-            Err(StoreError::NotFound) => return Err(ServiceError::NotFound { what: "record" }),
-            Err(other) => return Err(other.into()),
-        };
         let resource = file_resource(collection, record, name_token);
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::FilePut, &resource, Outcome::Success),
-            )
+        let event = self.caller_event(caller, Action::FilePut, &resource, Outcome::Success);
+        let (replaced, lsn) = self
+            .write(&caller.tenant, [event], async |tx| {
+                match store::files::upsert(tx, &caller.tenant, &row).await {
+                    Ok(replaced) => Ok(replaced),
+                    // The record was deleted while the body streamed.
+                    Err(StoreError::NotFound) => Err(ServiceError::NotFound { what: "record" }),
+                    Err(other) => Err(other.into()),
+                }
+            })
             .await?;
-        let lsn = tx.commit_lsn().await?;
         Ok((replaced, self.token(lsn)))
     }
 
@@ -248,26 +243,21 @@ impl RegionService {
             return Err(not_found());
         }
         let name_token = self.file_name_token(caller, &collection, name).await?;
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
-        let row = store::files::delete(
-            &tx,
-            &caller.tenant,
-            collection.name.as_str(),
-            record,
-            &name_token,
-        )
-        .await?
-        .ok_or_else(not_found)?;
         let resource = file_resource(&collection, record, &name_token);
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::FileDelete, &resource, Outcome::Success),
-            )
+        let event = self.caller_event(caller, Action::FileDelete, &resource, Outcome::Success);
+        let (row, lsn) = self
+            .write(&caller.tenant, [event], async |tx| {
+                store::files::delete(
+                    tx,
+                    &caller.tenant,
+                    collection.name.as_str(),
+                    record,
+                    &name_token,
+                )
+                .await?
+                .ok_or_else(not_found)
+            })
             .await?;
-        let lsn = tx.commit_lsn().await?;
         self.delete_object_quietly(&row.object_key).await;
         Ok(self.token(lsn))
     }

@@ -17,6 +17,7 @@ pub mod files;
 pub mod keys;
 pub mod records;
 pub mod tenancy;
+pub mod unit_of_work;
 
 pub use audit::{AuditError, AuditLog};
 pub use audit::{AuditSettings, ReadAudit};
@@ -28,3 +29,4 @@ pub use tenancy::{
     Attempt, Caller, Collection, NewTenant, RegionService, RequestContext, ServiceParts,
     ServiceSettings, Tenant, TenantRegistry, Written,
 };
+pub use unit_of_work::{Committed, UnitOfWork};

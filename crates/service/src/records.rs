@@ -115,15 +115,11 @@ impl RegionService {
         validate(&collection.schema, data)?;
         let stored = self.store_form(caller, &collection, id, data).await?;
 
-        let mut primary = self.inner.database.primary().get().await?;
         let resource = record_resource(&collection, id);
         // The row, its index tokens and its event in one statement, committed in the
         // same round trip.
-        let (row, _, lsn) = self
-            .inner
-            .audit
-            .create_record(
-                &mut primary,
+        let (row, lsn) = self
+            .create_with_event(
                 store::records::NewRecord {
                     tenant: &caller.tenant,
                     collection: collection.name.as_str(),
@@ -237,38 +233,33 @@ impl RegionService {
         validate(&collection.schema, data)?;
         let stored = self.store_form(caller, &collection, id, data).await?;
 
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
         let resource = record_resource(&collection, id);
-        // The row and its event are sent together (tokio-postgres pipelines concurrent
-        // statements on one connection): one round trip instead of two. When the update
-        // changes nothing (absent, stale version) the transaction rolls back with the
-        // event.
-        let (change, appended) = futures::join!(
-            store::records::update(
-                &tx,
-                &caller.tenant,
-                collection.name.as_str(),
-                id,
-                if_match,
-                &stored.public,
-                &stored.sealed,
-                &stored.index,
-            ),
-            self.inner.audit.append(
-                &tx,
-                self.caller_event(caller, Action::RecordUpdate, &resource, Outcome::Success),
-            )
-        );
-        let row = match change? {
-            Change::Done(row) => row,
-            Change::NotFound => return Err(ServiceError::NotFound { what: "record" }),
-            Change::VersionMismatch { current } => {
-                return Err(ServiceError::VersionMismatch { current });
-            }
-        };
-        appended?;
-        let lsn = tx.commit_lsn().await?;
+        // The row and its event are sent together: one round trip instead of two. When
+        // the update changes nothing (absent, stale version) the transaction rolls back
+        // with the event.
+        let event = self.caller_event(caller, Action::RecordUpdate, &resource, Outcome::Success);
+        let (row, lsn) = self
+            .write_one_statement(&caller.tenant, [event], async |tx| {
+                let change = store::records::update(
+                    tx,
+                    &caller.tenant,
+                    collection.name.as_str(),
+                    id,
+                    if_match,
+                    &stored.public,
+                    &stored.sealed,
+                    &stored.index,
+                )
+                .await?;
+                match change {
+                    Change::Done(row) => Ok(row),
+                    Change::NotFound => Err(ServiceError::NotFound { what: "record" }),
+                    Change::VersionMismatch { current } => {
+                        Err(ServiceError::VersionMismatch { current })
+                    }
+                }
+            })
+            .await?;
         Ok((row, self.token(lsn)))
     }
 
@@ -284,40 +275,42 @@ impl RegionService {
         if !is_uuid(id) {
             return Err(ServiceError::NotFound { what: "record" });
         }
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
-        // Lock the record first, so that no file is added between listing and deleting.
-        if store::records::lock(&tx, &caller.tenant, collection.name.as_str(), id)
-            .await?
-            .is_none()
-        {
-            return Err(ServiceError::NotFound { what: "record" });
-        }
-        let files = store::files::list_for_record(
-            tx.client(),
-            &caller.tenant,
-            collection.name.as_str(),
-            id,
-        )
-        .await?;
-        match store::records::delete(&tx, &caller.tenant, collection.name.as_str(), id, if_match)
-            .await?
-        {
-            Change::Done(_) => {}
-            Change::NotFound => return Err(ServiceError::NotFound { what: "record" }),
-            Change::VersionMismatch { current } => {
-                return Err(ServiceError::VersionMismatch { current });
-            }
-        }
         let resource = record_resource(&collection, id);
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::RecordDelete, &resource, Outcome::Success),
-            )
+        let event = self.caller_event(caller, Action::RecordDelete, &resource, Outcome::Success);
+        let (files, lsn) = self
+            .write(&caller.tenant, [event], async |tx| {
+                // Lock the record first, so that no file is added between listing and
+                // deleting.
+                if store::records::lock(tx, &caller.tenant, collection.name.as_str(), id)
+                    .await?
+                    .is_none()
+                {
+                    return Err(ServiceError::NotFound { what: "record" });
+                }
+                let files = store::files::list_for_record(
+                    tx.client(),
+                    &caller.tenant,
+                    collection.name.as_str(),
+                    id,
+                )
+                .await?;
+                match store::records::delete(
+                    tx,
+                    &caller.tenant,
+                    collection.name.as_str(),
+                    id,
+                    if_match,
+                )
+                .await?
+                {
+                    Change::Done(_) => Ok(files),
+                    Change::NotFound => Err(ServiceError::NotFound { what: "record" }),
+                    Change::VersionMismatch { current } => {
+                        Err(ServiceError::VersionMismatch { current })
+                    }
+                }
+            })
             .await?;
-        let lsn = tx.commit_lsn().await?;
         for file in files {
             self.delete_object_quietly(&file.object_key).await;
         }

@@ -22,6 +22,7 @@ pub mod records;
 mod routing;
 mod rows;
 mod scoped;
+mod statement;
 pub mod tenant_keys;
 pub mod tenants;
 #[cfg(feature = "testing")]

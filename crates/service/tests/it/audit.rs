@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use audit::{Action, Actor, ActorKind, KeySet, NewEvent, Outcome, SigningKey};
 use devstack::testing::connect;
 use model::{RegionId, TenantId};
-use service::{AuditError, AuditKeys, AuditLog, AuditSettings, ReadAudit};
+use service::{AuditError, AuditKeys, AuditLog, AuditSettings, ReadAudit, UnitOfWork};
 use store::audit::EventFilter;
 use store::testing::{migrated_database, region_database};
 use store::{DatabaseSettings, PgEndpoint, RegionDatabase};
@@ -816,7 +816,7 @@ async fn records_written_with_their_event_in_one_statement_keep_the_chain_whole_
                     index: &[],
                 };
                 let resource = format!("collections/people/records/{id}");
-                let (row, event) = log
+                let (row, event) = UnitOfWork::new(&log)
                     .insert_record(&tx, record, event(tenant, Action::RecordCreate, &resource))
                     .await
                     .expect("insert the record with its event");
@@ -883,7 +883,7 @@ async fn records_created_in_one_round_trip_keep_the_chain_whole_across_nodes() {
                     index: &index,
                 };
                 let resource = format!("collections/people/records/{id}");
-                let (row, linked, lsn) = log
+                let (row, linked, lsn) = UnitOfWork::new(&log)
                     .create_record(
                         &mut primary,
                         record,
@@ -896,7 +896,7 @@ async fn records_created_in_one_round_trip_keep_the_chain_whole_across_nodes() {
                 assert!(lsn > model::Lsn(0));
                 // The same id again fails as a conflict, and writes no event.
                 if i % 4 == 3 {
-                    let again = log
+                    let again = UnitOfWork::new(&log)
                         .create_record(
                             &mut primary,
                             record,
