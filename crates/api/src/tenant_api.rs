@@ -1037,8 +1037,7 @@ fn audit_params(ctx: &Ctx, query: Option<String>) -> Result<AuditQueryParams, Ap
                 )
             })
             .collect();
-    let json = serde_json::to_vec(&pairs)
-        .map_err(|err| ctx.error(ServiceError::Internal(err.to_string())))?;
+    let json = serde_json::to_vec(&pairs).map_err(|err| ctx.error(ServiceError::internal(err)))?;
     parse_json(&json).map_err(|err| ctx.error(err))
 }
 

@@ -200,6 +200,6 @@ pub fn evidence_payload(evidence: &wire::api::ResidencyEvidence) -> Result<Vec<u
     unsigned.signature = String::new();
     let mut payload = EVIDENCE_CONTEXT.to_vec();
     serde_json::to_writer(&mut payload, &unsigned)
-        .map_err(|err| ServiceError::Internal(format!("encode evidence: {err}")))?;
+        .map_err(|err| ServiceError::internal_while("encode evidence", err))?;
     Ok(payload)
 }

@@ -64,7 +64,7 @@ impl RegionService {
             caller.tenant,
             uuid_text(random_bytes())
         ))
-        .map_err(|err| ServiceError::Internal(err.to_string()))?;
+        .map_err(ServiceError::internal)?;
         let key = self.inner.keyring.active_data_key(&caller.tenant).await?;
         let limit = self.inner.settings.max_file_size;
         let receipt = sealed_objects::put_sealed(
@@ -84,7 +84,7 @@ impl RegionService {
                 what: "object store",
                 retry_after: std::time::Duration::from_secs(1),
             },
-            other => ServiceError::Internal(other.to_string()),
+            other => ServiceError::internal_while("store the file", other),
         })?;
 
         let committed = self
@@ -144,7 +144,7 @@ impl RegionService {
                 .unwrap_or("application/octet-stream")
                 .to_owned(),
             key_version: i32::try_from(receipt.key_version.get())
-                .map_err(|_| ServiceError::Internal("key version out of range".to_owned()))?,
+                .map_err(|err| ServiceError::internal_while("store the key version", err))?,
             created_at: std::time::SystemTime::now(),
         };
         let resource = file_resource(collection, record, name_token);
@@ -190,7 +190,7 @@ impl RegionService {
         tx.finish().await?;
         let row = row.ok_or_else(not_found)?;
         let object = ObjectKey::parse(&row.object_key)
-            .map_err(|err| ServiceError::Internal(err.to_string()))?;
+            .map_err(|err| ServiceError::internal_while("read the stored object key", err))?;
         let keyring = self.inner.keyring.clone();
         let tenant = caller.tenant;
         let body =
@@ -206,13 +206,13 @@ impl RegionService {
             .await
             .map_err(|err| match err {
                 SealedObjectError::Store(envelope::objects::ObjectStoreError::NotFound(_)) => {
-                    ServiceError::Internal(format!("object of file row missing: {object}"))
+                    ServiceError::internal(format!("object of file row missing: {object}"))
                 }
                 SealedObjectError::Store(_) => ServiceError::Unavailable {
                     what: "object store",
                     retry_after: std::time::Duration::from_secs(1),
                 },
-                other => ServiceError::Internal(other.to_string()),
+                other => ServiceError::internal_while("read the file", other),
             })?;
         self.record_read(
             caller,
@@ -294,7 +294,7 @@ impl RegionService {
         let key = index_keys.field(collection.name.as_str(), FILE_NAME_FIELD);
         let token = key
             .token(&IndexValue::String(name))
-            .map_err(|err| ServiceError::Internal(err.to_string()))?;
+            .map_err(|err| ServiceError::internal_while("tokenize the file name", err))?;
         Ok(token.to_hex())
     }
 }

@@ -23,7 +23,7 @@ pub use audit::{AuditError, AuditLog};
 pub use audit::{AuditSettings, ReadAudit};
 pub use audit_checkpoints::CheckpointTask;
 pub use audit_keys::{AuditKeys, KeyText, KeyTextError};
-pub use error::ServiceError;
+pub use error::{BoxError, ServiceError};
 pub use keys::{IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapReport};
 pub use tenancy::{
     Attempt, Caller, Collection, NewTenant, RegionService, RequestContext, ServiceParts,

@@ -488,7 +488,7 @@ impl RegionService {
                 .as_ref()
                 .expect("loaded above: the record has a sealed field");
             let plaintext = serde_json::to_vec(value)
-                .map_err(|err| ServiceError::Internal(format!("encode field: {err}")))?;
+                .map_err(|err| ServiceError::internal_while("encode field", err))?;
             let context = SealContext {
                 collection: name,
                 record: id,
@@ -646,7 +646,7 @@ pub(crate) async fn open_data(
     public: Value,
     sealed: &[u8],
 ) -> Result<Map<String, Value>, ServiceError> {
-    let corrupt = |what: &str| ServiceError::Internal(format!("record {id}: {what}"));
+    let corrupt = |what: &str| ServiceError::internal(format!("record {id}: {what}"));
     let mut data = match public {
         Value::Object(map) => map,
         _ => return Err(corrupt("public fields are not an object")),

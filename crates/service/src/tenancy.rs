@@ -218,7 +218,7 @@ impl RegionService {
                 return Err(ServiceError::Unauthenticated);
             }
             let role = Role::parse(&row.role).map_err(|_| {
-                ServiceError::Internal(format!("key {} has a bad role", row.key_id))
+                ServiceError::internal(format!("key {} has a bad role", row.key_id))
             })?;
             return Ok(Principal::ApiKey {
                 tenant: row.tenant,
@@ -657,7 +657,7 @@ impl RegionService {
         let name = CollectionName::parse(name)
             .map_err(|err| ServiceError::invalid("collection", err.reason))?;
         let schema_json = serde_json::to_value(wire::api::SchemaDoc::from_model(&schema))
-            .map_err(|err| ServiceError::Internal(format!("encode schema: {err}")))?;
+            .map_err(|err| ServiceError::internal_while("encode schema", err))?;
         // Schema changes are configuration changes of the tenant: audited as an admin
         // action on the collection.
         let resource = format!("collections/{}", name.as_str());
@@ -829,7 +829,7 @@ fn key_row(
 }
 
 fn tenant_from_row(row: store::tenants::TenantRow) -> Result<Tenant, ServiceError> {
-    let corrupt = |what: &str| ServiceError::Internal(format!("tenant {}: bad {what}", row.id));
+    let corrupt = |what: &str| ServiceError::internal(format!("tenant {}: bad {what}", row.id));
     let home = RegionId::parse(&row.home_region).map_err(|_| corrupt("home region"))?;
     let allowed = row
         .allowed_regions
@@ -862,5 +862,5 @@ fn parse_stored_schema(json: serde_json::Value) -> Result<CollectionSchema, Serv
     serde_json::from_value::<wire::api::SchemaDoc>(json)
         .map_err(|err| err.to_string())
         .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))
-        .map_err(|err| ServiceError::Internal(format!("stored schema is invalid: {err}")))
+        .map_err(|err| ServiceError::internal_while("read the stored schema", err))
 }
