@@ -95,7 +95,7 @@ impl IntoResponse for ApiError {
         };
         let detail = match &self.error {
             ServiceError::Internal(cause) => {
-                let chain = error_chain(cause.as_ref());
+                let chain = store::with_causes(cause.as_ref());
                 tracing::error!(request_id = %self.request_id, "failed to answer: {chain}");
                 "internal error; the request id identifies it in the logs".to_owned()
             }
@@ -122,22 +122,6 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// `err` and its causes, outermost first, each once (an error that shows its cause in its
-/// own text, as `StoreError::Unavailable` does, is not followed by it again).
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A JSON body of at most [`MAX_JSON_BODY`] bytes. Malformed JSON is 400, a body that

@@ -151,12 +151,7 @@ impl RegionService {
         let mut evidence = wire::api::ResidencyEvidence {
             tenant: id.to_string(),
             home_region: tenant.policy.home().to_string(),
-            allowed_regions: tenant
-                .policy
-                .allowed()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            allowed_regions: crate::tenancy::region_names(tenant.policy.allowed()),
             database: wire::api::EvidenceDatabase {
                 primary: database.primary().address(),
                 replicas: database

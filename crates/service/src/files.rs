@@ -13,6 +13,7 @@ use store::{ReadConsistency, StoreError};
 use crate::ServiceError;
 use crate::records::{Served, is_uuid, uuid_text};
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
+use crate::unit_of_work::EventTiming;
 
 /// What a stored file is, as the client sees it.
 #[derive(Debug, Clone)]
@@ -150,14 +151,19 @@ impl RegionService {
         let resource = file_resource(collection, record, name_token);
         let event = self.caller_event(caller, Action::FilePut, &resource, Outcome::Success);
         let (replaced, lsn) = self
-            .write(&caller.tenant, [event], async |tx| {
-                match store::files::upsert(tx, &caller.tenant, &row).await {
-                    Ok(replaced) => Ok(replaced),
-                    // The record was deleted while the body streamed.
-                    Err(StoreError::NotFound) => Err(ServiceError::NotFound { what: "record" }),
-                    Err(other) => Err(other.into()),
-                }
-            })
+            .write(
+                &caller.tenant,
+                EventTiming::AfterChange,
+                [event],
+                async |tx| {
+                    match store::files::upsert(tx, &caller.tenant, &row).await {
+                        Ok(replaced) => Ok(replaced),
+                        // The record was deleted while the body streamed.
+                        Err(StoreError::NotFound) => Err(ServiceError::NotFound { what: "record" }),
+                        Err(other) => Err(other.into()),
+                    }
+                },
+            )
             .await?;
         Ok((replaced, self.token(lsn)))
     }
@@ -246,17 +252,22 @@ impl RegionService {
         let resource = file_resource(&collection, record, &name_token);
         let event = self.caller_event(caller, Action::FileDelete, &resource, Outcome::Success);
         let (row, lsn) = self
-            .write(&caller.tenant, [event], async |tx| {
-                store::files::delete(
-                    tx,
-                    &caller.tenant,
-                    collection.name.as_str(),
-                    record,
-                    &name_token,
-                )
-                .await?
-                .ok_or_else(not_found)
-            })
+            .write(
+                &caller.tenant,
+                EventTiming::AfterChange,
+                [event],
+                async |tx| {
+                    store::files::delete(
+                        tx,
+                        &caller.tenant,
+                        collection.name.as_str(),
+                        record,
+                        &name_token,
+                    )
+                    .await?
+                    .ok_or_else(not_found)
+                },
+            )
             .await?;
         self.delete_object_quietly(&row.object_key).await;
         Ok(self.token(lsn))

@@ -29,4 +29,4 @@ pub use tenancy::{
     Attempt, Caller, Collection, NewTenant, RegionService, RequestContext, ServiceParts,
     ServiceSettings, Tenant, TenantRegistry, Written,
 };
-pub use unit_of_work::{Committed, UnitOfWork};
+pub use unit_of_work::{Committed, EventTiming, UnitOfWork};

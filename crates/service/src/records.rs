@@ -22,6 +22,7 @@ use store::{ReadConsistency, ServedBy};
 use crate::ServiceError;
 use crate::keys::KeyError;
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
+use crate::unit_of_work::EventTiming;
 
 /// A record as its tenant sees it (plaintext, inside this process only).
 #[derive(Clone)]
@@ -239,26 +240,26 @@ impl RegionService {
         // with the event.
         let event = self.caller_event(caller, Action::RecordUpdate, &resource, Outcome::Success);
         let (row, lsn) = self
-            .write_one_statement(&caller.tenant, [event], async |tx| {
-                let change = store::records::update(
-                    tx,
-                    &caller.tenant,
-                    collection.name.as_str(),
-                    id,
-                    if_match,
-                    &stored.public,
-                    &stored.sealed,
-                    &stored.index,
-                )
-                .await?;
-                match change {
-                    Change::Done(row) => Ok(row),
-                    Change::NotFound => Err(ServiceError::NotFound { what: "record" }),
-                    Change::VersionMismatch { current } => {
-                        Err(ServiceError::VersionMismatch { current })
-                    }
-                }
-            })
+            .write(
+                &caller.tenant,
+                EventTiming::BesideChange,
+                [event],
+                async |tx| {
+                    changed(
+                        store::records::update(
+                            tx,
+                            &caller.tenant,
+                            collection.name.as_str(),
+                            id,
+                            if_match,
+                            &stored.public,
+                            &stored.sealed,
+                            &stored.index,
+                        )
+                        .await?,
+                    )
+                },
+            )
             .await?;
         Ok((row, self.token(lsn)))
     }
@@ -278,38 +279,37 @@ impl RegionService {
         let resource = record_resource(&collection, id);
         let event = self.caller_event(caller, Action::RecordDelete, &resource, Outcome::Success);
         let (files, lsn) = self
-            .write(&caller.tenant, [event], async |tx| {
-                // Lock the record first, so that no file is added between listing and
-                // deleting.
-                if store::records::lock(tx, &caller.tenant, collection.name.as_str(), id)
-                    .await?
-                    .is_none()
-                {
-                    return Err(ServiceError::NotFound { what: "record" });
-                }
-                let files = store::files::list_for_record(
-                    tx.client(),
-                    &caller.tenant,
-                    collection.name.as_str(),
-                    id,
-                )
-                .await?;
-                match store::records::delete(
-                    tx,
-                    &caller.tenant,
-                    collection.name.as_str(),
-                    id,
-                    if_match,
-                )
-                .await?
-                {
-                    Change::Done(_) => Ok(files),
-                    Change::NotFound => Err(ServiceError::NotFound { what: "record" }),
-                    Change::VersionMismatch { current } => {
-                        Err(ServiceError::VersionMismatch { current })
+            .write(
+                &caller.tenant,
+                EventTiming::AfterChange,
+                [event],
+                async |tx| {
+                    // Lock the record first, so that no file is added between listing and
+                    // deleting.
+                    if store::records::lock(tx, &caller.tenant, collection.name.as_str(), id)
+                        .await?
+                        .is_none()
+                    {
+                        return Err(ServiceError::NotFound { what: "record" });
                     }
-                }
-            })
+                    let files = store::files::list_for_record(
+                        tx.client(),
+                        &caller.tenant,
+                        collection.name.as_str(),
+                        id,
+                    )
+                    .await?;
+                    let deleted = store::records::delete(
+                        tx,
+                        &caller.tenant,
+                        collection.name.as_str(),
+                        id,
+                        if_match,
+                    )
+                    .await?;
+                    changed(deleted).map(|_| files)
+                },
+            )
             .await?;
         for file in files {
             self.delete_object_quietly(&file.object_key).await;
@@ -557,6 +557,15 @@ enum Query {
     All,
     Token { field: String, token: [u8; 32] },
     Public { field: String, value: Value },
+}
+
+/// A conditional change's outcome as the client hears it: the row, or why there is none.
+fn changed(change: Change) -> Result<RecordRow, ServiceError> {
+    match change {
+        Change::Done(row) => Ok(row),
+        Change::NotFound => Err(ServiceError::NotFound { what: "record" }),
+        Change::VersionMismatch { current } => Err(ServiceError::VersionMismatch { current }),
+    }
 }
 
 fn validate(schema: &CollectionSchema, data: &Map<String, Value>) -> Result<(), ServiceError> {

@@ -19,6 +19,7 @@ use model::{
 use store::{ReadConsistency, RegionDatabase, StoreError};
 
 use crate::access::{self, IssuedKey, OperatorToken, PresentedKey, Principal};
+use crate::unit_of_work::EventTiming;
 use crate::{AuditLog, Keyring, ServiceError};
 
 /// Limits and knobs of the tenant service.
@@ -559,18 +560,13 @@ impl RegionService {
             id,
             name: tenant.name.clone(),
             home_region: home.to_string(),
-            allowed_regions: tenant
-                .policy
-                .allowed()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            allowed_regions: region_names(tenant.policy.allowed()),
             transit: transit.as_str().to_owned(),
             analytics_export: tenant.analytics_export,
             status: "active".to_owned(),
             created_at: tenant.created_at,
         };
-        self.write(&id, events, async |tx| {
+        self.write(&id, EventTiming::AfterChange, events, async |tx| {
             store::tenants::insert(tx, &row).await?;
             self.inner.keyring.provision(tx, &id).await?;
             store::api_keys::insert(tx, &key_row(&id, &admin_key, "admin", Role::Admin)).await?;
@@ -618,10 +614,15 @@ impl RegionService {
         let key = access::issue_key(&caller.tenant);
         let resource = format!("apikeys/{}", key.key_id);
         let event = self.caller_event(caller, Action::ApiKeyCreate, &resource, Outcome::Success);
-        self.write(&caller.tenant, [event], async |tx| {
-            store::api_keys::insert(tx, &key_row(&caller.tenant, &key, name, role)).await?;
-            Ok(())
-        })
+        self.write(
+            &caller.tenant,
+            EventTiming::AfterChange,
+            [event],
+            async |tx| {
+                store::api_keys::insert(tx, &key_row(&caller.tenant, &key, name, role)).await?;
+                Ok(())
+            },
+        )
         .await?;
         Ok(CreatedKey {
             name: name.to_owned(),
@@ -633,13 +634,18 @@ impl RegionService {
     pub async fn revoke_api_key(&self, caller: &Caller, key_id: &str) -> Result<(), ServiceError> {
         let resource = format!("apikeys/{key_id}");
         let event = self.caller_event(caller, Action::ApiKeyDelete, &resource, Outcome::Success);
-        self.write(&caller.tenant, [event], async |tx| {
-            if store::api_keys::revoke(tx, &caller.tenant, key_id).await? {
-                Ok(())
-            } else {
-                Err(ServiceError::NotFound { what: "api key" })
-            }
-        })
+        self.write(
+            &caller.tenant,
+            EventTiming::AfterChange,
+            [event],
+            async |tx| {
+                if store::api_keys::revoke(tx, &caller.tenant, key_id).await? {
+                    Ok(())
+                } else {
+                    Err(ServiceError::NotFound { what: "api key" })
+                }
+            },
+        )
         .await?;
         self.inner.keys.invalidate(key_id).await;
         Ok(())
@@ -663,14 +669,19 @@ impl RegionService {
         let resource = format!("collections/{}", name.as_str());
         let event = self.caller_event(caller, Action::CollectionPut, &resource, Outcome::Success);
         let ((row, created), _) = self
-            .write(&caller.tenant, [event], async |tx| {
-                self.check_records_follow(tx, &caller.tenant, &name, &schema)
-                    .await?;
-                Ok(
-                    store::collections::upsert(tx, &caller.tenant, name.as_str(), &schema_json)
-                        .await?,
-                )
-            })
+            .write(
+                &caller.tenant,
+                EventTiming::AfterChange,
+                [event],
+                async |tx| {
+                    self.check_records_follow(tx, &caller.tenant, &name, &schema)
+                        .await?;
+                    Ok(
+                        store::collections::upsert(tx, &caller.tenant, name.as_str(), &schema_json)
+                            .await?,
+                    )
+                },
+            )
             .await?;
         self.inner
             .collections
@@ -846,6 +857,11 @@ fn tenant_from_row(row: store::tenants::TenantRow) -> Result<Tenant, ServiceErro
         analytics_export: row.analytics_export,
         created_at: row.created_at,
     })
+}
+
+/// Region ids as the database and the API write them.
+pub(crate) fn region_names(regions: &[RegionId]) -> Vec<String> {
+    regions.iter().map(ToString::to_string).collect()
 }
 
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {

@@ -17,7 +17,7 @@ use crate::{AuditLog, ServiceError};
 
 /// When a unit of work sends its events, relative to the change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EventTiming {
+pub enum EventTiming {
     /// Once the change is done: linked after the head this node last wrote, else after
     /// the locked head. Takes the head lock after whatever rows the change locked.
     AfterChange,
@@ -52,34 +52,9 @@ impl<'a> UnitOfWork<'a> {
     }
 
     /// Runs `change` in a transaction confined to `tenant` on `primary`, appends `events`
-    /// (in order) after it, and commits. When `change` fails, nothing is appended and
-    /// the transaction rolls back.
+    /// (in order) as `timing` says, and commits. When `change` fails, the transaction
+    /// rolls back with whatever was appended.
     pub async fn run<T>(
-        self,
-        primary: &mut Primary,
-        tenant: &TenantId,
-        events: impl IntoIterator<Item = NewEvent>,
-        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError>,
-    ) -> Result<Committed<T>, ServiceError> {
-        self.run_timed(primary, tenant, EventTiming::AfterChange, events, change)
-            .await
-    }
-
-    /// As [`UnitOfWork::run`] for a change of one statement: its events travel in the
-    /// same round trip as the change (see [`EventTiming::BesideChange`]).
-    pub async fn run_one_statement<T>(
-        self,
-        primary: &mut Primary,
-        tenant: &TenantId,
-        events: impl IntoIterator<Item = NewEvent>,
-        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError>,
-    ) -> Result<Committed<T>, ServiceError> {
-        self.run_timed(primary, tenant, EventTiming::BesideChange, events, change)
-            .await
-    }
-
-    /// BEGIN and the tenant scope, `change`, `events` as `timing` says, COMMIT.
-    async fn run_timed<T>(
         self,
         primary: &mut Primary,
         tenant: &TenantId,
@@ -147,7 +122,7 @@ impl<'a> UnitOfWork<'a> {
             events,
             lsn,
         } = self
-            .run_timed(
+            .run(
                 primary,
                 record.tenant,
                 EventTiming::AfterLockedHead,
@@ -205,26 +180,13 @@ impl RegionService {
     pub(crate) async fn write<T>(
         &self,
         tenant: &TenantId,
+        timing: EventTiming,
         events: impl IntoIterator<Item = NewEvent>,
         change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError>,
     ) -> Result<(T, Lsn), ServiceError> {
         let mut primary = self.inner.database.primary().get().await?;
         let committed = UnitOfWork::new(&self.inner.audit)
-            .run(&mut primary, tenant, events, change)
-            .await?;
-        Ok((committed.value, committed.lsn))
-    }
-
-    /// [`UnitOfWork::run_one_statement`] on a primary connection of the region.
-    pub(crate) async fn write_one_statement<T>(
-        &self,
-        tenant: &TenantId,
-        events: impl IntoIterator<Item = NewEvent>,
-        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError>,
-    ) -> Result<(T, Lsn), ServiceError> {
-        let mut primary = self.inner.database.primary().get().await?;
-        let committed = UnitOfWork::new(&self.inner.audit)
-            .run_one_statement(&mut primary, tenant, events, change)
+            .run(&mut primary, tenant, timing, events, change)
             .await?;
         Ok((committed.value, committed.lsn))
     }

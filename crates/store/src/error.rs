@@ -126,11 +126,11 @@ fn constraint_name(err: &tokio_postgres::Error) -> String {
         .to_owned()
 }
 
-/// The error and what caused it (tokio-postgres shows only its own part, e.g. "error
-/// performing TLS handshake", and keeps why the certificate was refused in its source);
-/// a cause whose text the error already shows is not repeated. For connection-level
-/// errors only: their sources are IO and TLS errors, never values.
-pub(crate) fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+/// An error and what caused it, for a log line (tokio-postgres shows only its own part,
+/// e.g. "error performing TLS handshake", and keeps why the certificate was refused in
+/// its source); a cause whose text the error already shows is not repeated. Never for a
+/// client: the causes are internal.
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -29,7 +29,7 @@ pub mod tenants;
 pub mod testing;
 mod tls;
 
-pub use error::{BoxError, StoreError};
+pub use error::{BoxError, StoreError, with_causes};
 pub use health::{DatabaseHealth, PrimaryHealth, ProbeFailure, ReplicaHealth, ReplicaState};
 pub use migrate::{
     CLUSTER_ROLES, ClusterRole, Migration, MigrationError, MigrationReport, embedded_migrations,

@@ -178,24 +178,8 @@ pub async fn create_with_event(
     let audit_ctes = event_values.append_ctes(&mut statement);
     let p = values.bind(&mut statement);
     let sql = format!(
-        "with {audit_ctes}, record as (
-             insert into records (tenant_id, collection, record_id, public, sealed)
-             select {tenant}::text, {collection}::text, {id}::text, {public}::jsonb,
-                    {sealed}::bytea from appended
-             returning version, created_at, updated_at
-         ), tokens as (
-             insert into record_index (tenant_id, collection, field, token, record_id)
-             select {tenant}, {collection}, t.field, t.token, {id} from ({wanted}) as t
-             where exists (select from record)
-             on conflict do nothing
-         )
-         select version, created_at, updated_at from record",
-        tenant = p.tenant,
-        collection = p.collection,
-        id = p.id,
-        public = p.public,
-        sealed = p.sealed,
-        wanted = p.wanted_tokens(),
+        "with {audit_ctes}, {record_ctes} select version, created_at, updated_at from record",
+        record_ctes = p.record_ctes("from appended", "where exists (select from record)"),
     );
     let (rows, lsn) = primary
         .write_scoped(record.tenant, &sql, statement.params())
@@ -294,11 +278,37 @@ impl<'a> RecordValues<'a> {
 }
 
 impl RecordPlaceholders {
-    fn wanted_tokens(&self) -> String {
-        wanted_tokens(
-            &self.fields.to_string(),
-            &self.tokens.to_string(),
-            &self.public.to_string(),
+    /// The `record` and `tokens` expressions: the record (version 1) inserted from
+    /// `source` (a `from` clause, or nothing) returning `version, created_at, updated_at`,
+    /// and its tokens (see [`wanted_tokens`]) where `condition` holds (a `where` clause, or
+    /// nothing).
+    fn record_ctes(&self, source: &str, condition: &str) -> String {
+        let Self {
+            tenant,
+            collection,
+            id,
+            public,
+            sealed,
+            fields,
+            tokens,
+        } = self;
+        format!(
+            "record as (
+                 insert into records (tenant_id, collection, record_id, public, sealed)
+                 select {tenant}::text, {collection}::text, {id}::text, {public}::jsonb,
+                        {sealed}::bytea {source}
+                 returning version, created_at, updated_at
+             ), tokens as (
+                 insert into record_index (tenant_id, collection, field, token, record_id)
+                 select {tenant}, {collection}, t.field, t.token, {id} from ({wanted}) as t
+                 {condition}
+                 on conflict do nothing
+             )",
+            wanted = wanted_tokens(
+                &fields.to_string(),
+                &tokens.to_string(),
+                &public.to_string()
+            ),
         )
     }
 }
@@ -325,22 +335,9 @@ async fn insert_statement(
     };
     let prepared = tx
         .prepare_cached(&format!(
-            "with record as (
-                 insert into records (tenant_id, collection, record_id, public, sealed)
-                 values ({tenant}, {collection}, {id}, {public}, {sealed})
-                 returning version, created_at, updated_at
-             ), tokens as (
-                 insert into record_index (tenant_id, collection, field, token, record_id)
-                 select {tenant}, {collection}, t.field, t.token, {id} from ({wanted}) as t
-                 on conflict do nothing
-             ){audit_ctes}
+            "with {record_ctes}{audit_ctes}
              select version, created_at, updated_at, {appended} from record",
-            tenant = p.tenant,
-            collection = p.collection,
-            id = p.id,
-            public = p.public,
-            sealed = p.sealed,
-            wanted = p.wanted_tokens(),
+            record_ctes = p.record_ctes("", ""),
         ))
         .await?;
     let row = tx.client().query_one(&prepared, statement.params()).await?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use audit::{Action, Actor, ActorKind, KeySet, NewEvent, Outcome, SigningKey};
 use devstack::testing::connect;
 use model::{RegionId, TenantId};
-use service::{AuditError, AuditKeys, AuditLog, AuditSettings, ReadAudit, UnitOfWork};
+use service::{AuditError, AuditKeys, AuditLog, AuditSettings, EventTiming, ReadAudit, UnitOfWork};
 use store::audit::EventFilter;
 use store::testing::{migrated_database, region_database};
 use store::{DatabaseSettings, PgEndpoint, RegionDatabase};
@@ -975,6 +975,7 @@ async fn a_unit_of_work_commits_its_change_with_its_events_or_neither() {
         .run(
             &mut primary,
             &tenant,
+            EventTiming::AfterChange,
             [
                 event(tenant, Action::RecordCreate, "records/kept"),
                 event(tenant, Action::RecordUpdate, "records/kept"),
@@ -1000,6 +1001,7 @@ async fn a_unit_of_work_commits_its_change_with_its_events_or_neither() {
         .run(
             &mut primary,
             &tenant,
+            EventTiming::AfterChange,
             [event(tenant, Action::RecordCreate, "records/refused")],
             async |tx| -> Result<(), service::ServiceError> {
                 insert(tx, "refused").await?;
@@ -1017,9 +1019,13 @@ async fn a_unit_of_work_commits_its_change_with_its_events_or_neither() {
     let mut foreign = event(tenant, Action::RecordCreate, "records/unaudited");
     foreign.region = RegionId::parse("us-east-1").expect("region");
     let unaudited = UnitOfWork::new(&log)
-        .run(&mut primary, &tenant, [foreign], async |tx| {
-            Ok(insert(tx, "unaudited").await?)
-        })
+        .run(
+            &mut primary,
+            &tenant,
+            EventTiming::AfterChange,
+            [foreign],
+            async |tx| Ok(insert(tx, "unaudited").await?),
+        )
         .await;
     assert!(unaudited.is_err(), "{unaudited:?}");
     assert_eq!(records("unaudited").await, 0);
@@ -1027,9 +1033,10 @@ async fn a_unit_of_work_commits_its_change_with_its_events_or_neither() {
     // Sent beside a one-statement change that finds nothing to do, the event rolls back
     // with it.
     let missing = UnitOfWork::new(&log)
-        .run_one_statement(
+        .run(
             &mut primary,
             &tenant,
+            EventTiming::BesideChange,
             [event(tenant, Action::RecordDelete, "records/missing")],
             async |tx| match store::records::delete(tx, &tenant, "people", "missing", None).await? {
                 store::records::Change::Done(_) => Ok(()),
