@@ -131,9 +131,10 @@ impl IntoResponse for ApiError {
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let detail = match &self.0 {
-            ServiceError::Internal(message) => {
+            ServiceError::Internal(cause) => {
                 let request_id = crate::problem::request_id().unwrap_or_default();
-                tracing::error!(request_id = %request_id, "failed to answer: {message}");
+                let chain = store::with_causes(cause.as_ref());
+                tracing::error!(request_id = %request_id, "failed to answer: {chain}");
                 "internal error; the request id identifies it in the logs".to_owned()
             }
             other => other.to_string(),

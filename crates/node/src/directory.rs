@@ -29,7 +29,7 @@ impl PgDirectory {
 
 fn directory_error(err: StoreError) -> DirectoryError {
     match err {
-        StoreError::Unavailable(message) => DirectoryError::Unavailable(message),
+        err @ StoreError::Unavailable(_) => DirectoryError::Unavailable(err.to_string()),
         other => DirectoryError::Other(other.to_string()),
     }
 }

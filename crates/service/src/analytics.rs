@@ -187,10 +187,10 @@ pub async fn export_once(
         let tenant_dir = pseudonyms.pseudonym(export::PseudonymValue::String(tenant.as_str()));
         for collection in snapshot.collections().await? {
             let schema = serde_json::from_value::<wire::api::SchemaDoc>(collection.schema.clone())
-                .map_err(|err| err.to_string())
-                .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))
-                .map_err(|err| {
-                    ServiceError::Internal(format!("stored schema is invalid: {err}"))
+                .map_err(|err| ServiceError::internal_while("read the stored schema", err))
+                .and_then(|doc| {
+                    doc.into_model()
+                        .map_err(|err| ServiceError::internal_while("read the stored schema", err))
                 })?;
             if schema.analytics().is_none() {
                 continue;
@@ -251,8 +251,8 @@ pub async fn export_once(
     Ok(summary)
 }
 
-fn internal(err: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Internal(format!("analytics export: {err}"))
+fn internal(err: impl std::error::Error + Send + Sync + 'static) -> ServiceError {
+    ServiceError::internal_while("run the analytics export", err)
 }
 
 /// The region's object store as the release writer sees it: keys under the region's

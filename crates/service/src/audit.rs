@@ -246,73 +246,34 @@ impl AuditLog {
         self.inner.core.append(tx, event).await
     }
 
-    /// Inserts a record and appends its event in one statement inside `tx` (the record
-    /// write of `create_record`): the event linked after the head this node last wrote
-    /// goes in with the row when that is still the head; otherwise the row goes in alone
-    /// and the event follows after the locked head, as [`AuditLog::append`] does.
-    pub async fn insert_record(
+    /// Links `event` after the locked head of its tenant's chain and stores it, inside
+    /// `tx`: the fallback of a write whose guess of the head (see
+    /// [`AuditLog::link_after_known_head`]) the database just refused.
+    pub async fn append_after_locked_head(
         &self,
         tx: &PrimaryTx<'_>,
-        record: store::records::NewRecord<'_>,
         event: NewEvent,
-    ) -> Result<(store::records::RecordRow, Event), crate::ServiceError> {
+    ) -> Result<Event, AuditError> {
         let core = &self.inner.core;
         core.check_region(&event)?;
-        let tenant = event.tenant;
-        let guess = core
-            .heads
-            .get(&tenant)
-            .map(|head| audit::next(Some(head), event.clone()));
-        let Some(linked) = guess else {
-            let row = store::records::insert(
-                tx,
-                record.tenant,
-                record.collection,
-                record.id,
-                record.public,
-                record.sealed,
-                record.index,
-            )
-            .await?;
-            return Ok((row, core.append(tx, event).await?));
-        };
-        let (row, carried) =
-            store::records::insert_with_event(tx, record, &to_row(&linked)).await?;
-        if carried {
-            core.heads.insert(tenant, linked.head());
-            return Ok((row, linked));
-        }
-        Ok((row, core.append_locked(tx, event).await?))
+        core.append_locked(tx, event).await
     }
 
-    /// Creates a record with its event and commits both (`create_record`): in one round
-    /// trip when the head this node last wrote for the tenant is still the head (the
-    /// record, its tokens and the event in one statement, committed with it); otherwise,
-    /// or without such a guess, in a transaction of its own that writes the row and then
-    /// the event after the locked head. Returns the row, the event and a WAL position past
-    /// the commit.
-    pub async fn create_record(
-        &self,
-        primary: &mut store::Primary,
-        record: store::records::NewRecord<'_>,
-        event: NewEvent,
-    ) -> Result<(store::records::RecordRow, Event, model::Lsn), crate::ServiceError> {
+    /// `event` linked after the head this node last wrote for its tenant: a guess for a
+    /// statement that stores it only if that is still the head, and then calls
+    /// [`AuditLog::remember_head`]. `None` when this node knows no head of the tenant.
+    pub fn link_after_known_head(&self, event: &NewEvent) -> Result<Option<Event>, AuditError> {
         let core = &self.inner.core;
-        core.check_region(&event)?;
-        let tenant = event.tenant;
-        if let Some(head) = core.heads.get(&tenant) {
-            let linked = audit::next(Some(head), event.clone());
-            if let Some((row, lsn)) =
-                store::records::create_with_event(primary, record, &to_row(&linked)).await?
-            {
-                core.heads.insert(tenant, linked.head());
-                return Ok((row, linked, lsn));
-            }
-        }
-        let tx = primary.begin_tenant(record.tenant).await?;
-        let (row, linked) = self.insert_record(&tx, record, event).await?;
-        let lsn = tx.commit_lsn().await?;
-        Ok((row, linked, lsn))
+        core.check_region(event)?;
+        Ok(core
+            .heads
+            .get(&event.tenant)
+            .map(|head| audit::next(Some(head), event.clone())))
+    }
+
+    /// Notes that `event` went in: its tenant's chain ends with it now.
+    pub fn remember_head(&self, event: &Event) {
+        self.inner.core.heads.insert(event.tenant, event.head());
     }
 
     /// Records an event that is part of no data transaction: a read (`record.read`,
@@ -538,7 +499,7 @@ impl Core {
         let tenant = event.tenant;
         if let Some(head) = self.heads.get(&tenant) {
             let linked = audit::next(Some(head), event.clone());
-            if rows::append(tx, &to_row(&linked)).await? {
+            if rows::append(tx, &event_row(&linked)).await? {
                 self.heads.insert(tenant, linked.head());
                 return Ok(linked);
             }
@@ -558,7 +519,7 @@ impl Core {
             hash: Hash::from_bytes(hash),
         });
         let linked = audit::next(head, event);
-        if !rows::append(tx, &to_row(&linked)).await? {
+        if !rows::append(tx, &event_row(&linked)).await? {
             return Err(AuditError::Corrupt(format!(
                 "the head of tenant {tenant} moved while locked"
             )));
@@ -612,7 +573,7 @@ impl Core {
                 .map(|linked| {
                     linked
                         .as_ref()
-                        .map(|events| events.iter().map(to_row).collect())
+                        .map(|events| events.iter().map(event_row).collect())
                 })
                 .collect();
             let attempts = rows.iter().map(|rows| async {
@@ -636,7 +597,7 @@ impl Core {
                                 hash: Hash::from_bytes(hash),
                             });
                         let linked = link(head, group);
-                        let rows: Vec<AuditRow> = linked.iter().map(to_row).collect();
+                        let rows: Vec<AuditRow> = linked.iter().map(event_row).collect();
                         if !rows::append_many(&tx, &rows).await? {
                             return Err(AuditError::Corrupt(format!(
                                 "the head of tenant {tenant} moved while locked"
@@ -713,7 +674,8 @@ fn link(head: Option<Head>, events: &[&NewEvent]) -> Vec<Event> {
         .collect()
 }
 
-fn to_row(event: &Event) -> AuditRow {
+/// The stored form of `event`.
+pub(crate) fn event_row(event: &Event) -> AuditRow {
     AuditRow {
         tenant: event.tenant,
         seq: event.seq,

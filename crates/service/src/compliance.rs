@@ -151,12 +151,7 @@ impl RegionService {
         let mut evidence = wire::api::ResidencyEvidence {
             tenant: id.to_string(),
             home_region: tenant.policy.home().to_string(),
-            allowed_regions: tenant
-                .policy
-                .allowed()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            allowed_regions: crate::tenancy::region_names(tenant.policy.allowed()),
             database: wire::api::EvidenceDatabase {
                 primary: database.primary().address(),
                 replicas: database
@@ -200,6 +195,6 @@ pub fn evidence_payload(evidence: &wire::api::ResidencyEvidence) -> Result<Vec<u
     unsigned.signature = String::new();
     let mut payload = EVIDENCE_CONTEXT.to_vec();
     serde_json::to_writer(&mut payload, &unsigned)
-        .map_err(|err| ServiceError::Internal(format!("encode evidence: {err}")))?;
+        .map_err(|err| ServiceError::internal_while("encode evidence", err))?;
     Ok(payload)
 }

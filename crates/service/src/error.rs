@@ -49,9 +49,22 @@ pub enum ServiceError {
         what: &'static str,
         retry_after: Duration,
     },
-    /// Anything else (500). The text is for logs, never for clients.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// Anything else (500). Its cause is for logs, never for clients.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+/// The cause an internal error carries: another error, or a message where the failure is
+/// ours (a stored value the code cannot read).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An internal failure and what was being done when it happened (`encode schema`).
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}")]
+pub struct Failed {
+    doing: &'static str,
+    #[source]
+    cause: BoxError,
 }
 
 impl ServiceError {
@@ -60,6 +73,21 @@ impl ServiceError {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+
+    /// An internal error (500) caused by `cause`: an error, or a message (`String`,
+    /// `&str`).
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        Self::Internal(cause.into())
+    }
+
+    /// An internal error (500) caused by `cause` while `doing` something (a verb phrase:
+    /// `encode schema`).
+    pub fn internal_while(doing: &'static str, cause: impl Into<BoxError>) -> Self {
+        Self::Internal(Box::new(Failed {
+            doing,
+            cause: cause.into(),
+        }))
     }
 
     pub(crate) fn unavailable(what: &'static str) -> Self {
@@ -82,7 +110,7 @@ impl From<store::StoreError> for ServiceError {
                 reason: "the collection's schema changed during the write; send it again"
                     .to_owned(),
             },
-            other => Self::Internal(other.to_string()),
+            other => Self::internal(other),
         }
     }
 }
@@ -94,7 +122,7 @@ impl From<crate::KeyError> for ServiceError {
             KeyError::Shredded { .. } => Self::NotFound { what: "tenant" },
             KeyError::Unavailable(_) => Self::unavailable("database"),
             KeyError::Kms(_) => Self::unavailable("kms"),
-            other => Self::Internal(other.to_string()),
+            other => Self::internal(other),
         }
     }
 }
@@ -111,7 +139,7 @@ impl From<crate::AuditError> for ServiceError {
                 what: "audit log",
                 retry_after: Duration::from_secs(1),
             },
-            other => Self::Internal(other.to_string()),
+            other => Self::internal(other),
         }
     }
 }
@@ -133,7 +161,7 @@ mod tests {
             ),
             "{backlogged:?}"
         );
-        let down = ServiceError::from(store::StoreError::Unavailable("refused".to_owned()));
+        let down = ServiceError::from(store::StoreError::unavailable("refused"));
         assert!(matches!(
             down,
             ServiceError::Unavailable {
@@ -143,5 +171,28 @@ mod tests {
         ));
         // The client-facing text never carries the underlying error.
         assert!(!down.to_string().contains("refused"));
+    }
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_for_the_logs_and_shows_none_of_it() {
+        use std::error::Error as _;
+        let io = std::io::Error::other("disk on fire");
+        let err = ServiceError::internal_while("encode schema", io);
+        assert_eq!(err.to_string(), "internal error");
+        let failed = err.source().expect("the context");
+        assert_eq!(failed.to_string(), "encode schema");
+        let cause = failed.source().expect("the cause");
+        assert_eq!(cause.to_string(), "disk on fire");
+
+        let from_store =
+            ServiceError::from(store::StoreError::Corrupt("audit: hash length".into()));
+        assert!(matches!(from_store, ServiceError::Internal(_)));
+        assert!(!from_store.to_string().contains("hash"));
+        assert!(
+            from_store
+                .source()
+                .is_some_and(|cause| cause.is::<store::StoreError>()),
+            "the store error is the cause, not its text"
+        );
     }
 }

@@ -13,6 +13,7 @@ use store::{ReadConsistency, StoreError};
 use crate::ServiceError;
 use crate::records::{Served, is_uuid, uuid_text};
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
+use crate::unit_of_work::EventTiming;
 
 /// What a stored file is, as the client sees it.
 #[derive(Debug, Clone)]
@@ -64,7 +65,7 @@ impl RegionService {
             caller.tenant,
             uuid_text(random_bytes())
         ))
-        .map_err(|err| ServiceError::Internal(err.to_string()))?;
+        .map_err(ServiceError::internal)?;
         let key = self.inner.keyring.active_data_key(&caller.tenant).await?;
         let limit = self.inner.settings.max_file_size;
         let receipt = sealed_objects::put_sealed(
@@ -84,7 +85,7 @@ impl RegionService {
                 what: "object store",
                 retry_after: std::time::Duration::from_secs(1),
             },
-            other => ServiceError::Internal(other.to_string()),
+            other => ServiceError::internal_while("store the file", other),
         })?;
 
         let committed = self
@@ -130,8 +131,6 @@ impl RegionService {
         content_type: Option<&str>,
         receipt: &sealed_objects::PutReceipt,
     ) -> Result<(Option<String>, Written), ServiceError> {
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
         let row = FileRow {
             collection: collection.name.as_str().to_owned(),
             record_id: record.to_owned(),
@@ -146,24 +145,26 @@ impl RegionService {
                 .unwrap_or("application/octet-stream")
                 .to_owned(),
             key_version: i32::try_from(receipt.key_version.get())
-                .map_err(|_| ServiceError::Internal("key version out of range".to_owned()))?,
+                .map_err(|err| ServiceError::internal_while("store the key version", err))?,
             created_at: std::time::SystemTime::now(),
         };
-        let replaced = match store::files::upsert(&tx, &caller.tenant, &row).await {
-            Ok(replaced) => replaced,
-            // The record was deleted while the body streamed.
-            Err(StoreError::NotFound) => return Err(ServiceError::NotFound { what: "record" }),
-            Err(other) => return Err(other.into()),
-        };
         let resource = file_resource(collection, record, name_token);
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::FilePut, &resource, Outcome::Success),
+        let event = self.caller_event(caller, Action::FilePut, &resource, Outcome::Success);
+        let (replaced, lsn) = self
+            .write(
+                &caller.tenant,
+                EventTiming::AfterChange,
+                [event],
+                async |tx| {
+                    match store::files::upsert(tx, &caller.tenant, &row).await {
+                        Ok(replaced) => Ok(replaced),
+                        // The record was deleted while the body streamed.
+                        Err(StoreError::NotFound) => Err(ServiceError::NotFound { what: "record" }),
+                        Err(other) => Err(other.into()),
+                    }
+                },
             )
             .await?;
-        let lsn = tx.commit_lsn().await?;
         Ok((replaced, self.token(lsn)))
     }
 
@@ -195,7 +196,7 @@ impl RegionService {
         tx.finish().await?;
         let row = row.ok_or_else(not_found)?;
         let object = ObjectKey::parse(&row.object_key)
-            .map_err(|err| ServiceError::Internal(err.to_string()))?;
+            .map_err(|err| ServiceError::internal_while("read the stored object key", err))?;
         let keyring = self.inner.keyring.clone();
         let tenant = caller.tenant;
         let body =
@@ -211,13 +212,13 @@ impl RegionService {
             .await
             .map_err(|err| match err {
                 SealedObjectError::Store(envelope::objects::ObjectStoreError::NotFound(_)) => {
-                    ServiceError::Internal(format!("object of file row missing: {object}"))
+                    ServiceError::internal(format!("object of file row missing: {object}"))
                 }
                 SealedObjectError::Store(_) => ServiceError::Unavailable {
                     what: "object store",
                     retry_after: std::time::Duration::from_secs(1),
                 },
-                other => ServiceError::Internal(other.to_string()),
+                other => ServiceError::internal_while("read the file", other),
             })?;
         self.record_read(
             caller,
@@ -248,26 +249,26 @@ impl RegionService {
             return Err(not_found());
         }
         let name_token = self.file_name_token(caller, &collection, name).await?;
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
-        let row = store::files::delete(
-            &tx,
-            &caller.tenant,
-            collection.name.as_str(),
-            record,
-            &name_token,
-        )
-        .await?
-        .ok_or_else(not_found)?;
         let resource = file_resource(&collection, record, &name_token);
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::FileDelete, &resource, Outcome::Success),
+        let event = self.caller_event(caller, Action::FileDelete, &resource, Outcome::Success);
+        let (row, lsn) = self
+            .write(
+                &caller.tenant,
+                EventTiming::AfterChange,
+                [event],
+                async |tx| {
+                    store::files::delete(
+                        tx,
+                        &caller.tenant,
+                        collection.name.as_str(),
+                        record,
+                        &name_token,
+                    )
+                    .await?
+                    .ok_or_else(not_found)
+                },
             )
             .await?;
-        let lsn = tx.commit_lsn().await?;
         self.delete_object_quietly(&row.object_key).await;
         Ok(self.token(lsn))
     }
@@ -304,7 +305,7 @@ impl RegionService {
         let key = index_keys.field(collection.name.as_str(), FILE_NAME_FIELD);
         let token = key
             .token(&IndexValue::String(name))
-            .map_err(|err| ServiceError::Internal(err.to_string()))?;
+            .map_err(|err| ServiceError::internal_while("tokenize the file name", err))?;
         Ok(token.to_hex())
     }
 }

@@ -64,7 +64,9 @@ pub enum ObjectKeyError {
     Object(#[from] SealedObjectError),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Cloned out of the key cache to every caller waiting on one load, hence the shared
+/// causes.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyError {
     /// The tenant's keys were destroyed: its data is permanently unreadable.
     #[error("tenant {tenant} has been crypto-shredded")]
@@ -82,20 +84,50 @@ pub enum KeyError {
     #[error(transparent)]
     Open(#[from] OpenError),
     /// The database could not be reached: retry later.
-    #[error("key store unavailable: {0}")]
-    Unavailable(String),
-    #[error("key store error: {0}")]
-    Database(String),
+    #[error("key store unavailable")]
+    Unavailable(#[source] Arc<StoreError>),
+    #[error("key store error")]
+    Database(#[source] Arc<StoreError>),
 }
 
 impl From<StoreError> for KeyError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(message) => Self::Unavailable(message),
-            other => Self::Database(other.to_string()),
+            StoreError::Unavailable(_) => Self::Unavailable(Arc::new(err)),
+            other => Self::Database(Arc::new(other)),
         }
     }
 }
+
+/// Errors are equal when they say the same; database failures only when they are the
+/// same failure (one load's error, cloned).
+impl PartialEq for KeyError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Shredded { tenant: a }, Self::Shredded { tenant: b })
+            | (Self::NotProvisioned { tenant: a }, Self::NotProvisioned { tenant: b }) => a == b,
+            (
+                Self::UnknownVersion {
+                    tenant: a,
+                    purpose: pa,
+                    version: va,
+                },
+                Self::UnknownVersion {
+                    tenant: b,
+                    purpose: pb,
+                    version: vb,
+                },
+            ) => a == b && pa == pb && va == vb,
+            (Self::Kms(a), Self::Kms(b)) => a == b,
+            (Self::Open(a), Self::Open(b)) => a == b,
+            (Self::Unavailable(a), Self::Unavailable(b))
+            | (Self::Database(a), Self::Database(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KeyError {}
 
 /// What [`Keyring::rewrap_all`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -770,9 +802,9 @@ impl Keyring {
     {
         match self.inner.database.primary().get().await {
             Ok(primary) => Ok(read(ClientRef::Primary(primary)).await?),
-            Err(StoreError::Unavailable(reason)) => {
+            Err(err @ StoreError::Unavailable(_)) => {
                 let Some(pool) = self.inner.database.replicas().first() else {
-                    return Err(KeyError::Unavailable(reason));
+                    return Err(err.into());
                 };
                 let replica = pool.get().await?;
                 Ok(read(ClientRef::Replica(replica)).await?)

@@ -17,14 +17,16 @@ pub mod files;
 pub mod keys;
 pub mod records;
 pub mod tenancy;
+pub mod unit_of_work;
 
 pub use audit::{AuditError, AuditLog};
 pub use audit::{AuditSettings, ReadAudit};
 pub use audit_checkpoints::CheckpointTask;
 pub use audit_keys::{AuditKeys, KeyText, KeyTextError};
-pub use error::ServiceError;
+pub use error::{BoxError, ServiceError};
 pub use keys::{IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapReport};
 pub use tenancy::{
     Attempt, Caller, Collection, NewTenant, RegionService, RequestContext, ServiceParts,
     ServiceSettings, Tenant, TenantRegistry, Written,
 };
+pub use unit_of_work::{Committed, EventTiming, UnitOfWork};

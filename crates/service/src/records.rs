@@ -22,6 +22,7 @@ use store::{ReadConsistency, ServedBy};
 use crate::ServiceError;
 use crate::keys::KeyError;
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
+use crate::unit_of_work::EventTiming;
 
 /// A record as its tenant sees it (plaintext, inside this process only).
 #[derive(Clone)]
@@ -115,15 +116,11 @@ impl RegionService {
         validate(&collection.schema, data)?;
         let stored = self.store_form(caller, &collection, id, data).await?;
 
-        let mut primary = self.inner.database.primary().get().await?;
         let resource = record_resource(&collection, id);
         // The row, its index tokens and its event in one statement, committed in the
         // same round trip.
-        let (row, _, lsn) = self
-            .inner
-            .audit
-            .create_record(
-                &mut primary,
+        let (row, lsn) = self
+            .create_with_event(
                 store::records::NewRecord {
                     tenant: &caller.tenant,
                     collection: collection.name.as_str(),
@@ -237,38 +234,33 @@ impl RegionService {
         validate(&collection.schema, data)?;
         let stored = self.store_form(caller, &collection, id, data).await?;
 
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
         let resource = record_resource(&collection, id);
-        // The row and its event are sent together (tokio-postgres pipelines concurrent
-        // statements on one connection): one round trip instead of two. When the update
-        // changes nothing (absent, stale version) the transaction rolls back with the
-        // event.
-        let (change, appended) = futures::join!(
-            store::records::update(
-                &tx,
+        // The row and its event are sent together: one round trip instead of two. When
+        // the update changes nothing (absent, stale version) the transaction rolls back
+        // with the event.
+        let event = self.caller_event(caller, Action::RecordUpdate, &resource, Outcome::Success);
+        let (row, lsn) = self
+            .write(
                 &caller.tenant,
-                collection.name.as_str(),
-                id,
-                if_match,
-                &stored.public,
-                &stored.sealed,
-                &stored.index,
-            ),
-            self.inner.audit.append(
-                &tx,
-                self.caller_event(caller, Action::RecordUpdate, &resource, Outcome::Success),
+                EventTiming::BesideChange,
+                [event],
+                async |tx| {
+                    changed(
+                        store::records::update(
+                            tx,
+                            &caller.tenant,
+                            collection.name.as_str(),
+                            id,
+                            if_match,
+                            &stored.public,
+                            &stored.sealed,
+                            &stored.index,
+                        )
+                        .await?,
+                    )
+                },
             )
-        );
-        let row = match change? {
-            Change::Done(row) => row,
-            Change::NotFound => return Err(ServiceError::NotFound { what: "record" }),
-            Change::VersionMismatch { current } => {
-                return Err(ServiceError::VersionMismatch { current });
-            }
-        };
-        appended?;
-        let lsn = tx.commit_lsn().await?;
+            .await?;
         Ok((row, self.token(lsn)))
     }
 
@@ -284,40 +276,41 @@ impl RegionService {
         if !is_uuid(id) {
             return Err(ServiceError::NotFound { what: "record" });
         }
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
-        // Lock the record first, so that no file is added between listing and deleting.
-        if store::records::lock(&tx, &caller.tenant, collection.name.as_str(), id)
-            .await?
-            .is_none()
-        {
-            return Err(ServiceError::NotFound { what: "record" });
-        }
-        let files = store::files::list_for_record(
-            tx.client(),
-            &caller.tenant,
-            collection.name.as_str(),
-            id,
-        )
-        .await?;
-        match store::records::delete(&tx, &caller.tenant, collection.name.as_str(), id, if_match)
-            .await?
-        {
-            Change::Done(_) => {}
-            Change::NotFound => return Err(ServiceError::NotFound { what: "record" }),
-            Change::VersionMismatch { current } => {
-                return Err(ServiceError::VersionMismatch { current });
-            }
-        }
         let resource = record_resource(&collection, id);
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::RecordDelete, &resource, Outcome::Success),
+        let event = self.caller_event(caller, Action::RecordDelete, &resource, Outcome::Success);
+        let (files, lsn) = self
+            .write(
+                &caller.tenant,
+                EventTiming::AfterChange,
+                [event],
+                async |tx| {
+                    // Lock the record first, so that no file is added between listing and
+                    // deleting.
+                    if store::records::lock(tx, &caller.tenant, collection.name.as_str(), id)
+                        .await?
+                        .is_none()
+                    {
+                        return Err(ServiceError::NotFound { what: "record" });
+                    }
+                    let files = store::files::list_for_record(
+                        tx.client(),
+                        &caller.tenant,
+                        collection.name.as_str(),
+                        id,
+                    )
+                    .await?;
+                    let deleted = store::records::delete(
+                        tx,
+                        &caller.tenant,
+                        collection.name.as_str(),
+                        id,
+                        if_match,
+                    )
+                    .await?;
+                    changed(deleted).map(|_| files)
+                },
             )
             .await?;
-        let lsn = tx.commit_lsn().await?;
         for file in files {
             self.delete_object_quietly(&file.object_key).await;
         }
@@ -495,7 +488,7 @@ impl RegionService {
                 .as_ref()
                 .expect("loaded above: the record has a sealed field");
             let plaintext = serde_json::to_vec(value)
-                .map_err(|err| ServiceError::Internal(format!("encode field: {err}")))?;
+                .map_err(|err| ServiceError::internal_while("encode field", err))?;
             let context = SealContext {
                 collection: name,
                 record: id,
@@ -564,6 +557,15 @@ enum Query {
     All,
     Token { field: String, token: [u8; 32] },
     Public { field: String, value: Value },
+}
+
+/// A conditional change's outcome as the client hears it: the row, or why there is none.
+fn changed(change: Change) -> Result<RecordRow, ServiceError> {
+    match change {
+        Change::Done(row) => Ok(row),
+        Change::NotFound => Err(ServiceError::NotFound { what: "record" }),
+        Change::VersionMismatch { current } => Err(ServiceError::VersionMismatch { current }),
+    }
 }
 
 fn validate(schema: &CollectionSchema, data: &Map<String, Value>) -> Result<(), ServiceError> {
@@ -653,7 +655,7 @@ pub(crate) async fn open_data(
     public: Value,
     sealed: &[u8],
 ) -> Result<Map<String, Value>, ServiceError> {
-    let corrupt = |what: &str| ServiceError::Internal(format!("record {id}: {what}"));
+    let corrupt = |what: &str| ServiceError::internal(format!("record {id}: {what}"));
     let mut data = match public {
         Value::Object(map) => map,
         _ => return Err(corrupt("public fields are not an object")),

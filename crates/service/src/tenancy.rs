@@ -3,9 +3,8 @@
 //! with denied attempts recorded in the audit log. Records and files build on it
 //! (`records.rs`, `files.rs`).
 //!
-//! Every write runs in a tenant-scoped transaction on the primary (`begin_tenant`: the
-//! row-level-security role and tenant setting) and appends its audit event in that same
-//! transaction. Reads pick a server by consistency and record their event through the
+//! Every write runs through the audited unit of work (`unit_of_work.rs`): a tenant-scoped
+//! transaction on the primary that appends its audit event in that same transaction. Reads pick a server by consistency and record their event through the
 //! audit queue; a full queue fails the read rather than leave it unaudited.
 
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use model::{
 use store::{ReadConsistency, RegionDatabase, StoreError};
 
 use crate::access::{self, IssuedKey, OperatorToken, PresentedKey, Principal};
+use crate::unit_of_work::EventTiming;
 use crate::{AuditLog, Keyring, ServiceError};
 
 /// Limits and knobs of the tenant service.
@@ -219,7 +219,7 @@ impl RegionService {
                 return Err(ServiceError::Unauthenticated);
             }
             let role = Role::parse(&row.role).map_err(|_| {
-                ServiceError::Internal(format!("key {} has a bad role", row.key_id))
+                ServiceError::internal(format!("key {} has a bad role", row.key_id))
             })?;
             return Ok(Principal::ApiKey {
                 tenant: row.tenant,
@@ -538,59 +538,41 @@ impl RegionService {
             id: "operator".to_owned(),
         };
 
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&id).await?;
-        store::tenants::insert(
-            &tx,
-            &store::tenants::TenantRow {
-                id,
-                name: tenant.name.clone(),
-                home_region: home.to_string(),
-                allowed_regions: tenant
-                    .policy
-                    .allowed()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                transit: transit.as_str().to_owned(),
-                analytics_export: tenant.analytics_export,
-                status: "active".to_owned(),
-                created_at: tenant.created_at,
-            },
-        )
+        let events = [
+            self.event(
+                &id,
+                operator.clone(),
+                Action::TenantCreate,
+                &format!("tenants/{id}"),
+                Outcome::Success,
+                context,
+            ),
+            self.event(
+                &id,
+                operator,
+                Action::ApiKeyCreate,
+                &format!("apikeys/{}", admin_key.key_id),
+                Outcome::Success,
+                context,
+            ),
+        ];
+        let row = store::tenants::TenantRow {
+            id,
+            name: tenant.name.clone(),
+            home_region: home.to_string(),
+            allowed_regions: region_names(tenant.policy.allowed()),
+            transit: transit.as_str().to_owned(),
+            analytics_export: tenant.analytics_export,
+            status: "active".to_owned(),
+            created_at: tenant.created_at,
+        };
+        self.write(&id, EventTiming::AfterChange, events, async |tx| {
+            store::tenants::insert(tx, &row).await?;
+            self.inner.keyring.provision(tx, &id).await?;
+            store::api_keys::insert(tx, &key_row(&id, &admin_key, "admin", Role::Admin)).await?;
+            Ok(())
+        })
         .await?;
-        self.inner.keyring.provision(&tx, &id).await?;
-        store::api_keys::insert(&tx, &key_row(&id, &admin_key, "admin", Role::Admin)).await?;
-        let resource = format!("tenants/{id}");
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.event(
-                    &id,
-                    operator.clone(),
-                    Action::TenantCreate,
-                    &resource,
-                    Outcome::Success,
-                    context,
-                ),
-            )
-            .await?;
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.event(
-                    &id,
-                    operator,
-                    Action::ApiKeyCreate,
-                    &format!("apikeys/{}", admin_key.key_id),
-                    Outcome::Success,
-                    context,
-                ),
-            )
-            .await?;
-        tx.commit().await?;
         self.inner.tenants.invalidate(&id).await;
         Ok(CreatedTenant { tenant, admin_key })
     }
@@ -630,18 +612,18 @@ impl RegionService {
             ServiceError::invalid("role", "must be admin, writer, reader or auditor")
         })?;
         let key = access::issue_key(&caller.tenant);
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
-        store::api_keys::insert(&tx, &key_row(&caller.tenant, &key, name, role)).await?;
         let resource = format!("apikeys/{}", key.key_id);
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::ApiKeyCreate, &resource, Outcome::Success),
-            )
-            .await?;
-        tx.commit().await?;
+        let event = self.caller_event(caller, Action::ApiKeyCreate, &resource, Outcome::Success);
+        self.write(
+            &caller.tenant,
+            EventTiming::AfterChange,
+            [event],
+            async |tx| {
+                store::api_keys::insert(tx, &key_row(&caller.tenant, &key, name, role)).await?;
+                Ok(())
+            },
+        )
+        .await?;
         Ok(CreatedKey {
             name: name.to_owned(),
             role,
@@ -650,20 +632,21 @@ impl RegionService {
     }
 
     pub async fn revoke_api_key(&self, caller: &Caller, key_id: &str) -> Result<(), ServiceError> {
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
-        if !store::api_keys::revoke(&tx, &caller.tenant, key_id).await? {
-            return Err(ServiceError::NotFound { what: "api key" });
-        }
         let resource = format!("apikeys/{key_id}");
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::ApiKeyDelete, &resource, Outcome::Success),
-            )
-            .await?;
-        tx.commit().await?;
+        let event = self.caller_event(caller, Action::ApiKeyDelete, &resource, Outcome::Success);
+        self.write(
+            &caller.tenant,
+            EventTiming::AfterChange,
+            [event],
+            async |tx| {
+                if store::api_keys::revoke(tx, &caller.tenant, key_id).await? {
+                    Ok(())
+                } else {
+                    Err(ServiceError::NotFound { what: "api key" })
+                }
+            },
+        )
+        .await?;
         self.inner.keys.invalidate(key_id).await;
         Ok(())
     }
@@ -680,24 +663,26 @@ impl RegionService {
         let name = CollectionName::parse(name)
             .map_err(|err| ServiceError::invalid("collection", err.reason))?;
         let schema_json = serde_json::to_value(wire::api::SchemaDoc::from_model(&schema))
-            .map_err(|err| ServiceError::Internal(format!("encode schema: {err}")))?;
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin_tenant(&caller.tenant).await?;
-        self.check_records_follow(&tx, &caller.tenant, &name, &schema)
-            .await?;
-        let (row, created) =
-            store::collections::upsert(&tx, &caller.tenant, name.as_str(), &schema_json).await?;
+            .map_err(|err| ServiceError::internal_while("encode schema", err))?;
         // Schema changes are configuration changes of the tenant: audited as an admin
         // action on the collection.
         let resource = format!("collections/{}", name.as_str());
-        self.inner
-            .audit
-            .append(
-                &tx,
-                self.caller_event(caller, Action::CollectionPut, &resource, Outcome::Success),
+        let event = self.caller_event(caller, Action::CollectionPut, &resource, Outcome::Success);
+        let ((row, created), _) = self
+            .write(
+                &caller.tenant,
+                EventTiming::AfterChange,
+                [event],
+                async |tx| {
+                    self.check_records_follow(tx, &caller.tenant, &name, &schema)
+                        .await?;
+                    Ok(
+                        store::collections::upsert(tx, &caller.tenant, name.as_str(), &schema_json)
+                            .await?,
+                    )
+                },
             )
             .await?;
-        tx.commit().await?;
         self.inner
             .collections
             .invalidate(&(caller.tenant, name.as_str().to_owned()))
@@ -855,7 +840,7 @@ fn key_row(
 }
 
 fn tenant_from_row(row: store::tenants::TenantRow) -> Result<Tenant, ServiceError> {
-    let corrupt = |what: &str| ServiceError::Internal(format!("tenant {}: bad {what}", row.id));
+    let corrupt = |what: &str| ServiceError::internal(format!("tenant {}: bad {what}", row.id));
     let home = RegionId::parse(&row.home_region).map_err(|_| corrupt("home region"))?;
     let allowed = row
         .allowed_regions
@@ -874,6 +859,11 @@ fn tenant_from_row(row: store::tenants::TenantRow) -> Result<Tenant, ServiceErro
     })
 }
 
+/// Region ids as the database and the API write them.
+pub(crate) fn region_names(regions: &[RegionId]) -> Vec<String> {
+    regions.iter().map(ToString::to_string).collect()
+}
+
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     use aws_lc_rs::rand::SecureRandom as _;
     let mut bytes = [0u8; N];
@@ -888,5 +878,5 @@ fn parse_stored_schema(json: serde_json::Value) -> Result<CollectionSchema, Serv
     serde_json::from_value::<wire::api::SchemaDoc>(json)
         .map_err(|err| err.to_string())
         .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))
-        .map_err(|err| ServiceError::Internal(format!("stored schema is invalid: {err}")))
+        .map_err(|err| ServiceError::internal_while("read the stored schema", err))
 }

@@ -5,9 +5,9 @@
 use std::time::SystemTime;
 
 use model::TenantId;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
+use crate::statement::Statement;
 use crate::{PrimaryTx, StoreError};
 
 /// One stored event, field for field.
@@ -86,93 +86,75 @@ pub async fn head<C: GenericClient>(client: &C, tenant: &TenantId) -> Result<Hea
 /// [`lock_head`]: the head update row-locks, and a concurrent writer that moved the head
 /// first makes this match nothing, so a stale guess never breaks the chain.
 pub async fn append(tx: &PrimaryTx<'_>, event: &AuditRow) -> Result<bool, StoreError> {
-    let statement = tx
-        .prepare_cached(&format!(
-            "with {ctes} select count(*) from appended",
-            ctes = append_ctes(2)
-        ))
-        .await?;
-    let converted = EventParams::new(event)?;
-    let tenant = event.tenant.as_str();
-    let mut params = vec![&tenant as &(dyn ToSql + Sync)];
-    params.extend(append_params(event, &converted));
-    let row = tx.client().query_one(&statement, &params).await?;
+    let values = EventValues::new(event)?;
+    let mut statement = Statement::new();
+    let sql = format!(
+        "with {ctes} select count(*) from appended",
+        ctes = values.append_ctes(&mut statement)
+    );
+    let prepared = tx.prepare_cached(&sql).await?;
+    let row = tx.client().query_one(&prepared, statement.params()).await?;
     let appended: i64 = row.try_get(0)?;
     Ok(appended == 1)
 }
 
-/// The common table expressions of a conditional append (see [`append`]) for a
-/// statement that writes something else too (a record and its event in one statement):
-/// `moved` and `appended`, the latter returning one row when the event went in. The
-/// tenant is `$1`; the event's own twelve parameters start at `$first`, in the order of
-/// [`append_params`].
-pub(crate) fn append_ctes(first: usize) -> String {
-    let p = |offset: usize| format!("${}", first + offset);
-    format!(
-        "moved as (
-             update audit_heads set seq = {seq}::bigint, hash = {hash}
-             where tenant_id = $1 and seq = {seq}::bigint - 1
-               and (hash = {prev_hash} or (seq = 0 and hash is null))
-             returning tenant_id
-         ), appended as (
-             insert into audit_events (tenant_id, seq, time, region, actor_kind, actor_id, action,
-                                       resource, outcome, request_id, via_region, prev_hash, hash)
-             select $1, {seq}, {time}, {region}, {actor_kind}, {actor_id}, {action}, {resource},
-                    {outcome}, {request_id}, {via_region}, {prev_hash}, {hash} from moved
-             returning 1
-         )",
-        seq = p(0),
-        time = p(1),
-        region = p(2),
-        actor_kind = p(3),
-        actor_id = p(4),
-        action = p(5),
-        resource = p(6),
-        outcome = p(7),
-        request_id = p(8),
-        via_region = p(9),
-        prev_hash = p(10),
-        hash = p(11),
-    )
-}
-
-/// The parameters [`append_ctes`] numbers, from [`EventParams`].
-pub(crate) fn append_params<'a>(
-    event: &'a AuditRow,
-    converted: &'a EventParams<'a>,
-) -> [&'a (dyn ToSql + Sync); 12] {
-    [
-        &converted.seq,
-        &event.time,
-        &event.region,
-        &event.actor_kind,
-        &event.actor_id,
-        &event.action,
-        &event.resource,
-        &event.outcome,
-        &event.request_id,
-        &event.via_region,
-        &converted.prev_hash,
-        &converted.hash,
-    ]
-}
-
-/// An event's fields in the types the driver binds (`seq` as `bigint`, hashes as
-/// `bytea`), for [`append_params`].
+/// An event's values as the driver binds them (`seq` as `bigint`, hashes as `bytea`), for
+/// a statement that appends it (see [`EventValues::append_ctes`]).
 #[derive(Debug)]
-pub(crate) struct EventParams<'a> {
+pub(crate) struct EventValues<'a> {
+    event: &'a AuditRow,
+    tenant: &'a str,
     seq: i64,
     prev_hash: &'a [u8],
     hash: &'a [u8],
 }
 
-impl<'a> EventParams<'a> {
+impl<'a> EventValues<'a> {
     pub(crate) fn new(event: &'a AuditRow) -> Result<Self, StoreError> {
         Ok(Self {
+            event,
+            tenant: event.tenant.as_str(),
             seq: to_i64(event.seq)?,
             prev_hash: &event.prev_hash,
             hash: &event.hash,
         })
+    }
+
+    /// The common table expressions of a conditional append (see [`append`]), binding
+    /// the event into `statement`: `moved` and `appended`, the latter returning one row
+    /// when the event went in, so that a statement writing something else too (a record
+    /// and its event) can make its own write depend on it.
+    pub(crate) fn append_ctes(&'a self, statement: &mut Statement<'a>) -> String {
+        let event = self.event;
+        let tenant = statement.bind(&self.tenant);
+        let seq = statement.bind(&self.seq);
+        let time = statement.bind(&event.time);
+        let region = statement.bind(&event.region);
+        let actor_kind = statement.bind(&event.actor_kind);
+        let actor_id = statement.bind(&event.actor_id);
+        let action = statement.bind(&event.action);
+        let resource = statement.bind(&event.resource);
+        let outcome = statement.bind(&event.outcome);
+        let request_id = statement.bind(&event.request_id);
+        let via_region = statement.bind(&event.via_region);
+        let prev_hash = statement.bind(&self.prev_hash);
+        let hash = statement.bind(&self.hash);
+        format!(
+            "moved as (
+                 update audit_heads set seq = {seq}::bigint, hash = {hash}
+                 where tenant_id = {tenant} and seq = {seq}::bigint - 1
+                   and (hash = {prev_hash} or (seq = 0 and hash is null))
+                 returning tenant_id
+             ), appended as (
+                 insert into audit_events (tenant_id, seq, time, region, actor_kind, actor_id,
+                                           action, resource, outcome, request_id, via_region,
+                                           prev_hash, hash)
+                 select {tenant}, {seq}, {time}, {region}, {actor_kind}, {actor_id}, {action},
+                        {resource}, {outcome}, {request_id}, {via_region}, {prev_hash}, {hash}
+                 from moved
+                 returning 1
+             )"
+        )
     }
 }
 

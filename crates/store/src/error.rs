@@ -5,9 +5,10 @@ use tokio_postgres::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// No connection could be had (server down, pool timeout): retry later, 503.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    /// No connection could be had (server down, pool timeout): retry later, 503. The
+    /// message shows the cause with its own causes (why a certificate was refused).
+    #[error("database unavailable: {}", with_causes(.0.as_ref()))]
+    Unavailable(#[source] BoxError),
     /// A write reached a server that is in recovery (a replica, or a demoted primary).
     #[error("database is read-only")]
     ReadOnly,
@@ -48,6 +49,25 @@ pub enum StoreError {
     Other(#[source] tokio_postgres::Error),
 }
 
+/// What made the database unavailable: a driver, pool or IO error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure and what was being done when it happened (`build pool primary`).
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}")]
+pub(crate) struct Failed {
+    pub(crate) doing: String,
+    #[source]
+    pub(crate) cause: BoxError,
+}
+
+impl StoreError {
+    /// The database is unavailable because of `cause`.
+    pub fn unavailable(cause: impl Into<BoxError>) -> Self {
+        Self::Unavailable(cause.into())
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
         match err.code() {
@@ -85,11 +105,11 @@ impl From<tokio_postgres::Error> for StoreError {
                     || *code == SqlState::CRASH_SHUTDOWN
                     || *code == SqlState::CANNOT_CONNECT_NOW =>
             {
-                Self::Unavailable(code.code().to_owned())
+                Self::unavailable(err)
             }
-            None if err.is_closed() => Self::Unavailable("connection closed".into()),
+            None if err.is_closed() => Self::unavailable(err),
             // A socket error mid-query: the server went away or the network failed.
-            None if is_io(&err) => Self::Unavailable(with_causes(&err)),
+            None if is_io(&err) => Self::unavailable(err),
             _ => Self::Other(err),
         }
     }
@@ -106,12 +126,13 @@ fn constraint_name(err: &tokio_postgres::Error) -> String {
         .to_owned()
 }
 
-/// The error and what caused it (tokio-postgres shows only its own part, e.g. "error
-/// performing TLS handshake", and keeps why the certificate was refused in its source).
-/// For connection-level errors only: their sources are IO and TLS errors, never values.
-pub(crate) fn with_causes(err: &tokio_postgres::Error) -> String {
+/// An error and what caused it, for a log line (tokio-postgres shows only its own part,
+/// e.g. "error performing TLS handshake", and keeps why the certificate was refused in
+/// its source); a cause whose text the error already shows is not repeated. Never for a
+/// client: the causes are internal.
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
+    let mut source = err.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
@@ -132,10 +153,36 @@ impl From<deadpool_postgres::PoolError> for StoreError {
         match err {
             deadpool_postgres::PoolError::Backend(err) => match Self::from(err) {
                 // A backend error while opening a connection means the server is unreachable.
-                Self::Other(err) => Self::Unavailable(with_causes(&err)),
+                Self::Other(err) => Self::unavailable(err),
                 other => other,
             },
-            other => Self::Unavailable(other.to_string()),
+            other => Self::unavailable(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn unavailability_keeps_its_cause_and_shows_the_causes_below_it() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = StoreError::unavailable(Failed {
+            doing: "connect to primary".to_owned(),
+            cause: refused.into(),
+        });
+        assert_eq!(
+            err.to_string(),
+            "database unavailable: connect to primary: refused"
+        );
+        let cause = err.source().expect("the cause");
+        assert!(cause.is::<Failed>(), "{cause:?}");
+        assert_eq!(
+            cause.source().map(ToString::to_string).as_deref(),
+            Some("refused")
+        );
     }
 }

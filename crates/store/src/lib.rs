@@ -22,13 +22,14 @@ pub mod records;
 mod routing;
 mod rows;
 mod scoped;
+mod statement;
 pub mod tenant_keys;
 pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tls;
 
-pub use error::StoreError;
+pub use error::{BoxError, StoreError, with_causes};
 pub use health::{DatabaseHealth, PrimaryHealth, ProbeFailure, ReplicaHealth, ReplicaState};
 pub use migrate::{
     CLUSTER_ROLES, ClusterRole, Migration, MigrationError, MigrationReport, embedded_migrations,

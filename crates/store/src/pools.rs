@@ -136,7 +136,12 @@ pub(crate) fn build_pool(
         .recycle_timeout(Some(settings.pool_timeout))
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(|err| StoreError::Unavailable(format!("build pool {}: {err}", endpoint.name)))
+        .map_err(|err| {
+            StoreError::unavailable(crate::error::Failed {
+                doing: format!("build pool {}", endpoint.name),
+                cause: err.into(),
+            })
+        })
 }
 
 fn stats(name: &str, pool: &Pool) -> PoolStats {

@@ -14,7 +14,8 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::audit::{AuditRow, EventParams, append_params};
+use crate::audit::{AuditRow, EventValues};
+use crate::statement::{Placeholder, Statement};
 use crate::{Primary, PrimaryTx, StoreError};
 
 /// One blind-index token of a record. `field` is a schema field name; names starting
@@ -168,69 +169,26 @@ pub async fn create_with_event(
     record: NewRecord<'_>,
     event: &AuditRow,
 ) -> Result<Option<(RecordRow, Lsn)>, StoreError> {
-    let NewRecord {
-        tenant,
-        collection,
-        id,
-        public,
-        sealed,
-        index,
-    } = record;
     record.check(Some(event))?;
-    let (fields, tokens) = index_arrays(index);
-    let tenant_text = tenant.as_str();
-    let converted = EventParams::new(event)?;
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(7 + 12);
-    params.extend_from_slice(&[
-        &tenant_text,
-        &collection,
-        &id,
-        public,
-        &sealed,
-        &fields,
-        &tokens,
-    ]);
-    params.extend(append_params(event, &converted));
+    let values = RecordValues::new(&record);
+    let event_values = EventValues::new(event)?;
+    let mut statement = Statement::new();
+    // The record and its tokens go in only with the event (`from appended`), the event
+    // only after the expected head (`moved`).
+    let audit_ctes = event_values.append_ctes(&mut statement);
+    let p = values.bind(&mut statement);
+    let sql = format!(
+        "with {audit_ctes}, {record_ctes} select version, created_at, updated_at from record",
+        record_ctes = p.record_ctes("from appended", "where exists (select from record)"),
+    );
     let (rows, lsn) = primary
-        .write_scoped(tenant, &CREATE_WITH_EVENT, &params)
+        .write_scoped(record.tenant, &sql, statement.params())
         .await?;
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    Ok(Some((
-        RecordRow {
-            id: id.to_owned(),
-            version: row.try_get(0)?,
-            public: public.clone(),
-            sealed: sealed.to_vec(),
-            created_at: row.try_get(1)?,
-            updated_at: row.try_get(2)?,
-        },
-        lsn,
-    )))
+    Ok(Some((record.row(row)?, lsn)))
 }
-
-/// The statement of [`create_with_event`]: the record and its tokens go in only with the
-/// event (`from appended`), the event only after the expected head (`moved`). The
-/// parameters of the record are `$1`..`$7` as in [`insert_statement`], the event's from
-/// `$8`.
-static CREATE_WITH_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "with {audit_ctes}, record as (
-             insert into records (tenant_id, collection, record_id, public, sealed)
-             select $1::text, $2::text, $3::text, $4::jsonb, $5::bytea from appended
-             returning version, created_at, updated_at
-         ), tokens as (
-             insert into record_index (tenant_id, collection, field, token, record_id)
-             select $1, $2, t.field, t.token, $3 from ({wanted}) as t
-             where exists (select from record)
-             on conflict do nothing
-         )
-         select version, created_at, updated_at from record",
-        audit_ctes = crate::audit::append_ctes(8),
-        wanted = wanted_tokens("$6", "$7", "$4"),
-    )
-});
 
 /// A record to insert, for [`insert_with_event`] and [`create_with_event`].
 #[derive(Debug, Clone, Copy)]
@@ -255,6 +213,104 @@ impl NewRecord<'_> {
         }
         Ok(())
     }
+
+    /// The inserted record from the `version, created_at, updated_at` its statement
+    /// returned.
+    fn row(&self, row: &Row) -> Result<RecordRow, StoreError> {
+        Ok(RecordRow {
+            id: self.id.to_owned(),
+            version: row.try_get(0)?,
+            public: self.public.clone(),
+            sealed: self.sealed.to_vec(),
+            created_at: row.try_get(1)?,
+            updated_at: row.try_get(2)?,
+        })
+    }
+}
+
+/// A new record's values as the driver binds them.
+struct RecordValues<'a> {
+    tenant: &'a str,
+    collection: &'a str,
+    id: &'a str,
+    public: &'a serde_json::Value,
+    sealed: &'a [u8],
+    fields: Vec<&'a str>,
+    tokens: Vec<&'a [u8]>,
+}
+
+/// Where [`RecordValues`] went in a composed statement.
+struct RecordPlaceholders {
+    tenant: Placeholder,
+    collection: Placeholder,
+    id: Placeholder,
+    public: Placeholder,
+    sealed: Placeholder,
+    fields: Placeholder,
+    tokens: Placeholder,
+}
+
+impl<'a> RecordValues<'a> {
+    fn new(record: &NewRecord<'a>) -> Self {
+        let (fields, tokens) = index_arrays(record.index);
+        Self {
+            tenant: record.tenant.as_str(),
+            collection: record.collection,
+            id: record.id,
+            public: record.public,
+            sealed: record.sealed,
+            fields,
+            tokens,
+        }
+    }
+
+    fn bind(&'a self, statement: &mut Statement<'a>) -> RecordPlaceholders {
+        RecordPlaceholders {
+            tenant: statement.bind(&self.tenant),
+            collection: statement.bind(&self.collection),
+            id: statement.bind(&self.id),
+            public: statement.bind(self.public),
+            sealed: statement.bind(&self.sealed),
+            fields: statement.bind(&self.fields),
+            tokens: statement.bind(&self.tokens),
+        }
+    }
+}
+
+impl RecordPlaceholders {
+    /// The `record` and `tokens` expressions: the record (version 1) inserted from
+    /// `source` (a `from` clause, or nothing) returning `version, created_at, updated_at`,
+    /// and its tokens (see [`wanted_tokens`]) where `condition` holds (a `where` clause, or
+    /// nothing).
+    fn record_ctes(&self, source: &str, condition: &str) -> String {
+        let Self {
+            tenant,
+            collection,
+            id,
+            public,
+            sealed,
+            fields,
+            tokens,
+        } = self;
+        format!(
+            "record as (
+                 insert into records (tenant_id, collection, record_id, public, sealed)
+                 select {tenant}::text, {collection}::text, {id}::text, {public}::jsonb,
+                        {sealed}::bytea {source}
+                 returning version, created_at, updated_at
+             ), tokens as (
+                 insert into record_index (tenant_id, collection, field, token, record_id)
+                 select {tenant}, {collection}, t.field, t.token, {id} from ({wanted}) as t
+                 {condition}
+                 on conflict do nothing
+             )",
+            wanted = wanted_tokens(
+                &fields.to_string(),
+                &tokens.to_string(),
+                &public.to_string()
+            ),
+        )
+    }
 }
 
 async fn insert_statement(
@@ -262,68 +318,31 @@ async fn insert_statement(
     record: NewRecord<'_>,
     event: Option<&AuditRow>,
 ) -> Result<(RecordRow, bool), StoreError> {
-    let NewRecord {
-        tenant,
-        collection,
-        id,
-        public,
-        sealed,
-        index,
-    } = record;
     record.check(event)?;
+    let values = RecordValues::new(&record);
+    let event_values = event.map(EventValues::new).transpose()?;
+    let mut statement = Statement::new();
+    let p = values.bind(&mut statement);
     // The tokens' foreign key is checked at the end of the statement, after the record
     // is in. A token listed twice is stored once. Data-modifying CTEs all run, whether
     // or not the final select reads them.
-    let (audit_ctes, appended) = match event {
-        Some(_) => (
-            format!(", {}", crate::audit::append_ctes(8)),
+    let (audit_ctes, appended) = match &event_values {
+        Some(event_values) => (
+            format!(", {}", event_values.append_ctes(&mut statement)),
             "(select count(*) from appended)",
         ),
         None => (String::new(), "0::bigint"),
     };
-    let statement = tx
+    let prepared = tx
         .prepare_cached(&format!(
-            "with record as (
-                 insert into records (tenant_id, collection, record_id, public, sealed)
-                 values ($1, $2, $3, $4, $5)
-                 returning version, created_at, updated_at
-             ), tokens as (
-                 insert into record_index (tenant_id, collection, field, token, record_id)
-                 select $1, $2, t.field, t.token, $3 from ({wanted}) as t
-                 on conflict do nothing
-             ){audit_ctes}
+            "with {record_ctes}{audit_ctes}
              select version, created_at, updated_at, {appended} from record",
-            wanted = wanted_tokens("$6", "$7", "$4"),
+            record_ctes = p.record_ctes("", ""),
         ))
         .await?;
-    let (fields, tokens) = index_arrays(index);
-    let tenant_text = tenant.as_str();
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &tenant_text,
-        &collection,
-        &id,
-        public,
-        &sealed,
-        &fields,
-        &tokens,
-    ];
-    let converted = event.map(EventParams::new).transpose()?;
-    if let (Some(event), Some(converted)) = (event, &converted) {
-        params.extend(append_params(event, converted));
-    }
-    let row = tx.client().query_one(&statement, &params).await?;
+    let row = tx.client().query_one(&prepared, statement.params()).await?;
     let appended: i64 = row.try_get(3)?;
-    Ok((
-        RecordRow {
-            id: id.to_owned(),
-            version: row.try_get(0)?,
-            public: public.clone(),
-            sealed: sealed.to_vec(),
-            created_at: row.try_get(1)?,
-            updated_at: row.try_get(2)?,
-        },
-        appended == 1,
-    ))
+    Ok((record.row(&row)?, appended == 1))
 }
 
 /// Locks the record for the rest of `tx` and returns its version (`None`: no such

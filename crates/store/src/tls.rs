@@ -33,16 +33,20 @@ impl fmt::Debug for PgTls {
 /// Why TLS to the database could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("read the database CA file {path}: {reason}")]
-    CaFile { path: String, reason: String },
+    #[error("read the database CA file {path}")]
+    CaFile {
+        path: String,
+        #[source]
+        source: crate::BoxError,
+    },
     #[error("the database CA file {path} holds no certificate")]
     NoCertificate { path: String },
     #[error(
         "no trusted CA certificates found on this machine: name the database's CA file (ca_file)"
     )]
     NoPlatformRoots,
-    #[error("set up TLS for the database: {0}")]
-    Config(String),
+    #[error("set up TLS for the database")]
+    Config(#[source] rustls::Error),
 }
 
 impl PgTls {
@@ -54,21 +58,19 @@ impl PgTls {
         match ca_file {
             Some(path) => {
                 let shown = path.display().to_string();
-                let failed = |reason: String| TlsSetupError::CaFile {
+                let failed = |source: crate::BoxError| TlsSetupError::CaFile {
                     path: shown.clone(),
-                    reason,
+                    source,
                 };
                 let certificates = CertificateDer::pem_file_iter(path)
-                    .map_err(|err| failed(err.to_string()))?
+                    .map_err(|err| failed(err.into()))?
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|err| failed(err.to_string()))?;
+                    .map_err(|err| failed(err.into()))?;
                 if certificates.is_empty() {
                     return Err(TlsSetupError::NoCertificate { path: shown });
                 }
                 for certificate in certificates {
-                    roots
-                        .add(certificate)
-                        .map_err(|err| failed(err.to_string()))?;
+                    roots.add(certificate).map_err(|err| failed(err.into()))?;
                 }
             }
             None => {
@@ -84,7 +86,7 @@ impl PgTls {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|err| TlsSetupError::Config(err.to_string()))?
+            .map_err(TlsSetupError::Config)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Self::VerifyFull(Arc::new(config)))

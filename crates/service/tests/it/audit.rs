@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use audit::{Action, Actor, ActorKind, KeySet, NewEvent, Outcome, SigningKey};
 use devstack::testing::connect;
 use model::{RegionId, TenantId};
-use service::{AuditError, AuditKeys, AuditLog, AuditSettings, ReadAudit};
+use service::{AuditError, AuditKeys, AuditLog, AuditSettings, EventTiming, ReadAudit, UnitOfWork};
 use store::audit::EventFilter;
 use store::testing::{migrated_database, region_database};
 use store::{DatabaseSettings, PgEndpoint, RegionDatabase};
@@ -816,7 +816,7 @@ async fn records_written_with_their_event_in_one_statement_keep_the_chain_whole_
                     index: &[],
                 };
                 let resource = format!("collections/people/records/{id}");
-                let (row, event) = log
+                let (row, event) = UnitOfWork::new(&log)
                     .insert_record(&tx, record, event(tenant, Action::RecordCreate, &resource))
                     .await
                     .expect("insert the record with its event");
@@ -883,7 +883,7 @@ async fn records_created_in_one_round_trip_keep_the_chain_whole_across_nodes() {
                     index: &index,
                 };
                 let resource = format!("collections/people/records/{id}");
-                let (row, linked, lsn) = log
+                let (row, linked, lsn) = UnitOfWork::new(&log)
                     .create_record(
                         &mut primary,
                         record,
@@ -896,7 +896,7 @@ async fn records_created_in_one_round_trip_keep_the_chain_whole_across_nodes() {
                 assert!(lsn > model::Lsn(0));
                 // The same id again fails as a conflict, and writes no event.
                 if i % 4 == 3 {
-                    let again = log
+                    let again = UnitOfWork::new(&log)
                         .create_record(
                             &mut primary,
                             record,
@@ -941,4 +941,122 @@ async fn records_created_in_one_round_trip_keep_the_chain_whole_across_nodes() {
     resources.sort_unstable();
     resources.dedup();
     assert_eq!(resources.len(), created, "no record has two events");
+}
+
+#[tokio::test]
+async fn a_unit_of_work_commits_its_change_with_its_events_or_neither() {
+    let (database, region_db, [log, _], tenant) = two_nodes().await;
+    let db = connect(database.primary.clone()).await;
+    let records = async |id: &str| -> i64 {
+        db.query_one(
+            "select count(*) from records where tenant_id = $1 and record_id = $2",
+            &[&tenant.as_str(), &id],
+        )
+        .await
+        .expect("count records")
+        .get(0)
+    };
+    let insert = async |tx: &store::PrimaryTx<'_>, id: &str| {
+        store::records::insert(
+            tx,
+            &tenant,
+            "people",
+            id,
+            &serde_json::json!({}),
+            b"sealed",
+            &[],
+        )
+        .await
+    };
+    let mut primary = region_db.primary().get().await.expect("primary");
+
+    // A change and its two events commit together, the events in the order given.
+    let committed = UnitOfWork::new(&log)
+        .run(
+            &mut primary,
+            &tenant,
+            EventTiming::AfterChange,
+            [
+                event(tenant, Action::RecordCreate, "records/kept"),
+                event(tenant, Action::RecordUpdate, "records/kept"),
+            ],
+            async |tx| Ok(insert(tx, "kept").await?.version),
+        )
+        .await
+        .expect("the unit of work commits");
+    assert_eq!(committed.value, 1);
+    assert_eq!(
+        committed
+            .events
+            .iter()
+            .map(|e| e.action)
+            .collect::<Vec<_>>(),
+        [Action::RecordCreate, Action::RecordUpdate]
+    );
+    assert!(committed.lsn > model::Lsn(0));
+    assert_eq!(records("kept").await, 1);
+
+    // A change that fails after writing leaves neither its rows nor an event.
+    let failed = UnitOfWork::new(&log)
+        .run(
+            &mut primary,
+            &tenant,
+            EventTiming::AfterChange,
+            [event(tenant, Action::RecordCreate, "records/refused")],
+            async |tx| -> Result<(), service::ServiceError> {
+                insert(tx, "refused").await?;
+                Err(service::ServiceError::Conflict("record"))
+            },
+        )
+        .await;
+    assert!(
+        matches!(failed, Err(service::ServiceError::Conflict(_))),
+        "{failed:?}"
+    );
+    assert_eq!(records("refused").await, 0);
+
+    // An event that cannot be appended (another region's) takes the change back with it.
+    let mut foreign = event(tenant, Action::RecordCreate, "records/unaudited");
+    foreign.region = RegionId::parse("us-east-1").expect("region");
+    let unaudited = UnitOfWork::new(&log)
+        .run(
+            &mut primary,
+            &tenant,
+            EventTiming::AfterChange,
+            [foreign],
+            async |tx| Ok(insert(tx, "unaudited").await?),
+        )
+        .await;
+    assert!(unaudited.is_err(), "{unaudited:?}");
+    assert_eq!(records("unaudited").await, 0);
+
+    // Sent beside a one-statement change that finds nothing to do, the event rolls back
+    // with it.
+    let missing = UnitOfWork::new(&log)
+        .run(
+            &mut primary,
+            &tenant,
+            EventTiming::BesideChange,
+            [event(tenant, Action::RecordDelete, "records/missing")],
+            async |tx| match store::records::delete(tx, &tenant, "people", "missing", None).await? {
+                store::records::Change::Done(_) => Ok(()),
+                _ => Err(service::ServiceError::NotFound { what: "record" }),
+            },
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(service::ServiceError::NotFound { .. })),
+        "{missing:?}"
+    );
+
+    let events = all_events(&log, &tenant).await;
+    assert_chain_valid(&events, &tenant);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.resource.as_str())
+            .collect::<Vec<_>>(),
+        ["records/kept", "records/kept"],
+        "only the committed unit of work left events"
+    );
 }
