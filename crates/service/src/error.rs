@@ -75,6 +75,11 @@ impl ServiceError {
         }
     }
 
+    /// A new tenant's setting refused at the edge, as the field it names.
+    pub fn invalid_tenant(err: model::NewTenantError) -> Self {
+        Self::invalid(err.field, err.reason)
+    }
+
     /// An internal error (500) caused by `cause`: an error, or a message (`String`,
     /// `&str`).
     pub fn internal(cause: impl Into<BoxError>) -> Self {

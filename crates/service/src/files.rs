@@ -11,7 +11,9 @@ use store::files::FileRow;
 use store::{ReadConsistency, StoreError};
 
 use crate::ServiceError;
-use crate::records::{Served, is_uuid, uuid_text};
+use model::{FileName, RecordId};
+
+use crate::records::Served;
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
 use crate::unit_of_work::EventTiming;
 
@@ -55,15 +57,17 @@ impl RegionService {
         body: ByteStream,
     ) -> Result<(StoredFile, Written), ServiceError> {
         let collection = self.collection(caller, collection).await?;
-        check_file_name(name)?;
+        FileName::parse(name).map_err(|err| ServiceError::invalid(err.field, err.reason))?;
         let name_token = self.file_name_token(caller, &collection, name).await?;
-        if !is_uuid(record) || !self.record_exists(caller, &collection, record).await? {
+        if RecordId::parse(record).is_none()
+            || !self.record_exists(caller, &collection, record).await?
+        {
             return Err(ServiceError::NotFound { what: "record" });
         }
         let object = ObjectKey::parse(&format!(
             "tenants/{}/files/{}",
             caller.tenant,
-            uuid_text(random_bytes())
+            RecordId::from_random_bytes(random_bytes())
         ))
         .map_err(ServiceError::internal)?;
         let key = self.inner.keyring.active_data_key(&caller.tenant).await?;
@@ -178,7 +182,7 @@ impl RegionService {
     ) -> Result<Served<FileDownload>, ServiceError> {
         let collection = self.collection(caller, collection).await?;
         let not_found = || ServiceError::NotFound { what: "file" };
-        if !is_uuid(record) || check_file_name(name).is_err() {
+        if RecordId::parse(record).is_none() || FileName::parse(name).is_err() {
             return Err(not_found());
         }
         let name_token = self.file_name_token(caller, &collection, name).await?;
@@ -245,7 +249,7 @@ impl RegionService {
     ) -> Result<Written, ServiceError> {
         let collection = self.collection(caller, collection).await?;
         let not_found = || ServiceError::NotFound { what: "file" };
-        if !is_uuid(record) || check_file_name(name).is_err() {
+        if RecordId::parse(record).is_none() || FileName::parse(name).is_err() {
             return Err(not_found());
         }
         let name_token = self.file_name_token(caller, &collection, name).await?;
@@ -317,20 +321,4 @@ fn file_resource(collection: &Collection, record: &str, name_token: &str) -> Str
         collection.name.as_str(),
         &name_token[..16.min(name_token.len())]
     )
-}
-
-fn check_file_name(name: &str) -> Result<(), ServiceError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name != "."
-        && name != ".."
-        && !name.chars().any(|c| c == '/' || c.is_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(ServiceError::invalid(
-            "name",
-            "must be 1 to 255 bytes without `/` or control characters",
-        ))
-    }
 }

@@ -26,7 +26,7 @@ pub use audit_keys::{AuditKeys, KeyText, KeyTextError};
 pub use error::{BoxError, ServiceError};
 pub use keys::{IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapReport};
 pub use tenancy::{
-    Attempt, Caller, Collection, NewTenant, RegionService, RequestContext, ServiceParts,
+    Attempt, Caller, Collection, OperatorGrant, RegionService, RequestContext, ServiceParts,
     ServiceSettings, Tenant, TenantRegistry, Written,
 };
 pub use unit_of_work::{Committed, EventTiming, UnitOfWork};

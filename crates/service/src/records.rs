@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envelope::blind_index::{FieldIndexKey, IndexValue};
 use envelope::seal::{self, SealContext};
 use envelope::{DataKey, KeyVersion};
-use model::{CollectionSchema, FieldClass, FieldType};
+use model::{CollectionSchema, FieldClass, FieldType, RecordId};
 use serde_json::{Map, Value};
 use store::records::{Change, IndexEntry, RecordRow};
 use store::{ReadConsistency, ServedBy};
@@ -87,7 +87,7 @@ impl RegionService {
         collection: &str,
         data: Map<String, Value>,
     ) -> Result<(Record, Written), ServiceError> {
-        let id = uuid_text(random_bytes());
+        let id = RecordId::from_random_bytes(random_bytes()).to_string();
         let (row, written) = self
             .with_current_schema(caller, collection, || {
                 self.write_new_record(caller, collection, &id, &data)
@@ -171,7 +171,7 @@ impl RegionService {
     ) -> Result<Served<Record>, ServiceError> {
         let collection = self.collection(caller, collection).await?;
         let not_found = ServiceError::NotFound { what: "record" };
-        if !is_uuid(id) {
+        if RecordId::parse(id).is_none() {
             return Err(not_found);
         }
         let mut reader = self.inner.database.reader(consistency).await?;
@@ -228,7 +228,7 @@ impl RegionService {
         if_match: Option<i64>,
     ) -> Result<(store::records::RecordRow, Written), ServiceError> {
         let collection = self.collection(caller, collection).await?;
-        if !is_uuid(id) {
+        if RecordId::parse(id).is_none() {
             return Err(ServiceError::NotFound { what: "record" });
         }
         validate(&collection.schema, data)?;
@@ -273,7 +273,7 @@ impl RegionService {
         if_match: Option<i64>,
     ) -> Result<Written, ServiceError> {
         let collection = self.collection(caller, collection).await?;
-        if !is_uuid(id) {
+        if RecordId::parse(id).is_none() {
             return Err(ServiceError::NotFound { what: "record" });
         }
         let resource = record_resource(&collection, id);
@@ -719,21 +719,10 @@ fn decode_cursor(cursor: &str) -> Result<String, ServiceError> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let id = text.strip_prefix("r1:").ok_or_else(bad)?;
-    if !is_uuid(id) {
+    if RecordId::parse(id).is_none() {
         return Err(bad());
     }
     Ok(id.to_owned())
-}
-
-/// Record ids are lowercase UUIDs; anything else cannot name a record.
-pub(crate) fn is_uuid(raw: &str) -> bool {
-    model::TenantId::parse(raw).is_ok()
-}
-
-pub(crate) fn uuid_text(bytes: [u8; 16]) -> String {
-    model::TenantId::from_random_bytes(bytes)
-        .as_str()
-        .to_owned()
 }
 
 #[cfg(test)]
@@ -761,7 +750,7 @@ mod tests {
 
     #[test]
     fn cursors_are_opaque_and_checked() {
-        let id = uuid_text([7; 16]);
+        let id = RecordId::from_random_bytes([7; 16]).to_string();
         assert_eq!(decode_cursor(&encode_cursor(&id)).expect("own cursor"), id);
         assert!(decode_cursor("not-a-cursor").is_err());
         assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("r1:x")).is_err());

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use audit::{Action, Actor, ActorKind, NewEvent, Outcome};
 use envelope::objects::ObjectStore;
 use model::{
-    Access, CollectionName, CollectionSchema, ConsistencyToken, Lsn, RegionId, ResidencyPolicy,
-    Role, TenantId, Transit,
+    Access, ApiKeyId, CollectionName, CollectionSchema, ConsistencyToken, Lsn, NewTenant, RegionId,
+    ResidencyPolicy, Role, TenantId, Transit,
 };
 use store::{ReadConsistency, RegionDatabase, StoreError};
 
@@ -93,15 +93,10 @@ pub struct Tenant {
     pub created_at: SystemTime,
 }
 
-/// Input of tenant creation, parsed at the edge.
-#[derive(Debug, Clone)]
-pub struct NewTenant {
-    pub name: String,
-    pub home_region: String,
-    pub allowed_regions: Option<Vec<String>>,
-    pub transit: Option<String>,
-    pub analytics_export: bool,
-}
+/// Proof that the caller presented the operator token: what tenant management takes, so
+/// that a request is authorized before anything of its body is looked at.
+#[derive(Debug)]
+pub struct OperatorGrant(());
 
 /// A created tenant and its first admin key (shown once).
 #[derive(Debug)]
@@ -326,9 +321,12 @@ impl RegionService {
     }
 
     /// Checks that `bearer` is the operator token.
-    pub async fn authorize_operator(&self, bearer: Option<&str>) -> Result<(), ServiceError> {
+    pub async fn authorize_operator(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<OperatorGrant, ServiceError> {
         match self.authenticate(bearer).await? {
-            Principal::Operator => Ok(()),
+            Principal::Operator => Ok(OperatorGrant(())),
             Principal::ApiKey { .. } => Err(ServiceError::Forbidden {
                 role: "api key",
                 operation: "manage tenants",
@@ -485,40 +483,26 @@ impl RegionService {
     /// one transaction with its `tenant.create` event.
     pub async fn create_tenant(
         &self,
-        bearer: Option<&str>,
+        _operator: &OperatorGrant,
         new: NewTenant,
         context: &RequestContext,
     ) -> Result<CreatedTenant, ServiceError> {
-        self.authorize_operator(bearer).await?;
-        let name = new.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ServiceError::invalid("name", "must be 1 to 200 characters"));
-        }
-        let home = self.catalogue_region("home_region", &new.home_region)?;
-        let allowed = new
-            .allowed_regions
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| self.catalogue_region(&format!("allowed_regions[{i}]"), raw))
-            .collect::<Result<Vec<_>, _>>()?;
-        let transit = match new.transit.as_deref() {
-            None => Transit::Proxy,
-            Some(raw) => Transit::parse(raw)
-                .map_err(|_| ServiceError::invalid("transit", "must be `proxy` or `redirect`"))?,
-        };
-        let policy = ResidencyPolicy::new(home.clone(), allowed, transit).map_err(|_| {
-            ServiceError::invalid("allowed_regions", "must include the home region")
-        })?;
-        if home != self.inner.region {
-            return Err(ServiceError::Misdirected { home });
+        let NewTenant {
+            name,
+            policy,
+            analytics_export,
+        } = new;
+        if *policy.home() != self.inner.region {
+            return Err(ServiceError::Misdirected {
+                home: policy.home().clone(),
+            });
         }
         let id = TenantId::from_random_bytes(random_bytes());
         let tenant = Tenant {
             id,
-            name: name.to_owned(),
+            name,
             policy,
-            analytics_export: new.analytics_export,
+            analytics_export,
             created_at: SystemTime::now(),
         };
         let admin_key = access::issue_key(&id);
@@ -559,9 +543,9 @@ impl RegionService {
         let row = store::tenants::TenantRow {
             id,
             name: tenant.name.clone(),
-            home_region: home.to_string(),
+            home_region: tenant.policy.home().to_string(),
             allowed_regions: region_names(tenant.policy.allowed()),
-            transit: transit.as_str().to_owned(),
+            transit: tenant.policy.transit().as_str().to_owned(),
             analytics_export: tenant.analytics_export,
             status: "active".to_owned(),
             created_at: tenant.created_at,
@@ -589,11 +573,10 @@ impl RegionService {
             .ok_or(ServiceError::NotFound { what: "tenant" })
     }
 
-    fn catalogue_region(&self, field: &str, raw: &str) -> Result<RegionId, ServiceError> {
-        RegionId::parse(raw)
-            .ok()
-            .filter(|region| self.inner.regions.contains(region))
-            .ok_or_else(|| ServiceError::invalid(field, "is not a region of the catalogue"))
+    /// Whether `region` is in the catalogue this node was started with: a tenant may be
+    /// homed in, or allowed, only such a region.
+    pub fn knows_region(&self, region: &RegionId) -> bool {
+        self.inner.regions.contains(region)
     }
 
     // ---- API keys ----------------------------------------------------------------
@@ -631,7 +614,11 @@ impl RegionService {
         })
     }
 
-    pub async fn revoke_api_key(&self, caller: &Caller, key_id: &str) -> Result<(), ServiceError> {
+    pub async fn revoke_api_key(
+        &self,
+        caller: &Caller,
+        key_id: &ApiKeyId,
+    ) -> Result<(), ServiceError> {
         let resource = format!("apikeys/{key_id}");
         let event = self.caller_event(caller, Action::ApiKeyDelete, &resource, Outcome::Success);
         self.write(
@@ -639,7 +626,7 @@ impl RegionService {
             EventTiming::AfterChange,
             [event],
             async |tx| {
-                if store::api_keys::revoke(tx, &caller.tenant, key_id).await? {
+                if store::api_keys::revoke(tx, &caller.tenant, key_id.as_str()).await? {
                     Ok(())
                 } else {
                     Err(ServiceError::NotFound { what: "api key" })
@@ -647,7 +634,7 @@ impl RegionService {
             },
         )
         .await?;
-        self.inner.keys.invalidate(key_id).await;
+        self.inner.keys.invalidate(key_id.as_str()).await;
         Ok(())
     }
 

@@ -6,8 +6,9 @@ use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use model::Access;
+use model::{Access, ApiKeyId};
 use serde::Deserialize;
+use service::ServiceError;
 use utoipa::IntoParams;
 use wire::api as body;
 
@@ -84,6 +85,8 @@ pub(crate) async fn delete_api_key(ctx: Ctx, Path(path): Path<ApiKeyPath>) -> Ap
     let caller = ctx
         .authorize(path.target(), Access::Administer, Action::ApiKeyDelete)
         .await?;
-    ctx.service().revoke_api_key(&caller, &path.id).await?;
+    // A malformed id names no key: the same answer as an unknown one.
+    let id = ApiKeyId::parse(&path.id).ok_or(ServiceError::NotFound { what: "api key" })?;
+    ctx.service().revoke_api_key(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -5,7 +5,8 @@ use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use model::RegionId;
+use model::{NewTenant, NewTenantFields, RegionId};
+use service::ServiceError;
 use wire::api as body;
 
 use super::{ApiResult, TenantPath, tenant_id, time_text};
@@ -38,20 +39,18 @@ pub(crate) async fn create_tenant(
     ctx: Ctx,
     JsonBody(request): JsonBody<body::CreateTenant>,
 ) -> ApiResult {
-    let created = ctx
-        .service()
-        .create_tenant(
-            ctx.bearer(),
-            service::NewTenant {
-                name: request.name,
-                home_region: request.home_region,
-                allowed_regions: request.allowed_regions,
-                transit: request.transit,
-                analytics_export: request.analytics_export.unwrap_or(false),
-            },
-            &ctx.context,
-        )
-        .await?;
+    let service = ctx.service();
+    let operator = service.authorize_operator(ctx.bearer()).await?;
+    let fields = NewTenantFields {
+        name: &request.name,
+        home_region: &request.home_region,
+        allowed_regions: request.allowed_regions.as_deref(),
+        transit: request.transit.as_deref(),
+        analytics_export: request.analytics_export.unwrap_or(false),
+    };
+    let new = NewTenant::parse(fields, |region| service.knows_region(region))
+        .map_err(ServiceError::invalid_tenant)?;
+    let created = service.create_tenant(&operator, new, &ctx.context).await?;
     let tenant = &created.tenant;
     let view = body::TenantCreated {
         id: tenant.id.to_string(),
