@@ -19,6 +19,8 @@ mod routing;
 mod self_wake;
 mod service;
 mod signing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod upstream;
 
 pub use cache::CachedDirectory;
