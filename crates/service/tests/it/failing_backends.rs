@@ -165,6 +165,17 @@ impl Fixture {
             .map(|served| served.value)
     }
 
+    /// Neither a file row of `name` nor any object of the tenant is left.
+    async fn assert_no_file(&self, name: &str) {
+        let row = self.get(name).await;
+        assert!(
+            matches!(row, Err(ServiceError::NotFound { what: "file" })),
+            "no file row: {:?}",
+            row.map(|download| download.size)
+        );
+        assert_eq!(self.stored_objects().await, 0, "no object");
+    }
+
     /// How many objects of the tenant the store holds.
     async fn stored_objects(&self) -> usize {
         self.objects
@@ -173,6 +184,19 @@ impl Fixture {
             .expect("list objects")
             .len()
     }
+}
+
+fn assert_object_store_unavailable(err: &ServiceError) {
+    assert!(
+        matches!(
+            err,
+            ServiceError::Unavailable {
+                what: "object store",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -184,25 +208,9 @@ async fn an_upload_whose_object_write_fails_answers_an_error_and_leaves_no_file(
         .put("letter.txt", b"Dear Ada, the store is down.")
         .await
         .expect_err("the object write failed");
-    assert!(
-        matches!(
-            err,
-            ServiceError::Unavailable {
-                what: "object store",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_object_store_unavailable(&err);
     assert_eq!(f.objects.put_calls(), 1);
-    assert!(
-        matches!(
-            f.get("letter.txt").await,
-            Err(ServiceError::NotFound { what: "file" })
-        ),
-        "no file row"
-    );
-    assert_eq!(f.stored_objects().await, 0, "no object");
+    f.assert_no_file("letter.txt").await;
 
     // The store back, the same upload succeeds.
     f.put("letter.txt", b"Dear Ada, the store is back.")
@@ -223,16 +231,7 @@ async fn a_download_whose_object_read_fails_answers_an_error() {
         .get("letter.txt")
         .await
         .expect_err("the object read failed");
-    assert!(
-        matches!(
-            err,
-            ServiceError::Unavailable {
-                what: "object store",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_object_store_unavailable(&err);
     assert_eq!(f.objects.get_calls(), 1);
 }
 
@@ -286,12 +285,5 @@ async fn an_upload_whose_key_unwrap_fails_answers_an_error_and_leaves_no_file() 
     );
     assert!(f.kms.calls() > calls, "the upload asked the KMS");
     assert_eq!(f.objects.put_calls(), 0, "nothing reached the object store");
-    assert!(
-        matches!(
-            f.get("letter.txt").await,
-            Err(ServiceError::NotFound { what: "file" })
-        ),
-        "no file row"
-    );
-    assert_eq!(f.stored_objects().await, 0, "no object");
+    f.assert_no_file("letter.txt").await;
 }
