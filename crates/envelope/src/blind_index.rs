@@ -87,13 +87,7 @@ pub enum IndexValue<'a> {
 
 impl fmt::Debug for IndexValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self {
-            Self::String(_) => "String",
-            Self::Integer(_) => "Integer",
-            Self::Number(_) => "Number",
-            Self::Boolean(_) => "Boolean",
-            Self::Timestamp { .. } => "Timestamp",
-        };
+        let kind = CanonicalValue::from(*self).type_name();
         write!(f, "IndexValue::{kind}(<redacted>)")
     }
 }

@@ -97,6 +97,17 @@ impl CanonicalValue<'_> {
         Ok(())
     }
 
+    /// The value's type, for a `Debug` that must not show the value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::String(_) => "String",
+            Self::Integer(_) => "Integer",
+            Self::Number(_) => "Number",
+            Self::Boolean(_) => "Boolean",
+            Self::Timestamp { .. } => "Timestamp",
+        }
+    }
+
     /// The canonical bytes of the value, in one buffer.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CanonicalValueError> {
         let mut bytes = Vec::new();
@@ -107,14 +118,7 @@ impl CanonicalValue<'_> {
 
 impl fmt::Debug for CanonicalValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self {
-            Self::String(_) => "String",
-            Self::Integer(_) => "Integer",
-            Self::Number(_) => "Number",
-            Self::Boolean(_) => "Boolean",
-            Self::Timestamp { .. } => "Timestamp",
-        };
-        write!(f, "CanonicalValue::{kind}(<redacted>)")
+        write!(f, "CanonicalValue::{}(<redacted>)", self.type_name())
     }
 }
 
