@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::chain::{Head, put_str, truncate_to_micros};
 use crate::event::{Event, Hash};
 use crate::signing::{Signature, SigningKey};
-use crate::time::{self, RFC3339_MICROS_LEN};
+use crate::time;
 
 /// Domain string of a manifest's signed payload.
 const MANIFEST_DOMAIN: &str = "residency/audit/manifest/v1";
@@ -316,18 +316,13 @@ struct CheckpointIn<'a> {
     signed_at: Cow<'a, str>,
 }
 
-fn format_time(t: SystemTime) -> String {
-    let mut buf = [0u8; RFC3339_MICROS_LEN];
-    time::format_micros(time::to_unix_micros(t), &mut buf).to_owned()
-}
-
 impl Serialize for Manifest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         ManifestOut {
             tenant: self.tenant.as_str(),
             region: self.region.as_str(),
-            from: self.from.map(format_time),
-            to: self.to.map(format_time),
+            from: self.from.map(time::format),
+            to: self.to.map(time::format),
             first_seq: self.first_seq,
             last_seq: self.last_seq,
             count: self.count,
@@ -335,7 +330,7 @@ impl Serialize for Manifest {
             checkpoint: self.checkpoint.map(|c| CheckpointOut {
                 seq: c.seq,
                 hash: c.hash,
-                signed_at: format_time(c.signed_at),
+                signed_at: time::format(c.signed_at),
             }),
             key_id: &self.key_id,
             signature: self.signature,

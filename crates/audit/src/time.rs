@@ -5,11 +5,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ::time::format_description::BorrowedFormatItem;
+use ::time::macros::format_description;
+use ::time::{OffsetDateTime, PrimitiveDateTime};
+
 /// Length of a formatted timestamp: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub const RFC3339_MICROS_LEN: usize = 27;
 
 const MICROS_PER_SEC: i64 = 1_000_000;
-const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
 
 /// The earliest representable instant, `0000-01-01T00:00:00.000000Z`.
 pub const MIN_MICROS: i64 = -62_167_219_200 * MICROS_PER_SEC;
@@ -60,119 +63,67 @@ pub fn parse(raw: &str) -> Result<SystemTime, TimeParseError> {
         .ok_or(TimeParseError)
 }
 
+/// The one spelling of an audit time: RFC 3339 UTC with exactly six fractional digits.
+const AUDIT_FORMAT: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
 /// Writes `micros` (within `MIN_MICROS..=MAX_MICROS`, else clamped) into `buf`.
 pub(crate) fn format_micros(micros: i64, buf: &mut [u8; RFC3339_MICROS_LEN]) -> &str {
     let micros = micros.clamp(MIN_MICROS, MAX_MICROS);
-    let days = micros.div_euclid(MICROS_PER_DAY);
-    let of_day = micros.rem_euclid(MICROS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    let secs = of_day / MICROS_PER_SEC;
-    let frac = of_day % MICROS_PER_SEC;
-    put_digits(&mut buf[0..4], year);
-    buf[4] = b'-';
-    put_digits(&mut buf[5..7], i64::from(month));
-    buf[7] = b'-';
-    put_digits(&mut buf[8..10], i64::from(day));
-    buf[10] = b'T';
-    put_digits(&mut buf[11..13], secs / 3600);
-    buf[13] = b':';
-    put_digits(&mut buf[14..16], secs / 60 % 60);
-    buf[16] = b':';
-    put_digits(&mut buf[17..19], secs % 60);
-    buf[19] = b'.';
-    put_digits(&mut buf[20..26], frac);
-    buf[26] = b'Z';
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .expect("the years 0000-9999 are within time's range");
+    let mut out = buf.as_mut_slice();
+    let written = at
+        .format_into(&mut out, AUDIT_FORMAT)
+        .expect("a year of four digits makes exactly 27 bytes");
+    debug_assert_eq!(written, RFC3339_MICROS_LEN);
     std::str::from_utf8(buf).expect("only ASCII digits and separators were written")
 }
 
 /// Microseconds since the epoch of a timestamp in exactly the form of [`format_micros`].
 pub(crate) fn parse_micros(raw: &str) -> Option<i64> {
-    let b: &[u8; RFC3339_MICROS_LEN] = raw.as_bytes().try_into().ok()?;
-    let separators = [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (26, b'Z'),
-    ];
-    if separators.iter().any(|&(i, c)| b[i] != c) {
+    if raw.len() != RFC3339_MICROS_LEN {
         return None;
     }
-    let year = digits(&b[0..4])?;
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
-    let frac = digits(&b[20..26])?;
-    let month_ok = (1..=12).contains(&month);
-    if !month_ok || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let secs = hour * 3600 + minute * 60 + second;
-    Some(days * MICROS_PER_DAY + secs * MICROS_PER_SEC + frac)
-}
-
-fn put_digits(out: &mut [u8], mut value: i64) {
-    for slot in out.iter_mut().rev() {
-        *slot = b'0' + u8::try_from(value % 10).expect("a decimal digit fits a byte");
-        value /= 10;
-    }
-}
-
-fn digits(raw: &[u8]) -> Option<i64> {
-    raw.iter().try_fold(0i64, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-    })
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        u32::try_from(month).expect("a month is 1..=12"),
-        u32::try_from(day).expect("a day is 1..=31"),
-    )
+    let at = PrimitiveDateTime::parse(raw, AUDIT_FORMAT)
+        .ok()?
+        .assume_utc();
+    let micros = i64::try_from(at.unix_timestamp_nanos() / 1_000).ok()?;
+    // One instant, one spelling: whatever else `time` would accept (a sign before the
+    // year, say) does not write back to the same bytes.
+    let mut buf = [0u8; RFC3339_MICROS_LEN];
+    (format_micros(micros, &mut buf) == raw).then_some(micros)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
+    /// The Julian day number of 1970-01-01.
+    const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date.
+    fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+        let month =
+            ::time::Month::try_from(u8::try_from(month).expect("a month")).expect("a month");
+        let date = ::time::Date::from_calendar_date(
+            i32::try_from(year).expect("a year"),
+            month,
+            u8::try_from(day).expect("a day"),
+        )
+        .expect("an existing date");
+        i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY
+    }
+
+    /// The proleptic Gregorian date `days` after 1970-01-01.
+    fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let julian_day = i32::try_from(days + UNIX_EPOCH_JULIAN_DAY).expect("a julian day");
+        let (year, month, day) = ::time::Date::from_julian_day(julian_day)
+            .expect("a date within time's range")
+            .to_calendar_date();
+        (i64::from(year), u32::from(u8::from(month)), u32::from(day))
+    }
 
     #[test]
     fn known_instants_format_and_parse() {

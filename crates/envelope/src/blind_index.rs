@@ -7,36 +7,21 @@
 //! as a u32 big-endian length followed by its bytes. So the same value in another field,
 //! collection, tenant or region gets an unrelated token.
 //!
-//! Canonical encoding: one type-tag byte, then the value's bytes. The tag keeps types
-//! apart: the string `"1"`, the integer `1` and the number `1.0` all differ.
-//!
-//! | type      | tag    | encoding after the tag                                         |
-//! |-----------|--------|----------------------------------------------------------------|
-//! | string    | `0x01` | UTF-8 of the Unicode NFC form; no case folding, no trimming    |
-//! | integer   | `0x02` | i64, 8 bytes big-endian                                        |
-//! | number    | `0x03` | f64 bits, 8 bytes big-endian; `-0.0` becomes `0.0`; NaN and ±∞ are refused |
-//! | boolean   | `0x04` | one byte, `0x00` or `0x01`                                     |
-//! | timestamp | `0x05` | UTC seconds since the epoch, i64 BE, then nanoseconds, u32 BE (< 10^9) |
-//!
-//! Exact match means exact: `"Ada"`, `"ada"` and `"Ada "` are three values. Only Unicode
-//! normalization is applied, because NFC and NFD spellings of the same text are the same
-//! text to a person and come from different keyboards and platforms.
+//! The value is hashed in the canonical encoding of [`model::canonical`], shared with the
+//! export's pseudonyms: one type-tag byte, then the value's bytes, so that the string
+//! `"1"`, the integer `1` and the number `1.0` all differ. Exact match means exact:
+//! `"Ada"`, `"ada"` and `"Ada "` are three values; only Unicode normalization (NFC) is
+//! applied.
 
 use std::fmt;
 
 use aws_lc_rs::{hkdf, hmac};
-use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+use model::canonical::CanonicalValue;
 
 use crate::seal::length_prefixed;
 use crate::{DataKey, KeyPurpose};
 
 const SALT: &[u8] = b"residency/blind-index/v1";
-
-const TAG_STRING: u8 = 0x01;
-const TAG_INTEGER: u8 = 0x02;
-const TAG_NUMBER: u8 = 0x03;
-const TAG_BOOLEAN: u8 = 0x04;
-const TAG_TIMESTAMP: u8 = 0x05;
 
 /// The HMAC key of one indexed field of one tenant.
 pub struct FieldIndexKey {
@@ -70,45 +55,7 @@ impl FieldIndexKey {
     /// The token of `value`: equal (after normalization) values give equal tokens.
     pub fn token(&self, value: &IndexValue<'_>) -> Result<BlindToken, IndexValueError> {
         let mut context = hmac::Context::with_key(&self.key);
-        match *value {
-            IndexValue::String(text) => {
-                context.update(&[TAG_STRING]);
-                // Most text is already NFC: hash it as is and allocate only when not.
-                if is_nfc_quick(text.chars()) == IsNormalized::Yes {
-                    context.update(text.as_bytes());
-                } else {
-                    let normalized: String = text.nfc().collect();
-                    context.update(normalized.as_bytes());
-                }
-            }
-            IndexValue::Integer(integer) => {
-                context.update(&[TAG_INTEGER]);
-                context.update(&integer.to_be_bytes());
-            }
-            IndexValue::Number(number) => {
-                if !number.is_finite() {
-                    return Err(IndexValueError::NonFiniteNumber);
-                }
-                // -0.0 == 0.0, so they must share a token.
-                let number = if number == 0.0 { 0.0 } else { number };
-                context.update(&[TAG_NUMBER]);
-                context.update(&number.to_bits().to_be_bytes());
-            }
-            IndexValue::Boolean(boolean) => {
-                context.update(&[TAG_BOOLEAN, u8::from(boolean)]);
-            }
-            IndexValue::Timestamp {
-                unix_seconds,
-                nanos,
-            } => {
-                if nanos >= 1_000_000_000 {
-                    return Err(IndexValueError::NanosOutOfRange);
-                }
-                context.update(&[TAG_TIMESTAMP]);
-                context.update(&unix_seconds.to_be_bytes());
-                context.update(&nanos.to_be_bytes());
-            }
-        }
+        CanonicalValue::from(*value).encode(|piece| context.update(piece))?;
         let tag = context.sign();
         let bytes: [u8; 32] = tag
             .as_ref()
@@ -140,25 +87,31 @@ pub enum IndexValue<'a> {
 
 impl fmt::Debug for IndexValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self {
-            Self::String(_) => "String",
-            Self::Integer(_) => "Integer",
-            Self::Number(_) => "Number",
-            Self::Boolean(_) => "Boolean",
-            Self::Timestamp { .. } => "Timestamp",
-        };
+        let kind = CanonicalValue::from(*self).type_name();
         write!(f, "IndexValue::{kind}(<redacted>)")
     }
 }
 
-/// A value that has no canonical encoding. Messages never include the value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum IndexValueError {
-    #[error("cannot index a NaN or infinite number")]
-    NonFiniteNumber,
-    #[error("cannot index a timestamp with nanoseconds of 10^9 or more")]
-    NanosOutOfRange,
+impl<'a> From<IndexValue<'a>> for CanonicalValue<'a> {
+    fn from(value: IndexValue<'a>) -> Self {
+        match value {
+            IndexValue::String(text) => Self::String(text),
+            IndexValue::Integer(integer) => Self::Integer(integer),
+            IndexValue::Number(number) => Self::Number(number),
+            IndexValue::Boolean(boolean) => Self::Boolean(boolean),
+            IndexValue::Timestamp {
+                unix_seconds,
+                nanos,
+            } => Self::Timestamp {
+                unix_seconds,
+                nanos,
+            },
+        }
+    }
 }
+
+/// A value that has no canonical encoding. Messages never include the value.
+pub use model::canonical::CanonicalValueError as IndexValueError;
 
 /// HMAC-SHA256 of a canonical value under a field key: safe to store and to print, since
 /// without the key it reveals only equality with other tokens of the same field.
@@ -192,6 +145,7 @@ mod tests {
     use crate::{KeyMaterial, KeyVersion};
     use model::{RegionId, TenantId};
     use proptest::prelude::*;
+    use unicode_normalization::UnicodeNormalization;
 
     fn index_key(tenant: [u8; 16], region: &str) -> DataKey {
         DataKey::new(
@@ -327,6 +281,160 @@ mod tests {
         );
         assert_eq!(token.to_hex().len(), 64);
         assert_eq!(BlindToken::from_bytes(*token.as_bytes()), token);
+    }
+
+    /// Tokens computed before the encoding moved to `model::canonical`: stored tokens
+    /// must keep matching what search computes, so these never change.
+    #[test]
+    fn tokens_are_pinned() {
+        let key = FieldIndexKey::derive(&index_key([1; 16], "eu-central-1"), "c", "f");
+        let cases = [
+            (
+                IndexValue::String(""),
+                "61b8f1dd8bacead3fbc9fd7f28630abb400f484b9f4bd35d825a014bc235dade",
+            ),
+            (
+                IndexValue::String("ada@example.org"),
+                "3876b03b5d35b1d290d3f01939032bfdd850645136a67a4096ee5f5c4fe4be28",
+            ),
+            (
+                IndexValue::String("René"),
+                "22dff1454d759d2bca33b62325f9ff2251016d47c96d71e27c239fe4b0ce6311",
+            ),
+            (
+                IndexValue::String("Rene\u{301}"),
+                "22dff1454d759d2bca33b62325f9ff2251016d47c96d71e27c239fe4b0ce6311",
+            ),
+            (
+                IndexValue::String("Ada "),
+                "8afb83bfe2266513ed89e8a0de7822b7948b46538a89571094e759e363f2f41b",
+            ),
+            (
+                IndexValue::String("日本"),
+                "faa5c451744021fafa915929ac41c23e1c91a8c6b36bdbd8d0ad46ddd4c7e387",
+            ),
+            (
+                IndexValue::String("😀"),
+                "2a3e8d16da47e41897199464f8faf2809a820893811ebca2f0db41a4ae2df09e",
+            ),
+            (
+                IndexValue::String("A\u{30a}"),
+                "aa12dc9ae9d4a4b46d5af8dbe8737bb480475ec0ac20efb50680014e90f15127",
+            ),
+            (
+                IndexValue::String("Å"),
+                "aa12dc9ae9d4a4b46d5af8dbe8737bb480475ec0ac20efb50680014e90f15127",
+            ),
+            (
+                IndexValue::Integer(0),
+                "74cac1788bd8acb56d5638a357730539bee1ef6a31dc628d7fba43a0e44bcdcf",
+            ),
+            (
+                IndexValue::Integer(1),
+                "844add0c98e07082ce3732c8cc3fe3d2e9061655405d4b5f36ec7c992254a73b",
+            ),
+            (
+                IndexValue::Integer(-1),
+                "0c27a6b538aaaf5be5a1fd52956d9ccb4e4c9b20f999a4603a11a79103ee4fa4",
+            ),
+            (
+                IndexValue::Integer(42),
+                "e8bf2f6fde42dd168ba27aa694b53f4d305701f24585520283b169fde747adf1",
+            ),
+            (
+                IndexValue::Integer(i64::MIN),
+                "5efa08bed44cdcc3a5ca1265d5a4cbdb01b431fb7af68b18ab076161806e6e7c",
+            ),
+            (
+                IndexValue::Integer(i64::MAX),
+                "3a6d5bb8f89402f2dad90cadee514edcd7c5893ef07c0592959e5c73c1013303",
+            ),
+            (
+                IndexValue::Number(0.0),
+                "916f66b6fd5b2e70e838c7a2f0c0b10ef57aab56be1f6a8088a462219c167ccb",
+            ),
+            (
+                IndexValue::Number(-0.0),
+                "916f66b6fd5b2e70e838c7a2f0c0b10ef57aab56be1f6a8088a462219c167ccb",
+            ),
+            (
+                IndexValue::Number(1.0),
+                "6981880ba04391f3a1b0b89c2dee996cdd43d088185268838967c6d317b4e9d6",
+            ),
+            (
+                IndexValue::Number(-1.5),
+                "372ac9040eaeda62800fe24aa97329291a2260702370b4d41283d112bd07d61e",
+            ),
+            (
+                IndexValue::Number(0.1),
+                "fbfe0dd15da937f9940ababe29a15fb672a99851f2421ff28b7ea069040a828f",
+            ),
+            (
+                IndexValue::Number(f64::MAX),
+                "22f0fb3afa5d9d6efb865bdb5805aa751d1a52dcff50680f20e1ade5c0068fb1",
+            ),
+            (
+                IndexValue::Number(f64::MIN_POSITIVE),
+                "d4938d2c45a513bde74a77a982217f0ed58e546ffd9a4ecdf3333ec8404b2f64",
+            ),
+            (
+                IndexValue::Number(5e-324),
+                "c6c56ba0ad6eada3559745366ce469940b669af842f5faadd5bdaefa23bff78b",
+            ),
+            (
+                IndexValue::Boolean(false),
+                "45a1095521b80abc3b8e8ce43737c55331236a37203570c7c14027767baba394",
+            ),
+            (
+                IndexValue::Boolean(true),
+                "c9423b691fa23d83aefa59b5124c660ca192061fba22547071ded2f020f725fd",
+            ),
+            (
+                IndexValue::Timestamp {
+                    unix_seconds: 0,
+                    nanos: 0,
+                },
+                "157778df87bf5aacc7fe45d9dfbbb55daef8bc0d93243774ef21e05dc7f21180",
+            ),
+            (
+                IndexValue::Timestamp {
+                    unix_seconds: 1,
+                    nanos: 0,
+                },
+                "aa9e1d73a1523d6ef94ab0672231603fd9f4f2e881dceed20a146a80367dd950",
+            ),
+            (
+                IndexValue::Timestamp {
+                    unix_seconds: -1,
+                    nanos: 999999999,
+                },
+                "d6823466dac624d8c77081e9bc06ac7ea11766eb1c4b4fc7d6732832c191cd60",
+            ),
+            (
+                IndexValue::Timestamp {
+                    unix_seconds: 1772368496,
+                    nanos: 789012000,
+                },
+                "d103f289cc574d484567b6e57b9b626238417dbaf994dc198eeab33302e4a615",
+            ),
+            (
+                IndexValue::Timestamp {
+                    unix_seconds: i64::MIN,
+                    nanos: 0,
+                },
+                "6a2622dd5a0b7f56905d1a60d5c318e342dc89cd327c94613c741e1a4ee41ce8",
+            ),
+            (
+                IndexValue::Timestamp {
+                    unix_seconds: 253402300799,
+                    nanos: 999999999,
+                },
+                "7571ebc477fcab64404cca6003eb54d5c20bfcd8acb2baff31c4b32a45662996",
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(token(&key, value).to_hex(), expected, "{value:?}");
+        }
     }
 
     proptest! {

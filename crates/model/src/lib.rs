@@ -1,8 +1,10 @@
 //! Domain newtypes and rules shared by every crate: regions, jurisdictions, tenants,
 //! residency policy, tenant key metadata, log sequence numbers, consistency tokens, API key
-//! roles, collection schemas. Pure: no IO, no serde derives (records are checked as
+//! roles, collection schemas, the canonical value encoding of blind indexes and pseudonyms
+//! ([`canonical`]). Pure: no IO, no serde derives (records are checked as
 //! `serde_json` values); what leaves the process goes through `wire` or `audit`.
 
+pub mod canonical;
 mod consistency;
 mod ids;
 mod keys;

@@ -564,83 +564,22 @@ impl fmt::Debug for CollectionName {
 /// Refused: a space instead of `T`, missing seconds or offset, offsets beyond ±23:59, and
 /// leap seconds (`:60`), which Unix time cannot hold.
 pub fn parse_timestamp(raw: &str) -> Option<(i64, u32)> {
+    // `time` reads RFC 3339 as the RFC allows it; three of its liberties are refused here:
+    // any byte between date and time, leap seconds (read as :59.999999999) and fractions
+    // longer than nanoseconds (truncated).
     let b = raw.as_bytes();
-    // `YYYY-MM-DDTHH:MM:SS` is 19 bytes, and the shortest offset is `Z`.
-    if b.len() < 20 {
+    if !matches!(b.get(10), Some(b'T' | b't')) || b.get(17..19) == Some(b"60".as_slice()) {
         return None;
     }
-    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
-    if separators.iter().any(|&(i, c)| b[i] != c) || !matches!(b[10], b'T' | b't') {
-        return None;
-    }
-    let year = digits(&b[0..4])?;
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-
-    let mut rest = &b[19..];
-    let mut nanos = 0u32;
-    if let Some((b'.', after_dot)) = rest.split_first() {
-        let len = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
-        if !(1..=9).contains(&len) {
+    if let Some((b'.', after_dot)) = b.get(19..).and_then(<[u8]>::split_first) {
+        let fraction_digits = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
+        if fraction_digits > 9 {
             return None;
         }
-        let fraction = u32::try_from(digits(&after_dot[..len])?).ok()?;
-        nanos = fraction * 10u32.pow(9 - u32::try_from(len).ok()?);
-        rest = &after_dot[len..];
     }
-
-    let offset_seconds = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let offset_hour = digits(&[*h1, *h2])?;
-            let offset_minute = digits(&[*m1, *m2])?;
-            if offset_hour > 23 || offset_minute > 59 {
-                return None;
-            }
-            let magnitude = offset_hour * 3600 + offset_minute * 60;
-            if *sign == b'+' { magnitude } else { -magnitude }
-        }
-        _ => return None,
-    };
-
-    let local = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    Some((local - offset_seconds, nanos))
-}
-
-/// The value of a run of ASCII decimal digits (at most 9 of them here).
-fn digits(raw: &[u8]) -> Option<i64> {
-    raw.iter().try_fold(0i64, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
-    })
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let at =
+        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((at.unix_timestamp(), at.nanosecond()))
 }
 
 #[cfg(test)]

@@ -172,6 +172,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_memory_directory_keeps_the_directory_contract() {
+        let directory = MemoryDirectory::new();
+        crate::testing::directory_contract(&directory).await;
+        directory.set_unavailable(true);
+        crate::testing::unavailable_directory_contract(&directory).await;
+    }
+
+    #[tokio::test]
     async fn a_down_directory_is_unavailable() {
         let dir = MemoryDirectory::new();
         dir.set_unavailable(true);

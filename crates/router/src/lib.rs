@@ -25,6 +25,8 @@ mod router_core;
 mod routing;
 mod signing;
 mod target;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use cache::CachedDirectory;
 pub use config::{ConfigError, RegionEndpoints, RouterConfig, regions_from_catalog};

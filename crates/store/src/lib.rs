@@ -29,6 +29,23 @@ pub mod tenants;
 pub mod testing;
 mod tls;
 
+/// Every table that holds a tenant's data: each has a `tenant_id` column under row-level
+/// security, and a tenant's rows in them rest in its home region only. Checked against the
+/// migrations by this crate's tests and used by the "nothing of the tenant in another
+/// region" tests, so a new tenant table is listed here or fails them.
+pub const TENANT_TABLES: &[&str] = &[
+    "tenants",
+    "api_keys",
+    "collections",
+    "records",
+    "record_index",
+    "files",
+    "audit_events",
+    "audit_heads",
+    "audit_checkpoints",
+    "tenant_keys",
+];
+
 pub use error::{BoxError, StoreError, with_causes};
 pub use health::{DatabaseHealth, PrimaryHealth, ProbeFailure, ReplicaHealth, ReplicaState};
 pub use migrate::{

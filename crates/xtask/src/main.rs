@@ -2,6 +2,7 @@
 //! the whole test suite; `tidy` checks repository conventions (also run as a test);
 //! `terraform` checks, tests and applies (against moto) everything under `terraform/`.
 
+mod edges;
 mod prerequisites;
 mod terraform;
 mod tidy;

@@ -1,7 +1,8 @@
 //! Repository conventions, checked by `cargo xtask tidy` and by this crate's tests:
 //! every Rust file opens with a `//!` line; no skipped tests or stubs; every crate is
 //! unpublished and inherits the workspace lints; the top level holds only what the
-//! product needs.
+//! product needs; crates depend on each other only along the allowed edges
+//! ([`crate::edges`]).
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +85,10 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
         if !text.contains("[lints]\nworkspace = true") {
             problems.push(format!("{shown}: must inherit the workspace lints"));
         }
+    }
+    match crate::edges::Graph::of_workspace(root) {
+        Ok(graph) => problems.extend(graph.problems()),
+        Err(err) => problems.push(format!("cannot read the dependency graph: {err:#}")),
     }
     if problems.is_empty() {
         Ok(())

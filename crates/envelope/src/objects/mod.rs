@@ -1,7 +1,9 @@
-//! Object stores behind one interface: the region's S3 data bucket (`s3`) and a local
-//! directory (`local`, the embedded default). They store opaque bytes; encryption is
+//! Object stores behind one interface: the region's S3 data bucket (`s3`), a local
+//! directory (`local`, the embedded default), and a failure-injecting wrapper for tests
+//! (`faulty`). They store opaque bytes; encryption is
 //! layered on top by [`crate::sealed_objects`], so plaintext never reaches a store.
 
+pub mod faulty;
 pub mod local;
 pub mod s3;
 
@@ -77,7 +79,7 @@ impl ObjectStoreKind {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ObjectStoreError {
     #[error("object {0} not found")]
     NotFound(ObjectKey),

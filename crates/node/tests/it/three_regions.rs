@@ -415,17 +415,7 @@ async fn use_through(platform: &ThreeRegions, tenant: &Tenant, entry: &str) {
 async fn rows_of(region: &Region, tenant: &str) -> HashMap<&'static str, i64> {
     let client = connect(region.database.primary.clone()).await;
     let mut counts = HashMap::new();
-    for table in [
-        "tenants",
-        "api_keys",
-        "collections",
-        "records",
-        "record_index",
-        "files",
-        "audit_events",
-        "audit_heads",
-        "tenant_keys",
-    ] {
+    for &table in store::TENANT_TABLES {
         let count: i64 = client
             .query_one(
                 &format!("select count(*) from {table} where tenant_id = $1"),

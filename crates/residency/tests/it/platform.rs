@@ -327,17 +327,7 @@ async fn every_region_serves_every_tenant_and_the_data_stays_home() {
         .await
         .expect("connect to the EU primary");
     tokio::spawn(connection);
-    for table in [
-        "tenants",
-        "api_keys",
-        "collections",
-        "records",
-        "record_index",
-        "files",
-        "audit_events",
-        "audit_heads",
-        "tenant_keys",
-    ] {
+    for &table in store::TENANT_TABLES {
         let count: i64 = client
             .query_one(
                 &format!("select count(*) from {table} where tenant_id = $1"),

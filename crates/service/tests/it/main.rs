@@ -2,4 +2,5 @@
 //! (local, file-backed) KMS, wrapped to count calls and inject failures.
 
 mod audit;
+mod failing_backends;
 mod keys;

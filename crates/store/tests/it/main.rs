@@ -5,6 +5,7 @@ mod export;
 mod routing;
 mod rows;
 mod scoped;
+mod tenant_tables;
 mod tls;
 
 use std::time::Duration;
