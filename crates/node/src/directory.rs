@@ -29,14 +29,14 @@ impl PgDirectory {
 
 fn directory_error(err: StoreError) -> DirectoryError {
     match err {
-        err @ StoreError::Unavailable(_) => DirectoryError::Unavailable(err.to_string()),
-        other => DirectoryError::Other(other.to_string()),
+        err @ StoreError::Unavailable(_) => DirectoryError::unavailable(err),
+        other => DirectoryError::other(other),
     }
 }
 
 fn entry_from_row(row: DirectoryRow) -> Result<DirectoryEntry, DirectoryError> {
     let corrupt =
-        |what: &str| DirectoryError::Other(format!("directory entry {}: bad {what}", row.tenant));
+        |what: &str| DirectoryError::other(format!("directory entry {}: bad {what}", row.tenant));
     Ok(DirectoryEntry {
         tenant: row.tenant,
         home: RegionId::parse(&row.home_region).map_err(|_| corrupt("home region"))?,
@@ -58,7 +58,7 @@ fn row_from_entry(entry: &DirectoryEntry) -> Result<DirectoryRow, DirectoryError
         allowed_regions: entry.allowed.iter().map(ToString::to_string).collect(),
         transit: entry.transit.as_str().to_owned(),
         version: i64::try_from(entry.version)
-            .map_err(|_| DirectoryError::Other("version out of range".to_owned()))?,
+            .map_err(|_| DirectoryError::other("version out of range"))?,
     })
 }
 
@@ -167,9 +167,9 @@ impl LateDirectory {
     }
 
     fn get(&self) -> Result<&Arc<PgDirectory>, DirectoryError> {
-        self.inner.get().ok_or_else(|| {
-            DirectoryError::Unavailable("the directory database is starting".to_owned())
-        })
+        self.inner
+            .get()
+            .ok_or_else(|| DirectoryError::unavailable("the directory database is starting"))
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use model::{RegionId, TenantId, Transit};
@@ -20,15 +20,47 @@ pub struct DirectoryEntry {
     pub version: u64,
 }
 
-/// Why the directory could not answer. Messages never carry personal data (the directory
-/// holds none).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What made a directory fail: the backend's own error, kept whole (shared, so that the
+/// cache can hand one failure to every caller waiting on the same lookup).
+pub type DirectoryCause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why the directory could not answer, with its cause. Messages never carry personal data
+/// (the directory holds none); the cause's text is part of the message, so a log line that
+/// prints the error shows why.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DirectoryError {
     /// The backend cannot be reached now; a cached entry may still be served.
     #[error("tenant directory unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] DirectoryCause),
     #[error("tenant directory: {0}")]
-    Other(String),
+    Other(#[source] DirectoryCause),
+}
+
+/// Errors are equal when they are of one kind with one message: a cause has no equality
+/// of its own, so causes compare by their text.
+impl PartialEq for DirectoryError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Unavailable(a), Self::Unavailable(b)) | (Self::Other(a), Self::Other(b)) => {
+                a.to_string() == b.to_string()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for DirectoryError {}
+
+impl DirectoryError {
+    /// The backend cannot be reached now, because of `cause` (an error or a message).
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unavailable(Arc::from(cause.into()))
+    }
+
+    /// The backend answered, but not usably (a corrupt entry, an out-of-range value).
+    pub fn other(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Other(Arc::from(cause.into()))
+    }
 }
 
 /// Where the directory lives (a database, memory). Written by the home region at tenant
@@ -104,9 +136,7 @@ impl MemoryDirectory {
 
     fn check_up(&self) -> Result<(), DirectoryError> {
         if self.down.load(Ordering::SeqCst) {
-            Err(DirectoryError::Unavailable(
-                "memory directory is down".to_owned(),
-            ))
+            Err(DirectoryError::unavailable("memory directory is down"))
         } else {
             Ok(())
         }

@@ -97,11 +97,20 @@ const RULES: &[Rule] = &[
         forbidden: Forbidden::External(IO_CRATES),
         why: "the anonymization engine is pure; its callers read and write",
     },
-    // Applies once the crate exists.
     Rule {
         krate: "hop",
         forbidden: Forbidden::Workspace(DOMAIN_CRATES),
         why: "the transport links no domain crate",
+    },
+    Rule {
+        krate: "residency",
+        forbidden: Forbidden::Workspace(&["bench"]),
+        why: "the production binary carries no benchmark or load generator",
+    },
+    Rule {
+        krate: "node",
+        forbidden: Forbidden::Workspace(&["bench"]),
+        why: "the production binary carries no benchmark or load generator",
     },
 ];
 

@@ -1,4 +1,5 @@
 //! Integration tests of the `node` library: whole regional nodes started in this process
 //! against real PostgreSQL primaries and replicas.
 
+mod directory;
 mod three_regions;
