@@ -51,17 +51,15 @@ impl RegionService {
         &self,
         caller: &Caller,
         collection: &str,
-        record: &str,
-        name: &str,
+        record: &RecordId,
+        name: &FileName,
         content_type: Option<&str>,
         body: ByteStream,
     ) -> Result<(StoredFile, Written), ServiceError> {
+        let (record, name) = (record.as_str(), name.as_str());
         let collection = self.collection(caller, collection).await?;
-        FileName::parse(name).map_err(|err| ServiceError::invalid(err.field, err.reason))?;
         let name_token = self.file_name_token(caller, &collection, name).await?;
-        if RecordId::parse(record).is_none()
-            || !self.record_exists(caller, &collection, record).await?
-        {
+        if !self.record_exists(caller, &collection, record).await? {
             return Err(ServiceError::NotFound { what: "record" });
         }
         let object = ObjectKey::parse(&format!(
@@ -176,15 +174,13 @@ impl RegionService {
         &self,
         caller: &Caller,
         collection: &str,
-        record: &str,
-        name: &str,
+        record: &RecordId,
+        name: &FileName,
         consistency: ReadConsistency,
     ) -> Result<Served<FileDownload>, ServiceError> {
+        let (record, name) = (record.as_str(), name.as_str());
         let collection = self.collection(caller, collection).await?;
         let not_found = || ServiceError::NotFound { what: "file" };
-        if RecordId::parse(record).is_none() || FileName::parse(name).is_err() {
-            return Err(not_found());
-        }
         let name_token = self.file_name_token(caller, &collection, name).await?;
         let mut reader = self.inner.database.reader(consistency).await?;
         let served_by = reader.served_by();
@@ -244,14 +240,12 @@ impl RegionService {
         &self,
         caller: &Caller,
         collection: &str,
-        record: &str,
-        name: &str,
+        record: &RecordId,
+        name: &FileName,
     ) -> Result<Written, ServiceError> {
+        let (record, name) = (record.as_str(), name.as_str());
         let collection = self.collection(caller, collection).await?;
         let not_found = || ServiceError::NotFound { what: "file" };
-        if RecordId::parse(record).is_none() || FileName::parse(name).is_err() {
-            return Err(not_found());
-        }
         let name_token = self.file_name_token(caller, &collection, name).await?;
         let resource = file_resource(&collection, record, &name_token);
         let event = self.caller_event(caller, Action::FileDelete, &resource, Outcome::Success);

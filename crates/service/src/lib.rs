@@ -7,10 +7,12 @@
 
 pub mod access;
 pub mod analytics;
+mod api_keys;
 pub mod audit;
 pub mod audit_checkpoints;
 pub mod audit_keys;
 mod audit_queue;
+mod collections;
 pub mod compliance;
 mod error;
 pub mod files;

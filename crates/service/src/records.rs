@@ -166,14 +166,12 @@ impl RegionService {
         &self,
         caller: &Caller,
         collection: &str,
-        id: &str,
+        id: &RecordId,
         consistency: ReadConsistency,
     ) -> Result<Served<Record>, ServiceError> {
+        let id = id.as_str();
         let collection = self.collection(caller, collection).await?;
         let not_found = ServiceError::NotFound { what: "record" };
-        if RecordId::parse(id).is_none() {
-            return Err(not_found);
-        }
         let mut reader = self.inner.database.reader(consistency).await?;
         let served_by = reader.served_by();
         let row =
@@ -198,10 +196,11 @@ impl RegionService {
         &self,
         caller: &Caller,
         collection: &str,
-        id: &str,
+        id: &RecordId,
         data: Map<String, Value>,
         if_match: Option<i64>,
     ) -> Result<(Record, Written), ServiceError> {
+        let id = id.as_str();
         let (row, written) = self
             .with_current_schema(caller, collection, || {
                 self.write_record_update(caller, collection, id, &data, if_match)
@@ -228,9 +227,6 @@ impl RegionService {
         if_match: Option<i64>,
     ) -> Result<(store::records::RecordRow, Written), ServiceError> {
         let collection = self.collection(caller, collection).await?;
-        if RecordId::parse(id).is_none() {
-            return Err(ServiceError::NotFound { what: "record" });
-        }
         validate(&collection.schema, data)?;
         let stored = self.store_form(caller, &collection, id, data).await?;
 
@@ -269,13 +265,11 @@ impl RegionService {
         &self,
         caller: &Caller,
         collection: &str,
-        id: &str,
+        id: &RecordId,
         if_match: Option<i64>,
     ) -> Result<Written, ServiceError> {
+        let id = id.as_str();
         let collection = self.collection(caller, collection).await?;
-        if RecordId::parse(id).is_none() {
-            return Err(ServiceError::NotFound { what: "record" });
-        }
         let resource = record_resource(&collection, id);
         let event = self.caller_event(caller, Action::RecordDelete, &resource, Outcome::Success);
         let (files, lsn) = self

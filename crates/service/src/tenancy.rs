@@ -1,11 +1,12 @@
-//! The regional tenant service: tenants, API keys, collections, and the checks every
+//! The regional tenant service: `RegionService`, tenants, and the checks every
 //! tenant-scoped call goes through (who is calling, may they, is the tenant homed here),
-//! with denied attempts recorded in the audit log. Records and files build on it
-//! (`records.rs`, `files.rs`).
+//! with denied attempts recorded in the audit log. API keys (`api_keys.rs`), collections
+//! (`collections.rs`), records and files (`records.rs`, `files.rs`) build on it.
 //!
 //! Every write runs through the audited unit of work (`unit_of_work.rs`): a tenant-scoped
-//! transaction on the primary that appends its audit event in that same transaction. Reads pick a server by consistency and record their event through the
-//! audit queue; a full queue fails the read rather than leave it unaudited.
+//! transaction on the primary that appends its audit event in that same transaction.
+//! Reads pick a server by consistency and record their event through the audit queue; a
+//! full queue fails the read rather than leave it unaudited.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use audit::{Action, Actor, ActorKind, NewEvent, Outcome};
 use envelope::objects::ObjectStore;
 use model::{
-    Access, ApiKeyId, CollectionName, CollectionSchema, ConsistencyToken, Lsn, NewTenant, RegionId,
+    Access, CollectionName, CollectionSchema, ConsistencyToken, Lsn, NewTenant, RegionId,
     ResidencyPolicy, Role, TenantId, Transit,
 };
 use store::{ReadConsistency, RegionDatabase, StoreError};
@@ -145,7 +146,7 @@ pub(crate) struct Inner {
     pub(crate) settings: ServiceSettings,
     registry: Option<Arc<dyn TenantRegistry>>,
     tenants: moka::future::Cache<TenantId, Option<Arc<Tenant>>>,
-    keys: moka::future::Cache<String, Option<Arc<store::api_keys::ApiKeyRow>>>,
+    pub(crate) keys: moka::future::Cache<String, Option<Arc<store::api_keys::ApiKeyRow>>>,
     pub(crate) collections: moka::future::Cache<(TenantId, String), Option<Collection>>,
 }
 
@@ -553,7 +554,11 @@ impl RegionService {
         self.write(&id, EventTiming::AfterChange, events, async |tx| {
             store::tenants::insert(tx, &row).await?;
             self.inner.keyring.provision(tx, &id).await?;
-            store::api_keys::insert(tx, &key_row(&id, &admin_key, "admin", Role::Admin)).await?;
+            store::api_keys::insert(
+                tx,
+                &crate::api_keys::key_row(&id, &admin_key, "admin", Role::Admin),
+            )
+            .await?;
             Ok(())
         })
         .await?;
@@ -577,195 +582,6 @@ impl RegionService {
     /// homed in, or allowed, only such a region.
     pub fn knows_region(&self, region: &RegionId) -> bool {
         self.inner.regions.contains(region)
-    }
-
-    // ---- API keys ----------------------------------------------------------------
-
-    pub async fn create_api_key(
-        &self,
-        caller: &Caller,
-        name: &str,
-        role: &str,
-    ) -> Result<CreatedKey, ServiceError> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ServiceError::invalid("name", "must be 1 to 200 characters"));
-        }
-        let role = Role::parse(role).map_err(|_| {
-            ServiceError::invalid("role", "must be admin, writer, reader or auditor")
-        })?;
-        let key = access::issue_key(&caller.tenant);
-        let resource = format!("apikeys/{}", key.key_id);
-        let event = self.caller_event(caller, Action::ApiKeyCreate, &resource, Outcome::Success);
-        self.write(
-            &caller.tenant,
-            EventTiming::AfterChange,
-            [event],
-            async |tx| {
-                store::api_keys::insert(tx, &key_row(&caller.tenant, &key, name, role)).await?;
-                Ok(())
-            },
-        )
-        .await?;
-        Ok(CreatedKey {
-            name: name.to_owned(),
-            role,
-            key,
-        })
-    }
-
-    pub async fn revoke_api_key(
-        &self,
-        caller: &Caller,
-        key_id: &ApiKeyId,
-    ) -> Result<(), ServiceError> {
-        let resource = format!("apikeys/{key_id}");
-        let event = self.caller_event(caller, Action::ApiKeyDelete, &resource, Outcome::Success);
-        self.write(
-            &caller.tenant,
-            EventTiming::AfterChange,
-            [event],
-            async |tx| {
-                if store::api_keys::revoke(tx, &caller.tenant, key_id.as_str()).await? {
-                    Ok(())
-                } else {
-                    Err(ServiceError::NotFound { what: "api key" })
-                }
-            },
-        )
-        .await?;
-        self.inner.keys.invalidate(key_id.as_str()).await;
-        Ok(())
-    }
-
-    // ---- collections -------------------------------------------------------------
-
-    /// Creates or replaces a collection's schema; returns it and whether it was created.
-    pub async fn put_collection(
-        &self,
-        caller: &Caller,
-        name: &str,
-        schema: CollectionSchema,
-    ) -> Result<(Collection, bool), ServiceError> {
-        let name = CollectionName::parse(name)
-            .map_err(|err| ServiceError::invalid("collection", err.reason))?;
-        let schema_json = serde_json::to_value(wire::api::SchemaDoc::from_model(&schema))
-            .map_err(|err| ServiceError::internal_while("encode schema", err))?;
-        // Schema changes are configuration changes of the tenant: audited as an admin
-        // action on the collection.
-        let resource = format!("collections/{}", name.as_str());
-        let event = self.caller_event(caller, Action::CollectionPut, &resource, Outcome::Success);
-        let ((row, created), _) = self
-            .write(
-                &caller.tenant,
-                EventTiming::AfterChange,
-                [event],
-                async |tx| {
-                    self.check_records_follow(tx, &caller.tenant, &name, &schema)
-                        .await?;
-                    Ok(
-                        store::collections::upsert(tx, &caller.tenant, name.as_str(), &schema_json)
-                            .await?,
-                    )
-                },
-            )
-            .await?;
-        self.inner
-            .collections
-            .invalidate(&(caller.tenant, name.as_str().to_owned()))
-            .await;
-        Ok((
-            Collection {
-                name,
-                schema: Arc::new(schema),
-                version: row.version,
-            },
-            created,
-        ))
-    }
-
-    /// Refuses a new schema that the collection's stored records could not follow (see
-    /// [`CollectionSchema::storage_change`]), and an encrypted field that records still
-    /// hold unencrypted from an earlier schema. Either would leave personal data in
-    /// plaintext at rest, or records that search cannot find. A record written in a
-    /// transaction that overlaps this one is not seen (see docs/ARCHITECTURE.md).
-    async fn check_records_follow(
-        &self,
-        tx: &store::PrimaryTx<'_>,
-        tenant: &TenantId,
-        name: &CollectionName,
-        next: &CollectionSchema,
-    ) -> Result<(), ServiceError> {
-        let Some(stored) = store::collections::get_locked(tx, tenant, name.as_str()).await? else {
-            return Ok(());
-        };
-        let stored = parse_stored_schema(stored.schema)?;
-        let conflict = |err: model::FieldError| ServiceError::SchemaConflict {
-            field: err.field,
-            reason: err.reason,
-        };
-        if let Some(change) = stored.storage_change(next)
-            && store::records::any_in_collection(tx, tenant, name.as_str()).await?
-        {
-            return Err(conflict(change));
-        }
-        for (field, spec) in next.fields() {
-            let was_encrypted = stored.field(field).map(|f| f.class.is_encrypted());
-            if spec.class.is_encrypted()
-                && was_encrypted != Some(true)
-                && store::records::any_with_unencrypted_field(tx, tenant, name.as_str(), field)
-                    .await?
-            {
-                return Err(conflict(model::FieldError {
-                    field: field.clone(),
-                    reason: format!(
-                        "cannot be {}: records of the collection still hold it unencrypted from an earlier schema; rewrite them without it first",
-                        spec.class.as_str()
-                    ),
-                }));
-            }
-        }
-        Ok(())
-    }
-
-    /// A collection of the caller's tenant, from the cache or the database.
-    pub async fn collection(
-        &self,
-        caller: &Caller,
-        name: &str,
-    ) -> Result<Collection, ServiceError> {
-        let not_found = || ServiceError::NotFound { what: "collection" };
-        let name = CollectionName::parse(name).map_err(|_| not_found())?;
-        let cache_key = (caller.tenant, name.as_str().to_owned());
-        if let Some(hit) = self.inner.collections.get(&cache_key).await {
-            return hit.ok_or_else(not_found);
-        }
-        let tenant = caller.tenant;
-        let collection_name = name.as_str().to_owned();
-        let row = self
-            .read_primary_first(&tenant, |client| {
-                let collection_name = collection_name.clone();
-                Box::pin(
-                    async move { store::collections::get(client, &tenant, &collection_name).await },
-                )
-            })
-            .await?;
-        let collection = match row {
-            Some(row) => {
-                let schema = parse_stored_schema(row.schema)?;
-                Some(Collection {
-                    name,
-                    schema: Arc::new(schema),
-                    version: row.version,
-                })
-            }
-            None => None,
-        };
-        self.inner
-            .collections
-            .insert(cache_key, collection.clone())
-            .await;
-        collection.ok_or_else(not_found)
     }
 
     pub(crate) fn token(&self, lsn: Lsn) -> Written {
@@ -809,23 +625,6 @@ fn access_name(access: Access) -> &'static str {
     }
 }
 
-fn key_row(
-    tenant: &TenantId,
-    key: &IssuedKey,
-    name: &str,
-    role: Role,
-) -> store::api_keys::ApiKeyRow {
-    store::api_keys::ApiKeyRow {
-        key_id: key.key_id.clone(),
-        tenant: *tenant,
-        name: name.to_owned(),
-        role: role.as_str().to_owned(),
-        secret_hash: key.secret_hash,
-        created_at: SystemTime::now(),
-        revoked_at: None,
-    }
-}
-
 fn tenant_from_row(row: store::tenants::TenantRow) -> Result<Tenant, ServiceError> {
     let corrupt = |what: &str| ServiceError::internal(format!("tenant {}: bad {what}", row.id));
     let home = RegionId::parse(&row.home_region).map_err(|_| corrupt("home region"))?;
@@ -858,12 +657,4 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
         .fill(&mut bytes)
         .expect("the system CSPRNG does not fail");
     bytes
-}
-
-/// A schema as the database keeps it; one that no longer parses is an internal error.
-fn parse_stored_schema(json: serde_json::Value) -> Result<CollectionSchema, ServiceError> {
-    serde_json::from_value::<wire::api::SchemaDoc>(json)
-        .map_err(|err| err.to_string())
-        .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))
-        .map_err(|err| ServiceError::internal_while("read the stored schema", err))
 }

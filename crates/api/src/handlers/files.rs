@@ -56,13 +56,14 @@ pub(crate) async fn put_file(
     let stream = request_body
         .into_data_stream()
         .map_err(|err| envelope::objects::ObjectStoreError::Body(err.to_string()));
+    let (record, name) = path.file_to_write()?;
     let (stored, written) = ctx
         .service()
         .put_file(
             &caller,
             &path.collection,
-            &path.id,
-            &path.name,
+            &record,
+            &name,
             content_type,
             Box::pin(stream),
         )
@@ -106,9 +107,10 @@ pub(crate) async fn get_file(
         .authorize(path.target(), Access::ReadData, Action::FileGet)
         .await?;
     let consistency = ctx.consistency(&headers)?;
+    let (record, name) = path.file()?;
     let Served { value, served_by } = ctx
         .service()
-        .get_file(&caller, &path.collection, &path.id, &path.name, consistency)
+        .get_file(&caller, &path.collection, &record, &name, consistency)
         .await?;
     let stream = value
         .body
@@ -143,9 +145,10 @@ pub(crate) async fn delete_file(ctx: Ctx, Path(path): Path<FilePath>) -> ApiResu
     let caller = ctx
         .authorize(path.target(), Access::WriteData, Action::FileDelete)
         .await?;
+    let (record, name) = path.file()?;
     let written = ctx
         .service()
-        .delete_file(&caller, &path.collection, &path.id, &path.name)
+        .delete_file(&caller, &path.collection, &record, &name)
         .await?;
     Ok(with_written(
         StatusCode::NO_CONTENT.into_response(),

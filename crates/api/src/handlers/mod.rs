@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use model::TenantId;
+use model::{FileName, RecordId, TenantId};
 use serde::Deserialize;
 use service::{ServiceError, Written};
 use store::ServedBy;
@@ -74,6 +74,33 @@ pub(crate) struct FilePath {
     pub id: String,
     /// The file name.
     pub name: String,
+}
+
+impl RecordPath {
+    /// The record the path names; a malformed id names none (404, as an unknown one).
+    pub(crate) fn record(&self) -> Result<RecordId, ServiceError> {
+        RecordId::parse(&self.id).ok_or(ServiceError::NotFound { what: "record" })
+    }
+}
+
+impl FilePath {
+    /// The record and the file name to write: a name against the rules is refused (422,
+    /// naming `name`), a malformed record id names no record (404).
+    pub(crate) fn file_to_write(&self) -> Result<(RecordId, FileName), ServiceError> {
+        let name = FileName::parse(&self.name)
+            .map_err(|err| ServiceError::invalid(err.field, err.reason))?;
+        let record = RecordId::parse(&self.id).ok_or(ServiceError::NotFound { what: "record" })?;
+        Ok((record, name))
+    }
+
+    /// The file the path names; a malformed record id or name names none (404, as an
+    /// unknown file).
+    pub(crate) fn file(&self) -> Result<(RecordId, FileName), ServiceError> {
+        let not_found = || ServiceError::NotFound { what: "file" };
+        let record = RecordId::parse(&self.id).ok_or_else(not_found)?;
+        let name = FileName::parse(&self.name).map_err(|_| not_found())?;
+        Ok((record, name))
+    }
 }
 
 /// What a tenant-scoped call acts on: the tenant, as the path names it, and the resource

@@ -116,7 +116,7 @@ pub(crate) async fn get_record(
     let consistency = ctx.consistency(&headers)?;
     let Served { value, served_by } = ctx
         .service()
-        .get_record(&caller, &path.collection, &path.id, consistency)
+        .get_record(&caller, &path.collection, &path.record()?, consistency)
         .await?;
     let version = value.version;
     let response = Json(record_view(value, true)).into_response();
@@ -155,7 +155,13 @@ pub(crate) async fn update_record(
     let expected = if_match(&headers)?;
     let (record, written) = ctx
         .service()
-        .update_record(&caller, &path.collection, &path.id, request.data, expected)
+        .update_record(
+            &caller,
+            &path.collection,
+            &path.record()?,
+            request.data,
+            expected,
+        )
         .await?;
     let version = record.version;
     let response = Json(record_view(record, true)).into_response();
@@ -190,7 +196,7 @@ pub(crate) async fn delete_record(
     let expected = if_match(&headers)?;
     let written = ctx
         .service()
-        .delete_record(&caller, &path.collection, &path.id, expected)
+        .delete_record(&caller, &path.collection, &path.record()?, expected)
         .await?;
     Ok(with_written(
         StatusCode::NO_CONTENT.into_response(),

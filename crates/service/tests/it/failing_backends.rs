@@ -140,14 +140,22 @@ fn body(bytes: &'static [u8]) -> ByteStream {
     }))
 }
 
+fn file_name(name: &str) -> model::FileName {
+    model::FileName::parse(name).expect("a valid file name")
+}
+
 impl Fixture {
+    fn record_id(&self) -> model::RecordId {
+        model::RecordId::parse(&self.record).expect("the created record's id")
+    }
+
     async fn put(&self, name: &str, bytes: &'static [u8]) -> Result<(), ServiceError> {
         self.service
             .put_file(
                 &self.caller,
                 "letters",
-                &self.record,
-                name,
+                &self.record_id(),
+                &file_name(name),
                 Some("text/plain"),
                 body(bytes),
             )
@@ -160,8 +168,8 @@ impl Fixture {
             .get_file(
                 &self.caller,
                 "letters",
-                &self.record,
-                name,
+                &self.record_id(),
+                &file_name(name),
                 ReadConsistency::Latest,
             )
             .await
