@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use audit::{Action, Outcome};
-use model::{ApiKeyId, Role, TenantId};
+use model::{ApiKeyId, KeyName, Role, TenantId};
 
 use crate::ServiceError;
 use crate::access::{self, IssuedKey};
@@ -15,13 +15,10 @@ impl RegionService {
     pub async fn create_api_key(
         &self,
         caller: &Caller,
-        name: &str,
+        name: &KeyName,
         role: &str,
     ) -> Result<CreatedKey, ServiceError> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ServiceError::invalid("name", "must be 1 to 200 characters"));
-        }
+        let name = name.as_str();
         let role = Role::parse(role).map_err(|_| {
             ServiceError::invalid("role", "must be admin, writer, reader or auditor")
         })?;

@@ -75,6 +75,11 @@ impl ServiceError {
         }
     }
 
+    /// An identifier refused at the edge (a file name, a key name), as the field it names.
+    pub fn invalid_id(err: model::IdError) -> Self {
+        Self::invalid(err.field, err.reason)
+    }
+
     /// A new tenant's setting refused at the edge, as the field it names.
     pub fn invalid_tenant(err: model::NewTenantError) -> Self {
         Self::invalid(err.field, err.reason)

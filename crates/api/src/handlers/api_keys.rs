@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use model::{Access, ApiKeyId};
+use model::{Access, ApiKeyId, KeyName};
 use serde::Deserialize;
 use service::ServiceError;
 use utoipa::IntoParams;
@@ -57,9 +57,10 @@ pub(crate) async fn create_api_key(
     let caller = ctx
         .authorize(path.on("apikeys"), Access::Administer, Action::ApiKeyCreate)
         .await?;
+    let name = KeyName::parse(&request.name).map_err(ServiceError::invalid_id)?;
     let created = ctx
         .service()
-        .create_api_key(&caller, &request.name, &request.role)
+        .create_api_key(&caller, &name, &request.role)
         .await?;
     let view = body::ApiKeyCreated {
         id: created.key.key_id.clone(),

@@ -87,8 +87,7 @@ impl FilePath {
     /// The record and the file name to write: a name against the rules is refused (422,
     /// naming `name`), a malformed record id names no record (404).
     pub(crate) fn file_to_write(&self) -> Result<(RecordId, FileName), ServiceError> {
-        let name = FileName::parse(&self.name)
-            .map_err(|err| ServiceError::invalid(err.field, err.reason))?;
+        let name = FileName::parse(&self.name).map_err(ServiceError::invalid_id)?;
         let record = RecordId::parse(&self.id).ok_or(ServiceError::NotFound { what: "record" })?;
         Ok((record, name))
     }
