@@ -15,11 +15,9 @@
 
 use std::fmt;
 
-use aws_lc_rs::{hkdf, hmac};
-use model::canonical::CanonicalValue;
+use aws_lc_rs::hmac;
 
-use crate::seal::length_prefixed;
-use crate::{DataKey, KeyPurpose};
+use crate::DataKey;
 
 const SALT: &[u8] = b"residency/blind-index/v1";
 
@@ -31,31 +29,17 @@ pub struct FieldIndexKey {
 impl FieldIndexKey {
     /// Derives the key for `collection.field` from the tenant's index key.
     pub fn derive(index_key: &DataKey, collection: &str, field: &str) -> FieldIndexKey {
-        assert_eq!(
-            index_key.purpose(),
-            KeyPurpose::Index,
-            "blind-index keys derive from an index key, not a data key"
-        );
-        let info = length_prefixed(&[
-            index_key.tenant().as_str().as_bytes(),
-            index_key.region().as_str().as_bytes(),
-            collection.as_bytes(),
-            field.as_bytes(),
-        ]);
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(index_key.material().expose());
-        let info = [info.as_slice()];
-        let okm = prk
-            .expand(&info, hmac::HMAC_SHA256)
-            .expect("32 bytes is within HKDF-SHA256's output limit");
+        let derived =
+            index_key.derive_from_index_key(SALT, &[collection.as_bytes(), field.as_bytes()]);
         FieldIndexKey {
-            key: hmac::Key::from(okm),
+            key: hmac::Key::new(hmac::HMAC_SHA256, derived.expose()),
         }
     }
 
     /// The token of `value`: equal (after normalization) values give equal tokens.
     pub fn token(&self, value: &IndexValue<'_>) -> Result<BlindToken, IndexValueError> {
         let mut context = hmac::Context::with_key(&self.key);
-        CanonicalValue::from(*value).encode(|piece| context.update(piece))?;
+        value.encode(|piece| context.update(piece))?;
         let tag = context.sign();
         let bytes: [u8; 32] = tag
             .as_ref()
@@ -71,44 +55,9 @@ impl fmt::Debug for FieldIndexKey {
     }
 }
 
-/// A value to index. Its `Debug` names the type only: values are personal data.
-#[derive(Clone, Copy, PartialEq)]
-pub enum IndexValue<'a> {
-    String(&'a str),
-    Integer(i64),
-    Number(f64),
-    Boolean(bool),
-    /// A UTC instant; `nanos` must be below 10^9.
-    Timestamp {
-        unix_seconds: i64,
-        nanos: u32,
-    },
-}
-
-impl fmt::Debug for IndexValue<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = CanonicalValue::from(*self).type_name();
-        write!(f, "IndexValue::{kind}(<redacted>)")
-    }
-}
-
-impl<'a> From<IndexValue<'a>> for CanonicalValue<'a> {
-    fn from(value: IndexValue<'a>) -> Self {
-        match value {
-            IndexValue::String(text) => Self::String(text),
-            IndexValue::Integer(integer) => Self::Integer(integer),
-            IndexValue::Number(number) => Self::Number(number),
-            IndexValue::Boolean(boolean) => Self::Boolean(boolean),
-            IndexValue::Timestamp {
-                unix_seconds,
-                nanos,
-            } => Self::Timestamp {
-                unix_seconds,
-                nanos,
-            },
-        }
-    }
-}
+/// A value to index: the canonical value both blind indexes and pseudonyms encode. Its
+/// `Debug` names the type only: values are personal data.
+pub use model::canonical::CanonicalValue as IndexValue;
 
 /// A value that has no canonical encoding. Messages never include the value.
 pub use model::canonical::CanonicalValueError as IndexValueError;
@@ -142,7 +91,7 @@ impl fmt::Debug for BlindToken {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{KeyMaterial, KeyVersion};
+    use crate::{KeyMaterial, KeyPurpose, KeyVersion};
     use model::{RegionId, TenantId};
     use proptest::prelude::*;
     use unicode_normalization::UnicodeNormalization;
@@ -272,7 +221,7 @@ mod tests {
         assert_eq!(format!("{key:?}"), "FieldIndexKey(<redacted>)");
         assert_eq!(
             format!("{:?}", IndexValue::String("Ada")),
-            "IndexValue::String(<redacted>)"
+            "CanonicalValue::String(<redacted>)"
         );
         let token = token(&key, IndexValue::Integer(7));
         assert_eq!(

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
+use aws_lc_rs::hkdf;
 pub use model::{KeyPurpose, KeyState, KeyVersion};
 use model::{RegionId, TenantId};
 use zeroize::Zeroizing;
@@ -89,6 +90,35 @@ impl DataKey {
         self.version
     }
 
+    /// A 32-byte key derived from this index key with HKDF-SHA256: `salt` names the use
+    /// (blind index, pseudonym), and the info is the tenant, the region and `extra`,
+    /// length-prefixed, so a derived key differs between uses, tenants and regions.
+    ///
+    /// # Panics
+    /// When this is not an index key: derived keys come only from index keys.
+    pub(crate) fn derive_from_index_key(&self, salt: &[u8], extra: &[&[u8]]) -> KeyMaterial {
+        assert_eq!(
+            self.purpose(),
+            KeyPurpose::Index,
+            "derived keys derive from an index key, not a data key"
+        );
+        let mut parts = vec![
+            self.tenant().as_str().as_bytes(),
+            self.region().as_str().as_bytes(),
+        ];
+        parts.extend_from_slice(extra);
+        let info = crate::seal::length_prefixed(&parts);
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(self.material().expose());
+        let info = [info.as_slice()];
+        let okm = prk
+            .expand(&info, ThirtyTwoBytes)
+            .expect("32 bytes is within HKDF-SHA256's output limit");
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        okm.fill(bytes.as_mut())
+            .expect("the output length is the key type's");
+        KeyMaterial(bytes)
+    }
+
     pub fn material(&self) -> &KeyMaterial {
         &self.material
     }
@@ -126,5 +156,14 @@ mod tests {
             material,
         );
         assert!(!format!("{key:?}").contains("7, 7"), "{key:?}");
+    }
+}
+
+/// HKDF output length of [`DataKey::derive_from_index_key`].
+struct ThirtyTwoBytes;
+
+impl hkdf::KeyType for ThirtyTwoBytes {
+    fn len(&self) -> usize {
+        32
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod blind_index;
+mod fault_plan;
 mod key;
 pub mod kms;
 pub mod objects;

@@ -5,46 +5,18 @@
 //! exists only inside the home region. Blind-index field keys come from the same index
 //! key under another salt, so a pseudonym never equals a stored search token.
 
-use aws_lc_rs::hkdf;
-
-use crate::seal::length_prefixed;
-use crate::{DataKey, KeyMaterial, KeyPurpose};
+use crate::{DataKey, KeyMaterial};
 
 const SALT: &[u8] = b"residency/analytics-pseudonym/v1";
 
 /// The tenant's analytics pseudonym key, from its index key.
 pub fn analytics_pseudonym_key(index_key: &DataKey) -> KeyMaterial {
-    assert_eq!(
-        index_key.purpose(),
-        KeyPurpose::Index,
-        "pseudonym keys derive from an index key, not a data key"
-    );
-    let info = length_prefixed(&[
-        index_key.tenant().as_str().as_bytes(),
-        index_key.region().as_str().as_bytes(),
-    ]);
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(index_key.material().expose());
-    let info = [info.as_slice()];
-    let okm = prk
-        .expand(&info, ThirtyTwo)
-        .expect("32 bytes is within HKDF-SHA256's output limit");
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    okm.fill(bytes.as_mut())
-        .expect("the output length is the key type's");
-    KeyMaterial::from_slice(bytes.as_ref()).expect("32 bytes")
-}
-
-struct ThirtyTwo;
-
-impl hkdf::KeyType for ThirtyTwo {
-    fn len(&self) -> usize {
-        32
-    }
+    index_key.derive_from_index_key(SALT, &[])
 }
 
 #[cfg(test)]
 mod tests {
-    use model::{KeyVersion, RegionId, TenantId};
+    use model::{KeyPurpose, KeyVersion, RegionId, TenantId};
 
     use super::*;
 

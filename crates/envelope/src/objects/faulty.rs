@@ -2,36 +2,26 @@
 //! next calls on demand, and can break the byte stream of the next read part-way. Never
 //! used outside tests and drills.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 
+use crate::fault_plan::FaultPlan;
+
 use super::{ByteStream, ObjectKey, ObjectStore, ObjectStoreError, ObjectStoreKind};
 
-/// Delegates to `inner`, except where told to fail.
+/// Delegates to `inner`, except where told to fail or to be slow.
 #[derive(Debug)]
 pub struct FaultyObjectStore {
     inner: Arc<dyn ObjectStore>,
-    faults: Mutex<Faults>,
-    calls: AtomicU64,
-    put_calls: AtomicU64,
-    get_calls: AtomicU64,
-    delete_calls: AtomicU64,
-    list_calls: AtomicU64,
-    check_calls: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct Faults {
-    /// How many of the next calls fail, and with what.
-    failing: u32,
-    error: Option<ObjectStoreError>,
+    plan: FaultPlan<ObjectStoreError, 5>,
     /// The next successful read yields this many bytes, then this error.
-    broken_read: Option<(u64, ObjectStoreError)>,
+    broken_read: Mutex<Option<(u64, ObjectStoreError)>>,
 }
 
+/// Indexes of [`FaultyObjectStore`]'s per-operation counters.
 #[derive(Debug, Clone, Copy)]
 enum Operation {
     Put,
@@ -45,79 +35,61 @@ impl FaultyObjectStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> FaultyObjectStore {
         FaultyObjectStore {
             inner,
-            faults: Mutex::new(Faults::default()),
-            calls: AtomicU64::new(0),
-            put_calls: AtomicU64::new(0),
-            get_calls: AtomicU64::new(0),
-            delete_calls: AtomicU64::new(0),
-            list_calls: AtomicU64::new(0),
-            check_calls: AtomicU64::new(0),
+            plan: FaultPlan::new(),
+            broken_read: Mutex::new(None),
         }
     }
 
     /// The next `n` calls (of any operation) fail with `error`; replaces an earlier order.
     pub fn fail_next(&self, n: u32, error: ObjectStoreError) {
-        let mut faults = self.faults();
-        faults.failing = n;
-        faults.error = Some(error);
+        self.plan.fail_next(n, error);
+    }
+
+    /// Every later call sleeps this long first (zero to stop).
+    pub fn set_latency(&self, latency: Duration) {
+        self.plan.set_latency(latency);
     }
 
     /// The next read that is not failed outright streams `after` bytes of the object,
     /// then ends with `error` (a connection lost part-way through a download).
     pub fn break_next_read(&self, after: u64, error: ObjectStoreError) {
-        self.faults().broken_read = Some((after, error));
+        *self.broken_read() = Some((after, error));
     }
 
     /// Calls of every operation so far, failed ones included.
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
+        self.plan.calls()
     }
 
     pub fn put_calls(&self) -> u64 {
-        self.put_calls.load(Ordering::SeqCst)
+        self.plan.calls_of(Operation::Put as usize)
     }
 
     pub fn get_calls(&self) -> u64 {
-        self.get_calls.load(Ordering::SeqCst)
+        self.plan.calls_of(Operation::Get as usize)
     }
 
     pub fn delete_calls(&self) -> u64 {
-        self.delete_calls.load(Ordering::SeqCst)
+        self.plan.calls_of(Operation::Delete as usize)
     }
 
     pub fn list_calls(&self) -> u64 {
-        self.list_calls.load(Ordering::SeqCst)
+        self.plan.calls_of(Operation::List as usize)
     }
 
     pub fn check_calls(&self) -> u64 {
-        self.check_calls.load(Ordering::SeqCst)
+        self.plan.calls_of(Operation::Check as usize)
     }
 
-    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
-        // Plain counters and values: a panic while holding the lock leaves nothing torn.
-        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    async fn enter(&self, operation: Operation) -> Result<(), ObjectStoreError> {
+        self.plan.enter(operation as usize).await
     }
 
-    /// Counts the call and returns the injected error if this call is to fail.
-    fn enter(&self, operation: Operation) -> Result<(), ObjectStoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let counter = match operation {
-            Operation::Put => &self.put_calls,
-            Operation::Get => &self.get_calls,
-            Operation::Delete => &self.delete_calls,
-            Operation::List => &self.list_calls,
-            Operation::Check => &self.check_calls,
-        };
-        counter.fetch_add(1, Ordering::SeqCst);
-        let mut faults = self.faults();
-        if faults.failing == 0 {
-            return Ok(());
-        }
-        faults.failing -= 1;
-        match faults.error.clone() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+    fn broken_read(&self) -> MutexGuard<'_, Option<(u64, ObjectStoreError)>> {
+        // A plain value: a panic while holding the lock leaves nothing torn.
+        self.broken_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -159,31 +131,31 @@ impl ObjectStore for FaultyObjectStore {
     }
 
     async fn put(&self, key: &ObjectKey, body: ByteStream) -> Result<u64, ObjectStoreError> {
-        self.enter(Operation::Put)?;
+        self.enter(Operation::Put).await?;
         self.inner.put(key, body).await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<ByteStream, ObjectStoreError> {
-        self.enter(Operation::Get)?;
+        self.enter(Operation::Get).await?;
         let stream = self.inner.get(key).await?;
-        match self.faults().broken_read.take() {
+        match self.broken_read().take() {
             Some((after, error)) => Ok(broken(stream, after, error)),
             None => Ok(stream),
         }
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectStoreError> {
-        self.enter(Operation::Delete)?;
+        self.enter(Operation::Delete).await?;
         self.inner.delete(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, ObjectStoreError> {
-        self.enter(Operation::List)?;
+        self.enter(Operation::List).await?;
         self.inner.list(prefix).await
     }
 
     async fn check(&self) -> Result<(), ObjectStoreError> {
-        self.enter(Operation::Check)?;
+        self.enter(Operation::Check).await?;
         self.inner.check().await
     }
 }
