@@ -552,7 +552,7 @@ impl Bench {
                 reqwest::Method::PUT,
                 &format!("/v1/tenants/{tenant}/collections/{COLLECTION}"),
                 &admin,
-                people_schema(),
+                wire::examples::collection_schema(),
             )
             .await
             .context("put the people collection")?;
@@ -1017,23 +1017,6 @@ impl Work {
     }
 }
 
-/// API.md's example collection.
-fn people_schema() -> Value {
-    json!({
-        "fields": {
-            "email":     {"type": "string",  "class": "identifier", "searchable": true},
-            "name":      {"type": "string",  "class": "identifier"},
-            "age":       {"type": "integer", "class": "quasi_identifier"},
-            "zip":       {"type": "string",  "class": "quasi_identifier"},
-            "diagnosis": {"type": "string",  "class": "sensitive"},
-            "plan":      {"type": "string",  "class": "public"}
-        },
-        "required": ["email"],
-        "subject_field": "email",
-        "analytics": {"k": 10, "l": 2, "pseudonymize": ["email"]}
-    })
-}
-
 /// A `people` record body with an email unique to client `n`'s `i`th create.
 fn person(n: usize, i: usize) -> String {
     format!(
@@ -1049,7 +1032,7 @@ mod tests {
     fn the_record_body_is_json_of_the_people_schema() {
         let body: Value = serde_json::from_str(&person(3, 7)).expect("json");
         assert_eq!(body["data"]["email"], "person-3-7@example.com");
-        let fields = people_schema()["fields"]
+        let fields = wire::examples::collection_schema()["fields"]
             .as_object()
             .expect("fields")
             .clone();

@@ -335,23 +335,6 @@ mod tests {
 
     use super::*;
 
-    /// API.md's example collection schema.
-    fn example_schema() -> Value {
-        json!({
-          "fields": {
-            "email":     {"type": "string",  "class": "identifier", "searchable": true},
-            "name":      {"type": "string",  "class": "identifier"},
-            "age":       {"type": "integer", "class": "quasi_identifier"},
-            "zip":       {"type": "string",  "class": "quasi_identifier"},
-            "diagnosis": {"type": "string",  "class": "sensitive"},
-            "plan":      {"type": "string",  "class": "public"}
-          },
-          "required": ["email"],
-          "subject_field": "email",
-          "analytics": {"k": 10, "l": 2, "pseudonymize": ["email"]}
-        })
-    }
-
     /// Parses `json` as `T`, writes it back, and checks that nothing was lost or renamed.
     fn round_trip<T>(json: Value) -> T
     where
@@ -423,9 +406,10 @@ mod tests {
 
     #[test]
     fn the_example_schema_round_trips_into_a_valid_model() {
-        let doc: SchemaDoc = serde_json::from_value(example_schema()).expect("parse");
+        let doc: SchemaDoc =
+            serde_json::from_value(crate::examples::collection_schema()).expect("parse");
         // The answer spells `searchable` out on every field.
-        let mut written = example_schema();
+        let mut written = crate::examples::collection_schema();
         for field in written["fields"]
             .as_object_mut()
             .expect("fields")
@@ -467,11 +451,11 @@ mod tests {
 
     #[test]
     fn schema_documents_refuse_unknown_fields_at_every_level() {
-        refuses_extra_field::<SchemaDoc>(example_schema());
-        let mut field = example_schema();
+        refuses_extra_field::<SchemaDoc>(crate::examples::collection_schema());
+        let mut field = crate::examples::collection_schema();
         field["fields"]["age"]["pii"] = json!(true);
         assert!(serde_json::from_value::<SchemaDoc>(field).is_err());
-        let mut analytics = example_schema();
+        let mut analytics = crate::examples::collection_schema();
         analytics["analytics"]["epsilon"] = json!(1.0);
         assert!(serde_json::from_value::<SchemaDoc>(analytics).is_err());
     }
@@ -497,7 +481,7 @@ mod tests {
             ),
         ];
         for (pointer, value, path) in cases {
-            let mut json = example_schema();
+            let mut json = crate::examples::collection_schema();
             *json.pointer_mut(pointer).expect("pointer into the example") = value;
             let doc: SchemaDoc = serde_json::from_value(json).expect("parse");
             let err = doc.into_model().expect_err("schema refused");

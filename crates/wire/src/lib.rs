@@ -2,6 +2,7 @@
 //! errors (RFC 9457) and header names. The only crate where serde meets the API.
 
 pub mod api;
+pub mod examples;
 mod health;
 mod problem;
 

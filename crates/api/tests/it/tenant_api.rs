@@ -157,19 +157,7 @@ async fn answer(response: reqwest::Response) -> Answer {
 }
 
 pub fn people_schema() -> Value {
-    json!({
-        "fields": {
-            "email":     {"type": "string",  "class": "identifier", "searchable": true},
-            "name":      {"type": "string",  "class": "identifier"},
-            "age":       {"type": "integer", "class": "quasi_identifier"},
-            "zip":       {"type": "string",  "class": "quasi_identifier"},
-            "diagnosis": {"type": "string",  "class": "sensitive"},
-            "plan":      {"type": "string",  "class": "public"}
-        },
-        "required": ["email"],
-        "subject_field": "email",
-        "analytics": {"k": 10, "l": 2, "pseudonymize": ["email"]}
-    })
+    wire::examples::collection_schema()
 }
 
 pub fn person(email: &str) -> Value {
