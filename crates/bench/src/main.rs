@@ -148,12 +148,31 @@ fn main() -> ExitCode {
     })
 }
 
-async fn export_bench(args: ExportBenchArgs) -> anyhow::Result<()> {
+/// Says on stderr that figures of a debug build mean little, and how to get real ones.
+fn warn_if_unoptimized(command: &str) {
     if cfg!(debug_assertions) {
         eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p bench -- export` for real figures"
+            "warning: this is an unoptimized build; run `cargo run --release -p bench -- {command}` for real figures"
         );
     }
+}
+
+/// A throwaway PostgreSQL primary and replica for one benchmark run, named `name`.
+async fn start_local_region(name: &str) -> anyhow::Result<LocalRegion> {
+    LocalRegion::start(
+        &PgBinaries::locate()?,
+        LocalRegionOptions {
+            name: name.into(),
+            durability: Durability::Ephemeral,
+            server_tls: None,
+        },
+    )
+    .await
+    .context("start a local region for the benchmark")
+}
+
+async fn export_bench(args: ExportBenchArgs) -> anyhow::Result<()> {
+    warn_if_unoptimized("export");
     let rows = args.rows;
     // One core: the engine runs on this one blocking thread.
     let report = tokio::task::spawn_blocking(move || export_engine::bench_export(rows))
@@ -199,23 +218,9 @@ const KMS_CALL_TARGET: f64 = 0.01;
 const REGION: &str = "eu-central-1";
 
 async fn envelope(args: EnvelopeArgs) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p bench -- envelope` for real figures"
-        );
-    }
+    warn_if_unoptimized("envelope");
     let region = RegionId::parse(REGION)?;
-    let binaries = PgBinaries::locate()?;
-    let databases = LocalRegion::start(
-        &binaries,
-        LocalRegionOptions {
-            name: "bench".into(),
-            durability: Durability::Ephemeral,
-            server_tls: None,
-        },
-    )
-    .await
-    .context("start a local region for the benchmark")?;
+    let databases = start_local_region("bench").await?;
     let result = measure(&args, &region, &databases).await;
     databases.stop().await?;
     let report = result?;
@@ -546,22 +551,9 @@ struct CaseResult {
 }
 
 async fn audit_bench(args: AuditArgs) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p bench -- audit` for real figures"
-        );
-    }
+    warn_if_unoptimized("audit");
     let region = RegionId::parse(REGION)?;
-    let databases = LocalRegion::start(
-        &PgBinaries::locate()?,
-        LocalRegionOptions {
-            name: "bench".into(),
-            durability: Durability::Ephemeral,
-            server_tls: None,
-        },
-    )
-    .await
-    .context("start a local region for the benchmark")?;
+    let databases = start_local_region("bench").await?;
     let writes = audit_writes(&args, &region, &databases).await;
     databases.stop().await?;
     let (cases, events) = writes?;

@@ -477,11 +477,7 @@ fn added_micros(ours: Duration, baseline: Duration) -> f64 {
 }
 
 pub(crate) async fn run(args: RouterArgs) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p bench -- router` for real figures"
-        );
-    }
+    crate::warn_if_unoptimized("router");
     let nginx_binary = find_nginx(&args.nginx)?;
     let pinning = Pinning::for_layout(args.cpu_layout)?;
     let (clients_cpu, servers_cpu) = (pinning.map(|p| p.clients), pinning.map(|p| p.servers));

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use axum::body::Bytes;
-use devstack::{Durability, LocalRegion, LocalRegionOptions, PgBinaries};
+use devstack::LocalRegion;
 use envelope::kms::local::LocalKms;
 use envelope::objects::local::LocalObjectStore;
 use http_body_util::{BodyExt as _, Full};
@@ -118,21 +118,8 @@ const COLLECTION: &str = "people";
 const WARM_UP_PER_CLIENT: usize = 8;
 
 pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is an unoptimized build; run `cargo run --release -p bench -- api` for real figures"
-        );
-    }
-    let databases = LocalRegion::start(
-        &PgBinaries::locate()?,
-        LocalRegionOptions {
-            name: "bench-api".into(),
-            durability: Durability::Ephemeral,
-            server_tls: None,
-        },
-    )
-    .await
-    .context("start a local region for the benchmark")?;
+    crate::warn_if_unoptimized("api");
+    let databases = crate::start_local_region("bench-api").await?;
     let result = with_node(&args, &databases).await;
     // Every PostgreSQL process stops here, whatever happened above (and the guardian
     // stops them should this process die first).

@@ -11,9 +11,9 @@ fn bench() -> std::process::Command {
 #[test]
 fn bench_envelope_writes_ratios_and_counts_one_kms_call_per_tenant() {
     let dir = tempfile::tempdir().expect("dir");
-    let output = dir.path().join("envelope.json");
-    let run = bench()
-        .args([
+    let (stdout, report) = run_bench(
+        dir.path(),
+        &[
             "envelope",
             "--seconds-per-round",
             "0.02",
@@ -23,24 +23,14 @@ fn bench_envelope_writes_ratios_and_counts_one_kms_call_per_tenant() {
             "600",
             "--tenants",
             "6",
-            "--output",
-        ])
-        .arg(&output)
-        .output()
-        .expect("run bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
+        "--output",
+        "",
     );
     assert!(
         stdout.contains("ratio") && stdout.contains("16 KiB"),
         "a table is printed: {stdout}"
     );
-
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&output).expect("json written")).expect("json");
     let results = report["results"].as_array().expect("results");
     let cases: Vec<(String, u64)> = results
         .iter()
@@ -76,9 +66,9 @@ fn bench_envelope_writes_ratios_and_counts_one_kms_call_per_tenant() {
 #[test]
 fn bench_audit_writes_both_write_rates_and_the_verify_rate() {
     let dir = tempfile::tempdir().expect("dir");
-    let output = dir.path().join("audit.json");
-    let run = bench()
-        .args([
+    let (_, report) = run_bench(
+        dir.path(),
+        &[
             "audit",
             "--seconds-per-round",
             "0.2",
@@ -90,19 +80,10 @@ fn bench_audit_writes_both_write_rates_and_the_verify_rate() {
             "3000",
             "--read-events",
             "600",
-            "--output",
-        ])
-        .arg(&output)
-        .output()
-        .expect("run bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
+        "--output",
+        "",
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&output).expect("json written")).expect("json");
     let plain = report["insert_row_per_sec"]
         .as_f64()
         .expect("baseline rate");
@@ -135,10 +116,9 @@ fn bench_api_prints_the_table_and_writes_both_ratios_as_json() {
     // any, can be found by path; PostgreSQL runs as another user when we are root.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("open the directory to the postgres user");
-    let output = dir.path().join("api.json");
-    let run = bench()
-        .env("TMPDIR", dir.path())
-        .args([
+    let (stdout, report) = run_bench(
+        dir.path(),
+        &[
             "api",
             "--seconds",
             "0.3",
@@ -146,16 +126,9 @@ fn bench_api_prints_the_table_and_writes_both_ratios_as_json() {
             "4",
             "--tenants",
             "2",
-            "--json",
-        ])
-        .arg(&output)
-        .output()
-        .expect("run bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
+        "--json",
+        "",
     );
     for expected in ["ops/s", "p50 ms", "p99 ms", "baseline (SQL)", "API (HTTP)"] {
         assert!(
@@ -167,9 +140,6 @@ fn bench_api_prints_the_table_and_writes_both_ratios_as_json() {
         stdout.contains("create    ratio") && stdout.contains("read      ratio"),
         "{stdout}"
     );
-
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&output).expect("json written")).expect("json");
     assert_eq!(report["clients"], 4);
     assert_eq!(report["tenants"], 2);
     let results = report["results"].as_array().expect("results");
@@ -378,19 +348,38 @@ static NGINX: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// `residency-bench router`, short, with `args`: its table and its JSON report.
 fn run_bench_router(args: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().expect("dir");
-    let output = dir.path().join("router.json");
+    let mut all = vec!["router", "--seconds-per-round", "0.3"];
+    all.extend(["--clients", "2", "--saturating-clients", "8"]);
+    all.extend(args);
+    run_bench(
+        dir.path(),
+        &all,
+        "--output",
+        " (bench router needs Debian's nginx: apt-get install nginx)",
+    )
+}
+
+/// Runs `residency-bench` with `args`, then `output_flag <dir>/report.json` (with `TMPDIR`
+/// set to `dir`, so that what it starts can be found by path); fails, adding `hint`, unless
+/// it succeeds; returns the table it printed and the JSON report it wrote.
+fn run_bench(
+    dir: &std::path::Path,
+    args: &[&str],
+    output_flag: &str,
+    hint: &str,
+) -> (String, serde_json::Value) {
+    let output = dir.join("report.json");
     let run = bench()
-        .args(["router", "--seconds-per-round", "0.3"])
-        .args(["--clients", "2", "--saturating-clients", "8"])
+        .env("TMPDIR", dir)
         .args(args)
-        .arg("--output")
+        .arg(output_flag)
         .arg(&output)
         .output()
         .expect("run bench");
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
         run.status.success(),
-        "{stdout}\n{} (bench router needs Debian's nginx: apt-get install nginx)",
+        "{stdout}\n{}{hint}",
         String::from_utf8_lossy(&run.stderr)
     );
     let report =
