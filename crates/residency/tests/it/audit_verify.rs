@@ -49,18 +49,12 @@ fn bundle(key: &SigningKey, events: u64) -> String {
 fn verify(bundle: &str, key_args: &[&str]) -> (bool, String) {
     let mut file = tempfile::NamedTempFile::new().expect("bundle file");
     file.write_all(bundle.as_bytes()).expect("write bundle");
-    let output = residency()
-        .args(["audit", "verify", "--bundle"])
-        .arg(file.path())
-        .args(key_args)
-        .output()
-        .expect("run audit verify");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    crate::outcome(
+        residency()
+            .args(["audit", "verify", "--bundle"])
+            .arg(file.path())
+            .args(key_args),
+    )
 }
 
 fn public_key_b64(key: &SigningKey) -> String {

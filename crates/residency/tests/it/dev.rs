@@ -388,86 +388,46 @@ fn an_unknown_region_is_refused_listing_the_known_ones() {
 #[test]
 fn serve_refuses_a_region_without_an_audit_signing_key_before_connecting() {
     let catalog = catalog_without("audit_signing_key");
-    let output = residency()
-        .args([
-            "serve",
-            "--region",
-            "eu-west-1",
-            "--listen",
-            "127.0.0.1:0",
-            "--catalog",
-        ])
-        .arg(catalog.path())
-        .env_remove("RESIDENCY_DB_PASSWORD")
-        .env(
-            "RESIDENCY_OPERATOR_TOKEN",
-            "rso.an-operator-token-long-enough-for-serve",
-        )
-        .env(
-            "RESIDENCY_DIRECTORY_URL",
-            "postgres://127.0.0.1:1/directory",
-        )
-        .output()
-        .expect("run residency serve");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    let stderr = refused_serve(
+        serve()
+            .args([
+                "--region",
+                "eu-west-1",
+                "--listen",
+                "127.0.0.1:0",
+                "--catalog",
+            ])
+            .arg(catalog.path())
+            .env_remove("RESIDENCY_DB_PASSWORD"),
+    );
     assert!(
         stderr.contains("region eu-west-1 has no audit_signing_key"),
         "names the region and the field: {stderr}"
     );
 
-    let output = residency()
-        .args([
-            "serve",
-            "--region",
-            "eu-west-1",
-            "--audit-checkpoint-interval",
-            "0",
-        ])
-        .env(
-            "RESIDENCY_OPERATOR_TOKEN",
-            "rso.an-operator-token-long-enough-for-serve",
-        )
-        .env(
-            "RESIDENCY_DIRECTORY_URL",
-            "postgres://127.0.0.1:1/directory",
-        )
-        .output()
-        .expect("run residency serve");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    let stderr =
+        refused_serve(serve().args(["--region", "eu-west-1", "--audit-checkpoint-interval", "0"]));
     assert!(stderr.contains("--audit-checkpoint-interval"), "{stderr}");
 }
 
 #[test]
 fn serve_refuses_a_region_without_a_forwarding_secret_before_connecting() {
     let catalog = catalog_without("forwarding_secret");
-    let output = residency()
-        .args([
-            "serve",
-            "--region",
-            "us-east-1",
-            "--listen",
-            "127.0.0.1:0",
-            "--catalog",
-        ])
-        .arg(catalog.path())
-        .env(
-            "RESIDENCY_AUDIT_SIGNING_KEY",
-            format!("residency-audit-ed25519:{}", "ab".repeat(32)),
-        )
-        .env(
-            "RESIDENCY_OPERATOR_TOKEN",
-            "rso.an-operator-token-long-enough-for-serve",
-        )
-        .env(
-            "RESIDENCY_DIRECTORY_URL",
-            "postgres://127.0.0.1:1/directory",
-        )
-        .output()
-        .expect("run residency serve");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    let stderr = refused_serve(
+        serve()
+            .args([
+                "--region",
+                "us-east-1",
+                "--listen",
+                "127.0.0.1:0",
+                "--catalog",
+            ])
+            .arg(catalog.path())
+            .env(
+                "RESIDENCY_AUDIT_SIGNING_KEY",
+                format!("residency-audit-ed25519:{}", "ab".repeat(32)),
+            ),
+    );
     assert!(
         stderr.contains("region us-east-1 has no forwarding_secret"),
         "names the region and the field: {stderr}"
@@ -491,4 +451,45 @@ fn catalog_without(field: &str) -> tempfile::TempDir {
         }
     }
     catalog
+}
+
+/// `residency serve` with an operator token and a directory URL that nothing listens on:
+/// everything it needs to get as far as the check a test is after.
+fn serve() -> std::process::Command {
+    let mut command = residency();
+    command
+        .arg("serve")
+        .env(
+            "RESIDENCY_OPERATOR_TOKEN",
+            "rso.an-operator-token-long-enough-for-serve",
+        )
+        .env(
+            "RESIDENCY_DIRECTORY_URL",
+            "postgres://127.0.0.1:1/directory",
+        );
+    command
+}
+
+/// Runs `command`, which must fail; its stderr.
+fn refused_serve(command: &mut std::process::Command) -> String {
+    let output = command.output().expect("run residency serve");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{stderr}");
+    stderr
+}
+
+/// The operator token `residency dev` wrote to `endpoints.json`.
+pub(crate) fn operator_token(endpoints: &Value) -> String {
+    endpoints["operator_token"]
+        .as_str()
+        .expect("endpoints.json has the operator token")
+        .to_owned()
+}
+
+/// A region's API endpoint from `endpoints.json`.
+pub(crate) fn api_endpoint(endpoints: &Value, region: &str) -> String {
+    endpoints["regions"][region]["api"]
+        .as_str()
+        .unwrap_or_else(|| panic!("endpoints.json has {region}'s api"))
+        .to_owned()
 }

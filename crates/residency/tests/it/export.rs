@@ -7,7 +7,7 @@ use std::io::Write as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::dev::Dev;
+use crate::dev::{Dev, api_endpoint, operator_token};
 use crate::{repo_path, residency};
 
 fn schema() -> Value {
@@ -152,14 +152,8 @@ async fn export_run_releases_from_residency_dev_and_refuses_a_primary() {
     let state = tempfile::tempdir().expect("state dir");
     let mut dev = Dev::spawn(state.path(), "eu-central-1");
     let endpoints = dev.endpoints().await;
-    let operator = endpoints["operator_token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
-    let api = endpoints["regions"]["eu-central-1"]["api"]
-        .as_str()
-        .expect("api")
-        .to_owned();
+    let operator = operator_token(&endpoints);
+    let api = api_endpoint(&endpoints, "eu-central-1");
     let http = reqwest::Client::new();
     let created = http
         .post(format!("{api}/v1/tenants"))

@@ -19,3 +19,14 @@ pub fn repo_path(relative: &str) -> PathBuf {
 pub fn residency() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_residency"))
 }
+
+/// Runs `command` to its end: whether it succeeded, and its stdout followed by its stderr.
+pub fn outcome(command: &mut std::process::Command) -> (bool, String) {
+    let output = command.output().expect("run residency");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}

@@ -11,16 +11,7 @@ fn database_url(database: &TestDatabase) -> String {
 }
 
 fn migrate(region: &str, url: &str) -> (bool, String) {
-    let output = residency()
-        .args(["migrate", "--region", region, "--database-url", url])
-        .output()
-        .expect("run residency migrate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    crate::outcome(residency().args(["migrate", "--region", region, "--database-url", url]))
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::dev::Dev;
+use crate::dev::{Dev, api_endpoint, operator_token};
 
 /// The node's peak resident memory so far, in KiB (`VmHWM`).
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -30,13 +30,8 @@ async fn a_tenant_works_through_residency_dev_and_a_50_mib_file_streams_with_bou
     let state = tempfile::tempdir().expect("state dir");
     let mut dev = Dev::spawn(state.path(), "eu-central-1");
     let endpoints = dev.endpoints().await;
-    let operator = endpoints["operator_token"]
-        .as_str()
-        .expect("operator token");
-    let api = endpoints["regions"]["eu-central-1"]["api"]
-        .as_str()
-        .expect("api endpoint")
-        .to_owned();
+    let operator: &str = &operator_token(&endpoints);
+    let api = api_endpoint(&endpoints, "eu-central-1");
     let http = reqwest::Client::new();
 
     let (status, tenant) = send(
@@ -139,17 +134,9 @@ async fn every_region_serves_every_tenant_and_the_data_stays_home() {
     let state = tempfile::tempdir().expect("state dir");
     let mut dev = Dev::spawn(state.path(), "eu-central-1,us-east-1");
     let endpoints = dev.endpoints().await;
-    let operator = endpoints["operator_token"]
-        .as_str()
-        .expect("operator token");
-    let eu = endpoints["regions"]["eu-central-1"]["api"]
-        .as_str()
-        .expect("eu api")
-        .to_owned();
-    let us = endpoints["regions"]["us-east-1"]["api"]
-        .as_str()
-        .expect("us api")
-        .to_owned();
+    let operator: &str = &operator_token(&endpoints);
+    let eu = api_endpoint(&endpoints, "eu-central-1");
+    let us = api_endpoint(&endpoints, "us-east-1");
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
