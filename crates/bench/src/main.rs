@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use devstack::{Durability, LocalRegion, LocalRegionOptions, PgBinaries};
+use devstack::{LocalRegion, LocalRegionOptions, PgBinaries};
 use envelope::kms::faulty::FaultyKms;
 use envelope::kms::local::LocalKms;
 use envelope::seal::SealContext;
@@ -159,16 +159,9 @@ fn warn_if_unoptimized(command: &str) {
 
 /// A throwaway PostgreSQL primary and replica for one benchmark run, named `name`.
 async fn start_local_region(name: &str) -> anyhow::Result<LocalRegion> {
-    LocalRegion::start(
-        &PgBinaries::locate()?,
-        LocalRegionOptions {
-            name: name.into(),
-            durability: Durability::Ephemeral,
-            server_tls: None,
-        },
-    )
-    .await
-    .context("start a local region for the benchmark")
+    LocalRegion::start(&PgBinaries::locate()?, LocalRegionOptions::ephemeral(name))
+        .await
+        .context("start a local region for the benchmark")
 }
 
 async fn export_bench(args: ExportBenchArgs) -> anyhow::Result<()> {

@@ -41,6 +41,17 @@ pub struct LocalRegionOptions {
     pub server_tls: Option<ServerTls>,
 }
 
+impl LocalRegionOptions {
+    /// A throwaway region named `name`: its clusters are deleted when it stops, no TLS.
+    pub fn ephemeral(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            durability: Durability::Ephemeral,
+            server_tls: None,
+        }
+    }
+}
+
 /// A server certificate and its private key, PEM.
 #[derive(Clone)]
 pub struct ServerTls {

@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{Durability, LocalRegion, LocalRegionOptions, MotoServer, PgBinaries};
+use crate::{LocalRegion, LocalRegionOptions, MotoServer, PgBinaries};
 
 static SHARED: OnceLock<LocalRegion> = OnceLock::new();
 static MOTO: OnceLock<MotoServer> = OnceLock::new();
@@ -20,30 +20,33 @@ static MOTO: OnceLock<MotoServer> = OnceLock::new();
 /// When the region cannot be started: the message says why (e.g. what to install).
 pub fn shared_region() -> &'static LocalRegion {
     SHARED.get_or_init(|| {
-        // Start on a thread of our own: the caller is usually inside a test's runtime,
-        // which must not be blocked on, and the region must not depend on that runtime.
-        std::thread::spawn(start_ephemeral_region)
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        start_apart(|| async {
+            let binaries = PgBinaries::locate().unwrap_or_else(|err| panic!("{err}"));
+            let options = LocalRegionOptions::ephemeral("test");
+            LocalRegion::start(&binaries, options)
+                .await
+                .unwrap_or_else(|err| panic!("start the test region: {err}"))
+        })
     })
 }
 
-fn start_ephemeral_region() -> LocalRegion {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime can always be built");
-    runtime.block_on(async {
-        let binaries = PgBinaries::locate().unwrap_or_else(|err| panic!("{err}"));
-        let options = LocalRegionOptions {
-            name: "test".into(),
-            durability: Durability::Ephemeral,
-            server_tls: None,
-        };
-        LocalRegion::start(&binaries, options)
-            .await
-            .unwrap_or_else(|err| panic!("start the test region: {err}"))
+/// Runs the future `start` makes to its end on a thread and a current-thread runtime of
+/// its own: the caller is usually inside a test's runtime, which must not be blocked on,
+/// and what is started must not depend on that runtime.
+fn start_apart<T, F>(start: impl FnOnce() -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: Future<Output = T>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime can always be built")
+            .block_on(start())
     })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The test binary's `moto_server`, started on first call (a second or two). Point the
@@ -53,21 +56,12 @@ fn start_ephemeral_region() -> LocalRegion {
 /// When moto cannot be started: the message says why (e.g. `pip install "moto[server]"`).
 pub fn shared_moto() -> &'static MotoServer {
     MOTO.get_or_init(|| {
-        // Same reasons as `shared_region`: our own thread and runtime.
-        std::thread::spawn(start_moto)
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        start_apart(|| async {
+            MotoServer::start()
+                .await
+                .unwrap_or_else(|err| panic!("start moto_server: {err}"))
+        })
     })
-}
-
-fn start_moto() -> MotoServer {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime can always be built");
-    runtime
-        .block_on(MotoServer::start())
-        .unwrap_or_else(|err| panic!("start moto_server: {err}"))
 }
 
 /// A database of its own for one test, on the shared region's primary, visible on its

@@ -70,14 +70,13 @@ async fn a_row_written_on_the_primary_appears_on_the_replica() {
         assert!(Instant::now() < deadline, "row never replicated");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let err = replica
-        .execute("insert into probe values (2, 'nope')", &[])
-        .await
-        .expect_err("the replica is read-only");
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
-    );
+    assert_fails_with(
+        &replica,
+        "insert into probe values (2, 'nope')",
+        &tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION,
+        "the replica is read-only",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -90,24 +89,18 @@ async fn each_test_database_is_separate() {
         .batch_execute("create table only_in_a (x int)")
         .await
         .expect("create");
-    let err = connect(b.primary.clone())
-        .await
-        .execute("select * from only_in_a", &[])
-        .await
-        .expect_err("b must not see a's table");
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
-    );
+    assert_fails_with(
+        &connect(b.primary.clone()).await,
+        "select * from only_in_a",
+        &tokio_postgres::error::SqlState::UNDEFINED_TABLE,
+        "b must not see a's table",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn stopping_a_region_leaves_no_postgres_process_and_no_files() {
-    let options = LocalRegionOptions {
-        name: "stop-test".into(),
-        durability: Durability::Ephemeral,
-        server_tls: None,
-    };
+    let options = LocalRegionOptions::ephemeral("stop-test");
     let region = LocalRegion::start(&binaries(), options)
         .await
         .expect("start region");
@@ -140,11 +133,7 @@ async fn stopping_a_region_leaves_no_postgres_process_and_no_files() {
 
 #[tokio::test]
 async fn dropping_a_region_without_stop_still_stops_postgres() {
-    let options = LocalRegionOptions {
-        name: "drop-test".into(),
-        durability: Durability::Ephemeral,
-        server_tls: None,
-    };
+    let options = LocalRegionOptions::ephemeral("drop-test");
     let region = LocalRegion::start(&binaries(), options)
         .await
         .expect("start region");
@@ -207,4 +196,15 @@ async fn a_durable_region_keeps_its_data_across_restarts() {
     };
     assert_eq!(row.get::<_, String>(0), "survives");
     region.stop().await.expect("stop again");
+}
+
+/// Runs `statement`, which must fail with `state` (`why` it must).
+async fn assert_fails_with(
+    client: &tokio_postgres::Client,
+    statement: &str,
+    state: &tokio_postgres::error::SqlState,
+    why: &str,
+) {
+    let err = client.execute(statement, &[]).await.expect_err(why);
+    assert_eq!(err.code(), Some(state), "{why}: {err}");
 }
