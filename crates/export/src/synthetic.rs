@@ -32,11 +32,7 @@ impl Rng {
 /// The synthetic collection: 8 quasi-identifiers of every type, a pseudonymized and a
 /// dropped identifier, a sensitive and a public field.
 pub fn schema() -> CollectionSchema {
-    let spec = |field_type, class| FieldSpec {
-        field_type,
-        class,
-        searchable: false,
-    };
+    let spec = FieldSpec::unindexed;
     use FieldClass::*;
     use FieldType::*;
     let fields = BTreeMap::from([

@@ -429,11 +429,7 @@ mod tests {
     use super::*;
 
     fn schema() -> CollectionSchema {
-        let spec = |field_type, class| FieldSpec {
-            field_type,
-            class,
-            searchable: false,
-        };
+        let spec = FieldSpec::unindexed;
         let fields = BTreeMap::from([
             (
                 "age".to_owned(),

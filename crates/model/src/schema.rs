@@ -215,6 +215,17 @@ pub struct FieldSpec {
     pub searchable: bool,
 }
 
+impl FieldSpec {
+    /// A field of `field_type` and `class` without a blind index.
+    pub fn unindexed(field_type: FieldType, class: FieldClass) -> Self {
+        Self {
+            field_type,
+            class,
+            searchable: false,
+        }
+    }
+}
+
 /// The analytics export policy of a collection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnalyticsSpec {
@@ -589,11 +600,7 @@ mod tests {
     use super::*;
 
     fn spec(field_type: FieldType, class: FieldClass) -> FieldSpec {
-        FieldSpec {
-            field_type,
-            class,
-            searchable: false,
-        }
+        FieldSpec::unindexed(field_type, class)
     }
 
     /// API.md's example schema.

@@ -64,22 +64,18 @@ pub fn check(
     let mut groups: BTreeMap<Vec<Option<String>>, Group> = BTreeMap::new();
     let mut rows = 0;
     for batch in batches {
-        let qis: Vec<_> = qi_columns
-            .iter()
-            .map(|c| {
-                batch
-                    .column_by_name(c)
-                    .unwrap_or_else(|| panic!("no column {c}"))
-            })
-            .collect();
-        let sensitive: Vec<_> = sensitive_columns
-            .iter()
-            .map(|c| {
-                batch
-                    .column_by_name(c)
-                    .unwrap_or_else(|| panic!("no column {c}"))
-            })
-            .collect();
+        let columns = |names: &[&str]| -> Vec<_> {
+            names
+                .iter()
+                .map(|c| {
+                    batch
+                        .column_by_name(c)
+                        .unwrap_or_else(|| panic!("no column {c}"))
+                })
+                .collect()
+        };
+        let qis = columns(qi_columns);
+        let sensitive = columns(sensitive_columns);
         for row in 0..batch.num_rows() {
             rows += 1;
             let key: Vec<Option<String>> = qis.iter().map(|a| cell(a.as_ref(), row)).collect();

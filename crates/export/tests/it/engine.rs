@@ -10,11 +10,7 @@ use sha2::Digest;
 use crate::checker::{check, read_parquet};
 
 fn schema() -> CollectionSchema {
-    let spec = |field_type, class| FieldSpec {
-        field_type,
-        class,
-        searchable: false,
-    };
+    let spec = FieldSpec::unindexed;
     let fields = BTreeMap::from([
         (
             "patient".to_owned(),

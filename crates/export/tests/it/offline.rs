@@ -16,6 +16,19 @@ struct Run {
     bytes: Vec<u8>,
 }
 
+/// The CSV of `rows` anonymized under the test schema with `k` and `l`, no overrides.
+fn anonymize_csv(rows: &[data::Row], k: u32, l: Option<u32>) -> Run {
+    run_file(
+        "in.csv",
+        &data::csv(rows),
+        &data::schema_json(k, l),
+        None,
+        None,
+        None,
+    )
+    .expect("anonymize")
+}
+
 fn run_file(
     input_name: &str,
     contents: &str,
@@ -85,15 +98,7 @@ fn assert_no_planted_bytes(bytes: &[u8]) {
 #[test]
 fn csv_input_is_k_anonymous_and_leaks_no_identifier() {
     let rows = data::rows(3_000);
-    let run = run_file(
-        "in.csv",
-        &data::csv(&rows),
-        &data::schema_json(10, None),
-        None,
-        None,
-        None,
-    )
-    .expect("anonymize");
+    let run = anonymize_csv(&rows, 10, None);
     let r = &run.report;
     assert_consistent(r, rows.len());
     let missing = rows.iter().filter(|r| r.age.is_none()).count() as u64;
@@ -199,15 +204,7 @@ fn pseudonyms_are_stable_per_key_and_differ_across_keys() {
 #[test]
 fn fewer_rows_than_k_are_all_suppressed() {
     let rows = data::rows(8);
-    let run = run_file(
-        "in.csv",
-        &data::csv(&rows),
-        &data::schema_json(10, None),
-        None,
-        None,
-        None,
-    )
-    .expect("anonymize");
+    let run = anonymize_csv(&rows, 10, None);
     assert_eq!(run.report.rows_released, 0);
     assert_eq!(run.report.k_achieved, None);
     assert_eq!(

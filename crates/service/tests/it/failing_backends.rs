@@ -108,11 +108,7 @@ async fn fixture() -> Fixture {
     };
     let fields = BTreeMap::from([(
         "subject".to_owned(),
-        FieldSpec {
-            field_type: FieldType::String,
-            class: FieldClass::Public,
-            searchable: false,
-        },
+        FieldSpec::unindexed(FieldType::String, FieldClass::Public),
     )]);
     let schema = CollectionSchema::new(fields, Vec::new(), None, None).expect("schema");
     service
