@@ -361,6 +361,23 @@ enum Generalized {
     Flags(Vec<&'static str>),
 }
 
+/// A string column of `rows` rows: each class's value repeated as many times as the
+/// class has rows (`sizes`, in class order).
+fn repeated_strings<'a>(
+    values: impl Iterator<Item = &'a str> + Clone,
+    sizes: &[usize],
+    rows: usize,
+) -> ArrayRef {
+    let bytes: usize = values.clone().zip(sizes).map(|(v, s)| v.len() * s).sum();
+    let mut column = StringBuilder::with_capacity(rows, bytes);
+    for (value, &size) in values.zip(sizes) {
+        for _ in 0..size {
+            column.append_value(value);
+        }
+    }
+    Arc::new(column.finish())
+}
+
 /// The longest common prefix of `a` and `b`, cut back to a character boundary.
 fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
     let mut n = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
@@ -894,14 +911,8 @@ fn build_batch(
                         arrays.push(Arc::new(Float64Array::from(hi)));
                     }
                     Generalized::Labels(labels) => {
-                        let bytes: usize =
-                            labels.iter().zip(&sizes).map(|(l, s)| l.len() * s).sum();
-                        let mut b = StringBuilder::with_capacity(released, bytes);
-                        for (label, &size) in labels.iter().zip(&sizes) {
-                            for _ in 0..size {
-                                b.append_value(label);
-                            }
-                        }
+                        let labels = labels.iter().map(String::as_str);
+                        arrays.push(repeated_strings(labels, &sizes, released));
                         schema_fields.push(out_field(
                             name,
                             treatment,
@@ -909,15 +920,10 @@ fn build_batch(
                             arrow_schema::DataType::Utf8,
                             false,
                         ));
-                        arrays.push(Arc::new(b.finish()));
                     }
                     Generalized::Flags(flags) => {
-                        let mut b = StringBuilder::with_capacity(released, released * 5);
-                        for (flag, &size) in flags.iter().zip(&sizes) {
-                            for _ in 0..size {
-                                b.append_value(flag);
-                            }
-                        }
+                        let flags = flags.iter().copied();
+                        arrays.push(repeated_strings(flags, &sizes, released));
                         schema_fields.push(out_field(
                             name,
                             treatment,
@@ -925,7 +931,6 @@ fn build_batch(
                             arrow_schema::DataType::Utf8,
                             false,
                         ));
-                        arrays.push(Arc::new(b.finish()));
                     }
                 }
             }
