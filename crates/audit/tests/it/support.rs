@@ -3,8 +3,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use audit::{
-    Action, Actor, ActorKind, BundleWriter, Event, Head, KeySet, NewEvent, Outcome, SigningKey,
-    Summary, VerifyError, next, verify_bundle,
+    Action, Actor, ActorKind, BundleWriter, Event, Fault, Head, KeySet, NewEvent, Outcome,
+    SigningKey, Summary, VerifyError, next, verify_bundle,
 };
 use model::{RegionId, TenantId};
 
@@ -104,6 +104,20 @@ impl Fixture {
 
     pub fn verify(&self, text: &str) -> Result<Summary, VerifyError> {
         verify_bundle(text.as_bytes(), &self.keys)
+    }
+
+    /// Verifies the bundle of `lines`, which must be refused (`why`) at `seq` with `fault`;
+    /// the refusal.
+    pub fn assert_refused(
+        &self,
+        lines: &[String],
+        seq: Option<u64>,
+        fault: &Fault,
+        why: &str,
+    ) -> VerifyError {
+        let err = self.verify(&join(lines)).expect_err(why);
+        assert_eq!((err.seq, &err.fault), (seq, fault), "{why}");
+        err
     }
 }
 

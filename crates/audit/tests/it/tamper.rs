@@ -59,8 +59,7 @@ fn an_edited_field_is_a_hash_mismatch_at_its_seq() {
     }
     let mut lines = fx.lines();
     lines[19] = edit_json(&lines[19], |v| v["actor"]["id"] = "key_9".into());
-    let err = fx.verify(&join(&lines)).expect_err("actor edited");
-    assert_eq!((err.seq, fault(&err)), (Some(20), &Fault::HashMismatch));
+    fx.assert_refused(&lines, Some(20), &Fault::HashMismatch, "actor edited");
 }
 
 #[test]
@@ -71,8 +70,7 @@ fn an_edited_event_with_a_recomputed_hash_breaks_the_next_link() {
     forged.hash = audit::event_hash(&forged.prev_hash, &forged);
     let mut lines = fx.lines();
     lines[19] = forged.to_json();
-    let err = fx.verify(&join(&lines)).expect_err("rewritten");
-    assert_eq!((err.seq, fault(&err)), (Some(21), &Fault::BrokenLink));
+    fx.assert_refused(&lines, Some(21), &Fault::BrokenLink, "rewritten");
 }
 
 #[test]
@@ -80,8 +78,7 @@ fn a_deleted_event_is_a_broken_link_at_the_next_seq() {
     let fx = Fixture::new(50);
     let mut lines = fx.lines();
     lines.remove(19);
-    let err = fx.verify(&join(&lines)).expect_err("deleted");
-    assert_eq!((err.seq, fault(&err)), (Some(21), &Fault::BrokenLink));
+    let err = fx.assert_refused(&lines, Some(21), &Fault::BrokenLink, "deleted");
     assert!(
         err.to_string()
             .starts_with("event seq 21: prev_hash does not match"),
@@ -110,8 +107,7 @@ fn swapped_events_are_a_broken_link() {
     let fx = Fixture::new(50);
     let mut lines = fx.lines();
     lines.swap(19, 20);
-    let err = fx.verify(&join(&lines)).expect_err("swapped");
-    assert_eq!((err.seq, fault(&err)), (Some(21), &Fault::BrokenLink));
+    fx.assert_refused(&lines, Some(21), &Fault::BrokenLink, "swapped");
 }
 
 #[test]
@@ -128,8 +124,7 @@ fn a_forged_event_with_a_wrong_link_is_a_broken_link() {
     assert_eq!(forged.seq, 21);
     let mut lines = fx.lines();
     lines.insert(20, forged.to_json());
-    let err = fx.verify(&join(&lines)).expect_err("forged");
-    assert_eq!((err.seq, fault(&err)), (Some(21), &Fault::BrokenLink));
+    fx.assert_refused(&lines, Some(21), &Fault::BrokenLink, "forged");
 }
 
 #[test]
@@ -138,8 +133,7 @@ fn a_forged_event_linked_correctly_breaks_its_successor() {
     let forged = next(Some(fx.events[19].head()), new_event(tenant(), 999));
     let mut lines = fx.lines();
     lines.insert(20, forged.to_json());
-    let err = fx.verify(&join(&lines)).expect_err("forged");
-    assert_eq!((err.seq, fault(&err)), (Some(21), &Fault::BrokenLink));
+    fx.assert_refused(&lines, Some(21), &Fault::BrokenLink, "forged");
 }
 
 #[test]
@@ -171,8 +165,7 @@ fn a_forged_first_event_does_not_link_to_genesis() {
     );
     let mut lines = fx.lines();
     lines[0] = forged.to_json();
-    let err = fx.verify(&join(&lines)).expect_err("forged genesis");
-    assert_eq!((err.seq, fault(&err)), (Some(1), &Fault::BrokenLink));
+    fx.assert_refused(&lines, Some(1), &Fault::BrokenLink, "forged genesis");
 }
 
 #[test]
@@ -201,8 +194,7 @@ fn a_truncated_bundle_without_its_manifest_is_missing_the_manifest() {
     let fx = Fixture::new(50);
     let mut lines = fx.lines();
     lines.pop();
-    let err = fx.verify(&join(&lines)).expect_err("no manifest");
-    assert_eq!((err.seq, fault(&err)), (None, &Fault::MissingManifest));
+    fx.assert_refused(&lines, None, &Fault::MissingManifest, "no manifest");
     lines.truncate(30);
     let err = fx.verify(&join(&lines)).expect_err("no manifest");
     assert_eq!(fault(&err), &Fault::MissingManifest);
@@ -286,8 +278,7 @@ fn a_range_starting_mid_chain_verifies() {
     // Its first event is taken as given, but the rest still link.
     let mut lines = lines(&text);
     lines.remove(1);
-    let err = fx.verify(&join(&lines)).expect_err("second removed");
-    assert_eq!((err.seq, fault(&err)), (Some(22), &Fault::BrokenLink));
+    fx.assert_refused(&lines, Some(22), &Fault::BrokenLink, "second removed");
 }
 
 #[test]
@@ -348,8 +339,7 @@ fn an_event_of_another_tenant_is_refused() {
     let foreign = chain(other_tenant(), 20);
     let mut lines = fx.lines();
     lines[19] = foreign[19].to_json();
-    let err = fx.verify(&join(&lines)).expect_err("foreign event");
-    assert_eq!((err.seq, fault(&err)), (Some(20), &Fault::WrongTenant));
+    fx.assert_refused(&lines, Some(20), &Fault::WrongTenant, "foreign event");
 }
 
 #[test]
@@ -394,8 +384,7 @@ fn a_manifest_with_another_head_is_a_head_mismatch() {
         },
     );
     lines[10] = manifest_line(&manifest).trim_end().to_owned();
-    let err = fx.verify(&join(&lines)).expect_err("other head");
-    assert_eq!((err.seq, fault(&err)), (Some(10), &Fault::HeadMismatch));
+    fx.assert_refused(&lines, Some(10), &Fault::HeadMismatch, "other head");
 
     let manifest = build_manifest(
         &fx.key,
@@ -523,8 +512,7 @@ fn ten_thousand_events_verify() {
 
     let mut lines = lines(&text);
     lines[7_776] = edit_json(&lines[7_776], |v| v["resource"] = "records/x".into());
-    let err = fx.verify(&join(&lines)).expect_err("edited");
-    assert_eq!((err.seq, fault(&err)), (Some(7_777), &Fault::HashMismatch));
+    fx.assert_refused(&lines, Some(7_777), &Fault::HashMismatch, "edited");
 }
 
 #[test]
@@ -566,8 +554,7 @@ fn a_respelled_bundle_verifies_the_same() {
 
     let mut edited = lines.clone();
     edited[4] = edited[4].replace("rec\\u006frds/", "rec\\u006Frds/x");
-    let err = fx.verify(&join(&edited)).expect_err("edited");
-    assert_eq!((err.seq, fault(&err)), (Some(5), &Fault::HashMismatch));
+    fx.assert_refused(&edited, Some(5), &Fault::HashMismatch, "edited");
 }
 
 #[test]
