@@ -6,24 +6,19 @@
 //! call), and the active version of each tenant is cached briefly. Wrapped keys are read
 //! from the primary, or from a replica while the primary is down, so reads go on.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::BuildHasher as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use envelope::blind_index::FieldIndexKey;
 use envelope::kms::{EncryptionContext, Kms, KmsError, WrappedKey, tenant_key_context};
-use envelope::objects::{ObjectKey, ObjectStore, ObjectStoreError};
 use envelope::seal::{self, OpenError, SealContext};
-use envelope::sealed_objects::{self, SealedObjectError};
+use envelope::sealed_objects::SealedObjectError;
 use envelope::{DataKey, KeyPurpose, KeyState, KeyVersion};
-use futures::StreamExt as _;
 use model::{RegionId, TenantId};
 use moka::future::Cache;
-use store::tenant_keys::{self, NewKey, StoredKey};
-use store::{PrimaryTx, RegionDatabase, StoreError};
+use store::tenant_keys::{self, StoredKey};
+use store::{RegionDatabase, StoreError};
 use telemetry::NodeMetrics;
 
 /// Cache keys are ids, hashed on every sealed value: a fast seeded hash, not SipHash.
@@ -129,178 +124,12 @@ impl PartialEq for KeyError {
 
 impl Eq for KeyError {}
 
-/// What [`Keyring::rewrap_all`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RewrapReport {
-    pub rewrapped: u64,
-    /// The KMS key every live tenant key is now wrapped under.
-    pub kms_key_id: Option<String>,
-}
+mod cache;
+mod lifecycle;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct KeyId {
-    tenant: TenantId,
-    purpose: KeyPurpose,
-    version: KeyVersion,
-}
-
-#[derive(Debug)]
-struct CachedKey {
-    key: Arc<DataKey>,
-    uses: AtomicU64,
-    /// `max_age` after it was unwrapped; the hot index honours it like moka does.
-    expires_at: Instant,
-    /// For an index key: the blind-index keys derived from it, per collection and field.
-    /// They live in this entry, so they go exactly when the key they come from goes
-    /// (expiry, eviction, the use bound, crypto-shredding), and are zeroized then
-    /// (aws-lc cleanses an HMAC key's context when it is dropped).
-    fields: Mutex<FieldKeyTable>,
-}
-
-/// Derived blind-index keys of one index key: collection → field → key.
-type FieldKeyTable = HashMap<Box<str>, HashMap<Box<str>, Arc<FieldIndexKey>, FastHash>, FastHash>;
-
-/// Derived keys one index key entry holds at most; beyond that they are derived per use
-/// (a tenant with that many searchable fields is not the hot path).
-pub const MAX_FIELD_KEYS: usize = 1024;
-
-impl CachedKey {
-    fn new(key: DataKey, max_age: Duration) -> Self {
-        Self {
-            key: Arc::new(key),
-            uses: AtomicU64::new(0),
-            expires_at: Instant::now() + max_age,
-            fields: Mutex::new(HashMap::default()),
-        }
-    }
-}
-
-/// A tenant's active index key with the blind-index keys derived from it: deriving one
-/// (HKDF) costs as much as sealing a field, so each is derived once per cached index key.
-#[derive(Debug)]
-pub struct IndexKeys {
-    entry: Arc<CachedKey>,
-}
-
-impl IndexKeys {
-    /// The blind-index key of `collection.field`, derived on first use.
-    pub fn field(&self, collection: &str, field: &str) -> Arc<FieldIndexKey> {
-        let mut table = self
-            .entry
-            .fields
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(key) = table.get(collection).and_then(|fields| fields.get(field)) {
-            return key.clone();
-        }
-        let key = Arc::new(FieldIndexKey::derive(&self.entry.key, collection, field));
-        let held: usize = table.values().map(HashMap::len).sum();
-        if held < MAX_FIELD_KEYS {
-            table
-                .entry(collection.into())
-                .or_default()
-                .insert(field.into(), key.clone());
-        }
-        key
-    }
-
-    /// The index key itself (for other derivations, e.g. pseudonyms).
-    pub fn key(&self) -> &Arc<DataKey> {
-        &self.entry.key
-    }
-
-    /// Derived keys held with this index key now.
-    pub fn cached_fields(&self) -> usize {
-        self.entry
-            .fields
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(HashMap::len)
-            .sum()
-    }
-}
-
-/// A read-optimized index of the unwrapped keys in front of moka. moka stays the
-/// authority (capacity, age, single-flight loading, invalidation); its eviction listener
-/// removes evicted keys here. A hit costs a shard read lock and a clock read instead of
-/// moka's bookkeeping, which cost as much as opening a 1 KiB value.
-///
-/// `forget` bumps a generation, so an entry fetched from moka before a shred and inserted
-/// here after it is never served.
-#[derive(Debug)]
-struct HotKeys {
-    shards: Vec<HotShard>,
-    hasher: FastHash,
-    generation: AtomicU64,
-}
-
-const HOT_SHARDS: usize = 16;
-
-/// One shard of the hot index: each key with the generation it was inserted in.
-type HotShard = RwLock<HashMap<KeyId, (Arc<CachedKey>, u64), FastHash>>;
-
-impl HotKeys {
-    fn new() -> Self {
-        Self {
-            shards: (0..HOT_SHARDS)
-                .map(|_| RwLock::new(HashMap::with_hasher(FastHash::default())))
-                .collect(),
-            hasher: FastHash::default(),
-            generation: AtomicU64::new(0),
-        }
-    }
-
-    fn shard(&self, id: &KeyId) -> &HotShard {
-        let index = (self.hasher.hash_one(id) as usize) % HOT_SHARDS;
-        &self.shards[index]
-    }
-
-    fn get(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
-        let generation = self.generation.load(Ordering::Acquire);
-        let shard = self
-            .shard(id)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (entry, inserted_in) = shard.get(id)?;
-        (*inserted_in == generation && Instant::now() < entry.expires_at).then(|| entry.clone())
-    }
-
-    fn insert(&self, id: KeyId, entry: Arc<CachedKey>, generation: u64) {
-        self.shard(&id)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, (entry, generation));
-    }
-
-    fn remove(&self, id: &KeyId) {
-        self.shard(id)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
-    }
-
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
-    }
-
-    fn forget_all(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        for shard in &self.shards {
-            shard
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
-        }
-    }
-}
+use cache::{CachedKey, HotKeys, KeyId};
+pub use cache::{IndexKeys, MAX_FIELD_KEYS};
+pub use lifecycle::RewrapReport;
 
 /// Unwraps a stored key through the region's KMS, with the encryption context that binds
 /// it to its tenant, region and purpose: for the keyring, and for readers that load
@@ -410,45 +239,6 @@ impl Keyring {
         &self.inner.kms
     }
 
-    /// Creates version 1 of the tenant's data and index keys inside the caller's
-    /// transaction (tenant creation), so the tenant and its keys commit together.
-    pub async fn provision(&self, tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<(), KeyError> {
-        for purpose in [KeyPurpose::Data, KeyPurpose::Index] {
-            let (wrapped, context_json) = self.generate_wrapped(tenant, purpose).await?;
-            tenant_keys::insert_first_key(
-                tx,
-                &NewKey {
-                    tenant,
-                    purpose,
-                    kms_key_id: &wrapped.key_id,
-                    wrapped: &wrapped.ciphertext,
-                    kms_context: &context_json,
-                },
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// A new key from the KMS, wrapped, with its context as JSON. The plaintext is dropped
-    /// (and zeroized) at once: it is not cached, since the caller's transaction may still
-    /// roll back; first use unwraps it like any other key.
-    async fn generate_wrapped(
-        &self,
-        tenant: &TenantId,
-        purpose: KeyPurpose,
-    ) -> Result<(WrappedKey, String), KeyError> {
-        let context = self.context(tenant, purpose);
-        let generated = self
-            .kms_call(
-                "generate_data_key",
-                self.inner.kms.generate_data_key(&context),
-            )
-            .await?;
-        drop(generated.material);
-        Ok((generated.wrapped, context_json(&context)))
-    }
-
     /// The key new values and objects of `tenant` are sealed with.
     pub async fn active_data_key(&self, tenant: &TenantId) -> Result<Arc<DataKey>, KeyError> {
         let version = self.active_version(tenant, KeyPurpose::Data).await?;
@@ -498,177 +288,6 @@ impl Keyring {
         let version = seal::sealed_version(sealed)?;
         let key = self.data_key(tenant, version).await?;
         Ok(seal::open(&key, context, sealed)?)
-    }
-
-    /// Batch re-encryption primitive: the value sealed under the active data key, or
-    /// `None` when it already is. The service drives it over stored values after a
-    /// rotation.
-    pub async fn reencrypt(
-        &self,
-        tenant: &TenantId,
-        context: &SealContext<'_>,
-        sealed: &[u8],
-    ) -> Result<Option<Vec<u8>>, KeyError> {
-        let active = self.active_data_key(tenant).await?;
-        if seal::sealed_version(sealed)? == active.version() {
-            return Ok(None);
-        }
-        let plaintext = self.open(tenant, context, sealed).await?;
-        Ok(Some(seal::seal(&active, context, &plaintext)))
-    }
-
-    /// Batch re-encryption primitive for objects: rewrites `object` under the active data
-    /// key (streaming, bounded memory) unless it already is; returns whether it did.
-    pub async fn reencrypt_object(
-        &self,
-        tenant: &TenantId,
-        store: &dyn ObjectStore,
-        object: &ObjectKey,
-    ) -> Result<bool, ObjectKeyError> {
-        let active = self.active_data_key(tenant).await?;
-        if sealed_objects::sealed_object_version(store, object).await? == active.version() {
-            return Ok(false);
-        }
-        let keyring = self.clone();
-        let owner = *tenant;
-        let plaintext = sealed_objects::get_sealed(store, object, move |version| async move {
-            keyring
-                .data_key(&owner, version)
-                .await
-                .map_err(|err| SealedObjectError::Key(err.to_string()))
-        })
-        .await?;
-        // The store replaces the object only once the new one is complete.
-        let body =
-            plaintext.map(|chunk| chunk.map_err(|err| ObjectStoreError::Body(err.to_string())));
-        sealed_objects::put_sealed(store, &active, object, Box::pin(body), None).await?;
-        Ok(true)
-    }
-
-    /// A new data key version for new writes; older versions keep opening old data.
-    pub async fn rotate(&self, tenant: &TenantId) -> Result<KeyVersion, KeyError> {
-        let (wrapped, context_json) = self.generate_wrapped(tenant, KeyPurpose::Data).await?;
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin().await?;
-        let version = tenant_keys::rotate(
-            &tx,
-            &NewKey {
-                tenant,
-                purpose: KeyPurpose::Data,
-                kms_key_id: &wrapped.key_id,
-                wrapped: &wrapped.ciphertext,
-                kms_context: &context_json,
-            },
-        )
-        .await
-        .map_err(|err| match err {
-            StoreError::NotFound => self.missing(tenant),
-            other => other.into(),
-        })?;
-        tx.commit().await?;
-        self.inner
-            .active
-            .invalidate(&(*tenant, KeyPurpose::Data))
-            .await;
-        Ok(version)
-    }
-
-    /// Every key version of the tenant (for the keys API and residency evidence).
-    pub async fn versions(&self, tenant: &TenantId) -> Result<Vec<StoredKey>, KeyError> {
-        let primary = self.inner.database.primary().get().await?;
-        Ok(tenant_keys::list(primary.client(), tenant).await?)
-    }
-
-    /// KMS key rotation: rewraps every live tenant key of the region under the KMS's
-    /// current key, `batch` keys at a time, without touching any sealed data. The first
-    /// rewrap tells which key is current (an alias resolves to it); later batches only
-    /// take keys still wrapped under another one.
-    pub async fn rewrap_all(&self, batch: i64) -> Result<RewrapReport, KeyError> {
-        let mut report = RewrapReport::default();
-        let mut first_pass = true;
-        loop {
-            let primary = self.inner.database.primary().get().await?;
-            let pending = tenant_keys::wrapped_under_other_keys(
-                primary.client(),
-                report.kms_key_id.as_deref(),
-                batch,
-            )
-            .await?;
-            drop(primary);
-            if pending.is_empty() {
-                return Ok(report);
-            }
-            let mut moved = 0;
-            for stored in pending {
-                let (Some(old_key_id), Some(ciphertext)) =
-                    (stored.kms_key_id.clone(), stored.wrapped.clone())
-                else {
-                    continue;
-                };
-                let context = self.context(&stored.tenant, stored.purpose);
-                let wrapped = WrappedKey {
-                    key_id: old_key_id.clone(),
-                    ciphertext,
-                };
-                let rewrapped = self
-                    .kms_call("re_encrypt", self.inner.kms.re_encrypt(&wrapped, &context))
-                    .await?;
-                if rewrapped.key_id == old_key_id {
-                    // Already under the current key (only possible in the first batch).
-                    report.kms_key_id = Some(rewrapped.key_id);
-                    continue;
-                }
-                let mut primary = self.inner.database.primary().get().await?;
-                let tx = primary.begin().await?;
-                // Conditional on the old wrapping: a concurrent rewrap or shred wins.
-                if tenant_keys::rewrap(
-                    &tx,
-                    &stored,
-                    &old_key_id,
-                    &rewrapped.key_id,
-                    &rewrapped.ciphertext,
-                )
-                .await?
-                {
-                    moved += 1;
-                }
-                tx.commit().await?;
-                report.kms_key_id = Some(rewrapped.key_id);
-            }
-            report.rewrapped += moved;
-            if moved == 0 && report.kms_key_id.is_some() && !first_pass {
-                // Nothing could be moved (every row changed under us): stop rather than spin.
-                return Ok(report);
-            }
-            first_pass = false;
-        }
-    }
-
-    /// Crypto-shredding: erases every wrapped key of the tenant and forgets any unwrapped
-    /// copy on this node. Afterwards the tenant's data cannot be opened by anyone.
-    /// Other nodes of the region drop their copies within `max_age`.
-    pub async fn shred(&self, tenant: &TenantId) -> Result<u64, KeyError> {
-        let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin().await?;
-        let destroyed = tenant_keys::destroy_all(&tx, tenant).await?;
-        tx.commit().await?;
-        self.forget(tenant);
-        Ok(destroyed)
-    }
-
-    /// Drops every cached key and active version of `tenant` on this node.
-    fn forget(&self, tenant: &TenantId) {
-        self.inner.hot.forget_all();
-        let owner = *tenant;
-        let _ = self
-            .inner
-            .keys
-            .invalidate_entries_if(move |id, _| id.tenant == owner);
-        let owner = *tenant;
-        let _ = self
-            .inner
-            .active
-            .invalidate_entries_if(move |(t, _), _| *t == owner);
     }
 
     /// Unwrapped keys in memory now, in moka or the hot index (after pending evictions
