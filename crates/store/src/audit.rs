@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use model::TenantId;
 use tokio_postgres::{GenericClient, Row};
 
-use crate::statement::Statement;
+use crate::statement::{ComposedOnce, Placeholder, Statement};
 use crate::{PrimaryTx, StoreError};
 
 /// One stored event, field for field.
@@ -88,18 +88,22 @@ pub async fn head<C: GenericClient>(client: &C, tenant: &TenantId) -> Result<Hea
 pub async fn append(tx: &PrimaryTx<'_>, event: &AuditRow) -> Result<bool, StoreError> {
     let values = EventValues::new(event)?;
     let mut statement = Statement::new();
-    let sql = format!(
-        "with {ctes} select count(*) from appended",
-        ctes = values.append_ctes(&mut statement)
-    );
-    let prepared = tx.prepare_cached(&sql).await?;
+    let event = values.bind(&mut statement);
+    static SQL: ComposedOnce = ComposedOnce::new();
+    let sql = SQL.get(|| {
+        format!(
+            "with {ctes} select count(*) from appended",
+            ctes = event.append_ctes()
+        )
+    });
+    let prepared = tx.prepare_cached(sql).await?;
     let row = tx.client().query_one(&prepared, statement.params()).await?;
     let appended: i64 = row.try_get(0)?;
     Ok(appended == 1)
 }
 
 /// An event's values as the driver binds them (`seq` as `bigint`, hashes as `bytea`), for
-/// a statement that appends it (see [`EventValues::append_ctes`]).
+/// a statement that appends it (see [`EventPlaceholders::append_ctes`]).
 #[derive(Debug)]
 pub(crate) struct EventValues<'a> {
     event: &'a AuditRow,
@@ -120,25 +124,67 @@ impl<'a> EventValues<'a> {
         })
     }
 
-    /// The common table expressions of a conditional append (see [`append`]), binding
-    /// the event into `statement`: `moved` and `appended`, the latter returning one row
-    /// when the event went in, so that a statement writing something else too (a record
-    /// and its event) can make its own write depend on it.
-    pub(crate) fn append_ctes(&'a self, statement: &mut Statement<'a>) -> String {
+    /// Binds the event into `statement`; the placeholders give the common table
+    /// expressions that append it ([`EventPlaceholders::append_ctes`]).
+    pub(crate) fn bind(&'a self, statement: &mut Statement<'a>) -> EventPlaceholders {
         let event = self.event;
-        let tenant = statement.bind(&self.tenant);
-        let seq = statement.bind(&self.seq);
-        let time = statement.bind(&event.time);
-        let region = statement.bind(&event.region);
-        let actor_kind = statement.bind(&event.actor_kind);
-        let actor_id = statement.bind(&event.actor_id);
-        let action = statement.bind(&event.action);
-        let resource = statement.bind(&event.resource);
-        let outcome = statement.bind(&event.outcome);
-        let request_id = statement.bind(&event.request_id);
-        let via_region = statement.bind(&event.via_region);
-        let prev_hash = statement.bind(&self.prev_hash);
-        let hash = statement.bind(&self.hash);
+        EventPlaceholders {
+            tenant: statement.bind(&self.tenant),
+            seq: statement.bind(&self.seq),
+            time: statement.bind(&event.time),
+            region: statement.bind(&event.region),
+            actor_kind: statement.bind(&event.actor_kind),
+            actor_id: statement.bind(&event.actor_id),
+            action: statement.bind(&event.action),
+            resource: statement.bind(&event.resource),
+            outcome: statement.bind(&event.outcome),
+            request_id: statement.bind(&event.request_id),
+            via_region: statement.bind(&event.via_region),
+            prev_hash: statement.bind(&self.prev_hash),
+            hash: statement.bind(&self.hash),
+        }
+    }
+}
+
+/// Where an event's values went in a statement ([`EventValues::bind`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventPlaceholders {
+    tenant: Placeholder,
+    seq: Placeholder,
+    time: Placeholder,
+    region: Placeholder,
+    actor_kind: Placeholder,
+    actor_id: Placeholder,
+    action: Placeholder,
+    resource: Placeholder,
+    outcome: Placeholder,
+    request_id: Placeholder,
+    via_region: Placeholder,
+    prev_hash: Placeholder,
+    hash: Placeholder,
+}
+
+impl EventPlaceholders {
+    /// The common table expressions of a conditional append (see [`append`]): `moved` and
+    /// `appended`, the latter returning one row when the event went in, so that a
+    /// statement writing something else too (a record and its event) can make its own
+    /// write depend on it.
+    pub(crate) fn append_ctes(&self) -> String {
+        let Self {
+            tenant,
+            seq,
+            time,
+            region,
+            actor_kind,
+            actor_id,
+            action,
+            resource,
+            outcome,
+            request_id,
+            via_region,
+            prev_hash,
+            hash,
+        } = self;
         format!(
             "moved as (
                  update audit_heads set seq = {seq}::bigint, hash = {hash}

@@ -15,7 +15,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::audit::{AuditRow, EventValues};
-use crate::statement::{Placeholder, Statement};
+use crate::statement::{ComposedOnce, Placeholder, Statement};
 use crate::{Primary, PrimaryTx, StoreError};
 
 /// One blind-index token of a record. `field` is a schema field name; names starting
@@ -175,14 +175,18 @@ pub async fn create_with_event(
     let mut statement = Statement::new();
     // The record and its tokens go in only with the event (`from appended`), the event
     // only after the expected head (`moved`).
-    let audit_ctes = event_values.append_ctes(&mut statement);
+    let event = event_values.bind(&mut statement);
     let p = values.bind(&mut statement);
-    let sql = format!(
-        "with {audit_ctes}, {record_ctes} select version, created_at, updated_at from record",
-        record_ctes = p.record_ctes("from appended", "where exists (select from record)"),
-    );
+    static SQL: ComposedOnce = ComposedOnce::new();
+    let sql = SQL.get(|| {
+        format!(
+            "with {audit_ctes}, {record_ctes} select version, created_at, updated_at from record",
+            audit_ctes = event.append_ctes(),
+            record_ctes = p.record_ctes("from appended", "where exists (select from record)"),
+        )
+    });
     let (rows, lsn) = primary
-        .write_scoped(record.tenant, &sql, statement.params())
+        .write_scoped(record.tenant, sql, statement.params())
         .await?;
     let Some(row) = rows.first() else {
         return Ok(None);
@@ -326,20 +330,29 @@ async fn insert_statement(
     // The tokens' foreign key is checked at the end of the statement, after the record
     // is in. A token listed twice is stored once. Data-modifying CTEs all run, whether
     // or not the final select reads them.
-    let (audit_ctes, appended) = match &event_values {
-        Some(event_values) => (
-            format!(", {}", event_values.append_ctes(&mut statement)),
-            "(select count(*) from appended)",
-        ),
-        None => (String::new(), "0::bigint"),
+    static WITH_EVENT: ComposedOnce = ComposedOnce::new();
+    static WITHOUT_EVENT: ComposedOnce = ComposedOnce::new();
+    let sql = match &event_values {
+        Some(event_values) => {
+            let event = event_values.bind(&mut statement);
+            WITH_EVENT.get(|| {
+                format!(
+                    "with {record_ctes}, {audit_ctes}
+                     select version, created_at, updated_at, (select count(*) from appended)
+                     from record",
+                    record_ctes = p.record_ctes("", ""),
+                    audit_ctes = event.append_ctes(),
+                )
+            })
+        }
+        None => WITHOUT_EVENT.get(|| {
+            format!(
+                "with {record_ctes} select version, created_at, updated_at, 0::bigint from record",
+                record_ctes = p.record_ctes("", ""),
+            )
+        }),
     };
-    let prepared = tx
-        .prepare_cached(&format!(
-            "with {record_ctes}{audit_ctes}
-             select version, created_at, updated_at, {appended} from record",
-            record_ctes = p.record_ctes("", ""),
-        ))
-        .await?;
+    let prepared = tx.prepare_cached(sql).await?;
     let row = tx.client().query_one(&prepared, statement.params()).await?;
     let appended: i64 = row.try_get(3)?;
     Ok((record.row(&row)?, appended == 1))

@@ -3,6 +3,7 @@
 //! gets back, so that no module knows, or numbers, another module's parameters.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use tokio_postgres::types::ToSql;
 
@@ -28,6 +29,33 @@ impl<'a> Statement<'a> {
     /// The values bound, for the driver.
     pub(crate) fn params(&self) -> &[&'a (dyn ToSql + Sync)] {
         &self.params
+    }
+}
+
+/// The text of a statement whose shape never changes between calls, composed once.
+/// Composing a statement from its parts costs several allocations, on the hot path of
+/// every record write; its placeholders are numbered in binding order, so every call of a
+/// given shape composes the same text. Debug builds compose it every time and check that.
+pub(crate) struct ComposedOnce(OnceLock<String>);
+
+impl ComposedOnce {
+    pub(crate) const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// The text, composed by `compose` on first use.
+    pub(crate) fn get(&self, compose: impl FnOnce() -> String) -> &str {
+        if cfg!(debug_assertions) {
+            let composed = compose();
+            let cached = self.0.get_or_init(|| composed.clone());
+            assert_eq!(
+                cached, &composed,
+                "a statement of one shape must compose the same text on every call"
+            );
+            cached
+        } else {
+            self.0.get_or_init(compose)
+        }
     }
 }
 
@@ -58,5 +86,26 @@ mod tests {
             "placeholders follow the order values were bound in"
         );
         assert_eq!(statement.params().len(), 3);
+    }
+
+    #[test]
+    fn a_composed_text_is_kept_from_the_first_call() {
+        static TEXT: ComposedOnce = ComposedOnce::new();
+        let compose = |value: i64| {
+            let mut statement = Statement::new();
+            let placeholder = statement.bind(&value);
+            format!("select {placeholder}")
+        };
+        assert_eq!(TEXT.get(|| compose(1)), "select $1");
+        assert_eq!(TEXT.get(|| compose(2)), "select $1");
+    }
+
+    #[test]
+    #[should_panic(expected = "must compose the same text")]
+    #[cfg(debug_assertions)]
+    fn a_shape_that_changes_between_calls_is_caught_in_debug_builds() {
+        static TEXT: ComposedOnce = ComposedOnce::new();
+        TEXT.get(|| "select 1".to_owned());
+        TEXT.get(|| "select 2".to_owned());
     }
 }
