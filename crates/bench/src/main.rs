@@ -14,9 +14,11 @@
 //! It runs on mimalloc like the `residency` binary, so that what it measures of our code
 //! is measured with the production allocator.
 
+mod abuse;
 mod cpu;
 mod events;
 mod export_engine;
+mod local_node;
 mod routing;
 mod tenant_api;
 
@@ -64,6 +66,10 @@ enum Which {
     /// handler, forwarding against calling the home node directly, and our forwarding
     /// hop against nginx proxy_pass.
     Router(routing::RouterArgs),
+    /// Legitimate reads alone and during a flood of unauthenticated junk (random API
+    /// keys, random tenant ids, long path segments) from another address, on a local
+    /// region and node the command starts itself; database transactions per junk request.
+    Abuse(abuse::AbuseArgs),
     /// The anonymization engine on synthetic rows (Mondrian time; our Parquet writing
     /// against a bare arrow-rs ArrowWriter on the same batches), on one core.
     Export(ExportBenchArgs),
@@ -144,6 +150,7 @@ fn main() -> ExitCode {
             Which::Api(args) => tenant_api::run(args).await,
             Which::Router(args) => routing::run(args).await,
             Which::Export(args) => export_bench(args).await,
+            Which::Abuse(args) => abuse::run(args).await,
         }
     })
 }

@@ -41,17 +41,15 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use axum::body::Bytes;
 use devstack::LocalRegion;
-use envelope::kms::local::LocalKms;
-use envelope::objects::local::LocalObjectStore;
 use http_body_util::{BodyExt as _, Full};
 use model::{RegionId, TenantId};
 use serde_json::{Value, json};
 use service::{AuditKeys, AuditLog};
 use store::records::IndexEntry;
-use store::{DatabaseSettings, PgEndpoint, RegionDatabase};
+use store::{DatabaseSettings, RegionDatabase};
 
 use crate::cpu::{CpuClock, CpuSample, LOAD_THREAD, micros_per_op};
-use node::{Backends, NodeAudit, NodeConfig, Platform, RunningNode};
+use node::RunningNode;
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ApiArgs {
@@ -143,55 +141,18 @@ pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
 /// Starts the node, measures, stops the node (also when measuring failed).
 async fn with_node(args: &ApiArgs, databases: &LocalRegion) -> anyhow::Result<Value> {
     let region = RegionId::parse(REGION)?;
-    let dir = tempfile::tempdir().context("create the node's directory")?;
-    let settings = DatabaseSettings::new(
-        PgEndpoint::new("primary", databases.primary_config("postgres")),
-        vec![PgEndpoint::new(
-            "replica-1",
-            databases.replica_config("postgres"),
-        )],
-    );
-    let operator = format!("rop_{}", hex::encode(rand::random::<[u8; 32]>()));
-    let backends = Backends {
-        kms: Arc::new(LocalKms::open_or_create(
-            &dir.path().join("kms"),
-            region.clone(),
-        )?),
-        objects: Arc::new(LocalObjectStore::new(dir.path().join("objects"))?),
-    };
-    let audit = NodeAudit {
-        keys: AuditKeys::generate(region.clone()),
-        settings: args.audit.settings(),
-    };
-    let platform = Platform {
-        regions: vec![region.clone()],
-        operator: service::access::OperatorToken::new(&operator),
-        api: args.api.settings()?,
-        routing: None,
-    };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .context("bind a loopback port for the node")?;
-    let node = node::start(
-        NodeConfig {
-            region: region.clone(),
-            database: settings.clone(),
-            backends,
-            audit,
-            platform,
-        },
-        listener,
-    )
-    .await?;
+    let listener = crate::local_node::loopback_listener().await?;
+    let bench_node =
+        crate::local_node::start(&region, databases, &args.api, &args.audit, listener, None)
+            .await?;
+    let (node, settings) = (&bench_node.node, &bench_node.database);
+    let operator = bench_node.operator.clone();
     let clock = CpuClock::new([
         databases.primary().postmaster_pid(),
         databases.replica().postmaster_pid(),
     ]);
-    let result = on_load_runtime(args, &node, &settings, operator, clock).await;
-    let stopped = node.stop().await;
-    let report = result?;
-    stopped.context("stop the node")?;
-    Ok(report)
+    let result = on_load_runtime(args, node, settings, operator, clock).await;
+    bench_node.stop_after(result).await
 }
 
 /// Runs the measurement on a runtime of its own, so that the load generator's CPU can

@@ -394,3 +394,72 @@ fn nginx_processes() -> usize {
         .expect("pgrep");
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
+
+#[test]
+fn bench_abuse_reads_alone_then_during_a_flood_from_another_address_and_counts_its_cost() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("open the directory to the postgres user");
+    }
+    let (stdout, report) = run_bench(
+        dir.path(),
+        &[
+            "abuse",
+            "--seconds",
+            "0.5",
+            "--clients",
+            "2",
+            "--flood-rate",
+            "300",
+        ],
+        "--output",
+        "",
+    );
+    for expected in [
+        "legitimate reads",
+        "during the flood",
+        "throughput during / quiet",
+        "p99 during / quiet",
+        "database transactions per junk request",
+        "denied events added to the tenant's audit chain",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "the table shows {expected}: {stdout}"
+        );
+    }
+    for phase in ["quiet", "flooded"] {
+        let reads = &report[phase];
+        assert!(reads["ok"].as_u64().expect("ok") > 0, "{report}");
+        assert_eq!(reads["failed"], 0, "legitimate reads never fail: {report}");
+    }
+    let ratio = report["throughput_ratio"].as_f64().expect("ratio");
+    let expected = report["flooded"]["per_sec"].as_f64().expect("rate")
+        / report["quiet"]["per_sec"].as_f64().expect("rate");
+    assert!((ratio - expected).abs() < 1e-9, "{report}");
+    let flood = &report["flood"];
+    assert_eq!(flood["from"], "127.0.0.2", "{report}");
+    let sent = flood["sent"].as_u64().expect("sent");
+    assert!(sent > 0, "{report}");
+    let answered: u64 = flood["statuses"]
+        .as_object()
+        .expect("statuses")
+        .values()
+        .map(|count| count.as_u64().expect("count"))
+        .sum();
+    assert_eq!(
+        answered, sent,
+        "every junk request is accounted for: {report}"
+    );
+    assert!(
+        report["database"]["transactions_per_junk_request"].is_f64(),
+        "{report}"
+    );
+    assert_eq!(
+        devstack::testing::processes_mentioning(dir.path()),
+        Vec::<u32>::new(),
+        "the region's PostgreSQL processes are stopped when the command ends"
+    );
+}
