@@ -5,6 +5,7 @@
 //! replay up to their token are bounded, the excess going to the primary at once.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use model::{ConsistencyToken, Lsn};
@@ -283,17 +284,18 @@ async fn reads_whose_replica_dies_under_them_are_served_on_a_second_try() {
     let slow = db.read(ReadConsistency::Bounded, |reader| async move {
         let slept = reader
             .client()
-            .simple_query("select pg_sleep(0.5)")
+            .simple_query("select pg_sleep(1)")
             .await
             .map(|_| reader.served_by())
             .map_err(StoreError::from);
         (reader, slept)
     });
     // And readers keep reading before, during and after.
-    let until = Instant::now() + Duration::from_millis(1_500);
+    let replica_served = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
     let reader_loop = || async {
         let (mut served, mut failed) = (Vec::new(), Vec::new());
-        while Instant::now() < until {
+        while !done.load(Ordering::Acquire) {
             let read = db
                 .read(ReadConsistency::Bounded, |mut reader| async move {
                     let row = store::records::get_scoped(&mut reader, &a, "people", "rec-1").await;
@@ -301,16 +303,31 @@ async fn reads_whose_replica_dies_under_them_are_served_on_a_second_try() {
                 })
                 .await;
             match read {
-                Ok((Some(_), served_by)) => served.push(served_by),
+                Ok((Some(_), served_by)) => {
+                    if served_by == ServedBy::Replica {
+                        replica_served.store(true, Ordering::Release);
+                    }
+                    served.push(served_by);
+                }
                 Ok((None, _)) => failed.push("the record was not found".to_owned()),
                 Err(err) => failed.push(err.to_string()),
             }
         }
         (served, failed)
     };
+    // Cut once the replica is serving (connections through the relay are open), while
+    // the slow read is still sleeping on it.
     let cut = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !replica_served.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the replica never served a read");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
         relay.cut();
+        // Reads go on for a while after the replica died.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        done.store(true, Ordering::Release);
     };
     let (slow, loops, ()) = tokio::join!(
         slow,
