@@ -241,6 +241,16 @@ mod tests {
         }
     }
 
+    /// ASCII letters, digits and dots only: safe in a header, a URL and a cookie.
+    fn assert_header_safe(encoded: &str) {
+        assert!(
+            encoded
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.'),
+            "{encoded}"
+        );
+    }
+
     #[test]
     fn tokens_round_trip() {
         for t in [
@@ -250,12 +260,7 @@ mod tests {
             token("ap-southeast-1", 1),
         ] {
             let encoded = t.encode();
-            assert!(
-                encoded
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.'),
-                "{encoded}"
-            );
+            assert_header_safe(&encoded);
             assert_eq!(ConsistencyToken::decode(&encoded), Ok(t.clone()));
             assert_eq!(t.to_string(), encoded);
         }
@@ -317,12 +322,7 @@ mod tests {
             signed("ap-southeast-1", 0x16_B374_D848, 0x5a),
         ] {
             let encoded = t.encode();
-            assert!(
-                encoded
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.'),
-                "{encoded}"
-            );
+            assert_header_safe(&encoded);
             assert_eq!(SignedToken::decode(&encoded), Ok(t.clone()));
             assert_eq!(
                 PresentedToken::parse(&encoded),

@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use model::{ConsistencyToken, Lsn};
+use model::{ConsistencyToken, Lsn, TenantId};
 use serde_json::json;
+use store::records::RecordRow;
 use store::testing::region_database;
 use store::{ConsistencyKeys, ReadConsistency, RegionDatabase, ServedBy, StoreError, TokenRefused};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +26,20 @@ async fn primary_lsn(db: &RegionDatabase) -> Lsn {
         .primary
         .state
         .expect("the primary is up")
+}
+
+/// Record `id` of `tenant`'s `people`, read through the retrying read path.
+async fn read_record(
+    db: &RegionDatabase,
+    consistency: ReadConsistency,
+    tenant: TenantId,
+    id: &str,
+) -> Result<(Option<RecordRow>, ServedBy), StoreError> {
+    db.read(consistency, |mut reader| async move {
+        let row = store::records::get_scoped(&mut reader, &tenant, "people", id).await;
+        (reader, row)
+    })
+    .await
 }
 
 fn in_rotation(db: &RegionDatabase) -> bool {
@@ -131,11 +146,7 @@ async fn forged_tokens_are_refused_before_anything_waits_and_real_ones_are_serve
         .read_consistency(Some(&token))
         .expect("our deployment's token");
     assert_eq!(consistency, ReadConsistency::AtLeast(lsn));
-    let (found, served_by) = db
-        .read(consistency, |mut reader| async move {
-            let row = store::records::get_scoped(&mut reader, &a, "people", "rec-1").await;
-            (reader, row)
-        })
+    let (found, served_by) = read_record(&db, consistency, a, "rec-1")
         .await
         .expect("token read");
     assert_eq!(served_by, ServedBy::Replica);
@@ -169,11 +180,7 @@ async fn an_old_unsigned_token_reads_the_primary_without_waiting() {
             .expect("an old token is still accepted");
         assert_eq!(consistency, ReadConsistency::Latest);
         let started = Instant::now();
-        let (found, served_by) = db
-            .read(consistency, |mut reader| async move {
-                let row = store::records::get_scoped(&mut reader, &a, "people", "rec-old").await;
-                (reader, row)
-            })
+        let (found, served_by) = read_record(&db, consistency, a, "rec-old")
             .await
             .expect("read");
         assert_eq!(served_by, ServedBy::Primary);
@@ -296,12 +303,7 @@ async fn reads_whose_replica_dies_under_them_are_served_on_a_second_try() {
     let reader_loop = || async {
         let (mut served, mut failed) = (Vec::new(), Vec::new());
         while !done.load(Ordering::Acquire) {
-            let read = db
-                .read(ReadConsistency::Bounded, |mut reader| async move {
-                    let row = store::records::get_scoped(&mut reader, &a, "people", "rec-1").await;
-                    (reader, row)
-                })
-                .await;
+            let read = read_record(&db, ReadConsistency::Bounded, a, "rec-1").await;
             match read {
                 Ok((Some(_), served_by)) => {
                     if served_by == ServedBy::Replica {
