@@ -15,7 +15,7 @@ mod role;
 mod schema;
 mod tenant;
 
-pub use consistency::{ConsistencyToken, TokenError};
+pub use consistency::{ConsistencyToken, PresentedToken, SignedToken, TOKEN_TAG_BYTES, TokenError};
 pub use ids::{
     ApiKeyId, FileName, IdError, KeyName, NewTenant, NewTenantError, NewTenantFields, RecordId,
 };

@@ -130,11 +130,21 @@ pub struct NodeConfig {
 pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<RunningNode> {
     let NodeConfig {
         region,
-        database: settings,
+        database: mut settings,
         backends,
         audit,
         platform,
     } = config;
+    if let Some(routing) = &platform.routing {
+        // Every node of every region holds the forwarding secret, so each accepts the
+        // consistency tokens of every other (the key is derived from it, not the secret).
+        let mut keys =
+            store::ConsistencyKeys::derive(routing.forwarding_secret.expose().as_bytes());
+        if let Some(previous) = &routing.previous_forwarding_secret {
+            keys = keys.with_previous(previous.expose().as_bytes());
+        }
+        settings.consistency_keys = keys;
+    }
     let database =
         RegionDatabase::new(region.clone(), &settings).context("build database pools")?;
     let report = database

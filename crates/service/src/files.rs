@@ -182,18 +182,24 @@ impl RegionService {
         let collection = self.collection(caller, collection).await?;
         let not_found = || ServiceError::NotFound { what: "file" };
         let name_token = self.file_name_token(caller, &collection, name).await?;
-        let mut reader = self.inner.database.reader(consistency).await?;
-        let served_by = reader.served_by();
-        let tx = reader.begin_tenant(&caller.tenant).await?;
-        let row = store::files::get(
-            tx.client(),
-            &caller.tenant,
-            collection.name.as_str(),
-            record,
-            &name_token,
-        )
-        .await?;
-        tx.finish().await?;
+        let (tenant, collection_name, file_token) =
+            (&caller.tenant, collection.name.as_str(), &name_token);
+        let (row, served_by) = self
+            .inner
+            .database
+            .read(consistency, |mut reader| async move {
+                let row = async {
+                    let tx = reader.begin_tenant(tenant).await?;
+                    let row =
+                        store::files::get(tx.client(), tenant, collection_name, record, file_token)
+                            .await?;
+                    tx.finish().await?;
+                    Ok(row)
+                }
+                .await;
+                (reader, row)
+            })
+            .await?;
         let row = row.ok_or_else(not_found)?;
         let object = ObjectKey::parse(&row.object_key)
             .map_err(|err| ServiceError::internal_while("read the stored object key", err))?;

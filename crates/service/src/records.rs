@@ -172,12 +172,16 @@ impl RegionService {
         let id = id.as_str();
         let collection = self.collection(caller, collection).await?;
         let not_found = ServiceError::NotFound { what: "record" };
-        let mut reader = self.inner.database.reader(consistency).await?;
-        let served_by = reader.served_by();
-        let row =
-            store::records::get_scoped(&mut reader, &caller.tenant, collection.name.as_str(), id)
-                .await?
-                .ok_or(not_found)?;
+        let (tenant, name) = (&caller.tenant, collection.name.as_str());
+        let (row, served_by) = self
+            .inner
+            .database
+            .read(consistency, |mut reader| async move {
+                let row = store::records::get_scoped(&mut reader, tenant, name, id).await;
+                (reader, row)
+            })
+            .await?;
+        let row = row.ok_or(not_found)?;
         let record = self.open_row(caller, &collection, row).await?;
         self.record_read(
             caller,
@@ -329,43 +333,20 @@ impl RegionService {
             None => Query::All,
             Some(filter) => self.query_for(caller, &collection, filter).await?,
         };
-        let mut reader = self.inner.database.reader(consistency).await?;
-        let served_by = reader.served_by();
-        let tx = reader.begin_tenant(&caller.tenant).await?;
         // One row more than the page tells whether another page follows.
         let fetch = i64::from(limit) + 1;
         let name = collection.name.as_str();
         let after = after.as_deref();
-        let mut rows = match &query {
-            Query::All => {
-                store::records::list(tx.client(), &caller.tenant, name, after, fetch).await?
-            }
-            Query::Token { field, token } => {
-                store::records::find_by_token(
-                    tx.client(),
-                    &caller.tenant,
-                    name,
-                    field,
-                    token,
-                    after,
-                    fetch,
-                )
-                .await?
-            }
-            Query::Public { field, value } => {
-                store::records::find_by_public(
-                    tx.client(),
-                    &caller.tenant,
-                    name,
-                    field,
-                    value,
-                    after,
-                    fetch,
-                )
-                .await?
-            }
-        };
-        tx.finish().await?;
+        let (tenant, query) = (&caller.tenant, &query);
+        let (mut rows, served_by) = self
+            .inner
+            .database
+            .read(consistency, |mut reader| async move {
+                let page = Page { name, after, fetch };
+                let rows = query_page(&mut reader, tenant, query, page).await;
+                (reader, rows)
+            })
+            .await?;
         let next_cursor = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(|row| encode_cursor(&row.id))
@@ -551,6 +532,39 @@ enum Query {
     All,
     Token { field: String, token: [u8; 32] },
     Public { field: String, value: Value },
+}
+
+/// Which page of which collection a search reads.
+#[derive(Clone, Copy)]
+struct Page<'a> {
+    name: &'a str,
+    after: Option<&'a str>,
+    /// Rows to fetch: one more than the page, to tell whether another follows.
+    fetch: i64,
+}
+
+/// One page of `query`'s rows, in one tenant-scoped read-only transaction.
+async fn query_page(
+    reader: &mut store::Reader,
+    tenant: &model::TenantId,
+    query: &Query,
+    page: Page<'_>,
+) -> Result<Vec<RecordRow>, store::StoreError> {
+    let Page { name, after, fetch } = page;
+    let tx = reader.begin_tenant(tenant).await?;
+    let rows = match query {
+        Query::All => store::records::list(tx.client(), tenant, name, after, fetch).await?,
+        Query::Token { field, token } => {
+            store::records::find_by_token(tx.client(), tenant, name, field, token, after, fetch)
+                .await?
+        }
+        Query::Public { field, value } => {
+            store::records::find_by_public(tx.client(), tenant, name, field, value, after, fetch)
+                .await?
+        }
+    };
+    tx.finish().await?;
+    Ok(rows)
 }
 
 /// A conditional change's outcome as the client hears it: the row, or why there is none.

@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime};
 use audit::{Action, Actor, ActorKind, NewEvent, Outcome};
 use envelope::objects::ObjectStore;
 use model::{
-    Access, CollectionName, CollectionSchema, ConsistencyToken, Lsn, NewTenant, RegionId,
-    ResidencyPolicy, Role, TenantId, Transit,
+    Access, CollectionName, CollectionSchema, Lsn, NewTenant, RegionId, ResidencyPolicy, Role,
+    SignedToken, TenantId, TokenError, Transit,
 };
-use store::{ReadConsistency, RegionDatabase, StoreError};
+use store::{ReadConsistency, RegionDatabase, StoreError, TokenRefused};
 
 use crate::access::{self, IssuedKey, OperatorToken, PresentedKey, Principal};
 use crate::unit_of_work::EventTiming;
@@ -125,7 +125,7 @@ pub struct Collection {
 /// The result of a write: what the client needs to read its own write.
 #[derive(Debug, Clone)]
 pub struct Written {
-    pub token: ConsistencyToken,
+    pub token: SignedToken,
 }
 
 /// The tenant service of one region. Cheap to clone.
@@ -465,16 +465,21 @@ impl RegionService {
             &'c tokio_postgres::Transaction<'c>,
         ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
     {
-        let mut reader = match self.inner.database.primary().get().await {
-            Ok(primary) => store::Reader::Primary(primary),
-            Err(StoreError::Unavailable(_)) => {
-                self.inner.database.reader(ReadConsistency::Bounded).await?
-            }
-            Err(other) => return Err(other.into()),
-        };
-        let tx = reader.begin_tenant(tenant).await?;
-        let value = read(tx.client()).await?;
-        tx.finish().await?;
+        let read = &read;
+        let (value, _) = self
+            .inner
+            .database
+            .read(ReadConsistency::PrimaryFirst, |mut reader| async move {
+                let value = async {
+                    let tx = reader.begin_tenant(tenant).await?;
+                    let value = read(tx.client()).await?;
+                    tx.finish().await?;
+                    Ok(value)
+                }
+                .await;
+                (reader, value)
+            })
+            .await?;
         Ok(value)
     }
 
@@ -586,26 +591,30 @@ impl RegionService {
 
     pub(crate) fn token(&self, lsn: Lsn) -> Written {
         Written {
-            token: ConsistencyToken {
-                region: self.inner.region.clone(),
-                lsn,
-            },
+            token: self.inner.database.consistency_token(lsn),
         }
     }
 
-    /// The read consistency a client's token asks for. A token of another region (from
-    /// before a relocation) says nothing about this region's WAL: read from the primary.
+    /// The read consistency a client's token asks for (see
+    /// `RegionDatabase::read_consistency`: a token that no node of this deployment issued
+    /// is refused before anything waits on it; an old unsigned one reads the primary).
     pub fn consistency(&self, token: Option<&str>) -> Result<ReadConsistency, ServiceError> {
-        let Some(raw) = token else {
-            return Ok(ReadConsistency::Bounded);
-        };
-        let token = ConsistencyToken::decode(raw)
-            .map_err(|_| ServiceError::BadRequest("malformed consistency token".to_owned()))?;
-        if token.region == self.inner.region {
-            Ok(ReadConsistency::AtLeast(token.lsn))
-        } else {
-            Ok(ReadConsistency::Latest)
-        }
+        self.inner
+            .database
+            .read_consistency(token)
+            .map_err(|refused| {
+                ServiceError::BadRequest(match refused {
+                    TokenRefused::Unreadable(TokenError::UnsupportedVersion) => {
+                        "X-Consistency-Token: unsupported token version".to_owned()
+                    }
+                    TokenRefused::Unreadable(TokenError::Malformed) => {
+                        "X-Consistency-Token: malformed consistency token".to_owned()
+                    }
+                    TokenRefused::NotIssued => {
+                        "X-Consistency-Token: not a token this deployment issued".to_owned()
+                    }
+                })
+            })
     }
 }
 

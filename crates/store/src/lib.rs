@@ -2,8 +2,9 @@
 //! migrations, region stamping, replica health, consistency routing, tenant-scoped
 //! transactions, the tenant-data rows, and SQLSTATE → typed errors.
 //!
-//! Writes take a [`Primary`] connection by type; reads take a [`Reader`] chosen by
-//! [`RegionDatabase::reader`] for a [`ReadConsistency`]. Tenant data is read and written
+//! Writes take a [`Primary`] connection by type; reads run through
+//! [`RegionDatabase::read`], which chooses a [`Reader`] for a [`ReadConsistency`] and
+//! retries a read whose connection died once elsewhere. Tenant data is read and written
 //! only inside [`Primary::begin_tenant`] / [`Reader::begin_tenant`] transactions, which
 //! row-level security confines to one tenant. A [`RegionDatabase`] holds the pools of
 //! exactly one region and refuses a database stamped with another region.
@@ -28,6 +29,7 @@ pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tls;
+mod tokens;
 
 /// Every table that holds a tenant's data: each has a `tenant_id` column under row-level
 /// security, and a tenant's rows in them rest in its home region only. Checked against the
@@ -59,3 +61,4 @@ pub use pools::{
 pub use routing::ReadConsistency;
 pub use scoped::{APP_ROLE, ReadTx, Reader, ServedBy, TENANT_SETTING};
 pub use tls::{PgTls, TlsSetupError};
+pub use tokens::{ConsistencyKeys, TokenRefused};

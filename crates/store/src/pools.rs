@@ -13,6 +13,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::health::{DatabaseHealth, EndpointProbe};
 use crate::routing::Routing;
 use crate::tls::PgTls;
+use crate::tokens::ConsistencyKeys;
 use crate::{Migration, MigrationReport, StoreError, migrate};
 
 /// Where one PostgreSQL server is, how to log in, and how the connection is protected.
@@ -86,6 +87,16 @@ pub struct DatabaseSettings {
     /// How long a read with a consistency token waits for a replica to replay up to the
     /// token before it goes to the primary.
     pub token_wait: Duration,
+    /// How many reads may wait for a replica to replay up to their token at once (each
+    /// holds a replica connection while it waits); a read beyond them goes to the primary
+    /// at once. Keep it well below `pool_size`, so that waiting never starves the
+    /// replicas' other reads.
+    pub max_token_waits: usize,
+    /// The keys consistency tokens are tagged and checked with: the same on every node
+    /// of the deployment, or a token minted by one node is refused by another.
+    /// [`DatabaseSettings::new`] generates a key of this process alone; `node` derives
+    /// the deployment's.
+    pub consistency_keys: ConsistencyKeys,
 }
 
 impl DatabaseSettings {
@@ -98,6 +109,8 @@ impl DatabaseSettings {
             max_replica_lag: Duration::from_secs(5),
             max_replica_lag_bytes: None,
             token_wait: Duration::from_millis(250),
+            max_token_waits: 4,
+            consistency_keys: ConsistencyKeys::generate(),
         }
     }
 }
@@ -243,11 +256,17 @@ impl DerefMut for Primary {
 pub struct ReplicaPool {
     endpoint: PgEndpoint,
     pool: Pool,
+    /// Its position among the region's replicas (and in the routing state).
+    index: usize,
 }
 
 /// A read-only connection to one of the region's replicas.
 #[derive(Debug)]
-pub struct Replica(pub(crate) Object);
+pub struct Replica {
+    pub(crate) object: Object,
+    /// Which of the region's replicas it is connected to.
+    pub(crate) index: usize,
+}
 
 impl ReplicaPool {
     pub fn name(&self) -> &str {
@@ -255,7 +274,16 @@ impl ReplicaPool {
     }
 
     pub async fn get(&self) -> Result<Replica, StoreError> {
-        Ok(Replica(self.pool.get().await?))
+        Ok(self.checkout().await?)
+    }
+
+    /// A connection, or the pool's own error: routing tells a busy pool (a wait timeout)
+    /// from a server that cannot be reached.
+    pub(crate) async fn checkout(&self) -> Result<Replica, deadpool_postgres::PoolError> {
+        Ok(Replica {
+            object: self.pool.get().await?,
+            index: self.index,
+        })
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -271,14 +299,20 @@ impl ReplicaPool {
 impl Replica {
     /// The underlying client: reads only (a write fails with `StoreError::ReadOnly`).
     pub fn client(&self) -> &tokio_postgres::Client {
-        &self.0
+        &self.object
+    }
+
+    /// Closes this connection instead of returning it to the pool (see
+    /// [`Primary::discard`]).
+    pub fn discard(self) {
+        drop(Object::take(self.object));
     }
 }
 
 impl Deref for Replica {
     type Target = Object;
     fn deref(&self) -> &Object {
-        &self.0
+        &self.object
     }
 }
 
@@ -291,6 +325,8 @@ pub struct RegionDatabase {
     probes: std::sync::Arc<[EndpointProbe]>,
     /// Which replicas serve reads, shared by every clone.
     pub(crate) routing: std::sync::Arc<Routing>,
+    /// What consistency tokens are tagged and checked with.
+    pub(crate) consistency_keys: ConsistencyKeys,
 }
 
 impl RegionDatabase {
@@ -303,10 +339,12 @@ impl RegionDatabase {
         let replicas = settings
             .replicas
             .iter()
-            .map(|endpoint| {
+            .enumerate()
+            .map(|(index, endpoint)| {
                 Ok(ReplicaPool {
                     pool: build_pool(endpoint, settings)?,
                     endpoint: endpoint.clone(),
+                    index,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -321,6 +359,7 @@ impl RegionDatabase {
             replicas,
             probes,
             routing,
+            consistency_keys: settings.consistency_keys.clone(),
         })
     }
 

@@ -163,10 +163,27 @@ impl Reader {
         }
     }
 
+    /// Which of the region's replicas serves this read, if a replica does.
+    pub(crate) fn replica_index(&self) -> Option<usize> {
+        match self {
+            Self::Primary(_) => None,
+            Self::Replica(replica) => Some(replica.index),
+        }
+    }
+
+    /// Closes the connection instead of returning it to the pool: after an error that may
+    /// have broken it.
+    pub fn discard(self) {
+        match self {
+            Self::Primary(primary) => primary.discard(),
+            Self::Replica(replica) => replica.discard(),
+        }
+    }
+
     fn object(&mut self) -> &mut Object {
         match self {
             Self::Primary(primary) => &mut primary.0,
-            Self::Replica(replica) => &mut replica.0,
+            Self::Replica(replica) => &mut replica.object,
         }
     }
 

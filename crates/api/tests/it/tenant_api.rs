@@ -1328,3 +1328,58 @@ async fn a_node_with_an_old_copy_of_the_schema_still_seals_a_field_made_personal
     let read = a.call(Method::GET, &first, Some(&admin), None, &[]).await;
     assert_eq!(read.body["data"]["plan"], "enterprise", "{:?}", read.body);
 }
+
+#[tokio::test]
+async fn a_consistency_token_no_node_issued_is_a_400_naming_the_header() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let api = serve(database).await;
+    let (tenant, admin) = api.tenant().await;
+    api.people(&tenant, &admin).await;
+    let created = api
+        .create_person(&tenant, &admin, person("t@example.com"))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["id"].as_str().expect("id");
+    let path = format!("/v1/tenants/{tenant}/collections/people/records/{id}");
+    let token = created
+        .header("x-consistency-token")
+        .expect("token")
+        .to_owned();
+    let read_with = |token: String| {
+        let (api, path, admin) = (&api, &path, &admin);
+        async move {
+            api.call(
+                Method::GET,
+                path,
+                Some(admin),
+                None,
+                &[("x-consistency-token", &token)],
+            )
+            .await
+        }
+    };
+
+    // The same token naming a far-future position: its tag no longer verifies.
+    let mut parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 4, "v2.<region>.<lsn>.<tag>: {token}");
+    parts[2] = "7fffffffffffffff";
+    let forged = parts.join(".");
+    for bad in [forged, "v2.not-a-token".to_owned()] {
+        let read = read_with(bad).await;
+        assert_problem(&read, StatusCode::BAD_REQUEST);
+        let detail = read.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("X-Consistency-Token"), "{detail}");
+    }
+
+    // The real token reads the write; an old unsigned one reads the primary.
+    let read = read_with(token).await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    let old = model::ConsistencyToken {
+        region: model::RegionId::parse("eu-central-1").expect("region"),
+        lsn: model::Lsn(u64::MAX),
+    }
+    .encode();
+    let read = read_with(old).await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    assert_eq!(read.header("x-served-by"), Some("primary"));
+}

@@ -16,14 +16,14 @@ use store::{
 
 use crate::rows::{TENANT_A, insert_record, tenant, tenant_with_collection};
 
-const REGION: &str = "eu-central-1";
+pub(crate) const REGION: &str = "eu-central-1";
 
-fn region() -> RegionId {
+pub(crate) fn region() -> RegionId {
     RegionId::parse(REGION).expect("region")
 }
 
 /// A health report of the primary and `replica-1`, as the poller would observe it.
-fn report(primary_up: bool, replica: ReplicaState) -> DatabaseHealth {
+pub(crate) fn report(primary_up: bool, replica: ReplicaState) -> DatabaseHealth {
     DatabaseHealth {
         primary: PrimaryHealth {
             name: "primary".into(),
@@ -42,7 +42,7 @@ fn report(primary_up: bool, replica: ReplicaState) -> DatabaseHealth {
     }
 }
 
-fn streaming(lag_bytes: Option<u64>, lag_seconds: f64) -> ReplicaState {
+pub(crate) fn streaming(lag_bytes: Option<u64>, lag_seconds: f64) -> ReplicaState {
     ReplicaState::Streaming {
         replay_lsn: Lsn(1),
         lag_bytes,
@@ -51,7 +51,7 @@ fn streaming(lag_bytes: Option<u64>, lag_seconds: f64) -> ReplicaState {
 }
 
 /// A `RegionDatabase` on `database` with `tweak` applied to its settings.
-fn with_settings(
+pub(crate) fn with_settings(
     database: &TestDatabase,
     tweak: impl FnOnce(&mut DatabaseSettings),
 ) -> RegionDatabase {
@@ -61,7 +61,7 @@ fn with_settings(
 }
 
 /// `config` pointed at a loopback port nobody listens on.
-fn dead(config: &tokio_postgres::Config) -> tokio_postgres::Config {
+pub(crate) fn dead(config: &tokio_postgres::Config) -> tokio_postgres::Config {
     let mut dead = tokio_postgres::Config::new();
     dead.host("127.0.0.1")
         .port(devstack::free_loopback_port().expect("free port"))
@@ -73,7 +73,7 @@ fn dead(config: &tokio_postgres::Config) -> tokio_postgres::Config {
     dead
 }
 
-async fn served_by(db: &RegionDatabase, consistency: ReadConsistency) -> ServedBy {
+pub(crate) async fn served_by(db: &RegionDatabase, consistency: ReadConsistency) -> ServedBy {
     db.reader(consistency).await.expect("reader").served_by()
 }
 
