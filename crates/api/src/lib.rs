@@ -1,7 +1,8 @@
 //! The regional node's HTTP adapter (axum): `app(state) -> Router` and `serve`.
 //! Handlers are thin: parse, call one use case, map the result.
 //!
-//! Operational endpoints (`/healthz`, `/readyz`, `/metrics`) and the tenant API of API.md,
+//! Operational endpoints (`/healthz`, `/readyz`, `/metrics`; also alone on the optional
+//! operations listener, `operations_app`) and the tenant API of API.md,
 //! one handler module per resource (`handlers`). Every tenant-scoped response carries the
 //! routing headers; every `/v1` request draws from its key's rate-limit bucket; every
 //! problem names the request it answers.
@@ -29,7 +30,9 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
-pub use health::{DirectoryProbe, spawn_health_poller};
+pub use health::{
+    DEFAULT_HEALTH_POLL_INTERVAL, DirectoryProbe, HealthPolling, MetricsAccess, spawn_health_poller,
+};
 pub use state::{NodeParts, NodeState};
 
 /// Request ids for requests that arrive without one, from [`telemetry::new_request_id`]
@@ -137,6 +140,28 @@ pub fn app(state: NodeState) -> Router {
         .with_state(state)
 }
 
+/// The operations listener's surface: `/healthz`, and `/readyz` and `/metrics` in their
+/// operator form whatever [`MetricsAccess`] says. Nothing of the tenant API: bind it to an
+/// address only operators and their scrapers reach.
+pub fn operations_app(state: NodeState) -> Router {
+    let request_id = http::HeaderName::from_static(wire::headers::REQUEST_ID);
+    Router::new()
+        .route("/healthz", get(handlers::health::healthz))
+        .route("/readyz", get(handlers::health::readyz))
+        .route("/metrics", get(handlers::health::metrics))
+        .layer(axum::Extension(handlers::health::OperationsListener))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
+        .layer(axum::middleware::map_request(drop_unkept_request_id))
+        .with_state(state)
+}
+
 /// Removes a client's `X-Request-Id` that [`telemetry::keeps_client_request_id`] refuses
 /// (empty, too long, not visible text), so that one is generated instead: the same rule
 /// as the router's for a request it forwards.
@@ -187,5 +212,20 @@ pub async fn serve(
     hop::serve_service(listener, SERVER_HEAD_LIMITS, app(state), shutdown).await
 }
 
-/// How long a readiness probe may wait on one database.
+/// Serves [`operations_app`] on `listener` until `shutdown` resolves.
+pub async fn serve_operations(
+    listener: TcpListener,
+    state: NodeState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    hop::serve_service(
+        listener,
+        SERVER_HEAD_LIMITS,
+        operations_app(state),
+        shutdown,
+    )
+    .await
+}
+
+/// How long a health probe may wait on one dependency.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
