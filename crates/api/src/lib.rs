@@ -51,7 +51,6 @@ impl MakeRequestId for RandomRequestId {
 
 /// The whole HTTP surface of a regional node.
 pub fn app(state: NodeState) -> Router {
-    let request_id = http::HeaderName::from_static(wire::headers::REQUEST_ID);
     use handlers::{api_keys, audit, collections, evidence, files, records, tenants};
     let tenant_scoped = Router::new()
         .route("/v1/tenants/{tenant}", get(tenants::get_tenant))
@@ -121,11 +120,22 @@ pub fn app(state: NodeState) -> Router {
         ))
         .route("/v1/audit/keys", get(audit::audit_keys))
         .route("/v1/openapi.json", get(openapi::openapi_json));
+    observed(Router::new().merge(v1).merge(operations_routes()), state)
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, which both listeners serve.
+fn operations_routes() -> Router<NodeState> {
     Router::new()
-        .merge(v1)
         .route("/healthz", get(handlers::health::healthz))
         .route("/readyz", get(handlers::health::readyz))
         .route("/metrics", get(handlers::health::metrics))
+}
+
+/// `routes` with the problems for unknown paths and methods, the request observation and
+/// the request id, as every listener answers.
+fn observed(routes: Router<NodeState>, state: NodeState) -> Router {
+    let request_id = http::HeaderName::from_static(wire::headers::REQUEST_ID);
+    routes
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -144,22 +154,10 @@ pub fn app(state: NodeState) -> Router {
 /// operator form whatever [`MetricsAccess`] says. Nothing of the tenant API: bind it to an
 /// address only operators and their scrapers reach.
 pub fn operations_app(state: NodeState) -> Router {
-    let request_id = http::HeaderName::from_static(wire::headers::REQUEST_ID);
-    Router::new()
-        .route("/healthz", get(handlers::health::healthz))
-        .route("/readyz", get(handlers::health::readyz))
-        .route("/metrics", get(handlers::health::metrics))
-        .layer(axum::Extension(handlers::health::OperationsListener))
-        .fallback(problem::not_found)
-        .method_not_allowed_fallback(problem::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::observe,
-        ))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
-        .layer(axum::middleware::map_request(drop_unkept_request_id))
-        .with_state(state)
+    observed(
+        operations_routes().layer(axum::Extension(handlers::health::OperationsListener)),
+        state,
+    )
 }
 
 /// Removes a client's `X-Request-Id` that [`telemetry::keeps_client_request_id`] refuses
