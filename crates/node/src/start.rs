@@ -160,7 +160,7 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<
 }
 
 /// As [`start`], on `listeners`. The node serves once its first health round is done (or
-/// after [`FIRST_HEALTH_ROUND_TIMEOUT`]), so that `/readyz` reports what was probed and
+/// after 15 s), so that `/readyz` reports what was probed and
 /// healthy replicas are in rotation from the first request.
 pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::Result<RunningNode> {
     let NodeListeners {
