@@ -1,7 +1,8 @@
 //! The regional node's HTTP adapter (axum): `app(state) -> Router` and `serve`.
 //! Handlers are thin: parse, call one use case, map the result.
 //!
-//! Operational endpoints (`/healthz`, `/readyz`, `/metrics`) and the tenant API of API.md,
+//! Operational endpoints (`/healthz`, `/readyz`, `/metrics`; also alone on the optional
+//! operations listener, `operations_app`) and the tenant API of API.md,
 //! one handler module per resource (`handlers`). Every tenant-scoped response carries the
 //! routing headers; every `/v1` request draws from its key's rate-limit bucket; every
 //! problem names the request it answers.
@@ -29,7 +30,9 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
-pub use health::{DirectoryProbe, spawn_health_poller};
+pub use health::{
+    DEFAULT_HEALTH_POLL_INTERVAL, DirectoryProbe, HealthPolling, MetricsAccess, spawn_health_poller,
+};
 pub use state::{NodeParts, NodeState};
 
 /// Request ids for requests that arrive without one, from [`telemetry::new_request_id`]
@@ -48,7 +51,6 @@ impl MakeRequestId for RandomRequestId {
 
 /// The whole HTTP surface of a regional node.
 pub fn app(state: NodeState) -> Router {
-    let request_id = http::HeaderName::from_static(wire::headers::REQUEST_ID);
     use handlers::{api_keys, audit, collections, evidence, files, records, tenants};
     let tenant_scoped = Router::new()
         .route("/v1/tenants/{tenant}", get(tenants::get_tenant))
@@ -118,11 +120,22 @@ pub fn app(state: NodeState) -> Router {
         ))
         .route("/v1/audit/keys", get(audit::audit_keys))
         .route("/v1/openapi.json", get(openapi::openapi_json));
+    observed(Router::new().merge(v1).merge(operations_routes()), state)
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, which both listeners serve.
+fn operations_routes() -> Router<NodeState> {
     Router::new()
-        .merge(v1)
         .route("/healthz", get(handlers::health::healthz))
         .route("/readyz", get(handlers::health::readyz))
         .route("/metrics", get(handlers::health::metrics))
+}
+
+/// `routes` with the problems for unknown paths and methods, the request observation and
+/// the request id, as every listener answers.
+fn observed(routes: Router<NodeState>, state: NodeState) -> Router {
+    let request_id = http::HeaderName::from_static(wire::headers::REQUEST_ID);
+    routes
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -135,6 +148,16 @@ pub fn app(state: NodeState) -> Router {
         // Before an id is set: a client's id that no node keeps is replaced.
         .layer(axum::middleware::map_request(drop_unkept_request_id))
         .with_state(state)
+}
+
+/// The operations listener's surface: `/healthz`, and `/readyz` and `/metrics` in their
+/// operator form whatever [`MetricsAccess`] says. Nothing of the tenant API: bind it to an
+/// address only operators and their scrapers reach.
+pub fn operations_app(state: NodeState) -> Router {
+    observed(
+        operations_routes().layer(axum::Extension(handlers::health::OperationsListener)),
+        state,
+    )
 }
 
 /// Removes a client's `X-Request-Id` that [`telemetry::keeps_client_request_id`] refuses
@@ -187,5 +210,20 @@ pub async fn serve(
     hop::serve_service(listener, SERVER_HEAD_LIMITS, app(state), shutdown).await
 }
 
-/// How long a readiness probe may wait on one database.
+/// Serves [`operations_app`] on `listener` until `shutdown` resolves.
+pub async fn serve_operations(
+    listener: TcpListener,
+    state: NodeState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    hop::serve_service(
+        listener,
+        SERVER_HEAD_LIMITS,
+        operations_app(state),
+        shutdown,
+    )
+    .await
+}
+
+/// How long a health probe may wait on one dependency.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -11,6 +11,7 @@ use service::{AuditLog, Keyring, RegionService, ServiceParts, ServiceSettings};
 use store::RegionDatabase;
 use telemetry::NodeMetrics;
 
+use crate::health::HealthBoard;
 use crate::rate_limit::{RateLimit, RateLimiter};
 
 /// The parts a regional node is built from.
@@ -37,6 +38,8 @@ pub struct NodeParts {
     /// The deployment's tenant directory, for `/readyz`, when a router in front of this
     /// node reads one.
     pub directory: Option<Arc<dyn crate::DirectoryProbe>>,
+    /// Who may read `/metrics` on the main listener.
+    pub metrics_access: crate::MetricsAccess,
 }
 
 /// Cheap to clone; one per regional node.
@@ -51,6 +54,7 @@ struct Inner {
     parts: NodeParts,
     service: RegionService,
     rate_limiter: RateLimiter,
+    health: HealthBoard,
 }
 
 impl NodeState {
@@ -86,12 +90,14 @@ impl NodeState {
             registry: parts.registry.clone(),
         });
         let rate_limiter = RateLimiter::new(parts.rate_limit);
+        let health = HealthBoard::new(&region, &parts);
         Self {
             inner: Arc::new(Inner {
                 region,
                 parts,
                 service,
                 rate_limiter,
+                health,
             }),
         }
     }
@@ -149,5 +155,25 @@ impl NodeState {
 
     pub fn metrics(&self) -> &NodeMetrics {
         &self.inner.parts.metrics
+    }
+
+    /// The health poller's latest snapshot, which `/readyz` answers from.
+    pub(crate) fn health(&self) -> &HealthBoard {
+        &self.inner.health
+    }
+
+    /// Resolves once the health poller has published a snapshot whose round began at or
+    /// after `since`.
+    pub async fn health_checked_since(&self, since: tokio::time::Instant) {
+        self.inner.health.checked_since(since).await;
+    }
+
+    /// Whether `presented` is the operator token (a hash, no I/O).
+    pub(crate) fn is_operator(&self, presented: &str) -> bool {
+        self.inner.parts.operator.matches(presented)
+    }
+
+    pub(crate) fn metrics_access(&self) -> crate::MetricsAccess {
+        self.inner.parts.metrics_access
     }
 }

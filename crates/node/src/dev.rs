@@ -5,7 +5,7 @@
 //!
 //! State directory layout: `operator_token`, `endpoints.json`, `.lock`, and per region
 //! `<region>/{postgres/, kms/ (the local KMS's master keys), objects/, api_port,
-//! audit/signing.key, export_password, export_replica_url}`; `analytics/` is where
+//! operations_port, audit/signing.key, export_password, export_replica_url}`; `analytics/` is where
 //! `residency export run --dev-state` releases (the analytics bucket). A second start with the same directory reuses everything:
 //! clusters, data, ports, token, audit signing keys (so bundles exported before a restart
 //! still verify against `GET /v1/audit/keys`).
@@ -29,7 +29,9 @@ use service::{AuditKeys, AuditSettings};
 use store::{DatabaseSettings, PgEndpoint};
 
 use crate::directory::{LateDirectory, PgDirectory};
-use crate::{ApiSettings, Backends, NodeAudit, NodeConfig, Platform, Routing, RunningNode};
+use crate::{
+    ApiSettings, Backends, NodeAudit, NodeConfig, NodeListeners, Platform, Routing, RunningNode,
+};
 
 /// The application database created in every local primary.
 const APP_DATABASE: &str = "residency";
@@ -87,12 +89,15 @@ impl DevPlatform {
         let operator_token = load_or_create_secret(&state_dir.join("operator_token"))?;
 
         // Every node's port is bound before any node starts: each router needs them all.
+        // Each node also gets an operations listener on loopback (detailed `/readyz`,
+        // `/metrics` whatever `--metrics-access` says).
         let mut listeners = Vec::new();
         let mut endpoints = std::collections::HashMap::new();
         for id in &regions {
             let root = state_dir.join(id.as_str());
             fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
             let listener = bind_saved_port(&root.join("api_port")).await?;
+            let operations = bind_saved_port(&root.join("operations_port")).await?;
             let url: http::Uri = format!("http://{}", listener.local_addr()?)
                 .parse()
                 .context("node address as a URI")?;
@@ -103,7 +108,10 @@ impl DevPlatform {
                     public: url,
                 },
             );
-            listeners.push(listener);
+            listeners.push(NodeListeners {
+                api: listener,
+                operations: Some(operations),
+            });
         }
         let forwarding_secret = load_or_create_secret(&state_dir.join("forwarding_secret"))?;
         // The directory lives in the first region's database (it holds no personal data).
@@ -128,6 +136,22 @@ impl DevPlatform {
             &directory,
         )
         .await?;
+        // A node's first health round may have run before the first region's directory
+        // was up: endpoints.json appears once every node has seen the whole platform.
+        // Rounds are bounded by their probes' timeouts; the bound here only keeps a
+        // broken poller from hanging the start (its `/readyz` then says `stale`).
+        let all_started = tokio::time::Instant::now();
+        let rounds = futures::future::join_all(
+            started
+                .iter()
+                .map(|region| region.node.health_checked_since(all_started)),
+        );
+        if tokio::time::timeout(std::time::Duration::from_secs(30), rounds)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a node's health poller did not finish a round after start");
+        }
         let written = write_endpoints(&state_dir.join(ENDPOINTS_FILE), &operator_token, &started);
         if let Err(err) = written {
             stop_all(started, &directory).await;
@@ -153,9 +177,10 @@ impl DevPlatform {
         for region in &self.regions {
             let _ = writeln!(
                 out,
-                "  {:<16} api http://{}   primary 127.0.0.1:{}   replica 127.0.0.1:{}",
+                "  {:<16} api http://{}   operations http://{}   primary 127.0.0.1:{}   replica 127.0.0.1:{}",
                 region.id,
                 region.node.address,
+                operations_address(&region.node),
                 region.databases.primary().port(),
                 region.databases.replica().port(),
             );
@@ -227,13 +252,13 @@ fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<fs::File>> {
 async fn start_regions(
     binaries: &PgBinaries,
     state_dir: &Path,
-    regions: Vec<(RegionId, tokio::net::TcpListener)>,
+    regions: Vec<(RegionId, NodeListeners)>,
     audit: &AuditSettings,
     platform: &Platform,
     directory: &LateDirectory,
 ) -> anyhow::Result<Vec<DevRegion>> {
     let directory_region = regions.first().map(|(id, _)| id.clone());
-    let results = futures::future::join_all(regions.into_iter().map(|(id, listener)| {
+    let results = futures::future::join_all(regions.into_iter().map(|(id, listeners)| {
         let holds_directory = directory_region.as_ref() == Some(&id);
         start_region(
             binaries,
@@ -241,7 +266,7 @@ async fn start_regions(
             id,
             audit,
             platform.clone(),
-            listener,
+            listeners,
             holds_directory.then(|| directory.clone()),
         )
     }))
@@ -267,7 +292,7 @@ async fn start_region(
     id: RegionId,
     audit: &AuditSettings,
     platform: Platform,
-    listener: tokio::net::TcpListener,
+    listeners: NodeListeners,
     directory: Option<LateDirectory>,
 ) -> anyhow::Result<DevRegion> {
     fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
@@ -297,7 +322,7 @@ async fn start_region(
         .await
         .with_context(|| format!("start the {id} databases"))?;
     let node = match start_node(
-        &id, &databases, backends, audit, platform, listener, directory,
+        &id, &databases, backends, audit, platform, listeners, directory,
     )
     .await
     {
@@ -328,7 +353,7 @@ async fn start_node(
     backends: Backends,
     audit: NodeAudit,
     platform: Platform,
-    listener: tokio::net::TcpListener,
+    listeners: NodeListeners,
     directory: Option<LateDirectory>,
 ) -> anyhow::Result<RunningNode> {
     create_app_database(databases).await?;
@@ -345,7 +370,7 @@ async fn start_node(
             databases.replica_config(APP_DATABASE),
         )],
     );
-    crate::start(
+    crate::start_on(
         NodeConfig {
             region: id.clone(),
             database: settings,
@@ -353,7 +378,7 @@ async fn start_node(
             audit,
             platform,
         },
-        listener,
+        listeners,
     )
     .await
 }
@@ -511,6 +536,7 @@ fn write_endpoints(path: &Path, operator_token: &str, regions: &[DevRegion]) -> 
             region.id.to_string(),
             json!({
                 "api": format!("http://{}", region.node.address),
+                "operations": format!("http://{}", operations_address(&region.node)),
                 "primary": region.databases.primary_url(APP_DATABASE),
                 "replicas": [region.databases.replica_url(APP_DATABASE)],
                 "object_store": format!("file://{}", region.object_store.display()),
@@ -524,6 +550,12 @@ fn write_endpoints(path: &Path, operator_token: &str, regions: &[DevRegion]) -> 
     let text = serde_json::to_string_pretty(&document)? + "\n";
     // It holds the operator token and database passwords: owner-only.
     write_private(path, text.as_bytes())
+}
+
+/// The node's operations listener (dev always binds one).
+fn operations_address(node: &RunningNode) -> String {
+    node.operations_address
+        .map_or_else(|| "none".to_owned(), |address| address.to_string())
 }
 
 /// Stops every node first (no request touches a database being stopped), then closes

@@ -13,9 +13,11 @@ pub mod migrate;
 pub mod serve;
 mod start;
 
+pub use api::MetricsAccess;
 pub use api::rate_limit::RateLimit;
 pub use hop::InternalProtocol;
 pub use service::{AuditSettings, ReadAudit};
 pub use start::{
-    ApiSettings, Backends, NodeAudit, NodeConfig, Platform, Routing, RunningNode, start,
+    ApiSettings, Backends, NodeAudit, NodeConfig, NodeListeners, Platform, Routing, RunningNode,
+    start, start_on,
 };

@@ -20,7 +20,9 @@ use store::{DatabaseSettings, PgEndpoint, PgTls};
 use tokio_postgres::config::SslMode;
 
 use crate::directory::PgDirectory;
-use crate::{ApiSettings, Backends, NodeAudit, NodeConfig, Platform, Routing, RunningNode};
+use crate::{
+    ApiSettings, Backends, NodeAudit, NodeConfig, NodeListeners, Platform, Routing, RunningNode,
+};
 
 /// What `residency serve` starts a node from: the catalogue names the region's
 /// databases, KMS key, buckets and secrets; the rest comes from the operator.
@@ -32,6 +34,9 @@ pub struct ServeConfig {
     pub region: String,
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Address of the operations listener (`/healthz`, and `/readyz` and `/metrics` in
+    /// detail, nothing else), if any: a private address, for operators and scrapers.
+    pub operations_listen: Option<SocketAddr>,
     /// Send KMS and S3 calls to this endpoint instead of AWS; credentials come from the
     /// default AWS chain either way.
     pub aws_endpoint_url: Option<String>,
@@ -49,6 +54,14 @@ pub struct ServeConfig {
 /// Starts the node `config` describes. The audit signing key and the forwarding secret are
 /// checked before anything connects: a node that cannot sign does not start.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningNode> {
+    if config.api.metrics_access == crate::MetricsAccess::OperationsListener
+        && config.operations_listen.is_none()
+    {
+        bail!(
+            "metrics are to be served on the operations listener only, but there is none: \
+             give --operations-listen (RESIDENCY_OPERATIONS_LISTEN) or another --metrics-access"
+        );
+    }
     let catalog = Catalog::load_dir(&config.catalog)?;
     let (region, spec) = find_region(&catalog, &config.region)?;
     let keys = audit_keys(&region, spec, |name| std::env::var_os(name))?;
@@ -65,6 +78,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningNode> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
+    let operations = match config.operations_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listen for operations on {address}"))?,
+        ),
+        None => None,
+    };
     let audit = NodeAudit {
         keys,
         settings: config.audit,
@@ -78,7 +99,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningNode> {
         api: config.api,
         routing: Some(routing),
     };
-    crate::start(
+    crate::start_on(
         NodeConfig {
             region,
             database,
@@ -86,7 +107,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningNode> {
             audit,
             platform,
         },
-        listener,
+        NodeListeners {
+            api: listener,
+            operations,
+        },
     )
     .await
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use api::MetricsAccess;
 use api::rate_limit::RateLimit;
 use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
@@ -18,8 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// How often a node refreshes its database health gauges.
-const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a starting node waits for its first health round before serving anyway
+/// (`/readyz` answers 503 `starting` until a round completes). A round is bounded by its
+/// probes' timeouts, well within this.
+const FIRST_HEALTH_ROUND_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a stopping node waits for queued audit events to be written.
 const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +41,9 @@ pub struct ApiSettings {
     /// region and HTTP/2 past them (and for every request while HTTP/2 carries that many).
     /// Only the benchmark and tests choose another.
     pub internal_protocol: InternalProtocol,
+    /// Who may read `/metrics` on the main listener (the operations listener always
+    /// serves it); by default the operator token.
+    pub metrics_access: MetricsAccess,
 }
 
 impl Default for ApiSettings {
@@ -48,6 +54,7 @@ impl Default for ApiSettings {
             internal_protocol: InternalProtocol::Http1WithHttp2Overflow {
                 http1_connections: hop::DEFAULT_HTTP1_CONNECTIONS,
             },
+            metrics_access: MetricsAccess::default(),
         }
     }
 }
@@ -68,12 +75,26 @@ pub struct NodeAudit {
     pub settings: AuditSettings,
 }
 
+/// Where a node serves.
+#[derive(Debug)]
+pub struct NodeListeners {
+    /// The API: tenants, requests forwarded by other regions, public health.
+    pub api: TcpListener,
+    /// The operations listener, if any: `/healthz`, and `/readyz` and `/metrics` in
+    /// detail, nothing else. Bind it where only operators and scrapers reach.
+    pub operations: Option<TcpListener>,
+}
+
 /// A node that is serving; stop it with [`RunningNode::stop`].
 #[derive(Debug)]
 pub struct RunningNode {
     pub region: RegionId,
     pub address: std::net::SocketAddr,
+    /// The operations listener's address, if the node has one.
+    pub operations_address: Option<std::net::SocketAddr>,
     server: JoinHandle<std::io::Result<()>>,
+    operations_server: Option<JoinHandle<std::io::Result<()>>>,
+    state: api::NodeState,
     poller: JoinHandle<()>,
     audit: AuditLog,
     checkpoints: CheckpointTask,
@@ -126,8 +147,26 @@ pub struct NodeConfig {
 }
 
 /// Migrates and stamps the region's primary (refusing a changed migration or another
-/// region's database), then serves on `listener`.
+/// region's database), then serves on `listener` (no operations listener).
 pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<RunningNode> {
+    start_on(
+        config,
+        NodeListeners {
+            api: listener,
+            operations: None,
+        },
+    )
+    .await
+}
+
+/// As [`start`], on `listeners`. The node serves once its first health round is done (or
+/// after 15 s), so that `/readyz` reports what was probed and
+/// healthy replicas are in rotation from the first request.
+pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::Result<RunningNode> {
+    let NodeListeners {
+        api: listener,
+        operations,
+    } = listeners;
     let NodeConfig {
         region,
         database: mut settings,
@@ -229,16 +268,40 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<
                 routing.directory.clone(),
             )) as Arc<dyn api::DirectoryProbe>
         }),
+        metrics_access: platform.api.metrics_access,
     });
-    let poller = api::spawn_health_poller(state.clone(), HEALTH_POLL_INTERVAL);
+    let first_round = tokio::time::Instant::now();
+    let poller = api::HealthPolling::default().spawn(state.clone());
+    if tokio::time::timeout(
+        FIRST_HEALTH_ROUND_TIMEOUT,
+        state.health_checked_since(first_round),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!(region = %region, "serving before the first health round finished");
+    }
     let address = listener.local_addr().context("read listener address")?;
-    let (stop, mut stopped) = watch::channel(false);
-    let shutdown = async move {
+    let operations_address = operations
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("read operations listener address")?;
+    let (stop, stopped) = watch::channel(false);
+    let stopping = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
+    let operations_server = operations.map(|listener| {
+        tokio::spawn(api::serve_operations(
+            listener,
+            state.clone(),
+            stopping(stopped.clone()),
+        ))
+    });
+    let shutdown = stopping(stopped);
     let server = match routing {
         Some((config, _)) => {
-            let routed = tower::Layer::layer(&router::layer(config), api::app(state));
+            let routed = tower::Layer::layer(&router::layer(config), api::app(state.clone()));
             let for_connection = move |peer| routed.for_peer(peer);
             tokio::spawn(hop::serve_connections(
                 listener,
@@ -247,13 +310,16 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<
                 shutdown,
             ))
         }
-        None => tokio::spawn(api::serve(listener, state, shutdown)),
+        None => tokio::spawn(api::serve(listener, state.clone(), shutdown)),
     };
-    tracing::info!(region = %region, %address, "regional node serving");
+    tracing::info!(region = %region, %address, operations = ?operations_address, "regional node serving");
     Ok(RunningNode {
         region,
         address,
+        operations_address,
         server,
+        operations_server,
+        state,
         poller,
         audit,
         checkpoints,
@@ -262,9 +328,19 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> anyhow::Result<
 }
 
 impl RunningNode {
-    /// Whether the server task ended on its own (an error).
+    /// Whether a server task ended on its own (an error).
     pub fn has_exited(&self) -> bool {
         self.server.is_finished()
+            || self
+                .operations_server
+                .as_ref()
+                .is_some_and(JoinHandle::is_finished)
+    }
+
+    /// Resolves once the health poller has finished a round that began at or after
+    /// `since`.
+    pub async fn health_checked_since(&self, since: tokio::time::Instant) {
+        self.state.health_checked_since(since).await;
     }
 
     /// Stops accepting, drains in-flight requests, stops the poller and the checkpoint
@@ -273,9 +349,18 @@ impl RunningNode {
         let _ = self.stop.send(true);
         self.poller.abort();
         let served = self.server.await;
+        let operations = match self.operations_server {
+            Some(server) => Some(server.await),
+            None => None,
+        };
         self.checkpoints.stop().await;
         if let Err(err) = self.audit.shutdown(AUDIT_DRAIN_TIMEOUT).await {
             tracing::error!(region = %self.region, "failed to write the audit queue before stopping: {err}");
+        }
+        if let Some(operations) = operations {
+            operations
+                .context("join the operations server")?
+                .with_context(|| format!("serve {} operations", self.region))?;
         }
         served
             .context("join node server")?

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use node::{ApiSettings, AuditSettings, ReadAudit};
+use node::{ApiSettings, AuditSettings, MetricsAccess, ReadAudit};
 
 /// Limits of the tenant API.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,6 +24,28 @@ pub struct ApiFlags {
     /// Requests an idle API key may make at once.
     #[arg(long, env = "RESIDENCY_RATE_BURST", default_value_t = 2000.0)]
     rate_burst: f64,
+    /// Who may read `/metrics` on the API listener: `public` (anyone), `operator-token`
+    /// (`Authorization: Bearer <operator token>`; 401 otherwise) or `operations-listener`
+    /// (nobody there: 404). The operations listener always serves it.
+    #[arg(long, env = "RESIDENCY_METRICS_ACCESS", value_enum, default_value_t = MetricsAccessFlag::OperatorToken)]
+    metrics_access: MetricsAccessFlag,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MetricsAccessFlag {
+    Public,
+    OperatorToken,
+    OperationsListener,
+}
+
+impl From<MetricsAccessFlag> for MetricsAccess {
+    fn from(flag: MetricsAccessFlag) -> Self {
+        match flag {
+            MetricsAccessFlag::Public => Self::Public,
+            MetricsAccessFlag::OperatorToken => Self::OperatorToken,
+            MetricsAccessFlag::OperationsListener => Self::OperationsListener,
+        }
+    }
 }
 
 impl ApiFlags {
@@ -40,6 +62,7 @@ impl ApiFlags {
                 per_second: self.rate_limit,
                 burst: self.rate_burst,
             },
+            metrics_access: self.metrics_access.into(),
             ..ApiSettings::default()
         })
     }

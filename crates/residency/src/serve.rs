@@ -18,6 +18,11 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "RESIDENCY_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Address of the operations listener: `/healthz`, and `/readyz` and `/metrics` in
+    /// detail (addresses, lags, backlog), nothing of the tenant API. Bind it to a private
+    /// address only operators and scrapers reach. None by default.
+    #[arg(long, env = "RESIDENCY_OPERATIONS_LISTEN")]
+    operations_listen: Option<SocketAddr>,
     /// Send KMS and S3 calls to this endpoint instead of AWS (an S3/KMS-compatible
     /// server, or a VPC endpoint). Credentials come from the default AWS chain.
     #[arg(long, env = "RESIDENCY_AWS_ENDPOINT_URL")]
@@ -48,6 +53,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         catalog: args.catalog,
         region: args.region,
         listen: args.listen,
+        operations_listen: args.operations_listen,
         aws_endpoint_url: args.aws_endpoint_url,
         operator_token: args.operator_token,
         directory_url: args.directory_url,

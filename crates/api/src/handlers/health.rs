@@ -1,18 +1,38 @@
-//! Operations (no auth): liveness (`GET /healthz`), readiness (`GET /readyz`: the
-//! primary, replicas, KMS, object store, tenant directory and audit queue) and metrics
-//! (`GET /metrics`).
+//! Operations: liveness (`GET /healthz`), readiness (`GET /readyz`, from the health
+//! poller's last snapshot: no request probes anything) and metrics (`GET /metrics`). The
+//! detailed readiness body, and `/metrics` unless configured public, are for the operator
+//! token or the node's operations listener only.
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use store::{DatabaseHealth, ReplicaState};
-use wire::{
-    AuditCheck, ComponentCheck, Liveness, PrimaryCheck, Readiness, ReadinessChecks, ReplicaCheck,
-};
+use axum::{Extension, Json};
+use wire::{Liveness, Problem, Readiness};
 
-use crate::health::{record_audit, record_database, record_pools};
-use crate::{NodeState, PROBE_TIMEOUT};
+use crate::health::{ReadinessForm, record_audit, record_pools};
+use crate::{MetricsAccess, NodeState};
+
+/// Marks a request that reached the node through its operations listener
+/// (`operations_app`), which only operators can reach.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OperationsListener;
+
+/// Whether the caller may see operational detail: it came through the operations
+/// listener, or presents the operator token. Costs at most one hash.
+fn operator_or_operations_listener(
+    state: &NodeState,
+    listener: Option<&Extension<OperationsListener>>,
+    headers: &HeaderMap,
+) -> bool {
+    listener.is_some() || bearer(headers).is_some_and(|token| state.is_operator(token))
+}
+
+/// The token of an `Authorization: Bearer …` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
 
 /// `GET /healthz`: the process is alive. Touches no dependency.
 #[utoipa::path(
@@ -30,37 +50,48 @@ pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
 
 /// `GET /readyz`: 200 while the primary takes writes (replicas may be out of rotation,
 /// the audit queue may be over 80% full, the tenant directory may be unreachable:
-/// `degraded`), 503 when it does not.
+/// `degraded`), 503 when it does not, or when the health poller's snapshot is missing or
+/// too old (`reason`: `starting`, `stale`).
+///
+/// Answered from the snapshot the health poller publishes every interval: a request
+/// probes nothing. Anyone gets each dependency's status; the operator token
+/// (`Authorization: Bearer …`) or the node's operations listener also gets where each
+/// dependency is, WAL positions, lags, why one is down, and the audit backlog. Another
+/// token gets the public form.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "The primary takes writes (`ready` or `degraded`).",
+        (status = 200, description = "The primary takes writes (`ready` or `degraded`). \
+            Public form: per dependency `status` only; detailed form (operator token or \
+            operations listener): also addresses, WAL positions, lags, reasons, backlog.",
             body = Readiness),
-        (status = 503, description = "The primary does not take writes (`not_ready`).",
+        (status = 503, description = "The primary does not take writes, or the health \
+            snapshot is missing or too old (`not_ready`, `reason` `starting` or `stale`).",
             body = Readiness),
     ),
 )]
-pub(crate) async fn readyz(State(state): State<NodeState>) -> Response {
-    let (health, kms, objects, directory) = tokio::join!(
-        state.database().health(PROBE_TIMEOUT),
-        check_kms(&state),
-        check_objects(&state),
-        check_directory(&state),
-    );
-    state.database().observe(&health);
-    record_database(&state, &health);
-    let readiness = readiness(&state, &health, kms, objects, directory);
-    let status = if health.primary_up() {
-        StatusCode::OK
+pub(crate) async fn readyz(
+    State(state): State<NodeState>,
+    listener: Option<Extension<OperationsListener>>,
+    headers: HeaderMap,
+) -> Response {
+    let form = if operator_or_operations_listener(&state, listener.as_ref(), &headers) {
+        ReadinessForm::Detailed
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        ReadinessForm::Public
     };
+    let snapshot = state.health().latest();
+    let (status, readiness) = snapshot.answer(tokio::time::Instant::now(), form);
     (status, Json(readiness)).into_response()
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
+///
+/// Who may read it on the main listener is configured: anyone, the operator token (the
+/// default: 401 without it), or nobody (404: scrape the operations listener, which always
+/// serves it).
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -68,9 +99,29 @@ pub(crate) async fn readyz(State(state): State<NodeState>) -> Response {
     responses(
         (status = 200, description = "Prometheus (OpenMetrics) text.", body = String,
             content_type = "application/openmetrics-text"),
+        // Without the operator token, when it is needed (the default).
+        (status = 401, response = crate::openapi::problems::Unauthorized),
+        // When metrics are served on the operations listener only.
+        (status = 404, response = crate::openapi::problems::NotFound),
     ),
 )]
-pub(crate) async fn metrics(State(state): State<NodeState>) -> Response {
+pub(crate) async fn metrics(
+    State(state): State<NodeState>,
+    listener: Option<Extension<OperationsListener>>,
+    headers: HeaderMap,
+) -> Response {
+    if listener.is_none() {
+        match state.metrics_access() {
+            MetricsAccess::Public => {}
+            MetricsAccess::OperatorToken
+                if operator_or_operations_listener(&state, None, &headers) => {}
+            MetricsAccess::OperatorToken => return operator_token_needed(),
+            MetricsAccess::OperationsListener => {
+                // As for any path this listener does not serve.
+                return crate::problem::not_found(Method::GET).await;
+            }
+        }
+    }
     record_pools(&state);
     record_audit(&state);
     (
@@ -80,173 +131,14 @@ pub(crate) async fn metrics(State(state): State<NodeState>) -> Response {
         .into_response()
 }
 
-/// The audit check: `backlogged` (and the node `degraded`) over 80% of the capacity.
-fn audit_check(mode: &str, backlog: usize, capacity: usize) -> AuditCheck {
-    let backlogged = capacity > 0 && backlog.saturating_mul(5) > capacity.saturating_mul(4);
-    AuditCheck {
-        status: if backlogged { "backlogged" } else { "up" }.into(),
-        mode: mode.into(),
-        backlog: backlog as u64,
-        capacity: capacity as u64,
-    }
-}
-
-async fn check_kms(state: &NodeState) -> ComponentCheck {
-    let kms = state.kms();
-    let result = tokio::time::timeout(PROBE_TIMEOUT, kms.check()).await;
-    let reason = match result {
-        Ok(Ok(())) => None,
-        Ok(Err(envelope::kms::KmsError::KeyUnusable { .. })) => Some("key_unusable"),
-        Ok(Err(envelope::kms::KmsError::Unavailable(_))) => Some("unavailable"),
-        Ok(Err(err)) => {
-            tracing::warn!(region = %state.region(), "KMS check failed: {err}");
-            Some("error")
-        }
-        Err(_) => Some("timeout"),
-    };
-    component(kms.kind().as_str(), kms.key_id(), reason)
-}
-
-async fn check_objects(state: &NodeState) -> ComponentCheck {
-    let objects = state.objects();
-    let reason = match tokio::time::timeout(PROBE_TIMEOUT, objects.check()).await {
-        Ok(Ok(())) => None,
-        Ok(Err(envelope::objects::ObjectStoreError::Unavailable(_))) => Some("unavailable"),
-        Ok(Err(err)) => {
-            tracing::warn!(region = %state.region(), "object store check failed: {err}");
-            Some("error")
-        }
-        Err(_) => Some("timeout"),
-    };
-    component(objects.kind().as_str(), objects.location(), reason)
-}
-
-/// The tenant directory, when a router reads one. Down makes the node `degraded`, not
-/// `not_ready`: every node of every region shares the one directory, so taking this node
-/// out of rotation would help no request, and cached entries and requests already
-/// routed here still serve.
-async fn check_directory(state: &NodeState) -> Option<ComponentCheck> {
-    let directory = state.directory()?;
-    let reason = match tokio::time::timeout(PROBE_TIMEOUT, directory.check()).await {
-        Ok(Ok(())) => None,
-        Ok(Err(reason)) => Some(reason),
-        Err(_) => Some("timeout"),
-    };
-    Some(component(directory.kind(), directory.target(), reason))
-}
-
-fn component(kind: &str, target: impl Into<String>, reason: Option<&str>) -> ComponentCheck {
-    ComponentCheck {
-        status: if reason.is_none() { "up" } else { "down" }.into(),
-        kind: kind.into(),
-        target: target.into(),
-        reason: reason.map(str::to_owned),
-    }
-}
-
-fn readiness(
-    state: &NodeState,
-    health: &DatabaseHealth,
-    kms: ComponentCheck,
-    object_store: ComponentCheck,
-    directory: Option<ComponentCheck>,
-) -> Readiness {
-    let primary = match &health.primary.state {
-        Ok(lsn) => PrimaryCheck {
-            status: "up".into(),
-            address: health.primary.address.clone(),
-            wal_lsn: Some(lsn.to_string()),
-            reason: None,
-        },
-        Err(failure) => PrimaryCheck {
-            status: "down".into(),
-            address: health.primary.address.clone(),
-            wal_lsn: None,
-            reason: Some(failure.as_str().into()),
-        },
-    };
-    let replicas: Vec<ReplicaCheck> = health
-        .replicas
-        .iter()
-        .map(|replica| match &replica.state {
-            ReplicaState::Streaming {
-                replay_lsn,
-                lag_bytes,
-                lag_seconds,
-            } => ReplicaCheck {
-                name: replica.name.clone(),
-                status: "up".into(),
-                address: replica.address.clone(),
-                replay_lsn: Some(replay_lsn.to_string()),
-                lag_bytes: *lag_bytes,
-                lag_seconds: Some(*lag_seconds),
-                reason: None,
-            },
-            ReplicaState::Down(failure) => ReplicaCheck {
-                name: replica.name.clone(),
-                status: "down".into(),
-                address: replica.address.clone(),
-                replay_lsn: None,
-                lag_bytes: None,
-                lag_seconds: None,
-                reason: Some(failure.as_str().into()),
-            },
-        })
-        .collect();
-    let audit = state.audit();
-    let audit = audit_check(
-        audit.settings().reads.mode(),
-        audit.backlog(),
-        audit.capacity(),
-    );
-    let everything_up = replicas.iter().all(|r| r.status == "up")
-        && kms.status == "up"
-        && object_store.status == "up"
-        && directory.as_ref().is_none_or(|d| d.status == "up")
-        && audit.status == "up";
-    let status = if !health.primary_up() {
-        "not_ready"
-    } else if everything_up {
-        "ready"
-    } else {
-        "degraded"
-    };
-    Readiness {
-        status: status.into(),
-        region: state.region().to_string(),
-        checks: ReadinessChecks {
-            primary,
-            replicas,
-            kms,
-            object_store,
-            directory,
-            audit,
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_audit_queue_over_80_percent_full_is_backlogged() {
-        assert_eq!(audit_check("batched", 0, 10_000).status, "up");
-        assert_eq!(audit_check("batched", 8_000, 10_000).status, "up");
-        let check = audit_check("batched", 8_001, 10_000);
-        assert_eq!(
-            (
-                check.status.as_str(),
-                check.mode.as_str(),
-                check.backlog,
-                check.capacity
-            ),
-            ("backlogged", "batched", 8_001, 10_000)
-        );
-        assert_eq!(
-            audit_check("sync", 0, 0).status,
-            "up",
-            "no queue, no backlog"
-        );
-    }
+fn operator_token_needed() -> Response {
+    let mut response = crate::problem::respond(Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "metrics need the operator token",
+    ));
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }

@@ -65,10 +65,9 @@ async fn second_node(first: &Served, settings: &DatabaseSettings) -> Served {
         api::rate_limit::RateLimit::default(),
     );
     let dir = tempfile::tempdir().expect("unused dir");
-    let served = serve_node(Node { state, dir }).await;
-    // Readiness probes the databases and puts healthy replicas into rotation.
-    let _ = served.call(Method::GET, "/readyz", None, None, &[]).await;
-    served
+    // A health round probes the databases and puts healthy replicas into rotation.
+    crate::poll_health(&state).await;
+    serve_node(Node { state, dir }).await
 }
 
 #[tokio::test]

@@ -2,4 +2,5 @@
 //! against real PostgreSQL primaries and replicas.
 
 mod directory;
+mod operations;
 mod three_regions;

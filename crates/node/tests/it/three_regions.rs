@@ -89,6 +89,7 @@ impl ThreeRegions {
                 internal_protocol: node::InternalProtocol::Http1WithHttp2Overflow {
                     http1_connections: 2,
                 },
+                metrics_access: node::MetricsAccess::default(),
             },
             routing: Some(Routing {
                 regions: endpoints,

@@ -171,7 +171,16 @@ async fn dev_brings_three_regions_up_stops_cleanly_and_keeps_data_across_restart
             (status, health["region"].as_str()),
             (200, Some(id.as_str()))
         );
-        let (status, ready) = get_json(&format!("{api}/readyz")).await;
+        let (status, public) = get_json(&format!("{api}/readyz")).await;
+        assert_eq!(status, 200, "{id} readyz: {public}");
+        assert!(
+            !public.to_string().contains("127.0.0.1"),
+            "the public readiness names no address: {public}"
+        );
+        // The detail is on the region's operations listener (loopback).
+        let operations = region["operations"].as_str().expect("operations url");
+        assert!(operations.starts_with("http://127.0.0.1:"), "{operations}");
+        let (status, ready) = get_json(&format!("{operations}/readyz")).await;
         assert_eq!(status, 200, "{id} readyz: {ready}");
         // A tenant nobody created: each region's router asks the directory, in the first
         // region's database, and the node answers without a server error.
