@@ -11,7 +11,7 @@ use service::{AuditLog, Keyring, RegionService, ServiceParts, ServiceSettings};
 use store::RegionDatabase;
 use telemetry::NodeMetrics;
 
-use crate::rate_limit::{RateLimit, RateLimiter};
+use crate::rate_limit::RateLimit;
 
 /// The parts a regional node is built from.
 #[derive(Debug)]
@@ -50,7 +50,6 @@ struct Inner {
     region: RegionId,
     parts: NodeParts,
     service: RegionService,
-    rate_limiter: RateLimiter,
 }
 
 impl NodeState {
@@ -84,14 +83,13 @@ impl NodeState {
             operator: parts.operator.clone(),
             settings: parts.service.clone(),
             registry: parts.registry.clone(),
+            rate_limit: parts.rate_limit,
         });
-        let rate_limiter = RateLimiter::new(parts.rate_limit);
         Self {
             inner: Arc::new(Inner {
                 region,
                 parts,
                 service,
-                rate_limiter,
             }),
         }
     }
@@ -116,10 +114,6 @@ impl NodeState {
     /// The tenant service (every `/v1` use case).
     pub fn service(&self) -> &RegionService {
         &self.inner.service
-    }
-
-    pub(crate) fn rate_limiter(&self) -> &RateLimiter {
-        &self.inner.rate_limiter
     }
 
     pub fn database(&self) -> &RegionDatabase {
