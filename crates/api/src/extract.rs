@@ -33,6 +33,44 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 /// How long a JSON body may take to arrive, once its caller is authorized.
 pub const BODY_READ_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long a streamed upload (a file) may go without a byte arriving.
+pub const UPLOAD_IDLE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A streamed body (of an authorized caller: it is taken as a [`Body`] and only polled
+/// after authorization) whose chunks must each arrive within `deadline`. When one does
+/// not, the stream ends with an error and `stalled` is set, so that the handler answers
+/// [`ServiceError::BodyTimeout`] rather than a body that merely ended early.
+pub fn within_idle_deadline(
+    body: Body,
+    deadline: Duration,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, envelope::objects::ObjectStoreError>> {
+    use futures::StreamExt as _;
+    futures::stream::unfold(Some(body.into_data_stream()), move |stream| {
+        let stalled = stalled.clone();
+        async move {
+            let mut stream = stream?;
+            match tokio::time::timeout(deadline, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+                Ok(Some(Err(err))) => Some((
+                    Err(envelope::objects::ObjectStoreError::Body(err.to_string())),
+                    None,
+                )),
+                Ok(None) => None,
+                Err(_) => {
+                    stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Some((
+                        Err(envelope::objects::ObjectStoreError::Body(
+                            "the upload stalled".to_owned(),
+                        )),
+                        None,
+                    ))
+                }
+            }
+        }
+    })
+}
+
 /// Who is asking, through which region, and the node that answers.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -292,6 +330,29 @@ mod tests {
             Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"data\": "))
         });
         Body::from_stream(futures::StreamExt::chain(first, futures::stream::pending()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_stalls_ends_with_an_error_and_says_so() {
+        use futures::StreamExt as _;
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut stream = std::pin::pin!(within_idle_deadline(
+            stalled_body(),
+            UPLOAD_IDLE_DEADLINE,
+            stalled.clone()
+        ));
+        let started = tokio::time::Instant::now();
+        assert!(
+            matches!(stream.next().await, Some(Ok(_))),
+            "the first chunk"
+        );
+        assert!(
+            matches!(stream.next().await, Some(Err(_))),
+            "then the deadline"
+        );
+        assert!(stream.next().await.is_none());
+        assert_eq!(started.elapsed(), UPLOAD_IDLE_DEADLINE);
+        assert!(stalled.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]

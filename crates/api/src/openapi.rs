@@ -161,8 +161,8 @@ pub(crate) mod problems {
     #[response(content_type = "application/problem+json")]
     pub(crate) struct PayloadTooLarge(Problem);
 
-    /// The request body did not arrive within the deadline (10 s for JSON), once the
-    /// caller was authorized.
+    /// The request body did not arrive in time once the caller was authorized: a JSON
+    /// body within 10 s, each chunk of an upload within 30 s.
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub(crate) struct RequestTimeout(Problem);
@@ -284,7 +284,7 @@ impl Modify for Layers {
 ///   bucket, or the bucket shared by tokens that do not verify, `rate_limit`), 500 and
 ///   503 (a dependency);
 /// - below `/v1/tenants/{tenant}`: 404 (no such tenant, or not the caller's to learn of);
-/// - a JSON request body: 400 (unreadable or not JSON), 408 (too slow), 413 (too large),
+/// - a request body: 400 (unreadable or not JSON), 408 (too slow), 413 (too large),
 ///   422 (does not fit);
 /// - `X-Consistency-Token` or `If-Match`: 400 (malformed); `If-Match`: 412 (another
 ///   version).
@@ -314,16 +314,10 @@ fn add_common_problems(operation: &mut Operation, tenant_scoped: bool) {
     if tenant_scoped {
         common.push(("404", problem::<problems::NotFound>()));
     }
-    let json_body = operation
-        .request_body
-        .as_ref()
-        .is_some_and(|body| body.content.contains_key("application/json"));
-    if json_body {
-        common.push(("408", problem::<problems::RequestTimeout>()));
-    }
     if operation.request_body.is_some() {
         common.extend([
             ("400", problem::<problems::BadRequest>()),
+            ("408", problem::<problems::RequestTimeout>()),
             ("413", problem::<problems::PayloadTooLarge>()),
             ("422", problem::<problems::Unprocessable>()),
         ]);
