@@ -184,6 +184,9 @@ const UNKNOWN_KEY_CAPACITY: u64 = 10_000;
 /// How long a key that verified is exempt from the unverified bucket on a cache miss.
 const VERIFIED_KEY_MEMORY: Duration = Duration::from_secs(600);
 
+/// Tenants the recorder of denials looks up at most per pass (one pass every 5 s).
+const TENANT_LOOKUPS_PER_PASS: usize = 64;
+
 /// The `request_id` of an event that stands for many requests.
 pub const AGGREGATE_REQUEST_ID: &str = "aggregated";
 
@@ -537,7 +540,8 @@ impl RegionService {
     }
 
     /// Records every open window of denials now, due or not (at shutdown, and in
-    /// tests): one `auth.failed` event per tenant and reason, with its count.
+    /// tests): one `auth.failed` event per tenant and reason, with its count. Windows of
+    /// tenants this node has not looked up lately beyond 64 stay open for the next pass.
     pub async fn flush_denials(&self) -> Result<(), ServiceError> {
         self.record_denials(true).await
     }
@@ -546,7 +550,17 @@ impl RegionService {
     /// cannot be recorded now is put back, its count kept; the first failure is returned.
     async fn record_denials(&self, all: bool) -> Result<(), ServiceError> {
         let mut first_failure = None;
+        let mut lookups = 0;
         for window in self.inner.denials.take_due(all) {
+            // A tenant this node has not looked up lately costs a query to place; a flood
+            // of made-up tenant ids may cost at most this many a pass, the rest wait.
+            if !self.inner.tenants.contains_key(&window.tenant) {
+                if lookups >= TENANT_LOOKUPS_PER_PASS {
+                    self.inner.denials.put_back(window);
+                    continue;
+                }
+                lookups += 1;
+            }
             match self.record_window(window).await {
                 Ok(()) => {}
                 Err(err) => {
