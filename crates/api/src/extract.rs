@@ -2,8 +2,15 @@
 //! region, bearer token), JSON bodies that fail as problem+json naming the field (never
 //! echoing a value), and service errors as problem+json responses: a handler's `?` turns
 //! a [`ServiceError`] into an [`ApiError`], whose problem names the request it answers.
+//!
+//! Authentication comes from the request head, before any body is read: a [`JsonBody`]
+//! is only taken (not read) by the extractor, and [`JsonBody::read`] asks for proof of
+//! authorization (a [`Caller`] or an [`OperatorGrant`]), so a handler cannot read or
+//! parse a body before its caller is authorized; it reads within [`BODY_READ_DEADLINE`].
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::time::Duration;
 
 use audit::Action;
 use axum::body::Body;
@@ -13,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use model::Access;
 use serde::de::DeserializeOwned;
-use service::{Attempt, Caller, RegionService, RequestContext, ServiceError};
+use service::{Attempt, Caller, OperatorGrant, RegionService, RequestContext, ServiceError};
 use store::ReadConsistency;
 use wire::Problem;
 
@@ -22,6 +29,47 @@ use crate::handlers::{Target, tenant_id};
 
 /// Largest JSON body accepted (files stream separately, with their own limit).
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// How long a JSON body may take to arrive, once its caller is authorized.
+pub const BODY_READ_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a streamed upload (a file) may go without a byte arriving.
+pub const UPLOAD_IDLE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A streamed body (of an authorized caller: it is taken as a [`Body`] and only polled
+/// after authorization) whose chunks must each arrive within `deadline`. When one does
+/// not, the stream ends with an error and `stalled` is set, so that the handler answers
+/// [`ServiceError::BodyTimeout`] rather than a body that merely ended early.
+pub fn within_idle_deadline(
+    body: Body,
+    deadline: Duration,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, envelope::objects::ObjectStoreError>> {
+    use futures::StreamExt as _;
+    futures::stream::unfold(Some(body.into_data_stream()), move |stream| {
+        let stalled = stalled.clone();
+        async move {
+            let mut stream = stream?;
+            match tokio::time::timeout(deadline, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+                Ok(Some(Err(err))) => Some((
+                    Err(envelope::objects::ObjectStoreError::Body(err.to_string())),
+                    None,
+                )),
+                Ok(None) => None,
+                Err(_) => {
+                    stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Some((
+                        Err(envelope::objects::ObjectStoreError::Body(
+                            "the upload stalled".to_owned(),
+                        )),
+                        None,
+                    ))
+                }
+            }
+        }
+    })
+}
 
 /// Who is asking, through which region, and the node that answers.
 #[derive(Debug, Clone)]
@@ -89,8 +137,8 @@ impl FromRequestParts<NodeState> for Ctx {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|token| token.trim().to_owned());
+            .and_then(service::access::bearer_token)
+            .map(str::to_owned);
         Ok(Self {
             context: RequestContext {
                 request_id,
@@ -127,6 +175,8 @@ impl IntoResponse for ApiError {
             ServiceError::SchemaConflict { .. } => (StatusCode::CONFLICT, "schema-conflict"),
             ServiceError::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
             ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+            ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+            ServiceError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request-timeout"),
             ServiceError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -142,7 +192,8 @@ impl IntoResponse for ApiError {
         let mut response = crate::problem::respond(Problem::new(status, slug, detail));
         let headers = response.headers_mut();
         match &self.0 {
-            ServiceError::Unavailable { retry_after, .. } => {
+            ServiceError::Unavailable { retry_after, .. }
+            | ServiceError::RateLimited { retry_after } => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),
@@ -159,19 +210,58 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body of at most [`MAX_JSON_BODY`] bytes. Malformed JSON is 400, a body that
-/// does not fit the type is 422 naming the field, an oversized body 413; no message
-/// repeats a value from the body.
+/// A JSON body of at most [`MAX_JSON_BODY`] bytes, not read yet: the extractor only
+/// takes it, [`JsonBody::read`] reads and parses it for an authorized caller. Malformed
+/// JSON is 400, a body that does not fit the type is 422 naming the field, an oversized
+/// body 413, a body slower than [`BODY_READ_DEADLINE`] 408; no message repeats a value
+/// from the body.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody<T> {
+    body: Body,
+    of: PhantomData<fn() -> T>,
+}
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
+/// Proof that a request's caller is authorized: only these let a body be read.
+pub trait Authorized: sealed::Sealed {}
+
+impl Authorized for Caller {}
+impl Authorized for OperatorGrant {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for service::Caller {}
+    impl Sealed for service::OperatorGrant {}
+}
+
+impl<T, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Infallible;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read_limited(request.into_body(), MAX_JSON_BODY).await?;
-        Ok(JsonBody(parse_json(&bytes)?))
+        Ok(Self {
+            body: request.into_body(),
+            of: PhantomData,
+        })
     }
+}
+
+impl<T: DeserializeOwned> JsonBody<T> {
+    /// Reads and parses the body, once `authorized` proves the caller may make the call.
+    pub async fn read(self, authorized: &impl Authorized) -> Result<T, ServiceError> {
+        let _ = authorized;
+        let bytes = read_within(self.body, MAX_JSON_BODY, BODY_READ_DEADLINE).await?;
+        parse_json(&bytes)
+    }
+}
+
+/// The whole body, at most `limit` bytes, arriving within `deadline`.
+async fn read_within(
+    body: Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<bytes::Bytes, ServiceError> {
+    tokio::time::timeout(deadline, read_limited(body, limit))
+        .await
+        .map_err(|_| ServiceError::BodyTimeout { limit: deadline })?
 }
 
 async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ServiceError> {
@@ -233,6 +323,49 @@ fn between_backticks<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that sends its first bytes and then nothing, for ever.
+    fn stalled_body() -> Body {
+        let first = futures::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"data\": "))
+        });
+        Body::from_stream(futures::StreamExt::chain(first, futures::stream::pending()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_stalls_ends_with_an_error_and_says_so() {
+        use futures::StreamExt as _;
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut stream = std::pin::pin!(within_idle_deadline(
+            stalled_body(),
+            UPLOAD_IDLE_DEADLINE,
+            stalled.clone()
+        ));
+        let started = tokio::time::Instant::now();
+        assert!(
+            matches!(stream.next().await, Some(Ok(_))),
+            "the first chunk"
+        );
+        assert!(
+            matches!(stream.next().await, Some(Err(_))),
+            "then the deadline"
+        );
+        assert!(stream.next().await.is_none());
+        assert_eq!(started.elapsed(), UPLOAD_IDLE_DEADLINE);
+        assert!(stalled.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_slower_than_the_deadline_is_a_timeout() {
+        let started = tokio::time::Instant::now();
+        let err = read_within(stalled_body(), MAX_JSON_BODY, BODY_READ_DEADLINE)
+            .await
+            .expect_err("never finishes");
+        assert!(matches!(err, ServiceError::BodyTimeout { .. }), "{err:?}");
+        assert_eq!(started.elapsed(), BODY_READ_DEADLINE);
+        let response = ApiError(err).into_response();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

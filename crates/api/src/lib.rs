@@ -4,8 +4,10 @@
 //! Operational endpoints (`/healthz`, `/readyz`, `/metrics`; also alone on the optional
 //! operations listener, `operations_app`) and the tenant API of API.md,
 //! one handler module per resource (`handlers`). Every tenant-scoped response carries the
-//! routing headers; every `/v1` request draws from its key's rate-limit bucket; every
-//! problem names the request it answers.
+//! routing headers; every authenticated request draws from its caller's rate-limit
+//! bucket, every token that does not verify from one shared bucket (`rate_limit`); every
+//! body is read only once its caller is authorized (`extract::JsonBody`); every problem
+//! names the request it answers.
 
 mod extract;
 mod handlers;
@@ -30,6 +32,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
+pub use extract::BODY_READ_DEADLINE;
 pub use health::{
     DEFAULT_HEALTH_POLL_INTERVAL, DirectoryProbe, HealthPolling, MetricsAccess, spawn_health_poller,
 };
@@ -114,10 +117,6 @@ pub fn app(state: NodeState) -> Router {
         )
         .merge(tenant_scoped)
         .method_not_allowed_fallback(problem::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit::limit,
-        ))
         .route("/v1/audit/keys", get(audit::audit_keys))
         .route("/v1/openapi.json", get(openapi::openapi_json));
     observed(Router::new().merge(v1).merge(operations_routes()), state)

@@ -70,6 +70,7 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
             problems::Conflict,
             problems::PreconditionFailed,
             problems::PayloadTooLarge,
+            problems::RequestTimeout,
             problems::Misdirected,
             problems::Unprocessable,
             problems::RateLimited,
@@ -159,6 +160,12 @@ pub(crate) mod problems {
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub(crate) struct PayloadTooLarge(Problem);
+
+    /// The request body did not arrive in time once the caller was authorized: a JSON
+    /// body within 10 s, each chunk of an upload within 30 s.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct RequestTimeout(Problem);
 
     /// The tenant's home region is another region: this node serves its own tenants
     /// only. `X-Residency-Region` names the home region.
@@ -273,10 +280,12 @@ impl Modify for Layers {
 }
 
 /// Adds the problems an operation can answer because of what it takes, whatever it does:
-/// - authenticated (the bearer scheme): 401, 403 (its credentials), 429 (its key's
-///   bucket, `rate_limit`), 500 and 503 (a dependency);
+/// - authenticated (the bearer scheme): 401, 403 (its credentials), 429 (its caller's
+///   bucket, or the bucket shared by tokens that do not verify, `rate_limit`), 500 and
+///   503 (a dependency);
 /// - below `/v1/tenants/{tenant}`: 404 (no such tenant, or not the caller's to learn of);
-/// - a request body: 400 (unreadable or not JSON), 413 (too large), 422 (does not fit);
+/// - a request body: 400 (unreadable or not JSON), 408 (too slow), 413 (too large),
+///   422 (does not fit);
 /// - `X-Consistency-Token` or `If-Match`: 400 (malformed); `If-Match`: 412 (another
 ///   version).
 ///
@@ -308,6 +317,7 @@ fn add_common_problems(operation: &mut Operation, tenant_scoped: bool) {
     if operation.request_body.is_some() {
         common.extend([
             ("400", problem::<problems::BadRequest>()),
+            ("408", problem::<problems::RequestTimeout>()),
             ("413", problem::<problems::PayloadTooLarge>()),
             ("422", problem::<problems::Unprocessable>()),
         ]);

@@ -12,7 +12,7 @@ use store::RegionDatabase;
 use telemetry::NodeMetrics;
 
 use crate::health::HealthBoard;
-use crate::rate_limit::{RateLimit, RateLimiter};
+use crate::rate_limit::RateLimit;
 
 /// The parts a regional node is built from.
 #[derive(Debug)]
@@ -53,7 +53,6 @@ struct Inner {
     region: RegionId,
     parts: NodeParts,
     service: RegionService,
-    rate_limiter: RateLimiter,
     health: HealthBoard,
 }
 
@@ -88,15 +87,14 @@ impl NodeState {
             operator: parts.operator.clone(),
             settings: parts.service.clone(),
             registry: parts.registry.clone(),
+            rate_limit: parts.rate_limit,
         });
-        let rate_limiter = RateLimiter::new(parts.rate_limit);
         let health = HealthBoard::new(&region, &parts);
         Self {
             inner: Arc::new(Inner {
                 region,
                 parts,
                 service,
-                rate_limiter,
                 health,
             }),
         }
@@ -122,10 +120,6 @@ impl NodeState {
     /// The tenant service (every `/v1` use case).
     pub fn service(&self) -> &RegionService {
         &self.inner.service
-    }
-
-    pub(crate) fn rate_limiter(&self) -> &RateLimiter {
-        &self.inner.rate_limiter
     }
 
     pub fn database(&self) -> &RegionDatabase {

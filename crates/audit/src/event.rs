@@ -147,6 +147,11 @@ named_enum! {
         /// Reading the event list (`GET /v1/tenants/{tenant}/audit/events`).
         AuditRead => "audit.read",
         AuditExport => "audit.export",
+        /// Requests refused before their caller was authenticated (no token, a malformed
+        /// one, an unknown key, a wrong secret), counted per tenant and reason: one event
+        /// stands for a window of them, its `resource` names the reason and the count
+        /// (`denials/<reason>?count=<n>`), never anything the callers sent.
+        AuthFailed => "auth.failed",
     }
 }
 
@@ -259,7 +264,7 @@ mod tests {
             assert_eq!(Action::parse(a.as_str()), Ok(*a));
             assert!(seen.insert(a.as_str()), "duplicate {a}");
         }
-        assert_eq!(Action::ALL.len(), 19);
+        assert_eq!(Action::ALL.len(), 20);
         for k in ActorKind::ALL {
             assert_eq!(ActorKind::parse(k.as_str()), Ok(*k));
         }

@@ -354,6 +354,10 @@ impl RunningNode {
             None => None,
         };
         self.checkpoints.stop().await;
+        // The open windows of aggregated denials go into the queue before it drains.
+        if let Err(err) = self.state.service().flush_denials().await {
+            tracing::error!(region = %self.region, "failed to record the open denials before stopping: {err:#}");
+        }
         if let Err(err) = self.audit.shutdown(AUDIT_DRAIN_TIMEOUT).await {
             tracing::error!(region = %self.region, "failed to write the audit queue before stopping: {err}");
         }

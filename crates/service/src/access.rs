@@ -124,6 +124,21 @@ impl PresentedKey {
     }
 }
 
+/// The token of an `Authorization` header value, canonicalized before it is hashed or
+/// looked up: the scheme is `Bearer` in any letter case (RFC 9110 §11.1), surrounding
+/// and separating spaces and tabs are ignored. `None` for another scheme or an empty
+/// token (no token at all). A token with whitespace inside stays as it is (it will not
+/// verify).
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let value = authorization.trim_matches([' ', '\t']);
+    let (scheme, token) = value.split_once([' ', '\t'])?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim_matches([' ', '\t']);
+    (!token.is_empty()).then_some(token)
+}
+
 /// SHA-256 of a high-entropy secret: a password KDF buys nothing for 256 random bits.
 pub fn hash_secret(secret: &[u8]) -> [u8; 32] {
     let digest = digest::digest(&digest::SHA256, secret);
@@ -200,6 +215,33 @@ mod tests {
         ] {
             assert!(PresentedKey::parse(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn bearer_tokens_are_canonical_whatever_the_spacing_and_the_schemes_case() {
+        for header in [
+            "Bearer rsk.a.b.c",
+            "bearer rsk.a.b.c",
+            "BEARER  rsk.a.b.c",
+            "  Bearer\trsk.a.b.c  ",
+            "Bearer rsk.a.b.c\t",
+        ] {
+            assert_eq!(bearer_token(header), Some("rsk.a.b.c"), "{header:?}");
+        }
+        for header in [
+            "",
+            "Bearer",
+            "Bearer   ",
+            "Basic rsk.a.b.c",
+            "Bearerrsk.a.b.c",
+        ] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
+        assert_eq!(
+            bearer_token("Bearer a b"),
+            Some("a b"),
+            "not a token: refused later"
+        );
     }
 
     #[test]

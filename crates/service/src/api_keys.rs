@@ -35,6 +35,7 @@ impl RegionService {
             },
         )
         .await?;
+        self.key_issued(&caller.tenant, &key.key_id);
         Ok(CreatedKey {
             name: name.to_owned(),
             role,
@@ -62,7 +63,9 @@ impl RegionService {
             },
         )
         .await?;
-        self.inner.keys.invalidate(key_id.as_str()).await;
+        let key = (caller.tenant, key_id.as_str().to_owned());
+        self.inner.keys.invalidate(&key).await;
+        self.inner.verified_keys.invalidate(&key);
         Ok(())
     }
 }

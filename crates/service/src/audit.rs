@@ -17,7 +17,7 @@ use store::{PrimaryTx, RegionDatabase, StoreError};
 use telemetry::NodeMetrics;
 
 use crate::audit_keys::AuditKeys;
-use crate::audit_queue::{Queue, QueueSettings, Refused};
+use crate::audit_queue::{Budget, Queue, QueueSettings, Refused};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -56,7 +56,9 @@ pub enum ReadAudit {
     Sync,
     /// Into a bounded queue that one writer task drains, a batch per transaction.
     /// `record` returns once the event is queued, and fails with
-    /// [`AuditError::Backlogged`] when `capacity` events are waiting.
+    /// [`AuditError::Backlogged`] when `capacity` events are waiting. Denials
+    /// ([`AuditLog::record_denial`]) have a budget of their own beside it, a quarter of
+    /// `capacity` (at least 1), so that they never take a read's place.
     Batched {
         capacity: usize,
         /// Events written per transaction at most.
@@ -196,6 +198,7 @@ impl AuditLog {
                 flush_interval,
             } => Some(Arc::new(Queue::new(QueueSettings {
                 capacity,
+                denial_capacity: (capacity / 4).max(1),
                 max_batch,
                 flush_interval,
             }))),
@@ -283,6 +286,21 @@ impl AuditLog {
     /// [`AuditError::Backlogged`] at once when the queue is full, so that the caller
     /// fails the operation instead of performing it unaudited.
     pub async fn record(&self, event: NewEvent) -> Result<(), AuditError> {
+        self.record_in(Budget::Reads, event).await
+    }
+
+    /// Records a denied attempt like [`AuditLog::record`], against the denials' budget of
+    /// the queue: when denials fill it, this fails with [`AuditError::Backlogged`] while
+    /// reads go on being recorded.
+    pub async fn record_denial(&self, event: NewEvent) -> Result<(), AuditError> {
+        self.record_in(Budget::Denials, event).await
+    }
+
+    pub(crate) fn metrics(&self) -> &NodeMetrics {
+        &self.inner.core.metrics
+    }
+
+    async fn record_in(&self, budget: Budget, event: NewEvent) -> Result<(), AuditError> {
         self.check(&event)?;
         let Some(queue) = &self.inner.queue else {
             return self.inner.core.record_now(event).await;
@@ -293,7 +311,7 @@ impl AuditLog {
                 queue.clone(),
             ));
         });
-        match queue.push(event) {
+        match queue.push(budget, event) {
             Ok(backlog) => {
                 self.inner
                     .core

@@ -3,6 +3,10 @@
 //! until it commits. An event accepted by the queue is never dropped while the log is
 //! open; when the queue is full, `AuditLog::record` refuses instead of waiting, so that a
 //! read fails rather than goes unaudited.
+//!
+//! Reads and denials have separate budgets: each [`Budget`] holds its own number of
+//! waiting events, so a flood of denials can fill only its own and never makes a read
+//! fail.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +25,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How the queue is sized and drained.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct QueueSettings {
+    /// Waiting events of the reads' budget at most.
     pub capacity: usize,
+    /// Waiting events of the denials' budget at most.
+    pub denial_capacity: usize,
     pub max_batch: usize,
     pub flush_interval: Duration,
 }
@@ -36,11 +43,44 @@ pub(crate) struct Queue {
     progress: watch::Sender<Progress>,
 }
 
+/// Which budget an event counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Budget {
+    /// Reads, exports and other events of served requests.
+    Reads,
+    /// Denied attempts.
+    Denials,
+}
+
+/// Events accepted and not yet written, per budget.
+#[derive(Debug, Default, Clone, Copy)]
+struct Waiting {
+    reads: usize,
+    denials: usize,
+}
+
+impl Waiting {
+    fn of(&mut self, budget: Budget) -> &mut usize {
+        match budget {
+            Budget::Reads => &mut self.reads,
+            Budget::Denials => &mut self.denials,
+        }
+    }
+
+    fn total(self) -> usize {
+        self.reads + self.denials
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    pending: VecDeque<NewEvent>,
+    pending: VecDeque<(Budget, NewEvent)>,
     /// Taken by the writer, not committed yet. Counts against the capacity.
     in_flight: usize,
+    /// Pending and in flight, per budget.
+    waiting: Waiting,
+    /// Of the batch in flight, how many are denials.
+    in_flight_denials: usize,
     /// Events accepted since the start.
     enqueued: u64,
     /// When the oldest pending event was accepted (the writer lingers from then on).
@@ -70,6 +110,7 @@ impl Queue {
         Self {
             settings: QueueSettings {
                 capacity: settings.capacity.max(1),
+                denial_capacity: settings.denial_capacity.max(1),
                 max_batch: settings.max_batch.max(1),
                 flush_interval: settings.flush_interval,
             },
@@ -91,16 +132,22 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Accepts `event` unless the queue is full or closed; returns the new backlog.
-    pub fn push(&self, event: NewEvent) -> Result<usize, Refused> {
+    /// Accepts `event` unless its budget is full or the queue closed; returns the new
+    /// backlog (of both budgets).
+    pub fn push(&self, budget: Budget, event: NewEvent) -> Result<usize, Refused> {
         let mut state = self.lock();
         if state.closed {
             return Err(Refused::Closed);
         }
-        let backlog = state.pending.len() + state.in_flight;
-        if backlog >= self.settings.capacity {
+        let capacity = match budget {
+            Budget::Reads => self.settings.capacity,
+            Budget::Denials => self.settings.denial_capacity,
+        };
+        if *state.waiting.of(budget) >= capacity {
             return Err(Refused::Full);
         }
+        let backlog = state.pending.len() + state.in_flight;
+        *state.waiting.of(budget) += 1;
         // The writer needs waking only when it waits for a first event (no linger timer
         // is set) or when a batch is full; in between it lingers until the oldest event
         // is due, and waking it for every event (every audited read) would only make it
@@ -109,7 +156,7 @@ impl Queue {
         if first {
             state.oldest = Some(Instant::now());
         }
-        state.pending.push_back(event);
+        state.pending.push_back((budget, event));
         state.enqueued += 1;
         let full = state.pending.len() >= self.settings.max_batch;
         drop(state);
@@ -180,8 +227,17 @@ impl Queue {
                             || Instant::now() >= due;
                         if ready {
                             let count = state.pending.len().min(self.settings.max_batch);
-                            let batch: Vec<NewEvent> = state.pending.drain(..count).collect();
+                            let mut denials = 0;
+                            let batch: Vec<NewEvent> = state
+                                .pending
+                                .drain(..count)
+                                .map(|(budget, event)| {
+                                    denials += usize::from(budget == Budget::Denials);
+                                    event
+                                })
+                                .collect();
                             state.in_flight += batch.len();
+                            state.in_flight_denials += denials;
                             // What is left keeps the oldest time: it lingers no longer.
                             if state.pending.is_empty() {
                                 state.oldest = None;
@@ -204,7 +260,15 @@ impl Queue {
 
     /// `count` in-flight events committed.
     fn written(&self, count: usize) {
-        self.lock().in_flight -= count;
+        let mut state = self.lock();
+        state.in_flight -= count;
+        // One batch is in flight at a time: its denials are written with it.
+        let denials = state.in_flight_denials.min(count);
+        state.in_flight_denials -= denials;
+        state.waiting.denials -= denials;
+        state.waiting.reads -= count - denials;
+        debug_assert_eq!(state.waiting.total(), state.pending.len() + state.in_flight);
+        drop(state);
         self.progress.send_modify(|p| p.durable += count as u64);
     }
 
@@ -214,6 +278,8 @@ impl Queue {
         let lost = state.pending.len() + state.in_flight;
         state.pending.clear();
         state.in_flight = 0;
+        state.in_flight_denials = 0;
+        state.waiting = Waiting::default();
         state.oldest = None;
         drop(state);
         self.progress.send_modify(|p| p.abandoned = true);
@@ -326,6 +392,7 @@ mod tests {
     fn queue(capacity: usize, max_batch: usize, flush_interval: Duration) -> Queue {
         Queue::new(QueueSettings {
             capacity,
+            denial_capacity: capacity,
             max_batch,
             flush_interval,
         })
@@ -335,29 +402,29 @@ mod tests {
     async fn in_flight_events_count_against_the_capacity() {
         let queue = queue(3, 2, Duration::ZERO);
         for expected in 1..=3 {
-            assert_eq!(queue.push(event()), Ok(expected));
+            assert_eq!(queue.push(Budget::Reads, event()), Ok(expected));
         }
-        assert_eq!(queue.push(event()), Err(Refused::Full));
+        assert_eq!(queue.push(Budget::Reads, event()), Err(Refused::Full));
         let batch = queue.take().await.expect("batch");
         assert_eq!(batch.len(), 2, "at most max_batch");
         assert_eq!(queue.backlog(), 3, "taken but not written");
-        assert_eq!(queue.push(event()), Err(Refused::Full));
+        assert_eq!(queue.push(Budget::Reads, event()), Err(Refused::Full));
         queue.written(batch.len());
         assert_eq!(queue.backlog(), 1);
-        assert_eq!(queue.push(event()), Ok(2));
+        assert_eq!(queue.push(Budget::Reads, event()), Ok(2));
     }
 
     #[tokio::test]
     async fn the_writer_lingers_for_a_batch_unless_a_flush_waits() {
         let linger = Duration::from_millis(30);
         let queue = queue(100, 10, linger);
-        queue.push(event()).expect("accepted");
+        queue.push(Budget::Reads, event()).expect("accepted");
         let started = Instant::now();
         assert_eq!(queue.take().await.expect("batch").len(), 1);
         assert!(started.elapsed() >= linger, "lingered for more events");
 
         let queue = Arc::new(self::queue(100, 10, Duration::from_secs(3600)));
-        queue.push(event()).expect("accepted");
+        queue.push(Budget::Reads, event()).expect("accepted");
         let flusher = tokio::spawn({
             let queue = queue.clone();
             async move { queue.flush().await }
@@ -373,14 +440,14 @@ mod tests {
     #[tokio::test]
     async fn closing_refuses_new_events_and_abandoning_fails_flushes() {
         let queue = Arc::new(queue(10, 10, Duration::ZERO));
-        queue.push(event()).expect("accepted");
-        queue.push(event()).expect("accepted");
+        queue.push(Budget::Reads, event()).expect("accepted");
+        queue.push(Budget::Reads, event()).expect("accepted");
         let flusher = tokio::spawn({
             let queue = queue.clone();
             async move { queue.flush().await }
         });
         queue.close();
-        assert_eq!(queue.push(event()), Err(Refused::Closed));
+        assert_eq!(queue.push(Budget::Reads, event()), Err(Refused::Closed));
         let batch = queue.take().await.expect("closed, but not empty");
         assert_eq!(batch.len(), 2);
         assert_eq!(queue.abandon(), 2);
@@ -389,5 +456,33 @@ mod tests {
             flusher.await.expect("join"),
             Err(AuditError::Unwritten { events: 2 })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_denials_fills_only_its_own_budget() {
+        let queue = Queue::new(QueueSettings {
+            capacity: 4,
+            denial_capacity: 2,
+            max_batch: 100,
+            flush_interval: Duration::from_secs(3600),
+        });
+        assert_eq!(queue.push(Budget::Denials, event()), Ok(1));
+        assert_eq!(queue.push(Budget::Denials, event()), Ok(2));
+        for _ in 0..10 {
+            assert_eq!(queue.push(Budget::Denials, event()), Err(Refused::Full));
+        }
+        for expected in 3..=6 {
+            assert_eq!(
+                queue.push(Budget::Reads, event()),
+                Ok(expected),
+                "reads keep their whole budget"
+            );
+        }
+        assert_eq!(queue.push(Budget::Reads, event()), Err(Refused::Full));
+        queue.close();
+        let batch = queue.take().await.expect("batch");
+        assert_eq!(batch.len(), 6);
+        queue.written(batch.len());
+        assert_eq!(queue.backlog(), 0);
     }
 }

@@ -42,6 +42,13 @@ pub enum ServiceError {
     /// A body over the configured limit (413).
     #[error("the body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// Over the caller's rate limit, or, for a token that does not verify, over the
+    /// limit that all such tokens share (429): retry after the hint.
+    #[error("too many requests for this key; retry after the Retry-After delay")]
+    RateLimited { retry_after: Duration },
+    /// The request body did not arrive within the deadline (408).
+    #[error("the request body did not arrive within {limit:?}")]
+    BodyTimeout { limit: Duration },
     /// A dependency is down (database primary, KMS, object store) or the audit queue is
     /// full: retry after the hint (503).
     #[error("{what} is unavailable; retry later")]

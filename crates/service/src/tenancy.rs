@@ -20,6 +20,8 @@ use model::{
 use store::{ReadConsistency, RegionDatabase, StoreError, TokenRefused};
 
 use crate::access::{self, IssuedKey, OperatorToken, PresentedKey, Principal};
+use crate::denials::{DENIAL_WINDOW, Denial, DenialWindows, DueWindow, MAX_OPEN_WINDOWS};
+use crate::rate_limit::{Bucket, RateLimit, RateLimiter};
 use crate::unit_of_work::EventTiming;
 use crate::{AuditLog, Keyring, ServiceError};
 
@@ -65,6 +67,9 @@ pub struct ServiceParts {
     pub settings: ServiceSettings,
     /// The tenant directory, when the deployment has one (every multi-region one does).
     pub registry: Option<Arc<dyn TenantRegistry>>,
+    /// Each verified caller's bucket, and the one bucket that every token that does not
+    /// verify shares.
+    pub rate_limit: RateLimit,
 }
 
 /// Per-request facts that go into audit events.
@@ -146,13 +151,80 @@ pub(crate) struct Inner {
     pub(crate) settings: ServiceSettings,
     registry: Option<Arc<dyn TenantRegistry>>,
     tenants: moka::future::Cache<TenantId, Option<Arc<Tenant>>>,
-    pub(crate) keys: moka::future::Cache<String, Option<Arc<store::api_keys::ApiKeyRow>>>,
+    /// Keys read from the database, by (tenant, key id): a token with a wrong secret
+    /// never changes an entry, so it cannot lock the key out.
+    pub(crate) keys: moka::future::Cache<KeyRef, Arc<store::api_keys::ApiKeyRow>>,
+    /// Key ids the database does not have, briefly, so that repeating one costs no query.
+    pub(crate) unknown_keys: moka::sync::Cache<KeyRef, ()>,
+    /// Keys that verified on this node lately: looking one up again when its entry in
+    /// `keys` expired does not draw from the bucket of unverified tokens, so a flood of
+    /// junk cannot keep a real key from being read again.
+    pub(crate) verified_keys: moka::sync::Cache<KeyRef, ()>,
+    rate_limiter: RateLimiter,
+    denials: DenialWindows,
+    /// Starts the task that records due windows of denials, with the first denial.
+    denial_recorder: std::sync::Once,
     pub(crate) collections: moka::future::Cache<(TenantId, String), Option<Collection>>,
 }
 
 /// How long a node trusts its copy of a tenant or a collection schema. Changes made on
 /// this node are seen at once (the entry is invalidated); other nodes see them within this.
 const METADATA_TTL: Duration = Duration::from_secs(5);
+
+/// An API key as a token names it: its tenant and its id.
+pub(crate) type KeyRef = (TenantId, String);
+
+/// How long a key id the database does not have is remembered as unknown. Short: a key
+/// created on another node of the region is found within it.
+pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(2);
+
+/// Key ids remembered as unknown at most.
+const UNKNOWN_KEY_CAPACITY: u64 = 10_000;
+
+/// How long a key that verified is exempt from the unverified bucket on a cache miss.
+const VERIFIED_KEY_MEMORY: Duration = Duration::from_secs(600);
+
+/// Tenants the recorder of denials looks up at most per pass (one pass every 5 s).
+const TENANT_LOOKUPS_PER_PASS: usize = 64;
+
+/// The `request_id` of an event that stands for many requests.
+pub const AGGREGATE_REQUEST_ID: &str = "aggregated";
+
+/// Why a token did not make a caller.
+#[derive(Debug)]
+enum Refusal {
+    /// The token did not verify (401); with a wait when the bucket shared by such tokens
+    /// is empty (429).
+    Unverified {
+        reason: Denial,
+        retry_after: Option<Duration>,
+    },
+    /// A verified caller over its own bucket (429).
+    OverLimit(Duration),
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for Refusal {
+    fn from(err: ServiceError) -> Self {
+        Self::Failed(err)
+    }
+}
+
+impl Refusal {
+    fn into_error(self) -> ServiceError {
+        match self {
+            Refusal::Unverified {
+                retry_after: Some(retry_after),
+                ..
+            }
+            | Refusal::OverLimit(retry_after) => ServiceError::RateLimited { retry_after },
+            Refusal::Unverified {
+                retry_after: None, ..
+            } => ServiceError::Unauthenticated,
+            Refusal::Failed(err) => err,
+        }
+    }
+}
 
 impl RegionService {
     /// # Panics
@@ -180,6 +252,17 @@ impl RegionService {
                     .max_capacity(100_000)
                     .time_to_live(access::KEY_CACHE_TTL)
                     .build(),
+                unknown_keys: moka::sync::Cache::builder()
+                    .max_capacity(UNKNOWN_KEY_CAPACITY)
+                    .time_to_live(UNKNOWN_KEY_TTL)
+                    .build(),
+                verified_keys: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(VERIFIED_KEY_MEMORY)
+                    .build(),
+                rate_limiter: RateLimiter::new(parts.rate_limit),
+                denials: DenialWindows::new(DENIAL_WINDOW, MAX_OPEN_WINDOWS),
+                denial_recorder: std::sync::Once::new(),
                 collections: moka::future::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(METADATA_TTL)
@@ -202,31 +285,95 @@ impl RegionService {
 
     // ---- authentication and authorization -------------------------------------------
 
-    /// Who `bearer` (the `Authorization: Bearer` value) is. A key is checked against its
-    /// own tenant's rows; a key of a tenant not homed here is unknown here.
+    /// Who `bearer` (the `Authorization: Bearer` token, canonicalized by
+    /// [`access::bearer_token`]) is. A key is checked against its own tenant's rows; a key
+    /// of a tenant not homed here is unknown here. Draws from the caller's bucket.
     pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, ServiceError> {
-        let bearer = bearer.ok_or(ServiceError::Unauthenticated)?;
+        self.identify(bearer).await.map_err(Refusal::into_error)
+    }
+
+    /// [`RegionService::authenticate`], saying why a token did not verify. What a token
+    /// that does not verify may cost is a hash, cache lookups and, for a key id in no
+    /// cache, one database query drawn from the bucket that all such tokens share
+    /// (checked before the query).
+    async fn identify(&self, bearer: Option<&str>) -> Result<Principal, Refusal> {
+        // Without a token there is nothing to look up or hash: no bucket either.
+        let Some(bearer) = bearer else {
+            return Err(Refusal::Unverified {
+                reason: Denial::NoToken,
+                retry_after: None,
+            });
+        };
         if let Some(presented) = PresentedKey::parse(bearer) {
-            let row = self
-                .api_key(&presented.tenant, &presented.key_id)
-                .await?
-                .ok_or(ServiceError::Unauthenticated)?;
-            if row.revoked_at.is_some() || !presented.matches(&row.secret_hash) {
-                return Err(ServiceError::Unauthenticated);
+            let key: KeyRef = (presented.tenant, presented.key_id.clone());
+            let mut drawn = false;
+            let row = match self.inner.keys.get(&key).await {
+                Some(row) => row,
+                None if self.inner.unknown_keys.contains_key(&key) => {
+                    return Err(self.unverified(Denial::UnknownKey, drawn));
+                }
+                None => {
+                    if !self.inner.verified_keys.contains_key(&key) {
+                        drawn = true;
+                        if let Err(wait) = self.inner.rate_limiter.check(Bucket::Unverified) {
+                            return Err(Refusal::Unverified {
+                                reason: Denial::Throttled,
+                                retry_after: Some(wait),
+                            });
+                        }
+                    }
+                    match self.load_api_key(&key).await? {
+                        Some(row) => row,
+                        None => return Err(self.unverified(Denial::UnknownKey, drawn)),
+                    }
+                }
+            };
+            if !presented.matches(&row.secret_hash) {
+                return Err(self.unverified(Denial::WrongSecret, drawn));
+            }
+            if row.revoked_at.is_some() {
+                return Err(self.unverified(Denial::RevokedKey, drawn));
             }
             let role = Role::parse(&row.role).map_err(|_| {
                 ServiceError::internal(format!("key {} has a bad role", row.key_id))
             })?;
+            self.inner.verified_keys.insert(key.clone(), ());
+            let (tenant, key_id) = key;
+            self.inner
+                .rate_limiter
+                .check(Bucket::ApiKey {
+                    tenant,
+                    key_id: key_id.clone(),
+                })
+                .map_err(Refusal::OverLimit)?;
             return Ok(Principal::ApiKey {
-                tenant: row.tenant,
-                key_id: row.key_id.clone(),
+                tenant,
+                key_id,
                 role,
             });
         }
         if self.inner.operator.matches(bearer) {
+            self.inner
+                .rate_limiter
+                .check(Bucket::Operator)
+                .map_err(Refusal::OverLimit)?;
             return Ok(Principal::Operator);
         }
-        Err(ServiceError::Unauthenticated)
+        Err(self.unverified(Denial::MalformedToken, false))
+    }
+
+    /// A token that did not verify, having drawn (`drawn`) or now drawing from the bucket
+    /// such tokens share.
+    fn unverified(&self, reason: Denial, drawn: bool) -> Refusal {
+        let retry_after = if drawn {
+            None
+        } else {
+            self.inner.rate_limiter.check(Bucket::Unverified).err()
+        };
+        Refusal::Unverified {
+            reason,
+            retry_after,
+        }
     }
 
     /// Authenticates and authorizes a tenant-scoped call. A key of another tenant gets
@@ -242,18 +389,21 @@ impl RegionService {
         attempt: Attempt<'_>,
         context: &RequestContext,
     ) -> Result<Caller, ServiceError> {
-        let principal = match self.authenticate(bearer).await {
+        let principal = match self.identify(bearer).await {
             Ok(principal) => principal,
-            Err(ServiceError::Unauthenticated) => {
-                let presented = bearer.and_then(PresentedKey::parse);
-                let of_another_tenant = presented.as_ref().is_some_and(|key| key.tenant != *tenant);
-                let actor = Actor {
-                    kind: ActorKind::ApiKey,
-                    id: presented.map_or_else(|| "unknown".to_owned(), |key| key.key_id),
-                };
-                if self.local_tenant(tenant).await?.is_some() {
-                    self.record_denied(tenant, &actor, attempt, context).await?;
+            Err(Refusal::Unverified {
+                reason,
+                retry_after,
+            }) => {
+                // Counted, and recorded once a window in the tenant's chain (if it lives
+                // here, which the recorder checks): nothing of this request goes into it.
+                self.count_denial(Some(tenant), reason);
+                if let Some(retry_after) = retry_after {
+                    return Err(ServiceError::RateLimited { retry_after });
                 }
+                let of_another_tenant = bearer
+                    .and_then(PresentedKey::parse)
+                    .is_some_and(|key| key.tenant != *tenant);
                 // A key names its tenant. One presented for another tenant's path gets what
                 // a valid key of another tenant gets (404) even where it cannot be checked
                 // (its tenant lives elsewhere): otherwise the key's own region would answer
@@ -264,7 +414,7 @@ impl RegionService {
                 }
                 return Err(ServiceError::Unauthenticated);
             }
-            Err(other) => return Err(other),
+            Err(other) => return Err(other.into_error()),
         };
         let (actor, role, own_tenant) = match &principal {
             Principal::Operator => (
@@ -326,7 +476,16 @@ impl RegionService {
         &self,
         bearer: Option<&str>,
     ) -> Result<OperatorGrant, ServiceError> {
-        match self.authenticate(bearer).await? {
+        let principal = match self.identify(bearer).await {
+            Ok(principal) => principal,
+            Err(refusal) => {
+                if let Refusal::Unverified { reason, .. } = &refusal {
+                    self.count_denial(None, *reason);
+                }
+                return Err(refusal.into_error());
+            }
+        };
+        match principal {
             Principal::Operator => Ok(OperatorGrant(())),
             Principal::ApiKey { .. } => Err(ServiceError::Forbidden {
                 role: "api key",
@@ -350,7 +509,90 @@ impl RegionService {
             Outcome::Denied,
             context,
         );
-        self.inner.audit.record(event).await?;
+        self.inner.audit.record_denial(event).await?;
+        Ok(())
+    }
+
+    /// Counts a request refused before authentication: in the metrics, and in the open
+    /// window of `tenant` and `reason` (when the request named a tenant).
+    fn count_denial(&self, tenant: Option<&TenantId>, reason: Denial) {
+        self.inner
+            .audit
+            .metrics()
+            .record_auth_denial(reason.as_str());
+        let Some(tenant) = tenant else { return };
+        self.inner.denials.count(*tenant, reason);
+        self.inner.denial_recorder.call_once(|| {
+            let service = Arc::downgrade(&self.inner);
+            let tick = self.inner.denials.tick();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(tick).await;
+                    // Stops with the service.
+                    let Some(inner) = service.upgrade() else { return };
+                    let service = RegionService { inner };
+                    if let Err(err) = service.record_denials(false).await {
+                        tracing::warn!(region = %service.region(), "failed to record denied requests, retrying: {err}");
+                    }
+                }
+            });
+        });
+    }
+
+    /// Records every open window of denials now, due or not (at shutdown, and in
+    /// tests): one `auth.failed` event per tenant and reason, with its count. Windows of
+    /// tenants this node has not looked up lately beyond 64 stay open for the next pass.
+    pub async fn flush_denials(&self) -> Result<(), ServiceError> {
+        self.record_denials(true).await
+    }
+
+    /// Records the windows of denials that are due (all when `all`). A window that
+    /// cannot be recorded now is put back, its count kept; the first failure is returned.
+    async fn record_denials(&self, all: bool) -> Result<(), ServiceError> {
+        let mut first_failure = None;
+        let mut lookups = 0;
+        for window in self.inner.denials.take_due(all) {
+            // A tenant this node has not looked up lately costs a query to place; a flood
+            // of made-up tenant ids may cost at most this many a pass, the rest wait.
+            if !self.inner.tenants.contains_key(&window.tenant) {
+                if lookups >= TENANT_LOOKUPS_PER_PASS {
+                    self.inner.denials.put_back(window);
+                    continue;
+                }
+                lookups += 1;
+            }
+            match self.record_window(window).await {
+                Ok(()) => {}
+                Err(err) => {
+                    self.inner.denials.put_back(window);
+                    first_failure.get_or_insert(err);
+                }
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    async fn record_window(&self, window: DueWindow) -> Result<(), ServiceError> {
+        // A tenant that does not live here has no chain here: the metrics counted them.
+        if self.local_tenant(&window.tenant).await?.is_none() {
+            return Ok(());
+        }
+        let context = RequestContext {
+            request_id: AGGREGATE_REQUEST_ID.to_owned(),
+            via_region: self.inner.region.clone(),
+        };
+        let event = self.event(
+            &window.tenant,
+            Actor {
+                kind: ActorKind::ApiKey,
+                id: "unknown".to_owned(),
+            },
+            Action::AuthFailed,
+            &window.reason.resource(window.count),
+            Outcome::Denied,
+            &context,
+        );
+        self.inner.audit.record_denial(event).await?;
         Ok(())
     }
 
@@ -432,25 +674,40 @@ impl RegionService {
         Ok(tenant_value)
     }
 
-    async fn api_key(
+    /// Reads `key` from the database (it was in no cache) and caches what it found: the
+    /// row, or that there is none (briefly).
+    async fn load_api_key(
         &self,
-        tenant: &TenantId,
-        key_id: &str,
+        key: &KeyRef,
     ) -> Result<Option<Arc<store::api_keys::ApiKeyRow>>, ServiceError> {
-        if let Some(hit) = self.inner.keys.get(key_id).await {
-            return Ok(hit.filter(|row| row.tenant == *tenant));
-        }
-        let id = *tenant;
-        let key = key_id.to_owned();
+        let (tenant, key_id) = key.clone();
+        self.inner.audit.metrics().record_api_key_lookup();
         let row = self
-            .read_primary_first(tenant, move |client| {
-                let key = key.clone();
-                Box::pin(async move { store::api_keys::get(client, &id, &key).await })
+            .read_primary_first(&tenant, move |client| {
+                let key_id = key_id.clone();
+                Box::pin(async move { store::api_keys::get(client, &tenant, &key_id).await })
             })
             .await?
+            // Row-level security scopes the lookup to the tenant; this says it again.
+            .filter(|row| row.tenant == key.0)
             .map(Arc::new);
-        self.inner.keys.insert(key_id.to_owned(), row.clone()).await;
+        match &row {
+            Some(row) => self.inner.keys.insert(key.clone(), row.clone()).await,
+            None => self.inner.unknown_keys.insert(key.clone(), ()),
+        }
         Ok(row)
+    }
+
+    /// A key issued on this node: no longer unknown here, and known to verify.
+    pub(crate) fn key_issued(&self, tenant: &TenantId, key_id: &str) {
+        let key = (*tenant, key_id.to_owned());
+        self.inner.unknown_keys.invalidate(&key);
+        self.inner.verified_keys.insert(key, ());
+    }
+
+    /// API keys read from the database by this node (the key cache missed).
+    pub fn api_key_lookups(&self) -> u64 {
+        self.inner.audit.metrics().api_key_lookups()
     }
 
     /// Runs a tenant-scoped read on the primary, or on a replica when the primary is down
@@ -568,6 +825,7 @@ impl RegionService {
         })
         .await?;
         self.inner.tenants.invalidate(&id).await;
+        self.key_issued(&id, &admin_key.key_id);
         Ok(CreatedTenant { tenant, admin_key })
     }
 

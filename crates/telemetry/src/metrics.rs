@@ -55,6 +55,11 @@ struct AuditModeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: String,
     state: &'static str,
@@ -85,6 +90,8 @@ pub struct NodeMetrics {
     audit_events_written: Family<AuditModeLabels, Counter>,
     audit_write_failures: Family<AuditModeLabels, Counter>,
     audit_checkpoints: Counter,
+    auth_denials: Family<ReasonLabels, Counter>,
+    api_key_lookups: Counter,
 }
 
 impl NodeMetrics {
@@ -200,6 +207,18 @@ impl NodeMetrics {
             "Signed checkpoints of audit chain heads",
             audit_checkpoints.clone(),
         );
+        let auth_denials = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_denials",
+            "Requests refused before their caller was authenticated, by reason (a fixed set)",
+            auth_denials.clone(),
+        );
+        let api_key_lookups = Counter::default();
+        registry.register(
+            "api_key_lookups",
+            "API keys read from the database (the key cache missed)",
+            api_key_lookups.clone(),
+        );
         // Resolved once: the lookup counter sits on the hot path of every sealed value.
         let dek_cache_hits = dek_cache_lookups
             .get_or_create(&CacheLabels { result: "hit" })
@@ -226,6 +245,8 @@ impl NodeMetrics {
             audit_events_written,
             audit_write_failures,
             audit_checkpoints,
+            auth_denials,
+            api_key_lookups,
         }
     }
 
@@ -335,6 +356,24 @@ impl NodeMetrics {
     /// `count` chain heads signed.
     pub fn record_audit_checkpoints(&self, count: u64) {
         self.audit_checkpoints.inc_by(count);
+    }
+
+    /// One request refused before authentication; `reason` is one of a fixed set of
+    /// names, never anything the caller sent.
+    pub fn record_auth_denial(&self, reason: &'static str) {
+        self.auth_denials
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// One API key read from the database.
+    pub fn record_api_key_lookup(&self) {
+        self.api_key_lookups.inc();
+    }
+
+    /// API keys read from the database since the node started.
+    pub fn api_key_lookups(&self) -> u64 {
+        self.api_key_lookups.get()
     }
 
     /// The OpenMetrics text exposition of every metric.

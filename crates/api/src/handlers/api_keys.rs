@@ -31,7 +31,10 @@ impl ApiKeyPath {
     fn target(&self) -> Target<'_> {
         Target {
             tenant: &self.tenant,
-            resource: format!("apikeys/{}", self.id),
+            resource: format!(
+                "apikeys/{}",
+                super::validated(&self.id, ApiKeyId::parse(&self.id).is_some())
+            ),
         }
     }
 }
@@ -52,11 +55,12 @@ impl ApiKeyPath {
 pub(crate) async fn create_api_key(
     ctx: Ctx,
     Path(path): Path<TenantPath>,
-    JsonBody(request): JsonBody<body::CreateApiKey>,
+    request: JsonBody<body::CreateApiKey>,
 ) -> ApiResult {
     let caller = ctx
         .authorize(path.on("apikeys"), Access::Administer, Action::ApiKeyCreate)
         .await?;
+    let request = request.read(&caller).await?;
     let name = KeyName::parse(&request.name).map_err(ServiceError::invalid_id)?;
     let created = ctx
         .service()

@@ -39,12 +39,14 @@ use crate::openapi::problems as p;
 pub(crate) async fn put_collection(
     ctx: Ctx,
     Path(path): Path<CollectionPath>,
-    JsonBody(schema): JsonBody<body::SchemaDoc>,
+    schema: JsonBody<body::SchemaDoc>,
 ) -> ApiResult {
     let caller = ctx
         .authorize(path.target(), Access::Administer, Action::CollectionPut)
         .await?;
     let schema = schema
+        .read(&caller)
+        .await?
         .into_model()
         .map_err(|err| ServiceError::invalid(err.field, err.reason))?;
     let (collection, created) = ctx

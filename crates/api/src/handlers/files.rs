@@ -8,13 +8,14 @@ use axum::body::Body;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use model::Access;
+use service::ServiceError;
 use service::records::Served;
 use wire::api as body;
 
 use super::{ApiResult, FilePath, with_served_by, with_written};
-use crate::extract::Ctx;
+use crate::extract::{Ctx, UPLOAD_IDLE_DEADLINE, within_idle_deadline};
 use crate::openapi::header_params as h;
 use crate::openapi::problems as p;
 
@@ -53,11 +54,10 @@ pub(crate) async fn put_file(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
-    let stream = request_body
-        .into_data_stream()
-        .map_err(|err| envelope::objects::ObjectStoreError::Body(err.to_string()));
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = within_idle_deadline(request_body, UPLOAD_IDLE_DEADLINE, stalled.clone());
     let (record, name) = path.file_to_write()?;
-    let (stored, written) = ctx
+    let stored = ctx
         .service()
         .put_file(
             &caller,
@@ -67,7 +67,17 @@ pub(crate) async fn put_file(
             content_type,
             Box::pin(stream),
         )
-        .await?;
+        .await
+        .map_err(|err| {
+            if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                ServiceError::BodyTimeout {
+                    limit: UPLOAD_IDLE_DEADLINE,
+                }
+            } else {
+                err
+            }
+        });
+    let (stored, written) = stored?;
     let view = body::FileStored {
         name: path.name,
         size: stored.size,

@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use model::{FileName, RecordId, TenantId};
+use model::{CollectionName, FileName, RecordId, TenantId};
 use serde::Deserialize;
 use service::{ServiceError, Written};
 use store::ServedBy;
@@ -102,8 +102,25 @@ impl FilePath {
     }
 }
 
+/// What an audit event names in place of a path parameter that is not a valid id: never
+/// the text the caller sent.
+pub(crate) const INVALID_ID: &str = "(invalid)";
+
+/// `raw` when `valid`, else [`INVALID_ID`].
+pub(crate) fn validated(raw: &str, valid: bool) -> &str {
+    if valid { raw } else { INVALID_ID }
+}
+
+fn collection_id(raw: &str) -> &str {
+    validated(raw, CollectionName::parse(raw).is_ok())
+}
+
+fn record_id(raw: &str) -> &str {
+    validated(raw, RecordId::parse(raw).is_some())
+}
+
 /// What a tenant-scoped call acts on: the tenant, as the path names it, and the resource
-/// its audit event names.
+/// its audit event names, built from validated ids only (see [`INVALID_ID`]).
 #[derive(Debug)]
 pub(crate) struct Target<'a> {
     pub tenant: &'a str,
@@ -125,7 +142,7 @@ impl CollectionPath {
     pub(crate) fn target(&self) -> Target<'_> {
         Target {
             tenant: &self.tenant,
-            resource: format!("collections/{}", self.collection),
+            resource: format!("collections/{}", collection_id(&self.collection)),
         }
     }
 
@@ -133,7 +150,7 @@ impl CollectionPath {
     pub(crate) fn records(&self) -> Target<'_> {
         Target {
             tenant: &self.tenant,
-            resource: format!("collections/{}/records", self.collection),
+            resource: format!("collections/{}/records", collection_id(&self.collection)),
         }
     }
 }
@@ -143,7 +160,11 @@ impl RecordPath {
     pub(crate) fn target(&self) -> Target<'_> {
         Target {
             tenant: &self.tenant,
-            resource: format!("collections/{}/records/{}", self.collection, self.id),
+            resource: format!(
+                "collections/{}/records/{}",
+                collection_id(&self.collection),
+                record_id(&self.id)
+            ),
         }
     }
 }
@@ -153,7 +174,11 @@ impl FilePath {
     pub(crate) fn target(&self) -> Target<'_> {
         Target {
             tenant: &self.tenant,
-            resource: format!("collections/{}/records/{}/files", self.collection, self.id),
+            resource: format!(
+                "collections/{}/records/{}/files",
+                collection_id(&self.collection),
+                record_id(&self.id)
+            ),
         }
     }
 }

@@ -72,11 +72,12 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ServiceError> {
 pub(crate) async fn create_record(
     ctx: Ctx,
     Path(path): Path<CollectionPath>,
-    JsonBody(request): JsonBody<body::RecordBody>,
+    request: JsonBody<body::RecordBody>,
 ) -> ApiResult {
     let caller = ctx
         .authorize(path.records(), Access::WriteData, Action::RecordCreate)
         .await?;
+    let request = request.read(&caller).await?;
     let (record, written) = ctx
         .service()
         .create_record(&caller, &path.collection, request.data)
@@ -147,11 +148,12 @@ pub(crate) async fn update_record(
     ctx: Ctx,
     headers: HeaderMap,
     Path(path): Path<RecordPath>,
-    JsonBody(request): JsonBody<body::RecordBody>,
+    request: JsonBody<body::RecordBody>,
 ) -> ApiResult {
     let caller = ctx
         .authorize(path.target(), Access::WriteData, Action::RecordUpdate)
         .await?;
+    let request = request.read(&caller).await?;
     let expected = if_match(&headers)?;
     let (record, written) = ctx
         .service()

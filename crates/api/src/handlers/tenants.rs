@@ -35,12 +35,10 @@ fn region_names(regions: &[RegionId]) -> Vec<String> {
         (status = 421, response = p::Misdirected),
     ),
 )]
-pub(crate) async fn create_tenant(
-    ctx: Ctx,
-    JsonBody(request): JsonBody<body::CreateTenant>,
-) -> ApiResult {
+pub(crate) async fn create_tenant(ctx: Ctx, request: JsonBody<body::CreateTenant>) -> ApiResult {
     let service = ctx.service();
     let operator = service.authorize_operator(ctx.bearer()).await?;
+    let request = request.read(&operator).await?;
     let fields = NewTenantFields {
         name: &request.name,
         home_region: &request.home_region,

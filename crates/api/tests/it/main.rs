@@ -1,6 +1,7 @@
 //! Handler tests of the regional node: `app(state).oneshot(request)` against a real
 //! primary and streaming replica.
 
+mod abuse;
 mod analytics;
 mod failover;
 mod openapi;

@@ -102,6 +102,29 @@ impl Served {
         )
     }
 
+    /// The tenant's audit export (200), checked to verify offline with the keys of
+    /// `/v1/audit/keys`.
+    pub async fn verified_export(&self, tenant: &str, auditor: &str) -> (Answer, audit::Summary) {
+        let keys = self
+            .call(Method::GET, "/v1/audit/keys", None, None, &[])
+            .await;
+        let export = self
+            .call(
+                Method::GET,
+                &format!("/v1/tenants/{tenant}/audit/export"),
+                Some(auditor),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(export.status, StatusCode::OK);
+        let key_set =
+            audit::KeySet::from_json(&String::from_utf8_lossy(&keys.bytes)).expect("key set");
+        let summary =
+            audit::verify_bundle(export.bytes.as_slice(), &key_set).expect("the bundle verifies");
+        (export, summary)
+    }
+
     /// A key of `role` for `tenant`.
     pub async fn key(&self, tenant: &str, admin: &str, role: &str) -> String {
         let created = self
@@ -934,20 +957,9 @@ async fn the_audit_export_verifies_offline_and_is_itself_audited() {
     assert_eq!(keys.body["keys"][0]["algorithm"], "ed25519");
     assert_eq!(keys.body["keys"][0]["region"], "eu-central-1");
 
-    let export = api
-        .call(
-            Method::GET,
-            &format!("/v1/tenants/{tenant}/audit/export"),
-            Some(&auditor),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(export.status, StatusCode::OK);
-    assert_eq!(export.header("content-type"), Some("application/x-ndjson"));
+    let (export, summary) = api.verified_export(&tenant, &auditor).await;
     let key_set = audit::KeySet::from_json(&String::from_utf8_lossy(&keys.bytes)).expect("key set");
-    let summary =
-        audit::verify_bundle(export.bytes.as_slice(), &key_set).expect("the bundle verifies");
+    assert_eq!(export.header("content-type"), Some("application/x-ndjson"));
     let text = String::from_utf8_lossy(&export.bytes).into_owned();
     for action in [
         "tenant.create",

@@ -603,6 +603,39 @@ async fn with_the_primary_unreachable_the_queue_fills_and_shutdown_reports_what_
 }
 
 #[tokio::test]
+async fn denials_fill_a_budget_of_their_own_and_reads_are_still_recorded() {
+    // Nothing is written while the primary is unreachable: what is recorded stays queued.
+    let (_db, region_db) = unreachable_primary().await;
+    let (log, _) = log_with(&region_db, reads(ReadAudit::batched(8)));
+    let tenant = TenantId::from_random_bytes(rand::random());
+    let denied = |i: usize| NewEvent {
+        outcome: Outcome::Denied,
+        ..event(tenant, Action::RecordCreate, &format!("records/d{i}"))
+    };
+    for i in 0..2 {
+        log.record_denial(denied(i))
+            .await
+            .expect("room in the denials' budget (a quarter of 8)");
+    }
+    for i in 2..100 {
+        assert!(matches!(
+            log.record_denial(denied(i)).await,
+            Err(AuditError::Backlogged { .. })
+        ));
+    }
+    for i in 0..8 {
+        log.record(read_event(tenant, &format!("records/r{i}")))
+            .await
+            .expect("reads keep their whole budget while denials flood");
+    }
+    assert!(matches!(
+        log.record(read_event(tenant, "records/r8")).await,
+        Err(AuditError::Backlogged { capacity: 8 })
+    ));
+    assert_eq!(log.backlog(), 10);
+}
+
+#[tokio::test]
 async fn sync_reads_are_durable_on_return_and_fail_when_the_primary_is_unreachable() {
     let (_db, region_db) = region_database(REGION).await;
     let (log, metrics) = log_with(&region_db, reads(ReadAudit::Sync));

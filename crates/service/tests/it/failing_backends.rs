@@ -75,6 +75,7 @@ async fn fixture() -> Fixture {
         operator: OperatorToken::new(OPERATOR),
         settings: ServiceSettings::default(),
         registry: None,
+        rate_limit: service::rate_limit::RateLimit::default(),
     });
     let context = RequestContext {
         request_id: "req-failing-backends".to_owned(),
