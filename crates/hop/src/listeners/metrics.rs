@@ -94,3 +94,33 @@ impl ConnectionMetrics {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counters_reach_the_registry_with_fixed_reasons() {
+        let mut registry = Registry::default();
+        let metrics = ConnectionMetrics::new(&mut registry);
+        metrics.count_refused();
+        metrics.count_closed(ClosedReason::Idle);
+        metrics.count_closed(ClosedReason::Idle);
+        metrics.count_closed(ClosedReason::HeaderRead);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains("http_connections_refused_total 1"), "{text}");
+        assert!(
+            text.contains("http_connections_closed_total{reason=\"idle_timeout\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("http_connections_closed_total{reason=\"header_read_timeout\"} 1"),
+            "{text}"
+        );
+        assert_eq!(
+            (metrics.refused(), metrics.closed(ClosedReason::Sniff)),
+            (1, 0)
+        );
+    }
+}

@@ -280,6 +280,7 @@ const SETTINGS: u8 = 0x4;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const GOAWAY: u8 = 0x7;
+const PING: u8 = 0x6;
 const END_STREAM_AND_HEADERS: u8 = 0x5;
 /// `:method GET`, `:scheme http`, `:path /`, each one byte from HPACK's static table.
 const GET_ROOT: [u8; 3] = [0x82, 0x86, 0x84];
@@ -429,5 +430,48 @@ async fn an_oversized_header_list_is_refused_before_the_handler_in_both_protocol
         calls.load(Ordering::Relaxed),
         0,
         "no handler saw either request"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_peer_that_stops_answering_pings_is_closed_when_they_are_on() {
+    let second = Duration::from_secs(1);
+    let slow = Router::new().route(
+        "/",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "finished"
+        }),
+    );
+    let pinging = ConnectionLimits {
+        http2_keep_alive_interval: Some(2 * second),
+        http2_keep_alive_timeout: second,
+        ..limits(second, 60 * second)
+    };
+    let server = serve(slow, LIMITS, pinging).await;
+
+    // A request in flight (so the idle timeout does not apply), then silence: PINGs go
+    // unanswered.
+    let mut silent = TcpStream::connect(server.address).await.expect("connect");
+    let mut request = PREFACE.to_vec();
+    request.extend(frame(SETTINGS, 0, 0, &[]));
+    request.extend(frame(HEADERS, END_STREAM_AND_HEADERS, 1, &GET_ROOT));
+    silent.write_all(&request).await.expect("write");
+    let began = Instant::now();
+    let mut pings = 0;
+    let ended = tokio::time::timeout(30 * second, async {
+        while let Some((kind, _, _, _)) = read_frame(&mut silent).await {
+            if kind == PING {
+                pings += 1;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a peer that does not answer pings is closed");
+    assert!(pings >= 1, "the server pinged");
+    let took = began.elapsed();
+    assert!(
+        took >= 3 * second && took <= 5 * second,
+        "closed after {took:?}: a ping after 2 s, unanswered for 1 s"
     );
 }
