@@ -12,4 +12,7 @@ pub mod listeners;
 pub use connectors::{
     Connectors, DEFAULT_HTTP1_CONNECTIONS, InternalProtocol, Origin, Upstream, UpstreamError,
 };
-pub use listeners::{HeadLimits, NodeService, serve_connections, serve_service};
+pub use listeners::{
+    ClosedReason, ConnectionLimits, ConnectionMetrics, HeadLimits, NodeService, ServerConfig,
+    serve_connections, serve_service,
+};

@@ -194,11 +194,20 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         tracing::info!(region = %region, applied = ?report.applied, "migrated primary");
     }
     let mut router_metrics = None;
+    let mut connection_metrics = None;
     let metrics = Arc::new(NodeMetrics::with_extra(region.as_str(), |registry| {
         if platform.routing.is_some() {
             router_metrics = Some(router::RouterMetrics::new(registry));
         }
+        connection_metrics = Some(hop::ConnectionMetrics::new(registry));
     }));
+    // The server's limits: the head's as the api reads them, a node's connection limits,
+    // and the counters of refused and timed-out connections in the node's registry.
+    let server_config = hop::ServerConfig {
+        head: api::SERVER_HEAD_LIMITS,
+        connections: hop::ConnectionLimits::PRODUCTION,
+        metrics: connection_metrics.unwrap_or_default(),
+    };
     let keyring = Keyring::new(
         database.clone(),
         backends.kms.clone(),
@@ -305,12 +314,17 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
             let for_connection = move |peer| routed.for_peer(peer);
             tokio::spawn(hop::serve_connections(
                 listener,
-                api::SERVER_HEAD_LIMITS,
+                server_config,
                 for_connection,
                 shutdown,
             ))
         }
-        None => tokio::spawn(api::serve(listener, state.clone(), shutdown)),
+        None => tokio::spawn(hop::serve_service(
+            listener,
+            server_config,
+            api::app(state.clone()),
+            shutdown,
+        )),
     };
     tracing::info!(region = %region, %address, operations = ?operations_address, "regional node serving");
     Ok(RunningNode {

@@ -1,6 +1,7 @@
 //! Graceful shutdown of every connection at once: one flag each connection reads when it
 //! is polled, and one wake-up per waiting connection when the drain starts (no watch
-//! channel polled on every wake-up).
+//! channel polled on every wake-up). The same wrapper closes a connection its
+//! [`Watchdog`] gives up on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +12,8 @@ use std::task::{Context, Poll, Waker};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::metrics::ConnectionMetrics;
+use super::watchdog::{NotingReads, Verdict, Watchdog};
 use super::{HyperAdapter, NodeService};
 
 /// Shutdown for every connection at once: a flag each connection reads when it is polled,
@@ -52,7 +55,7 @@ pub(super) trait Graceful: Future<Output = hyper::Result<()>> {
 }
 
 impl<S: NodeService> Graceful
-    for hyper::server::conn::http1::Connection<TokioIo<TcpStream>, HyperAdapter<S>>
+    for hyper::server::conn::http1::Connection<TokioIo<NotingReads>, HyperAdapter<S>>
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         hyper::server::conn::http1::Connection::graceful_shutdown(self);
@@ -71,20 +74,31 @@ impl<S: NodeService> Graceful
     }
 }
 
-/// A connection that starts hyper's graceful shutdown once the [`Drain`] starts.
+/// A connection that starts hyper's graceful shutdown once the [`Drain`] starts, and
+/// closes when its [`Watchdog`] says so.
 pub(super) struct Draining<C> {
     connection: Pin<Box<C>>,
     drain: Arc<Drain>,
+    watchdog: Watchdog,
+    metrics: ConnectionMetrics,
     /// This connection's key in `drain.waiting` and the waker stored there.
     registered: Option<(usize, Waker)>,
+    /// hyper's graceful shutdown was started (by the drain or the watchdog).
     closing: bool,
 }
 
 impl<C: Graceful> Draining<C> {
-    pub(super) fn new(connection: C, drain: Arc<Drain>) -> Self {
+    pub(super) fn new(
+        connection: C,
+        drain: Arc<Drain>,
+        watchdog: Watchdog,
+        metrics: ConnectionMetrics,
+    ) -> Self {
         Self {
             connection: Box::pin(connection),
             drain,
+            watchdog,
+            metrics,
             registered: None,
             closing: false,
         }
@@ -97,34 +111,51 @@ impl<C: Graceful> Future for Draining<C> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // `connection` is boxed, so nothing here is pinned structurally.
         let this = self.get_mut();
-        if !this.closing {
-            let current = this
-                .registered
-                .as_ref()
-                .is_some_and(|(_, waker)| waker.will_wake(cx.waker()));
-            if !current {
-                let mut waiting = this
-                    .drain
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                match &mut this.registered {
-                    Some((key, waker)) => {
-                        waker.clone_from(cx.waker());
-                        if let Some(stored) = waiting.get_mut(*key) {
-                            stored.clone_from(cx.waker());
-                        }
-                    }
-                    None => {
-                        let key = waiting.insert(cx.waker().clone());
-                        this.registered = Some((key, cx.waker().clone()));
+        let current = this
+            .registered
+            .as_ref()
+            .is_some_and(|(_, waker)| waker.will_wake(cx.waker()));
+        if !current {
+            // Where the drain and the watchdog's ticks wake this connection.
+            this.watchdog.wake_with(cx.waker());
+            let mut waiting = this
+                .drain
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match &mut this.registered {
+                Some((key, waker)) => {
+                    waker.clone_from(cx.waker());
+                    if let Some(stored) = waiting.get_mut(*key) {
+                        stored.clone_from(cx.waker());
                     }
                 }
+                None => {
+                    let key = waiting.insert(cx.waker().clone());
+                    this.registered = Some((key, cx.waker().clone()));
+                }
             }
-            // After registering: a drain that starts later wakes this connection.
-            if this.drain.stopping.load(Ordering::Acquire) {
-                this.closing = true;
-                this.connection.as_mut().graceful_shutdown();
+        }
+        // After registering: a drain that starts later wakes this connection.
+        if !this.closing && this.drain.stopping.load(Ordering::Acquire) {
+            this.closing = true;
+            this.watchdog.finishing();
+            this.connection.as_mut().graceful_shutdown();
+        }
+        match this.watchdog.check() {
+            Verdict::Keep => {}
+            Verdict::Finish(reason) => {
+                this.metrics.count_closed(reason);
+                if !this.closing {
+                    this.closing = true;
+                    this.connection.as_mut().graceful_shutdown();
+                }
+            }
+            Verdict::Close(reason) => {
+                if let Some(reason) = reason {
+                    this.metrics.count_closed(reason);
+                }
+                return Poll::Ready(Ok(()));
             }
         }
         this.connection.as_mut().poll(cx)

@@ -15,33 +15,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 
-use crate::LIMITS;
-
-/// Sends one `GET path` and reads the response up to the end of its body.
-async fn request(stream: &mut TcpStream, path: &str) -> String {
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: node\r\n\r\n").as_bytes())
-        .await
-        .expect("write request");
-    let mut received = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        let text = String::from_utf8_lossy(&received).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length: usize = text[..end]
-                .lines()
-                .find_map(|line| line.strip_prefix("content-length: "))
-                .and_then(|n| n.trim().parse().ok())
-                .expect("content-length");
-            if received.len() >= end + 4 + length {
-                return text;
-            }
-        }
-        let n = stream.read(&mut buf).await.expect("read response");
-        assert!(n > 0, "connection closed mid-response: {text:?}");
-        received.extend_from_slice(&buf[..n]);
-    }
-}
+use crate::{LIMITS, http2_client, http2_get, request};
 
 /// `app` with a `/slow` route that signals the first `Notify` when it starts and answers
 /// "finished" once the second is notified.
@@ -190,26 +164,6 @@ async fn serve_connections_makes_each_connection_a_service_that_knows_its_peer()
         .expect("server result");
 }
 
-/// One request over an HTTP/2 connection: the status and the body.
-async fn http2_get(
-    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    path: &str,
-) -> (http::StatusCode, String) {
-    use http_body_util::BodyExt as _;
-    let request = http::Request::get(format!("http://node{path}"))
-        .body(http_body_util::Empty::new())
-        .expect("request");
-    let response = sender.send_request(request).await.expect("HTTP/2 response");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
 #[tokio::test]
 async fn http2_with_prior_knowledge_shares_the_listener_and_drains_like_http1() {
     let app = Router::new().route(
@@ -227,13 +181,7 @@ async fn http2_with_prior_knowledge_shares_the_listener_and_drains_like_http1() 
     // client's address, and several requests share it.
     let stream = TcpStream::connect(address).await.expect("connect");
     let own = stream.local_addr().expect("local address");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("HTTP/2 handshake");
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = http2_client(stream).await;
     for _ in 0..3 {
         let (status, body) = http2_get(&mut sender, "/peer").await;
         assert_eq!(status, http::StatusCode::OK, "{body}");
