@@ -54,6 +54,30 @@ impl Prepared {
     }
 }
 
+/// Why a body could not be prepared.
+#[derive(Debug)]
+pub(crate) enum Unread {
+    /// The client's body failed (a broken connection, a malformed chunk).
+    Failed,
+    /// The client did not send it within the deadline.
+    TimedOut,
+}
+
+/// [`prepare`] within `deadline`: the router holds a request's memory and connection
+/// while it reads, so a client that trickles its body (or stops) is answered instead of
+/// waited for.
+pub(crate) async fn prepare_within(
+    body: Body,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Prepared, Unread> {
+    match tokio::time::timeout(deadline, prepare(body, limit)).await {
+        Ok(Ok(prepared)) => Ok(prepared),
+        Ok(Err(_)) => Err(Unread::Failed),
+        Err(_) => Err(Unread::TimedOut),
+    }
+}
+
 /// Reads `body` into memory if it is at most `limit` bytes; otherwise returns a body that
 /// yields what was read and then the rest, without holding more than `limit` bytes.
 pub(crate) async fn prepare(mut body: Body, limit: usize) -> Result<Prepared, axum::Error> {
@@ -201,6 +225,41 @@ mod tests {
         let bytes = body.collect().await.expect("collect").to_bytes();
         assert_eq!(&bytes[..], b"abcdef");
         assert!(prepared.take().is_none(), "a streamed body is sent once");
+    }
+
+    /// A body that sends `chunk` and then nothing, never ending (a client that stalls).
+    struct Stalled(Option<Bytes>);
+
+    impl http_body::Body for Stalled {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            match self.0.take() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_not_sent_within_the_deadline_times_out_at_the_deadline() {
+        let deadline = std::time::Duration::from_secs(10);
+        let started = tokio::time::Instant::now();
+        let stalled = Body::new(Stalled(Some(Bytes::from_static(b"{\"name\":"))));
+        let read = prepare_within(stalled, 1024, deadline).await;
+        assert!(matches!(read, Err(Unread::TimedOut)), "{read:?}");
+        assert_eq!(started.elapsed(), deadline);
+
+        let whole = prepare_within(chunked(vec![b"ab", b"cd"]), 1024, deadline).await;
+        assert!(
+            matches!(whole, Ok(Prepared::Buffered(ref b)) if &b[..] == b"abcd"),
+            "{whole:?}"
+        );
+        assert_eq!(started.elapsed(), deadline, "a body at hand takes no time");
     }
 
     #[tokio::test]
