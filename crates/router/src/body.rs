@@ -183,8 +183,12 @@ impl http_body::Body for Prefixed {
 mod tests {
     use super::*;
 
-    /// A body of `chunks` whose length is not declared (like a chunked upload).
-    struct Chunks(VecDeque<Bytes>);
+    /// A body of `chunks` whose length is not declared (like a chunked upload); one that
+    /// does not `end` stalls after them, as a client that stops sending.
+    struct Chunks {
+        chunks: VecDeque<Bytes>,
+        ends: bool,
+    }
 
     impl http_body::Body for Chunks {
         type Data = Bytes;
@@ -194,12 +198,26 @@ mod tests {
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+            match self.chunks.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None if self.ends => Poll::Ready(None),
+                None => Poll::Pending,
+            }
         }
     }
 
     fn chunked(chunks: Vec<&'static [u8]>) -> Body {
-        Body::new(Chunks(chunks.into_iter().map(Bytes::from_static).collect()))
+        Body::new(Chunks {
+            chunks: chunks.into_iter().map(Bytes::from_static).collect(),
+            ends: true,
+        })
+    }
+
+    fn stalled(chunks: Vec<&'static [u8]>) -> Body {
+        Body::new(Chunks {
+            chunks: chunks.into_iter().map(Bytes::from_static).collect(),
+            ends: false,
+        })
     }
 
     #[tokio::test]
@@ -227,30 +245,11 @@ mod tests {
         assert!(prepared.take().is_none(), "a streamed body is sent once");
     }
 
-    /// A body that sends `chunk` and then nothing, never ending (a client that stalls).
-    struct Stalled(Option<Bytes>);
-
-    impl http_body::Body for Stalled {
-        type Data = Bytes;
-        type Error = std::io::Error;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-            match self.0.take() {
-                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-                None => Poll::Pending,
-            }
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_body_not_sent_within_the_deadline_times_out_at_the_deadline() {
         let deadline = std::time::Duration::from_secs(10);
         let started = tokio::time::Instant::now();
-        let stalled = Body::new(Stalled(Some(Bytes::from_static(b"{\"name\":"))));
-        let read = prepare_within(stalled, 1024, deadline).await;
+        let read = prepare_within(stalled(vec![b"{\"name\":"]), 1024, deadline).await;
         assert!(matches!(read, Err(Unread::TimedOut)), "{read:?}");
         assert_eq!(started.elapsed(), deadline);
 

@@ -193,7 +193,10 @@ impl ClientLimiter {
             clock: Clock::new(),
             buckets: moka::sync::Cache::builder()
                 .max_capacity(CLIENT_BUCKETS)
-                .time_to_idle(pace.refill_time().max(Duration::from_secs(1)))
+                .time_to_idle(
+                    pace.refill_time()
+                        .clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+                )
                 .build(),
             hasher: RandomState::new(),
         }
