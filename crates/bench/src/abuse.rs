@@ -112,6 +112,7 @@ async fn with_node(args: &AbuseArgs, databases: &LocalRegion) -> anyhow::Result<
         directory: node::directory::PgDirectory::new(directory),
         forwarding_secret: catalog::Secret::new(hex::encode(rand::random::<[u8; 32]>())),
         previous_forwarding_secret: None,
+        behind_load_balancer: false,
     };
     let bench_node = crate::local_node::start(
         &region,

@@ -863,6 +863,12 @@ impl Topology {
             );
             let mut config = RouterConfig::new(region.clone(), regions.clone(), cache, signer);
             config.internal_protocol = args.hop.protocol(args.hop_http1_connections);
+            // The load generator is one address: its bucket is looked up on every request
+            // (the cost is measured) but never runs dry.
+            config.client_rate = router::Rate {
+                per_second: f64::MAX,
+                burst: f64::MAX,
+            };
             Ok(router::layer(config).layer(regional_handler(handler.clone())))
         };
         let (home_node, entry_node) = (node(&home_id)?, node(&entry_id)?);

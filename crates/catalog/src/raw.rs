@@ -36,6 +36,10 @@ pub(crate) struct RawRegion {
 pub(crate) struct RawEndpoints {
     pub public: String,
     pub internal: String,
+    /// Whether the node's listener is reached only through a load balancer that appends
+    /// the client's address to `X-Forwarded-For`; off unless written.
+    #[serde(default)]
+    pub behind_load_balancer: bool,
 }
 
 #[derive(Debug, Deserialize)]

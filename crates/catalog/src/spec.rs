@@ -42,6 +42,14 @@ pub struct Endpoints {
     pub public: Url,
     /// What other regions' routers forward to; http or https.
     pub internal: Url,
+    /// `true` when the node's listener is reachable only through a load balancer that
+    /// appends the address it accepted the connection from to `X-Forwarded-For` (an AWS
+    /// ALB does). The router then takes a client's address from that header's last
+    /// entry, the one the load balancer wrote, for its per-client-address limit and the
+    /// signed forwarding header; otherwise it uses the TCP peer and ignores
+    /// `X-Forwarded-For`, which any client can write. Off by default: turning it on for a
+    /// listener that clients reach directly would let each of them pick its own address.
+    pub behind_load_balancer: bool,
 }
 
 /// The region's PostgreSQL primary and its streaming replicas (at least one).
@@ -216,7 +224,11 @@ pub(crate) fn validate(
         id,
         jurisdiction,
         display_name: raw.display_name,
-        endpoints: Endpoints { public, internal },
+        endpoints: Endpoints {
+            public,
+            internal,
+            behind_load_balancer: raw.endpoints.behind_load_balancer,
+        },
         database: DatabaseSpec { primary, replicas },
         storage: StorageSpec {
             data_bucket: storage.data_bucket,

@@ -125,6 +125,8 @@ impl DevPlatform {
                 directory: Arc::new(directory.clone()),
                 forwarding_secret: catalog::Secret::new(forwarding_secret),
                 previous_forwarding_secret: None,
+                // Clients call the loopback listeners directly.
+                behind_load_balancer: false,
             }),
         };
         let started = start_regions(

@@ -151,6 +151,7 @@ fn routing(
         directory: PgDirectory::new(directory),
         forwarding_secret,
         previous_forwarding_secret: None,
+        behind_load_balancer: spec.endpoints.behind_load_balancer,
     })
 }
 

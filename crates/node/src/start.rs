@@ -34,6 +34,9 @@ pub struct ApiSettings {
     pub max_file_bytes: u64,
     /// Requests per second each API key may make on average, and at once when idle.
     pub rate_limit: RateLimit,
+    /// What each client address may send to this node, checked by its router before
+    /// anything else (default [`router::Rate::CLIENT_DEFAULT`]).
+    pub client_rate: router::Rate,
     /// The protocol this node forwards to other regions' internal endpoints in. Production
     /// (`serve`, `dev`) always runs the default,
     /// [`InternalProtocol::Http1WithHttp2Overflow`] with
@@ -51,6 +54,7 @@ impl Default for ApiSettings {
         Self {
             max_file_bytes: service::ServiceSettings::default().max_file_size,
             rate_limit: RateLimit::default(),
+            client_rate: router::Rate::CLIENT_DEFAULT,
             internal_protocol: InternalProtocol::Http1WithHttp2Overflow {
                 http1_connections: hop::DEFAULT_HTTP1_CONNECTIONS,
             },
@@ -129,6 +133,9 @@ pub struct Routing {
     /// Accepted on forwarded requests besides `forwarding_secret` while every region moves
     /// to a new secret; never used to sign.
     pub previous_forwarding_secret: Option<catalog::Secret>,
+    /// The catalogue's `endpoints.behind_load_balancer` of this region: clients reach the
+    /// node only through a load balancer that appends their address to `X-Forwarded-For`.
+    pub behind_load_balancer: bool,
 }
 
 /// How long a node trusts its cached directory entry of a tenant. A relocation is
@@ -250,6 +257,8 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
             );
             config.metrics = router_metrics;
             config.internal_protocol = platform.api.internal_protocol;
+            config.client_rate = platform.api.client_rate;
+            config.behind_load_balancer = routing.behind_load_balancer;
             Some((config, cache))
         }
         None => None,

@@ -2,9 +2,10 @@
 //! client's head is held to the `CLIENT_` limits, every request gets a request id this node
 //! keeps, and forwarding headers stay only with a valid signature (the trusted entry region
 //! is set from them); `Via` tells a request that already passed through this region.
+//! Every request then takes a token from its client address's bucket.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -13,6 +14,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use model::RegionId;
 
+use crate::limits::{Client, load_balancer_client};
 use crate::router_core::RouterCore;
 use crate::signing::{ForwardError, Forwarded};
 use crate::target::region_value;
@@ -26,21 +28,13 @@ pub(crate) struct Admitted {
     /// The connection's peer, when the server handed it to the service rather than to
     /// the request (see [`RouterService::for_peer`]).
     pub(crate) peer: Option<SocketAddr>,
+    /// The client's address as this node determined it (see
+    /// [`RouterCore::limit_client`]): what a forwarded request is signed for. `None` on a
+    /// request forwarded to this node, and when the server gave no peer.
+    pub(crate) client: Option<IpAddr>,
 }
 
 impl Admitted {
-    /// The peer's address: the connection's, else the request's `ConnectInfo`.
-    pub(crate) fn peer_ip(&self) -> Option<IpAddr> {
-        self.peer
-            .or_else(|| {
-                self.parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|info| info.0)
-            })
-            .map(|peer| peer.ip())
-    }
-
     /// The request for the local app, with `ConnectInfo` for its handlers when the peer
     /// came with the connection.
     pub(crate) fn into_local(self, body: Body) -> Request<Body> {
@@ -106,6 +100,49 @@ impl RouterCore {
                 None
             }
         }
+    }
+}
+
+impl RouterCore {
+    /// Takes a token from the bucket of the request's client, and returns the client's
+    /// address for the signed forwarding header (`Ok(None)` on a forwarded request, or
+    /// without a peer); `Err(wait)` when the bucket is empty.
+    ///
+    /// The client is the address a trusted region signed, on a request it forwarded (so
+    /// that its clients are not all counted as one); otherwise the load balancer's
+    /// `X-Forwarded-For` entry when this node sits behind one; otherwise the TCP peer.
+    pub(crate) fn limit_client(
+        &self,
+        parts: &Parts,
+        forwarded: bool,
+        peer: Option<SocketAddr>,
+    ) -> Result<Option<IpAddr>, Duration> {
+        if forwarded {
+            let signed = parts
+                .extensions
+                .get::<Forwarded>()
+                .map(|forwarded| forwarded.client_address.as_str());
+            let client = match signed {
+                Some(text) => text.parse().map_or(Client::Named(text), Client::Ip),
+                None => Client::Unknown,
+            };
+            return self.client_limiter.check(client).map(|()| None);
+        }
+        let peer = peer
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|info| info.0)
+            })
+            .map(|peer| peer.ip());
+        let client = if self.behind_load_balancer {
+            load_balancer_client(&parts.headers).or(peer)
+        } else {
+            peer
+        };
+        let limited = client.map_or(Client::Unknown, Client::Ip);
+        self.client_limiter.check(limited).map(|()| client)
     }
 }
 

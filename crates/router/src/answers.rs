@@ -1,9 +1,11 @@
 //! The answers the router gives itself, without the local app or the home: `307`
-//! redirects, `431` for a client head over its limits, `400` for an unreadable body, the
+//! redirects, `429` for a client address over its rate, `431` for a client head over its
+//! limits, `400` for an unreadable body and `408` for one too slow, the
 //! `503`s of an unreachable home, an unknown region or a routing loop, and the routing
 //! headers (`X-Residency-Region`, `X-Residency-Via`) every routed answer carries.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use http::request::Parts;
@@ -11,7 +13,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 use model::{RegionId, TenantId};
 
 use crate::admission::{Admitted, HeadLimit};
+use crate::body::Unread;
 use crate::forwarding::{SendError, err_outcome};
+use crate::limits::retry_after_secs;
 use crate::metrics::Decision;
 use crate::names;
 use crate::problem;
@@ -71,13 +75,67 @@ impl RouterCore {
         )
     }
 
-    pub(crate) fn unreadable_body(&self, parts: &Parts) -> Response<Body> {
-        self.count(Decision::Unrouted, "bad_body");
-        problem::response(
-            StatusCode::BAD_REQUEST,
-            "unreadable-body",
-            "the request body could not be read",
+    /// `400` for a body that failed, `408` for one not sent within the read deadline.
+    pub(crate) fn unread_body(&self, parts: &Parts, unread: Unread) -> Response<Body> {
+        let id = parts.headers.get(names::REQUEST_ID);
+        match unread {
+            Unread::Failed => {
+                self.count(Decision::Unrouted, "bad_body");
+                problem::response(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable-body",
+                    "the request body could not be read",
+                    id,
+                )
+            }
+            Unread::TimedOut => {
+                self.count(Decision::Unrouted, "body_timeout");
+                let mut response = problem::response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "the request body was not received in time",
+                    id,
+                );
+                // The rest of the body may still be on its way: this connection is done.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+        }
+    }
+
+    /// `429` with `Retry-After` for a client address over its rate.
+    pub(crate) fn client_limited(&self, parts: &Parts, wait: Duration) -> Response<Body> {
+        self.count(Decision::Unrouted, "rate_limited");
+        if let Some(m) = &self.metrics {
+            m.limited("client_address");
+        }
+        let mut response = problem::response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "too many requests from this client address; retry after the Retry-After delay",
             parts.headers.get(names::REQUEST_ID),
+        );
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(wait)),
+        );
+        response
+    }
+
+    /// `503` with `Retry-After` for a tenant this node does not know while its budget of
+    /// directory lookups is spent: no lookup is made.
+    pub(crate) fn directory_busy(&self, req: &Admitted) -> Response<Body> {
+        self.count(Decision::Unrouted, "directory_busy");
+        if let Some(m) = &self.metrics {
+            m.limited("directory_misses");
+        }
+        self.unavailable(
+            req,
+            "directory-busy",
+            "too many lookups of tenants this node does not hold; try again shortly",
+            &self.local_header,
         )
     }
 

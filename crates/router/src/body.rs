@@ -54,6 +54,30 @@ impl Prepared {
     }
 }
 
+/// Why a body could not be prepared.
+#[derive(Debug)]
+pub(crate) enum Unread {
+    /// The client's body failed (a broken connection, a malformed chunk).
+    Failed,
+    /// The client did not send it within the deadline.
+    TimedOut,
+}
+
+/// [`prepare`] within `deadline`: the router holds a request's memory and connection
+/// while it reads, so a client that trickles its body (or stops) is answered instead of
+/// waited for.
+pub(crate) async fn prepare_within(
+    body: Body,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Prepared, Unread> {
+    match tokio::time::timeout(deadline, prepare(body, limit)).await {
+        Ok(Ok(prepared)) => Ok(prepared),
+        Ok(Err(_)) => Err(Unread::Failed),
+        Err(_) => Err(Unread::TimedOut),
+    }
+}
+
 /// Reads `body` into memory if it is at most `limit` bytes; otherwise returns a body that
 /// yields what was read and then the rest, without holding more than `limit` bytes.
 pub(crate) async fn prepare(mut body: Body, limit: usize) -> Result<Prepared, axum::Error> {
@@ -159,8 +183,12 @@ impl http_body::Body for Prefixed {
 mod tests {
     use super::*;
 
-    /// A body of `chunks` whose length is not declared (like a chunked upload).
-    struct Chunks(VecDeque<Bytes>);
+    /// A body of `chunks` whose length is not declared (like a chunked upload); one that
+    /// does not `end` stalls after them, as a client that stops sending.
+    struct Chunks {
+        chunks: VecDeque<Bytes>,
+        ends: bool,
+    }
 
     impl http_body::Body for Chunks {
         type Data = Bytes;
@@ -170,12 +198,26 @@ mod tests {
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+            match self.chunks.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None if self.ends => Poll::Ready(None),
+                None => Poll::Pending,
+            }
         }
     }
 
     fn chunked(chunks: Vec<&'static [u8]>) -> Body {
-        Body::new(Chunks(chunks.into_iter().map(Bytes::from_static).collect()))
+        Body::new(Chunks {
+            chunks: chunks.into_iter().map(Bytes::from_static).collect(),
+            ends: true,
+        })
+    }
+
+    fn stalled(chunks: Vec<&'static [u8]>) -> Body {
+        Body::new(Chunks {
+            chunks: chunks.into_iter().map(Bytes::from_static).collect(),
+            ends: false,
+        })
     }
 
     #[tokio::test]
@@ -201,6 +243,22 @@ mod tests {
         let bytes = body.collect().await.expect("collect").to_bytes();
         assert_eq!(&bytes[..], b"abcdef");
         assert!(prepared.take().is_none(), "a streamed body is sent once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_not_sent_within_the_deadline_times_out_at_the_deadline() {
+        let deadline = std::time::Duration::from_secs(10);
+        let started = tokio::time::Instant::now();
+        let read = prepare_within(stalled(vec![b"{\"name\":"]), 1024, deadline).await;
+        assert!(matches!(read, Err(Unread::TimedOut)), "{read:?}");
+        assert_eq!(started.elapsed(), deadline);
+
+        let whole = prepare_within(chunked(vec![b"ab", b"cd"]), 1024, deadline).await;
+        assert!(
+            matches!(whole, Ok(Prepared::Buffered(ref b)) if &b[..] == b"abcd"),
+            "{whole:?}"
+        );
+        assert_eq!(started.elapsed(), deadline, "a body at hand takes no time");
     }
 
     #[tokio::test]

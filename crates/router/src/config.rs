@@ -9,6 +9,7 @@ use http::Uri;
 use model::RegionId;
 
 use crate::cache::CachedDirectory;
+use crate::limits::Rate;
 use crate::metrics::RouterMetrics;
 use crate::signing::ForwardSigner;
 
@@ -84,6 +85,20 @@ pub struct RouterConfig {
     /// [`crate::DEFAULT_HTTP1_CONNECTIONS`] per region, HTTP/2 past them).
     pub internal_protocol: InternalProtocol,
     pub metrics: Option<RouterMetrics>,
+    /// What each client address may send to this node (default [`Rate::CLIENT_DEFAULT`]):
+    /// checked before anything else is done for the request, so a flood is refused
+    /// (`429`) in the region where it arrives. A request forwarded by another region is
+    /// counted against the client address that region signed, never against the region.
+    pub client_rate: Rate,
+    /// Whether this node is reached only through a load balancer that appends the client's
+    /// address to `X-Forwarded-For` (the catalogue's `endpoints.behind_load_balancer`;
+    /// default `false`). Only then is that header's last entry the client's address;
+    /// otherwise it is the TCP peer and the header is ignored.
+    pub behind_load_balancer: bool,
+    /// Longest wait for a request body the router reads before forwarding it (up to
+    /// 64 KiB, or 1 MiB of a `POST /v1/tenants`) (default 10 s); a slower body is
+    /// answered `408`.
+    pub body_read_timeout: Duration,
 }
 
 impl RouterConfig {
@@ -102,6 +117,9 @@ impl RouterConfig {
             connect_timeout: Duration::from_secs(2),
             internal_protocol: InternalProtocol::default(),
             metrics: None,
+            client_rate: Rate::CLIENT_DEFAULT,
+            behind_load_balancer: false,
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 use crate::admission::{Admitted, ensure_request_id, head_over_client_limit};
 use crate::body::{self, Prepared};
-use crate::directory::DirectoryEntry;
+use crate::directory::{DirectoryEntry, DirectoryError};
 use crate::layer::{Inner, InnerBody, Routed};
 use crate::metrics::{Decision, status_class};
 use crate::names;
@@ -60,10 +60,17 @@ impl RouterCore {
                 return Box::pin(std::future::ready(Ok(self.head_too_large(&parts, limit))));
             }
         }
+        let client = match self.limit_client(&parts, forwarded.is_some(), peer) {
+            Ok(client) => client,
+            Err(wait) => {
+                return Box::pin(std::future::ready(Ok(self.client_limited(&parts, wait))));
+            }
+        };
         let req = Admitted {
             parts,
             forwarded,
             peer,
+            client,
         };
         match classify(&req.parts.method, req.parts.uri.path()) {
             Route::Local => Box::pin(async move {
@@ -96,10 +103,11 @@ impl RouterCore {
             self.count(Decision::Local, status_class(response.status()));
             return Ok(response);
         }
-        let mut prepared = match body::prepare(body, CREATE_BUFFER).await {
-            Ok(prepared) => prepared,
-            Err(_) => return Ok(self.unreadable_body(&req.parts)),
-        };
+        let mut prepared =
+            match body::prepare_within(body, CREATE_BUFFER, self.body_read_timeout).await {
+                Ok(prepared) => prepared,
+                Err(unread) => return Ok(self.unread_body(&req.parts, unread)),
+            };
         let home = match &prepared {
             Prepared::Buffered(bytes) => requested_home(bytes),
             _ => None,
@@ -134,6 +142,10 @@ impl RouterCore {
                 // Another region's directory sent it here; the local node serves only
                 // tenants it holds (404 otherwise), so nothing is served from elsewhere.
                 return self.local_tenant(inner, req, body).await;
+            }
+            Err(DirectoryError::Busy) => {
+                // A flood of tenants nobody here knows: counted, not logged per request.
+                return Ok(self.directory_busy(&req));
             }
             Err(err) => {
                 tracing::warn!(tenant = %tenant, error = %err, "cannot route: tenant directory unavailable");
@@ -182,9 +194,15 @@ impl RouterCore {
             Transit::Proxy => {
                 let home = entry.home.clone();
                 Box::pin(async move {
-                    let prepared = match body::prepare(body, RETRY_BUFFER).await {
+                    let prepared = match body::prepare_within(
+                        body,
+                        RETRY_BUFFER,
+                        self.body_read_timeout,
+                    )
+                    .await
+                    {
                         Ok(prepared) => prepared,
-                        Err(_) => return Ok(self.unreadable_body(&req.parts)),
+                        Err(unread) => return Ok(self.unread_body(&req.parts, unread)),
                     };
                     self.forward(inner, req, prepared, Some(tenant), home).await
                 })

@@ -34,6 +34,10 @@ pub enum DirectoryError {
     Unavailable(#[source] DirectoryCause),
     #[error("tenant directory: {0}")]
     Other(#[source] DirectoryCause),
+    /// Not an answer of the backend: the [`crate::CachedDirectory`] did not ask it, its
+    /// budget of lookups for tenants it does not hold being spent for now.
+    #[error("tenant directory lookups over this node's budget")]
+    Busy,
 }
 
 /// Errors are equal when they are of one kind with one message: a cause has no equality
@@ -44,6 +48,7 @@ impl PartialEq for DirectoryError {
             (Self::Unavailable(a), Self::Unavailable(b)) | (Self::Other(a), Self::Other(b)) => {
                 a.to_string() == b.to_string()
             }
+            (Self::Busy, Self::Busy) => true,
             _ => false,
         }
     }

@@ -77,7 +77,7 @@ impl RouterCore {
             return Ok(self.routing_loop(&req, tenant, &home).await);
         }
         let client = req
-            .peer_ip()
+            .client
             .map_or_else(ClientAddress::unknown, ClientAddress::ip);
         let forwarded = Vouching {
             entry_region: &self.local,

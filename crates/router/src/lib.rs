@@ -19,6 +19,7 @@ pub mod delay_proxy;
 mod directory;
 mod forwarding;
 mod layer;
+mod limits;
 mod metrics;
 mod problem;
 mod router_core;
@@ -28,13 +29,14 @@ mod target;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use cache::CachedDirectory;
+pub use cache::{CachedDirectory, DirectoryLimits};
 pub use config::{ConfigError, RegionEndpoints, RouterConfig, regions_from_catalog};
 pub use delay_proxy::{DelayProxy, DelayProxyHandle};
 pub use directory::{
     Directory, DirectoryEntry, DirectoryError, DirectoryLocation, MemoryDirectory,
 };
 pub use layer::{RouterLayer, RouterService, layer};
+pub use limits::Rate;
 pub use metrics::{Decision, RouterMetrics};
 pub use signing::{
     DEFAULT_MAX_SKEW, ForwardError, ForwardSigner, Forwarded, ForwardingKey, KeyError, MIN_KEY_LEN,

@@ -56,6 +56,11 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
 fn forward_histogram() -> Histogram {
     // 100 µs … ~6.5 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -69,6 +74,8 @@ pub struct RouterMetrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     retries: Family<ReasonLabels, Counter>,
     refused_signatures: Family<ReasonLabels, Counter>,
+    limited: Family<LimitLabels, Counter>,
+    directory_queries: Family<ReasonLabels, Counter>,
 }
 
 impl RouterMetrics {
@@ -108,12 +115,26 @@ impl RouterMetrics {
             "Requests whose forwarding headers were stripped as untrusted, by reason",
             refused_signatures.clone(),
         );
+        let limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "router_limited",
+            "Requests the router refused at a limit before routing them, by limit (client_address: 429; directory_misses: 503)",
+            limited.clone(),
+        );
+        let directory_queries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "router_directory_queries",
+            "Lookups sent to the tenant directory backend, by reason (miss: a tenant the cache does not hold; refresh: re-read after a 421 or a failure)",
+            directory_queries.clone(),
+        );
         Self {
             requests,
             forward_duration,
             upstream_errors,
             retries,
             refused_signatures,
+            limited,
+            directory_queries,
         }
     }
 
@@ -151,6 +172,16 @@ impl RouterMetrics {
 
     pub(crate) fn refused_signature(&self, reason: &'static str) {
         self.refused_signatures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub(crate) fn limited(&self, limit: &'static str) {
+        self.limited.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    pub(crate) fn directory_query(&self, reason: &'static str) {
+        self.directory_queries
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

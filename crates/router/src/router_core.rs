@@ -11,6 +11,7 @@ use model::{RegionId, TenantId};
 use crate::admission::via_member;
 use crate::cache::CachedDirectory;
 use crate::config::RouterConfig;
+use crate::limits::ClientLimiter;
 use crate::metrics::{Decision, RouterMetrics};
 use crate::signing::ForwardSigner;
 use crate::target::{Target, region_value};
@@ -31,6 +32,9 @@ pub(crate) struct RouterCore {
     /// [`FAILURE_REFRESH_INTERVAL`]: at most one directory read per tenant in that time,
     /// however many of its requests fail while a home region is down.
     pub(crate) refreshed_after_failure: moka::future::Cache<TenantId, ()>,
+    pub(crate) client_limiter: ClientLimiter,
+    pub(crate) behind_load_balancer: bool,
+    pub(crate) body_read_timeout: Duration,
 }
 
 /// How often a tenant's directory entry may be re-read because its home failed a request.
@@ -66,6 +70,9 @@ impl RouterCore {
                 (region.clone(), target)
             })
             .collect();
+        if let Some(metrics) = &config.metrics {
+            config.directory.report_to(metrics.clone());
+        }
         Self {
             local_header: region_value(&config.local),
             via: via_member(&config.local),
@@ -79,6 +86,9 @@ impl RouterCore {
                 .max_capacity(10_000)
                 .time_to_live(FAILURE_REFRESH_INTERVAL)
                 .build(),
+            client_limiter: ClientLimiter::new(config.client_rate),
+            behind_load_balancer: config.behind_load_balancer,
+            body_read_timeout: config.body_read_timeout,
         }
     }
 

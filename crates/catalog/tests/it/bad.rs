@@ -371,3 +371,22 @@ fn missing_directory_is_an_io_error() {
     assert_eq!(err.file(), Some(missing.as_path()));
     assert_eq!(err.to_string(), format!("read {}", missing.display()));
 }
+
+#[test]
+fn behind_load_balancer_must_be_a_boolean() {
+    let dir = good_copy();
+    edit(
+        dir.path(),
+        "us-east-1.toml",
+        "behind_load_balancer = true",
+        "behind_load_balancer = \"yes\"",
+    );
+    let err = load_err(dir.path());
+    assert!(matches!(err, CatalogError::Parse { .. }), "{err:?}");
+    assert_names(
+        &err,
+        dir.path(),
+        "us-east-1.toml",
+        "endpoints.behind_load_balancer",
+    );
+}

@@ -91,3 +91,27 @@ fn other_files_are_ignored() {
     assert_eq!(catalog.len(), 4);
     assert_eq!(catalog.dir(), dir.path());
 }
+
+/// The repository's regions sit behind their ALB (tasks accept its traffic only), so
+/// their routers read the client's address from `X-Forwarded-For`; a region file that
+/// does not say so keeps the default, the TCP peer.
+#[test]
+fn whether_a_region_sits_behind_a_load_balancer_is_read_and_off_by_default() {
+    let catalog = Catalog::load_dir(&regions_dir()).expect("regions/ is valid");
+    for spec in catalog.regions() {
+        assert!(spec.endpoints.behind_load_balancer, "{}", spec.id);
+    }
+
+    let dir = good_copy();
+    crate::edit(
+        dir.path(),
+        "eu-west-1.toml",
+        "behind_load_balancer = true\n",
+        "",
+    );
+    let catalog = Catalog::load_dir(dir.path()).expect("the key is optional");
+    let eu = catalog.region(&region("eu-west-1")).expect("eu-west-1");
+    assert!(!eu.endpoints.behind_load_balancer, "off unless written");
+    let us = catalog.region(&region("us-east-1")).expect("us-east-1");
+    assert!(us.endpoints.behind_load_balancer, "other files unchanged");
+}

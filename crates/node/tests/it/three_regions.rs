@@ -85,6 +85,11 @@ impl ThreeRegions {
                     per_second: 10_000.0,
                     burst: 10_000.0,
                 },
+                // Every test client is one loopback address.
+                client_rate: router::Rate {
+                    per_second: 100_000.0,
+                    burst: 100_000.0,
+                },
                 // Few, so that requests at once between the regions also take HTTP/2.
                 internal_protocol: node::InternalProtocol::Http1WithHttp2Overflow {
                     http1_connections: 2,
@@ -96,6 +101,7 @@ impl ThreeRegions {
                 directory,
                 forwarding_secret: catalog::Secret::new(SECRET.into()),
                 previous_forwarding_secret: None,
+                behind_load_balancer: false,
             }),
         };
         let mut regions = Vec::new();

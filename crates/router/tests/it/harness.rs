@@ -30,8 +30,8 @@ use hyper_util::rt::TokioExecutor;
 use model::{RegionId, TenantId, Transit};
 use prometheus_client::registry::Registry;
 use router::{
-    CachedDirectory, Directory, DirectoryEntry, ForwardSigner, ForwardingKey, MemoryDirectory,
-    RegionEndpoints, RouterConfig, RouterMetrics,
+    CachedDirectory, Directory, DirectoryEntry, DirectoryLimits, ForwardSigner, ForwardingKey,
+    MemoryDirectory, Rate, RegionEndpoints, RouterConfig, RouterMetrics,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -98,6 +98,13 @@ pub struct Options {
     pub peer_by: PeerBy,
     /// The protocol entries ask homes for.
     pub internal_protocol: InternalProtocol,
+    /// What each client address may send to each node.
+    pub client_rate: Rate,
+    /// Whether every node reads its client's address from `X-Forwarded-For`.
+    pub behind_load_balancer: bool,
+    /// How each node's directory cache treats unknown tenants.
+    pub directory_limits: DirectoryLimits,
+    pub body_read_timeout: Duration,
 }
 
 impl Options {
@@ -132,6 +139,10 @@ impl Default for Options {
             other_keys: HashMap::new(),
             peer_by: PeerBy::Connection,
             internal_protocol: InternalProtocol::default(),
+            client_rate: Rate::CLIENT_DEFAULT,
+            behind_load_balancer: false,
+            directory_limits: DirectoryLimits::default(),
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -198,7 +209,12 @@ impl Cluster {
                 hits: AtomicU64::new(0),
                 flow: Arc::clone(&flow),
             });
-            let cache = CachedDirectory::new(directory.clone(), options.ttl, 10_000);
+            let cache = CachedDirectory::with_limits(
+                directory.clone(),
+                options.ttl,
+                10_000,
+                options.directory_limits,
+            );
             let mut registry = Registry::default();
             let mut config = RouterConfig::new(
                 region(id),
@@ -213,6 +229,9 @@ impl Cluster {
             config.connect_timeout = Duration::from_millis(500);
             config.internal_protocol = options.internal_protocol;
             config.metrics = Some(RouterMetrics::new(&mut registry));
+            config.client_rate = options.client_rate;
+            config.behind_load_balancer = options.behind_load_balancer;
+            config.body_read_timeout = options.body_read_timeout;
             let service = router::layer(config).layer(regional_app(Arc::clone(&app)));
             let peer_by = options.peer_by;
             tasks.push(tokio::spawn(async move {

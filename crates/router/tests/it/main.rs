@@ -4,4 +4,5 @@
 mod delay;
 mod forwarding;
 mod harness;
+mod limits;
 mod signing;
