@@ -34,8 +34,8 @@ impl Rate {
     /// by default. A node coming up cold warms at this pace (tenants already seen are
     /// served from the cache, or from its stale copy while the budget is spent).
     pub const DIRECTORY_MISSES_DEFAULT: Rate = Rate {
-        per_second: 500.0,
-        burst: 1000.0,
+        per_second: 100.0,
+        burst: 200.0,
     };
 }
 
