@@ -101,9 +101,7 @@ impl RouterCore {
             }
         }
     }
-}
 
-impl RouterCore {
     /// Takes a token from the bucket of the request's client, and returns the client's
     /// address for the signed forwarding header (`Ok(None)` on a forwarded request, or
     /// without a peer); `Err(wait)` when the bucket is empty.

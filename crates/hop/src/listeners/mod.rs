@@ -214,6 +214,7 @@ async fn serve_connection<S: NodeService>(
             let connection = hyper::server::conn::http1::Builder::new()
                 .max_headers(config.head.max_headers)
                 .max_buf_size(config.head.max_head_bytes)
+                .header_read_timeout(None)
                 .serve_connection(io, service);
             Draining::new(connection, drain, watchdog, metrics).await
         }
