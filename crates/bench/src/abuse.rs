@@ -385,26 +385,22 @@ impl Bench {
         let after_quiet = servers.transactions().await?;
         let denials_before = servers.denials(&bench.tenant).await?;
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let flooding = tokio::spawn(Arc::clone(&bench).flood_until(Arc::clone(&stop)));
-        let flooded = Arc::clone(&bench).read_for(phase).await;
-        stop.store(true, Ordering::SeqCst);
-        let flood = flooding.await.context("join the flood")?;
-        let after_flood = servers.transactions().await?;
+        // The flood alone: what it costs the databases, beyond the background.
+        let flood_alone = Arc::clone(&bench).flood_for(phase, None).await?;
+        let after_flood_alone = servers.transactions().await?;
+        // The flood during legitimate reads: what it costs them.
+        let reading = Arc::clone(&bench);
+        let (flood, flooded) = Arc::clone(&bench)
+            .flood_for(phase, Some(Box::pin(reading.read_for(phase))))
+            .await?;
         let denials_after = servers.denials(&bench.tenant).await?;
 
-        // Transactions the node runs on its own (health probes, audit writer), per second;
-        // then what each legitimate read costs; what is left during the flood is the
-        // flood's.
         let seconds = |d: Duration| d.as_secs_f64().max(f64::EPSILON);
         let background_per_sec = (after_idle - before_idle) as f64 / seconds(phase);
-        let per_read = ((after_quiet - after_idle) as f64
-            - background_per_sec * seconds(quiet.elapsed))
-            / (quiet.ok.max(1)) as f64;
-        let junk_transactions = (after_flood - after_quiet) as f64
-            - background_per_sec * seconds(flooded.elapsed)
-            - per_read * flooded.ok as f64;
-        let per_junk = junk_transactions / (flood.sent.max(1)) as f64;
+        let junk_transactions = (after_flood_alone - after_quiet) as f64
+            - background_per_sec * seconds(flood_alone.0.elapsed);
+        let per_junk = junk_transactions / (flood_alone.0.sent.max(1)) as f64;
+        let flooded = flooded.unwrap_or_default();
 
         let throughput_ratio = flooded.per_sec() / quiet.per_sec().max(f64::EPSILON);
         let p99_ratio = flooded.p(0.99) / quiet.p(0.99).max(f64::EPSILON);
@@ -431,10 +427,13 @@ impl Bench {
                 "statuses": flood.statuses,
                 "kinds": "random well-formed API keys on the tenant's record, random tenant ids, 4 KiB path segments, in turn",
             },
+            "flood_alone": {
+                "sent": flood_alone.0.sent,
+                "statuses": flood_alone.0.statuses,
+            },
             "database": {
                 "background_transactions_per_sec": background_per_sec,
-                "transactions_per_legitimate_read": per_read,
-                "flood_transactions": junk_transactions,
+                "flood_alone_transactions": junk_transactions,
                 "transactions_per_junk_request": per_junk,
                 "target": QUERIES_PER_JUNK_TARGET,
             },
@@ -511,6 +510,39 @@ impl Bench {
             bail!("read: {status}: {}", String::from_utf8_lossy(&bytes));
         }
         Ok(())
+    }
+
+    /// Floods for `duration` from a thread and event loop of its own, as another client
+    /// machine would (the legitimate readers' loop never waits behind it), while
+    /// `alongside` (legitimate reads) runs here; both results.
+    async fn flood_for(
+        self: Arc<Self>,
+        duration: Duration,
+        alongside: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Reads> + Send>>>,
+    ) -> anyhow::Result<(Flood, Option<Reads>)> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flooding = {
+            let stop = Arc::clone(&stop);
+            tokio::task::spawn_blocking(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|runtime| runtime.block_on(self.flood_until(stop)))
+            })
+        };
+        let reads = match alongside {
+            Some(reads) => Some(reads.await),
+            None => {
+                tokio::time::sleep(duration).await;
+                None
+            }
+        };
+        stop.store(true, Ordering::SeqCst);
+        let flood = flooding
+            .await
+            .context("join the flood")?
+            .context("start the flood's event loop")?;
+        Ok((flood, reads))
     }
 
     /// Sends junk at `--flood-rate` until `stop`, a millisecond's share at a time.

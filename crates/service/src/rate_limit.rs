@@ -167,7 +167,9 @@ mod tests {
             (100..=102).contains(&allowed),
             "a key's limit of 2,000 does not make the strangers' bucket as large: {allowed}"
         );
-        let keyed = (0..1_000).filter(|_| limiter.check(key("a")).is_ok()).count();
+        let keyed = (0..1_000)
+            .filter(|_| limiter.check(key("a")).is_ok())
+            .count();
         assert_eq!(keyed, 1_000, "a verified key keeps its own limit");
     }
 }
