@@ -60,8 +60,9 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         health::metrics,
     ),
     components(
-        // The problem+json body: `ToResponse` does not register the schemas it refers to.
-        schemas(wire::Problem),
+        // The bodies of reusable responses: `ToResponse` does not register the schemas it
+        // refers to.
+        schemas(wire::Problem, wire::api::RecordView, wire::api::RecordPage),
         responses(
             problems::BadRequest,
             problems::Unauthorized,
@@ -76,6 +77,10 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
             problems::RateLimited,
             problems::Internal,
             problems::Unavailable,
+            successes::RecordWritten,
+            successes::RecordRead,
+            successes::RecordsFound,
+            successes::Deleted,
         ),
     ),
     modifiers(&Layers),
@@ -109,6 +114,50 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
 )]
 pub(crate) async fn openapi_json() -> Response {
     Json(&*DOCUMENT).into_response()
+}
+
+/// The success answers several operations share, one reusable response each, with the
+/// headers they carry (the routing headers and `X-Request-Id` are added by [`Layers`]).
+/// Only their types are used: they describe responses, nothing builds them.
+#[expect(
+    dead_code,
+    reason = "utoipa reads the type of the field; no value of these types is ever built"
+)]
+pub(crate) mod successes {
+    use utoipa::ToResponse;
+    use wire::api as body;
+
+    /// The record as written (version 1 when created); `ETag` is its version, and the
+    /// consistency token reads this write back from any node.
+    #[derive(ToResponse)]
+    #[response(headers(
+        ("ETag" = String, description = "`\"<version>\"` of the record."),
+        ("X-Consistency-Token" = String, description = "Read-your-writes token."),
+    ))]
+    pub(crate) struct RecordWritten(body::RecordView);
+
+    /// The record; `ETag` is its version.
+    #[derive(ToResponse)]
+    #[response(headers(
+        ("ETag" = String, description = "`\"<version>\"` of the record."),
+        ("X-Served-By" = String, description = "`primary` or `replica`."),
+    ))]
+    pub(crate) struct RecordRead(body::RecordView);
+
+    /// A page of matching records.
+    #[derive(ToResponse)]
+    #[response(headers(
+        ("X-Served-By" = String, description = "`primary` or `replica`."),
+    ))]
+    pub(crate) struct RecordsFound(body::RecordPage);
+
+    /// Deleted (a record with its files, or one file); the consistency token reads the
+    /// deletion back from any node.
+    #[derive(ToResponse)]
+    #[response(headers(
+        ("X-Consistency-Token" = String, description = "Read-your-writes token."),
+    ))]
+    pub(crate) struct Deleted;
 }
 
 /// The problem+json answers handlers share, one reusable response each (RFC 9457 bodies,

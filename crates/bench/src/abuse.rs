@@ -1,11 +1,12 @@
 //! `residency-bench abuse`: what a flood of unauthenticated junk costs the tenants of a
-//! region. Legitimate reads (throughput, p99) are measured alone, then during a flood of
-//! junk from another client address — well-formed random API keys, random tenant ids and
-//! 4 KiB path segments — in the same run, on a local region and a node with the region
-//! router and the PostgreSQL tenant directory in front, as in production. Database work
-//! is counted by the servers themselves (transactions in `pg_stat_database` on the primary
-//! and the replica), so a junk request that reaches the database shows whatever path it
-//! took; the tenant's audit chain is read before and after for the denials it gained.
+//! region. On a local region and a node with the region router and the PostgreSQL tenant
+//! directory in front, as in production, in one run: an idle phase (the node's own
+//! background), legitimate reads alone (throughput, p99), the flood alone from another
+//! client address — well-formed random API keys, random tenant ids and 4 KiB path
+//! segments — and the legitimate reads during the flood. Database work is counted by the
+//! servers themselves (transactions in `pg_stat_database` on the primary and the
+//! replica), so a junk request that reaches a database shows whatever path it took; the
+//! tenant's audit chain is read before and after for the denials it gained.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};

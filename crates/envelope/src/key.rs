@@ -139,6 +139,15 @@ impl fmt::Debug for DataKey {
     }
 }
 
+/// HKDF output length of [`DataKey::derive_from_index_key`].
+struct ThirtyTwoBytes;
+
+impl hkdf::KeyType for ThirtyTwoBytes {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,14 +165,5 @@ mod tests {
             material,
         );
         assert!(!format!("{key:?}").contains("7, 7"), "{key:?}");
-    }
-}
-
-/// HKDF output length of [`DataKey::derive_from_index_key`].
-struct ThirtyTwoBytes;
-
-impl hkdf::KeyType for ThirtyTwoBytes {
-    fn len(&self) -> usize {
-        32
     }
 }

@@ -25,25 +25,6 @@ impl Default for RateLimit {
     }
 }
 
-/// The most the shared bucket of tokens that do not verify may allow, whatever a key may:
-/// each of those requests can cost a database lookup of an uncached key id, so strangers
-/// can cause at most this many per second on a node (a real key pays it once, then is
-/// cached and verified from memory).
-pub const UNVERIFIED_CEILING: RateLimit = RateLimit {
-    per_second: 50.0,
-    burst: 100.0,
-};
-
-impl RateLimit {
-    /// This limit, lowered to `ceiling` where it is higher.
-    pub fn at_most(self, ceiling: RateLimit) -> RateLimit {
-        RateLimit {
-            per_second: self.per_second.min(ceiling.per_second),
-            burst: self.burst.min(ceiling.burst),
-        }
-    }
-}
-
 /// Whose bucket a request draws from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Bucket {
@@ -83,10 +64,7 @@ impl RateLimiter {
 
     /// Takes one token from `bucket`; `Err(wait)` when it is empty.
     pub fn check(&self, bucket: Bucket) -> Result<(), Duration> {
-        let limit = match bucket {
-            Bucket::Unverified => self.limit.at_most(UNVERIFIED_CEILING),
-            Bucket::Operator | Bucket::ApiKey { .. } => self.limit,
-        };
+        let limit = self.limit;
         let tokens = self.buckets.get_with(bucket, || {
             Arc::new(Mutex::new(Tokens {
                 tokens: limit.burst,
@@ -154,22 +132,5 @@ mod tests {
             limiter.check(key("a")).is_ok(),
             "verified keys are not drained"
         );
-    }
-
-    #[test]
-    fn the_shared_bucket_never_allows_more_than_its_ceiling() {
-        let limiter = RateLimiter::new(RateLimit::default());
-        let allowed = (0..1_000)
-            .filter(|_| limiter.check(Bucket::Unverified).is_ok())
-            .count();
-        // The burst, and at most a token or two refilled while the loop ran.
-        assert!(
-            (100..=102).contains(&allowed),
-            "a key's limit of 2,000 does not make the strangers' bucket as large: {allowed}"
-        );
-        let keyed = (0..1_000)
-            .filter(|_| limiter.check(key("a")).is_ok())
-            .count();
-        assert_eq!(keyed, 1_000, "a verified key keeps its own limit");
     }
 }

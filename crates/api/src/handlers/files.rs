@@ -18,6 +18,7 @@ use super::{ApiResult, FilePath, with_served_by, with_written};
 use crate::extract::{Ctx, UPLOAD_IDLE_DEADLINE, within_idle_deadline};
 use crate::openapi::header_params as h;
 use crate::openapi::problems as p;
+use crate::openapi::successes as s;
 
 #[utoipa::path(
     put,
@@ -142,13 +143,7 @@ pub(crate) async fn get_file(
     security(("bearer" = [])),
     params(FilePath),
     responses(
-        (
-            status = 204,
-            description = "The file is deleted.",
-            headers(
-                ("X-Consistency-Token" = String, description = "Read-your-writes token."),
-            )
-        ),
+        (status = 204, response = s::Deleted),
     ),
 )]
 pub(crate) async fn delete_file(ctx: Ctx, Path(path): Path<FilePath>) -> ApiResult {

@@ -19,6 +19,7 @@ use super::{
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::header_params as h;
 use crate::openapi::problems as p;
+use crate::openapi::successes as s;
 
 fn record_view(record: Record, with_updated: bool) -> body::RecordView {
     body::RecordView {
@@ -57,15 +58,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ServiceError> {
     params(CollectionPath),
     request_body = body::RecordBody,
     responses(
-        (
-            status = 201,
-            description = "The record, at version 1.",
-            body = body::RecordView,
-            headers(
-                ("ETag" = String, description = "`\"<version>\"` of the record."),
-                ("X-Consistency-Token" = String, description = "Read-your-writes token."),
-            )
-        ),
+        (status = 201, response = s::RecordWritten),
         (status = 409, response = p::Conflict),
     ),
 )]
@@ -95,15 +88,7 @@ pub(crate) async fn create_record(
     security(("bearer" = [])),
     params(RecordPath, h::ConsistencyToken),
     responses(
-        (
-            status = 200,
-            description = "The record.",
-            body = body::RecordView,
-            headers(
-                ("ETag" = String, description = "`\"<version>\"` of the record."),
-                ("X-Served-By" = String, description = "`primary` or `replica`."),
-            )
-        ),
+        (status = 200, response = s::RecordRead),
     ),
 )]
 pub(crate) async fn get_record(
@@ -133,15 +118,7 @@ pub(crate) async fn get_record(
     params(RecordPath, h::IfMatch),
     request_body = body::RecordBody,
     responses(
-        (
-            status = 200,
-            description = "The record at its new version.",
-            body = body::RecordView,
-            headers(
-                ("ETag" = String, description = "`\"<version>\"` of the record."),
-                ("X-Consistency-Token" = String, description = "Read-your-writes token."),
-            )
-        ),
+        (status = 200, response = s::RecordWritten),
     ),
 )]
 pub(crate) async fn update_record(
@@ -178,13 +155,7 @@ pub(crate) async fn update_record(
     security(("bearer" = [])),
     params(RecordPath, h::IfMatch),
     responses(
-        (
-            status = 204,
-            description = "The record and its files are deleted.",
-            headers(
-                ("X-Consistency-Token" = String, description = "Read-your-writes token."),
-            )
-        ),
+        (status = 204, response = s::Deleted),
     ),
 )]
 pub(crate) async fn delete_record(
@@ -255,14 +226,7 @@ fn search_query(query: Option<String>) -> Result<(Option<Filter>, Paging), Servi
         h::ConsistencyToken,
     ),
     responses(
-        (
-            status = 200,
-            description = "A page of matching records.",
-            body = body::RecordPage,
-            headers(
-                ("X-Served-By" = String, description = "`primary` or `replica`."),
-            )
-        ),
+        (status = 200, response = s::RecordsFound),
         (status = 422, response = p::Unprocessable),
     ),
 )]
