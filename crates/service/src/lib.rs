@@ -12,6 +12,7 @@ pub mod audit;
 pub mod audit_checkpoints;
 pub mod audit_keys;
 mod audit_queue;
+mod authentication;
 mod collections;
 pub mod compliance;
 pub mod denials;

@@ -1,6 +1,7 @@
 //! The regional tenant service: `RegionService`, tenants, and the checks every
 //! tenant-scoped call goes through (who is calling, may they, is the tenant homed here),
-//! with denied attempts recorded in the audit log. API keys (`api_keys.rs`), collections
+//! with denied attempts recorded in the audit log (`authentication.rs`). API keys
+//! (`api_keys.rs`), collections
 //! (`collections.rs`), records and files (`records.rs`, `files.rs`) build on it.
 //!
 //! Every write runs through the audited unit of work (`unit_of_work.rs`): a tenant-scoped
@@ -11,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use audit::{Action, Actor, ActorKind, NewEvent, Outcome};
+use audit::{Action, Actor, ActorKind, Outcome};
 use envelope::objects::ObjectStore;
 use model::{
     Access, CollectionName, CollectionSchema, Lsn, NewTenant, RegionId, ResidencyPolicy, Role,
@@ -19,9 +20,9 @@ use model::{
 };
 use store::{ReadConsistency, RegionDatabase, StoreError, TokenRefused};
 
-use crate::access::{self, IssuedKey, OperatorToken, PresentedKey, Principal};
-use crate::denials::{DENIAL_WINDOW, Denial, DenialWindows, DueWindow, MAX_OPEN_WINDOWS};
-use crate::rate_limit::{Bucket, RateLimit, RateLimiter};
+use crate::access::{self, IssuedKey, OperatorToken};
+use crate::denials::{DENIAL_WINDOW, DenialWindows, MAX_OPEN_WINDOWS};
+use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::unit_of_work::EventTiming;
 use crate::{AuditLog, Keyring, ServiceError};
 
@@ -102,7 +103,7 @@ pub struct Tenant {
 /// Proof that the caller presented the operator token: what tenant management takes, so
 /// that a request is authorized before anything of its body is looked at.
 #[derive(Debug)]
-pub struct OperatorGrant(());
+pub struct OperatorGrant(pub(crate) ());
 
 /// A created tenant and its first admin key (shown once).
 #[derive(Debug)]
@@ -149,8 +150,8 @@ pub(crate) struct Inner {
     pub(crate) regions: Vec<RegionId>,
     pub(crate) operator: OperatorToken,
     pub(crate) settings: ServiceSettings,
-    registry: Option<Arc<dyn TenantRegistry>>,
-    tenants: moka::future::Cache<TenantId, Option<Arc<Tenant>>>,
+    pub(crate) registry: Option<Arc<dyn TenantRegistry>>,
+    pub(crate) tenants: moka::future::Cache<TenantId, Option<Arc<Tenant>>>,
     /// Keys read from the database, by (tenant, key id): a token with a wrong secret
     /// never changes an entry, so it cannot lock the key out.
     pub(crate) keys: moka::future::Cache<KeyRef, Arc<store::api_keys::ApiKeyRow>>,
@@ -160,16 +161,16 @@ pub(crate) struct Inner {
     /// `keys` expired does not draw from the bucket of unverified tokens, so a flood of
     /// junk cannot keep a real key from being read again.
     pub(crate) verified_keys: moka::sync::Cache<KeyRef, ()>,
-    rate_limiter: RateLimiter,
-    denials: DenialWindows,
+    pub(crate) rate_limiter: RateLimiter,
+    pub(crate) denials: DenialWindows,
     /// Starts the task that records due windows of denials, with the first denial.
-    denial_recorder: std::sync::Once,
+    pub(crate) denial_recorder: std::sync::Once,
     pub(crate) collections: moka::future::Cache<(TenantId, String), Option<Collection>>,
 }
 
 /// How long a node trusts its copy of a tenant or a collection schema. Changes made on
 /// this node are seen at once (the entry is invalidated); other nodes see them within this.
-const METADATA_TTL: Duration = Duration::from_secs(5);
+pub(crate) const METADATA_TTL: Duration = Duration::from_secs(5);
 
 /// An API key as a token names it: its tenant and its id.
 pub(crate) type KeyRef = (TenantId, String);
@@ -185,46 +186,10 @@ const UNKNOWN_KEY_CAPACITY: u64 = 10_000;
 const VERIFIED_KEY_MEMORY: Duration = Duration::from_secs(600);
 
 /// Tenants the recorder of denials looks up at most per pass (one pass every 5 s).
-const TENANT_LOOKUPS_PER_PASS: usize = 64;
+pub(crate) const TENANT_LOOKUPS_PER_PASS: usize = 64;
 
 /// The `request_id` of an event that stands for many requests.
 pub const AGGREGATE_REQUEST_ID: &str = "aggregated";
-
-/// Why a token did not make a caller.
-#[derive(Debug)]
-enum Refusal {
-    /// The token did not verify (401); with a wait when the bucket shared by such tokens
-    /// is empty (429).
-    Unverified {
-        reason: Denial,
-        retry_after: Option<Duration>,
-    },
-    /// A verified caller over its own bucket (429).
-    OverLimit(Duration),
-    Failed(ServiceError),
-}
-
-impl From<ServiceError> for Refusal {
-    fn from(err: ServiceError) -> Self {
-        Self::Failed(err)
-    }
-}
-
-impl Refusal {
-    fn into_error(self) -> ServiceError {
-        match self {
-            Refusal::Unverified {
-                retry_after: Some(retry_after),
-                ..
-            }
-            | Refusal::OverLimit(retry_after) => ServiceError::RateLimited { retry_after },
-            Refusal::Unverified {
-                retry_after: None, ..
-            } => ServiceError::Unauthenticated,
-            Refusal::Failed(err) => err,
-        }
-    }
-}
 
 impl RegionService {
     /// # Panics
@@ -281,433 +246,6 @@ impl RegionService {
 
     pub fn audit(&self) -> &AuditLog {
         &self.inner.audit
-    }
-
-    // ---- authentication and authorization -------------------------------------------
-
-    /// Who `bearer` (the `Authorization: Bearer` token, canonicalized by
-    /// [`access::bearer_token`]) is. A key is checked against its own tenant's rows; a key
-    /// of a tenant not homed here is unknown here. Draws from the caller's bucket.
-    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, ServiceError> {
-        self.identify(bearer).await.map_err(Refusal::into_error)
-    }
-
-    /// [`RegionService::authenticate`], saying why a token did not verify. What a token
-    /// that does not verify may cost is a hash, cache lookups and, for a key id in no
-    /// cache, one database query drawn from the bucket that all such tokens share
-    /// (checked before the query).
-    async fn identify(&self, bearer: Option<&str>) -> Result<Principal, Refusal> {
-        // Without a token there is nothing to look up or hash: no bucket either.
-        let Some(bearer) = bearer else {
-            return Err(Refusal::Unverified {
-                reason: Denial::NoToken,
-                retry_after: None,
-            });
-        };
-        if let Some(presented) = PresentedKey::parse(bearer) {
-            let key: KeyRef = (presented.tenant, presented.key_id.clone());
-            let mut drawn = false;
-            let row = match self.inner.keys.get(&key).await {
-                Some(row) => row,
-                None if self.inner.unknown_keys.contains_key(&key) => {
-                    return Err(self.unverified(Denial::UnknownKey, drawn));
-                }
-                None => {
-                    if !self.inner.verified_keys.contains_key(&key) {
-                        drawn = true;
-                        if let Err(wait) = self.inner.rate_limiter.check(Bucket::Unverified) {
-                            return Err(Refusal::Unverified {
-                                reason: Denial::Throttled,
-                                retry_after: Some(wait),
-                            });
-                        }
-                    }
-                    match self.load_api_key(&key).await? {
-                        Some(row) => row,
-                        None => return Err(self.unverified(Denial::UnknownKey, drawn)),
-                    }
-                }
-            };
-            if !presented.matches(&row.secret_hash) {
-                return Err(self.unverified(Denial::WrongSecret, drawn));
-            }
-            if row.revoked_at.is_some() {
-                return Err(self.unverified(Denial::RevokedKey, drawn));
-            }
-            let role = Role::parse(&row.role).map_err(|_| {
-                ServiceError::internal(format!("key {} has a bad role", row.key_id))
-            })?;
-            self.inner.verified_keys.insert(key.clone(), ());
-            let (tenant, key_id) = key;
-            self.inner
-                .rate_limiter
-                .check(Bucket::ApiKey {
-                    tenant,
-                    key_id: key_id.clone(),
-                })
-                .map_err(Refusal::OverLimit)?;
-            return Ok(Principal::ApiKey {
-                tenant,
-                key_id,
-                role,
-            });
-        }
-        if self.inner.operator.matches(bearer) {
-            self.inner
-                .rate_limiter
-                .check(Bucket::Operator)
-                .map_err(Refusal::OverLimit)?;
-            return Ok(Principal::Operator);
-        }
-        Err(self.unverified(Denial::MalformedToken, false))
-    }
-
-    /// A token that did not verify, having drawn (`drawn`) or now drawing from the bucket
-    /// such tokens share.
-    fn unverified(&self, reason: Denial, drawn: bool) -> Refusal {
-        let retry_after = if drawn {
-            None
-        } else {
-            self.inner.rate_limiter.check(Bucket::Unverified).err()
-        };
-        Refusal::Unverified {
-            reason,
-            retry_after,
-        }
-    }
-
-    /// Authenticates and authorizes a tenant-scoped call. A key of another tenant gets
-    /// 404 (it may not learn whether `tenant` exists), in every region, whether the key
-    /// can be checked here or not; a role without `access` gets 403.
-    /// Both denials are audited, in the target tenant's chain when it lives here and in
-    /// the caller's own.
-    pub async fn authorize(
-        &self,
-        bearer: Option<&str>,
-        tenant: &TenantId,
-        access: Access,
-        attempt: Attempt<'_>,
-        context: &RequestContext,
-    ) -> Result<Caller, ServiceError> {
-        let principal = match self.identify(bearer).await {
-            Ok(principal) => principal,
-            Err(Refusal::Unverified {
-                reason,
-                retry_after,
-            }) => {
-                // Counted, and recorded once a window in the tenant's chain (if it lives
-                // here, which the recorder checks): nothing of this request goes into it.
-                self.count_denial(Some(tenant), reason);
-                if let Some(retry_after) = retry_after {
-                    return Err(ServiceError::RateLimited { retry_after });
-                }
-                let of_another_tenant = bearer
-                    .and_then(PresentedKey::parse)
-                    .is_some_and(|key| key.tenant != *tenant);
-                // A key names its tenant. One presented for another tenant's path gets what
-                // a valid key of another tenant gets (404) even where it cannot be checked
-                // (its tenant lives elsewhere): otherwise the key's own region would answer
-                // 404 and the others 401, and which one a request got would tell whether
-                // `tenant` exists and where it lives.
-                if of_another_tenant {
-                    return Err(ServiceError::NotFound { what: "tenant" });
-                }
-                return Err(ServiceError::Unauthenticated);
-            }
-            Err(other) => return Err(other.into_error()),
-        };
-        let (actor, role, own_tenant) = match &principal {
-            Principal::Operator => (
-                Actor {
-                    kind: ActorKind::Operator,
-                    id: "operator".to_owned(),
-                },
-                None,
-                None,
-            ),
-            Principal::ApiKey {
-                tenant: key_tenant,
-                key_id,
-                role,
-            } => (
-                Actor {
-                    kind: ActorKind::ApiKey,
-                    id: key_id.clone(),
-                },
-                Some(*role),
-                Some(*key_tenant),
-            ),
-        };
-        let target = self.local_tenant(tenant).await?;
-        if own_tenant.is_some_and(|own| own != *tenant) {
-            if target.is_some() {
-                self.record_denied(tenant, &actor, attempt, context).await?;
-            }
-            if let Some(own) = own_tenant {
-                self.record_denied(&own, &actor, attempt, context).await?;
-            }
-            return Err(ServiceError::NotFound { what: "tenant" });
-        }
-        let Some(_) = target else {
-            return Err(ServiceError::NotFound { what: "tenant" });
-        };
-        let allowed = match role {
-            Some(role) => role.may(access),
-            // The operator manages tenants; it never reads or writes their data.
-            None => false,
-        };
-        if !allowed {
-            self.record_denied(tenant, &actor, attempt, context).await?;
-            return Err(ServiceError::Forbidden {
-                role: role.map_or("operator", Role::as_str),
-                operation: access_name(access),
-            });
-        }
-        Ok(Caller {
-            tenant: *tenant,
-            actor,
-            role,
-            context: context.clone(),
-        })
-    }
-
-    /// Checks that `bearer` is the operator token.
-    pub async fn authorize_operator(
-        &self,
-        bearer: Option<&str>,
-    ) -> Result<OperatorGrant, ServiceError> {
-        let principal = match self.identify(bearer).await {
-            Ok(principal) => principal,
-            Err(refusal) => {
-                if let Refusal::Unverified { reason, .. } = &refusal {
-                    self.count_denial(None, *reason);
-                }
-                return Err(refusal.into_error());
-            }
-        };
-        match principal {
-            Principal::Operator => Ok(OperatorGrant(())),
-            Principal::ApiKey { .. } => Err(ServiceError::Forbidden {
-                role: "api key",
-                operation: "manage tenants",
-            }),
-        }
-    }
-
-    async fn record_denied(
-        &self,
-        tenant: &TenantId,
-        actor: &Actor,
-        attempt: Attempt<'_>,
-        context: &RequestContext,
-    ) -> Result<(), ServiceError> {
-        let event = self.event(
-            tenant,
-            actor.clone(),
-            attempt.action,
-            attempt.resource,
-            Outcome::Denied,
-            context,
-        );
-        self.inner.audit.record_denial(event).await?;
-        Ok(())
-    }
-
-    /// Counts a request refused before authentication: in the metrics, and in the open
-    /// window of `tenant` and `reason` (when the request named a tenant).
-    fn count_denial(&self, tenant: Option<&TenantId>, reason: Denial) {
-        self.inner
-            .audit
-            .metrics()
-            .record_auth_denial(reason.as_str());
-        let Some(tenant) = tenant else { return };
-        self.inner.denials.count(*tenant, reason);
-        self.inner.denial_recorder.call_once(|| {
-            let service = Arc::downgrade(&self.inner);
-            let tick = self.inner.denials.tick();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(tick).await;
-                    // Stops with the service.
-                    let Some(inner) = service.upgrade() else { return };
-                    let service = RegionService { inner };
-                    if let Err(err) = service.record_denials(false).await {
-                        tracing::warn!(region = %service.region(), "failed to record denied requests, retrying: {err}");
-                    }
-                }
-            });
-        });
-    }
-
-    /// Records every open window of denials now, due or not (at shutdown, and in
-    /// tests): one `auth.failed` event per tenant and reason, with its count. Windows of
-    /// tenants this node has not looked up lately beyond 64 stay open for the next pass.
-    pub async fn flush_denials(&self) -> Result<(), ServiceError> {
-        self.record_denials(true).await
-    }
-
-    /// Records the windows of denials that are due (all when `all`). A window that
-    /// cannot be recorded now is put back, its count kept; the first failure is returned.
-    async fn record_denials(&self, all: bool) -> Result<(), ServiceError> {
-        let mut first_failure = None;
-        let mut lookups = 0;
-        for window in self.inner.denials.take_due(all) {
-            // A tenant this node has not looked up lately costs a query to place; a flood
-            // of made-up tenant ids may cost at most this many a pass, the rest wait.
-            if !self.inner.tenants.contains_key(&window.tenant) {
-                if lookups >= TENANT_LOOKUPS_PER_PASS {
-                    self.inner.denials.put_back(window);
-                    continue;
-                }
-                lookups += 1;
-            }
-            match self.record_window(window).await {
-                Ok(()) => {}
-                Err(err) => {
-                    self.inner.denials.put_back(window);
-                    first_failure.get_or_insert(err);
-                }
-            }
-        }
-        first_failure.map_or(Ok(()), Err)
-    }
-
-    async fn record_window(&self, window: DueWindow) -> Result<(), ServiceError> {
-        // A tenant that does not live here has no chain here: the metrics counted them.
-        if self.local_tenant(&window.tenant).await?.is_none() {
-            return Ok(());
-        }
-        let context = RequestContext {
-            request_id: AGGREGATE_REQUEST_ID.to_owned(),
-            via_region: self.inner.region.clone(),
-        };
-        let event = self.event(
-            &window.tenant,
-            Actor {
-                kind: ActorKind::ApiKey,
-                id: "unknown".to_owned(),
-            },
-            Action::AuthFailed,
-            &window.reason.resource(window.count),
-            Outcome::Denied,
-            &context,
-        );
-        self.inner.audit.record_denial(event).await?;
-        Ok(())
-    }
-
-    pub(crate) fn event(
-        &self,
-        tenant: &TenantId,
-        actor: Actor,
-        action: Action,
-        resource: &str,
-        outcome: Outcome,
-        context: &RequestContext,
-    ) -> NewEvent {
-        NewEvent {
-            time: SystemTime::now(),
-            region: self.inner.region.clone(),
-            tenant: *tenant,
-            actor,
-            action,
-            resource: resource.to_owned(),
-            outcome,
-            request_id: context.request_id.clone(),
-            via_region: context.via_region.clone(),
-        }
-    }
-
-    pub(crate) fn caller_event(
-        &self,
-        caller: &Caller,
-        action: Action,
-        resource: &str,
-        outcome: Outcome,
-    ) -> NewEvent {
-        self.event(
-            &caller.tenant,
-            caller.actor.clone(),
-            action,
-            resource,
-            outcome,
-            &caller.context,
-        )
-    }
-
-    /// Records a read (or another event outside a data transaction) through the queue.
-    pub(crate) async fn record_read(
-        &self,
-        caller: &Caller,
-        action: Action,
-        resource: &str,
-    ) -> Result<(), ServiceError> {
-        let event = self.caller_event(caller, action, resource, Outcome::Success);
-        self.inner.audit.record(event).await?;
-        Ok(())
-    }
-
-    // ---- lookups -----------------------------------------------------------------
-
-    /// The tenant if it is homed (and active) here.
-    pub(crate) async fn local_tenant(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<Option<Arc<Tenant>>, ServiceError> {
-        if let Some(hit) = self.inner.tenants.get(tenant).await {
-            return Ok(hit);
-        }
-        let id = *tenant;
-        let row = self
-            .read_primary_first(tenant, move |client| {
-                Box::pin(async move { store::tenants::get(client, &id).await })
-            })
-            .await?;
-        let tenant_value = match row {
-            Some(row) if row.status == "active" => Some(Arc::new(tenant_from_row(row)?)),
-            _ => None,
-        };
-        self.inner
-            .tenants
-            .insert(*tenant, tenant_value.clone())
-            .await;
-        Ok(tenant_value)
-    }
-
-    /// Reads `key` from the database (it was in no cache) and caches what it found: the
-    /// row, or that there is none (briefly).
-    async fn load_api_key(
-        &self,
-        key: &KeyRef,
-    ) -> Result<Option<Arc<store::api_keys::ApiKeyRow>>, ServiceError> {
-        let (tenant, key_id) = key.clone();
-        self.inner.audit.metrics().record_api_key_lookup();
-        let row = self
-            .read_primary_first(&tenant, move |client| {
-                let key_id = key_id.clone();
-                Box::pin(async move { store::api_keys::get(client, &tenant, &key_id).await })
-            })
-            .await?
-            // Row-level security scopes the lookup to the tenant; this says it again.
-            .filter(|row| row.tenant == key.0)
-            .map(Arc::new);
-        match &row {
-            Some(row) => self.inner.keys.insert(key.clone(), row.clone()).await,
-            None => self.inner.unknown_keys.insert(key.clone(), ()),
-        }
-        Ok(row)
-    }
-
-    /// A key issued on this node: no longer unknown here, and known to verify.
-    pub(crate) fn key_issued(&self, tenant: &TenantId, key_id: &str) {
-        let key = (*tenant, key_id.to_owned());
-        self.inner.unknown_keys.invalidate(&key);
-        self.inner.verified_keys.insert(key, ());
-    }
-
-    /// API keys read from the database by this node (the key cache missed).
-    pub fn api_key_lookups(&self) -> u64 {
-        self.inner.audit.metrics().api_key_lookups()
     }
 
     /// Runs a tenant-scoped read on the primary, or on a replica when the primary is down
@@ -883,7 +421,7 @@ pub struct Attempt<'a> {
     pub resource: &'a str,
 }
 
-fn access_name(access: Access) -> &'static str {
+pub(crate) fn access_name(access: Access) -> &'static str {
     match access {
         Access::ReadData => "read data",
         Access::WriteData => "write data",
@@ -892,7 +430,7 @@ fn access_name(access: Access) -> &'static str {
     }
 }
 
-fn tenant_from_row(row: store::tenants::TenantRow) -> Result<Tenant, ServiceError> {
+pub(crate) fn tenant_from_row(row: store::tenants::TenantRow) -> Result<Tenant, ServiceError> {
     let corrupt = |what: &str| ServiceError::internal(format!("tenant {}: bad {what}", row.id));
     let home = RegionId::parse(&row.home_region).map_err(|_| corrupt("home region"))?;
     let allowed = row

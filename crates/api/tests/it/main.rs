@@ -136,8 +136,16 @@ async fn body_text(response: Response) -> String {
 }
 
 pub fn closed_port_endpoint(name: &str, like: &tokio_postgres::Config) -> PgEndpoint {
+    // A port bound and never listened on: connecting is refused, and no other test's
+    // server (tests bind ephemeral ports in parallel) can take it while the process runs.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind((std::net::Ipv4Addr::LOCALHOST, 0).into())
+        .expect("bind a loopback port");
+    let port = socket.local_addr().expect("bound address").port();
+    std::mem::forget(socket);
     let mut config = like.clone();
-    config.port(devstack::free_loopback_port().expect("free port"));
+    config.port(port);
     PgEndpoint::new(name, config)
 }
 
