@@ -30,8 +30,12 @@ use crate::{percentile, write_results};
 
 const REGION: &str = "eu-central-1";
 const COLLECTION: &str = "people";
-/// The flood comes from here; legitimate clients from 127.0.0.1.
+/// The flood comes from here.
 const FLOOD_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// Legitimate clients come from 127.0.0.10 and the next addresses, one per reader up to
+/// this many (a tenant's backends on a few hosts; one address alone is held to the
+/// router's per-address rate, 2,000/s by default).
+const LEGITIMATE_ADDRESSES: u8 = 4;
 /// Records the legitimate clients read, round robin.
 const RECORDS: usize = 32;
 /// Junk requests in flight at most; beyond it the flood skips a send (and counts it).
@@ -224,7 +228,8 @@ struct Bench {
     records: Vec<String>,
     /// One reader key per legitimate client (`Bearer ...`).
     readers: Vec<http::HeaderValue>,
-    legitimate: LoadClient,
+    /// One client per legitimate address.
+    legitimate: Vec<LoadClient>,
     flood: LoadClient,
 }
 
@@ -361,8 +366,10 @@ impl Bench {
         }
         let connections = usize::try_from(args.clients).unwrap_or(usize::MAX);
         Ok(Self {
-            legitimate: crate::load_client(connections),
-            flood: flood_client(),
+            legitimate: (0..LEGITIMATE_ADDRESSES)
+                .map(|n| client_from(Ipv4Addr::new(127, 0, 0, 10 + n), connections))
+                .collect(),
+            flood: client_from(FLOOD_ADDRESS, FLOOD_IN_FLIGHT),
             args,
             base,
             tenant,
@@ -416,7 +423,7 @@ impl Bench {
             "seconds": bench.args.seconds,
             "clients": bench.args.clients,
             "load_threads": bench.args.load_threads,
-            "legitimate": "GET one record by id, reader keys of one tenant, from 127.0.0.1",
+            "legitimate": "GET one record by id, reader keys of one tenant, from 127.0.0.10 and up",
             "quiet": quiet.to_json(),
             "flooded": flooded.to_json(),
             "flood": {
@@ -464,7 +471,7 @@ impl Bench {
                     let id = &bench.records[i % bench.records.len()];
                     i += 1;
                     let sent = Instant::now();
-                    match bench.read(&authorization, id).await {
+                    match bench.read(n, &authorization, id).await {
                         Ok(()) => {
                             reads.ok += 1;
                             reads.latencies.push(sent.elapsed());
@@ -497,14 +504,21 @@ impl Bench {
         total
     }
 
-    async fn read(&self, authorization: &http::HeaderValue, id: &str) -> anyhow::Result<()> {
+    /// Reader `n` reads record `id`, from its address.
+    async fn read(
+        &self,
+        n: usize,
+        authorization: &http::HeaderValue,
+        id: &str,
+    ) -> anyhow::Result<()> {
         let request = http::Request::get(format!(
             "{}/v1/tenants/{}/collections/{COLLECTION}/records/{id}",
             self.base, self.tenant
         ))
         .header(http::header::AUTHORIZATION, authorization.clone())
         .body(Empty::new())?;
-        let response = self.legitimate.request(request).await?;
+        let client = &self.legitimate[n % self.legitimate.len()];
+        let response = client.request(request).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
         if status != http::StatusCode::OK {
@@ -638,13 +652,13 @@ fn junk_token(tenant: &TenantId) -> String {
     )
 }
 
-/// The flood's client: keep-alive connections from [`FLOOD_ADDRESS`].
-fn flood_client() -> LoadClient {
+/// Keep-alive connections (at most `idle` kept) from `address`.
+fn client_from(address: Ipv4Addr, idle: usize) -> LoadClient {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_local_address(Some(IpAddr::V4(FLOOD_ADDRESS)));
+    connector.set_local_address(Some(IpAddr::V4(address)));
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_max_idle_per_host(FLOOD_IN_FLIGHT)
+        .pool_max_idle_per_host(idle)
         .build(connector)
 }
 
