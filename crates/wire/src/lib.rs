@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod examples;
+pub mod jobs;
 mod health;
 mod problem;
 
