@@ -27,13 +27,18 @@ pub(super) enum Protocol {
 }
 
 /// Waits for the connection's first bytes and reads the protocol from them without
-/// consuming them. Anything but the HTTP/2 preface (including a peer that closes at once)
-/// is HTTP/1.1, whose parser then answers it. It never resolves while the peer has sent a
-/// part of the preface and nothing else: the caller bounds it with a deadline.
+/// consuming them. Anything but the HTTP/2 preface (including a peer that closes at once,
+/// or closes after a part of it) is HTTP/1.1, whose parser then answers it. It never
+/// resolves while the peer has sent a part of the preface and nothing else: the caller
+/// bounds it with a deadline.
 pub(super) async fn protocol_of(stream: &TcpStream) -> io::Result<Protocol> {
     let fd = stream.as_raw_fd();
-    stream
-        .async_io(Interest::READABLE, || {
+    loop {
+        let ready = stream.ready(Interest::READABLE).await?;
+        // The peek runs inside `try_io`, so that a "would block" clears only the readiness
+        // tokio saw before the peek: a segment that lands after it is not missed, it makes
+        // the socket readable again and the peek is repeated.
+        let peeked = stream.try_io(Interest::READABLE, || {
             let mut first = [0u8; HTTP2_PREFACE.len()];
             // The socket is non-blocking (tokio made it so); `MSG_DONTWAIT` says it again.
             let seen = recv(fd, &mut first, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)
@@ -44,10 +49,18 @@ pub(super) async fn protocol_of(stream: &TcpStream) -> io::Result<Protocol> {
             if seen == HTTP2_PREFACE.len() {
                 return Ok(Protocol::Http2);
             }
-            // Part of the preface: wait for the peer's next segment. tokio clears only the
-            // readiness it saw before this peek, so a segment that lands after it is not
-            // missed: it makes the socket readable again and the peek is repeated.
+            // Part of the preface and then the peer's end: nothing more will come. tokio
+            // never clears a closed readiness, so waiting again would return at once, and
+            // so on for ever: the HTTP/1.1 parser answers what was sent instead.
+            if ready.is_read_closed() {
+                return Ok(Protocol::Http1);
+            }
+            // Part of the preface: wait for the peer's next segment.
             Err(io::ErrorKind::WouldBlock.into())
-        })
-        .await
+        });
+        match peeked {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
 }

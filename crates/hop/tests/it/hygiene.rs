@@ -1,7 +1,8 @@
 //! Connection hygiene of the accept side: a trickled request head and an idle connection
 //! are closed after their timeouts (and an idle keep-alive connection is not closed by the
 //! head's), a listener beyond its connection cap answers `503` with `Retry-After`, a
-//! partial HTTP/2 preface waits without waking and is closed at the sniffing deadline,
+//! partial HTTP/2 preface waits without waking and is closed at the sniffing deadline
+//! (and a peer that closes after one is answered at once, without a busy loop),
 //! HTTP/2 rapid reset ends in `GOAWAY` for that connection only, and oversized header
 //! lists are refused. Timeouts run on tokio's paused clock where the test is about time.
 
@@ -263,6 +264,46 @@ async fn a_partial_http2_preface_waits_without_waking_and_is_closed_at_the_sniff
         "the runtime woke {parks} times in {took:?} while a partial preface waited"
     );
     assert_eq!(server.metrics.closed(ClosedReason::Sniff), 1);
+}
+
+#[test]
+fn a_peer_that_closes_after_a_partial_preface_is_answered_at_once_without_spinning() {
+    // The server runs on a runtime of its own thread, which the test never joins: a server
+    // that spun inside one poll would otherwise hang this test instead of failing it.
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        runtime.block_on(async move {
+            let server = serve(hello(), LIMITS, ConnectionLimits::PRODUCTION).await;
+            address_tx.send(server.address).expect("send the address");
+            std::future::pending::<()>().await;
+        });
+    });
+    let address = address_rx.recv().expect("the server's address");
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    client.block_on(async {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n")
+            .await
+            .expect("write");
+        stream.shutdown().await.expect("half-close");
+        // Answered (HTTP/1.1 reads what came: not a request it can serve) and closed long
+        // before the 10 s sniffing deadline.
+        closed_within(&mut stream, Duration::from_secs(2)).await;
+        // And the server still serves: it is not stuck in a loop.
+        let mut fresh = TcpStream::connect(address).await.expect("connect");
+        let answer = tokio::time::timeout(Duration::from_secs(2), request(&mut fresh, "/"))
+            .await
+            .expect("the server answers a new connection");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    });
 }
 
 /// An HTTP/2 frame: 24-bit length, type, flags, stream id, payload (RFC 9113 §4.1).
