@@ -111,6 +111,13 @@ impl Ctx {
             .await
     }
 
+    /// Checks that the caller is the operator.
+    pub async fn authorize_operator(&self) -> Result<OperatorGrant, ServiceError> {
+        self.service()
+            .authorize_operator_from(self.bearer(), self.context.client)
+            .await
+    }
+
     /// The read consistency the request asks for with `X-Consistency-Token`, if any.
     pub fn consistency(&self, headers: &HeaderMap) -> Result<ReadConsistency, ServiceError> {
         let token = headers
@@ -143,6 +150,7 @@ impl FromRequestParts<NodeState> for Ctx {
             context: RequestContext {
                 request_id,
                 via_region: state.entry_region(&parts.headers),
+                client: parts.extensions.get::<model::ClientKey>().copied(),
             },
             bearer,
             state: state.clone(),

@@ -5,6 +5,7 @@
 //! `serde_json` values); what leaves the process goes through `wire` or `audit`.
 
 pub mod canonical;
+mod client;
 mod consistency;
 mod ids;
 mod keys;
@@ -15,6 +16,7 @@ mod role;
 mod schema;
 mod tenant;
 
+pub use client::ClientKey;
 pub use consistency::{ConsistencyToken, PresentedToken, SignedToken, TOKEN_TAG_BYTES, TokenError};
 pub use ids::{
     ApiKeyId, FileName, IdError, KeyName, NewTenant, NewTenantError, NewTenantFields, RecordId,

@@ -12,7 +12,7 @@ use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
-use model::RegionId;
+use model::{ClientKey, RegionId};
 
 use crate::limits::{Client, load_balancer_client};
 use crate::router_core::RouterCore;
@@ -32,6 +32,9 @@ pub(crate) struct Admitted {
     /// [`RouterCore::limit_client`]): what a forwarded request is signed for. `None` on a
     /// request forwarded to this node, and when the server gave no peer.
     pub(crate) client: Option<IpAddr>,
+    /// The client as per-client limits know it: from the address a trusted region signed
+    /// on a forwarded request, else the one [`RouterCore::limit_client`] determined.
+    pub(crate) origin: ClientKey,
 }
 
 impl Admitted {
@@ -42,6 +45,8 @@ impl Admitted {
         if let Some(peer) = self.peer {
             parts.extensions.insert(ConnectInfo(peer));
         }
+        // What the API shares its budget for unverified tokens out by.
+        parts.extensions.insert(self.origin);
         Request::from_parts(parts, body)
     }
 }
@@ -103,8 +108,8 @@ impl RouterCore {
     }
 
     /// Takes a token from the bucket of the request's client, and returns the client's
-    /// address for the signed forwarding header (`Ok(None)` on a forwarded request, or
-    /// without a peer); `Err(wait)` when the bucket is empty.
+    /// address for the signed forwarding header (`None` on a forwarded request, or
+    /// without a peer) and its key; `Err(wait)` when the bucket is empty.
     ///
     /// The client is the address a trusted region signed, on a request it forwarded (so
     /// that its clients are not all counted as one); otherwise the load balancer's
@@ -114,7 +119,7 @@ impl RouterCore {
         parts: &Parts,
         forwarded: bool,
         peer: Option<SocketAddr>,
-    ) -> Result<Option<IpAddr>, Duration> {
+    ) -> Result<(Option<IpAddr>, ClientKey), Duration> {
         if forwarded {
             let signed = parts
                 .extensions
@@ -124,7 +129,8 @@ impl RouterCore {
                 Some(text) => text.parse().map_or(Client::Named(text), Client::Ip),
                 None => Client::Unknown,
             };
-            return self.client_limiter.check(client).map(|()| None);
+            let key = self.client_keys.key(client);
+            return self.client_limiter.check(key).map(|()| (None, key));
         }
         let peer = peer
             .or_else(|| {
@@ -140,7 +146,8 @@ impl RouterCore {
             peer
         };
         let limited = client.map_or(Client::Unknown, Client::Ip);
-        self.client_limiter.check(limited).map(|()| client)
+        let key = self.client_keys.key(limited);
+        self.client_limiter.check(key).map(|()| (client, key))
     }
 }
 

@@ -107,14 +107,40 @@ impl RouterCore {
 
     /// `429` with `Retry-After` for a client address over its rate.
     pub(crate) fn client_limited(&self, parts: &Parts, wait: Duration) -> Response<Body> {
+        self.too_many(
+            parts,
+            wait,
+            "client_address",
+            "too many requests from this client address; retry after the Retry-After delay",
+        )
+    }
+
+    /// `429` with `Retry-After` for a client address over its share of the lookups for
+    /// tenants this node does not hold: no lookup is made.
+    pub(crate) fn client_misses_limited(&self, parts: &Parts, wait: Duration) -> Response<Body> {
+        self.too_many(
+            parts,
+            wait,
+            "client_directory_misses",
+            "too many requests for tenants this node does not hold from this client address; retry after the Retry-After delay",
+        )
+    }
+
+    fn too_many(
+        &self,
+        parts: &Parts,
+        wait: Duration,
+        limit: &'static str,
+        detail: &'static str,
+    ) -> Response<Body> {
         self.count(Decision::Unrouted, "rate_limited");
         if let Some(m) = &self.metrics {
-            m.limited("client_address");
+            m.limited(limit);
         }
         let mut response = problem::response(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
-            "too many requests from this client address; retry after the Retry-After delay",
+            detail,
             parts.headers.get(names::REQUEST_ID),
         );
         response.headers_mut().insert(

@@ -163,6 +163,11 @@ impl CachedDirectory {
             .map(|entry| entry.map(|e| (*e).clone()))
     }
 
+    /// Whether the tenant is cached as unknown, so that looking it up queries nothing.
+    pub fn known_unknown(&self, tenant: &TenantId) -> bool {
+        self.inner.unknown.contains_key(tenant)
+    }
+
     /// The tenant's fresh entry if the cache holds one and answers at once; `None` means
     /// "ask [`CachedDirectory::lookup_shared`]", not "unknown". Lets the router decide a
     /// cached tenant's route before its first await, without a future for the lookup.

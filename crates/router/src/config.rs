@@ -90,6 +90,10 @@ pub struct RouterConfig {
     /// (`429`) in the region where it arrives. A request forwarded by another region is
     /// counted against the client address that region signed, never against the region.
     pub client_rate: Rate,
+    /// How many lookups of tenants this node does not hold each client address may cause
+    /// (default [`Rate::CLIENT_DIRECTORY_MISSES_DEFAULT`]); past it, `429`. The node's
+    /// own budget for all of them is the directory cache's.
+    pub client_directory_misses: Rate,
     /// Whether this node is reached only through a load balancer that appends the client's
     /// address to `X-Forwarded-For` (the catalogue's `endpoints.behind_load_balancer`;
     /// default `false`). Only then is that header's last entry the client's address;
@@ -118,6 +122,7 @@ impl RouterConfig {
             internal_protocol: InternalProtocol::default(),
             metrics: None,
             client_rate: Rate::CLIENT_DEFAULT,
+            client_directory_misses: Rate::CLIENT_DIRECTORY_MISSES_DEFAULT,
             behind_load_balancer: false,
             body_read_timeout: Duration::from_secs(10),
         }

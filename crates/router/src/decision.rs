@@ -60,7 +60,7 @@ impl RouterCore {
                 return Box::pin(std::future::ready(Ok(self.head_too_large(&parts, limit))));
             }
         }
-        let client = match self.limit_client(&parts, forwarded.is_some(), peer) {
+        let (client, origin) = match self.limit_client(&parts, forwarded.is_some(), peer) {
             Ok(client) => client,
             Err(wait) => {
                 return Box::pin(std::future::ready(Ok(self.client_limited(&parts, wait))));
@@ -71,6 +71,7 @@ impl RouterCore {
             forwarded,
             peer,
             client,
+            origin,
         };
         match classify(&req.parts.method, req.parts.uri.path()) {
             Route::Local => Box::pin(async move {
@@ -136,6 +137,14 @@ impl RouterCore {
         S: Inner<B>,
         B: InnerBody,
     {
+        // A client's own share of the lookups for tenants this node does not hold, taken
+        // before the shared budget. A forwarded request was held to it where it arrived.
+        if req.forwarded.is_none()
+            && !self.directory.known_unknown(&tenant)
+            && let Err(wait) = self.directory_miss_limiter.check(req.origin)
+        {
+            return Ok(self.client_misses_limited(&req.parts, wait));
+        }
         let entry = match self.directory.lookup_shared(&tenant).await {
             Ok(entry) => entry,
             Err(_) if req.forwarded.is_some() => {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::HeaderMap;
+use model::ClientKey;
 use tokio::time::Instant;
 
 /// How fast a bucket refills and how much it holds: `per_second` requests on average,
@@ -36,6 +37,15 @@ impl Rate {
     pub const DIRECTORY_MISSES_DEFAULT: Rate = Rate {
         per_second: 100.0,
         burst: 200.0,
+    };
+
+    /// How many of those lookups each client address may cause by default: a client
+    /// calls its own tenant or a few, each looked up once a cache lifetime, so one address
+    /// flooding random tenant ids takes a sliver of [`Rate::DIRECTORY_MISSES_DEFAULT`]
+    /// and leaves the rest to everyone else.
+    pub const CLIENT_DIRECTORY_MISSES_DEFAULT: Rate = Rate {
+        per_second: 5.0,
+        burst: 20.0,
     };
 }
 
@@ -175,14 +185,30 @@ impl<'a> From<Client<'a>> for BucketKey<'a> {
 /// The most client addresses a node keeps a bucket for.
 const CLIENT_BUCKETS: u64 = 100_000;
 
-/// A token bucket per client address. Buckets are found by a keyed hash of the address
-/// (a random key per process, so nobody can aim addresses at one slot, and no address is
-/// kept), bounded in number, and forgotten once idle long enough to have filled up.
+/// Derives a request's [`ClientKey`] from its client address: a keyed hash (a random key
+/// per process, so nobody can aim addresses at one slot, and no address is kept).
+pub(crate) struct ClientKeys {
+    hasher: RandomState,
+}
+
+impl ClientKeys {
+    pub(crate) fn new() -> Self {
+        Self {
+            hasher: RandomState::new(),
+        }
+    }
+
+    pub(crate) fn key(&self, client: Client<'_>) -> ClientKey {
+        ClientKey::from_hash(self.hasher.hash_one(BucketKey::from(client)))
+    }
+}
+
+/// A token bucket per client, found by its [`ClientKey`], bounded in number, and
+/// forgotten once idle long enough to have filled up.
 pub(crate) struct ClientLimiter {
     pace: Pace,
     clock: Clock,
-    buckets: moka::sync::Cache<u64, Arc<Bucket>>,
-    hasher: RandomState,
+    buckets: moka::sync::Cache<ClientKey, Arc<Bucket>>,
 }
 
 impl ClientLimiter {
@@ -198,14 +224,12 @@ impl ClientLimiter {
                         .clamp(Duration::from_secs(1), Duration::from_secs(3600)),
                 )
                 .build(),
-            hasher: RandomState::new(),
         }
     }
 
     /// Takes one token from `client`'s bucket; `Err(wait)` when it is empty.
-    pub(crate) fn check(&self, client: Client<'_>) -> Result<(), Duration> {
-        let key = self.hasher.hash_one(BucketKey::from(client));
-        let bucket = self.buckets.get_with(key, Arc::default);
+    pub(crate) fn check(&self, client: ClientKey) -> Result<(), Duration> {
+        let bucket = self.buckets.get_with(client, Arc::default);
         bucket.take(self.clock.now(), self.pace)
     }
 }
@@ -236,9 +260,28 @@ mod tests {
         Client::Ip(text.parse().expect("address"))
     }
 
+    /// A limiter with its own key derivation, checked by client address.
+    struct ByAddress {
+        keys: ClientKeys,
+        limiter: ClientLimiter,
+    }
+
+    impl ByAddress {
+        fn new(rate: Rate) -> Self {
+            Self {
+                keys: ClientKeys::new(),
+                limiter: ClientLimiter::new(rate),
+            }
+        }
+
+        fn check(&self, client: Client<'_>) -> Result<(), Duration> {
+            self.limiter.check(self.keys.key(client))
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_bucket_gives_its_burst_then_its_rate() {
-        let limiter = ClientLimiter::new(Rate {
+        let limiter = ByAddress::new(Rate {
             per_second: 10.0,
             burst: 3.0,
         });
@@ -262,7 +305,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_ipv6_subscriber_has_one_bucket_for_its_64() {
-        let limiter = ClientLimiter::new(Rate {
+        let limiter = ByAddress::new(Rate {
             per_second: 1.0,
             burst: 1.0,
         });

@@ -118,7 +118,7 @@ impl RouterMetrics {
         let limited = Family::<LimitLabels, Counter>::default();
         registry.register(
             "router_limited",
-            "Requests the router refused at a limit before routing them, by limit (client_address: 429; directory_misses: 503)",
+            "Requests the router refused at a limit before routing them, by limit (client_address, client_directory_misses: 429; directory_misses: 503)",
             limited.clone(),
         );
         let directory_queries = Family::<ReasonLabels, Counter>::default();

@@ -11,7 +11,7 @@ use model::{RegionId, TenantId};
 use crate::admission::via_member;
 use crate::cache::CachedDirectory;
 use crate::config::RouterConfig;
-use crate::limits::ClientLimiter;
+use crate::limits::{ClientKeys, ClientLimiter};
 use crate::metrics::{Decision, RouterMetrics};
 use crate::signing::ForwardSigner;
 use crate::target::{Target, region_value};
@@ -32,7 +32,10 @@ pub(crate) struct RouterCore {
     /// [`FAILURE_REFRESH_INTERVAL`]: at most one directory read per tenant in that time,
     /// however many of its requests fail while a home region is down.
     pub(crate) refreshed_after_failure: moka::future::Cache<TenantId, ()>,
+    pub(crate) client_keys: ClientKeys,
     pub(crate) client_limiter: ClientLimiter,
+    /// Each client's share of the directory lookups for tenants this node does not hold.
+    pub(crate) directory_miss_limiter: ClientLimiter,
     pub(crate) behind_load_balancer: bool,
     pub(crate) body_read_timeout: Duration,
 }
@@ -86,7 +89,9 @@ impl RouterCore {
                 .max_capacity(10_000)
                 .time_to_live(FAILURE_REFRESH_INTERVAL)
                 .build(),
+            client_keys: ClientKeys::new(),
             client_limiter: ClientLimiter::new(config.client_rate),
+            directory_miss_limiter: ClientLimiter::new(config.client_directory_misses),
             behind_load_balancer: config.behind_load_balancer,
             body_read_timeout: config.body_read_timeout,
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use audit::{Action, Actor, ActorKind, NewEvent, Outcome};
-use model::{Access, Role, TenantId};
+use model::{Access, ClientKey, Role, TenantId};
 
 use crate::ServiceError;
 use crate::access::{PresentedKey, Principal};
@@ -60,14 +60,20 @@ impl RegionService {
     /// [`access::bearer_token`]) is. A key is checked against its own tenant's rows; a key
     /// of a tenant not homed here is unknown here. Draws from the caller's bucket.
     pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, ServiceError> {
-        self.identify(bearer).await.map_err(Refusal::into_error)
+        self.identify(bearer, None)
+            .await
+            .map_err(Refusal::into_error)
     }
 
     /// [`RegionService::authenticate`], saying why a token did not verify. What a token
     /// that does not verify may cost is a hash, cache lookups and, for a key id in no
     /// cache, one database query drawn from the bucket that all such tokens share
-    /// (checked before the query).
-    pub(crate) async fn identify(&self, bearer: Option<&str>) -> Result<Principal, Refusal> {
+    /// (checked before the query), after the share of it `client` may spend.
+    pub(crate) async fn identify(
+        &self,
+        bearer: Option<&str>,
+        client: Option<ClientKey>,
+    ) -> Result<Principal, Refusal> {
         // Without a token there is nothing to look up or hash: no bucket either.
         let Some(bearer) = bearer else {
             return Err(Refusal::Unverified {
@@ -81,12 +87,12 @@ impl RegionService {
             let row = match self.inner.keys.get(&key).await {
                 Some(row) => row,
                 None if self.inner.unknown_keys.contains_key(&key) => {
-                    return Err(self.unverified(Denial::UnknownKey, drawn));
+                    return Err(self.unverified(Denial::UnknownKey, drawn, client));
                 }
                 None => {
                     if !self.inner.verified_keys.contains_key(&key) {
                         drawn = true;
-                        if let Err(wait) = self.inner.rate_limiter.check(Bucket::Unverified) {
+                        if let Err(wait) = self.inner.rate_limiter.check_unverified(client) {
                             return Err(Refusal::Unverified {
                                 reason: Denial::Throttled,
                                 retry_after: Some(wait),
@@ -95,15 +101,15 @@ impl RegionService {
                     }
                     match self.load_api_key(&key).await? {
                         Some(row) => row,
-                        None => return Err(self.unverified(Denial::UnknownKey, drawn)),
+                        None => return Err(self.unverified(Denial::UnknownKey, drawn, client)),
                     }
                 }
             };
             if !presented.matches(&row.secret_hash) {
-                return Err(self.unverified(Denial::WrongSecret, drawn));
+                return Err(self.unverified(Denial::WrongSecret, drawn, client));
             }
             if row.revoked_at.is_some() {
-                return Err(self.unverified(Denial::RevokedKey, drawn));
+                return Err(self.unverified(Denial::RevokedKey, drawn, client));
             }
             let role = Role::parse(&row.role).map_err(|_| {
                 ServiceError::internal(format!("key {} has a bad role", row.key_id))
@@ -130,16 +136,21 @@ impl RegionService {
                 .map_err(Refusal::OverLimit)?;
             return Ok(Principal::Operator);
         }
-        Err(self.unverified(Denial::MalformedToken, false))
+        Err(self.unverified(Denial::MalformedToken, false, client))
     }
 
     /// A token that did not verify, having drawn (`drawn`) or now drawing from the bucket
-    /// such tokens share.
-    pub(crate) fn unverified(&self, reason: Denial, drawn: bool) -> Refusal {
+    /// such tokens share (after `client`'s share of it).
+    pub(crate) fn unverified(
+        &self,
+        reason: Denial,
+        drawn: bool,
+        client: Option<ClientKey>,
+    ) -> Refusal {
         let retry_after = if drawn {
             None
         } else {
-            self.inner.rate_limiter.check(Bucket::Unverified).err()
+            self.inner.rate_limiter.check_unverified(client).err()
         };
         Refusal::Unverified {
             reason,
@@ -160,7 +171,7 @@ impl RegionService {
         attempt: Attempt<'_>,
         context: &RequestContext,
     ) -> Result<Caller, ServiceError> {
-        let principal = match self.identify(bearer).await {
+        let principal = match self.identify(bearer, context.client).await {
             Ok(principal) => principal,
             Err(Refusal::Unverified {
                 reason,
@@ -242,12 +253,22 @@ impl RegionService {
         })
     }
 
-    /// Checks that `bearer` is the operator token.
+    /// Checks that `bearer` is the operator token (a request the router named no client
+    /// for; see [`RegionService::authorize_operator_from`]).
     pub async fn authorize_operator(
         &self,
         bearer: Option<&str>,
     ) -> Result<OperatorGrant, ServiceError> {
-        let principal = match self.identify(bearer).await {
+        self.authorize_operator_from(bearer, None).await
+    }
+
+    /// Checks that `bearer`, sent by `client`, is the operator token.
+    pub async fn authorize_operator_from(
+        &self,
+        bearer: Option<&str>,
+        client: Option<ClientKey>,
+    ) -> Result<OperatorGrant, ServiceError> {
+        let principal = match self.identify(bearer, client).await {
             Ok(principal) => principal,
             Err(refusal) => {
                 if let Refusal::Unverified { reason, .. } = &refusal {
@@ -351,6 +372,7 @@ impl RegionService {
         let context = RequestContext {
             request_id: AGGREGATE_REQUEST_ID.to_owned(),
             via_region: self.inner.region.clone(),
+            client: None,
         };
         let event = self.event(
             &window.tenant,

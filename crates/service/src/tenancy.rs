@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use audit::{Action, Actor, ActorKind, Outcome};
 use envelope::objects::ObjectStore;
 use model::{
-    Access, CollectionName, CollectionSchema, Lsn, NewTenant, RegionId, ResidencyPolicy, Role,
-    SignedToken, TenantId, TokenError, Transit,
+    Access, ClientKey, CollectionName, CollectionSchema, Lsn, NewTenant, RegionId, ResidencyPolicy,
+    Role, SignedToken, TenantId, TokenError, Transit,
 };
 use store::{ReadConsistency, RegionDatabase, StoreError, TokenRefused};
 
@@ -79,6 +79,9 @@ pub struct RequestContext {
     pub request_id: String,
     /// The region whose endpoint received the request.
     pub via_region: RegionId,
+    /// Who sent it, as the region router keys clients (`None` when no router stood in
+    /// front): what the budget for tokens that do not verify is shared out by.
+    pub client: Option<ClientKey>,
 }
 
 /// An authenticated, authorized caller acting on one tenant homed here.
@@ -370,10 +373,9 @@ impl RegionService {
     /// The tenant, for the operator.
     pub async fn get_tenant(
         &self,
-        bearer: Option<&str>,
+        _operator: &OperatorGrant,
         tenant: &TenantId,
     ) -> Result<Arc<Tenant>, ServiceError> {
-        self.authorize_operator(bearer).await?;
         self.local_tenant(tenant)
             .await?
             .ok_or(ServiceError::NotFound { what: "tenant" })

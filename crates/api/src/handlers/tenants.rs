@@ -37,7 +37,7 @@ fn region_names(regions: &[RegionId]) -> Vec<String> {
 )]
 pub(crate) async fn create_tenant(ctx: Ctx, request: JsonBody<body::CreateTenant>) -> ApiResult {
     let service = ctx.service();
-    let operator = service.authorize_operator(ctx.bearer()).await?;
+    let operator = ctx.authorize_operator().await?;
     let request = request.read(&operator).await?;
     let fields = NewTenantFields {
         name: &request.name,
@@ -78,7 +78,8 @@ pub(crate) async fn get_tenant(
     Path(TenantPath { tenant }): Path<TenantPath>,
 ) -> ApiResult {
     let id = tenant_id(&tenant)?;
-    let tenant = ctx.service().get_tenant(ctx.bearer(), &id).await?;
+    let operator = ctx.authorize_operator().await?;
+    let tenant = ctx.service().get_tenant(&operator, &id).await?;
     Ok(Json(body::TenantView {
         id: tenant.id.to_string(),
         name: tenant.name.clone(),

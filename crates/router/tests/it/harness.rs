@@ -100,6 +100,8 @@ pub struct Options {
     pub internal_protocol: InternalProtocol,
     /// What each client address may send to each node.
     pub client_rate: Rate,
+    /// Each client address's share of the directory lookups for unknown tenants.
+    pub client_directory_misses: Rate,
     /// Whether every node reads its client's address from `X-Forwarded-For`.
     pub behind_load_balancer: bool,
     /// How each node's directory cache treats unknown tenants.
@@ -140,6 +142,7 @@ impl Default for Options {
             peer_by: PeerBy::Connection,
             internal_protocol: InternalProtocol::default(),
             client_rate: Rate::CLIENT_DEFAULT,
+            client_directory_misses: Rate::CLIENT_DIRECTORY_MISSES_DEFAULT,
             behind_load_balancer: false,
             directory_limits: DirectoryLimits::default(),
             body_read_timeout: Duration::from_secs(10),
@@ -230,6 +233,7 @@ impl Cluster {
             config.internal_protocol = options.internal_protocol;
             config.metrics = Some(RouterMetrics::new(&mut registry));
             config.client_rate = options.client_rate;
+            config.client_directory_misses = options.client_directory_misses;
             config.behind_load_balancer = options.behind_load_balancer;
             config.body_read_timeout = options.body_read_timeout;
             let service = router::layer(config).layer(regional_app(Arc::clone(&app)));

@@ -239,6 +239,9 @@ async fn random_tenant_ids_cost_bounded_directory_queries_while_known_tenants_ar
                 burst: 20.0,
             },
         },
+        // The flood and the legitimate client are one address here: this test is about
+        // the node's budget, the next about each address's share of it.
+        client_directory_misses: Rate::CLIENT_DEFAULT,
         ..Options::default()
     })
     .await?;
@@ -322,6 +325,67 @@ async fn random_tenant_ids_cost_bounded_directory_queries_while_known_tenants_ar
         metrics.contains(&format!(
             r#"router_limited_total{{limit="directory_misses"}} {busy}"#
         )),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_address_flooding_random_tenant_ids_gets_429_past_its_share_and_others_still_get_lookups()
+-> Result<()> {
+    let cluster = Cluster::with(Options {
+        behind_load_balancer: true,
+        client_directory_misses: slow_rate(5.0),
+        ..Options::default()
+    })
+    .await?;
+    let before = cluster.directory.lookups();
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let path = format!("/v1/tenants/{}/records", random_tenant());
+        statuses.push(get_as(&cluster, EU, &path, "198.51.100.7").await?);
+    }
+    let mut limited = 0;
+    for response in statuses {
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_rate_limited(response).await?;
+                limited += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(limited, 45, "the address's share was five lookups");
+    assert_eq!(cluster.directory.lookups() - before, 5, "no lookup past it");
+
+    // Another address still has its share, and the node its budget.
+    let path = format!("/v1/tenants/{}/records", random_tenant());
+    let response = get_as(&cluster, EU, &path, "203.0.113.9").await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "looked up and answered here"
+    );
+    assert_eq!(cluster.directory.lookups() - before, 6);
+    // A tenant the node knows costs the flooding address nothing of its share.
+    let known = cluster.tenant(US, Transit::Proxy).await?;
+    let known_path = format!("/v1/tenants/{known}/collections/c");
+    assert_eq!(
+        get_as(&cluster, EU, &known_path, "203.0.113.9")
+            .await?
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_as(&cluster, EU, &known_path, "198.51.100.7")
+            .await?
+            .status(),
+        StatusCode::OK
+    );
+    let metrics = cluster.metrics(EU);
+    assert!(
+        metrics.contains(r#"router_limited_total{limit="client_directory_misses"} 45"#),
         "{metrics}"
     );
     Ok(())

@@ -80,6 +80,7 @@ async fn fixture() -> Fixture {
     let context = RequestContext {
         request_id: "req-failing-backends".to_owned(),
         via_region: region,
+        client: None,
     };
     let operator = service
         .authorize_operator(Some(OPERATOR))
