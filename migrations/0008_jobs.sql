@@ -41,6 +41,10 @@ create table jobs (
 
 -- Leasing looks only at unfinished jobs, oldest first.
 create index jobs_unfinished on jobs (job_id) where state in ('queued', 'running');
+-- One region-wide job of a kind at a time: starting a rewrap while one is queued or
+-- running gives the running one.
+create unique index jobs_one_active_region_job on jobs (kind)
+    where tenant_id is null and state in ('queued', 'running');
 -- The operator's listing filters by tenant (newest first).
 create index jobs_by_tenant on jobs (tenant_id, job_id) where tenant_id is not null;
 

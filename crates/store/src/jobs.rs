@@ -167,7 +167,8 @@ fn decode(row: &Row) -> Result<Job, StoreError> {
 }
 
 /// Queues a new job of `kind` (lowercase `[a-z][a-z0-9_]*`, at most 32 characters, else
-/// [`StoreError::Check`]) for `tenant` (`None`: region-wide work).
+/// [`StoreError::Check`]) for `tenant` (`None`: region-wide work). A region-wide job of a
+/// kind that is already queued or running is [`StoreError::Conflict`].
 pub async fn enqueue(
     primary: &Primary,
     kind: &str,
@@ -179,6 +180,25 @@ pub async fn enqueue(
         .query_one(&sql, &[&kind, &tenant.map(TenantId::as_str)])
         .await?;
     decode(&row)
+}
+
+/// The queued or running job of `kind` for `tenant` (`None`: the region-wide one), the
+/// oldest if there are several.
+pub async fn active(
+    primary: &Primary,
+    kind: &str,
+    tenant: Option<&TenantId>,
+) -> Result<Option<Job>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from jobs
+         where kind = $1 and tenant_id is not distinct from $2 and state in ('queued', 'running')
+         order by job_id limit 1"
+    );
+    let row = primary
+        .client()
+        .query_opt(&sql, &[&kind, &tenant.map(TenantId::as_str)])
+        .await?;
+    row.as_ref().map(decode).transpose()
 }
 
 /// Leases the oldest runnable job of one of `kinds` for `holder` until `lease` from now: a

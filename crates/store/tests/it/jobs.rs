@@ -23,6 +23,17 @@ async fn a_lease_is_exclusive_until_it_expires_and_only_its_holder_moves_the_job
         .await
         .expect("enqueue");
     assert_eq!(queued.state, JobState::Queued);
+    let twice = jobs::enqueue(&primary, "rewrap", None)
+        .await
+        .expect_err("one region-wide rewrap at a time");
+    assert!(matches!(twice, store::StoreError::Conflict), "{twice:?}");
+    assert_eq!(
+        jobs::active(&primary, "rewrap", None)
+            .await
+            .expect("active")
+            .map(|job| job.id),
+        Some(queued.id)
+    );
     assert_eq!(queued.attempts, 0);
     assert_eq!(queued.tenant, None);
 
@@ -148,6 +159,15 @@ async fn a_lease_is_exclusive_until_it_expires_and_only_its_holder_moves_the_job
         None,
         "a finished job is never leased again"
     );
+    assert_eq!(
+        jobs::active(&primary, "rewrap", None)
+            .await
+            .expect("active"),
+        None
+    );
+    jobs::enqueue(&primary, "rewrap", None)
+        .await
+        .expect("a new rewrap once the last one ended");
 }
 
 #[tokio::test]
@@ -157,8 +177,8 @@ async fn concurrent_leases_take_different_jobs_and_only_kinds_the_node_runs() {
     let other_kind = jobs::enqueue(&primary, "purge", Some(&tenant(1)))
         .await
         .expect("enqueue");
-    for _ in 0..4 {
-        jobs::enqueue(&primary, "rewrap", None)
+    for n in 0..4 {
+        jobs::enqueue(&primary, "reencrypt", Some(&tenant(n)))
             .await
             .expect("enqueue");
     }
