@@ -2,5 +2,6 @@
 //! against real PostgreSQL primaries and replicas.
 
 mod directory;
+mod jobs;
 mod operations;
 mod three_regions;
