@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod keys;
 pub mod rate_limit;
 pub mod records;
+pub mod stoppable;
 pub mod tenancy;
 pub mod unit_of_work;
 

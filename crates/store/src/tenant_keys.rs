@@ -224,6 +224,20 @@ impl StoredKey {
     }
 }
 
+/// The live keys after `($2, $3, $4)` (from the start when `$2` is null) not wrapped under
+/// `$1` (all live keys when it is null): what is left of a KMS rewrap.
+const PENDING_REWRAP: &str = "state <> 'destroyed' and ($1::text is null or kms_key_id <> $1)
+     and ($2::text is null or (tenant_id, purpose, version) > ($2, $3::text, $4::integer))";
+
+/// The parameters `$2`..`$4` of [`PENDING_REWRAP`].
+fn position_params(after: Option<&KeyPosition>) -> (Option<&str>, Option<&str>, Option<i32>) {
+    (
+        after.map(|at| at.tenant.as_str()),
+        after.map(|at| at.purpose.as_str()),
+        after.map(|at| version_param(at.version)),
+    )
+}
+
 /// Up to `limit` live keys after `after` (from the start when `None`) that are not wrapped
 /// under `current_kms_key` (all live keys when it is `None`), in (tenant, purpose,
 /// version) order: one batch of a resumable KMS rewrap.
@@ -234,21 +248,14 @@ pub async fn pending_rewrap<C: GenericClient>(
     limit: i64,
 ) -> Result<Vec<StoredKey>, StoreError> {
     let sql = format!(
-        "select {COLUMNS} from tenant_keys
-         where state <> 'destroyed' and ($1::text is null or kms_key_id <> $1)
-           and ($2::text is null or (tenant_id, purpose, version) > ($2, $3::text, $4::integer))
+        "select {COLUMNS} from tenant_keys where {PENDING_REWRAP}
          order by tenant_id, purpose, version limit $5"
     );
+    let (tenant, purpose, version) = position_params(after);
     client
         .query(
             &sql,
-            &[
-                &current_kms_key,
-                &after.map(|at| at.tenant.as_str()),
-                &after.map(|at| at.purpose.as_str()),
-                &after.map(|at| version_param(at.version)),
-                &limit,
-            ],
+            &[&current_kms_key, &tenant, &purpose, &version, &limit],
         )
         .await?
         .iter()
@@ -263,18 +270,10 @@ pub async fn count_pending_rewrap<C: GenericClient>(
     current_kms_key: Option<&str>,
     after: Option<&KeyPosition>,
 ) -> Result<u64, StoreError> {
+    let sql = format!("select count(*) from tenant_keys where {PENDING_REWRAP}");
+    let (tenant, purpose, version) = position_params(after);
     let count: i64 = client
-        .query_one(
-            "select count(*) from tenant_keys
-             where state <> 'destroyed' and ($1::text is null or kms_key_id <> $1)
-               and ($2::text is null or (tenant_id, purpose, version) > ($2, $3::text, $4::integer))",
-            &[
-                &current_kms_key,
-                &after.map(|at| at.tenant.as_str()),
-                &after.map(|at| at.purpose.as_str()),
-                &after.map(|at| version_param(at.version)),
-            ],
-        )
+        .query_one(&sql, &[&current_kms_key, &tenant, &purpose, &version])
         .await?
         .try_get(0)?;
     Ok(u64::try_from(count).unwrap_or(0))

@@ -15,9 +15,10 @@ use store::jobs::{self, Job, JobId, JobState};
 use store::{RegionDatabase, StoreError};
 use telemetry::NodeMetrics;
 use tokio::sync::{Semaphore, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use super::{BatchDone, BatchInput, JobHandler, NextBatch};
+use crate::stoppable::StoppableTask;
 
 /// How a node runs jobs. Tests shorten the intervals.
 #[derive(Debug, Clone)]
@@ -68,13 +69,11 @@ struct Inner {
     leased: Mutex<HashSet<JobId>>,
 }
 
-/// The spawned runner. [`RunnerTask::stop`] stops it cleanly; [`RunnerTask::abort`] kills
-/// it as a crashing node would (nothing given up; leases expire).
-#[derive(Debug)]
-pub struct RunnerTask {
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<()>,
-}
+/// The spawned runner. [`RunnerTask::stop`] stops it cleanly (batches in flight are cut
+/// short, each being idempotent, and their leases given up, so another node resumes them
+/// at once); [`RunnerTask::abort`] kills it as a crashing node would (nothing given up;
+/// the leases expire).
+pub type RunnerTask = StoppableTask;
 
 /// Why a job stopped running on this node.
 enum Ended {
@@ -124,34 +123,7 @@ impl JobRunner {
 
     /// Starts polling for work.
     pub fn spawn(self) -> RunnerTask {
-        let (stop, stopped) = oneshot::channel();
-        let handle = tokio::spawn(run(self.inner, stopped));
-        RunnerTask {
-            stop: Some(stop),
-            handle,
-        }
-    }
-}
-
-impl RunnerTask {
-    /// Stops the runner: batches in flight are cut short (each is idempotent) and their
-    /// leases given up, so another node resumes them at once.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let handle = &mut self.handle;
-        if let Err(err) = handle.await
-            && err.is_panic()
-        {
-            tracing::error!("job runner panicked: {err}");
-        }
-    }
-
-    /// Ends the runner at once without giving anything up, as a node that dies: its
-    /// leases expire and another node resumes its jobs.
-    pub fn abort(self) {
-        self.handle.abort();
+        StoppableTask::spawn("job runner", move |stopped| run(self.inner, stopped))
     }
 }
 
