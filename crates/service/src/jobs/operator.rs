@@ -39,7 +39,12 @@ impl RegionService {
             return Ok(active);
         }
         match jobs::enqueue(&primary, REWRAP, None).await {
-            Ok(job) => Ok(job),
+            Ok(job) => {
+                // No region-level audit chain exists (chains are per tenant): the job row
+                // and this line are the record of who started what.
+                tracing::info!(region = %self.inner.region, job = %job.id, actor = "operator", "queued the KMS rewrap");
+                Ok(job)
+            }
             // Started by another request at the same moment: that one.
             Err(StoreError::Conflict) => jobs::active(&primary, REWRAP, None)
                 .await?

@@ -1,7 +1,9 @@
 //! The job runner every node runs: every `poll_interval` it counts the region's jobs (for
 //! metrics), then leases runnable jobs of the kinds it has handlers for, up to
 //! `concurrency` at a time, and runs each batch by batch: heartbeat while a batch runs,
-//! checkpoint after it, `failed` after `max_batch_failures` failed batches in a row.
+//! checkpoint after it, `failed` after `max_batch_failures` failed batches in a row, or
+//! once it was leased more than `max_attempts` times (a job whose nodes keep dying on it,
+//! e.g. a batch that panics, must not take node after node down forever).
 //!
 //! Stopping ends the batches in flight and gives their leases up, so another node (or
 //! this one, restarted) resumes them at once; a node that dies instead leaves leases that
@@ -33,6 +35,8 @@ pub struct JobSettings {
     pub concurrency: usize,
     /// Failed batches in a row after which a job ends `failed`.
     pub max_batch_failures: u32,
+    /// Leases after which a job that never ends is failed (`too many attempts`).
+    pub max_attempts: u32,
     /// Pause before a failed batch runs again.
     pub retry_delay: Duration,
 }
@@ -45,6 +49,7 @@ impl Default for JobSettings {
             batch_size: 100,
             concurrency: 1,
             max_batch_failures: 5,
+            max_attempts: 10,
             retry_delay: Duration::from_secs(2),
         }
     }
@@ -178,6 +183,11 @@ async fn poll_once(
             // lease_next only takes our kinds.
             continue;
         };
+        if job.attempts > inner.settings.max_attempts {
+            tracing::error!(region = %inner.database.region(), job = %job.id, kind = handler.kind(), attempts = job.attempts, "failing a job that was leased too many times");
+            jobs::fail(&primary, job.id, &inner.holder, "too many attempts").await?;
+            continue;
+        }
         lock(&inner.leased).insert(job.id);
         let inner = inner.clone();
         running.spawn(async move {

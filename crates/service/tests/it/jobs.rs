@@ -39,6 +39,7 @@ fn quick(batch_size: usize) -> JobSettings {
         batch_size,
         concurrency: 1,
         max_batch_failures: 3,
+        max_attempts: 10,
         retry_delay: Duration::from_millis(20),
     }
 }
@@ -248,6 +249,52 @@ async fn a_batch_that_keeps_failing_ends_the_job_failed_with_a_fixed_error() {
             r#"residency_jobs{region="eu-central-1",kind="failing_test",state="running"} 0"#
         ),
         "{text}"
+    );
+}
+
+/// A batch that panics: its node's runner loses the job without a word, as if it died.
+#[derive(Debug)]
+struct Panicking;
+
+#[async_trait::async_trait]
+impl JobHandler for Panicking {
+    fn kind(&self) -> &'static str {
+        "panicking_test"
+    }
+
+    async fn run_batch(&self, _input: BatchInput<'_>) -> Result<BatchDone, BatchError> {
+        panic!("a bug in a job handler");
+    }
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_killing_its_runs_ends_failed_after_max_attempts() {
+    let (_database, db) = region_database(REGION).await;
+    let job = {
+        let primary = db.primary().get().await.expect("primary");
+        jobs::enqueue(&primary, "panicking_test", None)
+            .await
+            .expect("enqueue")
+    };
+    let settings = JobSettings {
+        lease: Duration::from_millis(300),
+        max_attempts: 2,
+        ..quick(10)
+    };
+    let runner = JobRunner::new(
+        db.clone(),
+        vec![Arc::new(Panicking)],
+        settings,
+        Arc::new(NodeMetrics::new(REGION)),
+    )
+    .spawn();
+    let failed = finished(&db, job.id).await;
+    runner.stop().await;
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.last_error.as_deref(), Some("too many attempts"));
+    assert_eq!(
+        failed.attempts, 3,
+        "two runs, and the lease that found it over the bound"
     );
 }
 
