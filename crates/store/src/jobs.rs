@@ -423,6 +423,8 @@ pub async fn list(
 }
 
 /// How many jobs of each kind are in each state (for metrics), only the pairs that exist.
+// TODO-perf: counts every row, finished ones included, at each runner poll; once a region
+// keeps many finished jobs, keep their counts in a summary row instead.
 pub async fn counts(primary: &Primary) -> Result<Vec<JobCount>, StoreError> {
     let rows = primary
         .client()
