@@ -108,17 +108,19 @@ impl HealthPolling {
     /// the probes saw, records the gauges and publishes the snapshot `/readyz` reads.
     pub async fn poll_once(&self, state: &NodeState) {
         let started = Instant::now();
-        let (health, kms, objects, directory) = tokio::join!(
+        let (health, kms, objects, directory, jobs) = tokio::join!(
             state.database().health(PROBE_TIMEOUT),
             check_kms(state),
             check_objects(state),
             check_directory(state),
+            running_jobs(state),
         );
         state.database().observe(&health);
         record_database(state, &health);
         record_pools(state);
         record_audit(state);
-        let readiness = readiness(state, &health, kms, objects, directory);
+        let mut readiness = readiness(state, &health, kms, objects, directory);
+        readiness.jobs = jobs;
         state.health().publish(HealthSnapshot {
             taken_at: Some(started),
             fresh_until: started + self.stale_after(),
@@ -199,6 +201,7 @@ impl HealthSnapshot {
             },
             reason: None,
             age_seconds: None,
+            jobs: None,
         };
         let now = Instant::now();
         Self {
@@ -455,6 +458,27 @@ fn readiness(
         },
         reason: None,
         age_seconds: None,
+        jobs: None,
+    }
+}
+
+/// Running jobs `/readyz` shows operators: the region's, read from the primary.
+const RUNNING_JOBS_SHOWN: u32 = 20;
+
+/// The region's running jobs, newest first; `None` when the primary does not answer
+/// within [`PROBE_TIMEOUT`] (its own check says why).
+async fn running_jobs(state: &NodeState) -> Option<Vec<wire::jobs::JobView>> {
+    let read = async {
+        let primary = state.database().primary().get().await?;
+        let filter = store::jobs::JobFilter {
+            state: Some(store::jobs::JobState::Running),
+            ..store::jobs::JobFilter::default()
+        };
+        store::jobs::list(&primary, &filter, RUNNING_JOBS_SHOWN).await
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, read).await {
+        Ok(Ok(jobs)) => Some(jobs.iter().map(crate::handlers::jobs::job_view).collect()),
+        Ok(Err(_)) | Err(_) => None,
     }
 }
 

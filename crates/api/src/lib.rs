@@ -54,7 +54,7 @@ impl MakeRequestId for RandomRequestId {
 
 /// The whole HTTP surface of a regional node.
 pub fn app(state: NodeState) -> Router {
-    use handlers::{api_keys, audit, collections, evidence, files, records, tenants};
+    use handlers::{api_keys, audit, collections, evidence, files, jobs, records, tenants};
     let tenant_scoped = Router::new()
         .route("/v1/tenants/{tenant}", get(tenants::get_tenant))
         .route(
@@ -118,6 +118,9 @@ pub fn app(state: NodeState) -> Router {
         .merge(tenant_scoped)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .route("/v1/audit/keys", get(audit::audit_keys))
+        .route("/v1/keys/rewrap", post(jobs::start_rewrap))
+        .route("/v1/jobs", get(jobs::list_jobs))
+        .route("/v1/jobs/{job}", get(jobs::get_job))
         .route("/v1/openapi.json", get(openapi::openapi_json));
     observed(Router::new().merge(v1).merge(operations_routes()), state)
 }

@@ -18,7 +18,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Components, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToResponse};
 
-use crate::handlers::{api_keys, audit, collections, evidence, files, health, records, tenants};
+use crate::handlers::{
+    api_keys, audit, collections, evidence, files, health, jobs, records, tenants,
+};
 
 /// The security scheme every authenticated operation names (`security(("bearer" = []))`).
 const BEARER: &str = "bearer";
@@ -54,6 +56,9 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         audit::audit_export,
         evidence::residency_evidence,
         audit::audit_keys,
+        jobs::start_rewrap,
+        jobs::list_jobs,
+        jobs::get_job,
         openapi_json,
         health::healthz,
         health::readyz,
@@ -90,6 +95,7 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         (name = "records", description = "Records (writer; reader for reads)."),
         (name = "files", description = "Files attached to records (writer; reader for reads)."),
         (name = "audit", description = "Audit log and residency evidence (auditor key)."),
+        (name = "jobs", description = "The region's durable jobs and the KMS rewrap (operator token)."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     ),
 )]

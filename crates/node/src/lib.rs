@@ -16,6 +16,7 @@ mod start;
 pub use api::MetricsAccess;
 pub use api::rate_limit::RateLimit;
 pub use hop::InternalProtocol;
+pub use service::jobs::JobSettings;
 pub use service::{AuditSettings, ReadAudit};
 pub use start::{
     ApiSettings, Backends, NodeAudit, NodeConfig, NodeListeners, Platform, Routing, RunningNode,

@@ -12,6 +12,7 @@ use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use hop::InternalProtocol;
 use model::RegionId;
+use service::jobs::{JobRunner, JobSettings, RewrapJob, RunnerTask};
 use service::{AuditKeys, AuditLog, AuditSettings, CheckpointTask, Keyring, KeyringSettings};
 use store::{DatabaseSettings, RegionDatabase, embedded_migrations};
 use telemetry::NodeMetrics;
@@ -47,6 +48,9 @@ pub struct ApiSettings {
     /// Who may read `/metrics` on the main listener (the operations listener always
     /// serves it); by default the operator token.
     pub metrics_access: MetricsAccess,
+    /// How the node runs the region's durable jobs (poll interval, lease, batch size);
+    /// tests shorten them.
+    pub jobs: JobSettings,
 }
 
 impl Default for ApiSettings {
@@ -59,6 +63,7 @@ impl Default for ApiSettings {
                 http1_connections: hop::DEFAULT_HTTP1_CONNECTIONS,
             },
             metrics_access: MetricsAccess::default(),
+            jobs: JobSettings::default(),
         }
     }
 }
@@ -102,6 +107,7 @@ pub struct RunningNode {
     poller: JoinHandle<()>,
     audit: AuditLog,
     checkpoints: CheckpointTask,
+    jobs: RunnerTask,
     stop: watch::Sender<bool>,
 }
 
@@ -268,6 +274,13 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
             cache: cache.clone(),
         }) as Arc<dyn service::TenantRegistry>
     });
+    // Every node of the region runs jobs; a lease in the primary keeps each job on one.
+    let jobs = JobRunner::new(
+        database.clone(),
+        vec![Arc::new(RewrapJob::new(keyring.clone(), database.clone()))],
+        platform.api.jobs.clone(),
+        metrics.clone(),
+    );
     let state = api::NodeState::new(api::NodeParts {
         database,
         kms: backends.kms,
@@ -335,6 +348,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
             shutdown,
         )),
     };
+    let jobs = jobs.spawn();
     tracing::info!(region = %region, %address, operations = ?operations_address, "regional node serving");
     Ok(RunningNode {
         region,
@@ -346,6 +360,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         poller,
         audit,
         checkpoints,
+        jobs,
         stop,
     })
 }
@@ -366,9 +381,11 @@ impl RunningNode {
         self.state.health_checked_since(since).await;
     }
 
-    /// Stops accepting, drains in-flight requests, stops the poller and the checkpoint
-    /// task, and writes the queued audit events (waiting a bounded time).
+    /// Stops the job runner (its jobs' leases given up for another node), stops
+    /// accepting, drains in-flight requests, stops the poller and the checkpoint task, and
+    /// writes the queued audit events (waiting a bounded time).
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.jobs.stop().await;
         let _ = self.stop.send(true);
         self.poller.abort();
         let served = self.server.await;

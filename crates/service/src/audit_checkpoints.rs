@@ -6,56 +6,29 @@
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::AuditLog;
+use crate::stoppable::StoppableTask;
 
-/// The running checkpoint task. [`CheckpointTask::stop`] ends it; dropping it does too.
-#[derive(Debug)]
-pub struct CheckpointTask {
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<()>,
-}
+/// The running checkpoint task. [`CheckpointTask::stop`] ends it (a round in progress is
+/// cancelled: its open transaction rolls back, and heads it already committed stay
+/// signed); dropping it does too.
+pub type CheckpointTask = StoppableTask;
 
 impl AuditLog {
     /// Spawns the task that signs moved heads every `settings().checkpoint_interval`,
     /// the first round one interval from now.
     pub fn spawn_checkpoints(&self) -> CheckpointTask {
-        let (stop, stopped) = oneshot::channel();
         let settings = self.settings();
-        let handle = tokio::spawn(run(
-            self.clone(),
-            settings.checkpoint_interval,
-            settings.checkpoint_batch,
-            stopped,
-        ));
-        CheckpointTask {
-            stop: Some(stop),
-            handle,
-        }
-    }
-}
-
-impl CheckpointTask {
-    /// Stops the task and waits for it. A round in progress is cancelled: its open
-    /// transaction rolls back, and heads it already committed stay signed.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let handle = &mut self.handle;
-        if let Err(err) = handle.await
-            && err.is_panic()
-        {
-            tracing::error!("audit checkpoint task panicked: {err}");
-        }
-    }
-}
-
-impl Drop for CheckpointTask {
-    fn drop(&mut self) {
-        // Dropping the sender ends the task at its next wait.
-        self.stop.take();
+        let log = self.clone();
+        StoppableTask::spawn("audit checkpoint task", move |stopped| {
+            run(
+                log,
+                settings.checkpoint_interval,
+                settings.checkpoint_batch,
+                stopped,
+            )
+        })
     }
 }
 

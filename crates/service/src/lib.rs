@@ -18,9 +18,11 @@ pub mod compliance;
 pub mod denials;
 mod error;
 pub mod files;
+pub mod jobs;
 pub mod keys;
 pub mod rate_limit;
 pub mod records;
+pub mod stoppable;
 pub mod tenancy;
 pub mod unit_of_work;
 
@@ -29,7 +31,9 @@ pub use audit::{AuditSettings, ReadAudit};
 pub use audit_checkpoints::CheckpointTask;
 pub use audit_keys::{AuditKeys, KeyText, KeyTextError};
 pub use error::{BoxError, ServiceError};
-pub use keys::{IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapReport};
+pub use keys::{
+    IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapOutcome, RewrapReport,
+};
 pub use tenancy::{
     Attempt, Caller, Collection, OperatorGrant, RegionService, RequestContext, ServiceParts,
     ServiceSettings, Tenant, TenantRegistry, Written,

@@ -17,6 +17,7 @@ mod error;
 pub mod export;
 pub mod files;
 mod health;
+pub mod jobs;
 mod migrate;
 mod pools;
 pub mod records;
@@ -46,6 +47,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "audit_heads",
     "audit_checkpoints",
     "tenant_keys",
+    // A tenant's jobs (migration 0008; `tenant_id` is null for region-wide work).
+    "jobs",
 ];
 
 pub use error::{BoxError, StoreError, with_causes};

@@ -205,6 +205,80 @@ pub async fn wrapped_under_other_keys<C: GenericClient>(
         .collect()
 }
 
+/// A stored key's place in the order KMS rewrapping walks them: (tenant, purpose,
+/// version). A resumable rewrap checkpoints the last one it processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPosition {
+    pub tenant: TenantId,
+    pub purpose: KeyPurpose,
+    pub version: KeyVersion,
+}
+
+impl StoredKey {
+    pub fn position(&self) -> KeyPosition {
+        KeyPosition {
+            tenant: self.tenant,
+            purpose: self.purpose,
+            version: self.version,
+        }
+    }
+}
+
+/// The live keys after `($2, $3, $4)` (from the start when `$2` is null) not wrapped under
+/// `$1` (all live keys when it is null): what is left of a KMS rewrap.
+const PENDING_REWRAP: &str = "state <> 'destroyed' and ($1::text is null or kms_key_id <> $1)
+     and ($2::text is null or (tenant_id, purpose, version) > ($2, $3::text, $4::integer))";
+
+/// The parameters `$2`..`$4` of [`PENDING_REWRAP`].
+fn position_params(after: Option<&KeyPosition>) -> (Option<&str>, Option<&str>, Option<i32>) {
+    (
+        after.map(|at| at.tenant.as_str()),
+        after.map(|at| at.purpose.as_str()),
+        after.map(|at| version_param(at.version)),
+    )
+}
+
+/// Up to `limit` live keys after `after` (from the start when `None`) that are not wrapped
+/// under `current_kms_key` (all live keys when it is `None`), in (tenant, purpose,
+/// version) order: one batch of a resumable KMS rewrap.
+pub async fn pending_rewrap<C: GenericClient>(
+    client: &C,
+    current_kms_key: Option<&str>,
+    after: Option<&KeyPosition>,
+    limit: i64,
+) -> Result<Vec<StoredKey>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from tenant_keys where {PENDING_REWRAP}
+         order by tenant_id, purpose, version limit $5"
+    );
+    let (tenant, purpose, version) = position_params(after);
+    client
+        .query(
+            &sql,
+            &[&current_kms_key, &tenant, &purpose, &version, &limit],
+        )
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+}
+
+/// How many live keys after `after` are not wrapped under `current_kms_key`: what is left
+/// of a KMS rewrap (the rest of [`pending_rewrap`]'s walk).
+pub async fn count_pending_rewrap<C: GenericClient>(
+    client: &C,
+    current_kms_key: Option<&str>,
+    after: Option<&KeyPosition>,
+) -> Result<u64, StoreError> {
+    let sql = format!("select count(*) from tenant_keys where {PENDING_REWRAP}");
+    let (tenant, purpose, version) = position_params(after);
+    let count: i64 = client
+        .query_one(&sql, &[&current_kms_key, &tenant, &purpose, &version])
+        .await?
+        .try_get(0)?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 /// Replaces a key's wrapping (KMS key rotation) if it is still wrapped under
 /// `old_kms_key`; returns whether it did.
 pub async fn rewrap(

@@ -60,6 +60,17 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    kind: &'static str,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobKindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: String,
     state: &'static str,
@@ -92,6 +103,8 @@ pub struct NodeMetrics {
     audit_checkpoints: Counter,
     auth_denials: Family<ReasonLabels, Counter>,
     api_key_lookups: Counter,
+    jobs: Family<JobLabels, Gauge>,
+    job_items: Family<JobKindLabels, Counter>,
 }
 
 impl NodeMetrics {
@@ -226,8 +239,22 @@ impl NodeMetrics {
         let dek_cache_misses = dek_cache_lookups
             .get_or_create(&CacheLabels { result: "miss" })
             .clone();
+        let jobs = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "jobs",
+            "Durable jobs of the region, by kind and state (as this node last counted them)",
+            jobs.clone(),
+        );
+        let job_items = Family::<JobKindLabels, Counter>::default();
+        registry.register(
+            "job_items",
+            "Items (keys, values, objects) this node's job batches processed, by job kind",
+            job_items.clone(),
+        );
         extra(&mut registry);
         Self {
+            jobs,
+            job_items,
             registry,
             dek_cache_hits,
             dek_cache_misses,
@@ -374,6 +401,21 @@ impl NodeMetrics {
     /// API keys read from the database since the node started.
     pub fn api_key_lookups(&self) -> u64 {
         self.api_key_lookups.get()
+    }
+
+    /// How many of the region's jobs of `kind` are in `state` (fixed texts of the job
+    /// runner, never anything a caller sent).
+    pub fn set_jobs(&self, kind: &'static str, state: &'static str, count: u64) {
+        self.jobs
+            .get_or_create(&JobLabels { kind, state })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// `count` items processed by one batch of a job of `kind`.
+    pub fn record_job_items(&self, kind: &'static str, count: u64) {
+        self.job_items
+            .get_or_create(&JobKindLabels { kind })
+            .inc_by(count);
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -32,6 +32,11 @@ pub struct Readiness {
     /// never probes anything itself). Absent before the first snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age_seconds: Option<f64>,
+    /// The region's running jobs (kind, id, progress), as the health poller last read
+    /// them from the primary (at most 20, newest first). Detailed form only; absent
+    /// when the primary could not be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<Vec<crate::jobs::JobView>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -163,6 +168,7 @@ impl Readiness {
             },
             reason: self.reason.clone(),
             age_seconds: self.age_seconds,
+            jobs: None,
         }
     }
 }
@@ -220,6 +226,22 @@ mod tests {
             },
             reason: None,
             age_seconds: Some(0.5),
+            jobs: Some(vec![crate::jobs::JobView {
+                id: "7".into(),
+                kind: "rewrap".into(),
+                tenant: None,
+                state: "running".into(),
+                progress: crate::jobs::JobProgress {
+                    done: 100,
+                    total: 4_000,
+                    failed: 0,
+                },
+                attempts: 1,
+                last_error: None,
+                created_at: "2026-12-07T21:00:00Z".into(),
+                updated_at: "2026-12-07T21:00:05Z".into(),
+                finished_at: None,
+            }]),
         }
     }
 
@@ -242,6 +264,8 @@ mod tests {
             "address",
             "target",
             "kind",
+            "rewrap",
+            "jobs",
         ] {
             assert!(
                 !text.contains(detail),

@@ -14,6 +14,7 @@ pub(crate) mod collections;
 pub(crate) mod evidence;
 pub(crate) mod files;
 pub(crate) mod health;
+pub(crate) mod jobs;
 pub(crate) mod records;
 pub(crate) mod tenants;
 
@@ -28,6 +29,33 @@ use store::ServedBy;
 use utoipa::IntoParams;
 
 use crate::extract::ApiError;
+
+/// The query string as `T` (a struct of optional strings that denies unknown fields),
+/// refused like a JSON body that does not fit (naming the field, never its value).
+pub(crate) fn query_params<T: serde::de::DeserializeOwned>(
+    query: Option<String>,
+) -> Result<T, ServiceError> {
+    let pairs: serde_json::Map<String, serde_json::Value> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(key, value)| {
+                (
+                    key.into_owned(),
+                    serde_json::Value::String(value.into_owned()),
+                )
+            })
+            .collect();
+    let json = serde_json::to_vec(&pairs).expect("a map of strings always serializes");
+    crate::extract::parse_json(&json)
+}
+
+/// A `limit` query parameter: a positive integer (the use case checks its range).
+pub(crate) fn page_limit(raw: Option<&str>) -> Result<Option<u32>, ServiceError> {
+    raw.map(|raw| {
+        raw.parse::<u32>()
+            .map_err(|_| ServiceError::invalid("limit", "must be a positive integer"))
+    })
+    .transpose()
+}
 
 /// What a handler answers: a response, or a service error as its problem.
 pub(crate) type ApiResult = Result<Response, ApiError>;

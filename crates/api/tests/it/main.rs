@@ -4,6 +4,7 @@
 mod abuse;
 mod analytics;
 mod failover;
+mod jobs;
 mod openapi;
 mod problems;
 mod readiness;

@@ -67,6 +67,10 @@ const API_MD: &[(&str, &str)] = &[
     ("GET", "/v1/tenants/{tenant}/audit/export"),
     ("GET", "/v1/tenants/{tenant}/residency"),
     ("GET", "/v1/audit/keys"),
+    // The region's jobs and KMS rewrap (operator token; issue 28, beyond API.md's tables).
+    ("POST", "/v1/keys/rewrap"),
+    ("GET", "/v1/jobs"),
+    ("GET", "/v1/jobs/{job}"),
     // Operations.
     ("GET", "/healthz"),
     ("GET", "/readyz"),

@@ -3,5 +3,6 @@
 
 mod abuse;
 mod directory;
+mod jobs;
 mod operations;
 mod three_regions;

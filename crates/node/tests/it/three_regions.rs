@@ -95,6 +95,7 @@ impl ThreeRegions {
                     http1_connections: 2,
                 },
                 metrics_access: node::MetricsAccess::default(),
+                jobs: node::JobSettings::default(),
             },
             routing: Some(Routing {
                 regions: endpoints,

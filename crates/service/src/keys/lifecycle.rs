@@ -14,6 +14,20 @@ use store::{PrimaryTx, StoreError};
 
 use super::{KeyError, Keyring, ObjectKeyError, context_json};
 
+/// What [`Keyring::rewrap_key`] did to one stored key. Each names the KMS's current key
+/// (what the KMS rewrapped to), except for a destroyed key, which nothing rewraps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RewrapOutcome {
+    /// Now wrapped under `kms_key_id`.
+    Rewrapped { kms_key_id: String },
+    /// It already was: nothing written.
+    AlreadyCurrent { kms_key_id: String },
+    /// Its row changed meanwhile (rewrapped by another node, or shredded): nothing written.
+    Changed { kms_key_id: String },
+    /// Shredded: no wrapped key to rewrap.
+    Destroyed,
+}
+
 /// What [`Keyring::rewrap_all`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RewrapReport {
@@ -162,40 +176,19 @@ impl Keyring {
             }
             let mut moved = 0;
             for stored in pending {
-                let (Some(old_key_id), Some(ciphertext)) =
-                    (stored.kms_key_id.clone(), stored.wrapped.clone())
-                else {
-                    continue;
-                };
-                let context = self.context(&stored.tenant, stored.purpose);
-                let wrapped = WrappedKey {
-                    key_id: old_key_id.clone(),
-                    ciphertext,
-                };
-                let rewrapped = self
-                    .kms_call("re_encrypt", self.inner.kms.re_encrypt(&wrapped, &context))
-                    .await?;
-                if rewrapped.key_id == old_key_id {
-                    // Already under the current key (only possible in the first batch).
-                    report.kms_key_id = Some(rewrapped.key_id);
-                    continue;
+                match self.rewrap_key(&stored).await? {
+                    RewrapOutcome::Rewrapped { kms_key_id } => {
+                        moved += 1;
+                        report.kms_key_id = Some(kms_key_id);
+                    }
+                    // Already under the current key (only possible in the first batch), or
+                    // changed under us.
+                    RewrapOutcome::AlreadyCurrent { kms_key_id }
+                    | RewrapOutcome::Changed { kms_key_id } => {
+                        report.kms_key_id = Some(kms_key_id);
+                    }
+                    RewrapOutcome::Destroyed => {}
                 }
-                let mut primary = self.inner.database.primary().get().await?;
-                let tx = primary.begin().await?;
-                // Conditional on the old wrapping: a concurrent rewrap or shred wins.
-                if tenant_keys::rewrap(
-                    &tx,
-                    &stored,
-                    &old_key_id,
-                    &rewrapped.key_id,
-                    &rewrapped.ciphertext,
-                )
-                .await?
-                {
-                    moved += 1;
-                }
-                tx.commit().await?;
-                report.kms_key_id = Some(rewrapped.key_id);
             }
             report.rewrapped += moved;
             if moved == 0 && report.kms_key_id.is_some() && !first_pass {
@@ -204,6 +197,51 @@ impl Keyring {
             }
             first_pass = false;
         }
+    }
+
+    /// Rewraps one stored key under the KMS's current key (one `re_encrypt`, then one
+    /// conditional update in its own transaction). Idempotent: a key already under the
+    /// current key is left as it is, and the update applies only while the key is still
+    /// wrapped as it was read, so a concurrent rewrap or shred wins.
+    pub async fn rewrap_key(&self, stored: &StoredKey) -> Result<RewrapOutcome, KeyError> {
+        let (Some(old_key_id), Some(ciphertext)) =
+            (stored.kms_key_id.clone(), stored.wrapped.clone())
+        else {
+            return Ok(RewrapOutcome::Destroyed);
+        };
+        let context = self.context(&stored.tenant, stored.purpose);
+        let wrapped = WrappedKey {
+            key_id: old_key_id.clone(),
+            ciphertext,
+        };
+        let rewrapped = self
+            .kms_call("re_encrypt", self.inner.kms.re_encrypt(&wrapped, &context))
+            .await?;
+        if rewrapped.key_id == old_key_id {
+            return Ok(RewrapOutcome::AlreadyCurrent {
+                kms_key_id: rewrapped.key_id,
+            });
+        }
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.begin().await?;
+        let moved = tenant_keys::rewrap(
+            &tx,
+            stored,
+            &old_key_id,
+            &rewrapped.key_id,
+            &rewrapped.ciphertext,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(if moved {
+            RewrapOutcome::Rewrapped {
+                kms_key_id: rewrapped.key_id,
+            }
+        } else {
+            RewrapOutcome::Changed {
+                kms_key_id: rewrapped.key_id,
+            }
+        })
     }
 
     /// Crypto-shredding: erases every wrapped key of the tenant and forgets any unwrapped

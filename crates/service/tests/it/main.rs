@@ -3,4 +3,5 @@
 
 mod audit;
 mod failing_backends;
+mod jobs;
 mod keys;
