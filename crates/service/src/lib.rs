@@ -32,6 +32,6 @@ pub use error::{BoxError, ServiceError};
 pub use keys::{IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapReport};
 pub use tenancy::{
     Attempt, Caller, Collection, OperatorGrant, RegionService, RequestContext, ServiceParts,
-    ServiceSettings, Tenant, TenantRegistry, Written,
+    ServiceSettings, Tenant, TenantPage, TenantRegistry, Written,
 };
 pub use unit_of_work::{Committed, EventTiming, UnitOfWork};
