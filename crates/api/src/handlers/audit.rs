@@ -14,9 +14,9 @@ use model::Access;
 use service::ServiceError;
 use wire::api as body;
 
-use super::{ApiResult, TenantPath};
+use super::{ApiResult, TenantPath, page_size, query_params};
 use crate::NodeState;
-use crate::extract::{Ctx, parse_json};
+use crate::extract::Ctx;
 use crate::openapi::problems as p;
 
 #[derive(Debug, serde::Deserialize)]
@@ -35,22 +35,6 @@ fn parse_time(field: &str, raw: Option<&str>) -> Result<Option<SystemTime>, Serv
             .map_err(|_| ServiceError::invalid(field, "must be an RFC 3339 timestamp"))
     })
     .transpose()
-}
-
-/// The query string as [`AuditQueryParams`], refused like a JSON body that does not fit
-/// (naming the field, never its value).
-fn audit_params(query: Option<String>) -> Result<AuditQueryParams, ServiceError> {
-    let pairs: serde_json::Map<String, serde_json::Value> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .map(|(key, value)| {
-                (
-                    key.into_owned(),
-                    serde_json::Value::String(value.into_owned()),
-                )
-            })
-            .collect();
-    let json = serde_json::to_vec(&pairs).expect("a map of strings always serializes");
-    parse_json(&json)
 }
 
 #[utoipa::path(
@@ -85,7 +69,7 @@ pub(crate) async fn audit_events(
     let caller = ctx
         .authorize(path.on("audit/events"), Access::Audit, Action::AuditRead)
         .await?;
-    let params = audit_params(query)?;
+    let params: AuditQueryParams = query_params(query)?;
     let action = params
         .action
         .as_deref()
@@ -93,14 +77,7 @@ pub(crate) async fn audit_events(
             Action::parse(raw).map_err(|_| ServiceError::invalid("action", "is not a known action"))
         })
         .transpose()?;
-    let limit = params
-        .limit
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<u32>()
-                .map_err(|_| ServiceError::invalid("limit", "must be a positive integer"))
-        })
-        .transpose()?;
+    let limit = page_size(params.limit.as_deref())?;
     let query = service::compliance::EventQuery {
         from: parse_time("from", params.from.as_deref())?,
         to: parse_time("to", params.to.as_deref())?,
@@ -145,7 +122,7 @@ pub(crate) async fn audit_export(
     let caller = ctx
         .authorize(path.on("audit/export"), Access::Audit, Action::AuditExport)
         .await?;
-    let params = audit_params(query)?;
+    let params: AuditQueryParams = query_params(query)?;
     if params.action.is_some() || params.limit.is_some() || params.cursor.is_some() {
         return Err(ServiceError::invalid("query", "an export takes only `from` and `to`").into());
     }

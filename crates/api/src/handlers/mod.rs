@@ -102,6 +102,33 @@ impl FilePath {
     }
 }
 
+/// A query string as `T`, refused like a JSON body that does not fit (naming the field,
+/// never its value).
+pub(crate) fn query_params<T: serde::de::DeserializeOwned>(
+    query: Option<String>,
+) -> Result<T, ServiceError> {
+    let pairs: serde_json::Map<String, serde_json::Value> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(key, value)| {
+                (
+                    key.into_owned(),
+                    serde_json::Value::String(value.into_owned()),
+                )
+            })
+            .collect();
+    let json = serde_json::to_vec(&pairs).expect("a map of strings always serializes");
+    crate::extract::parse_json(&json)
+}
+
+/// A `limit` query parameter: a page size, checked against the bounds by the service.
+pub(crate) fn page_size(raw: Option<&str>) -> Result<Option<u32>, ServiceError> {
+    raw.map(|raw| {
+        raw.parse::<u32>()
+            .map_err(|_| ServiceError::invalid("limit", "must be a positive integer"))
+    })
+    .transpose()
+}
+
 /// What an audit event names in place of a path parameter that is not a valid id: never
 /// the text the caller sent.
 pub(crate) const INVALID_ID: &str = "(invalid)";

@@ -8,6 +8,7 @@ mod openapi;
 mod problems;
 mod readiness;
 mod tenant_api;
+mod tenant_listing;
 
 use std::sync::Arc;
 
