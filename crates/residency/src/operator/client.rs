@@ -1,0 +1,256 @@
+//! The HTTP client of the operator commands: one node's endpoint and one bearer
+//! credential, a request per command, and every answer that is not the expected success
+//! turned into one clear error (unreachable node, refused credential, the node's
+//! problem+json with its request id, a redirect to another region).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use catalog::Secret;
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The longest wait for a TCP (and TLS) connection to the node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait for a whole answer: every operator endpoint answers at once (long
+/// work runs as a job).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer read: a page of 500 tenants or jobs is well under it.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Who is calling: the deployment's operator, or a tenant's API key.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    OperatorToken(Secret),
+    ApiKey(Secret),
+}
+
+impl Credential {
+    fn secret(&self) -> &Secret {
+        match self {
+            Self::OperatorToken(secret) | Self::ApiKey(secret) => secret,
+        }
+    }
+
+    /// What to check when the node refuses it (never its value).
+    fn refused(&self, status: StatusCode) -> String {
+        let (what, where_from) = match self {
+            Self::OperatorToken(_) => (
+                "operator token",
+                "--token, RESIDENCY_TOKEN or the state directory's operator_token",
+            ),
+            Self::ApiKey(_) => ("API key", "--key or RESIDENCY_API_KEY"),
+        };
+        if status == StatusCode::UNAUTHORIZED {
+            format!("the node refused the {what} (401): check {where_from}")
+        } else {
+            format!("the {what} may not do this (403): check {where_from}")
+        }
+    }
+}
+
+/// A node's API, called with one credential.
+#[derive(Debug)]
+pub(crate) struct Api {
+    http: reqwest::Client,
+    base: Url,
+    credential: Credential,
+}
+
+/// A successful answer: parsed, and as the node sent it (what `--json` prints).
+#[derive(Debug)]
+pub(crate) struct Answer<T> {
+    pub(crate) value: T,
+    pub(crate) raw: String,
+}
+
+impl Api {
+    /// A client of `endpoint` (`http://` or `https://`, verified against the platform's
+    /// trust roots). Redirects are not followed: a `307` names the region to call instead.
+    pub(crate) fn new(endpoint: &str, credential: Credential) -> anyhow::Result<Self> {
+        let base = Url::parse(endpoint)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .ok_or_else(|| anyhow!("the endpoint is not an http:// or https:// URL"))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("residency/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("build the HTTP client")?;
+        Ok(Self {
+            http,
+            base,
+            credential,
+        })
+    }
+
+    /// `segments` below the endpoint's path, each percent-encoded as one segment (an id
+    /// can never reach another path), with `query` pairs whose value is set.
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, Option<String>)]) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().expect("an http(s) URL has a path");
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        let pairs: Vec<(&str, &str)> = query
+            .iter()
+            .filter_map(|(name, value)| value.as_deref().map(|value| (*name, value)))
+            .collect();
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        url
+    }
+
+    pub(crate) async fn get<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        expected: StatusCode,
+    ) -> anyhow::Result<Answer<T>> {
+        self.call(Method::GET, url, None::<&()>, expected).await
+    }
+
+    /// Sends one request and reads its answer: `T` when the status is `expected`, an
+    /// error saying what went wrong otherwise.
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&impl Serialize>,
+        expected: StatusCode,
+    ) -> anyhow::Result<Answer<T>> {
+        let endpoint = self.endpoint_name();
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(self.credential.secret().expose());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| no_answer(&endpoint, &err))?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let bytes = read_bounded(response)
+            .await
+            .map_err(|err| anyhow!("{endpoint}: the answer could not be read: {err}"))?;
+        if status == expected {
+            let raw = String::from_utf8(bytes)
+                .map_err(|_| anyhow!("{endpoint}: the answer is not UTF-8 JSON"))?;
+            let value = serde_json::from_str(&raw).map_err(|err| {
+                anyhow!("{endpoint}: the answer ({status}) is not what this version of the CLI expects: {err}")
+            })?;
+            return Ok(Answer { value, raw });
+        }
+        Err(self.failure(&endpoint, status, &bytes, location.as_deref()))
+    }
+
+    /// The endpoint as errors name it: scheme, host and port (never a path or query).
+    fn endpoint_name(&self) -> String {
+        self.base.origin().ascii_serialization()
+    }
+
+    fn failure(
+        &self,
+        endpoint: &str,
+        status: StatusCode,
+        body: &[u8],
+        location: Option<&str>,
+    ) -> anyhow::Error {
+        if status.is_redirection() {
+            let to = location.and_then(|location| Url::parse(location).ok());
+            let target = to.map_or_else(
+                || "another endpoint".to_owned(),
+                |url| url.origin().ascii_serialization(),
+            );
+            return anyhow!(
+                "{endpoint} redirects this request to {target} (the tenant's home region answers there): pass --endpoint {target}"
+            );
+        }
+        let problem = serde_json::from_slice::<wire::Problem>(body).ok();
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            let request_id = problem
+                .and_then(|problem| problem.request_id)
+                .map(|id| format!(" (request id {id})"))
+                .unwrap_or_default();
+            return anyhow!("{}{request_id}", self.credential.refused(status));
+        }
+        match problem {
+            Some(problem) => {
+                let request_id = problem
+                    .request_id
+                    .map(|id| format!(" (request id {id})"))
+                    .unwrap_or_default();
+                anyhow!(
+                    "{endpoint} answered {}: {}: {}{request_id}",
+                    problem.status,
+                    problem.title,
+                    problem.detail
+                )
+            }
+            None => anyhow!("{endpoint} answered {status} (not a problem+json body)"),
+        }
+    }
+}
+
+/// Reads at most [`MAX_ANSWER_BYTES`] of the answer.
+async fn read_bounded(mut response: reqwest::Response) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+            bail!("larger than {MAX_ANSWER_BYTES} bytes");
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Why no answer came, naming the endpoint (reqwest's own text would add the URL, which
+/// may carry ids in its path and query).
+fn no_answer(endpoint: &str, err: &reqwest::Error) -> anyhow::Error {
+    let why = if err.is_timeout() {
+        "no answer in time".to_owned()
+    } else if err.is_connect() {
+        let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(err);
+        let mut innermost = None;
+        while let Some(inner) = cause {
+            innermost = Some(inner.to_string());
+            cause = inner.source();
+        }
+        format!(
+            "cannot connect{}",
+            innermost
+                .map(|text| format!(" ({text})"))
+                .unwrap_or_default()
+        )
+    } else {
+        "the connection failed".to_owned()
+    };
+    anyhow!("cannot reach the node at {endpoint}: {why}")
+}
+
+/// rustls with aws-lc-rs and the platform's trust roots. Without usable roots an https
+/// endpoint fails to connect (named in the error) and http ones still work.
+fn tls_config() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("aws-lc-rs supports rustls' default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth()
+}
