@@ -90,8 +90,19 @@ impl Api {
     }
 
     /// `segments` below the endpoint's path, each percent-encoded as one segment (an id
-    /// can never reach another path), with `query` pairs whose value is set.
-    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, Option<String>)]) -> Url {
+    /// can never reach another path), with `query` pairs whose value is set. An empty,
+    /// `.` or `..` segment (which URLs drop or resolve) is refused.
+    pub(crate) fn url(
+        &self,
+        segments: &[&str],
+        query: &[(&str, Option<String>)],
+    ) -> anyhow::Result<Url> {
+        if segments
+            .iter()
+            .any(|segment| matches!(*segment, "" | "." | ".."))
+        {
+            bail!("an id cannot be empty, `.` or `..`");
+        }
         let mut url = self.base.clone();
         {
             let mut path = url.path_segments_mut().expect("an http(s) URL has a path");
@@ -105,7 +116,7 @@ impl Api {
         if !pairs.is_empty() {
             url.query_pairs_mut().extend_pairs(pairs);
         }
-        url
+        Ok(url)
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(

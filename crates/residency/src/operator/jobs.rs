@@ -63,13 +63,13 @@ pub(crate) async fn run(args: JobsArgs) -> anyhow::Result<()> {
                     ("limit", args.limit.map(|limit| limit.to_string())),
                     ("cursor", args.cursor),
                 ],
-            );
+            )?;
             let answer = api.get::<JobPage>(url, StatusCode::OK).await?;
             print(args.operator.connection.json, &answer, job_table)
         }
         JobsCommand::Get(args) => {
             let api = args.operator.api()?;
-            let url = api.url(&["v1", "jobs", &args.job], &[]);
+            let url = api.url(&["v1", "jobs", &args.job], &[])?;
             let answer = api.get::<JobView>(url, StatusCode::OK).await?;
             print(args.operator.connection.json, &answer, job_fields)
         }

@@ -34,7 +34,7 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
         KeysCommand::Rotate(args) => {
             let api = args.tenant_key.api()?;
-            let url = api.url(&["v1", "tenants", &args.tenant, "keys", "rotate"], &[]);
+            let url = api.url(&["v1", "tenants", &args.tenant, "keys", "rotate"], &[])?;
             let answer = api
                 .call::<KeyRotationStarted>(Method::POST, url, None::<&()>, StatusCode::ACCEPTED)
                 .await?;
@@ -47,7 +47,7 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
         }
         KeysCommand::Status(args) => {
             let api = args.tenant_key.api()?;
-            let url = api.url(&["v1", "tenants", &args.tenant, "keys"], &[]);
+            let url = api.url(&["v1", "tenants", &args.tenant, "keys"], &[])?;
             let answer = api.get::<KeyStatus>(url, StatusCode::OK).await?;
             print(args.tenant_key.connection.json, &answer, status_text)
         }

@@ -103,14 +103,14 @@ async fn list_tenants(args: ListArgs) -> anyhow::Result<()> {
             ("limit", args.limit.map(|limit| limit.to_string())),
             ("cursor", args.cursor),
         ],
-    );
+    )?;
     let answer = api.get::<TenantPage>(url, StatusCode::OK).await?;
     print(args.operator.connection.json, &answer, tenant_table)
 }
 
 async fn get_tenant(args: TenantArgs) -> anyhow::Result<()> {
     let api = args.operator.api()?;
-    let url = api.url(&["v1", "tenants", &args.tenant], &[]);
+    let url = api.url(&["v1", "tenants", &args.tenant], &[])?;
     let answer = api.get::<TenantView>(url, StatusCode::OK).await?;
     print(args.operator.connection.json, &answer, |tenant| {
         fields(&[
@@ -143,7 +143,7 @@ async fn create_tenant(args: CreateArgs) -> anyhow::Result<()> {
         transit: args.transit,
         analytics_export: args.analytics_export.then_some(true),
     };
-    let url = api.url(&["v1", "tenants"], &[]);
+    let url = api.url(&["v1", "tenants"], &[])?;
     let answer = api
         .call::<TenantCreated>(Method::POST, url, Some(&request), StatusCode::CREATED)
         .await?;
@@ -169,7 +169,7 @@ async fn offboard_tenant(args: OffboardArgs) -> anyhow::Result<()> {
         );
     }
     let api = args.operator.api()?;
-    let url = api.url(&["v1", "tenants", &args.tenant], &[]);
+    let url = api.url(&["v1", "tenants", &args.tenant], &[])?;
     let answer = api
         .call::<OffboardStatus>(Method::DELETE, url, None::<&()>, StatusCode::ACCEPTED)
         .await?;
