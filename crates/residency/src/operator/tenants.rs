@@ -8,6 +8,22 @@ use wire::api::{CreateTenant, OffboardStatus, TenantCreated, TenantPage, TenantV
 use super::output::{fields, list, next_page, table};
 use super::{OperatorFlags, print};
 
+/// What `get` and `create` both show of a tenant: the fields `TenantView` and
+/// `TenantCreated` share.
+macro_rules! shown_fields {
+    ($tenant:expr) => {{
+        let tenant = $tenant;
+        vec![
+            ("id", tenant.id.clone()),
+            ("name", tenant.name.clone()),
+            ("home region", tenant.home_region.clone()),
+            ("allowed regions", list(&tenant.allowed_regions)),
+            ("transit", tenant.transit.clone()),
+            ("analytics export", tenant.analytics_export.to_string()),
+        ]
+    }};
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct TenantsArgs {
     #[command(subcommand)]
@@ -113,15 +129,9 @@ async fn get_tenant(args: TenantArgs) -> anyhow::Result<()> {
     let url = api.url(&["v1", "tenants", &args.tenant], &[])?;
     let answer = api.get::<TenantView>(url, StatusCode::OK).await?;
     print(args.operator.connection.json, &answer, |tenant| {
-        fields(&[
-            ("id", tenant.id.clone()),
-            ("name", tenant.name.clone()),
-            ("home region", tenant.home_region.clone()),
-            ("allowed regions", list(&tenant.allowed_regions)),
-            ("transit", tenant.transit.clone()),
-            ("analytics export", tenant.analytics_export.to_string()),
-            ("created at", tenant.created_at.clone()),
-        ])
+        let mut shown = shown_fields!(tenant);
+        shown.push(("created at", tenant.created_at.clone()));
+        fields(&shown)
     })
 }
 
@@ -148,15 +158,9 @@ async fn create_tenant(args: CreateArgs) -> anyhow::Result<()> {
         .call::<TenantCreated>(Method::POST, url, Some(&request), StatusCode::CREATED)
         .await?;
     print(args.operator.connection.json, &answer, |tenant| {
-        let mut text = fields(&[
-            ("id", tenant.id.clone()),
-            ("name", tenant.name.clone()),
-            ("home region", tenant.home_region.clone()),
-            ("allowed regions", list(&tenant.allowed_regions)),
-            ("transit", tenant.transit.clone()),
-            ("analytics export", tenant.analytics_export.to_string()),
-            ("admin key", tenant.admin_key.clone()),
-        ]);
+        let mut shown = shown_fields!(tenant);
+        shown.push(("admin key", tenant.admin_key.clone()));
+        let mut text = fields(&shown);
         text.push_str("The admin key is shown only this once: store it now.\n");
         text
     })
