@@ -14,7 +14,7 @@ use model::Access;
 use service::ServiceError;
 use wire::api as body;
 
-use super::{ApiResult, TenantPath, page_size, query_params};
+use super::{ApiResult, TenantPath};
 use crate::NodeState;
 use crate::extract::Ctx;
 use crate::openapi::problems as p;
@@ -69,7 +69,7 @@ pub(crate) async fn audit_events(
     let caller = ctx
         .authorize(path.on("audit/events"), Access::Audit, Action::AuditRead)
         .await?;
-    let params: AuditQueryParams = query_params(query)?;
+    let params: AuditQueryParams = super::query_params(query)?;
     let action = params
         .action
         .as_deref()
@@ -77,7 +77,7 @@ pub(crate) async fn audit_events(
             Action::parse(raw).map_err(|_| ServiceError::invalid("action", "is not a known action"))
         })
         .transpose()?;
-    let limit = page_size(params.limit.as_deref())?;
+    let limit = super::page_limit(params.limit.as_deref())?;
     let query = service::compliance::EventQuery {
         from: parse_time("from", params.from.as_deref())?,
         to: parse_time("to", params.to.as_deref())?,
@@ -122,7 +122,7 @@ pub(crate) async fn audit_export(
     let caller = ctx
         .authorize(path.on("audit/export"), Access::Audit, Action::AuditExport)
         .await?;
-    let params: AuditQueryParams = query_params(query)?;
+    let params: AuditQueryParams = super::query_params(query)?;
     if params.action.is_some() || params.limit.is_some() || params.cursor.is_some() {
         return Err(ServiceError::invalid("query", "an export takes only `from` and `to`").into());
     }

@@ -29,6 +29,33 @@ use utoipa::IntoParams;
 
 use crate::extract::ApiError;
 
+/// The query string as `T` (a struct of optional strings that denies unknown fields),
+/// refused like a JSON body that does not fit (naming the field, never its value).
+pub(crate) fn query_params<T: serde::de::DeserializeOwned>(
+    query: Option<String>,
+) -> Result<T, ServiceError> {
+    let pairs: serde_json::Map<String, serde_json::Value> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(key, value)| {
+                (
+                    key.into_owned(),
+                    serde_json::Value::String(value.into_owned()),
+                )
+            })
+            .collect();
+    let json = serde_json::to_vec(&pairs).expect("a map of strings always serializes");
+    crate::extract::parse_json(&json)
+}
+
+/// A `limit` query parameter: a positive integer (the use case checks its range).
+pub(crate) fn page_limit(raw: Option<&str>) -> Result<Option<u32>, ServiceError> {
+    raw.map(|raw| {
+        raw.parse::<u32>()
+            .map_err(|_| ServiceError::invalid("limit", "must be a positive integer"))
+    })
+    .transpose()
+}
+
 /// What a handler answers: a response, or a service error as its problem.
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
@@ -100,33 +127,6 @@ impl FilePath {
         let name = FileName::parse(&self.name).map_err(|_| not_found())?;
         Ok((record, name))
     }
-}
-
-/// A query string as `T`, refused like a JSON body that does not fit (naming the field,
-/// never its value).
-pub(crate) fn query_params<T: serde::de::DeserializeOwned>(
-    query: Option<String>,
-) -> Result<T, ServiceError> {
-    let pairs: serde_json::Map<String, serde_json::Value> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .map(|(key, value)| {
-                (
-                    key.into_owned(),
-                    serde_json::Value::String(value.into_owned()),
-                )
-            })
-            .collect();
-    let json = serde_json::to_vec(&pairs).expect("a map of strings always serializes");
-    crate::extract::parse_json(&json)
-}
-
-/// A `limit` query parameter: a page size, checked against the bounds by the service.
-pub(crate) fn page_size(raw: Option<&str>) -> Result<Option<u32>, ServiceError> {
-    raw.map(|raw| {
-        raw.parse::<u32>()
-            .map_err(|_| ServiceError::invalid("limit", "must be a positive integer"))
-    })
-    .transpose()
 }
 
 /// What an audit event names in place of a path parameter that is not a valid id: never

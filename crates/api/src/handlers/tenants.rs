@@ -12,7 +12,7 @@ use service::records::Paging;
 use service::{ServiceError, Tenant};
 use wire::api as body;
 
-use super::{ApiResult, TenantPath, page_size, query_params, tenant_id, time_text};
+use super::{ApiResult, TenantPath, page_limit, query_params, tenant_id, time_text};
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::problems as p;
 
@@ -149,7 +149,7 @@ pub(crate) async fn list_tenants(ctx: Ctx, RawQuery(query): RawQuery) -> ApiResu
         }
     }
     let paging = Paging {
-        limit: page_size(params.limit.as_deref())?,
+        limit: page_limit(params.limit.as_deref())?,
         cursor: params.cursor,
     };
     let page = service.list_tenants(&operator, paging).await?;
