@@ -7,10 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
 use catalog::Secret;
-use reqwest::{Method, StatusCode, Url};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, USER_AGENT};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use url::Url;
 
 /// The longest wait for a TCP (and TLS) connection to the node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,11 +60,18 @@ impl Credential {
 }
 
 /// A node's API, called with one credential.
-#[derive(Debug)]
 pub(crate) struct Api {
-    http: reqwest::Client,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: Url,
     credential: Credential,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A successful answer: parsed, and as the node sent it (what `--json` prints).
@@ -74,14 +89,15 @@ impl Api {
             .ok()
             .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
             .ok_or_else(|| anyhow!("the endpoint is not an http:// or https:// URL"))?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("residency/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("build the HTTP client")?;
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let http = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
             http,
             base,
@@ -137,28 +153,35 @@ impl Api {
         expected: StatusCode,
     ) -> anyhow::Result<Answer<T>> {
         let endpoint = self.endpoint_name();
-        let mut request = self
-            .http
-            .request(method, url)
-            .bearer_auth(self.credential.secret().expose());
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| no_answer(&endpoint, &err))?;
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let bytes = read_bounded(response)
-            .await
-            .map_err(|err| anyhow!("{endpoint}: the answer could not be read: {err}"))?;
+        let request = self.request(method, &url, body)?;
+        let (status, location, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|err| no_answer(&endpoint, &err))?;
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|err| anyhow!("{endpoint}: the answer could not be read: {err}"))?
+                .to_bytes();
+            anyhow::Ok((status, location, bytes))
+        })
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "cannot reach the node at {endpoint}: no answer within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            )
+        })??;
         if status == expected {
-            let raw = String::from_utf8(bytes)
+            let raw = String::from_utf8(bytes.to_vec())
                 .map_err(|_| anyhow!("{endpoint}: the answer is not UTF-8 JSON"))?;
             let value = serde_json::from_str(&raw).map_err(|err| {
                 anyhow!("{endpoint}: the answer ({status}) is not what this version of the CLI expects: {err}")
@@ -166,6 +189,32 @@ impl Api {
             return Ok(Answer { value, raw });
         }
         Err(self.failure(&endpoint, status, &bytes, location.as_deref()))
+    }
+
+    /// The request, with the credential as a header marked sensitive.
+    fn request(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
+        let mut bearer =
+            HeaderValue::from_str(&format!("Bearer {}", self.credential.secret().expose()))
+                .map_err(|_| anyhow!("the token or key holds characters a header cannot carry"))?;
+        bearer.set_sensitive(true);
+        let builder = Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .header(AUTHORIZATION, bearer)
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, concat!("residency/", env!("CARGO_PKG_VERSION")));
+        let request = match body {
+            Some(body) => builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(serde_json::to_vec(body)?))),
+            None => builder.body(Full::default()),
+        };
+        request.context("build the request")
     }
 
     /// The endpoint as errors name it: scheme, host and port (never a path or query).
@@ -216,52 +265,40 @@ impl Api {
     }
 }
 
-/// Reads at most [`MAX_ANSWER_BYTES`] of the answer.
-async fn read_bounded(mut response: reqwest::Response) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-            bail!("larger than {MAX_ANSWER_BYTES} bytes");
-        }
-        bytes.extend_from_slice(&chunk);
+/// Why no answer came, naming the endpoint (never the request's path or query, which
+/// may carry ids).
+fn no_answer(endpoint: &str, err: &hyper_util::client::legacy::Error) -> anyhow::Error {
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    let mut innermost = None;
+    while let Some(inner) = cause {
+        innermost = Some(inner.to_string());
+        cause = inner.source();
     }
-    Ok(bytes)
-}
-
-/// Why no answer came, naming the endpoint (reqwest's own text would add the URL, which
-/// may carry ids in its path and query).
-fn no_answer(endpoint: &str, err: &reqwest::Error) -> anyhow::Error {
-    let why = if err.is_timeout() {
-        "no answer in time".to_owned()
-    } else if err.is_connect() {
-        let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(err);
-        let mut innermost = None;
-        while let Some(inner) = cause {
-            innermost = Some(inner.to_string());
-            cause = inner.source();
-        }
-        format!(
-            "cannot connect{}",
-            innermost
-                .map(|text| format!(" ({text})"))
-                .unwrap_or_default()
-        )
+    let why = if err.is_connect() {
+        "cannot connect"
     } else {
-        "the connection failed".to_owned()
+        "the connection failed"
     };
-    anyhow!("cannot reach the node at {endpoint}: {why}")
+    let because = innermost
+        .map(|text| format!(" ({text})"))
+        .unwrap_or_default();
+    anyhow!("cannot reach the node at {endpoint}: {why}{because}")
 }
 
 /// rustls with aws-lc-rs and the platform's trust roots. Without usable roots an https
 /// endpoint fails to connect (named in the error) and http ones still work.
 fn tls_config() -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("aws-lc-rs supports rustls' default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth()
+    let versions = || {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports rustls' default protocol versions")
+    };
+    match versions().with_native_roots() {
+        Ok(roots) => roots.with_no_client_auth(),
+        Err(_) => versions()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    }
 }

@@ -1,7 +1,7 @@
 //! `residency jobs list|get` (operator token): the region's durable jobs,
 //! `GET /v1/jobs` and `GET /v1/jobs/{job}`.
 
-use reqwest::StatusCode;
+use http::StatusCode;
 use wire::jobs::{JobPage, JobView};
 
 use super::output::{fields, next_page, or_dash, table};

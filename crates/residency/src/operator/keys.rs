@@ -1,7 +1,7 @@
 //! `residency keys rotate|status <tenant>` (the tenant's admin key):
 //! `POST /v1/tenants/{tenant}/keys/rotate`, `GET /v1/tenants/{tenant}/keys`.
 
-use reqwest::{Method, StatusCode};
+use http::{Method, StatusCode};
 use wire::api::{KeyRotationStarted, KeyStatus, ReencryptionView};
 
 use super::output::{fields, table};

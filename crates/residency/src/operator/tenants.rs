@@ -2,7 +2,7 @@
 //! `GET /v1/tenants/{id}`, `POST /v1/tenants`, `DELETE /v1/tenants/{id}`.
 
 use anyhow::bail;
-use reqwest::{Method, StatusCode};
+use http::{Method, StatusCode};
 use wire::api::{CreateTenant, OffboardStatus, TenantCreated, TenantPage, TenantView};
 
 use super::output::{fields, list, next_page, table};

@@ -559,6 +559,19 @@ async fn offboard_keys_and_jobs_send_the_documented_requests_and_print_their_ans
     );
     assert!(shown.contains("finished at: -"), "{shown}");
 
+    // https is spoken (and fails cleanly against a server that speaks plain HTTP).
+    let https = format!("https://{}", api.address);
+    let tls = cli(
+        cwd.path(),
+        &["jobs", "list", "--endpoint", &https, "--token", "op-token"],
+    )
+    .await;
+    let tls = tls.failed();
+    assert!(
+        tls.contains(&format!("cannot reach the node at {https}")),
+        "{tls}"
+    );
+
     // An id is one path segment, never more of the path.
     let dots = cli(
         cwd.path(),
