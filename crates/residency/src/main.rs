@@ -53,10 +53,13 @@ enum Command {
     /// the region catalogue.
     TerraformVars(terraform_vars::TerraformVarsArgs),
     /// Tenants (operator token): `list`, `get`, `create`, `offboard`.
+    #[command(after_help = operator::EXIT_STATUS)]
     Tenants(operator::tenants::TenantsArgs),
     /// A tenant's data keys (its admin key): `rotate`, `status`.
+    #[command(after_help = operator::EXIT_STATUS)]
     Keys(operator::keys::KeysArgs),
     /// The region's durable jobs (operator token): `list`, `get`.
+    #[command(after_help = operator::EXIT_STATUS)]
     Jobs(operator::jobs::JobsArgs),
 }
 

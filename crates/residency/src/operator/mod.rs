@@ -19,6 +19,11 @@ use serde_json::Value;
 
 use self::client::{Api, Credential};
 
+/// What the operator commands' exit codes mean (their help says it).
+pub(crate) const EXIT_STATUS: &str = "Exit status: 0 on success; 1 on any failure (node unreachable, \
+token or key refused, a problem the node answered, nothing configured), with one line on \
+stderr; 2 for a command line that does not parse.";
+
 /// Where the node is, and how to print what it answers: what every operator command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ConnectionFlags {
