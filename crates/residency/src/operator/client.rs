@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use catalog::Secret;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, USER_AGENT};
-use http::{HeaderValue, Method, Request, StatusCode};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -154,24 +154,19 @@ impl Api {
     ) -> anyhow::Result<Answer<T>> {
         let endpoint = self.endpoint_name();
         let request = self.request(method, &url, body)?;
-        let (status, location, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let (status, headers, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let response = self
                 .http
                 .request(request)
                 .await
                 .map_err(|err| no_answer(&endpoint, &err))?;
-            let status = response.status();
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned);
-            let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            let (parts, body) = response.into_parts();
+            let bytes = Limited::new(body, MAX_ANSWER_BYTES)
                 .collect()
                 .await
                 .map_err(|err| anyhow!("{endpoint}: the answer could not be read: {err}"))?
                 .to_bytes();
-            anyhow::Ok((status, location, bytes))
+            anyhow::Ok((parts.status, parts.headers, bytes))
         })
         .await
         .map_err(|_| {
@@ -188,7 +183,7 @@ impl Api {
             })?;
             return Ok(Answer { value, raw });
         }
-        Err(self.failure(&endpoint, status, &bytes, location.as_deref()))
+        Err(self.failure(&endpoint, status, &headers, &bytes))
     }
 
     /// The request, with the credential as a header marked sensitive.
@@ -226,11 +221,16 @@ impl Api {
         &self,
         endpoint: &str,
         status: StatusCode,
+        headers: &HeaderMap,
         body: &[u8],
-        location: Option<&str>,
     ) -> anyhow::Error {
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|value: &HeaderValue| value.to_str().ok())
+        };
         if status.is_redirection() {
-            let to = location.and_then(|location| Url::parse(location).ok());
+            let to = header(LOCATION).and_then(|location| Url::parse(location).ok());
             let target = to.map_or_else(
                 || "another endpoint".to_owned(),
                 |url| url.origin().ascii_serialization(),
@@ -253,8 +253,12 @@ impl Api {
                     .request_id
                     .map(|id| format!(" (request id {id})"))
                     .unwrap_or_default();
+                // A busy or unreachable home region (503) and a rate limit (429) say when.
+                let retry = header(RETRY_AFTER)
+                    .map(|seconds| format!("; try again in {seconds} s"))
+                    .unwrap_or_default();
                 anyhow!(
-                    "{endpoint} answered {}: {}: {}{request_id}",
+                    "{endpoint} answered {}: {}: {}{request_id}{retry}",
                     problem.status,
                     problem.title,
                     problem.detail

@@ -384,6 +384,21 @@ async fn answer(State(seen): State<Seen>, request: Request) -> Response {
             json!({"jobs": [job_json("running")], "next_cursor": "c2"}),
         ),
         ("GET", p) if p == format!("/v1/jobs/{JOB}") => (StatusCode::OK, job_json("running")),
+        ("GET", "/v1/jobs/busy") => {
+            let problem = json!({
+                "type": "https://residency.dev/problems/unavailable", "title": "Service Unavailable",
+                "status": 503, "detail": "the region's primary is down", "request_id": "req-test-2"
+            });
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [
+                    ("content-type", "application/problem+json"),
+                    ("retry-after", "5"),
+                ],
+                problem.to_string(),
+            )
+                .into_response();
+        }
         _ => {
             let problem = json!({
                 "type": "https://residency.dev/problems/not-found", "title": "Not Found",
@@ -558,6 +573,17 @@ async fn offboard_keys_and_jobs_send_the_documented_requests_and_print_their_ans
         "{shown}"
     );
     assert!(shown.contains("finished at: -"), "{shown}");
+
+    let busy = cli(
+        cwd.path(),
+        &[&["jobs", "get", "busy"], &operator[..]].concat(),
+    )
+    .await;
+    let busy = busy.failed();
+    assert!(
+        busy.contains("answered 503: Service Unavailable: the region's primary is down (request id req-test-2); try again in 5 s"),
+        "{busy}"
+    );
 
     // https is spoken (and fails cleanly against a server that speaks plain HTTP).
     let https = format!("https://{}", api.address);
