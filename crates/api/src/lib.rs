@@ -106,14 +106,17 @@ pub fn app(state: NodeState) -> Router {
             routing_headers,
         ));
     let v1 = Router::new()
-        // A tenant created here was created in its home: its answer names the region, as
-        // one forwarded here by another region's router does.
+        // A tenant created here was created in its home, and a listing lists the tenants
+        // homed here: their answers name the region, as ones forwarded here by another
+        // region's router do.
         .route(
             "/v1/tenants",
-            post(tenants::create_tenant).layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                routing_headers,
-            )),
+            post(tenants::create_tenant)
+                .get(tenants::list_tenants)
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    routing_headers,
+                )),
         )
         .merge(tenant_scoped)
         .method_not_allowed_fallback(problem::method_not_allowed)

@@ -39,6 +39,7 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
     ),
     paths(
         tenants::create_tenant,
+        tenants::list_tenants,
         tenants::get_tenant,
         api_keys::create_api_key,
         api_keys::delete_api_key,

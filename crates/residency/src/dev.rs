@@ -6,10 +6,14 @@ use std::path::PathBuf;
 
 use residency::flags::{ApiFlags, AuditFlags};
 
+/// Where `residency dev` keeps its state unless told otherwise; the operator commands
+/// read `endpoints.json` there by default.
+pub(crate) const DEFAULT_STATE_DIR: &str = ".residency/dev";
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct DevArgs {
     /// Where clusters, keys, objects and endpoints.json live; reused across starts.
-    #[arg(long, default_value = ".residency/dev")]
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Regions to start, comma-separated ids of the catalogue.
     #[arg(

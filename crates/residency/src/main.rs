@@ -1,13 +1,15 @@
 //! `residency`: the one production binary. Subcommands: `dev` (the local three-region
 //! platform), `serve` (one regional node), `migrate` (a region's primary), `audit verify`,
-//! `export run`, `anonymize`, `terraform-vars`. Thin: each command module parses its
-//! arguments and calls the `node` library (or `audit`, `export`, `catalog`). It holds no
+//! `export run`, `anonymize`, `terraform-vars`, and the operator's commands over a node's
+//! API (`tenants`, `keys`, `jobs`; `operator/`). Thin: each command module parses its
+//! arguments and calls the `node` library (or `audit`, `export`, `catalog`, or the API). It holds no
 //! benchmark or load generator: those are `residency-bench` (`crates/bench`).
 
 mod audit_cmd;
 mod dev;
 mod export_cmd;
 mod migrate;
+mod operator;
 mod serve;
 mod signals;
 mod terraform_vars;
@@ -50,6 +52,15 @@ enum Command {
     /// Write Terraform's inputs (`terraform/envs/example/regions.auto.tfvars.json`) from
     /// the region catalogue.
     TerraformVars(terraform_vars::TerraformVarsArgs),
+    /// Tenants (operator token): `list`, `get`, `create`, `offboard`.
+    #[command(after_help = operator::EXIT_STATUS)]
+    Tenants(operator::tenants::TenantsArgs),
+    /// A tenant's data keys (its admin key): `rotate`, `status`.
+    #[command(after_help = operator::EXIT_STATUS)]
+    Keys(operator::keys::KeysArgs),
+    /// The region's durable jobs (operator token): `list`, `get`.
+    #[command(after_help = operator::EXIT_STATUS)]
+    Jobs(operator::jobs::JobsArgs),
 }
 
 /// mimalloc rather than the system allocator: a node allocates many small short-lived
@@ -81,6 +92,9 @@ fn main() -> ExitCode {
             Command::Export(args) => export_cmd::run(args).await,
             Command::Anonymize(args) => export_cmd::anonymize(args),
             Command::TerraformVars(args) => terraform_vars::run(args),
+            Command::Tenants(args) => operator::tenants::run(args).await,
+            Command::Keys(args) => operator::keys::run(args).await,
+            Command::Jobs(args) => operator::jobs::run(args).await,
         }
     })
 }

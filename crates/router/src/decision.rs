@@ -1,7 +1,8 @@
 //! The decision: where a request is served. Local tenants and operational paths are served
 //! in-process, foreign tenants are forwarded or redirected as their transit says, a
-//! forwarded request for a tenant homed elsewhere is answered `421`, and `POST /v1/tenants`
-//! goes to the home its body asks for.
+//! forwarded request for a tenant homed elsewhere is answered `421`, `POST /v1/tenants`
+//! goes to the home its body asks for, and `GET /v1/tenants?home_region=` to the region
+//! whose tenants it lists.
 //!
 //! The route is decided before any await where the directory cache has the tenant, and
 //! only the future that route needs is allocated (see [`RouterCore::handle`]).
@@ -24,7 +25,7 @@ use crate::metrics::{Decision, status_class};
 use crate::names;
 use crate::problem;
 use crate::router_core::RouterCore;
-use crate::routing::{Route, classify};
+use crate::routing::{Route, classify, listed_region};
 use crate::target::region_value;
 
 /// Bodies up to this size are read before forwarding, so that a `421` can be retried.
@@ -73,6 +74,14 @@ impl RouterCore {
             client,
             origin,
         };
+        if let Some(region) = listed_region(&req.parts.method, &req.parts.uri)
+            && req.forwarded.is_none()
+            && region != self.local
+            && self.targets.contains_key(&region)
+        {
+            // Another region's tenants are that region's to list.
+            return Box::pin(self.proxy(inner, req, body, None, region));
+        }
         match classify(&req.parts.method, req.parts.uri.path()) {
             Route::Local => Box::pin(async move {
                 let response = call_local(inner, req, body).await?;
@@ -201,22 +210,30 @@ impl RouterCore {
                 Box::pin(std::future::ready(Ok(response)))
             }
             Transit::Proxy => {
-                let home = entry.home.clone();
-                Box::pin(async move {
-                    let prepared = match body::prepare_within(
-                        body,
-                        RETRY_BUFFER,
-                        self.body_read_timeout,
-                    )
-                    .await
-                    {
-                        Ok(prepared) => prepared,
-                        Err(unread) => return Ok(self.unread_body(&req.parts, unread)),
-                    };
-                    self.forward(inner, req, prepared, Some(tenant), home).await
-                })
+                Box::pin(self.proxy(inner, req, body, Some(tenant), entry.home.clone()))
             }
         }
+    }
+
+    /// Reads what of the body can be kept for a resend, then forwards to `home`.
+    async fn proxy<S, B>(
+        self: Arc<Self>,
+        inner: S,
+        req: Admitted,
+        body: Body,
+        tenant: Option<TenantId>,
+        home: RegionId,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Inner<B>,
+        B: InnerBody,
+    {
+        let prepared = match body::prepare_within(body, RETRY_BUFFER, self.body_read_timeout).await
+        {
+            Ok(prepared) => prepared,
+            Err(unread) => return Ok(self.unread_body(&req.parts, unread)),
+        };
+        self.forward(inner, req, prepared, tenant, home).await
     }
 
     /// A forwarded request for a tenant this node's cache places elsewhere. The home

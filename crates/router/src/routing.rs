@@ -1,10 +1,11 @@
-//! Which requests the router must place: tenant-scoped paths (by their tenant id) and
-//! tenant creation. Everything else is served by the local node.
+//! Which requests the router must place: tenant-scoped paths (by their tenant id),
+//! tenant creation, and a tenant listing that names another region
+//! (`GET /v1/tenants?home_region=`). Everything else is served by the local node.
 
 use std::borrow::Cow;
 
-use http::Method;
-use model::TenantId;
+use http::{Method, Uri};
+use model::{RegionId, TenantId};
 
 /// What a request is, as far as routing goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,19 @@ pub(crate) fn classify(method: &Method, path: &str) -> Route {
         Ok(tenant) => Route::Tenant(tenant),
         Err(_) => Route::Local,
     }
+}
+
+/// The region a `GET /v1/tenants` asks to list (`?home_region=`): that region's node
+/// lists its tenants, so the request goes there. `None` for any other request, and for a
+/// listing that names no region or not a valid region id (the local node answers it).
+pub(crate) fn listed_region(method: &Method, uri: &Uri) -> Option<RegionId> {
+    if method != Method::GET || uri.path() != TENANTS {
+        return None;
+    }
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("home_region="))
+        .and_then(|raw| RegionId::parse(&percent_decode(raw)).ok())
 }
 
 fn percent_decode(s: &str) -> Cow<'_, str> {
@@ -93,6 +107,32 @@ mod tests {
                 Route::Tenant(tenant()),
                 "{path}"
             );
+        }
+    }
+
+    #[test]
+    fn a_listing_names_the_region_it_lists() {
+        let listed = |method: Method, uri: &str| {
+            listed_region(&method, &uri.parse::<Uri>().expect("uri")).map(|r| r.to_string())
+        };
+        let us = Some("us-east-1".to_owned());
+        assert_eq!(listed(Method::GET, "/v1/tenants?home_region=us-east-1"), us);
+        assert_eq!(
+            listed(
+                Method::GET,
+                "/v1/tenants?limit=5&home_region=us%2Deast-1&cursor=x"
+            ),
+            us
+        );
+        for (method, uri) in [
+            (Method::GET, "/v1/tenants"),
+            (Method::GET, "/v1/tenants?limit=5"),
+            (Method::GET, "/v1/tenants?home_region=Not%20A%20Region"),
+            (Method::GET, "/v1/tenants/?home_region=us-east-1"),
+            (Method::POST, "/v1/tenants?home_region=us-east-1"),
+            (Method::GET, "/healthz?home_region=us-east-1"),
+        ] {
+            assert_eq!(listed(method.clone(), uri), None, "{method} {uri}");
         }
     }
 

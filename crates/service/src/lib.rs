@@ -36,6 +36,6 @@ pub use keys::{
 };
 pub use tenancy::{
     Attempt, Caller, Collection, OperatorGrant, RegionService, RequestContext, ServiceParts,
-    ServiceSettings, Tenant, TenantRegistry, Written,
+    ServiceSettings, Tenant, TenantPage, TenantRegistry, Written,
 };
 pub use unit_of_work::{Committed, EventTiming, UnitOfWork};

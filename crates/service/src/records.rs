@@ -373,7 +373,7 @@ impl RegionService {
         })
     }
 
-    fn page_limit(&self, limit: Option<u32>) -> Result<u32, ServiceError> {
+    pub(crate) fn page_limit(&self, limit: Option<u32>) -> Result<u32, ServiceError> {
         let settings = &self.inner.settings;
         match limit {
             None => Ok(settings.default_page),

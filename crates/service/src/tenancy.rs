@@ -108,6 +108,14 @@ pub struct Tenant {
 #[derive(Debug)]
 pub struct OperatorGrant(pub(crate) ());
 
+/// One page of the operator's tenant listing.
+#[derive(Debug)]
+pub struct TenantPage {
+    pub tenants: Vec<Tenant>,
+    /// The last tenant's id when another page follows.
+    pub next_cursor: Option<String>,
+}
+
 /// A created tenant and its first admin key (shown once).
 #[derive(Debug)]
 pub struct CreatedTenant {
@@ -379,6 +387,49 @@ impl RegionService {
         self.local_tenant(tenant)
             .await?
             .ok_or(ServiceError::NotFound { what: "tenant" })
+    }
+
+    /// The active tenants homed in this region, by id, a page at a time (the operator's
+    /// listing). A region lists only what its own database holds: another region's
+    /// tenants are listed by that region (the router forwards `?home_region=`).
+    pub async fn list_tenants(
+        &self,
+        _operator: &OperatorGrant,
+        paging: crate::records::Paging,
+    ) -> Result<TenantPage, ServiceError> {
+        let limit = self.page_limit(paging.limit)?;
+        let after = paging
+            .cursor
+            .as_deref()
+            .map(|cursor| {
+                TenantId::parse(cursor)
+                    .map_err(|_| ServiceError::BadRequest("malformed cursor".to_owned()))
+            })
+            .transpose()?;
+        // One row more than the page tells whether another page follows.
+        let fetch = i64::from(limit) + 1;
+        let after = after.as_ref();
+        let (rows, _) = self
+            .inner
+            .database
+            .read(ReadConsistency::PrimaryFirst, |reader| async move {
+                let rows = store::tenants::list_active(reader.client(), after, fetch).await;
+                (reader, rows)
+            })
+            .await?;
+        let more = rows.len() > limit as usize;
+        let tenants = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(tenant_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = more
+            .then(|| tenants.last().map(|tenant| tenant.id.to_string()))
+            .flatten();
+        Ok(TenantPage {
+            tenants,
+            next_cursor,
+        })
     }
 
     /// Whether `region` is in the catalogue this node was started with: a tenant may be

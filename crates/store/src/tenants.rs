@@ -78,6 +78,45 @@ pub async fn get<C: GenericClient>(
     .transpose()
 }
 
+/// Up to `limit` active tenants with an id after `after`, by id: the operator's listing.
+/// A system read across tenants, so `client` must be outside any tenant scope (row-level
+/// security would confine it to one tenant).
+pub async fn list_active<C: GenericClient>(
+    client: &C,
+    after: Option<&TenantId>,
+    limit: i64,
+) -> Result<Vec<TenantRow>, StoreError> {
+    let rows = client
+        .query_typed(
+            "select tenant_id, name, home_region, allowed_regions, transit, analytics_export,
+                    status, created_at
+             from tenants
+             where status = 'active' and ($1::text is null or tenant_id > $1)
+             order by tenant_id limit $2",
+            &[
+                (&after.map(TenantId::as_str), Type::TEXT),
+                (&limit, Type::INT8),
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let id: &str = row.try_get(0)?;
+            Ok(TenantRow {
+                id: TenantId::parse(id)
+                    .map_err(|_| StoreError::Corrupt("tenants: tenant id".into()))?,
+                name: row.try_get(1)?,
+                home_region: row.try_get(2)?,
+                allowed_regions: row.try_get(3)?,
+                transit: row.try_get(4)?,
+                analytics_export: row.try_get(5)?,
+                status: row.try_get(6)?,
+                created_at: row.try_get(7)?,
+            })
+        })
+        .collect()
+}
+
 /// Sets the tenant's status (`active` or `offboarded`; anything else is
 /// [`StoreError::Check`]); returns whether the tenant exists.
 pub async fn set_status(

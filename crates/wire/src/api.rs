@@ -328,6 +328,48 @@ pub struct AuditHeadView {
     pub hash: String,
 }
 
+// ---------------------------------------------------------------------------------------
+// Tenant listing (operator token)
+
+/// `GET /v1/tenants`: the active tenants homed in one region, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantPage {
+    pub tenants: Vec<TenantView>,
+    /// `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Key rotation (admin key)
+
+/// Where the re-encryption after a rotation stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReencryptionView {
+    /// `queued`, `running`, `done` or `failed`.
+    pub status: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// `202` answer to `POST /v1/tenants/{tenant}/keys/rotate`: the version that seals every
+/// new write from now on, and the re-encryption of what is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyRotationStarted {
+    pub key_version: u32,
+    pub reencryption: ReencryptionView,
+}
+
+/// `GET /v1/tenants/{tenant}/keys`: the tenant's data key versions and the latest
+/// re-encryption (`null` before the first rotation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyStatus {
+    pub versions: Vec<KeyVersionView>,
+    #[serde(default)]
+    #[schema(required = true)]
+    pub reencryption: Option<ReencryptionView>,
+}
+
 #[cfg(test)]
 mod tests {
     use serde::de::DeserializeOwned;
@@ -392,6 +434,35 @@ mod tests {
             "created_at": "2026-03-01T12:34:56.789012Z"
         }));
         round_trip::<OffboardStatus>(json!({"status": "offboarding"}));
+    }
+
+    #[test]
+    fn tenant_pages_and_key_bodies_round_trip() {
+        let page: TenantPage = round_trip(json!({
+            "tenants": [{
+                "id": "2f1c6a0e-8d4b-4f7e-9a51-0c3d2b1e4f60",
+                "name": "acme",
+                "home_region": "eu-central-1",
+                "allowed_regions": ["eu-central-1"],
+                "transit": "proxy",
+                "analytics_export": false,
+                "created_at": "2026-03-01T12:34:56.789012Z"
+            }],
+            "next_cursor": "2f1c6a0e-8d4b-4f7e-9a51-0c3d2b1e4f60"
+        }));
+        assert_eq!(page.tenants.len(), 1);
+        round_trip::<TenantPage>(json!({"tenants": [], "next_cursor": null}));
+
+        let reencryption = json!({"status": "running", "done": 10, "total": 40});
+        round_trip::<KeyRotationStarted>(json!({"key_version": 2, "reencryption": reencryption}));
+        round_trip::<KeyStatus>(json!({
+            "versions": [
+                {"version": 1, "created_at": "2026-03-01T12:34:56Z", "state": "retired"},
+                {"version": 2, "created_at": "2026-03-02T12:34:56Z", "state": "active"}
+            ],
+            "reencryption": reencryption
+        }));
+        round_trip::<KeyStatus>(json!({"versions": [], "reencryption": null}));
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub(crate) fn job_view(job: &Job) -> body::JobView {
 )]
 pub(crate) async fn start_rewrap(ctx: Ctx) -> ApiResult {
     let service = ctx.service();
-    let operator = service.authorize_operator(ctx.bearer()).await?;
+    let operator = ctx.authorize_operator().await?;
     let job = service.start_rewrap(&operator).await?;
     Ok((StatusCode::ACCEPTED, Json(job_view(&job))).into_response())
 }
@@ -95,7 +95,7 @@ pub(crate) async fn start_rewrap(ctx: Ctx) -> ApiResult {
 )]
 pub(crate) async fn list_jobs(ctx: Ctx, RawQuery(query): RawQuery) -> ApiResult {
     let service = ctx.service();
-    let operator = service.authorize_operator(ctx.bearer()).await?;
+    let operator = ctx.authorize_operator().await?;
     let params: JobQueryParams = query_params(query)?;
     let limit = page_limit(params.limit.as_deref())?;
     let page = service
@@ -131,7 +131,7 @@ pub(crate) async fn list_jobs(ctx: Ctx, RawQuery(query): RawQuery) -> ApiResult 
 )]
 pub(crate) async fn get_job(ctx: Ctx, Path(JobPath { job }): Path<JobPath>) -> ApiResult {
     let service = ctx.service();
-    let operator = service.authorize_operator(ctx.bearer()).await?;
+    let operator = ctx.authorize_operator().await?;
     let job = service.job(&operator, &job).await?;
     Ok(Json(job_view(&job)).into_response())
 }

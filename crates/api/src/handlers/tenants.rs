@@ -1,15 +1,18 @@
 //! Tenants (operator token): `POST /v1/tenants` creates one in this region, its home;
-//! `GET /v1/tenants/{tenant}` shows one, never its keys.
+//! `GET /v1/tenants` lists this region's tenants (another region's list is that region's
+//! to give: the router forwards `?home_region=` there); `GET /v1/tenants/{tenant}` shows
+//! one, never its keys.
 
 use axum::Json;
-use axum::extract::Path;
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use model::{NewTenant, NewTenantFields, RegionId};
-use service::ServiceError;
+use service::records::Paging;
+use service::{ServiceError, Tenant};
 use wire::api as body;
 
-use super::{ApiResult, TenantPath, tenant_id, time_text};
+use super::{ApiResult, TenantPath, page_limit, query_params, tenant_id, time_text};
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::problems as p;
 
@@ -80,7 +83,12 @@ pub(crate) async fn get_tenant(
     let id = tenant_id(&tenant)?;
     let operator = ctx.authorize_operator().await?;
     let tenant = ctx.service().get_tenant(&operator, &id).await?;
-    Ok(Json(body::TenantView {
+    Ok(Json(tenant_view(&tenant)).into_response())
+}
+
+/// The tenant as the API shows it, without keys.
+fn tenant_view(tenant: &Tenant) -> body::TenantView {
+    body::TenantView {
         id: tenant.id.to_string(),
         name: tenant.name.clone(),
         home_region: tenant.policy.home().to_string(),
@@ -88,6 +96,67 @@ pub(crate) async fn get_tenant(
         transit: tenant.policy.transit().as_str().to_owned(),
         analytics_export: tenant.analytics_export,
         created_at: time_text(tenant.created_at),
+    }
+}
+
+/// `GET /v1/tenants` query parameters.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    home_region: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    summary = "List a region's tenants",
+    description = "The active tenants homed in one region, ordered by id, a page at a time. \
+        A region lists the tenants its own database holds: without `home_region`, the \
+        region that answers; with it, the router of the region that receives the request \
+        forwards it to that region, like any request for a tenant homed there (a region \
+        that cannot be reached answers `503`). There is no list across regions: an \
+        operator asks each region. Offboarded tenants are not listed.",
+    security(("bearer" = [])),
+    params(
+        ("home_region" = Option<String>, Query, description = "The region whose tenants to list; default: the region that answers."),
+        ("limit" = Option<u32>, Query, description = "Page size: 1 to the node's largest page (500 by default); default 50."),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`."),
+    ),
+    responses(
+        (status = 200, description = "A page of the region's tenants.", body = body::TenantPage),
+        (status = 400, response = p::BadRequest),
+        (status = 421, response = p::Misdirected),
+        (status = 422, response = p::Unprocessable),
+    ),
+)]
+pub(crate) async fn list_tenants(ctx: Ctx, RawQuery(query): RawQuery) -> ApiResult {
+    let service = ctx.service();
+    let operator = ctx.authorize_operator().await?;
+    let params: ListParams = query_params(query)?;
+    if let Some(raw) = params.home_region.as_deref() {
+        let region = RegionId::parse(raw)
+            .ok()
+            .filter(|region| service.knows_region(region))
+            .ok_or_else(|| {
+                ServiceError::invalid("home_region", "is not a region of the catalogue")
+            })?;
+        if region != *service.region() {
+            // The router forwards a listing to the region it names; one that reaches
+            // this node anyway (no route to that region here) is answered with its home.
+            return Err(ServiceError::Misdirected { home: region }.into());
+        }
+    }
+    let paging = Paging {
+        limit: page_limit(params.limit.as_deref())?,
+        cursor: params.cursor,
+    };
+    let page = service.list_tenants(&operator, paging).await?;
+    Ok(Json(body::TenantPage {
+        tenants: page.tenants.iter().map(tenant_view).collect(),
+        next_cursor: page.next_cursor,
     })
     .into_response())
 }

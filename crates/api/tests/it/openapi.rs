@@ -78,6 +78,13 @@ const API_MD: &[(&str, &str)] = &[
     ("GET", "/v1/openapi.json"),
 ];
 
+/// Operations the project added to API.md's contract (it may add, never rename): the
+/// document lists them like the rest.
+const ADDED: &[(&str, &str)] = &[
+    // The operator's listing of a region's tenants.
+    ("GET", "/v1/tenants"),
+];
+
 /// Routes of API.md that no handler serves yet. The document is generated from the code,
 /// so it cannot list them; the test below fails as soon as one is routed, so that its
 /// handler gets annotated and the route leaves this list.
@@ -195,6 +202,7 @@ async fn the_document_is_openapi_3_1_with_every_route_of_api_md() {
     let expected: BTreeSet<_> = owned(API_MD)
         .difference(&owned(NOT_YET_ROUTED))
         .cloned()
+        .chain(owned(ADDED))
         .collect();
     let missing: Vec<_> = expected.difference(&documented).collect();
     assert!(
@@ -498,7 +506,8 @@ async fn a_method_a_path_does_not_have_is_a_problem_naming_the_allowed_ones() {
     let cases = [
         ("PATCH", record.as_str(), "GET,HEAD,PUT,DELETE", true),
         ("DELETE", "/healthz", "GET,HEAD", false),
-        ("PUT", "/v1/tenants", "POST", false),
+        // `GET /v1/tenants` (the listing) was added after this case was written.
+        ("PUT", "/v1/tenants", "POST,GET,HEAD", false),
         ("POST", "/v1/audit/keys", "GET,HEAD", false),
     ];
     for (method, uri, allowed, tenant_scoped) in cases {

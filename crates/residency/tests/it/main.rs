@@ -1,10 +1,12 @@
 //! End-to-end tests of the `residency` binary as a child process: `residency dev` brings
-//! up real regions and stops them cleanly; `residency migrate` refuses what it must.
+//! up real regions and stops them cleanly; `residency migrate` refuses what it must; the
+//! operator commands manage what `residency dev` runs.
 
 mod audit_verify;
 mod dev;
 mod export;
 mod migrate;
+mod operator;
 mod platform;
 
 use std::path::{Path, PathBuf};

@@ -178,6 +178,52 @@ async fn tenants_are_inserted_read_and_offboarded() {
 }
 
 #[tokio::test]
+async fn the_listing_pages_active_tenants_by_id_and_leaves_offboarded_ones_out() {
+    let (_database, db) = region_database("eu-central-1").await;
+    let c = tenant("0c0c0c0c-0000-4000-8000-00000000000c");
+    let (a, b) = (tenant(TENANT_A), tenant(TENANT_B));
+    for id in [c, a, b] {
+        in_tx(&db, id, async |tx| {
+            store::tenants::insert(tx, &tenant_row(id))
+                .await
+                .expect("insert");
+        })
+        .await;
+    }
+    in_tx(&db, b, async |tx| {
+        store::tenants::set_status(tx, &b, "offboarded")
+            .await
+            .expect("offboard");
+    })
+    .await;
+
+    let primary = db.primary().get().await.expect("primary");
+    let ids = |rows: Vec<TenantRow>| rows.into_iter().map(|row| row.id).collect::<Vec<_>>();
+    let all = store::tenants::list_active(primary.client(), None, 10)
+        .await
+        .expect("list");
+    assert_eq!(all.first(), Some(&tenant_row(a)), "rows come back whole");
+    assert_eq!(ids(all), [a, c], "by id, without the offboarded tenant");
+    let first = store::tenants::list_active(primary.client(), None, 1)
+        .await
+        .expect("first page");
+    assert_eq!(ids(first), [a]);
+    let after_a = store::tenants::list_active(primary.client(), Some(&a), 10)
+        .await
+        .expect("next page");
+    assert_eq!(ids(after_a), [c]);
+
+    // Inside a tenant's scope row-level security still shows that tenant alone: the
+    // listing is a system read, outside any scope.
+    let mut primary = db.primary().get().await.expect("primary");
+    let tx = primary.begin_tenant(&c).await.expect("begin");
+    let scoped = store::tenants::list_active(tx.client(), None, 10)
+        .await
+        .expect("scoped list");
+    assert_eq!(ids(scoped), [c]);
+}
+
+#[tokio::test]
 async fn api_keys_are_inserted_read_and_revoked_once() {
     let (_database, db) = region_database("eu-central-1").await;
     let (a, b) = (tenant(TENANT_A), tenant(TENANT_B));

@@ -1,0 +1,619 @@
+//! The operator commands (`residency tenants|keys|jobs`) as an operator runs them: against
+//! `residency dev` through its state directory, and, for the endpoints other parts of the
+//! platform answer (offboarding, key rotation, jobs), against a small HTTP server in the
+//! test that answers the bodies API.md documents and records what it was sent.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use wire::api::{KeyStatus, TenantCreated, TenantPage, TenantView};
+use wire::jobs::{JobPage, JobView};
+
+use crate::dev::{Dev, api_endpoint};
+use crate::residency;
+
+/// A finished CLI run.
+#[derive(Debug)]
+struct Run {
+    success: bool,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self) -> &str {
+        assert!(self.success, "the command failed:\n{}", self.stderr);
+        &self.stdout
+    }
+
+    fn failed(&self) -> &str {
+        assert!(!self.success, "the command succeeded:\n{}", self.stdout);
+        assert_eq!(self.code, Some(1), "failures exit 1:\n{}", self.stderr);
+        &self.stderr
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|err| panic!("--json prints the wire type ({err}):\n{}", self.stdout))
+    }
+}
+
+/// Runs `residency ARGS` in `cwd` with none of the operator variables set, without
+/// blocking the runtime (the test's own server may have to answer it).
+async fn cli(cwd: &Path, args: &[&str]) -> Run {
+    let mut command = tokio::process::Command::from(residency());
+    let output = command
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RESIDENCY_ENDPOINT")
+        .env_remove("RESIDENCY_TOKEN")
+        .env_remove("RESIDENCY_API_KEY")
+        .output()
+        .await
+        .expect("run residency");
+    Run {
+        success: output.status.success(),
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn an_operator_manages_tenants_of_residency_dev_through_its_state_directory() {
+    let state = tempfile::tempdir().expect("state dir");
+    let cwd = tempfile::tempdir().expect("working dir");
+    let mut dev = Dev::spawn(state.path(), "eu-central-1,us-east-1");
+    let endpoints = dev.endpoints().await;
+    let state_dir = state.path().to_str().expect("utf-8 path");
+    let on = |region: &'static str| ["--state-dir", state_dir, "--region", region];
+    let eu = on("eu-central-1");
+
+    // Created through the EU endpoint, one homed there and one in the US.
+    let acme: TenantCreated = cli(
+        cwd.path(),
+        &[
+            &["tenants", "create", "--json"],
+            &eu[..],
+            &["--name", "Acme GmbH", "--home-region", "eu-central-1"],
+        ]
+        .concat(),
+    )
+    .await
+    .json();
+    assert_eq!(acme.home_region, "eu-central-1");
+    assert!(!acme.admin_key.is_empty());
+    let globex = cli(
+        cwd.path(),
+        &[
+            &["tenants", "create"],
+            &eu[..],
+            &[
+                "--name",
+                "Globex Inc",
+                "--home-region",
+                "us-east-1",
+                "--allowed-region",
+                "eu-central-1",
+                "--transit",
+                "redirect",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    let globex_text = globex.ok();
+    assert!(globex_text.contains("admin key:"), "{globex_text}");
+    assert!(
+        globex_text.contains("shown only this once"),
+        "{globex_text}"
+    );
+    let globex_id = globex_text
+        .lines()
+        .find_map(|line| line.strip_prefix("id:"))
+        .map(str::trim)
+        .expect("the id line")
+        .to_owned();
+
+    let fetched: TenantView = cli(
+        cwd.path(),
+        &[&["tenants", "get", "--json", &acme.id], &eu[..]].concat(),
+    )
+    .await
+    .json();
+    assert_eq!(
+        (
+            fetched.id.as_str(),
+            fetched.name.as_str(),
+            fetched.allowed_regions.clone()
+        ),
+        (
+            acme.id.as_str(),
+            "Acme GmbH",
+            vec!["eu-central-1".to_owned()]
+        )
+    );
+
+    // Each region lists its own tenants; `--home-region` lists another's through the
+    // endpoint at hand.
+    let listed = |page: TenantPage| -> BTreeSet<String> {
+        page.tenants.into_iter().map(|tenant| tenant.id).collect()
+    };
+    let eu_list: TenantPage = cli(
+        cwd.path(),
+        &[&["tenants", "list", "--json"], &eu[..]].concat(),
+    )
+    .await
+    .json();
+    assert_eq!(listed(eu_list), BTreeSet::from([acme.id.clone()]));
+    let us_through_eu: TenantPage = cli(
+        cwd.path(),
+        &[
+            &["tenants", "list", "--json", "--home-region", "us-east-1"],
+            &eu[..],
+        ]
+        .concat(),
+    )
+    .await
+    .json();
+    let us_tenant = us_through_eu
+        .tenants
+        .first()
+        .expect("the US tenant")
+        .clone();
+    assert_eq!(listed(us_through_eu), BTreeSet::from([globex_id.clone()]));
+    assert_eq!(us_tenant.transit, "redirect");
+    assert_eq!(
+        us_tenant.allowed_regions.iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&"eu-central-1".to_owned(), &"us-east-1".to_owned()])
+    );
+
+    // People get a table.
+    let table = cli(
+        cwd.path(),
+        &[&["tenants", "list"], &on("us-east-1")[..]].concat(),
+    )
+    .await;
+    let table = table.ok();
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table.contains(&globex_id) && table.contains("Globex Inc"),
+        "{table}"
+    );
+    assert!(!table.contains(&acme.id), "{table}");
+
+    // A redirecting tenant read through another region names where to ask.
+    let redirected = cli(
+        cwd.path(),
+        &[&["tenants", "get", &globex_id], &eu[..]].concat(),
+    )
+    .await;
+    let us = api_endpoint(&endpoints, "us-east-1");
+    assert!(
+        redirected.failed().contains(&format!("--endpoint {us}")),
+        "{}",
+        redirected.stderr
+    );
+
+    // The node's problems reach the operator with their request id.
+    let unknown = cli(
+        cwd.path(),
+        &[
+            &["tenants", "get", "5b0c4e4a-93a4-4d8e-8f55-1f4c0e9a2b7d"],
+            &eu[..],
+        ]
+        .concat(),
+    )
+    .await;
+    let unknown = unknown.failed();
+    assert!(unknown.contains("answered 404"), "{unknown}");
+    assert!(unknown.contains("request id"), "{unknown}");
+    let mars = cli(
+        cwd.path(),
+        &[
+            &[
+                "tenants",
+                "create",
+                "--name",
+                "X",
+                "--home-region",
+                "mars-north-1",
+            ],
+            &eu[..],
+        ]
+        .concat(),
+    )
+    .await;
+    let mars = mars.failed();
+    assert!(
+        mars.contains("422") && mars.contains("home_region"),
+        "{mars}"
+    );
+
+    // A wrong token: a clear error, and the token never printed.
+    let wrong_token = "rso.a-wrong-token-that-must-never-be-printed";
+    let refused = cli(
+        cwd.path(),
+        &[&["tenants", "list", "--token", wrong_token], &eu[..]].concat(),
+    )
+    .await;
+    let refused_text = refused.failed();
+    assert!(
+        refused_text.contains("refused the operator token (401)"),
+        "{refused_text}"
+    );
+    assert!(!refused.stdout.contains(wrong_token) && !refused_text.contains(wrong_token));
+
+    // The endpoint flag wins over the state directory; a node that is not there is named.
+    let closed = closed_port();
+    let endpoint = format!("http://{closed}");
+    let unreachable = cli(
+        cwd.path(),
+        &[&["tenants", "list", "--endpoint", &endpoint], &eu[..]].concat(),
+    )
+    .await;
+    let unreachable = unreachable.failed();
+    assert!(
+        unreachable.contains(&format!("cannot reach the node at {endpoint}")),
+        "{unreachable}"
+    );
+    drop(dev);
+}
+
+#[tokio::test]
+async fn nothing_configured_names_what_is_missing() {
+    let cwd = tempfile::tempdir().expect("working dir");
+    let no_endpoint = cli(cwd.path(), &["tenants", "list"]).await;
+    let text = no_endpoint.failed();
+    assert!(
+        text.contains("--endpoint")
+            && text.contains("RESIDENCY_ENDPOINT")
+            && text.contains(".residency/dev/endpoints.json"),
+        "{text}"
+    );
+    let no_token = cli(
+        cwd.path(),
+        &["tenants", "list", "--endpoint", "http://127.0.0.1:9"],
+    )
+    .await;
+    let text = no_token.failed();
+    assert!(
+        text.contains("no operator token") && text.contains("RESIDENCY_TOKEN"),
+        "{text}"
+    );
+    let no_key = cli(
+        cwd.path(),
+        &["keys", "status", "t", "--endpoint", "http://127.0.0.1:9"],
+    )
+    .await;
+    let text = no_key.failed();
+    assert!(
+        text.contains("--key") && text.contains("RESIDENCY_API_KEY"),
+        "{text}"
+    );
+    let not_a_url = cli(
+        cwd.path(),
+        &["tenants", "list", "--endpoint", "ftp://x", "--token", "t"],
+    )
+    .await;
+    assert!(
+        not_a_url
+            .failed()
+            .contains("not an http:// or https:// URL")
+    );
+}
+
+/// A loopback port that nothing listens on while the test runs.
+fn closed_port() -> SocketAddr {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = socket.local_addr().expect("address");
+    drop(socket);
+    address
+}
+
+// ---------------------------------------------------------------------------------------
+// The endpoints other parts of the platform answer, against a test server that answers
+// API.md's documented bodies.
+
+/// What the test server was sent: method, path and query, and the bearer credential.
+type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+
+struct Contract {
+    address: SocketAddr,
+    seen: Seen,
+}
+
+const TENANT: &str = "2f1c6a0e-8d4b-4f7e-9a51-0c3d2b1e4f60";
+const JOB: &str = "4d1e5a7c-2b3f-4c6d-9e8f-0a1b2c3d4e5f";
+
+fn job_json(state: &str) -> Value {
+    json!({
+        "id": JOB, "kind": "reencrypt", "tenant": TENANT, "state": state,
+        "progress": {"done": 40, "total": 100, "failed": 1}, "attempts": 2,
+        "last_error": null, "created_at": "2026-03-01T12:00:00Z",
+        "updated_at": "2026-03-01T12:05:00Z", "finished_at": null
+    })
+}
+
+/// The documented answer to each request, or a problem.
+async fn answer(State(seen): State<Seen>, request: Request) -> Response {
+    let method = request.method().to_string();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, ToString::to_string);
+    let bearer = request
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    seen.lock()
+        .expect("seen")
+        .push((method.clone(), target.clone(), bearer));
+    let path = target.split('?').next().unwrap_or_default();
+    let keys = format!("/v1/tenants/{TENANT}/keys");
+    let (status, body) = match (method.as_str(), path) {
+        ("DELETE", p) if p == format!("/v1/tenants/{TENANT}") => {
+            (StatusCode::ACCEPTED, json!({"status": "offboarding"}))
+        }
+        ("POST", p) if p == format!("{keys}/rotate") => (
+            StatusCode::ACCEPTED,
+            json!({"key_version": 3, "reencryption": {"status": "queued", "done": 0, "total": 1200}}),
+        ),
+        ("GET", p) if p == keys => (
+            StatusCode::OK,
+            json!({
+                "versions": [
+                    {"version": 2, "created_at": "2026-02-01T00:00:00Z", "state": "retired"},
+                    {"version": 3, "created_at": "2026-03-01T00:00:00Z", "state": "active"}
+                ],
+                "reencryption": {"status": "running", "done": 600, "total": 1200}
+            }),
+        ),
+        ("GET", "/v1/jobs") => (
+            StatusCode::OK,
+            json!({"jobs": [job_json("running")], "next_cursor": "c2"}),
+        ),
+        ("GET", p) if p == format!("/v1/jobs/{JOB}") => (StatusCode::OK, job_json("running")),
+        ("GET", "/v1/jobs/busy") => {
+            let problem = json!({
+                "type": "https://residency.dev/problems/unavailable", "title": "Service Unavailable",
+                "status": 503, "detail": "the region's primary is down", "request_id": "req-test-2"
+            });
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [
+                    ("content-type", "application/problem+json"),
+                    ("retry-after", "5"),
+                ],
+                problem.to_string(),
+            )
+                .into_response();
+        }
+        _ => {
+            let problem = json!({
+                "type": "https://residency.dev/problems/not-found", "title": "Not Found",
+                "status": 404, "detail": "no such job", "request_id": "req-test-1"
+            });
+            return (
+                StatusCode::NOT_FOUND,
+                [("content-type", "application/problem+json")],
+                problem.to_string(),
+            )
+                .into_response();
+        }
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn contract() -> Contract {
+    let seen = Seen::default();
+    let app = Router::new().fallback(answer).with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    Contract { address, seen }
+}
+
+impl Contract {
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn last(&self) -> (String, String, Option<String>) {
+        self.seen
+            .lock()
+            .expect("seen")
+            .last()
+            .cloned()
+            .expect("a request")
+    }
+}
+
+#[tokio::test]
+async fn offboard_keys_and_jobs_send_the_documented_requests_and_print_their_answers() {
+    let cwd = tempfile::tempdir().expect("working dir");
+    let api = contract().await;
+    let endpoint = api.endpoint();
+    let operator = ["--endpoint", &endpoint, "--token", "op-token"];
+    let admin = ["--endpoint", &endpoint, "--key", "admin-key"];
+    let bearer = |token: &str| Some(token.to_owned());
+
+    // Offboarding asks for confirmation before anything is sent.
+    let unconfirmed = cli(
+        cwd.path(),
+        &[&["tenants", "offboard", TENANT], &operator[..]].concat(),
+    )
+    .await;
+    assert!(unconfirmed.failed().contains("--yes"));
+    assert!(
+        api.seen.lock().expect("seen").is_empty(),
+        "nothing was sent"
+    );
+    let offboarded = cli(
+        cwd.path(),
+        &[&["tenants", "offboard", TENANT, "--yes"], &operator[..]].concat(),
+    )
+    .await;
+    assert_eq!(offboarded.ok(), format!("tenant {TENANT}: offboarding\n"));
+    assert_eq!(
+        api.last(),
+        (
+            "DELETE".into(),
+            format!("/v1/tenants/{TENANT}"),
+            bearer("op-token")
+        )
+    );
+
+    let rotated = cli(
+        cwd.path(),
+        &[&["keys", "rotate", TENANT], &admin[..]].concat(),
+    )
+    .await;
+    let rotated = rotated.ok();
+    assert!(rotated.contains("key version:   3"), "{rotated}");
+    assert!(rotated.contains("queued (0/1200)"), "{rotated}");
+    assert_eq!(
+        api.last(),
+        (
+            "POST".into(),
+            format!("/v1/tenants/{TENANT}/keys/rotate"),
+            bearer("admin-key")
+        )
+    );
+
+    let status: KeyStatus = cli(
+        cwd.path(),
+        &[&["keys", "status", TENANT, "--json"], &admin[..]].concat(),
+    )
+    .await
+    .json();
+    assert_eq!(status.versions.len(), 2);
+    let table = cli(
+        cwd.path(),
+        &[&["keys", "status", TENANT], &admin[..]].concat(),
+    )
+    .await;
+    assert_eq!(
+        table.ok(),
+        "VERSION  STATE    CREATED\n\
+         2        retired  2026-02-01T00:00:00Z\n\
+         3        active   2026-03-01T00:00:00Z\n\
+         re-encryption: running (600/1200)\n"
+    );
+    assert_eq!(
+        api.last(),
+        (
+            "GET".into(),
+            format!("/v1/tenants/{TENANT}/keys"),
+            bearer("admin-key")
+        )
+    );
+
+    let page: JobPage = cli(
+        cwd.path(),
+        &[
+            &[
+                "jobs",
+                "list",
+                "--json",
+                "--kind",
+                "reencrypt",
+                "--state",
+                "running",
+            ][..],
+            &["--tenant", TENANT, "--limit", "5", "--cursor", "c1"],
+            &operator[..],
+        ]
+        .concat(),
+    )
+    .await
+    .json();
+    assert_eq!(page.next_cursor.as_deref(), Some("c2"));
+    assert_eq!(
+        api.last(),
+        (
+            "GET".into(),
+            format!("/v1/jobs?kind=reencrypt&state=running&tenant={TENANT}&limit=5&cursor=c1"),
+            bearer("op-token")
+        )
+    );
+    let jobs = cli(cwd.path(), &[&["jobs", "list"], &operator[..]].concat()).await;
+    let jobs = jobs.ok();
+    assert!(jobs.starts_with("ID "), "{jobs}");
+    assert!(
+        jobs.contains("reencrypt") && jobs.contains("40/100"),
+        "{jobs}"
+    );
+    assert!(jobs.ends_with("(more: add --cursor c2)\n"), "{jobs}");
+    assert_eq!(api.last().1, "/v1/jobs", "no empty parameters are sent");
+
+    let job: JobView = cli(
+        cwd.path(),
+        &[&["jobs", "get", JOB, "--json"], &operator[..]].concat(),
+    )
+    .await
+    .json();
+    assert_eq!(job.progress.failed, 1);
+    let shown = cli(cwd.path(), &[&["jobs", "get", JOB], &operator[..]].concat()).await;
+    let shown = shown.ok();
+    assert!(
+        shown.contains("progress:    40/100 done, 1 failed"),
+        "{shown}"
+    );
+    assert!(shown.contains("finished at: -"), "{shown}");
+
+    let busy = cli(
+        cwd.path(),
+        &[&["jobs", "get", "busy"], &operator[..]].concat(),
+    )
+    .await;
+    let busy = busy.failed();
+    assert!(
+        busy.contains("answered 503: Service Unavailable: the region's primary is down (request id req-test-2); try again in 5 s"),
+        "{busy}"
+    );
+
+    // https is spoken (and fails cleanly against a server that speaks plain HTTP).
+    let https = format!("https://{}", api.address);
+    let tls = cli(
+        cwd.path(),
+        &["jobs", "list", "--endpoint", &https, "--token", "op-token"],
+    )
+    .await;
+    let tls = tls.failed();
+    assert!(
+        tls.contains(&format!("cannot reach the node at {https}")),
+        "{tls}"
+    );
+
+    // An id is one path segment, never more of the path.
+    let dots = cli(
+        cwd.path(),
+        &[&["jobs", "get", ".."], &operator[..]].concat(),
+    )
+    .await;
+    assert!(dots.failed().contains("cannot be empty, `.` or `..`"));
+    let missing = cli(
+        cwd.path(),
+        &[&["jobs", "get", "../tenants"], &operator[..]].concat(),
+    )
+    .await;
+    let missing = missing.failed();
+    assert_eq!(api.last().1, "/v1/jobs/..%2Ftenants");
+    assert!(
+        missing.contains("answered 404: Not Found: no such job (request id req-test-1)"),
+        "{missing}"
+    );
+}
