@@ -3,4 +3,5 @@
 
 mod audit;
 mod failing_backends;
+mod key_changes;
 mod keys;
