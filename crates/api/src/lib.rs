@@ -118,6 +118,7 @@ pub fn app(state: NodeState) -> Router {
         .merge(tenant_scoped)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .route("/v1/audit/keys", get(audit::audit_keys))
+        .route("/v1/audit/keys/rotate", post(audit::rotate_audit_key))
         .route("/v1/openapi.json", get(openapi::openapi_json));
     observed(Router::new().merge(v1).merge(operations_routes()), state)
 }

@@ -54,6 +54,7 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         audit::audit_export,
         evidence::residency_evidence,
         audit::audit_keys,
+        audit::rotate_audit_key,
         openapi_json,
         health::healthz,
         health::readyz,

@@ -3,8 +3,8 @@
 
 pub mod api;
 pub mod examples;
-pub mod jobs;
 mod health;
+pub mod jobs;
 mod problem;
 
 pub use health::{
