@@ -12,7 +12,10 @@ use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use hop::InternalProtocol;
 use model::RegionId;
-use service::{AuditKeys, AuditLog, AuditSettings, CheckpointTask, Keyring, KeyringSettings};
+use service::{
+    AuditKeys, AuditLog, AuditSettings, CheckpointTask, KeyChanges, Keyring, KeyringSettings,
+    RegionAuditKeys, SigningKeys,
+};
 use store::{DatabaseSettings, RegionDatabase, embedded_migrations};
 use telemetry::NodeMetrics;
 use tokio::net::TcpListener;
@@ -102,6 +105,7 @@ pub struct RunningNode {
     poller: JoinHandle<()>,
     audit: AuditLog,
     checkpoints: CheckpointTask,
+    key_changes: KeyChanges,
     stop: watch::Sender<bool>,
 }
 
@@ -221,12 +225,32 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         metrics.clone(),
         KeyringSettings::default(),
     );
-    let key_id = audit.keys.current().key_id().to_owned();
+    // The region's audit keys live in its database (the configured text is imported
+    // once); a node that cannot load them now signs with the configured key, which it
+    // publishes, until its key-change listener loads them.
+    let region_audit_keys = RegionAuditKeys::new(database.clone(), backends.kms.clone());
+    let loaded = region_audit_keys
+        .bootstrap(&SigningKeys::from_key_text(&audit.keys))
+        .await;
     let audit = AuditLog::with_settings(
         database.clone(),
         audit.keys,
         audit.settings,
         metrics.clone(),
+    );
+    match loaded {
+        Ok(keys) => audit.install_keys(keys),
+        Err(err) => tracing::error!(
+            region = %region,
+            "cannot load the region's audit signing keys yet, signing with the configured key: {err}"
+        ),
+    }
+    let key_id = audit.signing_key().key_id().to_owned();
+    let key_changes = KeyChanges::spawn(
+        &database,
+        keyring.clone(),
+        Some((audit.clone(), region_audit_keys)),
+        store::ListenerSettings::default(),
     );
     let checkpoints = audit.spawn_checkpoints();
     tracing::info!(
@@ -346,6 +370,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         poller,
         audit,
         checkpoints,
+        key_changes,
         stop,
     })
 }
@@ -366,8 +391,8 @@ impl RunningNode {
         self.state.health_checked_since(since).await;
     }
 
-    /// Stops accepting, drains in-flight requests, stops the poller and the checkpoint
-    /// task, and writes the queued audit events (waiting a bounded time).
+    /// Stops accepting, drains in-flight requests, stops the poller, the checkpoint
+    /// task and the key-change listener, and writes the queued audit events (waiting a bounded time).
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.poller.abort();
@@ -377,6 +402,7 @@ impl RunningNode {
             None => None,
         };
         self.checkpoints.stop().await;
+        self.key_changes.stop().await;
         // The open windows of aggregated denials go into the queue before it drains.
         if let Err(err) = self.state.service().flush_denials().await {
             tracing::error!(region = %self.region, "failed to record the open denials before stopping: {err:#}");
