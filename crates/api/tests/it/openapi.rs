@@ -67,6 +67,8 @@ const API_MD: &[(&str, &str)] = &[
     ("GET", "/v1/tenants/{tenant}/audit/export"),
     ("GET", "/v1/tenants/{tenant}/residency"),
     ("GET", "/v1/audit/keys"),
+    // Operators' key commands (issue 28; added to the contract, nothing renamed).
+    ("POST", "/v1/audit/keys/rotate"),
     // Operations.
     ("GET", "/healthz"),
     ("GET", "/readyz"),

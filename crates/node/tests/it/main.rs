@@ -1,6 +1,7 @@
 //! Integration tests of the `node` library: whole regional nodes started in this process
 //! against real PostgreSQL primaries and replicas.
 
+mod audit_keys;
 mod directory;
 mod operations;
 mod three_regions;
