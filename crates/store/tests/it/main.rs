@@ -2,6 +2,7 @@
 
 mod directory;
 mod export;
+mod notifications;
 mod pressure;
 mod routing;
 mod rows;
