@@ -434,3 +434,64 @@ async fn a_key_text_with_an_unknown_signing_key_rotates_the_region_to_it() {
         "{err}"
     );
 }
+
+/// The region's KMS key on the AWS path (moto), with an alias as the catalogue names it;
+/// each call of the returned function is a node's own client of it.
+async fn moto_kms() -> impl Fn() -> Arc<dyn Kms> {
+    use envelope::aws::{AwsCredentials, AwsSettings, kms_client};
+    let settings = AwsSettings {
+        region: region(),
+        endpoint_url: Some(devstack::testing::shared_moto().endpoint_url()),
+        credentials: AwsCredentials::Static {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+        },
+    };
+    let client = kms_client(&settings);
+    let created = client
+        .create_key()
+        .description("audit signing keys test")
+        .send()
+        .await
+        .expect("create KMS key");
+    let key_id = created
+        .key_metadata()
+        .expect("key metadata")
+        .key_id()
+        .to_owned();
+    let alias = format!(
+        "alias/residency-audit-{}",
+        hex::encode(rand::random::<[u8; 6]>())
+    );
+    client
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(key_id)
+        .send()
+        .await
+        .expect("create alias");
+    move || Arc::new(envelope::kms::aws::AwsKms::new(&settings, alias.clone())) as Arc<dyn Kms>
+}
+
+#[tokio::test]
+async fn audit_keys_are_sealed_under_the_aws_kms_and_open_on_every_node() {
+    let (_database, region_db) = region_database(REGION).await;
+    let kms = moto_kms().await;
+    let configured = AuditKeys::generate(region());
+    let first = RegionAuditKeys::new(region_db.clone(), kms());
+    let loaded = first
+        .bootstrap(&SigningKeys::from_key_text(&configured))
+        .await
+        .expect("bootstrap on moto");
+    assert_eq!(loaded.current().key_id(), configured.current().key_id());
+    let rotated = first.rotate().await.expect("rotate on moto");
+    // Another node, its own client: the sealed seed opens to the same key.
+    let second = RegionAuditKeys::new(region_db, kms());
+    let seen = second.load().await.expect("load on moto");
+    assert_eq!(seen.current().key_id(), rotated.current().key_id());
+    assert_eq!(
+        seen.current().to_bytes(),
+        rotated.current().to_bytes(),
+        "the same seed"
+    );
+}
