@@ -385,6 +385,11 @@ impl RunningNode {
                 .is_some_and(JoinHandle::is_finished)
     }
 
+    /// The public half of the key the node signs with now.
+    pub fn audit_public_key(&self) -> audit::PublicKey {
+        self.audit.signing_key().public()
+    }
+
     /// Resolves once the health poller has finished a round that began at or after
     /// `since`.
     pub async fn health_checked_since(&self, since: tokio::time::Instant) {

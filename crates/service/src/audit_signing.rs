@@ -207,6 +207,45 @@ impl RegionAuditKeys {
         self.load().await
     }
 
+    /// After a change of the region's KMS key: rewraps the data key of every sealed seed
+    /// under the KMS's current key (the seeds themselves are untouched, nothing else is
+    /// re-sealed). Returns how many it moved. Run it with the tenant keys' rewrap
+    /// (`Keyring::rewrap_all`) before the old KMS key is disabled.
+    pub async fn rewrap(&self) -> Result<u64, AuditKeyError> {
+        let stored = {
+            let primary = self.database.primary().get().await?;
+            rows::list(primary.client()).await?
+        };
+        let mut moved = 0;
+        for row in stored {
+            let Some(sealed) = row.sealed else { continue };
+            let wrapped = WrappedKey {
+                key_id: sealed.kms_key_id.clone(),
+                ciphertext: sealed.wrapped_key,
+            };
+            let rewrapped = self.kms.re_encrypt(&wrapped, &self.context()).await?;
+            if rewrapped.key_id == sealed.kms_key_id {
+                continue;
+            }
+            let mut primary = self.database.primary().get().await?;
+            let tx = primary.begin().await?;
+            // Conditional on the old wrapping: a concurrent rewrap wins.
+            if rows::rewrap(
+                &tx,
+                &row.key_id,
+                &sealed.kms_key_id,
+                &rewrapped.key_id,
+                &rewrapped.ciphertext,
+            )
+            .await?
+            {
+                moved += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(moved)
+    }
+
     /// A stored row as published, checked as a verifier checks it.
     fn published(&self, row: SigningKeyRow) -> Result<PublishedKey, AuditKeyError> {
         let public = PublicKey {

@@ -199,3 +199,24 @@ pub async fn insert_retired_public(
         .await?;
     Ok(inserted == 1)
 }
+
+/// Replaces a key's wrapped data key (after a change of the region's KMS key) if it is
+/// still wrapped under `old_kms_key`; returns whether it did. The sealed seed is
+/// unchanged: the data key under the new wrapping is the same.
+pub async fn rewrap(
+    tx: &PrimaryTx<'_>,
+    key_id: &str,
+    old_kms_key: &str,
+    new_kms_key: &str,
+    new_wrapped: &[u8],
+) -> Result<bool, StoreError> {
+    let updated = tx
+        .client()
+        .execute(
+            "update audit_signing_keys set kms_key_id = $3, wrapped_key = $4
+             where key_id = $1 and kms_key_id = $2",
+            &[&key_id, &old_kms_key, &new_kms_key, &new_wrapped],
+        )
+        .await?;
+    Ok(updated == 1)
+}

@@ -495,3 +495,42 @@ async fn audit_keys_are_sealed_under_the_aws_kms_and_open_on_every_node() {
         "the same seed"
     );
 }
+
+#[tokio::test]
+async fn after_a_kms_key_change_the_sealed_seeds_are_rewrapped_and_still_open() {
+    let (database, region_db) = region_database(REGION).await;
+    let kms_dir = tempfile::tempdir().expect("kms dir");
+    let local = Arc::new(LocalKms::open_or_create(kms_dir.path(), region()).expect("local kms"));
+    let keys = RegionAuditKeys::new(region_db, local.clone());
+    let configured = AuditKeys::generate(region());
+    keys.bootstrap(&SigningKeys::from_key_text(&configured))
+        .await
+        .expect("bootstrap");
+    let current = keys.rotate().await.expect("rotate");
+    let old_kms_key = local.key_id();
+    assert_eq!(keys.rewrap().await.expect("nothing to move"), 0);
+
+    let new_kms_key = local.rotate_master_key().expect("new master key");
+    assert_ne!(new_kms_key, old_kms_key);
+    assert_eq!(keys.rewrap().await.expect("rewrap"), 2, "both sealed seeds");
+    assert_eq!(keys.rewrap().await.expect("again"), 0, "idempotent");
+    let db = connect(database.primary.clone()).await;
+    let wrapped_under: Vec<Option<String>> = db
+        .query(
+            "select kms_key_id from audit_signing_keys order by key_id",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        wrapped_under
+            .iter()
+            .all(|id| id.as_deref() == Some(new_kms_key.as_str())),
+        "{wrapped_under:?}"
+    );
+    let loaded = keys.load().await.expect("opens after the rewrap");
+    assert_eq!(loaded.current().to_bytes(), current.current().to_bytes());
+}
