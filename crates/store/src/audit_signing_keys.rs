@@ -139,8 +139,9 @@ pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<SigningKeyRow>, St
     client.query(&sql, &[]).await?.iter().map(decode).collect()
 }
 
-/// Makes `key_id` the current key: the current one (if any) is retired as of now. The
-/// caller holds [`lock`]. Notifies every node of the region.
+/// Makes `key_id` the current key: the current one (if any) is retired as of now and its
+/// sealed seed erased (a retired key never signs again, and what it signed must not be
+/// forgeable later). The caller holds [`lock`]. Notifies every node of the region.
 pub async fn insert_current(
     tx: &PrimaryTx<'_>,
     key_id: &str,
@@ -151,7 +152,9 @@ pub async fn insert_current(
     let client = tx.client();
     client
         .execute(
-            "update audit_signing_keys set state = 'retired', valid_until = now()
+            "update audit_signing_keys
+             set state = 'retired', valid_until = now(),
+                 kms_key_id = null, wrapped_key = null, kms_context = null, sealed_seed = null
              where state = 'current'",
             &[],
         )

@@ -389,9 +389,21 @@ async fn an_audit_key_rotated_on_one_node_signs_on_every_node_and_old_signatures
     let (restarted, _) = started_log(&stack, text.expose()).await;
     assert_eq!(restarted.signing_key().key_id(), new_key);
 
-    // The seeds rest sealed: neither appears in the database.
+    // The retired key's seed is gone; the current one rests sealed, in clear nowhere.
+    let retired_seeds: i64 = db
+        .query_one(
+            "select count(*) from audit_signing_keys where state = 'retired' and sealed_seed is not null",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(retired_seeds, 0);
     let seeds: Vec<Vec<u8>> = db
-        .query("select sealed_seed from audit_signing_keys", &[])
+        .query(
+            "select sealed_seed from audit_signing_keys where sealed_seed is not null",
+            &[],
+        )
         .await
         .expect("seeds")
         .iter()
@@ -512,12 +524,16 @@ async fn after_a_kms_key_change_the_sealed_seeds_are_rewrapped_and_still_open() 
 
     let new_kms_key = local.rotate_master_key().expect("new master key");
     assert_ne!(new_kms_key, old_kms_key);
-    assert_eq!(keys.rewrap().await.expect("rewrap"), 2, "both sealed seeds");
+    assert_eq!(
+        keys.rewrap().await.expect("rewrap"),
+        1,
+        "the current key's seed (a retired key's is erased)"
+    );
     assert_eq!(keys.rewrap().await.expect("again"), 0, "idempotent");
     let db = connect(database.primary.clone()).await;
     let wrapped_under: Vec<Option<String>> = db
         .query(
-            "select kms_key_id from audit_signing_keys order by key_id",
+            "select kms_key_id from audit_signing_keys where state = 'current'",
             &[],
         )
         .await
