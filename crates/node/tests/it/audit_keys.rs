@@ -145,6 +145,21 @@ async fn an_operator_rotates_the_audit_key_and_every_node_signs_with_it() {
         }
     };
     let before = export(a.clone()).await;
+    let evidence = |base: String| {
+        let (tenant, auditor) = (tenant.clone(), auditor.clone());
+        async move {
+            let evidence = call(
+                Method::GET,
+                &format!("{base}/v1/tenants/{tenant}/residency"),
+                Some(&auditor),
+                None,
+            )
+            .await;
+            assert_eq!(evidence.status, 200, "{}", evidence.text);
+            serde_json::from_value::<wire::api::ResidencyEvidence>(evidence.body).expect("evidence")
+        }
+    };
+    let evidence_before = evidence(b.clone()).await;
     let keys_before = call(Method::GET, &format!("{b}/v1/audit/keys"), None, None).await;
     let original = key_ids(&keys_before);
     assert_eq!(original.len(), 1, "{}", keys_before.text);
@@ -195,15 +210,19 @@ async fn an_operator_rotates_the_audit_key_and_every_node_signs_with_it() {
     let after = export(b.clone()).await;
     let new = audit::verify_bundle(after.as_bytes(), &keys).expect("the new bundle verifies");
     assert_eq!(new.key_id, new_key);
-    let evidence = call(
-        Method::GET,
-        &format!("{b}/v1/tenants/{tenant}/residency"),
-        Some(&auditor),
-        None,
-    )
-    .await;
-    assert_eq!(evidence.status, 200, "{}", evidence.text);
-    assert_eq!(evidence.body["key_id"], new_key.as_str());
+    // Residency evidence signed before and after verifies with the same published list.
+    let evidence_after = evidence(b.clone()).await;
+    assert_eq!(evidence_before.key_id, original[0]);
+    assert_eq!(evidence_after.key_id, new_key);
+    for signed in [&evidence_before, &evidence_after] {
+        let payload = service::compliance::evidence_payload(signed).expect("payload");
+        let signature = audit::Signature::from_base64(&signed.signature).expect("signature");
+        assert!(
+            keys.verify_signature(&signed.key_id, "eu-west-1", &payload, &signature),
+            "evidence signed by {} verifies",
+            signed.key_id
+        );
+    }
 
     first.stop().await.expect("stop");
     second.stop().await.expect("stop");
