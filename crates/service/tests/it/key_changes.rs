@@ -342,17 +342,27 @@ async fn an_audit_key_rotated_on_one_node_signs_on_every_node_and_old_signatures
     assert_eq!(second.checkpoint(10).await.expect("checkpoint"), 1);
     let after = bundle(&second, &tenant).await;
     let db = connect(stack.database.primary.clone()).await;
-    let signers: Vec<String> = db
+    let checkpoints: Vec<audit::Checkpoint> = db
         .query(
-            "select key_id from audit_checkpoints where tenant_id = $1 order by seq",
+            "select seq, hash, signed_at, key_id, signature from audit_checkpoints
+             where tenant_id = $1 order by seq",
             &[&tenant.as_str()],
         )
         .await
         .expect("checkpoints")
         .iter()
-        .map(|row| row.get(0))
+        .map(|row| audit::Checkpoint {
+            tenant,
+            region: region(),
+            seq: u64::try_from(row.get::<_, i64>(0)).expect("seq"),
+            hash: audit::Hash::from_bytes(row.get::<_, Vec<u8>>(1).try_into().expect("32 bytes")),
+            signed_at: row.get(2),
+            key_id: row.get(3),
+            signature: audit::Signature::from_slice(&row.get::<_, Vec<u8>>(4)).expect("signature"),
+        })
         .collect();
-    assert_eq!(signers, [original.clone(), new_key.clone()]);
+    let signers: Vec<&str> = checkpoints.iter().map(|c| c.key_id.as_str()).collect();
+    assert_eq!(signers, [original.as_str(), new_key.as_str()]);
 
     // What a verifier fetches from GET /v1/audit/keys verifies both bundles.
     let published = second.signing_keys();
@@ -375,6 +385,9 @@ async fn an_audit_key_rotated_on_one_node_signs_on_every_node_and_old_signatures
     );
     assert!(retired.valid_until <= current.valid_from);
     let keys = KeySet::from_keys(listed).expect("published keys");
+    for checkpoint in &checkpoints {
+        audit::verify_checkpoint(&keys, checkpoint).expect("checkpoint verifies");
+    }
     let old = audit::verify_bundle(std::io::Cursor::new(&before), &keys).expect("old bundle");
     let new = audit::verify_bundle(std::io::Cursor::new(&after), &keys).expect("new bundle");
     assert_eq!(
