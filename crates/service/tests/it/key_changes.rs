@@ -563,3 +563,32 @@ async fn after_a_kms_key_change_the_sealed_seeds_are_rewrapped_and_still_open() 
     let loaded = keys.load().await.expect("opens after the rewrap");
     assert_eq!(loaded.current().to_bytes(), current.current().to_bytes());
 }
+
+#[tokio::test]
+async fn a_rotation_the_kms_refuses_changes_nothing_and_is_retryable() {
+    use envelope::kms::KmsError;
+    use envelope::kms::faulty::FaultyKms;
+    let stack = region_fixture().await;
+    let kms = Arc::new(FaultyKms::new(stack.kms.clone()));
+    let keys = RegionAuditKeys::new(stack.region_db.clone(), kms.clone());
+    let configured = AuditKeys::generate(region());
+    keys.bootstrap(&SigningKeys::from_key_text(&configured))
+        .await
+        .expect("bootstrap");
+
+    kms.fail_next(1, KmsError::Unavailable("throttled".into()));
+    let err = keys.rotate().await.expect_err("the KMS is down");
+    assert!(
+        matches!(
+            service::ServiceError::from(err),
+            service::ServiceError::Unavailable { what: "kms", .. }
+        ),
+        "a 503 the operator may retry"
+    );
+    let unchanged = keys.load().await.expect("load");
+    assert_eq!(unchanged.current().key_id(), configured.current().key_id());
+    assert_eq!(unchanged.published().len(), 1, "nothing was added");
+
+    let rotated = keys.rotate().await.expect("the retry works");
+    assert_ne!(rotated.current().key_id(), configured.current().key_id());
+}
