@@ -124,6 +124,7 @@ pub fn app(state: NodeState) -> Router {
         .route("/v1/keys/rewrap", post(jobs::start_rewrap))
         .route("/v1/jobs", get(jobs::list_jobs))
         .route("/v1/jobs/{job}", get(jobs::get_job))
+        .route("/v1/audit/keys/rotate", post(audit::rotate_audit_key))
         .route("/v1/openapi.json", get(openapi::openapi_json));
     observed(Router::new().merge(v1).merge(operations_routes()), state)
 }

@@ -60,6 +60,7 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         jobs::start_rewrap,
         jobs::list_jobs,
         jobs::get_job,
+        audit::rotate_audit_key,
         openapi_json,
         health::healthz,
         health::readyz,

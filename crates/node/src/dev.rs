@@ -299,7 +299,6 @@ async fn start_region(
 ) -> anyhow::Result<DevRegion> {
     fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
     let keys = load_or_create_audit_keys(&root.join("audit"), &id)?;
-    let audit_key = keys.current().public();
     let audit = NodeAudit {
         keys,
         settings: audit.clone(),
@@ -339,6 +338,8 @@ async fn start_region(
         let _ = databases.stop().await;
         return Err(err.context(format!("prepare the {id} export role")));
     }
+    // The region's key as the node loaded it (after a rotation, no longer the file's).
+    let audit_key = node.audit_public_key();
     Ok(DevRegion {
         id,
         databases,

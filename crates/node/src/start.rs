@@ -13,7 +13,10 @@ use envelope::objects::ObjectStore;
 use hop::InternalProtocol;
 use model::RegionId;
 use service::jobs::{JobRunner, JobSettings, RewrapJob, RunnerTask};
-use service::{AuditKeys, AuditLog, AuditSettings, CheckpointTask, Keyring, KeyringSettings};
+use service::{
+    AuditKeys, AuditLog, AuditSettings, CheckpointTask, KeyChanges, Keyring, KeyringSettings,
+    RegionAuditKeys, SigningKeys,
+};
 use store::{DatabaseSettings, RegionDatabase, embedded_migrations};
 use telemetry::NodeMetrics;
 use tokio::net::TcpListener;
@@ -108,6 +111,7 @@ pub struct RunningNode {
     audit: AuditLog,
     checkpoints: CheckpointTask,
     jobs: RunnerTask,
+    key_changes: KeyChanges,
     stop: watch::Sender<bool>,
 }
 
@@ -227,12 +231,32 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         metrics.clone(),
         KeyringSettings::default(),
     );
-    let key_id = audit.keys.current().key_id().to_owned();
+    // The region's audit keys live in its database (the configured text is imported
+    // once); a node that cannot load them now signs with the configured key, which it
+    // publishes, until its key-change listener loads them.
+    let region_audit_keys = RegionAuditKeys::new(database.clone(), backends.kms.clone());
+    let loaded = region_audit_keys
+        .bootstrap(&SigningKeys::from_key_text(&audit.keys))
+        .await;
     let audit = AuditLog::with_settings(
         database.clone(),
         audit.keys,
         audit.settings,
         metrics.clone(),
+    );
+    match loaded {
+        Ok(keys) => audit.install_keys(keys),
+        Err(err) => tracing::error!(
+            region = %region,
+            "cannot load the region's audit signing keys yet, signing with the configured key: {err}"
+        ),
+    }
+    let key_id = audit.signing_key().key_id().to_owned();
+    let key_changes = KeyChanges::spawn(
+        &database,
+        keyring.clone(),
+        Some((audit.clone(), region_audit_keys)),
+        store::ListenerSettings::default(),
     );
     let checkpoints = audit.spawn_checkpoints();
     tracing::info!(
@@ -361,6 +385,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         audit,
         checkpoints,
         jobs,
+        key_changes,
         stop,
     })
 }
@@ -375,6 +400,11 @@ impl RunningNode {
                 .is_some_and(JoinHandle::is_finished)
     }
 
+    /// The public half of the key the node signs with now.
+    pub fn audit_public_key(&self) -> audit::PublicKey {
+        self.audit.signing_key().public()
+    }
+
     /// Resolves once the health poller has finished a round that began at or after
     /// `since`.
     pub async fn health_checked_since(&self, since: tokio::time::Instant) {
@@ -382,8 +412,8 @@ impl RunningNode {
     }
 
     /// Stops the job runner (its jobs' leases given up for another node), stops
-    /// accepting, drains in-flight requests, stops the poller and the checkpoint task, and
-    /// writes the queued audit events (waiting a bounded time).
+    /// accepting, drains in-flight requests, stops the poller, the checkpoint task and the
+    /// key-change listener, and writes the queued audit events (waiting a bounded time).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.jobs.stop().await;
         let _ = self.stop.send(true);
@@ -394,6 +424,7 @@ impl RunningNode {
             None => None,
         };
         self.checkpoints.stop().await;
+        self.key_changes.stop().await;
         // The open windows of aggregated denials go into the queue before it drains.
         if let Err(err) = self.state.service().flush_denials().await {
             tracing::error!(region = %self.region, "failed to record the open denials before stopping: {err:#}");

@@ -4,7 +4,7 @@
 //! a bounded queue, read events, sign checkpoints of chain heads that moved, and export a
 //! tenant's signed bundle.
 
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use audit::{
@@ -18,6 +18,7 @@ use telemetry::NodeMetrics;
 
 use crate::audit_keys::AuditKeys;
 use crate::audit_queue::{Budget, Queue, QueueSettings, Refused};
+use crate::audit_signing::SigningKeys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -126,7 +127,8 @@ pub struct AuditLog {
 #[derive(Debug)]
 struct Inner {
     core: Arc<Core>,
-    keys: AuditKeys,
+    /// Replaced whole when the region's key rotates (see [`AuditLog::install_keys`]).
+    keys: RwLock<Arc<SigningKeys>>,
     settings: AuditSettings,
     /// The queue of batched events; `None` in `ReadAudit::Sync` mode.
     queue: Option<Arc<Queue>>,
@@ -212,7 +214,7 @@ impl AuditLog {
         Self {
             inner: Arc::new(Inner {
                 core,
-                keys,
+                keys: RwLock::new(Arc::new(SigningKeys::from_key_text(&keys))),
                 settings,
                 queue,
                 writer: Once::new(),
@@ -230,12 +232,56 @@ impl AuditLog {
 
     /// The current and retired public keys, for `GET /v1/audit/keys`.
     pub fn public_keys(&self) -> Vec<PublicKey> {
-        self.inner.keys.public_keys()
+        self.signing_keys()
+            .published()
+            .iter()
+            .map(|key| key.public.clone())
+            .collect()
     }
 
-    /// The key that signs checkpoints, manifests and residency evidence now.
-    pub fn signing_key(&self) -> &SigningKey {
-        self.inner.keys.current()
+    /// The keys this node signs and publishes with now.
+    pub fn signing_keys(&self) -> Arc<SigningKeys> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The key that signs checkpoints, manifests and residency evidence now. Take it once
+    /// per signed statement: a rotation may replace it at any time.
+    pub fn signing_key(&self) -> Arc<SigningKey> {
+        self.signing_keys().current().clone()
+    }
+
+    /// Signs with `keys` from now on (the region's keys, loaded from its database after a
+    /// rotation here or on another node).
+    ///
+    /// # Panics
+    /// When `keys` are another region's.
+    pub fn install_keys(&self, keys: SigningKeys) {
+        assert_eq!(
+            keys.region(),
+            self.region(),
+            "the signing key must be the node's region's"
+        );
+        let previous = std::mem::replace(
+            &mut *self
+                .inner
+                .keys
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            Arc::new(keys),
+        );
+        let now = self.signing_keys();
+        if previous.current().key_id() != now.current().key_id() {
+            tracing::info!(
+                region = %self.region(),
+                previous = previous.current().key_id(),
+                key_id = now.current().key_id(),
+                "audit signing key changed"
+            );
+        }
     }
 
     /// Links `event` after its tenant's chain head and stores it, inside `tx`. Writers of
@@ -400,6 +446,7 @@ impl AuditLog {
     /// time; returns how many it signed.
     pub async fn checkpoint(&self, batch: i64) -> Result<u64, AuditError> {
         let mut signed = 0;
+        let key = self.signing_key();
         loop {
             let mut primary = self.inner.core.database.primary().get().await?;
             let heads = rows::heads_without_checkpoint(primary.client(), batch).await?;
@@ -410,7 +457,7 @@ impl AuditLog {
             let count = heads.len() as u64;
             for (tenant, seq, hash) in heads {
                 let checkpoint = audit::sign_checkpoint(
-                    self.inner.keys.current(),
+                    &key,
                     &tenant,
                     seq,
                     &Hash::from_bytes(hash),
@@ -487,7 +534,7 @@ impl AuditLog {
             }
         }
         let count = writer.count();
-        let manifest = writer.finish(self.inner.keys.current(), SystemTime::now())?;
+        let manifest = writer.finish(&self.signing_key(), SystemTime::now())?;
         emit(manifest.into_bytes()).await;
         Ok(count)
     }

@@ -148,6 +148,7 @@ impl RegionService {
             .await?;
         let versions = self.inner.keyring.versions(&id).await?;
         let database = &self.inner.database;
+        let signing_key = self.inner.audit.signing_key();
         let mut evidence = wire::api::ResidencyEvidence {
             tenant: id.to_string(),
             home_region: tenant.policy.home().to_string(),
@@ -177,11 +178,11 @@ impl RegionService {
                 hash: head.map_or_else(String::new, |(_, hash)| Hash::from_bytes(hash).to_string()),
             },
             generated_at: audit::time::format(SystemTime::now()),
-            key_id: self.inner.audit.signing_key().key_id().to_owned(),
+            key_id: signing_key.key_id().to_owned(),
             signature: String::new(),
         };
         let payload = evidence_payload(&evidence)?;
-        evidence.signature = self.inner.audit.signing_key().sign(&payload).to_base64();
+        evidence.signature = signing_key.sign(&payload).to_base64();
         self.record_read(caller, Action::AuditRead, "residency")
             .await?;
         Ok(evidence)

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod audit_checkpoints;
 pub mod audit_keys;
 mod audit_queue;
+pub mod audit_signing;
 mod authentication;
 mod collections;
 pub mod compliance;
@@ -19,6 +20,7 @@ pub mod denials;
 mod error;
 pub mod files;
 pub mod jobs;
+pub mod key_changes;
 pub mod keys;
 pub mod rate_limit;
 pub mod records;
@@ -30,7 +32,9 @@ pub use audit::{AuditError, AuditLog};
 pub use audit::{AuditSettings, ReadAudit};
 pub use audit_checkpoints::CheckpointTask;
 pub use audit_keys::{AuditKeys, KeyText, KeyTextError};
+pub use audit_signing::{AuditKeyError, PublishedKey, RegionAuditKeys, SigningKeys};
 pub use error::{BoxError, ServiceError};
+pub use key_changes::KeyChanges;
 pub use keys::{
     IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapOutcome, RewrapReport,
 };

@@ -11,6 +11,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod audit_signing_keys;
 pub mod collections;
 pub mod directory;
 mod error;
@@ -19,6 +20,7 @@ pub mod files;
 mod health;
 pub mod jobs;
 mod migrate;
+pub mod notifications;
 mod pools;
 pub mod records;
 mod routing;
@@ -57,6 +59,7 @@ pub use migrate::{
     CLUSTER_ROLES, ClusterRole, Migration, MigrationError, MigrationReport, embedded_migrations,
     migrate, migrate_with_roles,
 };
+pub use notifications::{Listener, ListenerSettings, Notice, NoticeHandler};
 pub use pools::{
     DatabaseSettings, PgEndpoint, PoolStats, Primary, PrimaryPool, PrimaryTx, RegionDatabase,
     Replica, ReplicaPool,

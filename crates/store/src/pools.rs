@@ -184,6 +184,10 @@ impl PrimaryPool {
         Ok(Primary(self.pool.get().await?))
     }
 
+    pub(crate) fn endpoint(&self) -> &PgEndpoint {
+        &self.endpoint
+    }
+
     pub fn stats(&self) -> PoolStats {
         stats(&self.endpoint.name, &self.pool)
     }

@@ -118,6 +118,7 @@ pub async fn rotate(tx: &PrimaryTx<'_>, key: &NewKey<'_>) -> Result<KeyVersion, 
             &[&tenant, &purpose],
         )
         .await?;
+    crate::notifications::notify_tenant_keys(tx, key.tenant).await?;
     let next = latest + 1;
     client
         .execute(
@@ -291,8 +292,13 @@ pub async fn rewrap(
     let updated = tx
         .client()
         .execute(
-            "update tenant_keys set kms_key_id = $5, wrapped_key = $6
-             where tenant_id = $1 and purpose = $2 and version = $3 and kms_key_id = $4 and state <> 'destroyed'",
+            // Notifies the region's nodes only when the row changed.
+            "with rewrapped as (
+                 update tenant_keys set kms_key_id = $5, wrapped_key = $6
+                 where tenant_id = $1 and purpose = $2 and version = $3 and kms_key_id = $4
+                   and state <> 'destroyed'
+                 returning tenant_id)
+             select pg_notify($7, tenant_id) from rewrapped",
             &[
                 &key.tenant.as_str(),
                 &key.purpose.as_str(),
@@ -300,6 +306,7 @@ pub async fn rewrap(
                 &old_kms_key,
                 &new_kms_key,
                 &new_wrapped,
+                &crate::notifications::TENANT_KEYS_CHANNEL,
             ],
         )
         .await?;
@@ -307,8 +314,10 @@ pub async fn rewrap(
 }
 
 /// Crypto-shredding: erases every wrapped key of `tenant`. Returns how many versions were
-/// destroyed by this call.
+/// destroyed by this call. Every node of the region is notified when `tx` commits, so that
+/// none keeps an unwrapped copy.
 pub async fn destroy_all(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<u64, StoreError> {
+    crate::notifications::notify_tenant_keys(tx, tenant).await?;
     Ok(tx
         .client()
         .execute(

@@ -275,6 +275,25 @@ pub struct AuditKeyView {
     pub algorithm: String,
     /// Standard base64.
     pub public_key: String,
+    /// When the key began to sign (RFC 3339). Absent when unknown: a key imported from the
+    /// region's configured key text may have signed before the region recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<String>,
+    /// When the key stopped signing (RFC 3339): it was rotated out then. Absent while it
+    /// is the key that signs. A retired key keeps verifying what it signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+}
+
+/// `POST /v1/audit/keys/rotate` (operator token): the region's keys after the rotation,
+/// the new signing key first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditKeyRotated {
+    /// The key that signs from now on.
+    pub key_id: String,
+    /// The key it replaced, still published and verifying what it signed.
+    pub previous_key_id: String,
+    pub keys: Vec<AuditKeyView>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -622,6 +641,28 @@ mod tests {
             "algorithm": "ed25519",
             "public_key": "MCowBQYDK2VwAyEA"
         }]}));
+        let rotated = json!({
+            "key_id": "eu-central-1-1111111111111111",
+            "region": "eu-central-1",
+            "algorithm": "ed25519",
+            "public_key": "MCowBQYDK2VwAyEA",
+            "valid_from": "2026-03-01T12:34:56Z"
+        });
+        let retired = json!({
+            "key_id": "eu-central-1-0123456789abcdef",
+            "region": "eu-central-1",
+            "algorithm": "ed25519",
+            "public_key": "MCowBQYDK2VwAyEA",
+            "valid_until": "2026-03-01T12:34:56Z"
+        });
+        let keys: AuditKeys = round_trip(json!({"keys": [rotated.clone(), retired.clone()]}));
+        assert_eq!(keys.keys[0].valid_until, None);
+        assert_eq!(keys.keys[1].valid_from, None);
+        round_trip::<AuditKeyRotated>(json!({
+            "key_id": "eu-central-1-1111111111111111",
+            "previous_key_id": "eu-central-1-0123456789abcdef",
+            "keys": [rotated, retired]
+        }));
     }
 
     #[test]
@@ -661,6 +702,7 @@ mod tests {
             FileStored,
             AuditEventPage,
             AuditKeys,
+            AuditKeyRotated,
             ResidencyEvidence,
             crate::Problem,
             crate::Readiness,

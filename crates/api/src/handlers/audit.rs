@@ -1,6 +1,7 @@
 //! The audit log (auditor key): `GET /v1/tenants/{tenant}/audit/events` pages through
 //! a tenant's events, `GET /v1/tenants/{tenant}/audit/export` streams them with a signed
-//! manifest; `GET /v1/audit/keys` (no auth) lists the keys that verify what is signed.
+//! manifest; `GET /v1/audit/keys` (no auth) lists the keys that verify what is signed, and
+//! `POST /v1/audit/keys/rotate` (operator token) replaces the region's signing key.
 
 use std::time::SystemTime;
 
@@ -145,14 +146,56 @@ pub(crate) async fn audit_export(
     responses(
         (
             status = 200,
-            description = "Keys verifying checkpoints, manifests and evidence.",
+            description = "Keys verifying checkpoints, manifests and evidence, each with when it signed; the current key first.",
             body = body::AuditKeys
         ),
     ),
 )]
 pub(crate) async fn audit_keys(State(state): State<NodeState>) -> Response {
-    Json(::audit::KeyList {
-        keys: state.service().audit().public_keys(),
+    Json(body::AuditKeys {
+        keys: key_views(&state.service().audit().signing_keys()),
     })
     .into_response()
+}
+
+/// `POST /v1/audit/keys/rotate` (operator token): a new audit signing key for the region.
+#[utoipa::path(
+    post,
+    path = "/v1/audit/keys/rotate",
+    tag = "audit",
+    summary = "Rotate the region's audit signing key",
+    security(("bearer" = [])),
+    responses(
+        (
+            status = 200,
+            description = "The new key signs on every node of the region from now on; the previous one stays published with its validity.",
+            body = body::AuditKeyRotated
+        ),
+    ),
+)]
+pub(crate) async fn rotate_audit_key(ctx: Ctx) -> ApiResult {
+    let service = ctx.service();
+    let operator = ctx.authorize_operator().await?;
+    let previous = service.audit().signing_key();
+    let keys = service.rotate_audit_key(&operator).await?;
+    Ok(Json(body::AuditKeyRotated {
+        key_id: keys.current().key_id().to_owned(),
+        previous_key_id: previous.key_id().to_owned(),
+        keys: key_views(&keys),
+    })
+    .into_response())
+}
+
+fn key_views(keys: &service::SigningKeys) -> Vec<body::AuditKeyView> {
+    keys.published()
+        .iter()
+        .map(|key| body::AuditKeyView {
+            key_id: key.public.key_id.clone(),
+            region: key.public.region.clone(),
+            algorithm: key.public.algorithm.clone(),
+            public_key: key.public.public_key.clone(),
+            valid_from: key.valid_from.map(super::time_text),
+            valid_until: key.valid_until.map(super::time_text),
+        })
+        .collect()
 }

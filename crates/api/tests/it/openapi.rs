@@ -71,6 +71,8 @@ const API_MD: &[(&str, &str)] = &[
     ("POST", "/v1/keys/rewrap"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{job}"),
+    // Operators' key commands (issue 28; added to the contract, nothing renamed).
+    ("POST", "/v1/audit/keys/rotate"),
     // Operations.
     ("GET", "/healthz"),
     ("GET", "/readyz"),

@@ -2,6 +2,7 @@
 //! against real PostgreSQL primaries and replicas.
 
 mod abuse;
+mod audit_keys;
 mod directory;
 mod jobs;
 mod operations;

@@ -142,10 +142,7 @@ impl Keyring {
             other => other.into(),
         })?;
         tx.commit().await?;
-        self.inner
-            .active
-            .invalidate(&(*tenant, KeyPurpose::Data))
-            .await;
+        self.forget_tenant(tenant);
         Ok(version)
     }
 
@@ -246,19 +243,22 @@ impl Keyring {
 
     /// Crypto-shredding: erases every wrapped key of the tenant and forgets any unwrapped
     /// copy on this node. Afterwards the tenant's data cannot be opened by anyone.
-    /// Other nodes of the region drop their copies within `max_age`.
+    /// Other nodes of the region drop their copies when they hear the database's
+    /// notification (see [`crate::keys::KeyNotifications`]), or within `max_age` if they
+    /// do not listen.
     pub async fn shred(&self, tenant: &TenantId) -> Result<u64, KeyError> {
         let mut primary = self.inner.database.primary().get().await?;
         let tx = primary.begin().await?;
         let destroyed = tenant_keys::destroy_all(&tx, tenant).await?;
         tx.commit().await?;
-        self.forget(tenant);
+        self.forget_tenant(tenant);
         Ok(destroyed)
     }
 
-    /// Drops every cached key and active version of `tenant` on this node.
-    fn forget(&self, tenant: &TenantId) {
-        self.inner.hot.forget_all();
+    /// Drops every cached key and active version of `tenant` on this node (plaintext
+    /// zeroized as the entries go), including copies whose load is still in flight.
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        self.inner.forgotten.tenant(*tenant);
         let owner = *tenant;
         let _ = self
             .inner
@@ -269,5 +269,13 @@ impl Keyring {
             .inner
             .active
             .invalidate_entries_if(move |(t, _), _| *t == owner);
+    }
+
+    /// Drops every cached key and active version on this node (the key-change listener
+    /// lost its connection, so changes may have gone unheard).
+    pub fn forget_everything(&self) {
+        self.inner.forgotten.everything();
+        self.inner.keys.invalidate_all();
+        self.inner.active.invalidate_all();
     }
 }

@@ -127,7 +127,7 @@ impl Eq for KeyError {}
 mod cache;
 mod lifecycle;
 
-use cache::{CachedKey, HotKeys, KeyId};
+use cache::{CachedKey, Forgotten, HotKeys, KeyId};
 pub use cache::{IndexKeys, MAX_FIELD_KEYS};
 pub use lifecycle::{RewrapOutcome, RewrapReport};
 
@@ -194,8 +194,21 @@ struct Inner {
     settings: KeyringSettings,
     keys: Cache<KeyId, Arc<CachedKey>, FastHash>,
     hot: Arc<HotKeys>,
-    active: Cache<(TenantId, KeyPurpose), KeyVersion, FastHash>,
+    active: Cache<(TenantId, KeyPurpose), ActiveVersion, FastHash>,
+    forgotten: Forgotten,
 }
+
+/// A tenant's active version of one purpose, with the hot index's generation when it was
+/// read (see [`Forgotten`]).
+#[derive(Debug, Clone, Copy)]
+struct ActiveVersion {
+    version: KeyVersion,
+    loaded_in: u64,
+}
+
+/// How often a lookup loads a key or version again after finding it stale before it reads
+/// one without the cache (forgets kept overtaking its loads).
+const STALE_RELOADS: usize = 2;
 
 impl Keyring {
     pub fn new(
@@ -217,6 +230,11 @@ impl Keyring {
             .time_to_live(settings.active_version_ttl)
             .support_invalidation_closures()
             .build_with_hasher(FastHash::default());
+        let forgotten = Forgotten::new(
+            settings.capacity,
+            settings.max_age.max(settings.active_version_ttl),
+            hot.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 region: database.region().clone(),
@@ -227,6 +245,7 @@ impl Keyring {
                 keys,
                 hot,
                 active,
+                forgotten,
             }),
         }
     }
@@ -303,25 +322,44 @@ impl Keyring {
         tenant: &TenantId,
         purpose: KeyPurpose,
     ) -> Result<KeyVersion, KeyError> {
-        if let Some(version) = self.inner.active.get(&(*tenant, purpose)).await {
-            return Ok(version);
+        let id = (*tenant, purpose);
+        for _ in 0..STALE_RELOADS {
+            let active = match self.inner.active.get(&id).await {
+                Some(active) => active,
+                None => self
+                    .inner
+                    .active
+                    .try_get_with(id, self.load_active_version(tenant, purpose))
+                    .await
+                    .map_err(|err: Arc<KeyError>| (*err).clone())?,
+            };
+            if !self.inner.forgotten.is_stale(tenant, active.loaded_in) {
+                return Ok(active.version);
+            }
+            self.inner.active.invalidate(&id).await;
         }
-        self.inner
-            .active
-            .try_get_with((*tenant, purpose), async {
-                let stored = self
-                    .read_with_fallback(|client| {
-                        let tenant = *tenant;
-                        async move { tenant_keys::active(&*client, &tenant, purpose).await }
-                    })
-                    .await?;
-                match stored {
-                    Some(stored) => Ok(stored.version),
-                    None => Err(self.missing_after_lookup(tenant).await),
-                }
+        Ok(self.load_active_version(tenant, purpose).await?.version)
+    }
+
+    async fn load_active_version(
+        &self,
+        tenant: &TenantId,
+        purpose: KeyPurpose,
+    ) -> Result<ActiveVersion, KeyError> {
+        let loaded_in = self.inner.hot.generation();
+        let stored = self
+            .read_with_fallback(|client| {
+                let tenant = *tenant;
+                async move { tenant_keys::active(&*client, &tenant, purpose).await }
             })
-            .await
-            .map_err(|err: Arc<KeyError>| (*err).clone())
+            .await?;
+        match stored {
+            Some(stored) => Ok(ActiveVersion {
+                version: stored.version,
+                loaded_in,
+            }),
+            None => Err(self.missing_after_lookup(tenant).await),
+        }
     }
 
     async fn key(
@@ -350,30 +388,34 @@ impl Keyring {
             return Ok(self.count_use(&id, &entry).await);
         }
         let generation = self.inner.hot.generation();
-        let entry = match self.inner.keys.get(&id).await {
-            Some(entry) => {
-                self.inner.metrics.record_dek_lookup(true);
-                entry
+        for _ in 0..STALE_RELOADS {
+            let (entry, hit) = match self.inner.keys.get(&id).await {
+                Some(entry) => (entry, true),
+                None => {
+                    let missed = AtomicBool::new(false);
+                    let entry = self
+                        .inner
+                        .keys
+                        .try_get_with(id, async {
+                            missed.store(true, Ordering::Relaxed);
+                            self.unwrap_key(&id).await
+                        })
+                        .await
+                        .map_err(|err: Arc<KeyError>| (*err).clone())?;
+                    (entry, !missed.load(Ordering::Relaxed))
+                }
+            };
+            if self.inner.forgotten.is_stale(tenant, entry.loaded_in) {
+                // Loaded before the tenant's keys were forgotten: maybe shredded since.
+                self.inner.keys.invalidate(&id).await;
+                continue;
             }
-            None => {
-                let missed = AtomicBool::new(false);
-                let entry = self
-                    .inner
-                    .keys
-                    .try_get_with(id, async {
-                        missed.store(true, Ordering::Relaxed);
-                        self.unwrap_key(&id).await
-                    })
-                    .await
-                    .map_err(|err: Arc<KeyError>| (*err).clone())?;
-                self.inner
-                    .metrics
-                    .record_dek_lookup(!missed.load(Ordering::Relaxed));
-                entry
-            }
-        };
-        self.inner.hot.insert(id, entry.clone(), generation);
-        Ok(self.count_use(&id, &entry).await)
+            self.inner.metrics.record_dek_lookup(hit);
+            self.inner.hot.insert(id, entry.clone(), generation);
+            return Ok(self.count_use(&id, &entry).await);
+        }
+        self.inner.metrics.record_dek_lookup(false);
+        self.unwrap_key(&id).await
     }
 
     /// Counts one use; the copy that reaches `max_uses` is dropped from both caches (this
@@ -388,6 +430,7 @@ impl Keyring {
     }
 
     async fn unwrap_key(&self, id: &KeyId) -> Result<Arc<CachedKey>, KeyError> {
+        let loaded_in = self.inner.hot.generation();
         let stored = self
             .read_with_fallback(|client| {
                 let (tenant, purpose, version) = (id.tenant, id.purpose, id.version);
@@ -408,7 +451,11 @@ impl Keyring {
                 unwrap_stored(self.inner.kms.as_ref(), &self.inner.region, stored),
             )
             .await?;
-        Ok(Arc::new(CachedKey::new(key, self.inner.settings.max_age)))
+        Ok(Arc::new(CachedKey::new(
+            key,
+            self.inner.settings.max_age,
+            loaded_in,
+        )))
     }
 
     /// Runs a read on the primary, or on the first replica when the primary is down, so

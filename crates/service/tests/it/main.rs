@@ -4,4 +4,5 @@
 mod audit;
 mod failing_backends;
 mod jobs;
+mod key_changes;
 mod keys;

@@ -3,6 +3,7 @@
 mod directory;
 mod export;
 mod jobs;
+mod notifications;
 mod pressure;
 mod routing;
 mod rows;
