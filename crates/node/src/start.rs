@@ -255,7 +255,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
     let key_changes = KeyChanges::spawn(
         &database,
         keyring.clone(),
-        Some((audit.clone(), region_audit_keys)),
+        Some((audit.clone(), region_audit_keys.clone())),
         store::ListenerSettings::default(),
     );
     let checkpoints = audit.spawn_checkpoints();
@@ -301,7 +301,10 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
     // Every node of the region runs jobs; a lease in the primary keeps each job on one.
     let jobs = JobRunner::new(
         database.clone(),
-        vec![Arc::new(RewrapJob::new(keyring.clone(), database.clone()))],
+        vec![Arc::new(
+            RewrapJob::new(keyring.clone(), database.clone())
+                .with_audit_keys(region_audit_keys.clone()),
+        )],
         platform.api.jobs.clone(),
         metrics.clone(),
     );

@@ -178,6 +178,19 @@ async fn a_node_runs_the_rewrap_the_operator_starts_and_data_stays_readable() {
         .expect("count")
         .get(0);
     assert_eq!(elsewhere, 0, "every key is under the new master key");
+    let seeds_elsewhere: i64 = client
+        .query_one(
+            "select count(*) from audit_signing_keys
+             where kms_key_id is not null and kms_key_id <> $1",
+            &[&new_master],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        seeds_elsewhere, 0,
+        "the audit signing seeds' data keys are under the new master key too"
+    );
     let (status, metrics) = call(Method::GET, &format!("{api}/metrics"), OPERATOR, None).await;
     assert_eq!(status, 200);
     let metrics = metrics.as_str().expect("text").to_owned();

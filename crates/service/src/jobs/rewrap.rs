@@ -1,6 +1,7 @@
 //! The `rewrap` job: after a change of the region's KMS key, rewraps every stored data
 //! key of the region under the KMS's current key, `batch_size` keys a batch, without
-//! touching any sealed data.
+//! touching any sealed data; last, the data keys that seal the region's audit signing
+//! seeds (a handful, in one step).
 //!
 //! The walk goes in (tenant, purpose, version) order; the checkpoint is the last key
 //! handled and, once the first rewrap told it, the current KMS key. A batch takes only
@@ -15,7 +16,7 @@ use store::tenant_keys::{self, KeyPosition};
 
 use super::{BatchDone, BatchError, BatchInput, JobHandler, NextBatch};
 use crate::keys::RewrapOutcome;
-use crate::{KeyError, Keyring};
+use crate::{AuditKeyError, KeyError, Keyring, RegionAuditKeys};
 
 /// The kind of the KMS rewrap job.
 pub const REWRAP: &str = "rewrap";
@@ -25,11 +26,23 @@ pub const REWRAP: &str = "rewrap";
 pub struct RewrapJob {
     keyring: Keyring,
     database: RegionDatabase,
+    audit_keys: Option<RegionAuditKeys>,
 }
 
 impl RewrapJob {
     pub fn new(keyring: Keyring, database: RegionDatabase) -> Self {
-        Self { keyring, database }
+        Self {
+            keyring,
+            database,
+            audit_keys: None,
+        }
+    }
+
+    /// Also rewraps the data keys sealing the region's audit signing seeds, once the
+    /// tenant keys are done.
+    pub fn with_audit_keys(mut self, audit_keys: RegionAuditKeys) -> Self {
+        self.audit_keys = Some(audit_keys);
+        self
     }
 }
 
@@ -99,6 +112,13 @@ impl JobHandler for RewrapJob {
             .map_err(database)?
         };
         let Some(last) = pending.last().map(tenant_keys::StoredKey::position) else {
+            // Idempotent: a seed already under the current KMS key is skipped.
+            if let Some(audit_keys) = &self.audit_keys {
+                audit_keys.rewrap().await.map_err(|err| match err {
+                    AuditKeyError::Kms(_) => BatchError::new("kms unavailable", err),
+                    other => BatchError::new("database unavailable", other),
+                })?;
+            }
             return Ok(BatchDone {
                 processed: 0,
                 failed: 0,
