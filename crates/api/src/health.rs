@@ -301,6 +301,9 @@ pub(crate) fn record_pools(state: &NodeState) {
             .metrics()
             .set_pool(&pool.name, pool.max, pool.open, pool.idle, pool.waiting);
     }
+    state
+        .metrics()
+        .set_reads_retried(state.database().retried_reads());
 }
 
 /// The audit queue's backlog gauge (in-process counters, no I/O).

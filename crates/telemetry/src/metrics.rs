@@ -103,6 +103,7 @@ pub struct NodeMetrics {
     audit_checkpoints: Counter,
     auth_denials: Family<ReasonLabels, Counter>,
     api_key_lookups: Counter,
+    reads_retried: Counter,
     jobs: Family<JobLabels, Gauge>,
     job_items: Family<JobKindLabels, Counter>,
 }
@@ -232,6 +233,12 @@ impl NodeMetrics {
             "API keys read from the database (the key cache missed)",
             api_key_lookups.clone(),
         );
+        let reads_retried = Counter::default();
+        registry.register(
+            "db_reads_retried",
+            "Reads retried once on another connection after theirs died mid-read",
+            reads_retried.clone(),
+        );
         // Resolved once: the lookup counter sits on the hot path of every sealed value.
         let dek_cache_hits = dek_cache_lookups
             .get_or_create(&CacheLabels { result: "hit" })
@@ -274,6 +281,7 @@ impl NodeMetrics {
             audit_checkpoints,
             auth_denials,
             api_key_lookups,
+            reads_retried,
         }
     }
 
@@ -398,6 +406,14 @@ impl NodeMetrics {
         self.api_key_lookups.inc();
     }
 
+    /// Reads retried since the node started, as the region's database counts them (read
+    /// at each scrape; the counter only moves forward).
+    pub fn set_reads_retried(&self, total: u64) {
+        self.reads_retried
+            .inner()
+            .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// API keys read from the database since the node started.
     pub fn api_key_lookups(&self) -> u64 {
         self.api_key_lookups.get()
@@ -493,12 +509,15 @@ mod tests {
         metrics.set_primary_up(true);
         metrics.set_replica("replica-1", true, Some(4096), Some(0.25));
         metrics.set_pool("primary", 16, 3, 1, 0);
+        metrics.set_reads_retried(3);
+        metrics.set_reads_retried(2);
         let text = metrics.encode();
         for expected in [
             r#"residency_db_primary_up{region="us-east-1"} 1"#,
             r#"residency_db_replica_lag_bytes{region="us-east-1",endpoint="replica-1"} 4096"#,
             r#"residency_db_replica_lag_seconds{region="us-east-1",endpoint="replica-1"} 0.25"#,
             r#"residency_db_pool_connections{region="us-east-1",pool="primary",state="in_use"} 2"#,
+            r#"residency_db_reads_retried_total{region="us-east-1"} 3"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
