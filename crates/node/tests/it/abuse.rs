@@ -15,17 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use devstack::testing::{TestDatabase, connect};
-use envelope::kms::local::LocalKms;
-use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use service::{AuditKeys, AuditSettings};
-use store::{DatabaseSettings, PgEndpoint};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use node::{ApiSettings, Backends, NodeAudit, NodeConfig, Platform, Routing, RunningNode};
+use node::{ApiSettings, Platform, Routing, RunningNode};
+
+use crate::support::{local_kms, node_config};
 
 const HOME: &str = "us-east-1";
 const ENTRY: &str = "eu-central-1";
@@ -96,26 +94,13 @@ impl Edge {
             let root = state.path().join(id.as_str());
             let database = TestDatabase::create(None).await;
             let node = node::start(
-                NodeConfig {
-                    region: id.clone(),
-                    database: DatabaseSettings::new(
-                        PgEndpoint::new("primary", database.primary.clone()),
-                        vec![PgEndpoint::new("replica-1", database.replica.clone())],
-                    ),
-                    backends: Backends {
-                        kms: Arc::new(
-                            LocalKms::open_or_create(&root.join("kms"), id.clone()).expect("kms"),
-                        ),
-                        objects: Arc::new(
-                            LocalObjectStore::new(root.join("objects")).expect("object store"),
-                        ),
-                    },
-                    audit: NodeAudit {
-                        keys: AuditKeys::generate(id.clone()),
-                        settings: AuditSettings::default(),
-                    },
-                    platform: platform.clone(),
-                },
+                node_config(
+                    &id,
+                    &database,
+                    local_kms(&root, &id),
+                    &root,
+                    platform.clone(),
+                ),
                 listener,
             )
             .await

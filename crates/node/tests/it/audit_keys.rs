@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use devstack::testing::TestDatabase;
 use envelope::kms::local::LocalKms;
-use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
-use node::{ApiSettings, Backends, NodeAudit, NodeConfig, Platform, RunningNode};
+use node::{ApiSettings, Platform, RunningNode};
 use serde_json::{Value, json};
-use service::{AuditKeys, AuditSettings};
-use store::{DatabaseSettings, PgEndpoint};
+use service::AuditKeys;
+
+use crate::support::node_config;
 
 const OPERATOR: &str = "rso.audit-key-rotation-test-operator-token-0123";
 
@@ -53,28 +53,21 @@ async fn start(
     state: &std::path::Path,
     key_text: &str,
 ) -> RunningNode {
-    node::start(
-        NodeConfig {
-            region: id.clone(),
-            database: DatabaseSettings::new(
-                PgEndpoint::new("primary", database.primary.clone()),
-                vec![PgEndpoint::new("replica-1", database.replica.clone())],
-            ),
-            backends: Backends {
-                kms: kms.clone(),
-                objects: Arc::new(LocalObjectStore::new(state.join("objects")).expect("objects")),
-            },
-            audit: NodeAudit {
-                keys: AuditKeys::parse(id, key_text).expect("key text"),
-                settings: AuditSettings::default(),
-            },
-            platform: Platform {
-                regions: vec![id.clone()],
-                operator: service::access::OperatorToken::new(OPERATOR),
-                api: ApiSettings::default(),
-                routing: None,
-            },
+    let mut config = node_config(
+        id,
+        database,
+        kms.clone(),
+        state,
+        Platform {
+            regions: vec![id.clone()],
+            operator: service::access::OperatorToken::new(OPERATOR),
+            api: ApiSettings::default(),
+            routing: None,
         },
+    );
+    config.audit.keys = AuditKeys::parse(id, key_text).expect("key text");
+    node::start(
+        config,
         tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind"),

@@ -8,14 +8,11 @@ use std::time::Duration;
 
 use devstack::testing::{TestDatabase, connect};
 use envelope::kms::local::LocalKms;
-use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
-use node::{
-    ApiSettings, Backends, JobSettings, NodeAudit, NodeConfig, NodeListeners, Platform, RunningNode,
-};
+use node::{ApiSettings, JobSettings, NodeListeners, Platform, RunningNode};
 use serde_json::{Value, json};
-use service::{AuditKeys, AuditSettings};
-use store::{DatabaseSettings, PgEndpoint};
+
+use crate::support::node_config;
 
 const OPERATOR: &str = "rso.jobs-test-operator-token-0123456789abcdef";
 
@@ -26,21 +23,12 @@ async fn start(
     dir: &std::path::Path,
 ) -> RunningNode {
     node::start_on(
-        NodeConfig {
-            region: id.clone(),
-            database: DatabaseSettings::new(
-                PgEndpoint::new("primary", database.primary.clone()),
-                vec![PgEndpoint::new("replica-1", database.replica.clone())],
-            ),
-            backends: Backends {
-                kms,
-                objects: Arc::new(LocalObjectStore::new(dir.join("objects")).expect("objects")),
-            },
-            audit: NodeAudit {
-                keys: AuditKeys::generate(id.clone()),
-                settings: AuditSettings::default(),
-            },
-            platform: Platform {
+        node_config(
+            id,
+            database,
+            kms,
+            dir,
+            Platform {
                 regions: vec![id.clone()],
                 operator: service::access::OperatorToken::new(OPERATOR),
                 api: ApiSettings {
@@ -54,7 +42,7 @@ async fn start(
                 },
                 routing: None,
             },
-        },
+        ),
         NodeListeners {
             api: tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await

@@ -6,4 +6,5 @@ mod audit_keys;
 mod directory;
 mod jobs;
 mod operations;
+mod support;
 mod three_regions;

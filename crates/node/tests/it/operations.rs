@@ -3,15 +3,11 @@
 //! the operations listener serves both in detail and nothing of the tenant API; the node
 //! serves only once its first health round is done, with the replica in rotation.
 
-use std::sync::Arc;
-
 use devstack::testing::TestDatabase;
-use envelope::kms::local::LocalKms;
-use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
-use node::{ApiSettings, Backends, NodeAudit, NodeConfig, NodeListeners, Platform};
-use service::{AuditKeys, AuditSettings};
-use store::{DatabaseSettings, PgEndpoint};
+use node::{ApiSettings, NodeListeners, Platform};
+
+use crate::support::{local_kms, node_config};
 
 const OPERATOR: &str = "rso.operations-listener-test-operator-token-01234";
 
@@ -34,31 +30,18 @@ async fn the_operations_listener_has_the_detail_and_the_api_listener_the_public_
     let id = RegionId::parse("eu-west-1").expect("region");
     let database = TestDatabase::create(None).await;
     let node = node::start_on(
-        NodeConfig {
-            region: id.clone(),
-            database: DatabaseSettings::new(
-                PgEndpoint::new("primary", database.primary.clone()),
-                vec![PgEndpoint::new("replica-1", database.replica.clone())],
-            ),
-            backends: Backends {
-                kms: Arc::new(
-                    LocalKms::open_or_create(&state.path().join("kms"), id.clone()).expect("kms"),
-                ),
-                objects: Arc::new(
-                    LocalObjectStore::new(state.path().join("objects")).expect("object store"),
-                ),
-            },
-            audit: NodeAudit {
-                keys: AuditKeys::generate(id.clone()),
-                settings: AuditSettings::default(),
-            },
-            platform: Platform {
+        node_config(
+            &id,
+            &database,
+            local_kms(state.path(), &id),
+            state.path(),
+            Platform {
                 regions: vec![id.clone()],
                 operator: service::access::OperatorToken::new(OPERATOR),
                 api: ApiSettings::default(),
                 routing: None,
             },
-        },
+        ),
         NodeListeners {
             api: tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await

@@ -1,0 +1,47 @@
+//! What the node tests share: the configuration of one region's node on a test database
+//! (its primary and one streaming replica), a KMS and a local object store under a
+//! directory, and a fresh audit signing key.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use devstack::testing::TestDatabase;
+use envelope::kms::Kms;
+use envelope::kms::local::LocalKms;
+use envelope::objects::local::LocalObjectStore;
+use model::RegionId;
+use node::{Backends, NodeAudit, NodeConfig, Platform};
+use service::{AuditKeys, AuditSettings};
+use store::{DatabaseSettings, PgEndpoint};
+
+/// The local KMS of region `id`, its key material under `root/kms`.
+pub fn local_kms(root: &Path, id: &RegionId) -> Arc<LocalKms> {
+    Arc::new(LocalKms::open_or_create(&root.join("kms"), id.clone()).expect("kms"))
+}
+
+/// A node of region `id` on `database`, with `kms`, objects under `root/objects`, a fresh
+/// audit signing key and `platform`.
+pub fn node_config(
+    id: &RegionId,
+    database: &TestDatabase,
+    kms: Arc<dyn Kms>,
+    root: &Path,
+    platform: Platform,
+) -> NodeConfig {
+    NodeConfig {
+        region: id.clone(),
+        database: DatabaseSettings::new(
+            PgEndpoint::new("primary", database.primary.clone()),
+            vec![PgEndpoint::new("replica-1", database.replica.clone())],
+        ),
+        backends: Backends {
+            kms,
+            objects: Arc::new(LocalObjectStore::new(root.join("objects")).expect("object store")),
+        },
+        audit: NodeAudit {
+            keys: AuditKeys::generate(id.clone()),
+            settings: AuditSettings::default(),
+        },
+        platform,
+    }
+}
