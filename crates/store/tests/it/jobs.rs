@@ -11,6 +11,18 @@ const KINDS: &[&str] = &["rewrap", "reencrypt"];
 const LONG: Duration = Duration::from_secs(60);
 
 /// A tenant id of its own (each test has a fresh database).
+/// A new region-wide `rewrap` job, leased by `node-a` for [`LONG`].
+async fn rewrap_leased_by_node_a(primary: &store::Primary) -> jobs::Job {
+    let job = jobs::enqueue(primary, "rewrap", None)
+        .await
+        .expect("enqueue");
+    jobs::lease_next(primary, KINDS, "node-a", LONG)
+        .await
+        .expect("lease")
+        .expect("job");
+    job
+}
+
 fn tenant(n: u8) -> TenantId {
     TenantId::from_random_bytes([n; 16])
 }
@@ -215,13 +227,7 @@ async fn concurrent_leases_take_different_jobs_and_only_kinds_the_node_runs() {
 async fn failed_batches_are_counted_until_a_checkpoint_and_a_failed_job_keeps_its_error() {
     let (_database, db) = region_database("eu-central-1").await;
     let primary = db.primary().get().await.expect("primary");
-    let job = jobs::enqueue(&primary, "rewrap", None)
-        .await
-        .expect("enqueue");
-    jobs::lease_next(&primary, KINDS, "node-a", LONG)
-        .await
-        .expect("lease")
-        .expect("job");
+    let job = rewrap_leased_by_node_a(&primary).await;
     for expected in 1..=2 {
         assert_eq!(
             jobs::batch_failed(&primary, job.id, "node-a", LONG, "kms unavailable")
@@ -279,13 +285,7 @@ async fn failed_batches_are_counted_until_a_checkpoint_and_a_failed_job_keeps_it
 async fn a_released_lease_is_taken_at_once() {
     let (_database, db) = region_database("eu-central-1").await;
     let primary = db.primary().get().await.expect("primary");
-    let job = jobs::enqueue(&primary, "rewrap", None)
-        .await
-        .expect("enqueue");
-    jobs::lease_next(&primary, KINDS, "node-a", LONG)
-        .await
-        .expect("lease")
-        .expect("job");
+    let job = rewrap_leased_by_node_a(&primary).await;
     assert!(
         jobs::release(&primary, job.id, "node-a")
             .await
