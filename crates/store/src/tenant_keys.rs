@@ -133,6 +133,29 @@ pub async fn rotate(tx: &PrimaryTx<'_>, key: &NewKey<'_>) -> Result<KeyVersion, 
         .ok_or_else(|| StoreError::Corrupt("tenant_keys: version".into()))
 }
 
+/// Locks the active version of `purpose` for `tenant` for the rest of `tx` (what
+/// [`rotate`] locks first): a use case that checks something before rotating serializes
+/// with every other rotation of the tenant. [`StoreError::NotFound`] when there is none.
+pub async fn lock_active(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+) -> Result<KeyVersion, StoreError> {
+    let row = tx
+        .client()
+        .query_opt(
+            "select version from tenant_keys where tenant_id = $1 and purpose = $2 and state = 'active' for update",
+            &[&tenant.as_str(), &purpose.as_str()],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let version: i32 = row.try_get(0)?;
+    u32::try_from(version)
+        .ok()
+        .and_then(KeyVersion::new)
+        .ok_or_else(|| StoreError::Corrupt("tenant_keys: version".into()))
+}
+
 /// The active version of `purpose` for `tenant`, if any.
 pub async fn active<C: GenericClient>(
     client: &C,

@@ -1,0 +1,11 @@
+-- Key rotation (issue 28): a rotation queues its tenant's re-encryption job in the same
+-- tenant-scoped transaction that makes the new data key version active and appends the
+-- `key.rotate` event, so the application role may insert its own tenant's jobs (the
+-- `tenant_scope` policy of 0008 checks the tenant). The runner still leases and
+-- checkpoints as the table owner.
+grant insert on jobs to residency_app;
+
+-- One re-encryption of a tenant at a time: a rotation while one is queued or running is
+-- refused (409), and this index is the backstop for two rotations racing.
+create unique index jobs_one_active_reencryption on jobs (tenant_id)
+    where kind = 'reencrypt' and state in ('queued', 'running');
