@@ -12,7 +12,7 @@ use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use hop::InternalProtocol;
 use model::RegionId;
-use service::jobs::{JobRunner, JobSettings, RewrapJob, RunnerTask};
+use service::jobs::{JobRunner, JobSettings, ReencryptJob, RewrapJob, RunnerTask};
 use service::{
     AuditKeys, AuditLog, AuditSettings, CheckpointTask, KeyChanges, Keyring, KeyringSettings,
     RegionAuditKeys, SigningKeys,
@@ -298,13 +298,9 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
             cache: cache.clone(),
         }) as Arc<dyn service::TenantRegistry>
     });
-    // Every node of the region runs jobs; a lease in the primary keeps each job on one.
-    let jobs = JobRunner::new(
-        database.clone(),
-        vec![Arc::new(RewrapJob::new(keyring.clone(), database.clone()))],
-        platform.api.jobs.clone(),
-        metrics.clone(),
-    );
+    let rewrap = RewrapJob::new(keyring.clone(), database.clone());
+    let job_database = database.clone();
+    let job_metrics = metrics.clone();
     let state = api::NodeState::new(api::NodeParts {
         database,
         kms: backends.kms,
@@ -325,6 +321,16 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         }),
         metrics_access: platform.api.metrics_access,
     });
+    // Every node of the region runs jobs; a lease in the primary keeps each job on one.
+    let jobs = JobRunner::new(
+        job_database,
+        vec![
+            Arc::new(rewrap),
+            Arc::new(ReencryptJob::new(state.service().clone())),
+        ],
+        platform.api.jobs.clone(),
+        job_metrics,
+    );
     let first_round = tokio::time::Instant::now();
     let poller = api::HealthPolling::default().spawn(state.clone());
     if tokio::time::timeout(
