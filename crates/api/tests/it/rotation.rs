@@ -243,19 +243,60 @@ async fn rotation_events(api: &Served, tenant: &str, admin: &str) -> Vec<(String
         .collect()
 }
 
+/// Concurrent writers in the rotation test, and how many records they update.
+const WRITERS: usize = 4;
+const HOT: usize = 80;
+
 #[tokio::test]
 async fn rotation_under_live_traffic_loses_no_update_and_leaves_nothing_on_the_old_version() {
     let (_db, database) = region_database("eu-central-1").await;
     let api = Arc::new(serve(database).await);
-    let (tenant, admin, writer, ids, sums) = tenant_with_data(&api, 120, 6).await;
+    let (tenant, admin, writer, ids, sums) = tenant_with_data(&api, 240, 6).await;
     assert!(sealed_versions(&api, &tenant).await.iter().all(|v| *v == 1));
-    let jobs = runner(&api, reencrypt(&api), 7).spawn();
+    let jobs = runner(&api, reencrypt(&api), 120).spawn();
 
     // Live traffic through the rotation: each record updated in turn (its last written age
     // remembered), every file and a record read back and checked, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let last_age: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
-    let traffic = {
+    let mut traffic = tokio::task::JoinSet::new();
+    // Writers, each owning a share of the first HOT records (one writer a record, so its
+    // last write is known), updating them as fast as they can: the job's batches over
+    // them race these updates.
+    for writer_no in 0..WRITERS {
+        let (api, tenant, writer) = (api.clone(), tenant.clone(), writer.clone());
+        let mine: Vec<(usize, String)> = ids
+            .iter()
+            .cloned()
+            .enumerate()
+            .take(HOT)
+            .filter(|(n, _)| n % WRITERS == writer_no)
+            .collect();
+        let (stop, last_age) = (stop.clone(), last_age.clone());
+        traffic.spawn(async move {
+            let mut round = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                for (n, id) in &mine {
+                    let age = round * 1000 + *n as i64;
+                    let mut data = person(&format!("p{n}@example.com"));
+                    data["age"] = json!(age);
+                    let path = format!("{}/{id}", records_path(&tenant));
+                    let body = Some(json!({ "data": data }));
+                    let put = api.call(Method::PUT, &path, Some(&writer), body, &[]).await;
+                    assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
+                    last_age.lock().expect("ages").insert(id.clone(), age);
+                    if round % 4 == 0 {
+                        let read = api.call(Method::GET, &path, Some(&writer), None, &[]).await;
+                        assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+                        assert_eq!(read.body["data"]["age"], age, "a read sees the write");
+                    }
+                }
+            }
+        });
+    }
+    // A reader of every record and file, checking what it gets.
+    {
         let (api, tenant, writer, ids, sums) = (
             api.clone(),
             tenant.clone(),
@@ -263,56 +304,53 @@ async fn rotation_under_live_traffic_loses_no_update_and_leaves_nothing_on_the_o
             ids.clone(),
             sums.clone(),
         );
-        let (stop, last_age) = (stop.clone(), last_age.clone());
-        tokio::spawn(async move {
-            let mut round = 0i64;
-            let mut writes = 0;
-            while !stop.load(Ordering::Relaxed) || writes < 200 {
-                round += 1;
-                for (n, id) in ids.iter().enumerate().step_by(3) {
-                    let age = 1000 + round * 1000 + n as i64;
-                    let mut data = person(&format!("p{n}@example.com"));
-                    data["age"] = json!(age);
-                    let path = format!("{}/{id}", records_path(&tenant));
-                    let put = api
-                        .call(
-                            Method::PUT,
-                            &path,
-                            Some(&writer),
-                            Some(json!({"data": data})),
-                            &[],
-                        )
-                        .await;
-                    assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
-                    writes += 1;
-                    last_age.lock().expect("ages").insert(id.clone(), age);
-                    let read = api.call(Method::GET, &path, Some(&writer), None, &[]).await;
-                    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
-                    assert_eq!(read.body["data"]["age"], age, "a read sees the write");
-                    assert_eq!(read.body["data"]["diagnosis"], "flu");
-                }
+        let stop = stop.clone();
+        traffic.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
                 for (path, sum) in &sums {
                     let got = api.call(Method::GET, path, Some(&writer), None, &[]).await;
                     assert_eq!(got.status, StatusCode::OK);
                     assert_eq!(&sha256_hex(&got.bytes), sum, "a file reads the same");
                 }
+                for id in ids.iter().step_by(7) {
+                    let path = format!("{}/{id}", records_path(&tenant));
+                    let read = api.call(Method::GET, &path, Some(&writer), None, &[]).await;
+                    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+                    assert_eq!(read.body["data"]["diagnosis"], "flu");
+                    assert_eq!(read.body["data"]["name"], "Ada Lovelace");
+                }
             }
-        })
-    };
+        });
+    }
 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = rotate(&api, &tenant, &admin).await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
     assert_eq!(started.body["key_version"], 2);
     assert_eq!(started.body["reencryption"]["status"], "queued");
-    let status = reencrypted(&api, &tenant, &admin).await;
+    // The writers stop once the records are re-sealed (files come after), so that a
+    // write the job overwrote with what it had read would not be healed by a later one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = key_status(&api, &tenant, &admin).await;
+        let progress = status.reencryption.expect("a re-encryption");
+        assert_ne!(progress.status, "failed");
+        if progress.done >= 240 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{progress:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stop.store(true, Ordering::Relaxed);
-    traffic.await.expect("the traffic saw nothing wrong");
+    while let Some(done) = traffic.join_next().await {
+        done.expect("the traffic saw nothing wrong");
+    }
+    let status = reencrypted(&api, &tenant, &admin).await;
     jobs.stop().await;
 
     let reencryption = status.reencryption.expect("a re-encryption");
     assert_eq!(reencryption.done, reencryption.total);
-    assert_eq!(reencryption.total, 126, "120 records and 6 files");
+    assert_eq!(reencryption.total, 246, "240 records and 6 files");
     let states: Vec<(u32, &str)> = status
         .versions
         .iter()
@@ -336,7 +374,7 @@ async fn rotation_under_live_traffic_loses_no_update_and_leaves_nothing_on_the_o
     }
     // Nothing on the old version, in the database or the object store.
     let versions = sealed_versions(&api, &tenant).await;
-    assert_eq!(versions.len(), 120 * 5, "five sealed fields a record");
+    assert_eq!(versions.len(), 240 * 5, "five sealed fields a record");
     assert!(versions.iter().all(|v| *v == 2), "{versions:?}");
     let objects = object_versions(&api, &tenant).await;
     assert_eq!(objects.len(), 6);
