@@ -9,3 +9,13 @@ grant insert on jobs to residency_app;
 -- refused (409), and this index is the backstop for two rotations racing.
 create unique index jobs_one_active_reencryption on jobs (tenant_id)
     where kind = 'reencrypt' and state in ('queued', 'running');
+
+-- Automatic rotation (`service::key_policy`): seals counted per data key version (nodes
+-- count in memory and add their counts here every few seconds: approximate, never
+-- reset), and a tenant's own bounds, `null` for the region's defaults (`docs/envelope.md`
+-- has the arithmetic). A rotation starts once the active version's age or seals reach
+-- a bound.
+alter table tenant_keys add column seals bigint not null default 0 check (seals >= 0);
+alter table tenants
+    add column key_max_age_seconds bigint check (key_max_age_seconds > 0),
+    add column key_max_seals bigint check (key_max_seals > 0);

@@ -351,3 +351,81 @@ pub async fn destroy_all(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<u64, S
         )
         .await?)
 }
+
+/// Adds seal counts to data key versions (`tenants[i]`, `versions[i]` sealed
+/// `counts[i]` more values): the automatic rotation's usage record. Versions that are
+/// gone are skipped.
+pub async fn add_seals<C: GenericClient>(
+    client: &C,
+    tenants: &[&str],
+    versions: &[i32],
+    counts: &[i64],
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "update tenant_keys k set seals = k.seals + u.count
+             from unnest($1::text[], $2::integer[], $3::bigint[]) as u (tenant_id, version, count)
+             where k.tenant_id = u.tenant_id and k.purpose = 'data' and k.version = u.version",
+            &[&tenants, &versions, &counts],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Why a tenant's active data key is due for rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationDue {
+    /// It sealed as many values as its bound allows.
+    Seals,
+    /// It is as old as its bound allows.
+    Age,
+}
+
+impl RotationDue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seals => "seals",
+            Self::Age => "age",
+        }
+    }
+}
+
+/// Up to `limit` active tenants whose active data key reached its tenant's bounds (or
+/// `max_seals` / `max_age_seconds` when the tenant sets none) and that have no
+/// re-encryption queued or running.
+pub async fn due_for_rotation<C: GenericClient>(
+    client: &C,
+    max_seals: i64,
+    max_age_seconds: i64,
+    limit: i64,
+) -> Result<Vec<(TenantId, RotationDue)>, StoreError> {
+    let rows = client
+        .query(
+            "select k.tenant_id, k.seals >= coalesce(t.key_max_seals, $1)
+             from tenant_keys k join tenants t on t.tenant_id = k.tenant_id
+             where k.purpose = 'data' and k.state = 'active' and t.status = 'active'
+               and (k.seals >= coalesce(t.key_max_seals, $1)
+                    or k.created_at <= now() - make_interval(secs => coalesce(t.key_max_age_seconds, $2)::double precision))
+               and not exists (
+                   select 1 from jobs j where j.kind = 'reencrypt' and j.tenant_id = k.tenant_id
+                     and j.state in ('queued', 'running'))
+             order by k.tenant_id limit $3",
+            &[&max_seals, &max_age_seconds, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let tenant: &str = row.try_get(0)?;
+            let by_seals: bool = row.try_get(1)?;
+            Ok((
+                TenantId::parse(tenant)
+                    .map_err(|_| StoreError::Corrupt("tenant_keys: tenant id".into()))?,
+                if by_seals {
+                    RotationDue::Seals
+                } else {
+                    RotationDue::Age
+                },
+            ))
+        })
+        .collect()
+}
