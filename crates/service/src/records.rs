@@ -481,6 +481,9 @@ impl RegionService {
                 });
             }
         }
+        if let Some(key) = &data_key {
+            self.count_seals(&caller.tenant, key.version(), sealed.len());
+        }
         Ok(Stored {
             public: Value::Object(public),
             sealed: sealed.encode(),
@@ -688,6 +691,8 @@ pub(crate) async fn open_data(
 #[derive(Default)]
 pub(crate) struct SealedFields {
     bytes: Vec<u8>,
+    /// Fields pushed.
+    count: u64,
 }
 
 impl SealedFields {
@@ -698,6 +703,12 @@ impl SealedFields {
         self.bytes.extend_from_slice(field.as_bytes());
         self.bytes.extend_from_slice(&sealed_len.to_be_bytes());
         self.bytes.extend_from_slice(&sealed);
+        self.count += 1;
+    }
+
+    /// How many fields were pushed.
+    pub(crate) fn len(&self) -> u64 {
+        self.count
     }
 
     pub(crate) fn encode(self) -> Vec<u8> {

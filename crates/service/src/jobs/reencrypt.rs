@@ -314,6 +314,9 @@ impl ReencryptJob {
                 .map_err(key_error)?
             {
                 Some(value) => {
+                    if let Ok(version) = envelope::seal::sealed_version(&value) {
+                        self.service.count_seals(tenant, version, 1);
+                    }
                     changed = true;
                     resealed.push(&field, value);
                 }
@@ -344,7 +347,8 @@ impl ReencryptJob {
             .reencrypt_object(tenant, inner.objects.as_ref(), &object)
             .await
         {
-            Ok(_) => {}
+            Ok(true) => self.service.count_seals(tenant, version, 1),
+            Ok(false) => {}
             Err(ObjectKeyError::Key(err)) => return Err(key_error(err)),
             Err(ObjectKeyError::Object(SealedObjectError::Store(ObjectStoreError::NotFound(
                 _,
