@@ -54,6 +54,9 @@ pub struct ApiSettings {
     /// How the node runs the region's durable jobs (poll interval, lease, batch size);
     /// tests shorten them.
     pub jobs: JobSettings,
+    /// When tenants' data keys rotate on their own (maximum age and seals per version,
+    /// how often a node counts); tests shrink the bounds.
+    pub key_policy: service::key_policy::KeyPolicy,
 }
 
 impl Default for ApiSettings {
@@ -67,6 +70,7 @@ impl Default for ApiSettings {
             },
             metrics_access: MetricsAccess::default(),
             jobs: JobSettings::default(),
+            key_policy: service::key_policy::KeyPolicy::default(),
         }
     }
 }
@@ -75,6 +79,7 @@ impl ApiSettings {
     fn service_settings(&self) -> service::ServiceSettings {
         service::ServiceSettings {
             max_file_size: self.max_file_bytes,
+            key_policy: self.key_policy,
             ..service::ServiceSettings::default()
         }
     }
@@ -111,6 +116,7 @@ pub struct RunningNode {
     audit: AuditLog,
     checkpoints: CheckpointTask,
     jobs: RunnerTask,
+    key_policy: service::key_policy::KeyPolicyTask,
     key_changes: KeyChanges,
     stop: watch::Sender<bool>,
 }
@@ -379,6 +385,8 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         )),
     };
     let jobs = jobs.spawn();
+    // Every node counts its seals and rotates the keys of tenants due.
+    let key_policy = state.service().spawn_key_policy();
     tracing::info!(region = %region, %address, operations = ?operations_address, "regional node serving");
     Ok(RunningNode {
         region,
@@ -391,6 +399,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         audit,
         checkpoints,
         jobs,
+        key_policy,
         key_changes,
         stop,
     })
@@ -422,6 +431,7 @@ impl RunningNode {
     /// key-change listener, and writes the queued audit events (waiting a bounded time).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.jobs.stop().await;
+        self.key_policy.stop().await;
         let _ = self.stop.send(true);
         self.poller.abort();
         let served = self.server.await;
