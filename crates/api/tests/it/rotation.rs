@@ -558,3 +558,145 @@ async fn a_second_rotation_waits_for_the_first_reencryption_and_only_admins_may_
     assert_eq!(states, ["retired", "retired", "active"]);
     assert!(sealed_versions(&api, &tenant).await.iter().all(|v| *v == 3));
 }
+
+/// The events of `action` of the tenant, as (resource, actor id, request id).
+async fn events_of(api: &Served, tenant: &str, admin: &str, action: &str) -> Vec<[String; 3]> {
+    let auditor = api.key(tenant, admin, "auditor").await;
+    let answer = api
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/{tenant}/audit/events?action={action}"),
+            Some(&auditor),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    answer.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| {
+            [
+                event["resource"].as_str().expect("resource").to_owned(),
+                event["actor"]["id"].as_str().expect("actor").to_owned(),
+                event["request_id"].as_str().expect("request id").to_owned(),
+            ]
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn keys_rotate_on_their_own_once_a_version_reaches_its_seal_or_age_bound() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let dir = tempfile::tempdir().expect("node dir");
+    let mut parts = crate::node_parts(database, dir.path(), Default::default());
+    parts.service.key_policy = service::key_policy::KeyPolicy {
+        max_seals: 10,
+        max_age: Duration::from_secs(24 * 3600),
+        interval: Duration::from_secs(3600),
+    };
+    let node = crate::Node {
+        state: api::NodeState::new(parts),
+        dir,
+    };
+    let api = crate::tenant_api::serve_node(node).await;
+    let service = api.node.state.service().clone();
+    let primary = api
+        .node
+        .state
+        .database()
+        .primary()
+        .get()
+        .await
+        .expect("primary");
+
+    // `busy` seals 15 values (three records of five sealed fields) over the region's
+    // bound of 10; `tolerant` as many under its own bound of 1000; `old` seals nothing,
+    // and later gets a bound on age of one second.
+    let (busy, busy_admin) = api.tenant().await;
+    let (tolerant, tolerant_admin) = api.tenant().await;
+    let (old, old_admin) = api.tenant().await;
+    primary
+        .client()
+        .execute(
+            "update tenants set key_max_seals = 1000 where tenant_id = $1",
+            &[&tolerant],
+        )
+        .await
+        .expect("tolerant bound");
+    for (tenant, admin) in [(&busy, &busy_admin), (&tolerant, &tolerant_admin)] {
+        api.people(tenant, admin).await;
+        for n in 0..3 {
+            let created = api
+                .create_person(tenant, admin, person(&format!("p{n}@example.com")))
+                .await;
+            assert_eq!(created.status, StatusCode::CREATED);
+        }
+    }
+    let tenant_id = |id: &str| model::TenantId::parse(id).expect("tenant id");
+    assert_eq!(
+        service.enforce_key_policy().await.expect("a round"),
+        [tenant_id(&busy)],
+        "the round adds the counts, then rotates what is over a bound"
+    );
+    let seals = async |tenant: &str| {
+        let row = primary
+            .client()
+            .query_one(
+                "select seals from tenant_keys
+                 where tenant_id = $1 and purpose = 'data' and version = 1",
+                &[&tenant],
+            )
+            .await
+            .expect("seals");
+        row.get::<_, i64>(0)
+    };
+    assert_eq!(seals(&busy).await, 15, "the counts reached the database");
+    assert_eq!(seals(&tolerant).await, 15);
+
+    primary
+        .client()
+        .execute(
+            "update tenants set key_max_age_seconds = 1 where tenant_id = $1",
+            &[&old],
+        )
+        .await
+        .expect("old bound");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        service.enforce_key_policy().await.expect("a round"),
+        [tenant_id(&old)],
+        "the busy tenant's re-encryption is queued: it is not rotated again"
+    );
+
+    for (tenant, admin, reason) in [(&busy, &busy_admin, "seals"), (&old, &old_admin, "age")] {
+        let status = key_status(&api, tenant, admin).await;
+        let states: Vec<(u32, &str)> = status
+            .versions
+            .iter()
+            .map(|v| (v.version, v.state.as_str()))
+            .collect();
+        assert_eq!(states, [(1, "retired"), (2, "active")], "{tenant}");
+        assert_eq!(
+            status.reencryption.expect("queued").status,
+            "queued",
+            "{tenant}"
+        );
+        let events = events_of(&api, tenant, admin, "key.rotate").await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0][0].starts_with("keys/data/v2?job="), "{events:?}");
+        assert_eq!(events[0][1], "key-policy");
+        assert_eq!(events[0][2], format!("key-policy-{reason}"));
+    }
+    let status = key_status(&api, &tolerant, &tolerant_admin).await;
+    assert_eq!(status.versions.len(), 1, "under its own bound");
+    // Their re-encryptions are queued: nothing rotates twice.
+    assert!(
+        service
+            .enforce_key_policy()
+            .await
+            .expect("a round")
+            .is_empty()
+    );
+}
