@@ -28,13 +28,12 @@ use crate::tenant_api::{Answer, Served, person, serve};
 /// a second and a rotation of a few hundred items takes many batches.
 fn quick(batch_size: usize) -> JobSettings {
     JobSettings {
+        batch_size,
         poll_interval: Duration::from_millis(50),
         lease: Duration::from_millis(900),
-        batch_size,
-        concurrency: 1,
-        max_batch_failures: 3,
-        max_attempts: 10,
         retry_delay: Duration::from_millis(20),
+        max_batch_failures: 3,
+        ..JobSettings::default()
     }
 }
 
@@ -130,6 +129,15 @@ async fn key_status(api: &Served, tenant: &str, admin: &str) -> wire::api::KeySt
     serde_json::from_slice(&answer.bytes).expect("a key status")
 }
 
+/// Each data key version and its state, oldest first.
+fn states(status: &wire::api::KeyStatus) -> Vec<(u32, &str)> {
+    status
+        .versions
+        .iter()
+        .map(|v| (v.version, v.state.as_str()))
+        .collect()
+}
+
 /// Waits (up to 60 s) until the tenant's re-encryption is done.
 async fn reencrypted(api: &Served, tenant: &str, admin: &str) -> wire::api::KeyStatus {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -148,26 +156,24 @@ async fn reencrypted(api: &Served, tenant: &str, admin: &str) -> wire::api::KeyS
     }
 }
 
+/// The rows of `sql` (one parameter: the tenant) on the primary, as its owner (no
+/// row-level security: what is really stored).
+async fn tenant_rows(api: &Served, sql: &str, tenant: &str) -> Vec<tokio_postgres::Row> {
+    let primary = api.node.state.database().primary().get().await;
+    let primary = primary.expect("primary");
+    primary.client().query(sql, &[&tenant]).await.expect(sql)
+}
+
 /// The key version of every sealed value of the tenant's records, read in SQL: each
 /// record's `sealed` column is, per field, a name length byte, the name, a 4-byte length
 /// and the sealed value, whose bytes 1..5 are its key version.
 async fn sealed_versions(api: &Served, tenant: &str) -> Vec<u32> {
-    let primary = api
-        .node
-        .state
-        .database()
-        .primary()
-        .get()
-        .await
-        .expect("primary");
-    let rows = primary
-        .client()
-        .query(
-            "select sealed from records where tenant_id = $1",
-            &[&tenant],
-        )
-        .await
-        .expect("records");
+    let rows = tenant_rows(
+        api,
+        "select sealed from records where tenant_id = $1",
+        tenant,
+    )
+    .await;
     let mut versions = Vec::new();
     for row in rows {
         let sealed: Vec<u8> = row.get(0);
@@ -185,22 +191,8 @@ async fn sealed_versions(api: &Served, tenant: &str) -> Vec<u32> {
 
 /// Each file's key version as its row says and as its object's header says.
 async fn object_versions(api: &Served, tenant: &str) -> Vec<(i32, u32)> {
-    let primary = api
-        .node
-        .state
-        .database()
-        .primary()
-        .get()
-        .await
-        .expect("primary");
-    let rows = primary
-        .client()
-        .query(
-            "select object_key, key_version from files where tenant_id = $1",
-            &[&tenant],
-        )
-        .await
-        .expect("files");
+    let sql = "select object_key, key_version from files where tenant_id = $1";
+    let rows = tenant_rows(api, sql, tenant).await;
     let mut versions = Vec::new();
     for row in rows {
         let object = ObjectKey::parse(row.get::<_, &str>(0)).expect("object key");
@@ -215,9 +207,9 @@ async fn object_versions(api: &Served, tenant: &str) -> Vec<(i32, u32)> {
     versions
 }
 
-/// The tenant's successful `key.rotate` events (resource, actor kind); refused attempts
-/// are `key.rotate` events too, with outcome `denied`.
-async fn rotation_events(api: &Served, tenant: &str, admin: &str) -> Vec<(String, String)> {
+/// The tenant's successful `key.rotate` events (resource, actor kind, actor id, request
+/// id); refused attempts are `key.rotate` events too, with outcome `denied`.
+async fn rotation_events(api: &Served, tenant: &str, admin: &str) -> Vec<[String; 4]> {
     let auditor = api.key(tenant, admin, "auditor").await;
     let answer = api
         .call(
@@ -229,16 +221,19 @@ async fn rotation_events(api: &Served, tenant: &str, admin: &str) -> Vec<(String
         )
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let text = |value: &Value| value.as_str().expect("a text field").to_owned();
     answer.body["events"]
         .as_array()
         .expect("events")
         .iter()
         .filter(|event| event["outcome"] == "success")
         .map(|event: &Value| {
-            (
-                event["resource"].as_str().expect("resource").to_owned(),
-                event["actor"]["kind"].as_str().expect("actor").to_owned(),
-            )
+            [
+                text(&event["resource"]),
+                text(&event["actor"]["kind"]),
+                text(&event["actor"]["id"]),
+                text(&event["request_id"]),
+            ]
         })
         .collect()
 }
@@ -348,15 +343,10 @@ async fn rotation_under_live_traffic_loses_no_update_and_leaves_nothing_on_the_o
     let status = reencrypted(&api, &tenant, &admin).await;
     jobs.stop().await;
 
+    assert_eq!(states(&status), [(1, "retired"), (2, "active")]);
     let reencryption = status.reencryption.expect("a re-encryption");
     assert_eq!(reencryption.done, reencryption.total);
     assert_eq!(reencryption.total, 246, "240 records and 6 files");
-    let states: Vec<(u32, &str)> = status
-        .versions
-        .iter()
-        .map(|v| (v.version, v.state.as_str()))
-        .collect();
-    assert_eq!(states, [(1, "retired"), (2, "active")]);
 
     // No lost update: every record holds its last write (or its first, if never updated).
     let last_age = last_age.lock().expect("ages").clone();
@@ -383,10 +373,10 @@ async fn rotation_under_live_traffic_loses_no_update_and_leaves_nothing_on_the_o
     // Audited: the admin's rotation and the system's completion, both naming the job.
     let events = rotation_events(&api, &tenant, &admin).await;
     assert_eq!(events.len(), 2, "{events:?}");
-    assert!(events[0].0.starts_with("keys/data/v2?job="), "{events:?}");
-    assert_eq!(events[0].1, "api_key");
-    assert_eq!(events[1].0, format!("{}&reencryption=done", events[0].0));
-    assert_eq!(events[1].1, "system");
+    assert!(events[0][0].starts_with("keys/data/v2?job="), "{events:?}");
+    assert_eq!(events[0][1], "api_key");
+    assert_eq!(events[1][0], format!("{}&reencryption=done", events[0][0]));
+    assert_eq!(events[1][1..3], ["system", "reencryption"]);
     api.verified_export(&tenant, &api.key(&tenant, &admin, "auditor").await)
         .await;
 }
@@ -532,12 +522,7 @@ async fn a_second_rotation_waits_for_the_first_reencryption_and_only_admins_may_
     let second = rotate(&api, &tenant, &admin).await;
     assert_eq!(second.status, StatusCode::CONFLICT, "{:?}", second.body);
     let status = key_status(&api, &tenant, &admin).await;
-    let states: Vec<(u32, &str)> = status
-        .versions
-        .iter()
-        .map(|v| (v.version, v.state.as_str()))
-        .collect();
-    assert_eq!(states, [(1, "retired"), (2, "active")]);
+    assert_eq!(states(&status), [(1, "retired"), (2, "active")]);
     let queued = status.reencryption.expect("queued");
     assert_eq!((queued.status.as_str(), queued.total), ("queued", 0));
     // Another tenant rotates on its own.
@@ -554,36 +539,9 @@ async fn a_second_rotation_waits_for_the_first_reencryption_and_only_admins_may_
     assert_eq!(third.body["key_version"], 3);
     let status = reencrypted(&api, &tenant, &admin).await;
     jobs.stop().await;
-    let states: Vec<&str> = status.versions.iter().map(|v| v.state.as_str()).collect();
-    assert_eq!(states, ["retired", "retired", "active"]);
+    let versions: Vec<(u32, &str)> = states(&status);
+    assert_eq!(versions, [(1, "retired"), (2, "retired"), (3, "active")]);
     assert!(sealed_versions(&api, &tenant).await.iter().all(|v| *v == 3));
-}
-
-/// The events of `action` of the tenant, as (resource, actor id, request id).
-async fn events_of(api: &Served, tenant: &str, admin: &str, action: &str) -> Vec<[String; 3]> {
-    let auditor = api.key(tenant, admin, "auditor").await;
-    let answer = api
-        .call(
-            Method::GET,
-            &format!("/v1/tenants/{tenant}/audit/events?action={action}"),
-            Some(&auditor),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
-    answer.body["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|event| {
-            [
-                event["resource"].as_str().expect("resource").to_owned(),
-                event["actor"]["id"].as_str().expect("actor").to_owned(),
-                event["request_id"].as_str().expect("request id").to_owned(),
-            ]
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -602,14 +560,6 @@ async fn keys_rotate_on_their_own_once_a_version_reaches_its_seal_or_age_bound()
     };
     let api = crate::tenant_api::serve_node(node).await;
     let service = api.node.state.service().clone();
-    let primary = api
-        .node
-        .state
-        .database()
-        .primary()
-        .get()
-        .await
-        .expect("primary");
 
     // `busy` seals 15 values (three records of five sealed fields) over the region's
     // bound of 10; `tolerant` as many under its own bound of 1000; `old` seals nothing,
@@ -617,14 +567,8 @@ async fn keys_rotate_on_their_own_once_a_version_reaches_its_seal_or_age_bound()
     let (busy, busy_admin) = api.tenant().await;
     let (tolerant, tolerant_admin) = api.tenant().await;
     let (old, old_admin) = api.tenant().await;
-    primary
-        .client()
-        .execute(
-            "update tenants set key_max_seals = 1000 where tenant_id = $1",
-            &[&tolerant],
-        )
-        .await
-        .expect("tolerant bound");
+    let bound_seals = "update tenants set key_max_seals = 1000 where tenant_id = $1";
+    tenant_rows(&api, bound_seals, &tolerant).await;
     for (tenant, admin) in [(&busy, &busy_admin), (&tolerant, &tolerant_admin)] {
         api.people(tenant, admin).await;
         for n in 0..3 {
@@ -641,28 +585,15 @@ async fn keys_rotate_on_their_own_once_a_version_reaches_its_seal_or_age_bound()
         "the round adds the counts, then rotates what is over a bound"
     );
     let seals = async |tenant: &str| {
-        let row = primary
-            .client()
-            .query_one(
-                "select seals from tenant_keys
-                 where tenant_id = $1 and purpose = 'data' and version = 1",
-                &[&tenant],
-            )
-            .await
-            .expect("seals");
-        row.get::<_, i64>(0)
+        let sql = "select seals from tenant_keys
+                   where tenant_id = $1 and purpose = 'data' and version = 1";
+        tenant_rows(&api, sql, tenant).await[0].get::<_, i64>(0)
     };
     assert_eq!(seals(&busy).await, 15, "the counts reached the database");
     assert_eq!(seals(&tolerant).await, 15);
 
-    primary
-        .client()
-        .execute(
-            "update tenants set key_max_age_seconds = 1 where tenant_id = $1",
-            &[&old],
-        )
-        .await
-        .expect("old bound");
+    let bound_age = "update tenants set key_max_age_seconds = 1 where tenant_id = $1";
+    tenant_rows(&api, bound_age, &old).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         service.enforce_key_policy().await.expect("a round"),
@@ -672,22 +603,17 @@ async fn keys_rotate_on_their_own_once_a_version_reaches_its_seal_or_age_bound()
 
     for (tenant, admin, reason) in [(&busy, &busy_admin, "seals"), (&old, &old_admin, "age")] {
         let status = key_status(&api, tenant, admin).await;
-        let states: Vec<(u32, &str)> = status
-            .versions
-            .iter()
-            .map(|v| (v.version, v.state.as_str()))
-            .collect();
-        assert_eq!(states, [(1, "retired"), (2, "active")], "{tenant}");
+        assert_eq!(states(&status), [(1, "retired"), (2, "active")], "{tenant}");
         assert_eq!(
             status.reencryption.expect("queued").status,
             "queued",
             "{tenant}"
         );
-        let events = events_of(&api, tenant, admin, "key.rotate").await;
+        let events = rotation_events(&api, tenant, admin).await;
         assert_eq!(events.len(), 1, "{events:?}");
         assert!(events[0][0].starts_with("keys/data/v2?job="), "{events:?}");
-        assert_eq!(events[0][1], "key-policy");
-        assert_eq!(events[0][2], format!("key-policy-{reason}"));
+        assert_eq!(events[0][1..3], ["system", "key-policy"]);
+        assert_eq!(events[0][3], format!("key-policy-{reason}"));
     }
     let status = key_status(&api, &tolerant, &tolerant_admin).await;
     assert_eq!(status.versions.len(), 1, "under its own bound");

@@ -67,6 +67,22 @@ async fn cli(cwd: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// `residency tenants create --json` of Acme GmbH, homed in eu-central-1, through `eu`'s
+/// flags.
+async fn create_acme(cwd: &Path, eu: &[&str]) -> TenantCreated {
+    cli(
+        cwd,
+        &[
+            &["tenants", "create", "--json"],
+            eu,
+            &["--name", "Acme GmbH", "--home-region", "eu-central-1"],
+        ]
+        .concat(),
+    )
+    .await
+    .json()
+}
+
 #[tokio::test]
 async fn an_operator_manages_tenants_of_residency_dev_through_its_state_directory() {
     let state = tempfile::tempdir().expect("state dir");
@@ -78,17 +94,7 @@ async fn an_operator_manages_tenants_of_residency_dev_through_its_state_director
     let eu = on("eu-central-1");
 
     // Created through the EU endpoint, one homed there and one in the US.
-    let acme: TenantCreated = cli(
-        cwd.path(),
-        &[
-            &["tenants", "create", "--json"],
-            &eu[..],
-            &["--name", "Acme GmbH", "--home-region", "eu-central-1"],
-        ]
-        .concat(),
-    )
-    .await
-    .json();
+    let acme = create_acme(cwd.path(), &eu).await;
     assert_eq!(acme.home_region, "eu-central-1");
     assert!(!acme.admin_key.is_empty());
     let globex = cli(
@@ -627,17 +633,7 @@ async fn an_admin_rotates_a_tenants_key_on_residency_dev_and_watches_the_reencry
     let eu_api = api_endpoint(&endpoints, "eu-central-1");
     let state_dir = state.path().to_str().expect("utf-8 path");
     let eu = ["--state-dir", state_dir, "--region", "eu-central-1"];
-    let acme: TenantCreated = cli(
-        cwd.path(),
-        &[
-            &["tenants", "create", "--json"],
-            &eu[..],
-            &["--name", "Acme GmbH", "--home-region", "eu-central-1"],
-        ]
-        .concat(),
-    )
-    .await
-    .json();
+    let acme = create_acme(cwd.path(), &eu).await;
     let admin = acme.admin_key.as_str();
 
     // Some sealed data to re-encrypt.

@@ -117,6 +117,10 @@ fn database(err: store::StoreError) -> BatchError {
     BatchError::new("database unavailable", err)
 }
 
+fn item_database(err: store::StoreError) -> ItemError {
+    ItemError::Batch(database(err))
+}
+
 fn done(processed: u64, failed: u64, total: Option<u64>, next: NextBatch) -> BatchDone {
     BatchDone {
         processed,
@@ -154,14 +158,7 @@ impl JobHandler for ReencryptJob {
         let limit = i64::try_from(input.batch_size).unwrap_or(i64::MAX);
         let total = match input.checkpoint {
             None => {
-                let primary = self
-                    .service
-                    .inner
-                    .database
-                    .primary()
-                    .get()
-                    .await
-                    .map_err(database)?;
+                let primary = self.primary().await?;
                 Some(
                     reencryption::items(primary.client(), tenant)
                         .await
@@ -173,14 +170,7 @@ impl JobHandler for ReencryptJob {
         match at {
             Checkpoint::Records(after) => {
                 let page = {
-                    let primary = self
-                        .service
-                        .inner
-                        .database
-                        .primary()
-                        .get()
-                        .await
-                        .map_err(database)?;
+                    let primary = self.primary().await?;
                     reencryption::records_after(primary.client(), tenant, after.as_ref(), limit)
                         .await
                         .map_err(database)?
@@ -195,14 +185,7 @@ impl JobHandler for ReencryptJob {
             }
             Checkpoint::Files(after) => {
                 let page = {
-                    let primary = self
-                        .service
-                        .inner
-                        .database
-                        .primary()
-                        .get()
-                        .await
-                        .map_err(database)?;
+                    let primary = self.primary().await?;
                     reencryption::files_after(primary.client(), tenant, after.as_ref(), limit)
                         .await
                         .map_err(database)?
@@ -227,6 +210,16 @@ impl JobHandler for ReencryptJob {
 }
 
 impl ReencryptJob {
+    async fn primary(&self) -> Result<store::Primary, BatchError> {
+        self.service
+            .inner
+            .database
+            .primary()
+            .get()
+            .await
+            .map_err(database)
+    }
+
     /// Re-seals a page of records; returns (processed, failed). A record updated between
     /// its read and the write back is read again and re-sealed from what it holds now.
     async fn reseal_records(
@@ -251,14 +244,7 @@ impl ReencryptJob {
             if writes.is_empty() {
                 return Ok((processed, failed));
             }
-            let mut primary = self
-                .service
-                .inner
-                .database
-                .primary()
-                .get()
-                .await
-                .map_err(database)?;
+            let mut primary = self.primary().await?;
             let tx = primary.begin_tenant(tenant).await.map_err(database)?;
             // Pipelined: one round trip for the page's conditional writes.
             let written = try_join_all(writes.iter().map(|(row, sealed)| {
@@ -367,26 +353,16 @@ impl ReencryptJob {
                 )));
             }
         }
-        let mut primary = inner
-            .database
-            .primary()
-            .get()
-            .await
-            .map_err(|err| ItemError::Batch(database(err)))?;
-        let tx = primary
-            .begin_tenant(tenant)
-            .await
-            .map_err(|err| ItemError::Batch(database(err)))?;
+        let mut primary = self.primary().await.map_err(ItemError::Batch)?;
+        let tx = primary.begin_tenant(tenant).await.map_err(item_database)?;
         let recorded = reencryption::set_file_key_version(&tx, tenant, file, version_column)
             .await
-            .map_err(|err| ItemError::Batch(database(err)))?;
-        tx.commit()
-            .await
-            .map_err(|err| ItemError::Batch(database(err)))?;
+            .map_err(item_database)?;
+        tx.commit().await.map_err(item_database)?;
         if !recorded
             && !reencryption::object_in_use(primary.client(), tenant, &file.object_key)
                 .await
-                .map_err(|err| ItemError::Batch(database(err)))?
+                .map_err(item_database)?
         {
             drop(primary);
             self.service.delete_object_quietly(&file.object_key).await;
