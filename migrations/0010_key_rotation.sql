@@ -5,10 +5,9 @@
 -- checkpoints as the table owner.
 grant insert on jobs to residency_app;
 
--- One re-encryption of a tenant at a time: a rotation while one is queued or running is
--- refused (409), and this index is the backstop for two rotations racing.
-create unique index jobs_one_active_reencryption on jobs (tenant_id)
-    where kind = 'reencrypt' and state in ('queued', 'running');
+-- One re-encryption of a tenant at a time: a rotation locks the tenant's active data key
+-- row, then refuses (409) while a re-encryption is queued or running; two rotations
+-- racing serialize on that lock, and the second sees the first's job.
 
 -- Automatic rotation (`service::key_policy`): seals counted per data key version (nodes
 -- count in memory and add their counts here every few seconds: approximate, never

@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 
 use audit::{Action, Outcome};
 use model::{KeyPurpose, KeyVersion};
-use store::StoreError;
 use store::jobs::{Job, JobId};
 use store::reencryption;
 use store::tenant_keys::{self, StoredKey};
@@ -77,12 +76,7 @@ impl RegionService {
                     return Err(ServiceError::Conflict("key rotation"));
                 }
                 let version = keyring.rotate_within(tx, &next).await?;
-                let job = match reencryption::enqueue_in(tx, REENCRYPT, &tenant).await {
-                    Err(StoreError::Conflict) => {
-                        return Err(ServiceError::Conflict("key rotation"));
-                    }
-                    other => other?,
-                };
+                let job = reencryption::enqueue_in(tx, REENCRYPT, &tenant).await?;
                 started.set((version, job)).expect("the change runs once");
                 Ok(())
             })

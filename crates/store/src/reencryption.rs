@@ -238,8 +238,7 @@ pub async fn items<C: GenericClient>(client: &C, tenant: &TenantId) -> Result<u6
 }
 
 /// Queues `kind` for `tenant` inside the tenant-scoped `tx` (a rotation queues its
-/// re-encryption with the new key version); returns the job's id. A second active job of a
-/// kind that allows one per tenant is [`StoreError::Conflict`].
+/// re-encryption with the new key version); returns the job's id.
 pub async fn enqueue_in(
     tx: &PrimaryTx<'_>,
     kind: &str,

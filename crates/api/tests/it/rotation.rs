@@ -525,11 +525,17 @@ async fn a_second_rotation_waits_for_the_first_reencryption_and_only_admins_may_
     assert_eq!(states(&status), [(1, "retired"), (2, "active")]);
     let queued = status.reencryption.expect("queued");
     assert_eq!((queued.status.as_str(), queued.total), ("queued", 0));
-    // Another tenant rotates on its own.
-    assert_eq!(
-        rotate(&api, &other, &other_admin).await.status,
-        StatusCode::ACCEPTED
+    // Another tenant rotates on its own; two rotations of it at once serialize, and the
+    // second finds the first's re-encryption.
+    let (one, two) = tokio::join!(
+        rotate(&api, &other, &other_admin),
+        rotate(&api, &other, &other_admin)
     );
+    let mut statuses = [one.status, two.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::ACCEPTED, StatusCode::CONFLICT]);
+    let other_status = key_status(&api, &other, &other_admin).await;
+    assert_eq!(states(&other_status), [(1, "retired"), (2, "active")]);
 
     // Once it is done, the next rotation goes ahead (and re-encrypts to version 3).
     let jobs = runner(&api, reencrypt(&api), 100).spawn();
