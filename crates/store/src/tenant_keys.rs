@@ -141,15 +141,23 @@ pub async fn lock_active(
     tenant: &TenantId,
     purpose: KeyPurpose,
 ) -> Result<KeyVersion, StoreError> {
-    let row = tx
-        .client()
-        .query_opt(
-            "select version from tenant_keys where tenant_id = $1 and purpose = $2 and state = 'active' for update",
-            &[&tenant.as_str(), &purpose.as_str()],
-        )
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    let version: i32 = row.try_get(0)?;
+    // A rotation that committed while this statement waited for the row retired it: the
+    // row no longer matches, and the version it inserted was not in this statement's
+    // snapshot. The next statement's snapshot has it.
+    let mut row = None;
+    for _ in 0..2 {
+        row = tx
+            .client()
+            .query_opt(
+                "select version from tenant_keys where tenant_id = $1 and purpose = $2 and state = 'active' for update",
+                &[&tenant.as_str(), &purpose.as_str()],
+            )
+            .await?;
+        if row.is_some() {
+            break;
+        }
+    }
+    let version: i32 = row.ok_or(StoreError::NotFound)?.try_get(0)?;
     u32::try_from(version)
         .ok()
         .and_then(KeyVersion::new)
