@@ -632,3 +632,62 @@ async fn keys_rotate_on_their_own_once_a_version_reaches_its_seal_or_age_bound()
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn files_in_an_s3_bucket_are_reencrypted_on_moto() {
+    use envelope::aws::{AwsCredentials, AwsSettings, s3_client};
+    let moto = devstack::testing::shared_moto();
+    // us-east-1: the one S3 region whose buckets take no location constraint.
+    let settings = AwsSettings {
+        region: model::RegionId::parse("us-east-1").expect("region"),
+        endpoint_url: Some(moto.endpoint_url()),
+        credentials: AwsCredentials::Static {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+        },
+    };
+    let bucket = format!(
+        "residency-rotation-{}",
+        hex::encode(rand::random::<[u8; 6]>())
+    );
+    s3_client(&settings, true)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    let (_db, database) = region_database("eu-central-1").await;
+    let dir = tempfile::tempdir().expect("node dir");
+    let mut parts = crate::node_parts(database, dir.path(), Default::default());
+    parts.objects = Arc::new(envelope::objects::s3::S3ObjectStore::new(
+        &settings, bucket, true,
+    ));
+    let node = crate::Node {
+        state: api::NodeState::new(parts),
+        dir,
+    };
+    let api = crate::tenant_api::serve_node(node).await;
+    let (tenant, admin, writer, _, sums) = tenant_with_data(&api, 4, 4).await;
+    assert!(
+        object_versions(&api, &tenant)
+            .await
+            .iter()
+            .all(|v| *v == (1, 1))
+    );
+
+    let started = rotate(&api, &tenant, &admin).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
+    let jobs = runner(&api, reencrypt(&api), 3).spawn();
+    let status = reencrypted(&api, &tenant, &admin).await;
+    jobs.stop().await;
+    let reencryption = status.reencryption.expect("a re-encryption");
+    assert_eq!((reencryption.done, reencryption.total), (8, 8));
+    let objects = object_versions(&api, &tenant).await;
+    assert_eq!(objects.len(), 4);
+    assert!(objects.iter().all(|v| *v == (2, 2)), "{objects:?}");
+    for (path, sum) in &sums {
+        let got = api.call(Method::GET, path, Some(&writer), None, &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(&sha256_hex(&got.bytes), sum);
+    }
+}
