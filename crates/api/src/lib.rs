@@ -54,7 +54,7 @@ impl MakeRequestId for RandomRequestId {
 
 /// The whole HTTP surface of a regional node.
 pub fn app(state: NodeState) -> Router {
-    use handlers::{api_keys, audit, collections, evidence, files, jobs, records, tenants};
+    use handlers::{api_keys, audit, collections, evidence, files, jobs, keys, records, tenants};
     let tenant_scoped = Router::new()
         .route("/v1/tenants/{tenant}", get(tenants::get_tenant))
         .route(
@@ -65,6 +65,8 @@ pub fn app(state: NodeState) -> Router {
             "/v1/tenants/{tenant}/api-keys/{id}",
             delete(api_keys::delete_api_key),
         )
+        .route("/v1/tenants/{tenant}/keys/rotate", post(keys::rotate_keys))
+        .route("/v1/tenants/{tenant}/keys", get(keys::key_status))
         .route(
             "/v1/tenants/{tenant}/collections/{collection}",
             put(collections::put_collection).get(collections::get_collection),

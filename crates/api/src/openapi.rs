@@ -19,7 +19,7 @@ use utoipa::openapi::{Components, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::handlers::{
-    api_keys, audit, collections, evidence, files, health, jobs, records, tenants,
+    api_keys, audit, collections, evidence, files, health, jobs, keys, records, tenants,
 };
 
 /// The security scheme every authenticated operation names (`security(("bearer" = []))`).
@@ -45,6 +45,8 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         api_keys::delete_api_key,
         collections::put_collection,
         collections::get_collection,
+        keys::rotate_keys,
+        keys::key_status,
         records::create_record,
         records::search_records,
         records::get_record,

@@ -12,7 +12,7 @@ use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use hop::InternalProtocol;
 use model::RegionId;
-use service::jobs::{JobRunner, JobSettings, RewrapJob, RunnerTask};
+use service::jobs::{JobRunner, JobSettings, ReencryptJob, RewrapJob, RunnerTask};
 use service::{
     AuditKeys, AuditLog, AuditSettings, CheckpointTask, KeyChanges, Keyring, KeyringSettings,
     RegionAuditKeys, SigningKeys,
@@ -54,6 +54,9 @@ pub struct ApiSettings {
     /// How the node runs the region's durable jobs (poll interval, lease, batch size);
     /// tests shorten them.
     pub jobs: JobSettings,
+    /// When tenants' data keys rotate on their own (maximum age and seals per version,
+    /// how often a node counts); tests shrink the bounds.
+    pub key_policy: service::key_policy::KeyPolicy,
 }
 
 impl Default for ApiSettings {
@@ -67,6 +70,7 @@ impl Default for ApiSettings {
             },
             metrics_access: MetricsAccess::default(),
             jobs: JobSettings::default(),
+            key_policy: service::key_policy::KeyPolicy::default(),
         }
     }
 }
@@ -75,6 +79,7 @@ impl ApiSettings {
     fn service_settings(&self) -> service::ServiceSettings {
         service::ServiceSettings {
             max_file_size: self.max_file_bytes,
+            key_policy: self.key_policy,
             ..service::ServiceSettings::default()
         }
     }
@@ -111,6 +116,7 @@ pub struct RunningNode {
     audit: AuditLog,
     checkpoints: CheckpointTask,
     jobs: RunnerTask,
+    key_policy: service::key_policy::KeyPolicyTask,
     key_changes: KeyChanges,
     stop: watch::Sender<bool>,
 }
@@ -298,16 +304,10 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
             cache: cache.clone(),
         }) as Arc<dyn service::TenantRegistry>
     });
-    // Every node of the region runs jobs; a lease in the primary keeps each job on one.
-    let jobs = JobRunner::new(
-        database.clone(),
-        vec![Arc::new(
-            RewrapJob::new(keyring.clone(), database.clone())
-                .with_audit_keys(region_audit_keys.clone()),
-        )],
-        platform.api.jobs.clone(),
-        metrics.clone(),
-    );
+    let rewrap = RewrapJob::new(keyring.clone(), database.clone())
+        .with_audit_keys(region_audit_keys.clone());
+    let job_database = database.clone();
+    let job_metrics = metrics.clone();
     let state = api::NodeState::new(api::NodeParts {
         database,
         kms: backends.kms,
@@ -328,6 +328,16 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         }),
         metrics_access: platform.api.metrics_access,
     });
+    // Every node of the region runs jobs; a lease in the primary keeps each job on one.
+    let jobs = JobRunner::new(
+        job_database,
+        vec![
+            Arc::new(rewrap),
+            Arc::new(ReencryptJob::new(state.service().clone())),
+        ],
+        platform.api.jobs.clone(),
+        job_metrics,
+    );
     let first_round = tokio::time::Instant::now();
     let poller = api::HealthPolling::default().spawn(state.clone());
     if tokio::time::timeout(
@@ -376,6 +386,8 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         )),
     };
     let jobs = jobs.spawn();
+    // Every node counts its seals and rotates the keys of tenants due.
+    let key_policy = state.service().spawn_key_policy();
     tracing::info!(region = %region, %address, operations = ?operations_address, "regional node serving");
     Ok(RunningNode {
         region,
@@ -388,6 +400,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         audit,
         checkpoints,
         jobs,
+        key_policy,
         key_changes,
         stop,
     })
@@ -419,6 +432,7 @@ impl RunningNode {
     /// key-change listener, and writes the queued audit events (waiting a bounded time).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.jobs.stop().await;
+        self.key_policy.stop().await;
         let _ = self.stop.send(true);
         self.poller.abort();
         let served = self.server.await;

@@ -69,6 +69,8 @@ impl RegionService {
         ))
         .map_err(ServiceError::internal)?;
         let key = self.inner.keyring.active_data_key(&caller.tenant).await?;
+        // The data key seals the object's own key once; the segments are sealed under that.
+        self.count_seals(&caller.tenant, key.version(), 1);
         let limit = self.inner.settings.max_file_size;
         let receipt = sealed_objects::put_sealed(
             self.inner.objects.as_ref(),

@@ -21,6 +21,8 @@ mod error;
 pub mod files;
 pub mod jobs;
 pub mod key_changes;
+pub mod key_policy;
+pub mod key_rotation;
 pub mod keys;
 pub mod rate_limit;
 pub mod records;

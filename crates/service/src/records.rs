@@ -481,6 +481,9 @@ impl RegionService {
                 });
             }
         }
+        if let Some(key) = &data_key {
+            self.count_seals(&caller.tenant, key.version(), sealed.len());
+        }
         Ok(Stored {
             public: Value::Object(public),
             sealed: sealed.encode(),
@@ -686,25 +689,33 @@ pub(crate) async fn open_data(
 /// Sealed fields in one column: per field, a one-byte name length, the name, a four-byte
 /// big-endian length and the sealed value. Names are schema field names (at most 63 bytes).
 #[derive(Default)]
-struct SealedFields {
+pub(crate) struct SealedFields {
     bytes: Vec<u8>,
+    /// Fields pushed.
+    count: u64,
 }
 
 impl SealedFields {
-    fn push(&mut self, field: &str, sealed: Vec<u8>) {
+    pub(crate) fn push(&mut self, field: &str, sealed: Vec<u8>) {
         let name_len = u8::try_from(field.len()).expect("schema field names are at most 63 bytes");
         let sealed_len = u32::try_from(sealed.len()).expect("a sealed field is under 4 GiB");
         self.bytes.push(name_len);
         self.bytes.extend_from_slice(field.as_bytes());
         self.bytes.extend_from_slice(&sealed_len.to_be_bytes());
         self.bytes.extend_from_slice(&sealed);
+        self.count += 1;
     }
 
-    fn encode(self) -> Vec<u8> {
+    /// How many fields were pushed.
+    pub(crate) fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub(crate) fn encode(self) -> Vec<u8> {
         self.bytes
     }
 
-    fn decode(mut bytes: &[u8]) -> Option<BTreeMap<String, &[u8]>> {
+    pub(crate) fn decode(mut bytes: &[u8]) -> Option<BTreeMap<String, &[u8]>> {
         let mut fields = BTreeMap::new();
         while let Some((&name_len, rest)) = bytes.split_first() {
             let (name, rest) = rest.split_at_checked(usize::from(name_len))?;

@@ -34,6 +34,8 @@ pub struct ServiceSettings {
     /// Page size when a listing names none, and the most a page may hold.
     pub default_page: u32,
     pub max_page: u32,
+    /// When tenants' data keys rotate on their own.
+    pub key_policy: crate::key_policy::KeyPolicy,
 }
 
 impl Default for ServiceSettings {
@@ -42,6 +44,7 @@ impl Default for ServiceSettings {
             max_file_size: 100 * 1024 * 1024,
             default_page: 50,
             max_page: 500,
+            key_policy: crate::key_policy::KeyPolicy::default(),
         }
     }
 }
@@ -177,6 +180,8 @@ pub(crate) struct Inner {
     /// Starts the task that records due windows of denials, with the first denial.
     pub(crate) denial_recorder: std::sync::Once,
     pub(crate) collections: moka::future::Cache<(TenantId, String), Option<Collection>>,
+    /// Values this node sealed per data key version since the key policy last counted.
+    pub(crate) seal_counts: crate::key_policy::SealCounts,
 }
 
 /// How long a node trusts its copy of a tenant or a collection schema. Changes made on
@@ -243,6 +248,7 @@ impl RegionService {
                     .max_capacity(100_000)
                     .time_to_live(METADATA_TTL)
                     .build(),
+                seal_counts: crate::key_policy::SealCounts::default(),
             }),
         }
     }

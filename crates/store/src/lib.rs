@@ -23,6 +23,7 @@ mod migrate;
 pub mod notifications;
 mod pools;
 pub mod records;
+pub mod reencryption;
 mod routing;
 mod rows;
 mod scoped;

@@ -133,6 +133,37 @@ pub async fn rotate(tx: &PrimaryTx<'_>, key: &NewKey<'_>) -> Result<KeyVersion, 
         .ok_or_else(|| StoreError::Corrupt("tenant_keys: version".into()))
 }
 
+/// Locks the active version of `purpose` for `tenant` for the rest of `tx` (what
+/// [`rotate`] locks first): a use case that checks something before rotating serializes
+/// with every other rotation of the tenant. [`StoreError::NotFound`] when there is none.
+pub async fn lock_active(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+) -> Result<KeyVersion, StoreError> {
+    // A rotation that committed while this statement waited for the row retired it: the
+    // row no longer matches, and the version it inserted was not in this statement's
+    // snapshot. The next statement's snapshot has it.
+    let mut row = None;
+    for _ in 0..2 {
+        row = tx
+            .client()
+            .query_opt(
+                "select version from tenant_keys where tenant_id = $1 and purpose = $2 and state = 'active' for update",
+                &[&tenant.as_str(), &purpose.as_str()],
+            )
+            .await?;
+        if row.is_some() {
+            break;
+        }
+    }
+    let version: i32 = row.ok_or(StoreError::NotFound)?.try_get(0)?;
+    u32::try_from(version)
+        .ok()
+        .and_then(KeyVersion::new)
+        .ok_or_else(|| StoreError::Corrupt("tenant_keys: version".into()))
+}
+
 /// The active version of `purpose` for `tenant`, if any.
 pub async fn active<C: GenericClient>(
     client: &C,
@@ -327,4 +358,82 @@ pub async fn destroy_all(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<u64, S
             &[&tenant.as_str()],
         )
         .await?)
+}
+
+/// Adds seal counts to data key versions (`tenants[i]`, `versions[i]` sealed
+/// `counts[i]` more values): the automatic rotation's usage record. Versions that are
+/// gone are skipped.
+pub async fn add_seals<C: GenericClient>(
+    client: &C,
+    tenants: &[&str],
+    versions: &[i32],
+    counts: &[i64],
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "update tenant_keys k set seals = k.seals + u.count
+             from unnest($1::text[], $2::integer[], $3::bigint[]) as u (tenant_id, version, count)
+             where k.tenant_id = u.tenant_id and k.purpose = 'data' and k.version = u.version",
+            &[&tenants, &versions, &counts],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Why a tenant's active data key is due for rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationDue {
+    /// It sealed as many values as its bound allows.
+    Seals,
+    /// It is as old as its bound allows.
+    Age,
+}
+
+impl RotationDue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seals => "seals",
+            Self::Age => "age",
+        }
+    }
+}
+
+/// Up to `limit` active tenants whose active data key reached its tenant's bounds (or
+/// `max_seals` / `max_age_seconds` when the tenant sets none) and that have no
+/// re-encryption queued or running.
+pub async fn due_for_rotation<C: GenericClient>(
+    client: &C,
+    max_seals: i64,
+    max_age_seconds: i64,
+    limit: i64,
+) -> Result<Vec<(TenantId, RotationDue)>, StoreError> {
+    let rows = client
+        .query(
+            "select k.tenant_id, k.seals >= coalesce(t.key_max_seals, $1)
+             from tenant_keys k join tenants t on t.tenant_id = k.tenant_id
+             where k.purpose = 'data' and k.state = 'active' and t.status = 'active'
+               and (k.seals >= coalesce(t.key_max_seals, $1)
+                    or k.created_at <= now() - make_interval(secs => coalesce(t.key_max_age_seconds, $2)::double precision))
+               and not exists (
+                   select 1 from jobs j where j.kind = 'reencrypt' and j.tenant_id = k.tenant_id
+                     and j.state in ('queued', 'running'))
+             order by k.tenant_id limit $3",
+            &[&max_seals, &max_age_seconds, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let tenant: &str = row.try_get(0)?;
+            let by_seals: bool = row.try_get(1)?;
+            Ok((
+                TenantId::parse(tenant)
+                    .map_err(|_| StoreError::Corrupt("tenant_keys: tenant id".into()))?,
+                if by_seals {
+                    RotationDue::Seals
+                } else {
+                    RotationDue::Age
+                },
+            ))
+        })
+        .collect()
 }

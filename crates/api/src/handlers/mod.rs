@@ -15,6 +15,7 @@ pub(crate) mod evidence;
 pub(crate) mod files;
 pub(crate) mod health;
 pub(crate) mod jobs;
+pub(crate) mod keys;
 pub(crate) mod records;
 pub(crate) mod tenants;
 

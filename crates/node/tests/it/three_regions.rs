@@ -96,6 +96,7 @@ impl ThreeRegions {
                 },
                 metrics_access: node::MetricsAccess::default(),
                 jobs: node::JobSettings::default(),
+                key_policy: service::key_policy::KeyPolicy::default(),
             },
             routing: Some(Routing {
                 regions: endpoints,

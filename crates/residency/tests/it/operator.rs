@@ -67,6 +67,22 @@ async fn cli(cwd: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// `residency tenants create --json` of Acme GmbH, homed in eu-central-1, through `eu`'s
+/// flags.
+async fn create_acme(cwd: &Path, eu: &[&str]) -> TenantCreated {
+    cli(
+        cwd,
+        &[
+            &["tenants", "create", "--json"],
+            eu,
+            &["--name", "Acme GmbH", "--home-region", "eu-central-1"],
+        ]
+        .concat(),
+    )
+    .await
+    .json()
+}
+
 #[tokio::test]
 async fn an_operator_manages_tenants_of_residency_dev_through_its_state_directory() {
     let state = tempfile::tempdir().expect("state dir");
@@ -78,17 +94,7 @@ async fn an_operator_manages_tenants_of_residency_dev_through_its_state_director
     let eu = on("eu-central-1");
 
     // Created through the EU endpoint, one homed there and one in the US.
-    let acme: TenantCreated = cli(
-        cwd.path(),
-        &[
-            &["tenants", "create", "--json"],
-            &eu[..],
-            &["--name", "Acme GmbH", "--home-region", "eu-central-1"],
-        ]
-        .concat(),
-    )
-    .await
-    .json();
+    let acme = create_acme(cwd.path(), &eu).await;
     assert_eq!(acme.home_region, "eu-central-1");
     assert!(!acme.admin_key.is_empty());
     let globex = cli(
@@ -616,4 +622,112 @@ async fn offboard_keys_and_jobs_send_the_documented_requests_and_print_their_ans
         missing.contains("answered 404: Not Found: no such job (request id req-test-1)"),
         "{missing}"
     );
+}
+
+#[tokio::test]
+async fn an_admin_rotates_a_tenants_key_on_residency_dev_and_watches_the_reencryption() {
+    let state = tempfile::tempdir().expect("state dir");
+    let cwd = tempfile::tempdir().expect("working dir");
+    let mut dev = Dev::spawn(state.path(), "eu-central-1");
+    let endpoints = dev.endpoints().await;
+    let eu_api = api_endpoint(&endpoints, "eu-central-1");
+    let state_dir = state.path().to_str().expect("utf-8 path");
+    let eu = ["--state-dir", state_dir, "--region", "eu-central-1"];
+    let acme = create_acme(cwd.path(), &eu).await;
+    let admin = acme.admin_key.as_str();
+
+    // Some sealed data to re-encrypt.
+    let http = reqwest::Client::new();
+    let schema =
+        json!({"fields": {"email": {"type": "string", "class": "identifier", "searchable": true}}});
+    let collection = format!("{eu_api}/v1/tenants/{}/collections/people", acme.id);
+    let put = http
+        .put(&collection)
+        .bearer_auth(admin)
+        .json(&schema)
+        .send()
+        .await
+        .expect("put schema");
+    assert_eq!(put.status(), reqwest::StatusCode::CREATED);
+    let mut records = Vec::new();
+    for n in 0..20 {
+        let email = format!("person{n}@example.com");
+        let created: Value = http
+            .post(format!("{collection}/records"))
+            .bearer_auth(admin)
+            .json(&json!({"data": {"email": email}}))
+            .send()
+            .await
+            .expect("create record")
+            .json()
+            .await
+            .expect("record");
+        records.push((created["id"].as_str().expect("id").to_owned(), email));
+    }
+
+    let keys = |command: &'static str, json: bool| {
+        let mut args = vec!["keys", command, acme.id.as_str(), "--key", admin];
+        if json {
+            args.push("--json");
+        }
+        args.extend_from_slice(&eu);
+        args
+    };
+    let started: wire::api::KeyRotationStarted =
+        cli(cwd.path(), &keys("rotate", true)).await.json();
+    assert_eq!(started.key_version, 2);
+    assert_eq!(started.reencryption.status, "queued");
+
+    // The region's job runner re-encrypts in the background; status shows how far it is.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let status: KeyStatus = cli(cwd.path(), &keys("status", true)).await.json();
+        let reencryption = status.reencryption.clone().expect("a re-encryption");
+        if reencryption.status == "done" {
+            break status;
+        }
+        assert_ne!(reencryption.status, "failed", "{}", dev.output());
+        assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let reencryption = status.reencryption.as_ref().expect("a re-encryption");
+    assert_eq!((reencryption.done, reencryption.total), (20, 20));
+    let states: Vec<(u32, &str)> = status
+        .versions
+        .iter()
+        .map(|version| (version.version, version.state.as_str()))
+        .collect();
+    assert_eq!(states, [(1, "retired"), (2, "active")]);
+    let table = cli(cwd.path(), &keys("status", false)).await;
+    let table = table.ok();
+    assert!(table.starts_with("VERSION "), "{table}");
+    assert!(table.contains("re-encryption: done (20/20)"), "{table}");
+
+    // Every record reads as it was written.
+    for (id, email) in &records {
+        let read: Value = http
+            .get(format!("{collection}/records/{id}"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .expect("read record")
+            .json()
+            .await
+            .expect("record");
+        assert_eq!(read["data"]["email"], email.as_str());
+    }
+
+    // Another key than the admin's is refused, clearly.
+    let refused = cli(
+        cwd.path(),
+        &[
+            &["keys", "rotate", acme.id.as_str(), "--key", "rsk.not-a-key"],
+            &eu[..],
+        ]
+        .concat(),
+    )
+    .await;
+    let refused = refused.failed();
+    assert!(refused.contains("401"), "{refused}");
+    drop(dev);
 }

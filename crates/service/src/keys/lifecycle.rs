@@ -14,6 +14,15 @@ use store::{PrimaryTx, StoreError};
 
 use super::{KeyError, Keyring, ObjectKeyError, context_json};
 
+/// A tenant's next data key, wrapped by the KMS, not stored yet
+/// ([`Keyring::next_data_key`]).
+#[derive(Debug)]
+pub struct NextDataKey {
+    tenant: TenantId,
+    wrapped: WrappedKey,
+    context_json: String,
+}
+
 /// What [`Keyring::rewrap_key`] did to one stored key. Each names the KMS's current key
 /// (what the KMS rewrapped to), except for a destroyed key, which nothing rewraps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,27 +132,50 @@ impl Keyring {
 
     /// A new data key version for new writes; older versions keep opening old data.
     pub async fn rotate(&self, tenant: &TenantId) -> Result<KeyVersion, KeyError> {
-        let (wrapped, context_json) = self.generate_wrapped(tenant, KeyPurpose::Data).await?;
+        let next = self.next_data_key(tenant).await?;
         let mut primary = self.inner.database.primary().get().await?;
         let tx = primary.begin().await?;
-        let version = tenant_keys::rotate(
-            &tx,
+        let version = self.rotate_within(&tx, &next).await?;
+        tx.commit().await?;
+        self.forget_tenant(tenant);
+        Ok(version)
+    }
+
+    /// The KMS half of a rotation: a new data key, wrapped, for [`Keyring::rotate_within`]
+    /// (the KMS call happens before the caller's transaction opens).
+    pub async fn next_data_key(&self, tenant: &TenantId) -> Result<NextDataKey, KeyError> {
+        let (wrapped, context_json) = self.generate_wrapped(tenant, KeyPurpose::Data).await?;
+        Ok(NextDataKey {
+            tenant: *tenant,
+            wrapped,
+            context_json,
+        })
+    }
+
+    /// The database half of a rotation, inside the caller's transaction: the active data
+    /// key retires and `next` becomes active. Every node of the region is notified when
+    /// `tx` commits; this node's caller forgets the tenant's keys after the commit
+    /// ([`Keyring::forget_tenant`]).
+    pub async fn rotate_within(
+        &self,
+        tx: &PrimaryTx<'_>,
+        next: &NextDataKey,
+    ) -> Result<KeyVersion, KeyError> {
+        tenant_keys::rotate(
+            tx,
             &NewKey {
-                tenant,
+                tenant: &next.tenant,
                 purpose: KeyPurpose::Data,
-                kms_key_id: &wrapped.key_id,
-                wrapped: &wrapped.ciphertext,
-                kms_context: &context_json,
+                kms_key_id: &next.wrapped.key_id,
+                wrapped: &next.wrapped.ciphertext,
+                kms_context: &next.context_json,
             },
         )
         .await
         .map_err(|err| match err {
-            StoreError::NotFound => self.missing(tenant),
+            StoreError::NotFound => self.missing(&next.tenant),
             other => other.into(),
-        })?;
-        tx.commit().await?;
-        self.forget_tenant(tenant);
-        Ok(version)
+        })
     }
 
     /// Every key version of the tenant (for the keys API and residency evidence).

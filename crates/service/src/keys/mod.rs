@@ -129,7 +129,7 @@ mod lifecycle;
 
 use cache::{CachedKey, Forgotten, HotKeys, KeyId};
 pub use cache::{IndexKeys, MAX_FIELD_KEYS};
-pub use lifecycle::{RewrapOutcome, RewrapReport};
+pub use lifecycle::{NextDataKey, RewrapOutcome, RewrapReport};
 
 /// Unwraps a stored key through the region's KMS, with the encryption context that binds
 /// it to its tenant, region and purpose: for the keyring, and for readers that load
