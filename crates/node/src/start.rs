@@ -12,7 +12,7 @@ use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use hop::InternalProtocol;
 use model::RegionId;
-use service::jobs::{JobRunner, JobSettings, RewrapJob, RunnerTask};
+use service::jobs::{JobRunner, JobSettings, PurgeJob, RewrapJob, RunnerTask};
 use service::{
     AuditKeys, AuditLog, AuditSettings, CheckpointTask, KeyChanges, Keyring, KeyringSettings,
     RegionAuditKeys, SigningKeys,
@@ -301,7 +301,15 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
     // Every node of the region runs jobs; a lease in the primary keeps each job on one.
     let jobs = JobRunner::new(
         database.clone(),
-        vec![Arc::new(RewrapJob::new(keyring.clone(), database.clone()))],
+        vec![
+            Arc::new(RewrapJob::new(keyring.clone(), database.clone())),
+            Arc::new(PurgeJob::new(
+                database.clone(),
+                backends.objects.clone(),
+                audit.clone(),
+                registry.clone(),
+            )),
+        ],
         platform.api.jobs.clone(),
         metrics.clone(),
     );
@@ -325,6 +333,10 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         }),
         metrics_access: platform.api.metrics_access,
     });
+    // An offboarding shreds the tenant's keys: hearing it, every node of the region stops
+    // serving the tenant too.
+    let service = state.service().clone();
+    key_changes.forget_tenants_with(Arc::new(move |tenant| service.forget_cached_tenant(tenant)));
     let first_round = tokio::time::Instant::now();
     let poller = api::HealthPolling::default().spawn(state.clone());
     if tokio::time::timeout(

@@ -1,5 +1,5 @@
 //! Durable jobs: the region's long-running work, run in batches by any node of the region
-//! (`runner.rs`), one handler per kind (`rewrap.rs`: the KMS rewrap), and the operator's
+//! (`runner.rs`), one handler per kind (`rewrap.rs`: the KMS rewrap; `purge.rs`: an offboarded tenant's purge), and the operator's
 //! use cases over them (`operator.rs`: start a rewrap, list and show jobs).
 //!
 //! A job lives in the region's primary (`store::jobs`). A node leases it, runs one batch
@@ -9,6 +9,7 @@
 //! was cut short), never a checkpointed one: every batch must be idempotent.
 
 mod operator;
+mod purge;
 mod rewrap;
 mod runner;
 
@@ -16,6 +17,7 @@ use model::TenantId;
 use store::jobs::{JobId, JobProgress};
 
 pub use operator::{JobPage, JobQuery};
+pub use purge::{PURGE, PurgeJob};
 pub use rewrap::{REWRAP, RewrapJob};
 pub use runner::{JobRunner, JobSettings, RunnerTask};
 
