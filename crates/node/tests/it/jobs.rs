@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 use service::{AuditKeys, AuditSettings};
 use store::{DatabaseSettings, PgEndpoint};
 
-const OPERATOR: &str = "rso.jobs-test-operator-token-0123456789abcdef";
+pub(crate) const OPERATOR: &str = "rso.jobs-test-operator-token-0123456789abcdef";
 
-async fn start(
+pub(crate) async fn start(
     id: &RegionId,
     database: &TestDatabase,
     kms: Arc<LocalKms>,
@@ -66,7 +66,7 @@ async fn start(
     .expect("start the node")
 }
 
-async fn call(
+pub(crate) async fn call(
     method: reqwest::Method,
     url: &str,
     token: &str,

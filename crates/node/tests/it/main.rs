@@ -5,5 +5,6 @@ mod abuse;
 mod audit_keys;
 mod directory;
 mod jobs;
+mod offboarding;
 mod operations;
 mod three_regions;
