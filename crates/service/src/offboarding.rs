@@ -127,11 +127,13 @@ impl RegionService {
         }
     }
 
-    /// The purge job of `tenant` (queued, running, failed or done), queueing it when there
-    /// is none: the offboarding committed before the job was queued if a node died between
-    /// the two, and a second `DELETE` mends that.
+    /// The purge job of `tenant` (queued, running or done), queueing one when there is none
+    /// or the last one failed: the offboarding committed before the job was queued if a
+    /// node died between the two, or the purge gave up; a second `DELETE` mends both.
     async fn ensure_purge(&self, tenant: &TenantId) -> Result<Offboarding, ServiceError> {
-        if let Some(job) = self.latest_purge(tenant).await? {
+        if let Some(job) = self.latest_purge(tenant).await?
+            && job.state != JobState::Failed
+        {
             return offboarding_of(job);
         }
         let primary = self.inner.database.primary().get().await?;

@@ -3,7 +3,8 @@
 //!
 //! Phases, one checkpoint each batch (`Checkpoint`):
 //! 1. `count`: what the tenant holds (rows per table, objects) and which key versions
-//!    were destroyed, for the certificate; nothing deleted, so it may run twice.
+//!    were destroyed, for the certificate (taken from a failed earlier purge of the tenant
+//!    when there is one); nothing deleted, so it may run twice.
 //! 2. `objects`: up to `batch_size` stored objects (on S3 every version and delete
 //!    marker) under `tenants/{tenant}/` per batch, until none is left.
 //! 3. `rows`: up to `batch_size` rows of one table per batch (index tokens, files,
@@ -183,6 +184,33 @@ impl PurgeJob {
         tenant: &model::TenantId,
     ) -> Result<BatchDone, BatchError> {
         let primary = self.database.primary().get().await.map_err(database)?;
+        // A purge queued after a failed one carries on from what that one counted, so the
+        // certificate says what the tenant held when it was offboarded.
+        let failed = store::jobs::list(
+            &primary,
+            &store::jobs::JobFilter {
+                kind: Some(PURGE),
+                state: Some(store::jobs::JobState::Failed),
+                tenant: Some(tenant),
+                before: None,
+            },
+            1,
+        )
+        .await
+        .map_err(database)?;
+        if let Some(mut at) = failed
+            .into_iter()
+            .find_map(|job| serde_json::from_value::<Checkpoint>(job.checkpoint?).ok())
+        {
+            at.phase = Phase::Objects;
+            at.certificate = None;
+            return Ok(BatchDone {
+                processed: 0,
+                failed: 0,
+                total: None,
+                next: NextBatch::Continue(to_json(&at)?),
+            });
+        }
         let requested_at = store::jobs::get(&primary, job)
             .await
             .map_err(database)?
