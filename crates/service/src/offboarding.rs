@@ -22,7 +22,7 @@ use crate::{OperatorGrant, RegionService, RequestContext, ServiceError};
 #[derive(Debug, Clone)]
 pub enum Offboarding {
     /// The purge is queued or running (or failed and waits for an operator: `job` says).
-    Purging(Job),
+    Purging(Box<Job>),
     /// The purge is done: the signed certificate.
     Done(Box<wire::api::OffboardingCertificate>),
 }
@@ -162,7 +162,7 @@ impl RegionService {
 
 fn offboarding_of(job: Job) -> Result<Offboarding, ServiceError> {
     if job.state != JobState::Done {
-        return Ok(Offboarding::Purging(job));
+        return Ok(Offboarding::Purging(Box::new(job)));
     }
     let certificate = job
         .checkpoint

@@ -14,7 +14,7 @@ use model::RegionId;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::jobs::{OPERATOR, call, start};
+use crate::jobs::{OPERATOR, call, start, tenant_with_record};
 
 /// Tables whose rows about an offboarded tenant stay: its audit chain and its jobs.
 const KEPT: &[&str] = &["audit_events", "audit_heads", "audit_checkpoints", "jobs"];
@@ -32,37 +32,10 @@ async fn an_offboarded_tenant_is_gone_everywhere_purged_and_certified() {
         format!("http://{}", second.address),
     );
 
-    let (status, tenant) = call(
-        Method::POST,
-        &format!("{api}/v1/tenants"),
-        OPERATOR,
-        Some(json!({"name": "Leaving", "home_region": "eu-west-1"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{tenant}");
-    let tenant_id = tenant["id"].as_str().expect("id").to_owned();
-    let admin = tenant["admin_key"].as_str().expect("key").to_owned();
+    let (tenant_id, admin, record) =
+        tenant_with_record(&api, "Leaving", "leaving@example.com").await;
     let base = format!("/v1/tenants/{tenant_id}");
-    let (status, body) = call(
-        Method::PUT,
-        &format!("{api}{base}/collections/people"),
-        &admin,
-        Some(wire::examples::collection_schema()),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, record) = call(
-        Method::POST,
-        &format!("{api}{base}/collections/people/records"),
-        &admin,
-        Some(json!({"data": {"email": "leaving@example.com", "plan": "pro"}})),
-    )
-    .await;
-    assert_eq!(status, 201, "{record}");
-    let record_path = format!(
-        "{base}/collections/people/records/{}",
-        record["id"].as_str().expect("record id")
-    );
+    let record_path = format!("{base}/collections/people/records/{record}");
     let file_path = format!("{record_path}/files/contract.pdf");
     let put = reqwest::Client::new()
         .put(format!("{api}{file_path}"))

@@ -310,18 +310,7 @@ async fn an_operator_manages_tenants_of_residency_dev_through_its_state_director
     std::fs::write(&file, &certificate).expect("save the certificate");
     let keys_url = format!("{eu_api}/v1/audit/keys");
     let file_arg = file.to_str().expect("utf-8 path");
-    let verified = cli(
-        cwd.path(),
-        &[
-            "audit",
-            "verify-certificate",
-            "--certificate",
-            file_arg,
-            "--keys-url",
-            &keys_url,
-        ],
-    )
-    .await;
+    let verified = verify_certificate(cwd.path(), file_arg, &keys_url).await;
     let verified = verified.ok();
     assert!(
         verified.starts_with(&format!("certificate valid: tenant {}", acme.id)),
@@ -330,24 +319,29 @@ async fn an_operator_manages_tenants_of_residency_dev_through_its_state_director
     let mut edited: Value = serde_json::from_str(&certificate).expect("json");
     edited["purged"]["records"] = json!(1_000);
     std::fs::write(&file, edited.to_string()).expect("save the edited certificate");
-    let rejected = cli(
-        cwd.path(),
-        &[
-            "audit",
-            "verify-certificate",
-            "--certificate",
-            file_arg,
-            "--keys-url",
-            &keys_url,
-        ],
-    )
-    .await;
+    let rejected = verify_certificate(cwd.path(), file_arg, &keys_url).await;
     let rejected = rejected.failed();
     assert!(
         rejected.contains("certificate rejected: signature: does not verify"),
         "{rejected}"
     );
     drop(dev);
+}
+
+/// `residency audit verify-certificate` of `certificate` with the keys at `keys_url`.
+async fn verify_certificate(cwd: &Path, certificate: &str, keys_url: &str) -> Run {
+    cli(
+        cwd,
+        &[
+            "audit",
+            "verify-certificate",
+            "--certificate",
+            certificate,
+            "--keys-url",
+            keys_url,
+        ],
+    )
+    .await
 }
 
 #[tokio::test]

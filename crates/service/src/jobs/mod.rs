@@ -75,6 +75,11 @@ impl BatchError {
     }
 }
 
+/// A batch that could not reach the database.
+pub(crate) fn database_unavailable(err: store::StoreError) -> BatchError {
+    BatchError::new("database unavailable", err)
+}
+
 /// One kind of job: runs a batch at a time.
 #[async_trait::async_trait]
 pub trait JobHandler: Send + Sync + std::fmt::Debug {

@@ -28,7 +28,7 @@ use store::RegionDatabase;
 use store::purge::{self, PurgeTable};
 use wire::api::{AuditHeadView, DestroyedKeyVersion, OffboardingCertificate, PurgedCounts};
 
-use super::{BatchDone, BatchError, BatchInput, JobHandler, NextBatch};
+use super::{BatchDone, BatchError, BatchInput, JobHandler, NextBatch, database_unavailable};
 use crate::{AuditLog, TenantRegistry};
 
 /// The kind of the offboarding purge job.
@@ -120,11 +120,11 @@ impl JobHandler for PurgeJob {
                     reason: "corrupt checkpoint",
                     cause: None,
                 })?;
-                let primary = self.database.primary().get().await.map_err(database)?;
+                let primary = self.primary().await?;
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 let deleted = purge::delete_batch(&primary, table, tenant, limit)
                     .await
-                    .map_err(database)?;
+                    .map_err(database_unavailable)?;
                 let next = if deleted < u64::try_from(limit).unwrap_or(u64::MAX) {
                     match PurgeTable::ALL.iter().position(|t| *t == table) {
                         Some(at) if at + 1 < PurgeTable::ALL.len() => {
@@ -138,10 +138,10 @@ impl JobHandler for PurgeJob {
                 (deleted, next)
             }
             Phase::Tenant => {
-                let mut primary = self.database.primary().get().await.map_err(database)?;
+                let mut primary = self.primary().await?;
                 purge::delete_tenant(&mut primary, tenant)
                     .await
-                    .map_err(database)?;
+                    .map_err(database_unavailable)?;
                 (0, Phase::Directory)
             }
             Phase::Directory => {
@@ -177,13 +177,21 @@ impl JobHandler for PurgeJob {
 }
 
 impl PurgeJob {
+    async fn primary(&self) -> Result<store::Primary, BatchError> {
+        self.database
+            .primary()
+            .get()
+            .await
+            .map_err(database_unavailable)
+    }
+
     /// The first batch: what there is to purge and what was destroyed. Deletes nothing.
     async fn count(
         &self,
         job: store::jobs::JobId,
         tenant: &model::TenantId,
     ) -> Result<BatchDone, BatchError> {
-        let primary = self.database.primary().get().await.map_err(database)?;
+        let primary = self.primary().await?;
         // A purge queued after a failed one carries on from what that one counted, so the
         // certificate says what the tenant held when it was offboarded.
         let failed = store::jobs::list(
@@ -197,7 +205,7 @@ impl PurgeJob {
             1,
         )
         .await
-        .map_err(database)?;
+        .map_err(database_unavailable)?;
         if let Some(mut at) = failed
             .into_iter()
             .find_map(|job| serde_json::from_value::<Checkpoint>(job.checkpoint?).ok())
@@ -213,11 +221,11 @@ impl PurgeJob {
         }
         let requested_at = store::jobs::get(&primary, job)
             .await
-            .map_err(database)?
+            .map_err(database_unavailable)?
             .map_or_else(SystemTime::now, |job| job.created_at);
         let row = store::tenants::get(primary.client(), tenant)
             .await
-            .map_err(database)?;
+            .map_err(database_unavailable)?;
         if row.is_some_and(|row| row.status != "offboarded") {
             return Err(BatchError {
                 reason: "the tenant is not offboarded",
@@ -228,11 +236,11 @@ impl PurgeJob {
         for (count, table) in counts.iter_mut().zip(PurgeTable::ALL) {
             *count = purge::count(primary.client(), table, tenant)
                 .await
-                .map_err(database)?;
+                .map_err(database_unavailable)?;
         }
         let keys = store::tenant_keys::list(primary.client(), tenant)
             .await
-            .map_err(database)?;
+            .map_err(database_unavailable)?;
         if keys
             .iter()
             .any(|key| key.state != envelope::KeyState::Destroyed)
@@ -287,10 +295,10 @@ impl PurgeJob {
         tenant: &model::TenantId,
         at: &Checkpoint,
     ) -> Result<OffboardingCertificate, BatchError> {
-        let primary = self.database.primary().get().await.map_err(database)?;
+        let primary = self.primary().await?;
         let head = store::audit::head(primary.client(), tenant)
             .await
-            .map_err(database)?;
+            .map_err(database_unavailable)?;
         let signing_key = self.audit.signing_key();
         let mut certificate = OffboardingCertificate {
             tenant: tenant.to_string(),
@@ -319,10 +327,6 @@ fn object_prefix(tenant: &model::TenantId) -> String {
 
 fn to_json(at: &Checkpoint) -> Result<serde_json::Value, BatchError> {
     serde_json::to_value(at).map_err(|err| BatchError::new("encode checkpoint", err))
-}
-
-fn database(err: store::StoreError) -> BatchError {
-    BatchError::new("database unavailable", err)
 }
 
 #[cfg(test)]
