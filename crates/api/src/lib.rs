@@ -56,7 +56,14 @@ impl MakeRequestId for RandomRequestId {
 pub fn app(state: NodeState) -> Router {
     use handlers::{api_keys, audit, collections, evidence, files, jobs, keys, records, tenants};
     let tenant_scoped = Router::new()
-        .route("/v1/tenants/{tenant}", get(tenants::get_tenant))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(tenants::get_tenant).delete(tenants::offboard_tenant),
+        )
+        .route(
+            "/v1/tenants/{tenant}/offboarding",
+            get(tenants::offboarding_certificate),
+        )
         .route(
             "/v1/tenants/{tenant}/api-keys",
             post(api_keys::create_api_key),

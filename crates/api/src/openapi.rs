@@ -41,6 +41,8 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         tenants::create_tenant,
         tenants::list_tenants,
         tenants::get_tenant,
+        tenants::offboard_tenant,
+        tenants::offboarding_certificate,
         api_keys::create_api_key,
         api_keys::delete_api_key,
         collections::put_collection,

@@ -81,6 +81,10 @@ impl Directory for PgDirectory {
         Ok(())
     }
 
+    async fn remove(&self, tenant: &TenantId) -> Result<(), DirectoryError> {
+        self.database.remove(tenant).await.map_err(directory_error)
+    }
+
     async fn check(&self) -> Result<(), DirectoryError> {
         self.database.check().await.map_err(directory_error)
     }
@@ -116,6 +120,16 @@ impl service::TenantRegistry for Registrar {
             .await
             .map_err(|err| err.to_string())?;
         self.cache.record(entry).await;
+        Ok(())
+    }
+
+    async fn unregister(&self, tenant: &TenantId) -> Result<(), String> {
+        self.cache
+            .backend()
+            .remove(tenant)
+            .await
+            .map_err(|err| err.to_string())?;
+        self.cache.invalidate(tenant).await;
         Ok(())
     }
 }
@@ -181,6 +195,10 @@ impl Directory for LateDirectory {
 
     async fn upsert(&self, entry: &DirectoryEntry) -> Result<(), DirectoryError> {
         self.get()?.upsert(entry).await
+    }
+
+    async fn remove(&self, tenant: &TenantId) -> Result<(), DirectoryError> {
+        self.get()?.remove(tenant).await
     }
 
     async fn check(&self) -> Result<(), DirectoryError> {

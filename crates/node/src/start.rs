@@ -12,7 +12,7 @@ use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use hop::InternalProtocol;
 use model::RegionId;
-use service::jobs::{JobRunner, JobSettings, ReencryptJob, RewrapJob, RunnerTask};
+use service::jobs::{JobRunner, JobSettings, PurgeJob, ReencryptJob, RewrapJob, RunnerTask};
 use service::{
     AuditKeys, AuditLog, AuditSettings, CheckpointTask, KeyChanges, Keyring, KeyringSettings,
     RegionAuditKeys, SigningKeys,
@@ -306,6 +306,12 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
     });
     let rewrap = RewrapJob::new(keyring.clone(), database.clone())
         .with_audit_keys(region_audit_keys.clone());
+    let purge = PurgeJob::new(
+        database.clone(),
+        backends.objects.clone(),
+        audit.clone(),
+        registry.clone(),
+    );
     let job_database = database.clone();
     let job_metrics = metrics.clone();
     let state = api::NodeState::new(api::NodeParts {
@@ -334,10 +340,15 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         vec![
             Arc::new(rewrap),
             Arc::new(ReencryptJob::new(state.service().clone())),
+            Arc::new(purge),
         ],
         platform.api.jobs.clone(),
         job_metrics,
     );
+    // An offboarding shreds the tenant's keys: hearing it, every node of the region stops
+    // serving the tenant too.
+    let service = state.service().clone();
+    key_changes.forget_tenants_with(Arc::new(move |tenant| service.forget_cached_tenant(tenant)));
     let first_round = tokio::time::Instant::now();
     let poller = api::HealthPolling::default().spawn(state.clone());
     if tokio::time::timeout(

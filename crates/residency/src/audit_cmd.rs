@@ -1,6 +1,8 @@
 //! `residency audit verify`: checks an exported audit bundle offline — every hash, the
 //! chain links, seq continuity, the manifest's counts and head, and the signatures —
 //! and names the first bad seq and the fault. Exit 0 only for an intact bundle.
+//! `residency audit verify-certificate`: checks an offboarding certificate offline — its
+//! fields and its signature by the region's audit key — and names what is wrong.
 
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -18,14 +20,32 @@ pub(crate) struct AuditArgs {
 enum AuditCommand {
     /// Verify an exported bundle (NDJSON events + signed manifest).
     Verify(VerifyArgs),
+    /// Verify an offboarding certificate (`GET /v1/tenants/{tenant}/offboarding`).
+    VerifyCertificate(CertificateArgs),
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("keys").required(true).args(["public_key", "keys_url", "keys_file"])))]
 struct VerifyArgs {
     /// The bundle, as returned by `GET /v1/tenants/{tenant}/audit/export`.
     #[arg(long)]
     bundle: PathBuf,
+    #[command(flatten)]
+    keys: KeySource,
+}
+
+#[derive(Debug, clap::Args)]
+struct CertificateArgs {
+    /// The certificate, as returned by `GET /v1/tenants/{tenant}/offboarding`.
+    #[arg(long)]
+    certificate: PathBuf,
+    #[command(flatten)]
+    keys: KeySource,
+}
+
+/// The keys a statement is verified with.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct KeySource {
     /// The region's Ed25519 public key, base64 (as in `GET /v1/audit/keys`).
     #[arg(long)]
     public_key: Option<String>,
@@ -39,8 +59,11 @@ struct VerifyArgs {
 }
 
 pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
-    let AuditCommand::Verify(args) = args.command;
-    let keys = load_keys(&args).await?;
+    let args = match args.command {
+        AuditCommand::Verify(args) => args,
+        AuditCommand::VerifyCertificate(args) => return verify_certificate(args).await,
+    };
+    let keys = load_keys(&args.keys).await?;
     let file = std::fs::File::open(&args.bundle)
         .with_context(|| format!("open {}", args.bundle.display()))?;
     // Verification is CPU-bound and streams the file: keep it off the async workers.
@@ -57,7 +80,68 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn load_keys(args: &VerifyArgs) -> anyhow::Result<KeySet> {
+async fn verify_certificate(args: CertificateArgs) -> anyhow::Result<()> {
+    let keys = load_keys(&args.keys).await?;
+    let text = std::fs::read_to_string(&args.certificate)
+        .with_context(|| format!("read {}", args.certificate.display()))?;
+    match check_certificate(&text, &keys) {
+        Ok(certificate) => {
+            println!(
+                "certificate valid: tenant {} offboarded in {} (requested {}, completed {}), {} key versions destroyed, audit head seq {}, signed by {}",
+                certificate.tenant,
+                certificate.region,
+                certificate.requested_at,
+                certificate.completed_at,
+                certificate.key_versions_destroyed.len(),
+                certificate.audit_head.seq,
+                certificate.key_id
+            );
+            Ok(())
+        }
+        Err(fault) => bail!("certificate rejected: {fault}"),
+    }
+}
+
+/// The certificate if its fields are well formed and its signature is the region's;
+/// otherwise what is wrong.
+fn check_certificate(
+    text: &str,
+    keys: &KeySet,
+) -> Result<wire::api::OffboardingCertificate, String> {
+    let certificate: wire::api::OffboardingCertificate =
+        serde_json::from_str(text).map_err(|err| format!("not a certificate: {err}"))?;
+    model::TenantId::parse(&certificate.tenant)
+        .map_err(|_| "tenant: not a tenant id".to_owned())?;
+    model::RegionId::parse(&certificate.region)
+        .map_err(|_| "region: not a region id".to_owned())?;
+    for (field, time) in [
+        ("requested_at", &certificate.requested_at),
+        ("completed_at", &certificate.completed_at),
+    ] {
+        audit::time::parse(time).map_err(|_| format!("{field}: not an RFC 3339 time"))?;
+    }
+    if certificate.audit_head.seq == 0
+        || certificate.audit_head.hash.parse::<audit::Hash>().is_err()
+    {
+        return Err("audit_head: not a chain head (seq and 64 hex digits)".to_owned());
+    }
+    let signature = audit::Signature::from_base64(&certificate.signature)
+        .map_err(|_| "signature: not a base64 Ed25519 signature".to_owned())?;
+    if !keys.verify_signature(
+        &certificate.key_id,
+        &certificate.region,
+        &certificate.signed_payload(),
+        &signature,
+    ) {
+        return Err(format!(
+            "signature: does not verify with key {} of region {} (the certificate was altered after signing, or that key is not trusted)",
+            certificate.key_id, certificate.region
+        ));
+    }
+    Ok(certificate)
+}
+
+async fn load_keys(args: &KeySource) -> anyhow::Result<KeySet> {
     if let Some(key) = &args.public_key {
         return KeySet::from_public_key(key).context("--public-key");
     }

@@ -79,6 +79,10 @@ pub trait Directory: Send + Sync + fmt::Debug {
     /// stored one is ignored, so that a late writer never undoes a relocation.
     async fn upsert(&self, entry: &DirectoryEntry) -> Result<(), DirectoryError>;
 
+    /// Removes the tenant's entry (the end of an offboarding); removing an absent entry
+    /// succeeds.
+    async fn remove(&self, tenant: &TenantId) -> Result<(), DirectoryError>;
+
     /// Whether the backend answers now, without reading any entry: for readiness reports.
     async fn check(&self) -> Result<(), DirectoryError>;
 
@@ -165,6 +169,12 @@ impl Directory for MemoryDirectory {
                 map.insert(entry.tenant, entry.clone());
             }
         }
+        Ok(())
+    }
+
+    async fn remove(&self, tenant: &TenantId) -> Result<(), DirectoryError> {
+        self.check_up()?;
+        self.map().remove(tenant);
         Ok(())
     }
 

@@ -759,8 +759,10 @@ pub(crate) fn event_row(event: &Event) -> AuditRow {
 }
 
 /// Stored rows are read back as they are: a tampered row keeps its stored hash, so that
-/// verification downstream detects the tampering instead of this code hiding it.
-fn from_row(row: &AuditRow) -> Result<Event, AuditError> {
+/// verification downstream detects the tampering instead of this code hiding it. Public
+/// for tests that verify a chain as stored (an offboarded tenant's, which no endpoint
+/// exports any more).
+pub fn from_row(row: &AuditRow) -> Result<Event, AuditError> {
     let corrupt = |what: &str| AuditError::Corrupt(format!("seq {}: {what}", row.seq));
     Ok(Event {
         seq: row.seq,

@@ -4,8 +4,10 @@
 //! region's current audit signing key (a rotation). On every (re)connection of the
 //! listener both happen for everything, since changes may have gone unheard.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use model::TenantId;
 
 use store::{Listener, ListenerSettings, Notice, RegionDatabase};
 use tokio::sync::{Notify, watch};
@@ -18,13 +20,26 @@ use crate::{AuditLog, Keyring};
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// What drops a node's cached copy of a tenant (`Some`) or of every tenant (`None`): a
+/// tenant whose keys changed may have been offboarded, and must stop being served at once.
+pub type TenantCacheHook = Arc<dyn Fn(Option<&TenantId>) + Send + Sync>;
+
 /// The running listener and audit-key loader of one node. [`KeyChanges::stop`] ends them;
 /// dropping it does too.
-#[derive(Debug)]
 pub struct KeyChanges {
     listener: Listener,
+    tenants: Arc<OnceLock<TenantCacheHook>>,
     loader: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for KeyChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyChanges")
+            .field("listener", &self.listener)
+            .field("forgets_tenants", &self.tenants.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeyChanges {
@@ -40,22 +55,41 @@ impl KeyChanges {
         let (stop, stopped) = watch::channel(false);
         let loader = audit
             .map(|(log, keys)| tokio::spawn(load_audit_keys(log, keys, wake.clone(), stopped)));
+        let tenants: Arc<OnceLock<TenantCacheHook>> = Arc::new(OnceLock::new());
+        let forget = tenants.clone();
         let listener = database.listen(
             settings,
             Arc::new(move |notice| match notice {
-                Notice::TenantKeys(tenant) => keyring.forget_tenant(&tenant),
+                Notice::TenantKeys(tenant) => {
+                    keyring.forget_tenant(&tenant);
+                    if let Some(hook) = forget.get() {
+                        hook(Some(&tenant));
+                    }
+                }
                 Notice::AuditKeys => wake.notify_one(),
                 Notice::Resync => {
                     keyring.forget_everything();
+                    if let Some(hook) = forget.get() {
+                        hook(None);
+                    }
                     wake.notify_one();
                 }
             }),
         );
         Self {
             listener,
+            tenants,
             loader,
             stop,
         }
+    }
+
+    /// From now on a tenant's key change also drops the node's cached copy of the tenant
+    /// (set once, when the tenant service exists; a second call is ignored). An offboarding
+    /// shreds the tenant's keys in the transaction that marks it offboarded, so every node
+    /// of the region stops serving it when it hears the notification.
+    pub fn forget_tenants_with(&self, hook: TenantCacheHook) {
+        let _ = self.tenants.set(hook);
     }
 
     /// How many times the listener has started listening (see [`Listener::sessions`]).

@@ -24,6 +24,7 @@ pub mod key_changes;
 pub mod key_policy;
 pub mod key_rotation;
 pub mod keys;
+mod offboarding;
 pub mod rate_limit;
 pub mod records;
 pub mod stoppable;
@@ -36,10 +37,11 @@ pub use audit_checkpoints::CheckpointTask;
 pub use audit_keys::{AuditKeys, KeyText, KeyTextError};
 pub use audit_signing::{AuditKeyError, PublishedKey, RegionAuditKeys, SigningKeys};
 pub use error::{BoxError, ServiceError};
-pub use key_changes::KeyChanges;
+pub use key_changes::{KeyChanges, TenantCacheHook};
 pub use keys::{
     IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapOutcome, RewrapReport,
 };
+pub use offboarding::Offboarding;
 pub use tenancy::{
     Attempt, Caller, Collection, OperatorGrant, RegionService, RequestContext, ServiceParts,
     ServiceSettings, Tenant, TenantPage, TenantRegistry, Written,

@@ -56,6 +56,10 @@ impl Default for ServiceSettings {
 pub trait TenantRegistry: Send + Sync + std::fmt::Debug {
     /// Records `tenant` as living in `policy.home()`; version 1 at creation.
     async fn register(&self, tenant: &TenantId, policy: &ResidencyPolicy) -> Result<(), String>;
+
+    /// Removes `tenant`'s entry (the end of an offboarding's purge): every region then
+    /// answers 404 for it without asking its home. Removing an absent entry succeeds.
+    async fn unregister(&self, tenant: &TenantId) -> Result<(), String>;
 }
 
 /// What the tenant service is built from: all of one region.

@@ -121,4 +121,16 @@ impl DirectoryDatabase {
         let client = self.pool.get().await?;
         upsert(&**client, entry).await
     }
+
+    /// Removes the tenant's entry (the end of an offboarding); absent is fine.
+    pub async fn remove(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "delete from tenant_directory where tenant_id = $1",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        Ok(())
+    }
 }

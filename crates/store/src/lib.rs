@@ -22,6 +22,7 @@ pub mod jobs;
 mod migrate;
 pub mod notifications;
 mod pools;
+pub mod purge;
 pub mod records;
 pub mod reencryption;
 mod routing;

@@ -133,3 +133,16 @@ pub async fn set_status(
         .await?;
     Ok(updated == 1)
 }
+
+/// Marks the tenant offboarded if it is active; returns whether it was (false when it is
+/// absent or already offboarded, so that two offboardings at once mark it once).
+pub async fn mark_offboarded(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<bool, StoreError> {
+    let updated = tx
+        .client()
+        .execute(
+            "update tenants set status = 'offboarded' where tenant_id = $1 and status = 'active'",
+            &[&tenant.as_str()],
+        )
+        .await?;
+    Ok(updated == 1)
+}

@@ -61,6 +61,69 @@ pub struct OffboardStatus {
     pub status: String,
 }
 
+/// What a signed offboarding certificate covers: this, then the certificate's JSON with an
+/// empty `signature` (fields in their documented order).
+pub const OFFBOARDING_CERTIFICATE_CONTEXT: &[u8] = b"residency-offboarding-certificate-v1\n";
+
+/// `200` answer to `GET /v1/tenants/{tenant}/offboarding` once the purge is done: the
+/// region's signed statement that the tenant's keys were destroyed and its data purged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OffboardingCertificate {
+    pub tenant: String,
+    /// The home region that offboarded the tenant and signs this.
+    pub region: String,
+    /// RFC 3339: when `DELETE /v1/tenants/{tenant}` was accepted.
+    pub requested_at: String,
+    /// RFC 3339: when the purge finished.
+    pub completed_at: String,
+    /// The purge job (`GET /v1/jobs/{job}`).
+    pub job: String,
+    /// Every data and index key version, destroyed (wrapped keys erased) at the request.
+    pub key_versions_destroyed: Vec<DestroyedKeyVersion>,
+    pub purged: PurgedCounts,
+    /// The last event of the tenant's audit chain (its `tenant.delete`), which stays.
+    pub audit_head: AuditHeadView,
+    /// The signing key, as listed by `GET /v1/audit/keys`.
+    pub key_id: String,
+    /// Ed25519, standard base64.
+    pub signature: String,
+}
+
+impl OffboardingCertificate {
+    /// The bytes the signature covers.
+    pub fn signed_payload(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature = String::new();
+        let mut payload = OFFBOARDING_CERTIFICATE_CONTEXT.to_vec();
+        serde_json::to_writer(&mut payload, &unsigned)
+            .expect("a certificate is plain strings and numbers");
+        payload
+    }
+}
+
+/// One destroyed key version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DestroyedKeyVersion {
+    /// `data` or `index`.
+    pub purpose: String,
+    pub version: u32,
+}
+
+/// What the purge removed (what the tenant held when it was offboarded).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgedCounts {
+    pub records: u64,
+    pub index_tokens: u64,
+    pub files: u64,
+    /// Stored objects, every version of each counted.
+    pub objects: u64,
+    pub api_keys: u64,
+    pub collections: u64,
+}
+
 // ---------------------------------------------------------------------------------------
 // Tenant administration (admin key)
 
@@ -694,6 +757,9 @@ mod tests {
             TenantCreated,
             TenantView,
             OffboardStatus,
+            OffboardingCertificate,
+            DestroyedKeyVersion,
+            PurgedCounts,
             CreateApiKey,
             ApiKeyCreated,
             SchemaDoc,

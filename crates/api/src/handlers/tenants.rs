@@ -1,7 +1,8 @@
 //! Tenants (operator token): `POST /v1/tenants` creates one in this region, its home;
 //! `GET /v1/tenants` lists this region's tenants (another region's list is that region's
 //! to give: the router forwards `?home_region=` there); `GET /v1/tenants/{tenant}` shows
-//! one, never its keys.
+//! one, never its keys; `DELETE /v1/tenants/{tenant}` offboards it and
+//! `GET /v1/tenants/{tenant}/offboarding` gives its offboarding certificate.
 
 use axum::Json;
 use axum::extract::{Path, RawQuery};
@@ -9,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use model::{NewTenant, NewTenantFields, RegionId};
 use service::records::Paging;
-use service::{ServiceError, Tenant};
+use service::{Offboarding, ServiceError, Tenant};
 use wire::api as body;
 
 use super::{ApiResult, TenantPath, page_limit, query_params, tenant_id, time_text};
@@ -84,6 +85,76 @@ pub(crate) async fn get_tenant(
     let operator = ctx.authorize_operator().await?;
     let tenant = ctx.service().get_tenant(&operator, &id).await?;
     Ok(Json(tenant_view(&tenant)).into_response())
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{tenant}",
+    tag = "tenants",
+    summary = "Offboard a tenant",
+    description = "At once: the tenant answers 404 on every path from every region, every \
+        data and index key version it has is destroyed (its wrapped keys erased, so every \
+        ciphertext of the tenant is unreadable; every node of the home region drops its \
+        cached keys within a second) and its audit chain ends with `tenant.delete`. A \
+        `purge` job then removes its records, index tokens, files (every object version), \
+        API keys, collections and directory entry, and signs the offboarding certificate \
+        (`GET /v1/tenants/{tenant}/offboarding`). Idempotent: a second call answers `202` \
+        with where the offboarding stands (`offboarding`, `offboarded`, `purge_failed`).",
+    security(("bearer" = [])),
+    params(TenantPath),
+    responses(
+        (status = 202, description = "Offboarded; the purge runs.", body = body::OffboardStatus),
+    ),
+)]
+pub(crate) async fn offboard_tenant(
+    ctx: Ctx,
+    Path(TenantPath { tenant }): Path<TenantPath>,
+) -> ApiResult {
+    let id = tenant_id(&tenant)?;
+    let operator = ctx.authorize_operator().await?;
+    let offboarding = ctx
+        .service()
+        .offboard_tenant(&operator, &id, &ctx.context)
+        .await?;
+    let status = body::OffboardStatus {
+        status: offboarding.status().to_owned(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(status)).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/offboarding",
+    tag = "tenants",
+    summary = "Get a tenant's offboarding certificate",
+    description = "`200` with the offboarding certificate, signed by the home region's \
+        audit key, once the purge is done (verify it offline with \
+        `residency audit verify-certificate`); `202` with the status while the purge runs; \
+        `404` for a tenant that was never offboarded here. Once the purge has removed the \
+        tenant's directory entry only its home region can answer: ask that region.",
+    security(("bearer" = [])),
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The signed certificate.", body = body::OffboardingCertificate),
+        (status = 202, description = "The purge is not done yet.", body = body::OffboardStatus),
+    ),
+)]
+pub(crate) async fn offboarding_certificate(
+    ctx: Ctx,
+    Path(TenantPath { tenant }): Path<TenantPath>,
+) -> ApiResult {
+    let id = tenant_id(&tenant)?;
+    let operator = ctx.authorize_operator().await?;
+    let offboarding = ctx.service().offboarding(&operator, &id).await?;
+    Ok(match offboarding {
+        Offboarding::Done(certificate) => Json(*certificate).into_response(),
+        purging @ Offboarding::Purging(_) => {
+            let status = body::OffboardStatus {
+                status: purging.status().to_owned(),
+            };
+            (StatusCode::ACCEPTED, Json(status)).into_response()
+        }
+    })
 }
 
 /// The tenant as the API shows it, without keys.

@@ -154,6 +154,11 @@ impl ObjectStore for FaultyObjectStore {
         self.inner.list(prefix).await
     }
 
+    async fn purge(&self, prefix: &str, limit: usize) -> Result<u64, ObjectStoreError> {
+        self.enter(Operation::Delete).await?;
+        self.inner.purge(prefix, limit).await
+    }
+
     async fn check(&self) -> Result<(), ObjectStoreError> {
         self.enter(Operation::Check).await?;
         self.inner.check().await

@@ -116,6 +116,20 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// S3 has it), sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, ObjectStoreError>;
 
+    /// Deletes up to `limit` stored objects under `prefix` (a plain string prefix), and on
+    /// a versioned store every version and delete marker of each, so nothing under the
+    /// prefix can be restored; returns how many it deleted (0: nothing is left). Called
+    /// until it returns 0 (an offboarding purge). A store without versions lists and
+    /// deletes.
+    async fn purge(&self, prefix: &str, limit: usize) -> Result<u64, ObjectStoreError> {
+        let mut deleted = 0;
+        for key in self.list(prefix).await?.into_iter().take(limit) {
+            self.delete(&key).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Whether the store answers (for `/readyz`).
     async fn check(&self) -> Result<(), ObjectStoreError>;
 }

@@ -366,6 +366,43 @@ impl ObjectStore for S3ObjectStore {
         Ok(())
     }
 
+    async fn purge(&self, prefix: &str, limit: usize) -> Result<u64, ObjectStoreError> {
+        // The first page of versions (and delete markers) under the prefix: what is
+        // deleted is gone from the listing, so each call starts again from the top.
+        let page = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(|err| s3_error(describe(&err)))?;
+        let versions = page
+            .versions()
+            .iter()
+            .map(|version| (version.key(), version.version_id()))
+            .chain(
+                page.delete_markers()
+                    .iter()
+                    .map(|marker| (marker.key(), marker.version_id())),
+            );
+        let mut deleted = 0;
+        for (key, version) in versions.take(limit) {
+            let Some(key) = key else { continue };
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_owned))
+                .send()
+                .await
+                .map_err(|err| s3_error(describe(&err)))?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, ObjectStoreError> {
         let mut keys = Vec::new();
         let mut pages = self

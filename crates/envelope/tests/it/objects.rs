@@ -393,3 +393,73 @@ async fn s3_check_reports_a_missing_bucket() {
     let shared: Arc<dyn ObjectStore> = Arc::new(store);
     assert!(format!("{shared:?}").contains("S3ObjectStore"));
 }
+
+/// Object versions under `prefix` (delete markers included).
+async fn versions_under(
+    settings: &envelope::aws::AwsSettings,
+    bucket: &str,
+    prefix: &str,
+) -> usize {
+    let listed = s3_client(settings, true)
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .expect("list versions");
+    listed.versions().len() + listed.delete_markers().len()
+}
+
+#[tokio::test]
+async fn s3_purge_removes_every_version_and_delete_marker_under_the_prefix_only() {
+    let bucket = create_bucket(HOME).await;
+    let settings = moto_settings(HOME);
+    s3_client(&settings, true)
+        .put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("enable versioning");
+    let store = S3ObjectStore::new(&settings, bucket.clone(), true);
+    let (gone, kept) = ("tenants/t-gone/", "tenants/t-kept/");
+    for n in 0..3u8 {
+        let object = key(&format!("{gone}files/f{n}"));
+        // Two versions of each, and a delete marker on the last.
+        store
+            .put(&object, body(pattern(10, n), 4))
+            .await
+            .expect("put");
+        store
+            .put(&object, body(pattern(12, n), 4))
+            .await
+            .expect("put again");
+    }
+    store
+        .delete(&key(&format!("{gone}files/f2")))
+        .await
+        .expect("delete");
+    store
+        .put(&key(&format!("{kept}files/f0")), body(pattern(5, 9), 4))
+        .await
+        .expect("put");
+    assert_eq!(versions_under(&settings, &bucket, gone).await, 7);
+
+    // Batches of 2 until nothing is left.
+    let mut deleted = 0;
+    loop {
+        let batch = store.purge(gone, 2).await.expect("purge");
+        assert!(batch <= 2, "a batch deletes at most its limit");
+        if batch == 0 {
+            break;
+        }
+        deleted += batch;
+    }
+    assert_eq!(deleted, 7);
+    assert_eq!(versions_under(&settings, &bucket, gone).await, 0);
+    assert_eq!(versions_under(&settings, &bucket, kept).await, 1);
+}

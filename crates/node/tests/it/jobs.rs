@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 
 use crate::support::node_config;
 
-const OPERATOR: &str = "rso.jobs-test-operator-token-0123456789abcdef";
+pub(crate) const OPERATOR: &str = "rso.jobs-test-operator-token-0123456789abcdef";
 
-async fn start(
+pub(crate) async fn start(
     id: &RegionId,
     database: &TestDatabase,
     kms: Arc<LocalKms>,
@@ -54,7 +54,7 @@ async fn start(
     .expect("start the node")
 }
 
-async fn call(
+pub(crate) async fn call(
     method: reqwest::Method,
     url: &str,
     token: &str,
@@ -78,6 +78,46 @@ async fn call(
     )
 }
 
+/// A tenant created through `api` with the example collection `people` and one record:
+/// its id, its admin key and the record's id.
+pub(crate) async fn tenant_with_record(
+    api: &str,
+    name: &str,
+    email: &str,
+) -> (String, String, String) {
+    use reqwest::Method;
+    let (status, tenant) = call(
+        Method::POST,
+        &format!("{api}/v1/tenants"),
+        OPERATOR,
+        Some(json!({"name": name, "home_region": "eu-west-1"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{tenant}");
+    let (tenant, admin) = (
+        tenant["id"].as_str().expect("id").to_owned(),
+        tenant["admin_key"].as_str().expect("key").to_owned(),
+    );
+    let (status, body) = call(
+        Method::PUT,
+        &format!("{api}/v1/tenants/{tenant}/collections/people"),
+        &admin,
+        Some(wire::examples::collection_schema()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, record) = call(
+        Method::POST,
+        &format!("{api}/v1/tenants/{tenant}/collections/people/records"),
+        &admin,
+        Some(json!({"data": {"email": email}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{record}");
+    let record = record["id"].as_str().expect("record id").to_owned();
+    (tenant, admin, record)
+}
+
 #[tokio::test]
 async fn a_node_runs_the_rewrap_the_operator_starts_and_data_stays_readable() {
     use reqwest::Method;
@@ -90,39 +130,14 @@ async fn a_node_runs_the_rewrap_the_operator_starts_and_data_stays_readable() {
 
     let mut records = Vec::new();
     for n in 0..3 {
-        let (status, tenant) = call(
-            Method::POST,
-            &format!("{api}/v1/tenants"),
-            OPERATOR,
-            Some(json!({"name": format!("Tenant {n}"), "home_region": "eu-west-1"})),
-        )
-        .await;
-        assert_eq!(status, 201, "{tenant}");
-        let (tenant, admin) = (
-            tenant["id"].as_str().expect("id").to_owned(),
-            tenant["admin_key"].as_str().expect("key").to_owned(),
+        records.push(
+            tenant_with_record(
+                &api,
+                &format!("Tenant {n}"),
+                &format!("person-{n}@example.com"),
+            )
+            .await,
         );
-        let (status, body) = call(
-            Method::PUT,
-            &format!("{api}/v1/tenants/{tenant}/collections/people"),
-            &admin,
-            Some(wire::examples::collection_schema()),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
-        let (status, record) = call(
-            Method::POST,
-            &format!("{api}/v1/tenants/{tenant}/collections/people/records"),
-            &admin,
-            Some(json!({"data": {"email": format!("person-{n}@example.com")}})),
-        )
-        .await;
-        assert_eq!(status, 201, "{record}");
-        records.push((
-            tenant,
-            admin,
-            record["id"].as_str().expect("record id").to_owned(),
-        ));
     }
 
     let new_master = kms.rotate_master_key().expect("rotate the master key");

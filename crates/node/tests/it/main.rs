@@ -5,6 +5,7 @@ mod abuse;
 mod audit_keys;
 mod directory;
 mod jobs;
+mod offboarding;
 mod operations;
 mod support;
 mod three_regions;

@@ -35,6 +35,8 @@ struct Region {
 
 struct ThreeRegions {
     regions: Vec<Region>,
+    /// The deployment's tenant directory, which every region reads.
+    directory: Arc<dyn router::Directory>,
     http: reqwest::Client,
     _state: tempfile::TempDir,
 }
@@ -100,7 +102,7 @@ impl ThreeRegions {
             },
             routing: Some(Routing {
                 regions: endpoints,
-                directory,
+                directory: directory.clone(),
                 forwarding_secret: catalog::Secret::new(SECRET.into()),
                 previous_forwarding_secret: None,
                 behind_load_balancer: false,
@@ -158,6 +160,7 @@ impl ThreeRegions {
         }
         Self {
             regions,
+            directory,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -783,4 +786,94 @@ fn a_node_forwards_in_http1_then_http2_by_default() {
             http1_connections: hop::DEFAULT_HTTP1_CONNECTIONS
         }
     );
+}
+
+#[tokio::test]
+async fn an_offboarded_tenant_answers_404_through_every_region_at_once_then_leaves_the_directory() {
+    let platform = ThreeRegions::start().await;
+    let tenant = create_tenant(&platform, "eu-central-1", "us-east-1").await;
+    let base = format!("/v1/tenants/{}", tenant.id);
+    let created = platform
+        .call(
+            "ap-southeast-1",
+            Method::POST,
+            &format!("{base}/collections/people/records"),
+            &tenant.admin,
+            Some(json!({"data": {"email": "gone@example.com"}})),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let record: Value = created.json().await.expect("record");
+    let record_path = format!(
+        "{base}/collections/people/records/{}",
+        record["id"].as_str().expect("id")
+    );
+
+    // Through a region that is not the home.
+    let deleted = platform
+        .call("ap-southeast-1", Method::DELETE, &base, OPERATOR, None)
+        .await;
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&deleted, "x-residency-region"), "us-east-1");
+    let status: Value = deleted.json().await.expect("status");
+    assert_eq!(status, json!({"status": "offboarding"}));
+
+    let paths = [
+        (Method::GET, base.clone(), OPERATOR),
+        (Method::GET, record_path.clone(), tenant.admin.as_str()),
+        (
+            Method::GET,
+            format!("{base}/collections/people/records"),
+            &tenant.admin,
+        ),
+        (
+            Method::GET,
+            format!("{base}/collections/people"),
+            &tenant.admin,
+        ),
+        (Method::GET, format!("{base}/audit/events"), &tenant.admin),
+        (Method::GET, format!("{base}/residency"), &tenant.admin),
+    ];
+    for entry in REGIONS {
+        for (method, path, token) in &paths {
+            let answer = platform
+                .call(entry, method.clone(), path, token, None)
+                .await;
+            assert_eq!(
+                answer.status(),
+                StatusCode::NOT_FOUND,
+                "{method} {path} through {entry}"
+            );
+        }
+    }
+
+    // Once purged, the certificate is at the home and the directory has no entry (the
+    // other regions' routers drop their cached one within the directory TTL; meanwhile
+    // they forward to the home's 404).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = platform
+            .call(
+                "us-east-1",
+                Method::GET,
+                &format!("{base}/offboarding"),
+                OPERATOR,
+                None,
+            )
+            .await;
+        if answer.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        assert!(Instant::now() < deadline, "the purge did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for entry in REGIONS {
+        let answer = platform
+            .call(entry, Method::GET, &record_path, &tenant.admin, None)
+            .await;
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "through {entry}");
+    }
+    let id = model::TenantId::parse(&tenant.id).expect("tenant id");
+    assert_eq!(platform.directory.lookup(&id).await.expect("lookup"), None);
 }

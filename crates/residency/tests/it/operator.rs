@@ -271,7 +271,83 @@ async fn an_operator_manages_tenants_of_residency_dev_through_its_state_director
         unreachable.contains(&format!("cannot reach the node at {endpoint}")),
         "{unreachable}"
     );
+
+    // Offboarding: the tenant is gone at once; once purged, its certificate verifies
+    // offline with the region's published keys, and an edited one does not.
+    let offboarded = cli(
+        cwd.path(),
+        &[&["tenants", "offboard", &acme.id, "--yes"], &eu[..]].concat(),
+    )
+    .await;
+    assert_eq!(
+        offboarded.ok(),
+        format!("tenant {}: offboarding\n", acme.id)
+    );
+    let gone = cli(
+        cwd.path(),
+        &[&["tenants", "get", &acme.id], &on("us-east-1")[..]].concat(),
+    )
+    .await;
+    assert!(gone.failed().contains("answered 404"), "{}", gone.stderr);
+    let eu_api = api_endpoint(&endpoints, "eu-central-1");
+    let token = crate::dev::operator_token(&endpoints);
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let certificate = loop {
+        let answer = http
+            .get(format!("{eu_api}/v1/tenants/{}/offboarding", acme.id))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("ask for the certificate");
+        let status = answer.status().as_u16();
+        let text = answer.text().await.expect("body");
+        if status == 200 {
+            break text;
+        }
+        assert_eq!(status, 202, "{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purge did not finish"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let file = cwd.path().join("certificate.json");
+    std::fs::write(&file, &certificate).expect("save the certificate");
+    let keys_url = format!("{eu_api}/v1/audit/keys");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let verified = verify_certificate(cwd.path(), file_arg, &keys_url).await;
+    let verified = verified.ok();
+    assert!(
+        verified.starts_with(&format!("certificate valid: tenant {}", acme.id)),
+        "{verified}"
+    );
+    let mut edited: Value = serde_json::from_str(&certificate).expect("json");
+    edited["purged"]["records"] = json!(1_000);
+    std::fs::write(&file, edited.to_string()).expect("save the edited certificate");
+    let rejected = verify_certificate(cwd.path(), file_arg, &keys_url).await;
+    let rejected = rejected.failed();
+    assert!(
+        rejected.contains("certificate rejected: signature: does not verify"),
+        "{rejected}"
+    );
     drop(dev);
+}
+
+/// `residency audit verify-certificate` of `certificate` with the keys at `keys_url`.
+async fn verify_certificate(cwd: &Path, certificate: &str, keys_url: &str) -> Run {
+    cli(
+        cwd,
+        &[
+            "audit",
+            "verify-certificate",
+            "--certificate",
+            certificate,
+            "--keys-url",
+            keys_url,
+        ],
+    )
+    .await
 }
 
 #[tokio::test]

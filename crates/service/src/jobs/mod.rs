@@ -1,6 +1,7 @@
 //! Durable jobs: the region's long-running work, run in batches by any node of the region
 //! (`runner.rs`), one handler per kind (`rewrap.rs`: the KMS rewrap; `reencrypt.rs`: a
-//! tenant's re-encryption after a key rotation), and the operator's
+//! tenant's re-encryption after a key rotation; `purge.rs`: an offboarded tenant's purge),
+//! and the operator's
 //! use cases over them (`operator.rs`: start a rewrap, list and show jobs).
 //!
 //! A job lives in the region's primary (`store::jobs`). A node leases it, runs one batch
@@ -10,6 +11,7 @@
 //! was cut short), never a checkpointed one: every batch must be idempotent.
 
 mod operator;
+mod purge;
 mod reencrypt;
 mod rewrap;
 mod runner;
@@ -18,6 +20,7 @@ use model::TenantId;
 use store::jobs::{JobId, JobProgress};
 
 pub use operator::{JobPage, JobQuery};
+pub use purge::{PURGE, PurgeJob};
 pub use reencrypt::{REENCRYPT, ReencryptJob};
 pub use rewrap::{REWRAP, RewrapJob};
 pub use runner::{JobRunner, JobSettings, RunnerTask};
@@ -74,6 +77,11 @@ impl BatchError {
             cause: Some(cause.into()),
         }
     }
+}
+
+/// A batch that could not reach the database.
+pub(crate) fn database_unavailable(err: store::StoreError) -> BatchError {
+    BatchError::new("database unavailable", err)
 }
 
 /// One kind of job: runs a batch at a time.

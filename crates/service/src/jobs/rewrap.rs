@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use store::RegionDatabase;
 use store::tenant_keys::{self, KeyPosition};
 
+use super::database_unavailable as database;
 use super::{BatchDone, BatchError, BatchInput, JobHandler, NextBatch};
 use crate::keys::RewrapOutcome;
 use crate::{AuditKeyError, KeyError, Keyring, RegionAuditKeys};
@@ -170,10 +171,6 @@ impl JobHandler for RewrapJob {
             next: NextBatch::Continue(at.to_json()),
         })
     }
-}
-
-fn database(err: store::StoreError) -> BatchError {
-    BatchError::new("database unavailable", err)
 }
 
 #[cfg(test)]

@@ -943,3 +943,56 @@ async fn concurrent_updates_leave_exactly_the_last_writers_tokens() {
         [format!("public:only_{last}"), "public:writer".to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_purge_deletes_only_an_offboarded_tenant_and_only_once() {
+    let (_database, db) = region_database("eu-central-1").await;
+    let (a, b) = (tenant(TENANT_A), tenant(TENANT_B));
+    for id in [a, b] {
+        in_tx(&db, id, async |tx| {
+            store::tenants::insert(tx, &tenant_row(id))
+                .await
+                .expect("insert");
+        })
+        .await;
+    }
+    // An active tenant is never purged.
+    let mut primary = db.primary().get().await.expect("primary");
+    let err = store::purge::delete_tenant(&mut primary, &a)
+        .await
+        .expect_err("active");
+    assert!(matches!(err, StoreError::Check { .. }), "{err:?}");
+
+    // Marked once, however often asked; then deleted once; the other tenant stays.
+    in_tx(&db, a, async |tx| {
+        assert!(store::tenants::mark_offboarded(tx, &a).await.expect("mark"));
+        assert!(
+            !store::tenants::mark_offboarded(tx, &a)
+                .await
+                .expect("again")
+        );
+    })
+    .await;
+    assert!(
+        store::purge::delete_tenant(&mut primary, &a)
+            .await
+            .expect("purge")
+    );
+    assert!(
+        !store::purge::delete_tenant(&mut primary, &a)
+            .await
+            .expect("again")
+    );
+    assert_eq!(
+        store::tenants::get(primary.client(), &a)
+            .await
+            .expect("get"),
+        None
+    );
+    assert!(
+        store::tenants::get(primary.client(), &b)
+            .await
+            .expect("get")
+            .is_some()
+    );
+}
