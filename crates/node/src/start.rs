@@ -12,7 +12,7 @@ use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use hop::InternalProtocol;
 use model::RegionId;
-use service::jobs::{JobRunner, JobSettings, RewrapJob, RunnerTask};
+use service::jobs::{JobRunner, JobSettings, RewrapJob, RunnerTask, SubjectIndexJob};
 use service::{
     AuditKeys, AuditLog, AuditSettings, CheckpointTask, KeyChanges, Keyring, KeyringSettings,
     RegionAuditKeys, SigningKeys,
@@ -301,10 +301,13 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
     // Every node of the region runs jobs; a lease in the primary keeps each job on one.
     let jobs = JobRunner::new(
         database.clone(),
-        vec![Arc::new(
-            RewrapJob::new(keyring.clone(), database.clone())
-                .with_audit_keys(region_audit_keys.clone()),
-        )],
+        vec![
+            Arc::new(
+                RewrapJob::new(keyring.clone(), database.clone())
+                    .with_audit_keys(region_audit_keys.clone()),
+            ),
+            Arc::new(SubjectIndexJob::new(keyring.clone(), database.clone())),
+        ],
         platform.api.jobs.clone(),
         metrics.clone(),
     );

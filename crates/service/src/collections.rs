@@ -26,18 +26,19 @@ impl RegionService {
         // action on the collection.
         let resource = format!("collections/{}", name.as_str());
         let event = self.caller_event(caller, Action::CollectionPut, &resource, Outcome::Success);
-        let ((row, created), _) = self
+        let ((row, created, reindex), _) = self
             .write(
                 &caller.tenant,
                 EventTiming::AfterChange,
                 [event],
                 async |tx| {
-                    self.check_records_follow(tx, &caller.tenant, &name, &schema)
+                    let reindex = self
+                        .check_records_follow(tx, &caller.tenant, &name, &schema)
                         .await?;
-                    Ok(
+                    let (row, created) =
                         store::collections::upsert(tx, &caller.tenant, name.as_str(), &schema_json)
-                            .await?,
-                    )
+                            .await?;
+                    Ok((row, created, reindex))
                 },
             )
             .await?;
@@ -45,6 +46,11 @@ impl RegionService {
             .collections
             .invalidate(&(caller.tenant, name.as_str().to_owned()))
             .await;
+        if reindex {
+            // After the commit: the job reads the new schema. Records written from now on
+            // carry their token already; the job sets the older ones'.
+            self.queue_subject_backfill(&caller.tenant).await?;
+        }
         Ok((
             Collection {
                 name,
@@ -60,15 +66,17 @@ impl RegionService {
     /// hold unencrypted from an earlier schema. Either would leave personal data in
     /// plaintext at rest, or records that search cannot find. A record written in a
     /// transaction that overlaps this one is not seen (see docs/ARCHITECTURE.md).
+    /// Returns whether the collection's records need their subject tokens set again (the
+    /// subject field changed and there are records).
     async fn check_records_follow(
         &self,
         tx: &store::PrimaryTx<'_>,
         tenant: &TenantId,
         name: &CollectionName,
         next: &CollectionSchema,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<bool, ServiceError> {
         let Some(stored) = store::collections::get_locked(tx, tenant, name.as_str()).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let stored = parse_stored_schema(stored.schema)?;
         let conflict = |err: model::FieldError| ServiceError::SchemaConflict {
@@ -96,7 +104,8 @@ impl RegionService {
                 }));
             }
         }
-        Ok(())
+        Ok(stored.subject_field() != next.subject_field()
+            && store::records::any_in_collection(tx, tenant, name.as_str()).await?)
     }
 
     /// A collection of the caller's tenant, from the cache or the database.
@@ -141,7 +150,9 @@ impl RegionService {
 }
 
 /// A schema as the database keeps it; one that no longer parses is an internal error.
-fn parse_stored_schema(json: serde_json::Value) -> Result<CollectionSchema, ServiceError> {
+pub(crate) fn parse_stored_schema(
+    json: serde_json::Value,
+) -> Result<CollectionSchema, ServiceError> {
     serde_json::from_value::<wire::api::SchemaDoc>(json)
         .map_err(|err| err.to_string())
         .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))

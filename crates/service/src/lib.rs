@@ -25,6 +25,7 @@ pub mod keys;
 pub mod rate_limit;
 pub mod records;
 pub mod stoppable;
+pub mod subjects;
 pub mod tenancy;
 pub mod unit_of_work;
 

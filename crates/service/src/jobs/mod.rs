@@ -1,5 +1,6 @@
 //! Durable jobs: the region's long-running work, run in batches by any node of the region
-//! (`runner.rs`), one handler per kind (`rewrap.rs`: the KMS rewrap), and the operator's
+//! (`runner.rs`), one handler per kind (`rewrap.rs`: the KMS rewrap;
+//! `subject_index.rs`: the subject-index backfill), and the operator's
 //! use cases over them (`operator.rs`: start a rewrap, list and show jobs).
 //!
 //! A job lives in the region's primary (`store::jobs`). A node leases it, runs one batch
@@ -11,6 +12,7 @@
 mod operator;
 mod rewrap;
 mod runner;
+mod subject_index;
 
 use model::TenantId;
 use store::jobs::{JobId, JobProgress};
@@ -18,6 +20,7 @@ use store::jobs::{JobId, JobProgress};
 pub use operator::{JobPage, JobQuery};
 pub use rewrap::{REWRAP, RewrapJob};
 pub use runner::{JobRunner, JobSettings, RunnerTask};
+pub use subject_index::{SUBJECT_INDEX, SubjectIndexJob};
 
 /// What a batch is given: the job, where the last checkpoint left it, and how many items
 /// it may take.
