@@ -173,3 +173,47 @@ pub async fn set_tokens(
     let count: i64 = row.try_get(0)?;
     u64::try_from(count).map_err(|_| StoreError::Corrupt("negative count".into()))
 }
+
+/// An audit event about a record (or one of its files), as a subject export lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRef {
+    /// The record's resource (`collections/{c}/records/{id}`).
+    pub record_resource: String,
+    pub seq: u64,
+    pub time: std::time::SystemTime,
+    pub action: String,
+}
+
+/// The tenant's audit events whose resource is one of `record_resources` or a file of one
+/// (`…/files/…`), in seq order.
+// TODO-perf: no index serves the file events' prefix match: this scans the tenant's
+// chain once per export page.
+pub async fn events_about<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    record_resources: &[String],
+) -> Result<Vec<EventRef>, StoreError> {
+    let sql = "select split_part(resource, '/files/', 1), seq, time, action from audit_events
+               where tenant_id = $1 and split_part(resource, '/files/', 1) = any($2)
+               order by seq";
+    client
+        .query_typed(
+            sql,
+            &[
+                (&tenant.as_str(), Type::TEXT),
+                (&record_resources, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let seq: i64 = row.try_get(1)?;
+            Ok(EventRef {
+                record_resource: row.try_get(0)?,
+                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+                time: row.try_get(2)?,
+                action: row.try_get(3)?,
+            })
+        })
+        .collect()
+}

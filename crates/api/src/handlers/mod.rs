@@ -16,6 +16,7 @@ pub(crate) mod files;
 pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod records;
+pub(crate) mod subjects;
 pub(crate) mod tenants;
 
 use std::time::SystemTime;

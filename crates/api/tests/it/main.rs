@@ -8,6 +8,7 @@ mod jobs;
 mod openapi;
 mod problems;
 mod readiness;
+mod subjects;
 mod tenant_api;
 mod tenant_listing;
 

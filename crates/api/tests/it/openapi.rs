@@ -96,7 +96,6 @@ const NOT_YET_ROUTED: &[(&str, &str)] = &[
     ("GET", "/v1/tenants/{tenant}/relocations/{id}"),
     ("POST", "/v1/tenants/{tenant}/keys/rotate"),
     ("GET", "/v1/tenants/{tenant}/keys"),
-    ("GET", "/v1/tenants/{tenant}/subjects/{subject}/export"),
     ("POST", "/v1/tenants/{tenant}/subjects/{subject}/erase"),
 ];
 
