@@ -21,11 +21,18 @@ enum AuditCommand {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("keys").required(true).args(["public_key", "keys_url", "keys_file"])))]
 struct VerifyArgs {
     /// The bundle, as returned by `GET /v1/tenants/{tenant}/audit/export`.
     #[arg(long)]
     bundle: PathBuf,
+    #[command(flatten)]
+    keys: KeySource,
+}
+
+/// Where the region's public audit keys come from, for an offline verification.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("keys").required(true).args(["public_key", "keys_url", "keys_file"])))]
+pub(crate) struct KeySource {
     /// The region's Ed25519 public key, base64 (as in `GET /v1/audit/keys`).
     #[arg(long)]
     public_key: Option<String>,
@@ -40,7 +47,7 @@ struct VerifyArgs {
 
 pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
     let AuditCommand::Verify(args) = args.command;
-    let keys = load_keys(&args).await?;
+    let keys = load_keys(&args.keys).await?;
     let file = std::fs::File::open(&args.bundle)
         .with_context(|| format!("open {}", args.bundle.display()))?;
     // Verification is CPU-bound and streams the file: keep it off the async workers.
@@ -57,7 +64,7 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn load_keys(args: &VerifyArgs) -> anyhow::Result<KeySet> {
+pub(crate) async fn load_keys(args: &KeySource) -> anyhow::Result<KeySet> {
     if let Some(key) = &args.public_key {
         return KeySet::from_public_key(key).context("--public-key");
     }
