@@ -137,7 +137,10 @@ mod tests {
         let key = SubjectIndexKey::derive(&index_key([1; 16]));
         assert_eq!(key.token(" \t").expect_err("blank"), SubjectError::Empty);
         let long = "a".repeat(MAX_SUBJECT_LEN + 1);
-        assert_eq!(key.token(&long).expect_err("too long"), SubjectError::TooLong);
+        assert_eq!(
+            key.token(&long).expect_err("too long"),
+            SubjectError::TooLong
+        );
         assert!(key.token(&"a".repeat(MAX_SUBJECT_LEN)).is_ok());
         assert!(!format!("{:?}", key.token(&long)).contains("aaa"));
     }

@@ -63,17 +63,23 @@ pub async fn find_page<C: GenericClient>(
                  and ($3::text is null or (i.collection, i.record_id) > ($3, $4))
                order by i.collection, i.record_id limit $5";
     let (after_collection, after_id) = split(after);
+    let params: [(&(dyn ToSql + Sync), Type); 5] = [
+        (&tenant.as_str(), Type::TEXT),
+        (&token.as_slice(), Type::BYTEA),
+        (&after_collection, Type::TEXT),
+        (&after_id, Type::TEXT),
+        (&limit, Type::INT8),
+    ];
+    collection_records(client, sql, &params).await
+}
+
+async fn collection_records<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<Vec<CollectionRecord>, StoreError> {
     client
-        .query_typed(
-            sql,
-            &[
-                (&tenant.as_str(), Type::TEXT),
-                (&token.as_slice(), Type::BYTEA),
-                (&after_collection, Type::TEXT),
-                (&after_id, Type::TEXT),
-                (&limit, Type::INT8),
-            ],
-        )
+        .query_typed(sql, params)
         .await?
         .iter()
         .map(decode_with_collection)
@@ -100,20 +106,13 @@ pub async fn tenant_records_page<C: GenericClient>(
                where tenant_id = $1 and ($2::text is null or (collection, record_id) > ($2, $3))
                order by collection, record_id limit $4";
     let (after_collection, after_id) = split(after);
-    client
-        .query_typed(
-            sql,
-            &[
-                (&tenant.as_str(), Type::TEXT),
-                (&after_collection, Type::TEXT),
-                (&after_id, Type::TEXT),
-                (&limit, Type::INT8),
-            ],
-        )
-        .await?
-        .iter()
-        .map(decode_with_collection)
-        .collect()
+    let params: [(&(dyn ToSql + Sync), Type); 4] = [
+        (&tenant.as_str(), Type::TEXT),
+        (&after_collection, Type::TEXT),
+        (&after_id, Type::TEXT),
+        (&limit, Type::INT8),
+    ];
+    collection_records(client, sql, &params).await
 }
 
 /// The subject token a record at `version` should carry (`None`: none, its collection has

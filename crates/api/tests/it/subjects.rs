@@ -313,6 +313,26 @@ async fn a_record_whose_subject_changes_moves_and_a_deleted_one_leaves_the_expor
     assert_eq!(grace.body["records"][0]["data"]["note"], "moved");
 }
 
+/// A job runner of this node's region running the subject-index backfill, `batch_size`
+/// records a batch.
+fn backfill_runner(api: &Served, batch_size: usize) -> service::jobs::RunnerTask {
+    let state = &api.node.state;
+    JobRunner::new(
+        state.database().clone(),
+        vec![Arc::new(SubjectIndexJob::new(
+            state.keyring().clone(),
+            state.database().clone(),
+        ))],
+        JobSettings {
+            poll_interval: Duration::from_millis(50),
+            batch_size,
+            ..JobSettings::default()
+        },
+        Arc::new(telemetry::NodeMetrics::new("eu-central-1")),
+    )
+    .spawn()
+}
+
 #[tokio::test]
 async fn the_backfill_job_indexes_records_written_before_the_subject_field() {
     let (_db, database) = region_database("eu-central-1").await;
@@ -332,21 +352,7 @@ async fn the_backfill_job_indexes_records_written_before_the_subject_field() {
 
     // The schema change queues the backfill; a runner with small batches runs it.
     put_collection(&api, &tenant, &admin, "patients", schema(true)).await;
-    let state = &api.node.state;
-    let runner = JobRunner::new(
-        state.database().clone(),
-        vec![Arc::new(SubjectIndexJob::new(
-            state.keyring().clone(),
-            state.database().clone(),
-        ))],
-        JobSettings {
-            poll_interval: Duration::from_millis(50),
-            batch_size: 3,
-            ..JobSettings::default()
-        },
-        Arc::new(telemetry::NodeMetrics::new("eu-central-1")),
-    )
-    .spawn();
+    let runner = backfill_runner(&api, 3);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let job = loop {
         let jobs = api
@@ -376,19 +382,7 @@ async fn the_backfill_job_indexes_records_written_before_the_subject_field() {
 
     // Removing the subject field takes the tokens away again.
     put_collection(&api, &tenant, &admin, "patients", schema(false)).await;
-    let runner = JobRunner::new(
-        state.database().clone(),
-        vec![Arc::new(SubjectIndexJob::new(
-            state.keyring().clone(),
-            state.database().clone(),
-        ))],
-        JobSettings {
-            poll_interval: Duration::from_millis(50),
-            ..JobSettings::default()
-        },
-        Arc::new(telemetry::NodeMetrics::new("eu-central-1")),
-    )
-    .spawn();
+    let runner = backfill_runner(&api, 100);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !ids(&export(&api, &tenant, Some(&admin), ADA).await).is_empty() {
         assert!(tokio::time::Instant::now() < deadline);
@@ -428,6 +422,18 @@ async fn the_export_needs_an_admin_key_of_the_tenant_and_never_echoes_the_subjec
         refused.body
     );
     assert!(!String::from_utf8_lossy(&refused.bytes).contains("xxxx"));
+    // A path that is not UTF-8 once decoded: refused without echoing it.
+    let not_utf8 = api
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/{tenant}/subjects/%FFada%40example.org/export"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert!(not_utf8.status.is_client_error(), "{:?}", not_utf8.status);
+    assert!(!String::from_utf8_lossy(&not_utf8.bytes).contains("ada"));
     let bad_cursor = api
         .call(
             Method::GET,
