@@ -9,3 +9,9 @@
 create index record_index_by_subject
     on record_index (tenant_id, token, collection, record_id)
     where field = 'subject:';
+
+-- A schema change that moves a collection's subject field queues the tenant's
+-- `subject_index` backfill in the schema change's own transaction (tenant-scoped), so
+-- the change never commits without its job. The `tenant_scope` policy of 0008 lets a
+-- tenant's transaction insert jobs of that tenant only.
+grant insert on jobs to residency_app;

@@ -26,7 +26,7 @@ impl RegionService {
         // action on the collection.
         let resource = format!("collections/{}", name.as_str());
         let event = self.caller_event(caller, Action::CollectionPut, &resource, Outcome::Success);
-        let ((row, created, reindex), _) = self
+        let ((row, created), _) = self
             .write(
                 &caller.tenant,
                 EventTiming::AfterChange,
@@ -38,7 +38,13 @@ impl RegionService {
                     let (row, created) =
                         store::collections::upsert(tx, &caller.tenant, name.as_str(), &schema_json)
                             .await?;
-                    Ok((row, created, reindex))
+                    if reindex {
+                        // In this transaction: the change never commits without its job.
+                        // Records written from then on carry their token already; the
+                        // job sets the older ones'.
+                        store::subjects::queue_backfill(tx, &caller.tenant).await?;
+                    }
+                    Ok((row, created))
                 },
             )
             .await?;
@@ -46,11 +52,6 @@ impl RegionService {
             .collections
             .invalidate(&(caller.tenant, name.as_str().to_owned()))
             .await;
-        if reindex {
-            // After the commit: the job reads the new schema. Records written from now on
-            // carry their token already; the job sets the older ones'.
-            self.queue_subject_backfill(&caller.tenant).await?;
-        }
         Ok((
             Collection {
                 name,

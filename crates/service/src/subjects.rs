@@ -15,13 +15,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envelope::subject_index::{SubjectError, SubjectIndexKey};
 use model::{CollectionSchema, RecordId, TenantId};
 use serde_json::{Map, Value};
-use store::StoreError;
 use store::files::FileRow;
-use store::jobs;
 use store::records::IndexEntry;
 use store::subjects::{self, CollectionRecord, EventRef, RecordPosition, SUBJECT_TOKEN_FIELD};
 
-use crate::jobs::SUBJECT_INDEX;
 use crate::records::{TenantKeys, open_data};
 use crate::tenancy::{Caller, RegionService};
 use crate::{Keyring, ServiceError};
@@ -82,27 +79,6 @@ impl RegionService {
         }
         let key = subject_key(&self.inner.keyring, tenant).await?;
         subject_entry(&key, schema, data)
-    }
-
-    /// Queues the tenant's subject-index backfill, unless one is queued or running: after
-    /// a schema change that gave a collection with records a subject field, another one,
-    /// or none. A backfill queued earlier that has not started yet covers this change too
-    /// (it reads the schemas when it runs); one that is running may have passed this
-    /// collection, so a second one is queued behind it.
-    pub(crate) async fn queue_subject_backfill(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<(), ServiceError> {
-        let primary = self.inner.database.primary().get().await?;
-        if let Some(active) = jobs::active(&primary, SUBJECT_INDEX, Some(tenant)).await?
-            && active.state == jobs::JobState::Queued
-        {
-            return Ok(());
-        }
-        match jobs::enqueue(&primary, SUBJECT_INDEX, Some(tenant)).await {
-            Ok(_) | Err(StoreError::Conflict) => Ok(()),
-            Err(err) => Err(err.into()),
-        }
     }
 }
 

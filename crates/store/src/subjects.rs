@@ -9,7 +9,7 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::records::{RecordRow, decode};
-use crate::{Primary, StoreError};
+use crate::{Primary, PrimaryTx, StoreError};
 
 /// The `record_index.field` of subject tokens. Schema field names never hold a colon, so
 /// it cannot collide with a searchable field's tokens.
@@ -215,4 +215,23 @@ pub async fn events_about<C: GenericClient>(
             })
         })
         .collect()
+}
+
+/// The job kind of the subject-index backfill (`service::jobs::SUBJECT_INDEX`).
+pub const BACKFILL_KIND: &str = "subject_index";
+
+/// Queues the tenant's subject-index backfill in `tx` (the schema change that needs it),
+/// unless one is queued and not started yet (it will read the schemas when it runs). One
+/// that is running may have passed the changed collection, so another is queued behind it.
+pub async fn queue_backfill(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<(), StoreError> {
+    tx.client()
+        .execute(
+            "insert into jobs (kind, tenant_id)
+             select $1, $2
+             where not exists (select from jobs
+                               where kind = $1 and tenant_id = $2 and state = 'queued')",
+            &[&BACKFILL_KIND, &tenant.as_str()],
+        )
+        .await?;
+    Ok(())
 }

@@ -23,7 +23,7 @@ use crate::subjects::{subject_entry, subject_key};
 use crate::{Keyring, ServiceError};
 
 /// The kind of the subject-index backfill job.
-pub const SUBJECT_INDEX: &str = "subject_index";
+pub const SUBJECT_INDEX: &str = store::subjects::BACKFILL_KIND;
 
 /// Runs `subject_index` jobs with the node's keyring.
 #[derive(Debug, Clone)]
