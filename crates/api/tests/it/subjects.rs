@@ -422,6 +422,24 @@ async fn the_export_needs_an_admin_key_of_the_tenant_and_never_echoes_the_subjec
         refused.body
     );
     assert!(!String::from_utf8_lossy(&refused.bytes).contains("xxxx"));
+    // A record whose subject is too long to be one: 422 naming the field, not the value.
+    let too_long = api
+        .call(
+            Method::POST,
+            &format!("/v1/tenants/{tenant}/collections/patients/records"),
+            Some(&admin),
+            Some(json!({"data": {"owner": "y".repeat(1100), "note": "n", "plan": "pro"}})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        too_long.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        too_long.body
+    );
+    let text = String::from_utf8_lossy(&too_long.bytes);
+    assert!(text.contains("owner") && !text.contains("yyyy"), "{text}");
     // A path that is not UTF-8 once decoded: refused without echoing it.
     let not_utf8 = api
         .call(
