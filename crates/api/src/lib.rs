@@ -54,7 +54,9 @@ impl MakeRequestId for RandomRequestId {
 
 /// The whole HTTP surface of a regional node.
 pub fn app(state: NodeState) -> Router {
-    use handlers::{api_keys, audit, collections, evidence, files, jobs, keys, records, tenants};
+    use handlers::{
+        api_keys, audit, collections, evidence, files, jobs, keys, records, subjects, tenants,
+    };
     let tenant_scoped = Router::new()
         .route(
             "/v1/tenants/{tenant}",
@@ -105,6 +107,10 @@ pub fn app(state: NodeState) -> Router {
         .route(
             "/v1/tenants/{tenant}/residency",
             get(evidence::residency_evidence),
+        )
+        .route(
+            "/v1/tenants/{tenant}/subjects/{subject}/export",
+            get(subjects::export_subject),
         )
         // Set on each group of routes before its layers, so that a 405 passes through them
         // like any other answer (routing headers, rate limit); axum applies it to the

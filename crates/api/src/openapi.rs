@@ -19,7 +19,7 @@ use utoipa::openapi::{Components, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::handlers::{
-    api_keys, audit, collections, evidence, files, health, jobs, keys, records, tenants,
+    api_keys, audit, collections, evidence, files, health, jobs, keys, records, subjects, tenants,
 };
 
 /// The security scheme every authenticated operation names (`security(("bearer" = []))`).
@@ -60,6 +60,7 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         audit::audit_events,
         audit::audit_export,
         evidence::residency_evidence,
+        subjects::export_subject,
         audit::audit_keys,
         jobs::start_rewrap,
         jobs::list_jobs,

@@ -17,5 +17,6 @@ pub mod pseudonym;
 pub mod seal;
 pub mod sealed_objects;
 pub mod stream;
+pub mod subject_index;
 
 pub use key::{DataKey, KeyMaterial, KeyPurpose, KeyState, KeyVersion};

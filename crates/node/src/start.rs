@@ -12,7 +12,9 @@ use envelope::kms::Kms;
 use envelope::objects::ObjectStore;
 use hop::InternalProtocol;
 use model::RegionId;
-use service::jobs::{JobRunner, JobSettings, PurgeJob, ReencryptJob, RewrapJob, RunnerTask};
+use service::jobs::{
+    JobRunner, JobSettings, PurgeJob, ReencryptJob, RewrapJob, RunnerTask, SubjectIndexJob,
+};
 use service::{
     AuditKeys, AuditLog, AuditSettings, CheckpointTask, KeyChanges, Keyring, KeyringSettings,
     RegionAuditKeys, SigningKeys,
@@ -312,6 +314,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         audit.clone(),
         registry.clone(),
     );
+    let subject_index = SubjectIndexJob::new(keyring.clone(), database.clone());
     let job_database = database.clone();
     let job_metrics = metrics.clone();
     let state = api::NodeState::new(api::NodeParts {
@@ -341,6 +344,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
             Arc::new(rewrap),
             Arc::new(ReencryptJob::new(state.service().clone())),
             Arc::new(purge),
+            Arc::new(subject_index),
         ],
         platform.api.jobs.clone(),
         job_metrics,

@@ -42,10 +42,10 @@ struct CertificateArgs {
     keys: KeySource,
 }
 
-/// The keys a statement is verified with.
+/// Where the region's public audit keys come from, for an offline verification.
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
-struct KeySource {
+pub(crate) struct KeySource {
     /// The region's Ed25519 public key, base64 (as in `GET /v1/audit/keys`).
     #[arg(long)]
     public_key: Option<String>,
@@ -141,7 +141,7 @@ fn check_certificate(
     Ok(certificate)
 }
 
-async fn load_keys(args: &KeySource) -> anyhow::Result<KeySet> {
+pub(crate) async fn load_keys(args: &KeySource) -> anyhow::Result<KeySet> {
     if let Some(key) = &args.public_key {
         return KeySet::from_public_key(key).context("--public-key");
     }

@@ -12,6 +12,7 @@ mod migrate;
 mod operator;
 mod serve;
 mod signals;
+mod subjects_cmd;
 mod terraform_vars;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Audit-log tools for compliance officers (`audit verify`).
     Audit(audit_cmd::AuditArgs),
+    /// Data-subject tools for compliance officers (`subjects verify-export`).
+    Subjects(subjects_cmd::SubjectsArgs),
     /// The anonymized analytics export of one region (`export run`), reading replicas only.
     Export(export_cmd::ExportArgs),
     /// Anonymize a local CSV or NDJSON file with a collection schema's analytics policy and
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(args) => audit_cmd::run(args).await,
+            Command::Subjects(args) => subjects_cmd::run(args).await,
             Command::Export(args) => export_cmd::run(args).await,
             Command::Anonymize(args) => export_cmd::anonymize(args),
             Command::TerraformVars(args) => terraform_vars::run(args),

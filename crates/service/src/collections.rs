@@ -32,12 +32,19 @@ impl RegionService {
                 EventTiming::AfterChange,
                 [event],
                 async |tx| {
-                    self.check_records_follow(tx, &caller.tenant, &name, &schema)
+                    let reindex = self
+                        .check_records_follow(tx, &caller.tenant, &name, &schema)
                         .await?;
-                    Ok(
+                    let (row, created) =
                         store::collections::upsert(tx, &caller.tenant, name.as_str(), &schema_json)
-                            .await?,
-                    )
+                            .await?;
+                    if reindex {
+                        // In this transaction: the change never commits without its job.
+                        // Records written from then on carry their token already; the
+                        // job sets the older ones'.
+                        store::subjects::queue_backfill(tx, &caller.tenant).await?;
+                    }
+                    Ok((row, created))
                 },
             )
             .await?;
@@ -60,15 +67,17 @@ impl RegionService {
     /// hold unencrypted from an earlier schema. Either would leave personal data in
     /// plaintext at rest, or records that search cannot find. A record written in a
     /// transaction that overlaps this one is not seen (see docs/ARCHITECTURE.md).
+    /// Returns whether the collection's records need their subject tokens set again (the
+    /// subject field changed and there are records).
     async fn check_records_follow(
         &self,
         tx: &store::PrimaryTx<'_>,
         tenant: &TenantId,
         name: &CollectionName,
         next: &CollectionSchema,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<bool, ServiceError> {
         let Some(stored) = store::collections::get_locked(tx, tenant, name.as_str()).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let stored = parse_stored_schema(stored.schema)?;
         let conflict = |err: model::FieldError| ServiceError::SchemaConflict {
@@ -96,7 +105,8 @@ impl RegionService {
                 }));
             }
         }
-        Ok(())
+        Ok(stored.subject_field() != next.subject_field()
+            && store::records::any_in_collection(tx, tenant, name.as_str()).await?)
     }
 
     /// A collection of the caller's tenant, from the cache or the database.
@@ -141,7 +151,9 @@ impl RegionService {
 }
 
 /// A schema as the database keeps it; one that no longer parses is an internal error.
-fn parse_stored_schema(json: serde_json::Value) -> Result<CollectionSchema, ServiceError> {
+pub(crate) fn parse_stored_schema(
+    json: serde_json::Value,
+) -> Result<CollectionSchema, ServiceError> {
     serde_json::from_value::<wire::api::SchemaDoc>(json)
         .map_err(|err| err.to_string())
         .and_then(|doc| doc.into_model().map_err(|err| err.to_string()))

@@ -28,6 +28,7 @@ mod offboarding;
 pub mod rate_limit;
 pub mod records;
 pub mod stoppable;
+pub mod subjects;
 pub mod tenancy;
 pub mod unit_of_work;
 

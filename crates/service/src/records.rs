@@ -484,6 +484,13 @@ impl RegionService {
         if let Some(key) = &data_key {
             self.count_seals(&caller.tenant, key.version(), sealed.len());
         }
+        // The subject index (subjects.rs): one more token, written with the others.
+        if let Some(entry) = self
+            .record_subject_entry(&caller.tenant, schema, data)
+            .await?
+        {
+            index.push(entry);
+        }
         Ok(Stored {
             public: Value::Object(public),
             sealed: sealed.encode(),
@@ -645,9 +652,9 @@ pub(crate) trait DataKeys {
 }
 
 /// A tenant's keys through the region's keyring.
-struct TenantKeys<'a> {
-    keyring: &'a crate::Keyring,
-    tenant: model::TenantId,
+pub(crate) struct TenantKeys<'a> {
+    pub(crate) keyring: &'a crate::Keyring,
+    pub(crate) tenant: model::TenantId,
 }
 
 impl DataKeys for TenantKeys<'_> {

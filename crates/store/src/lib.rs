@@ -29,6 +29,7 @@ mod routing;
 mod rows;
 mod scoped;
 mod statement;
+pub mod subjects;
 pub mod tenant_keys;
 pub mod tenants;
 #[cfg(feature = "testing")]

@@ -99,7 +99,7 @@ fn check_index(index: &[IndexEntry]) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn decode(row: &Row) -> Result<RecordRow, StoreError> {
+pub(crate) fn decode(row: &Row) -> Result<RecordRow, StoreError> {
     Ok(RecordRow {
         id: row.try_get(0)?,
         version: row.try_get(1)?,

@@ -818,3 +818,89 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Data subjects (admin key)
+
+/// What a subject export's signature covers, before the export's JSON.
+pub const SUBJECT_EXPORT_CONTEXT: &[u8] = b"residency-subject-export-v1\n";
+
+/// `GET /v1/tenants/{tenant}/subjects/{subject}/export`: one page of everything stored
+/// about a data subject, signed by the home region's audit key. A page holds at most
+/// `limit` records; `next_cursor` asks for the next one (each page is signed on its own).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectExport {
+    /// The subject as requested.
+    pub subject: String,
+    /// The subject's token in the tenant's subject index (hex): what the audit event names.
+    pub subject_token: String,
+    pub tenant: String,
+    pub region: String,
+    /// The subject's records in every collection, in (collection, id) order.
+    pub records: Vec<SubjectRecord>,
+    /// The cursor this page was asked with (`null` for the first page).
+    pub cursor: Option<String>,
+    /// The next page's cursor, `null` on the last page.
+    pub next_cursor: Option<String>,
+    /// RFC 3339.
+    pub generated_at: String,
+    /// The signing key, as listed by `GET /v1/audit/keys`.
+    pub key_id: String,
+    /// Ed25519 over [`SUBJECT_EXPORT_CONTEXT`] then this JSON with an empty `signature`,
+    /// standard base64.
+    pub signature: String,
+}
+
+impl SubjectExport {
+    /// The bytes the signature covers: the context, then this export's JSON with an empty
+    /// `signature` (fields in their declared order, `data` as parsed).
+    pub fn signed_payload(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut unsigned = self.clone();
+        unsigned.signature = String::new();
+        let mut payload = SUBJECT_EXPORT_CONTEXT.to_vec();
+        serde_json::to_writer(&mut payload, &unsigned)?;
+        Ok(payload)
+    }
+}
+
+/// One record of a subject, opened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectRecord {
+    pub collection: String,
+    pub id: String,
+    pub version: i64,
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    pub files: Vec<SubjectFile>,
+    /// The audit events whose resource is this record or one of its files.
+    pub audit_events: Vec<SubjectAuditEvent>,
+}
+
+/// A file of a subject's record. File names rest in the database only as keyed tokens,
+/// so a file is named by its token here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectFile {
+    /// The keyed token of the file's name (hex), as stored.
+    pub name_token: String,
+    pub size: u64,
+    /// Hex.
+    pub sha256: String,
+    pub content_type: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The record's files path: `GET` it with `/{name}` appended to download the file.
+    pub files_path: String,
+}
+
+/// An audit event about a subject's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectAuditEvent {
+    pub seq: u64,
+    /// RFC 3339.
+    pub time: String,
+    pub action: String,
+}

@@ -17,6 +17,7 @@ pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod records;
+pub(crate) mod subjects;
 pub(crate) mod tenants;
 
 use std::time::SystemTime;

@@ -9,6 +9,7 @@ mod openapi;
 mod problems;
 mod readiness;
 mod rotation;
+mod subjects;
 mod tenant_api;
 mod tenant_listing;
 

@@ -95,7 +95,6 @@ const ADDED: &[(&str, &str)] = &[
 const NOT_YET_ROUTED: &[(&str, &str)] = &[
     ("POST", "/v1/tenants/{tenant}/relocations"),
     ("GET", "/v1/tenants/{tenant}/relocations/{id}"),
-    ("GET", "/v1/tenants/{tenant}/subjects/{subject}/export"),
     ("POST", "/v1/tenants/{tenant}/subjects/{subject}/erase"),
 ];
 

@@ -896,7 +896,7 @@ async fn a_planted_marker_never_reaches_the_database_or_the_object_store() {
     }
 }
 
-async fn pg_dump(db: &devstack::testing::TestDatabase) -> String {
+pub(crate) async fn pg_dump(db: &devstack::testing::TestDatabase) -> String {
     let binaries = devstack::PgBinaries::locate().expect("PostgreSQL binaries");
     let config = &db.primary;
     let host = match &config.get_hosts()[0] {

@@ -1,7 +1,7 @@
 //! Durable jobs: the region's long-running work, run in batches by any node of the region
 //! (`runner.rs`), one handler per kind (`rewrap.rs`: the KMS rewrap; `reencrypt.rs`: a
-//! tenant's re-encryption after a key rotation; `purge.rs`: an offboarded tenant's purge),
-//! and the operator's
+//! tenant's re-encryption after a key rotation; `purge.rs`: an offboarded tenant's purge;
+//! `subject_index.rs`: the subject-index backfill), and the operator's
 //! use cases over them (`operator.rs`: start a rewrap, list and show jobs).
 //!
 //! A job lives in the region's primary (`store::jobs`). A node leases it, runs one batch
@@ -15,6 +15,7 @@ mod purge;
 mod reencrypt;
 mod rewrap;
 mod runner;
+mod subject_index;
 
 use model::TenantId;
 use store::jobs::{JobId, JobProgress};
@@ -24,6 +25,7 @@ pub use purge::{PURGE, PurgeJob};
 pub use reencrypt::{REENCRYPT, ReencryptJob};
 pub use rewrap::{REWRAP, RewrapJob};
 pub use runner::{JobRunner, JobSettings, RunnerTask};
+pub use subject_index::{SUBJECT_INDEX, SubjectIndexJob};
 
 /// What a batch is given: the job, where the last checkpoint left it, and how many items
 /// it may take.
