@@ -133,10 +133,11 @@ async fn an_offboarded_tenant_is_gone_everywhere_purged_and_certified() {
     };
     assert_eq!(certificate["tenant"], tenant_id.as_str());
     assert_eq!(certificate["region"], "eu-west-1");
-    // One record with one searchable field (one index token) and one file.
+    // One record with one searchable field and a subject field (two index tokens: the
+    // field's and the subject's) and one file.
     assert_eq!(
         certificate["purged"],
-        json!({"records": 1, "index_tokens": 1, "files": 1, "objects": 1, "api_keys": 1, "collections": 1})
+        json!({"records": 1, "index_tokens": 2, "files": 1, "objects": 1, "api_keys": 1, "collections": 1})
     );
     assert_eq!(
         certificate["key_versions_destroyed"],
