@@ -322,7 +322,16 @@ async fn rotation_under_live_traffic_loses_no_update_and_leaves_nothing_on_the_o
     let started = rotate(&api, &tenant, &admin).await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
     assert_eq!(started.body["key_version"], 2);
-    assert_eq!(started.body["reencryption"]["status"], "queued");
+    // As it stands when the answer is written: a node's runner may have leased it already.
+    assert!(
+        ["queued", "running"].contains(
+            &started.body["reencryption"]["status"]
+                .as_str()
+                .unwrap_or("")
+        ),
+        "{:?}",
+        started.body
+    );
     // The writers stop once the records are re-sealed (files come after), so that a
     // write the job overwrote with what it had read would not be healed by a later one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
