@@ -54,6 +54,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "tenant_keys",
     // A tenant's jobs (migration 0008; `tenant_id` is null for region-wide work).
     "jobs",
+    // The erasure ledger's rows (migration 0013): subject tokens and counts, never values.
+    "subject_erasures",
 ];
 
 pub use error::{BoxError, StoreError, with_causes};
