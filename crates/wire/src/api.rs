@@ -90,15 +90,21 @@ pub struct OffboardingCertificate {
     pub signature: String,
 }
 
+/// What a region signs for a signed document: a context naming the kind of document, then
+/// the document's JSON as it is sent, with an empty `signature`.
+fn signing_input(context: &[u8], unsigned: &impl Serialize) -> Result<Vec<u8>, serde_json::Error> {
+    let mut payload = context.to_vec();
+    serde_json::to_writer(&mut payload, unsigned)?;
+    Ok(payload)
+}
+
 impl OffboardingCertificate {
     /// The bytes the signature covers.
     pub fn signed_payload(&self) -> Vec<u8> {
         let mut unsigned = self.clone();
         unsigned.signature = String::new();
-        let mut payload = OFFBOARDING_CERTIFICATE_CONTEXT.to_vec();
-        serde_json::to_writer(&mut payload, &unsigned)
-            .expect("a certificate is plain strings and numbers");
-        payload
+        signing_input(OFFBOARDING_CERTIFICATE_CONTEXT, &unsigned)
+            .expect("a certificate is plain strings and numbers")
     }
 }
 
@@ -857,9 +863,7 @@ impl SubjectExport {
     pub fn signed_payload(&self) -> Result<Vec<u8>, serde_json::Error> {
         let mut unsigned = self.clone();
         unsigned.signature = String::new();
-        let mut payload = SUBJECT_EXPORT_CONTEXT.to_vec();
-        serde_json::to_writer(&mut payload, &unsigned)?;
-        Ok(payload)
+        signing_input(SUBJECT_EXPORT_CONTEXT, &unsigned)
     }
 }
 
