@@ -186,6 +186,9 @@ impl IntoResponse for ApiError {
             ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             ServiceError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request-timeout"),
             ServiceError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ServiceError::TransactionConflict { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "transaction-conflict")
+            }
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let detail = match &self.0 {
@@ -201,6 +204,7 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         match &self.0 {
             ServiceError::Unavailable { retry_after, .. }
+            | ServiceError::TransactionConflict { retry_after }
             | ServiceError::RateLimited { retry_after } => {
                 headers.insert(
                     header::RETRY_AFTER,

@@ -56,6 +56,13 @@ pub enum ServiceError {
         what: &'static str,
         retry_after: Duration,
     },
+    /// The database aborted the transaction to break a deadlock or a serialization
+    /// conflict with concurrent ones, and the unit of work's own retries met it again
+    /// (503): nothing was changed; send the request again after the hint.
+    #[error(
+        "the request met concurrent changes and was not applied; retry after the Retry-After delay"
+    )]
+    TransactionConflict { retry_after: Duration },
     /// Anything else (500). Its cause is for logs, never for clients.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -122,6 +129,9 @@ impl From<store::StoreError> for ServiceError {
             StoreError::Unavailable(_) | StoreError::ReadOnly => Self::unavailable("database"),
             StoreError::NotFound => Self::NotFound { what: "resource" },
             StoreError::Conflict => Self::Conflict("resource"),
+            StoreError::SerializationFailure => Self::TransactionConflict {
+                retry_after: Duration::from_secs(1),
+            },
             StoreError::SchemaMoved { field } => Self::SchemaConflict {
                 field,
                 reason: "the collection's schema changed during the write; send it again"

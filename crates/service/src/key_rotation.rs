@@ -3,7 +3,7 @@
 //! the new version and the `key.rotate` event; and the tenant's key status (versions and
 //! the latest re-encryption's progress).
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use audit::{Action, Outcome};
 use model::{KeyPurpose, KeyVersion};
@@ -58,13 +58,21 @@ impl RegionService {
         let next = keyring.next_data_key(&tenant).await?;
         // The event names the job, which the change creates: it is built once the change
         // has run (events are appended after it).
-        let started: OnceLock<(KeyVersion, JobId)> = OnceLock::new();
+        // (Set again by each attempt of the unit of work.)
+        let started: Mutex<Option<(KeyVersion, JobId)>> = Mutex::new(None);
+        let started_now = || {
+            *started
+                .lock()
+                .expect("rotation state")
+                .as_ref()
+                .expect("the change ran before its event")
+        };
         let event = std::iter::once_with(|| {
-            let (version, job) = started.get().expect("the change ran before its event");
+            let (version, job) = started_now();
             self.caller_event(
                 caller,
                 Action::KeyRotate,
-                &rotation_resource(*version, *job),
+                &rotation_resource(version, job),
                 Outcome::Success,
             )
         });
@@ -77,12 +85,12 @@ impl RegionService {
                 }
                 let version = keyring.rotate_within(tx, &next).await?;
                 let job = reencryption::enqueue_in(tx, REENCRYPT, &tenant).await?;
-                started.set((version, job)).expect("the change runs once");
+                *started.lock().expect("rotation state") = Some((version, job));
                 Ok(())
             })
             .await?;
         keyring.forget_tenant(&tenant);
-        let (version, job) = *started.get().expect("committed");
+        let (version, job) = started_now();
         let primary = self.inner.database.primary().get().await?;
         let job = store::jobs::get(&primary, job)
             .await?

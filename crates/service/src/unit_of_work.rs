@@ -15,6 +15,10 @@ use crate::audit::event_row;
 use crate::tenancy::RegionService;
 use crate::{AuditLog, ServiceError};
 
+/// Times a unit of work runs when the database aborts it for a deadlock or a
+/// serialization conflict.
+pub const ATTEMPTS: u32 = 3;
+
 /// When a unit of work sends its events, relative to the change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventTiming {
@@ -53,30 +57,61 @@ impl<'a> UnitOfWork<'a> {
 
     /// Runs `change` in a transaction confined to `tenant` on `primary`, appends `events`
     /// (in order) as `timing` says, and commits. When `change` fails, the transaction
-    /// rolls back with whatever was appended.
+    /// rolls back with whatever was appended. A transaction the database aborts to break a
+    /// deadlock or a serialization conflict (statements of concurrent writers of one
+    /// tenant may take the record and the chain head in either order) runs again from the
+    /// start, up to [`ATTEMPTS`] times in all; then the caller gets
+    /// [`ServiceError::TransactionConflict`] (503), with nothing applied.
     pub async fn run<T>(
         self,
         primary: &mut Primary,
         tenant: &TenantId,
         timing: EventTiming,
-        events: impl IntoIterator<Item = NewEvent>,
-        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError>,
+        events: impl IntoIterator<Item = NewEvent> + Clone,
+        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError> + Clone,
     ) -> Result<Committed<T>, ServiceError> {
-        let tx = primary.begin_tenant(tenant).await?;
-        let (value, events) = match timing {
-            EventTiming::AfterChange | EventTiming::AfterLockedHead => {
-                let value = change(&tx).await?;
-                (value, self.append(&tx, timing, events).await?)
+        let mut attempt = 1;
+        loop {
+            // Each attempt runs a copy of `change` (its captures are references) and takes
+            // a copy of `events` (which may be computed from what the change did, so they
+            // are taken after it); an `AsyncFn` called by reference instead of the copy
+            // would make the future's `Send` depend on a higher-ranked lifetime the
+            // compiler cannot prove.
+            let tx = primary.begin_tenant(tenant).await?;
+            let done = match timing {
+                EventTiming::AfterChange | EventTiming::AfterLockedHead => {
+                    match change.clone()(&tx).await {
+                        Ok(value) => (self.append(&tx, timing, events.clone()).await)
+                            .map(|linked| (value, linked)),
+                        Err(err) => Err(err),
+                    }
+                }
+                EventTiming::BesideChange => {
+                    // Polled in order: the change sends its statement before the events
+                    // do (unless it first waits to prepare a statement: then the head
+                    // may be locked before the record, and a deadlock is possible).
+                    let (changed, appended) = futures::join!(
+                        change.clone()(&tx),
+                        self.append(&tx, timing, events.clone())
+                    );
+                    changed.and_then(|value| appended.map(|linked| (value, linked)))
+                }
+            };
+            let committed = match done {
+                Ok((value, events)) => match tx.commit_lsn().await {
+                    Ok(lsn) => Ok(Committed { value, events, lsn }),
+                    Err(err) => Err(ServiceError::from(err)),
+                },
+                Err(err) => Err(err),
+            };
+            match committed {
+                Err(ServiceError::TransactionConflict { .. }) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(tenant = %tenant, attempt, "a concurrent transaction aborted this one; running it again");
+                }
+                done => return done,
             }
-            EventTiming::BesideChange => {
-                // Polled in order: the change sends its statement before the events do.
-                let (changed, appended) =
-                    futures::join!(change(&tx), self.append(&tx, timing, events));
-                (changed?, appended?)
-            }
-        };
-        let lsn = tx.commit_lsn().await?;
-        Ok(Committed { value, events, lsn })
+        }
     }
 
     async fn append(
@@ -181,8 +216,8 @@ impl RegionService {
         &self,
         tenant: &TenantId,
         timing: EventTiming,
-        events: impl IntoIterator<Item = NewEvent>,
-        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError>,
+        events: impl IntoIterator<Item = NewEvent> + Clone,
+        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError> + Clone,
     ) -> Result<(T, Lsn), ServiceError> {
         let mut primary = self.inner.database.primary().get().await?;
         let committed = UnitOfWork::new(&self.inner.audit)

@@ -980,15 +980,7 @@ async fn records_created_in_one_round_trip_keep_the_chain_whole_across_nodes() {
 async fn a_unit_of_work_commits_its_change_with_its_events_or_neither() {
     let (database, region_db, [log, _], tenant) = two_nodes().await;
     let db = connect(database.primary.clone()).await;
-    let records = async |id: &str| -> i64 {
-        db.query_one(
-            "select count(*) from records where tenant_id = $1 and record_id = $2",
-            &[&tenant.as_str(), &id],
-        )
-        .await
-        .expect("count records")
-        .get(0)
-    };
+    let records = async |id: &str| records_named(&db, &tenant, id).await;
     let insert = async |tx: &store::PrimaryTx<'_>, id: &str| {
         store::records::insert(
             tx,
@@ -1092,4 +1084,91 @@ async fn a_unit_of_work_commits_its_change_with_its_events_or_neither() {
         ["records/kept", "records/kept"],
         "only the committed unit of work left events"
     );
+}
+
+#[tokio::test]
+async fn a_unit_of_work_the_database_aborts_for_a_conflict_runs_again_and_gives_up_with_a_retryable_answer()
+ {
+    let (database, region_db, [log, _], tenant) = two_nodes().await;
+    let db = connect(database.primary.clone()).await;
+    let records = async |id: &str| records_named(&db, &tenant, id).await;
+    // What PostgreSQL answers to the victim of a deadlock (40P01) or of a serialization
+    // conflict (40001), raised by the server inside the transaction, after a row is in.
+    let change = async |tx: &store::PrimaryTx<'_>, id: &str, abort: Option<&str>| {
+        store::records::insert(tx, &tenant, "people", id, &serde_json::json!({}), b"s", &[])
+            .await?;
+        if let Some(code) = abort {
+            tx.client()
+                .batch_execute(&format!(
+                    "do $$ begin raise exception 'aborted' using errcode = '{code}'; end $$"
+                ))
+                .await
+                .map_err(store::StoreError::from)?;
+        }
+        Ok::<_, service::ServiceError>(())
+    };
+    let mut primary = region_db.primary().get().await.expect("primary");
+
+    // Aborted on its first two attempts, committed on the third: once, with one event.
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    UnitOfWork::new(&log)
+        .run(
+            &mut primary,
+            &tenant,
+            EventTiming::AfterChange,
+            [event(tenant, Action::RecordCreate, "records/retried")],
+            async |tx| {
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                let code = ["40P01", "40001"].get(attempt as usize - 1).copied();
+                change(tx, "retried", code).await
+            },
+        )
+        .await
+        .expect("the third attempt commits");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        service::unit_of_work::ATTEMPTS
+    );
+    assert_eq!(records("retried").await, 1);
+
+    // Aborted every time: a retryable answer, nothing applied.
+    let gave_up = UnitOfWork::new(&log)
+        .run(
+            &mut primary,
+            &tenant,
+            EventTiming::BesideChange,
+            [event(tenant, Action::RecordCreate, "records/abandoned")],
+            async |tx| change(tx, "abandoned", Some("40P01")).await,
+        )
+        .await;
+    assert!(
+        matches!(
+            gave_up,
+            Err(service::ServiceError::TransactionConflict { retry_after }) if retry_after >= Duration::from_secs(1)
+        ),
+        "{gave_up:?}"
+    );
+    assert_eq!(records("abandoned").await, 0);
+
+    let events = all_events(&log, &tenant).await;
+    assert_chain_valid(&events, &tenant);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.resource.as_str())
+            .collect::<Vec<_>>(),
+        ["records/retried"],
+        "one event for the unit of work that committed, none for the one that gave up"
+    );
+}
+
+/// How many records of `tenant` are named `id`.
+async fn records_named(db: &tokio_postgres::Client, tenant: &TenantId, id: &str) -> i64 {
+    db.query_one(
+        "select count(*) from records where tenant_id = $1 and record_id = $2",
+        &[&tenant.as_str(), &id],
+    )
+    .await
+    .expect("count records")
+    .get(0)
 }
