@@ -132,6 +132,9 @@ impl From<store::StoreError> for ServiceError {
             StoreError::SerializationFailure => Self::TransactionConflict {
                 retry_after: Duration::from_secs(1),
             },
+            // A lock held past the bound by another transaction, or a statement past
+            // its bound: retryable, but not at once (the unit of work does not retry it).
+            StoreError::TimedOut { .. } => Self::unavailable("database (a statement timed out)"),
             StoreError::SchemaMoved { field } => Self::SchemaConflict {
                 field,
                 reason: "the collection's schema changed during the write; send it again"

@@ -31,6 +31,7 @@ pub mod stoppable;
 pub mod subjects;
 pub mod tenancy;
 pub mod unit_of_work;
+mod write_slots;
 
 pub use audit::{AuditError, AuditLog};
 pub use audit::{AuditSettings, ReadAudit};

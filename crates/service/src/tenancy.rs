@@ -36,6 +36,11 @@ pub struct ServiceSettings {
     pub max_page: u32,
     /// When tenants' data keys rotate on their own.
     pub key_policy: crate::key_policy::KeyPolicy,
+    /// How many write transactions of one tenant run at once on this node (each holds a
+    /// pooled primary connection: keep it well under the pool's size), and how long a
+    /// write waits for one of them before it answers 503.
+    pub tenant_write_slots: usize,
+    pub write_slot_wait: std::time::Duration,
 }
 
 impl Default for ServiceSettings {
@@ -45,6 +50,9 @@ impl Default for ServiceSettings {
             default_page: 50,
             max_page: 500,
             key_policy: crate::key_policy::KeyPolicy::default(),
+            // Half of the default pool of 16.
+            tenant_write_slots: 8,
+            write_slot_wait: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -186,6 +194,7 @@ pub(crate) struct Inner {
     pub(crate) collections: moka::future::Cache<(TenantId, String), Option<Collection>>,
     /// Values this node sealed per data key version since the key policy last counted.
     pub(crate) seal_counts: crate::key_policy::SealCounts,
+    pub(crate) write_slots: crate::write_slots::TenantWriteSlots,
 }
 
 /// How long a node trusts its copy of a tenant or a collection schema. Changes made on
@@ -218,6 +227,10 @@ impl RegionService {
         let region = parts.database.region().clone();
         assert_eq!(parts.keyring.region(), &region, "keyring of another region");
         assert_eq!(parts.audit.region(), &region, "audit log of another region");
+        let write_slots = crate::write_slots::TenantWriteSlots::new(
+            parts.settings.tenant_write_slots,
+            parts.settings.write_slot_wait,
+        );
         Self {
             inner: Arc::new(Inner {
                 region,
@@ -253,6 +266,7 @@ impl RegionService {
                     .time_to_live(METADATA_TTL)
                     .build(),
                 seal_counts: crate::key_policy::SealCounts::default(),
+                write_slots,
             }),
         }
     }

@@ -210,8 +210,8 @@ async fn insert(tx: &PrimaryTx<'_>, record: NewRecord<'_>) -> Result<RecordRow, 
 }
 
 impl RegionService {
-    /// [`UnitOfWork::run`] on a primary connection of the region: what every mutating
-    /// use case calls. Returns the change's value and a WAL position past the commit.
+    /// [`UnitOfWork::run`] on a primary connection of the region, within the tenant's
+    /// cap on concurrent writes (`write_slots.rs`): what every mutating use case calls. Returns the change's value and a WAL position past the commit.
     pub(crate) async fn write<T>(
         &self,
         tenant: &TenantId,
@@ -219,6 +219,7 @@ impl RegionService {
         events: impl IntoIterator<Item = NewEvent> + Clone,
         change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError> + Clone,
     ) -> Result<(T, Lsn), ServiceError> {
+        let _slot = self.inner.write_slots.acquire(tenant).await?;
         let mut primary = self.inner.database.primary().get().await?;
         let committed = UnitOfWork::new(&self.inner.audit)
             .run(&mut primary, tenant, timing, events, change)
@@ -232,6 +233,7 @@ impl RegionService {
         record: NewRecord<'_>,
         event: NewEvent,
     ) -> Result<(RecordRow, Lsn), ServiceError> {
+        let _slot = self.inner.write_slots.acquire(record.tenant).await?;
         let mut primary = self.inner.database.primary().get().await?;
         let (row, _, lsn) = UnitOfWork::new(&self.inner.audit)
             .create_record(&mut primary, record, event)

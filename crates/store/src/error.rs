@@ -34,6 +34,11 @@ pub enum StoreError {
     /// Concurrent transactions could not be serialized; the caller may retry.
     #[error("transaction could not be serialized")]
     SerializationFailure,
+    /// The server cancelled a statement at the session's bound: it waited longer than
+    /// `lock_timeout` for a row lock, or ran longer than `statement_timeout`. Nothing of
+    /// the transaction stays; the caller may retry later.
+    #[error("the database cancelled a statement at its {bound} bound")]
+    TimedOut { bound: &'static str },
     /// This database belongs to another region.
     #[error("database is stamped for region {stamped}, not {configured}")]
     WrongRegion { stamped: String, configured: String },
@@ -99,6 +104,10 @@ impl From<tokio_postgres::Error> for StoreError {
                     || *code == SqlState::T_R_DEADLOCK_DETECTED =>
             {
                 Self::SerializationFailure
+            }
+            Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE => Self::TimedOut { bound: "lock" },
+            Some(code) if *code == SqlState::QUERY_CANCELED => {
+                Self::TimedOut { bound: "statement" }
             }
             Some(code)
                 if *code == SqlState::ADMIN_SHUTDOWN

@@ -48,7 +48,8 @@ impl ExportReplica {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let (client, connection) = crate::tls::connect(config, tls)
+        let config = crate::pools::with_timeouts(config.clone(), &crate::SessionTimeouts::EXPORT);
+        let (client, connection) = crate::tls::connect(&config, tls)
             .await
             .map_err(|err| failed(describe(&err)))?;
         let replica = Self { client, connection };

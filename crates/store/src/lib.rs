@@ -67,7 +67,7 @@ pub use migrate::{
 pub use notifications::{Listener, ListenerSettings, Notice, NoticeHandler};
 pub use pools::{
     DatabaseSettings, PgEndpoint, PoolStats, Primary, PrimaryPool, PrimaryTx, RegionDatabase,
-    Replica, ReplicaPool,
+    Replica, ReplicaPool, SessionTimeouts,
 };
 pub use routing::ReadConsistency;
 pub use scoped::{APP_ROLE, ReadTx, Reader, ServedBy, TENANT_SETTING};

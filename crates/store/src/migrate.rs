@@ -216,6 +216,14 @@ async fn migrate_locked(
         };
         let version = i32::try_from(migration.version).expect("migration versions are small");
         let transaction = client.transaction().await.map_err(apply_err)?;
+        // A migration may rewrite or index big tables: the pooled session's statement
+        // and idle bounds are for requests, not for it.
+        transaction
+            .batch_execute(
+                "set local statement_timeout = 0; set local idle_in_transaction_session_timeout = 0",
+            )
+            .await
+            .map_err(apply_err)?;
         transaction
             .batch_execute(migration.sql)
             .await

@@ -97,6 +97,63 @@ pub struct DatabaseSettings {
     /// [`DatabaseSettings::new`] generates a key of this process alone; `node` derives
     /// the deployment's.
     pub consistency_keys: ConsistencyKeys,
+    /// How long one statement of this node may run, and how long it may wait for a row
+    /// lock, and how long a transaction may sit idle, before the server cancels it (set
+    /// on every pooled session). A request then answers 503 with `Retry-After` instead of
+    /// holding a pooled connection; migrations lift the statement bound for themselves.
+    pub session_timeouts: SessionTimeouts,
+}
+
+/// The server-side bounds of a pooled session (PostgreSQL's `statement_timeout`,
+/// `lock_timeout`, `idle_in_transaction_session_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    pub statement: Duration,
+    pub lock: Duration,
+    pub idle_in_transaction: Duration,
+}
+
+impl SessionTimeouts {
+    /// The application's: a request's statements take milliseconds, a job's batch
+    /// seconds; a lock held longer than `lock` by another transaction is a stuck writer.
+    pub const APPLICATION: Self = Self {
+        statement: Duration::from_secs(30),
+        lock: Duration::from_secs(5),
+        idle_in_transaction: Duration::from_secs(30),
+    };
+
+    /// The analytics export's: it reads whole collections on one snapshot and anonymizes
+    /// between reads, on a replica (no locks to wait for).
+    pub const EXPORT: Self = Self {
+        statement: Duration::from_secs(600),
+        lock: Duration::from_secs(5),
+        idle_in_transaction: Duration::from_secs(1800),
+    };
+
+    /// The session options (`-c name=value ...`) that set these bounds.
+    pub fn options(&self) -> String {
+        format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement.as_millis().max(1),
+            self.lock.as_millis().max(1),
+            self.idle_in_transaction.as_millis().max(1),
+        )
+    }
+}
+
+/// `config` with `timeouts` added to its session options.
+pub(crate) fn with_timeouts(
+    mut config: tokio_postgres::Config,
+    timeouts: &SessionTimeouts,
+) -> tokio_postgres::Config {
+    let options = match config.get_options() {
+        Some(existing) if !existing.trim().is_empty() => {
+            format!("{existing} {}", timeouts.options())
+        }
+        _ => timeouts.options(),
+    };
+    config.options(&options);
+    config
 }
 
 impl DatabaseSettings {
@@ -111,6 +168,7 @@ impl DatabaseSettings {
             token_wait: Duration::from_millis(250),
             max_token_waits: 4,
             consistency_keys: ConsistencyKeys::generate(),
+            session_timeouts: SessionTimeouts::APPLICATION,
         }
     }
 }
@@ -129,7 +187,10 @@ pub(crate) fn build_pool(
     endpoint: &PgEndpoint,
     settings: &DatabaseSettings,
 ) -> Result<Pool, StoreError> {
-    let mut config = endpoint.tls.configure(&endpoint.config);
+    let mut config = with_timeouts(
+        endpoint.tls.configure(&endpoint.config),
+        &settings.session_timeouts,
+    );
     config.connect_timeout(settings.pool_timeout);
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,

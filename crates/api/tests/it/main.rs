@@ -3,6 +3,7 @@
 
 mod abuse;
 mod analytics;
+mod contention;
 mod failover;
 mod jobs;
 mod openapi;
