@@ -7,15 +7,18 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
 /// A secret value (a password, a token). Its `Debug` prints `Secret(<redacted>)`; the value
 /// is reachable only through [`Secret::expose`], so every use of it is visible in review.
-// TODO-security: zeroize on drop once a `zeroize` dependency is in the workspace.
+/// Its memory is zeroed when it drops (copies the libraries it is handed to make are
+/// theirs).
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret(Zeroizing<String>);
 
 impl Secret {
     pub fn new(value: String) -> Self {
-        Self(value)
+        Self(Zeroizing::new(value))
     }
 
     /// The secret value. Callers hand it straight to the library that needs it and never
@@ -82,7 +85,7 @@ impl SecretRef {
                 if value.is_empty() {
                     return Err(SecretError::EnvEmpty { name: name.clone() });
                 }
-                Ok(Secret(value))
+                Ok(Secret::new(value))
             }
             Self::File(path) => read_secret_file(path),
         }
@@ -102,7 +105,7 @@ fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
             path: path.to_owned(),
         });
     }
-    Ok(Secret(value))
+    Ok(Secret::new(value))
 }
 
 impl fmt::Display for SecretRef {

@@ -54,9 +54,9 @@ pub struct AuditKeys {
     retired: Vec<PublicKey>,
 }
 
-/// The text form of [`AuditKeys`]; it holds a private key. Its `Debug` redacts.
-// TODO-security: zeroize on drop once `service` depends on `zeroize`.
-pub struct KeyText(String);
+/// The text form of [`AuditKeys`]; it holds a private key. Its `Debug` redacts; its
+/// memory is zeroed when it drops.
+pub struct KeyText(zeroize::Zeroizing<String>);
 
 impl KeyText {
     /// The text, to write to an owner-only file or a secret store; never log it.
@@ -139,7 +139,7 @@ impl AuditKeys {
             text.push_str(&json);
             text.push('\n');
         }
-        KeyText(text)
+        KeyText(zeroize::Zeroizing::new(text))
     }
 
     /// A new signing key; the current one's public half is kept as retired.
