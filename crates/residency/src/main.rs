@@ -45,7 +45,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Audit-log tools for compliance officers (`audit verify`).
     Audit(audit_cmd::AuditArgs),
-    /// Data-subject tools for compliance officers (`subjects verify-export`).
+    /// Data-subject requests for compliance officers (admin key): `export`, `erase`,
+    /// `verify-export` (offline).
     Subjects(subjects_cmd::SubjectsArgs),
     /// The anonymized analytics export of one region (`export run`), reading replicas only.
     Export(export_cmd::ExportArgs),
