@@ -1,6 +1,6 @@
 //! `residency`: the one production binary. Subcommands: `dev` (the local three-region
 //! platform), `serve` (one regional node), `migrate` (a region's primary), `audit verify`,
-//! `export run`, `anonymize`, `terraform-vars`, and the operator's commands over a node's
+//! `export run`, `anonymize`, `terraform-vars`, `subjects`, and the operator's commands over a node's
 //! API (`tenants`, `keys`, `jobs`; `operator/`). Thin: each command module parses its
 //! arguments and calls the `node` library (or `audit`, `export`, `catalog`, or the API). It holds no
 //! benchmark or load generator: those are `residency-bench` (`crates/bench`).
