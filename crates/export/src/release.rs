@@ -449,6 +449,10 @@ pub async fn withdraw_before_erasures(
         return Ok(Vec::new());
     }
     let runs = runs(store, location).await?;
+    if runs.complete.is_empty() && runs.incomplete.is_empty() && record.runs.is_empty() {
+        // Nothing was ever released here: no record to write either.
+        return Ok(Vec::new());
+    }
     let mut stale = Vec::new();
     let mut current = None;
     for run in &runs.complete {
@@ -856,6 +860,18 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["00000001", "00000002"]
         );
+    }
+
+    #[test]
+    fn a_collection_never_released_gets_no_withdrawal_record() {
+        let store = Memory::default();
+        let location = ReleaseLocation::new("t5", "notes").expect("location");
+        assert!(
+            withdraw(&store, &location, &at("", "e1.t1"))
+                .expect("withdraw")
+                .is_empty()
+        );
+        assert!(store.keys().is_empty());
     }
 
     #[test]

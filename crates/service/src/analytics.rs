@@ -197,13 +197,21 @@ pub async fn export_once(
                     doc.into_model()
                         .map_err(|err| ServiceError::internal_while("read the stored schema", err))
                 })?;
+            let location = ReleaseLocation::new(&tenant_dir, &collection.name).map_err(internal)?;
+            let erasures = snapshot.erasures(&collection).await?;
             if schema.analytics().is_none() {
+                // Not released (any more), but runs released while it was may hold an
+                // erased subject's pseudonym: they are withdrawn all the same.
+                let source = SourcePosition {
+                    watermark: String::new(),
+                    erasures,
+                };
+                summary.withdrawn += withdraw(&store, &location, &source).await?;
                 continue;
             }
-            let location = ReleaseLocation::new(&tenant_dir, &collection.name).map_err(internal)?;
             let source = SourcePosition {
                 watermark: snapshot.watermark(&collection).await?,
-                erasures: snapshot.erasures(&collection).await?,
+                erasures,
             };
             match release::plan_release(&store, &location, &source)
                 .await
@@ -255,24 +263,36 @@ pub async fn export_once(
             }
             // After the release, so what is withdrawn is superseded; also on a pass that
             // found the release written (a crash between the two is finished here).
-            let withdrawn_at = audit::time::format(std::time::SystemTime::now());
-            let withdrawn =
-                release::withdraw_before_erasures(&store, &location, &source, &withdrawn_at)
-                    .await
-                    .map_err(internal)?;
-            if !withdrawn.is_empty() {
-                summary.withdrawn += withdrawn.len() as u64;
-                tracing::info!(
-                    tenant = %tenant,
-                    collection = %collection.name,
-                    runs = withdrawn.len(),
-                    "withdrew runs released before a subject erasure"
-                );
-            }
+            summary.withdrawn += withdraw(&store, &location, &source).await?;
         }
         snapshot.finish().await?;
     }
     Ok(summary)
+}
+
+/// Withdraws the collection's runs that may hold the pseudonym of a subject erased since
+/// they were released (`export::release::withdraw_before_erasures`); how many.
+async fn withdraw(
+    store: &Releases,
+    location: &ReleaseLocation,
+    source: &SourcePosition,
+) -> Result<u64, ServiceError> {
+    if source.erasures.is_empty() {
+        return Ok(0);
+    }
+    let withdrawn_at = audit::time::format(std::time::SystemTime::now());
+    let withdrawn = release::withdraw_before_erasures(store, location, source, &withdrawn_at)
+        .await
+        .map_err(internal)?;
+    if !withdrawn.is_empty() {
+        // The location is the tenant's pseudonym and the collection: no personal data.
+        tracing::info!(
+            release = location.prefix(),
+            runs = withdrawn.len(),
+            "withdrew runs released before a subject erasure"
+        );
+    }
+    Ok(withdrawn.len() as u64)
 }
 
 fn internal(err: impl std::error::Error + Send + Sync + 'static) -> ServiceError {

@@ -400,6 +400,7 @@ async fn the_analytics_export_releases_anonymized_snapshots_once_per_change() {
 async fn erase_as_the_application_does(
     db: &RegionDatabase,
     tenant: &model::TenantId,
+    entry: &str,
     collection: &str,
     records: &[String],
 ) {
@@ -419,8 +420,8 @@ async fn erase_as_the_application_does(
         .execute(
             "insert into subject_erasures
                  (tenant_id, entry_id, subject_token, records_erased, files_erased, collections, audit_seq)
-             values ($1, 'erasure-1', $2, $3, 0, $4, 1)",
-            &[&tenant.as_str(), &vec![7u8; 32], &(records.len() as i64), &collections],
+             values ($1, $2, $3, $4, 0, $5, 1)",
+            &[&tenant.as_str(), &entry, &vec![7u8; 32], &(records.len() as i64), &collections],
         )
         .await
         .expect("the ledger's row");
@@ -506,7 +507,7 @@ async fn after_a_subject_erasure_runs_holding_their_pseudonym_are_withdrawn_and_
     let first_watermark = manifest(&run1)["source_watermark"].clone();
 
     // The erasure commits; the next run releases afresh and withdraws the first.
-    erase_as_the_application_does(&db, &tenant, "people", &erased_records).await;
+    erase_as_the_application_does(&db, &tenant, "erasure-1", "people", &erased_records).await;
     let mut replica = caught_up_replica(&db, &replica_config, before - 2).await;
     let second = export_once(&mut replica, &region, &kms, &target)
         .await
@@ -557,4 +558,61 @@ async fn after_a_subject_erasure_runs_holding_their_pseudonym_are_withdrawn_and_
         (0, 1, 0)
     );
     assert_eq!(files_with_bytes(analytics.path()), bucket);
+
+    // The collection stops being released; a later erasure still withdraws what was.
+    let mut schema = crate::tenant_api::people_schema();
+    schema
+        .as_object_mut()
+        .expect("a schema object")
+        .remove("analytics");
+    let changed = served
+        .call(
+            Method::PUT,
+            &format!("/v1/tenants/{tenant_id}/collections/people"),
+            Some(&admin),
+            Some(schema),
+            &[],
+        )
+        .await;
+    assert!(changed.status.is_success(), "{:?}", changed.body);
+    let answer = served
+        .create_person(
+            &tenant_id,
+            &admin,
+            crate::tenant_api::person("second-subject@example.com"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    let second = vec![answer.body["id"].as_str().expect("id").to_owned()];
+    erase_as_the_application_does(&db, &tenant, "erasure-2", "people", &second).await;
+    // The record count is as before: wait for the replica to hold the second erasure.
+    for _ in 0..500 {
+        let erasures: i64 = db.replicas()[0]
+            .get()
+            .await
+            .expect("replica")
+            .query_one("select count(*) from subject_erasures", &[])
+            .await
+            .expect("count")
+            .get(0);
+        if erasures == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut replica = caught_up_replica(&db, &replica_config, before - 2).await;
+    let fourth = export_once(&mut replica, &region, &kms, &target)
+        .await
+        .expect("export");
+    assert_eq!((fourth.released, fourth.withdrawn), (0, 1), "{fourth:?}");
+    assert!(files_with_bytes(&run2).is_empty());
+    let withdrawn: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(people.join("_withdrawn.json")).expect("_withdrawn.json"),
+    )
+    .expect("withdrawal JSON");
+    assert_eq!(withdrawn["runs"][1]["run"], "00000002");
+    assert_eq!(
+        withdrawn["runs"][1]["superseded_by"],
+        serde_json::Value::Null
+    );
 }
