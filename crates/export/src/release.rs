@@ -462,12 +462,18 @@ pub async fn withdraw_before_erasures(
             current = Some(run.clone());
         }
     }
-    // Stopped runs older than the latest complete one are never resumed: their remains may
-    // hold pseudonyms too.
-    let remains: Vec<&String> = match runs.complete.last() {
-        Some(latest) => runs.incomplete.iter().filter(|r| *r < latest).collect(),
-        None => Vec::new(),
-    };
+    // Stopped runs older than the latest complete one are never resumed, and a run the
+    // record names lost its manifest to a withdrawal that stopped: their remains may hold
+    // pseudonyms too.
+    let remains: Vec<String> = runs
+        .incomplete
+        .iter()
+        .filter(|run| {
+            runs.complete.last().is_some_and(|latest| *run < latest)
+                || record.runs.iter().any(|w| &w.run == *run)
+        })
+        .cloned()
+        .collect();
     let newly: Vec<String> = stale
         .iter()
         .filter(|run| !record.runs.iter().any(|w| &w.run == *run))
@@ -484,7 +490,7 @@ pub async fn withdraw_before_erasures(
             .put(&location.withdrawn_key(), record.to_json()?)
             .await?;
     }
-    for run in stale.iter().chain(remains) {
+    for run in stale.iter().chain(&remains) {
         delete_run(store, location, run).await?;
     }
     record.erasures_applied = source.erasures.clone();
@@ -859,6 +865,40 @@ mod tests {
                 .map(|w| w.run.as_str())
                 .collect::<Vec<_>>(),
             ["00000001", "00000002"]
+        );
+    }
+
+    #[test]
+    fn the_remains_of_a_withdrawal_stopped_after_a_manifest_are_deleted() {
+        let store = Memory::default();
+        let location = ReleaseLocation::new("t6", "notes").expect("location");
+        release_at(&store, &location, &at("wm-1", ""), &anonymized(300));
+        // A withdrawal named run 1 and deleted its manifest, then stopped: no complete run
+        // is left, only run 1's parts.
+        let record = Withdrawals {
+            version: WITHDRAWN_VERSION,
+            erasures_applied: String::new(),
+            runs: vec![WithdrawnRun {
+                run: "00000001".into(),
+                reason: REASON_SUBJECT_ERASURE.into(),
+                withdrawn_at: "2026-12-08T01:00:00.000000Z".into(),
+                superseded_by: None,
+            }],
+        };
+        block_on(store.put(&location.withdrawn_key(), record.to_json().expect("json")))
+            .expect("put");
+        block_on(store.delete(&location.manifest_key("00000001"))).expect("delete");
+        assert_eq!(runs_stored(&store, &location), ["00000001"]);
+        assert!(
+            withdraw(&store, &location, &at("", "e1.t1"))
+                .expect("withdraw")
+                .is_empty()
+        );
+        assert!(runs_stored(&store, &location).is_empty());
+        let record = block_on(withdrawals(&store, &location)).expect("record");
+        assert_eq!(
+            (record.erasures_applied.as_str(), record.runs.len()),
+            ("e1.t1", 1)
         );
     }
 
