@@ -202,6 +202,25 @@ async fn export_role_password(db: &RegionDatabase) {
         .expect("export password");
 }
 
+/// Waits until `count` (a `select count(*)`) on the replica answers `expected`.
+async fn replica_counts(db: &RegionDatabase, count: &str, expected: i64) {
+    for _ in 0..500 {
+        let replayed: i64 = db.replicas()[0]
+            .get()
+            .await
+            .expect("replica")
+            .query_one(count, &[])
+            .await
+            .expect("count")
+            .get(0);
+        if replayed == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the replica never caught up: {count} is not {expected}");
+}
+
 /// A connection as the export role to the replica, once it has replayed up to
 /// `expected` records in all.
 async fn caught_up_replica(
@@ -209,24 +228,10 @@ async fn caught_up_replica(
     replica_config: &tokio_postgres::Config,
     expected: i64,
 ) -> ExportReplica {
-    for _ in 0..500 {
-        let replayed: i64 = db.replicas()[0]
-            .get()
-            .await
-            .expect("replica")
-            .query_one("select count(*) from records", &[])
-            .await
-            .expect("count")
-            .get(0);
-        if replayed == expected
-            && let Ok(replica) =
-                ExportReplica::connect(replica_config, &store::PgTls::Disabled, "replica").await
-        {
-            return replica;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the replica never caught up");
+    replica_counts(db, "select count(*) from records", expected).await;
+    ExportReplica::connect(replica_config, &store::PgTls::Disabled, "replica")
+        .await
+        .expect("connect to the replica as the export role")
 }
 
 #[tokio::test]
@@ -586,20 +591,7 @@ async fn after_a_subject_erasure_runs_holding_their_pseudonym_are_withdrawn_and_
     let second = vec![answer.body["id"].as_str().expect("id").to_owned()];
     erase_as_the_application_does(&db, &tenant, "erasure-2", "people", &second).await;
     // The record count is as before: wait for the replica to hold the second erasure.
-    for _ in 0..500 {
-        let erasures: i64 = db.replicas()[0]
-            .get()
-            .await
-            .expect("replica")
-            .query_one("select count(*) from subject_erasures", &[])
-            .await
-            .expect("count")
-            .get(0);
-        if erasures == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    replica_counts(&db, "select count(*) from subject_erasures", 2).await;
     let mut replica = caught_up_replica(&db, &replica_config, before - 2).await;
     let fourth = export_once(&mut replica, &region, &kms, &target)
         .await
