@@ -21,8 +21,9 @@ pub use output::{
 };
 pub use pseudonym::{PseudonymKey, PseudonymValue};
 pub use release::{
-    MANIFEST_NAME, Plan, ReleaseError, ReleaseLocation, ReleaseStore, Released, StoreError,
-    latest_manifest, plan_release, release, write_release,
+    MANIFEST_NAME, Plan, REASON_SUBJECT_ERASURE, ReleaseError, ReleaseLocation, ReleaseStore,
+    Released, SourcePosition, StoreError, WITHDRAWN_NAME, Withdrawals, WithdrawnRun,
+    latest_manifest, plan_release, release, withdraw_before_erasures, withdrawals, write_release,
 };
 pub use report::{FieldReport, Report, Treatment, render_report};
 pub use table::{Cell, Table, TableBuilder, TableError, arrow_type, timestamp_micros};

@@ -175,6 +175,12 @@ pub struct Manifest {
     pub version: u32,
     /// The source position the release was taken at (opaque to the engine).
     pub source_watermark: String,
+    /// The erasures of data subjects the source had applied when the release was taken
+    /// (opaque to the engine; absent when there were none). A run that holds pseudonyms and
+    /// saw fewer erasures than the source has now may hold an erased subject's pseudonym,
+    /// and is withdrawn (`release::withdraw_before_erasures`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_erasures: String,
     pub rows_in: u64,
     pub rows: u64,
     pub suppressed_rows: u64,
@@ -238,6 +244,7 @@ impl Manifest {
         Self {
             version: MANIFEST_VERSION,
             source_watermark: source_watermark.into(),
+            source_erasures: String::new(),
             rows_in: report.rows_in,
             rows: report.rows_released,
             suppressed_rows: report.rows_suppressed,
@@ -253,6 +260,13 @@ impl Manifest {
             fields: report.fields.clone(),
             parts,
         }
+    }
+
+    /// Whether a column of the release holds pseudonyms (which remain personal data).
+    pub fn holds_pseudonyms(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|c| c.treatment == Treatment::Pseudonymized)
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>, OutputError> {

@@ -32,6 +32,12 @@ impl Rng {
 /// The synthetic collection: 8 quasi-identifiers of every type, a pseudonymized and a
 /// dropped identifier, a sensitive and a public field.
 pub fn schema() -> CollectionSchema {
+    schema_pseudonymizing(&["email"])
+}
+
+/// The synthetic collection releasing pseudonyms of `pseudonymize` only (its other
+/// identifiers dropped).
+pub fn schema_pseudonymizing(pseudonymize: &[&str]) -> CollectionSchema {
     let spec = FieldSpec::unindexed;
     use FieldClass::*;
     use FieldType::*;
@@ -52,7 +58,7 @@ pub fn schema() -> CollectionSchema {
     let analytics = AnalyticsSpec {
         k: 10,
         l: None,
-        pseudonymize: vec!["email".to_owned()],
+        pseudonymize: pseudonymize.iter().map(|&f| f.to_owned()).collect(),
     };
     CollectionSchema::new(fields, vec![], None, Some(analytics))
         .expect("the synthetic schema is valid")

@@ -100,6 +100,12 @@ fn print_summary(region: &RegionId, summary: &RunSummary) {
     for manifest in &summary.manifests {
         println!("  {manifest}");
     }
+    if summary.withdrawn > 0 {
+        println!(
+            "  {} earlier runs withdrawn after a subject erasure (see each collection's _withdrawn.json)",
+            summary.withdrawn
+        );
+    }
 }
 
 #[derive(Debug, clap::Args)]

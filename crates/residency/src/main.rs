@@ -1,6 +1,6 @@
 //! `residency`: the one production binary. Subcommands: `dev` (the local three-region
 //! platform), `serve` (one regional node), `migrate` (a region's primary), `audit verify`,
-//! `export run`, `anonymize`, `terraform-vars`, and the operator's commands over a node's
+//! `export run`, `anonymize`, `terraform-vars`, `subjects`, and the operator's commands over a node's
 //! API (`tenants`, `keys`, `jobs`; `operator/`). Thin: each command module parses its
 //! arguments and calls the `node` library (or `audit`, `export`, `catalog`, or the API). It holds no
 //! benchmark or load generator: those are `residency-bench` (`crates/bench`).
@@ -45,7 +45,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Audit-log tools for compliance officers (`audit verify`).
     Audit(audit_cmd::AuditArgs),
-    /// Data-subject tools for compliance officers (`subjects verify-export`).
+    /// Data-subject requests for compliance officers (admin key): `export`, `erase`,
+    /// `verify-export` (offline).
     Subjects(subjects_cmd::SubjectsArgs),
     /// The anonymized analytics export of one region (`export run`), reading replicas only.
     Export(export_cmd::ExportArgs),

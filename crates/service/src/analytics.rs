@@ -6,8 +6,11 @@
 //! `<prefix><tenant pseudonym>/<collection>/run=<id>/` (parts, then `_manifest.json`, last;
 //! see `export::release` for how runs stay idempotent and incremental). The watermark is
 //! the collection's schema version, record count and latest change, read on the same
-//! snapshot as the records. Plaintext exists here only on its way into the engine; no
-//! value is logged.
+//! snapshot as the records, with the erasures of data subjects that snapshot reflects.
+//! After an erasure, a collection whose releases hold pseudonyms is released afresh and
+//! its earlier runs withdrawn (`export::release::withdraw_before_erasures`,
+//! `docs/privacy.md`). Plaintext exists here only on its way into the engine; no value is
+//! logged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use bytes::Bytes;
 use envelope::kms::Kms;
 use envelope::objects::{ByteStream, ObjectKey, ObjectStore, ObjectStoreError};
 use envelope::{DataKey, KeyMaterial, KeyPurpose, KeyVersion};
-use export::release::{self, Plan, ReleaseLocation, ReleaseStore};
+use export::release::{self, Plan, ReleaseLocation, ReleaseStore, SourcePosition};
 use futures::TryStreamExt as _;
 use model::{RegionId, TenantId};
 use serde_json::{Map, Value};
@@ -163,6 +166,8 @@ pub struct RunSummary {
     pub rows_suppressed: u64,
     /// Stored records the current schema no longer accepts (left out and counted).
     pub rows_invalid: u64,
+    /// Earlier runs withdrawn because they may hold an erased subject's pseudonym.
+    pub withdrawn: u64,
     /// The manifests written, as object keys.
     pub manifests: Vec<String>,
 }
@@ -192,63 +197,102 @@ pub async fn export_once(
                     doc.into_model()
                         .map_err(|err| ServiceError::internal_while("read the stored schema", err))
                 })?;
+            let location = ReleaseLocation::new(&tenant_dir, &collection.name).map_err(internal)?;
+            let erasures = snapshot.erasures(&collection).await?;
             if schema.analytics().is_none() {
+                // Not released (any more), but runs released while it was may hold an
+                // erased subject's pseudonym: they are withdrawn all the same.
+                let source = SourcePosition {
+                    watermark: String::new(),
+                    erasures,
+                };
+                summary.withdrawn += withdraw(&store, &location, &source).await?;
                 continue;
             }
-            let location = ReleaseLocation::new(&tenant_dir, &collection.name).map_err(internal)?;
-            let watermark = snapshot.watermark(&collection).await?;
-            let (run, resumed) = match release::plan_release(&store, &location, &watermark)
+            let source = SourcePosition {
+                watermark: snapshot.watermark(&collection).await?,
+                erasures,
+            };
+            match release::plan_release(&store, &location, &source)
                 .await
                 .map_err(internal)?
             {
-                Plan::UpToDate { .. } => {
-                    summary.unchanged += 1;
-                    continue;
+                Plan::UpToDate { .. } => summary.unchanged += 1,
+                Plan::Write { run, resumed } => {
+                    let mut table = export::TableBuilder::new(&schema);
+                    let mut invalid = 0u64;
+                    open_records(&snapshot, &mut keys, &collection, |data| {
+                        if table.push_json(&schema, &data).is_err() {
+                            invalid += 1;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    let anonymized = export::anonymize(&table.finish(), &schema, &pseudonyms)
+                        .map_err(internal)?;
+                    release::write_release(
+                        &store,
+                        &location,
+                        &run,
+                        &anonymized,
+                        &source,
+                        ROWS_PER_PART,
+                    )
+                    .await
+                    .map_err(internal)?;
+                    summary.released += 1;
+                    summary.resumed += u64::from(resumed);
+                    summary.rows_released += anonymized.report.rows_released;
+                    summary.rows_suppressed += anonymized.report.rows_suppressed;
+                    summary.rows_invalid += invalid;
+                    summary.manifests.push(format!(
+                        "{}{}",
+                        target.prefix,
+                        location.manifest_key(&run)
+                    ));
+                    tracing::info!(
+                        tenant = %tenant,
+                        collection = %collection.name,
+                        run,
+                        resumed,
+                        rows = anonymized.report.rows_released,
+                        suppressed = anonymized.report.rows_suppressed,
+                        "released an anonymized snapshot"
+                    );
                 }
-                Plan::Write { run, resumed } => (run, resumed),
-            };
-            let mut table = export::TableBuilder::new(&schema);
-            let mut invalid = 0u64;
-            open_records(&snapshot, &mut keys, &collection, |data| {
-                if table.push_json(&schema, &data).is_err() {
-                    invalid += 1;
-                }
-                Ok(())
-            })
-            .await?;
-            let anonymized =
-                export::anonymize(&table.finish(), &schema, &pseudonyms).map_err(internal)?;
-            release::write_release(
-                &store,
-                &location,
-                &run,
-                &anonymized,
-                &watermark,
-                ROWS_PER_PART,
-            )
-            .await
-            .map_err(internal)?;
-            summary.released += 1;
-            summary.resumed += u64::from(resumed);
-            summary.rows_released += anonymized.report.rows_released;
-            summary.rows_suppressed += anonymized.report.rows_suppressed;
-            summary.rows_invalid += invalid;
-            summary
-                .manifests
-                .push(format!("{}{}", target.prefix, location.manifest_key(&run)));
-            tracing::info!(
-                tenant = %tenant,
-                collection = %collection.name,
-                run,
-                resumed,
-                rows = anonymized.report.rows_released,
-                suppressed = anonymized.report.rows_suppressed,
-                "released an anonymized snapshot"
-            );
+            }
+            // After the release, so what is withdrawn is superseded; also on a pass that
+            // found the release written (a crash between the two is finished here).
+            summary.withdrawn += withdraw(&store, &location, &source).await?;
         }
         snapshot.finish().await?;
     }
     Ok(summary)
+}
+
+/// Withdraws the collection's runs that may hold the pseudonym of a subject erased since
+/// they were released (`export::release::withdraw_before_erasures`); how many.
+async fn withdraw(
+    store: &Releases,
+    location: &ReleaseLocation,
+    source: &SourcePosition,
+) -> Result<u64, ServiceError> {
+    if source.erasures.is_empty() {
+        return Ok(0);
+    }
+    let withdrawn_at = audit::time::format(std::time::SystemTime::now());
+    let withdrawn = release::withdraw_before_erasures(store, location, source, &withdrawn_at)
+        .await
+        .map_err(internal)?;
+    if !withdrawn.is_empty() {
+        // The location is the tenant's pseudonym and the collection: no personal data.
+        tracing::info!(
+            release = location.prefix(),
+            runs = withdrawn.len(),
+            "withdrew runs released before a subject erasure"
+        );
+    }
+    Ok(withdrawn.len() as u64)
 }
 
 fn internal(err: impl std::error::Error + Send + Sync + 'static) -> ServiceError {

@@ -1,8 +1,9 @@
 //! What the anonymized analytics export reads, and only from a replica: a connection
 //! that is checked to be in recovery (a primary is refused), as the `residency_export`
-//! role (SELECT on tenants, collections, records and wrapped keys; see
-//! `0006_analytics_export.sql`). A collection is read on one snapshot with its watermark,
-//! so that a release and the watermark it records agree.
+//! role (SELECT on tenants, collections, records and wrapped keys, `0006_analytics_export.sql`;
+//! and the erasure ledger's rows, `0013_subject_erasures.sql`). A collection is read on one
+//! snapshot with its watermark and the erasures it reflects, so that a release and the
+//! position it records agree.
 
 use model::TenantId;
 use tokio_postgres::IsolationLevel;
@@ -148,6 +149,29 @@ impl TenantSnapshot<'_> {
         let count: i64 = row.try_get(0)?;
         let latest: i64 = row.try_get(1)?;
         Ok(format!("v{}.n{count}.t{latest}", collection.version))
+    }
+
+    /// The erasures of data subjects that held records in the collection, as the snapshot
+    /// sees them: empty when there are none, else their count and the latest one's time
+    /// (`e<count>.t<µs>`). Erasures only add rows (the ledger is append-only), and an
+    /// erasure's row commits with the deletion of the subject's records, so a release taken
+    /// on a snapshot with this value holds none of the records of those subjects.
+    pub async fn erasures(&self, collection: &CollectionRow) -> Result<String, StoreError> {
+        let row = self
+            .tx
+            .query_one(
+                "select count(*), coalesce((extract(epoch from max(erased_at)) * 1000000)::bigint, 0)
+                 from subject_erasures where tenant_id = $1 and $2 = any(collections)",
+                &[&self.tenant.as_str(), &collection.name],
+            )
+            .await?;
+        let count: i64 = row.try_get(0)?;
+        let latest: i64 = row.try_get(1)?;
+        Ok(if count == 0 {
+            String::new()
+        } else {
+            format!("e{count}.t{latest}")
+        })
     }
 
     /// Up to `limit` records of the collection after `after` (record id order).

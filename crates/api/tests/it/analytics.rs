@@ -3,6 +3,8 @@
 //! the Parquet output checks k-anonymity and l-diversity; planted identifiers appear in no
 //! byte; pseudonyms are stable across runs and differ between tenants; a run stopped
 //! before its manifest is completed by the next, once; an unchanged collection is skipped.
+//! After a data subject's erasure, the collection (which releases pseudonyms) is released
+//! afresh without them and the runs before are withdrawn.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,7 +19,8 @@ use envelope::objects::{ByteStream, ObjectKey, ObjectStore, ObjectStoreError, Ob
 use model::RegionId;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use service::analytics::{ExportTarget, export_once};
+use service::analytics::{ExportKeys, ExportTarget, export_once};
+use store::RegionDatabase;
 use store::export::{EXPORT_ROLE, ExportReplica};
 use store::testing::region_database;
 
@@ -190,6 +193,47 @@ fn runs(collection: &std::path::Path) -> Vec<(String, bool)> {
     runs
 }
 
+/// Gives the export role its password, as a deployment would.
+async fn export_role_password(db: &RegionDatabase) {
+    let owner = db.primary().get().await.expect("primary");
+    owner
+        .batch_execute(&format!("alter role {EXPORT_ROLE} password '{PASSWORD}'"))
+        .await
+        .expect("export password");
+}
+
+/// Waits until `count` (a `select count(*)`) on the replica answers `expected`.
+async fn replica_counts(db: &RegionDatabase, count: &str, expected: i64) {
+    for _ in 0..500 {
+        let replayed: i64 = db.replicas()[0]
+            .get()
+            .await
+            .expect("replica")
+            .query_one(count, &[])
+            .await
+            .expect("count")
+            .get(0);
+        if replayed == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the replica never caught up: {count} is not {expected}");
+}
+
+/// A connection as the export role to the replica, once it has replayed up to
+/// `expected` records in all.
+async fn caught_up_replica(
+    db: &RegionDatabase,
+    replica_config: &tokio_postgres::Config,
+    expected: i64,
+) -> ExportReplica {
+    replica_counts(db, "select count(*) from records", expected).await;
+    ExportReplica::connect(replica_config, &store::PgTls::Disabled, "replica")
+        .await
+        .expect("connect to the replica as the export role")
+}
+
 #[tokio::test]
 async fn the_analytics_export_releases_anonymized_snapshots_once_per_change() {
     let (database, db) = region_database("eu-central-1").await;
@@ -208,36 +252,11 @@ async fn the_analytics_export_releases_anonymized_snapshots_once_per_change() {
         .await;
     assert_eq!(answer.status, StatusCode::CREATED);
 
-    // The export role gets its password, as a deployment would give it.
-    let owner = db.primary().get().await.expect("primary");
-    owner
-        .batch_execute(&format!("alter role {EXPORT_ROLE} password '{PASSWORD}'"))
-        .await
-        .expect("export password");
+    export_role_password(&db).await;
     let expected = (2 * PER_TENANT + 1) as i64;
     let mut replica_config = database.replica.clone();
     replica_config.user(EXPORT_ROLE).password(PASSWORD);
-    let connect = || async {
-        for _ in 0..500 {
-            let replayed: i64 = db.replicas()[0]
-                .get()
-                .await
-                .expect("replica")
-                .query_one("select count(*) from records", &[])
-                .await
-                .expect("count")
-                .get(0);
-            if replayed == expected
-                && let Ok(replica) =
-                    ExportReplica::connect(&replica_config, &store::PgTls::Disabled, "replica")
-                        .await
-            {
-                return replica;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("the replica never caught up");
-    };
+    let connect = || caught_up_replica(&db, &replica_config, expected);
 
     let region = RegionId::parse("eu-central-1").expect("region");
     let kms: Arc<dyn Kms> = Arc::new(
@@ -349,23 +368,7 @@ async fn the_analytics_export_releases_anonymized_snapshots_once_per_change() {
         )
         .await;
     assert_eq!(answer.status, StatusCode::CREATED);
-    let expected_after = expected + 1;
-    let mut replica = loop {
-        let replayed: i64 = db.replicas()[0]
-            .get()
-            .await
-            .expect("replica")
-            .query_one("select count(*) from records", &[])
-            .await
-            .expect("count")
-            .get(0);
-        if replayed == expected_after {
-            break ExportReplica::connect(&replica_config, &store::PgTls::Disabled, "replica")
-                .await
-                .expect("connect");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let mut replica = caught_up_replica(&db, &replica_config, expected + 1).await;
     let third = export_once(&mut replica, &region, &kms, &target)
         .await
         .expect("export");
@@ -393,5 +396,215 @@ async fn the_analytics_export_releases_anonymized_snapshots_once_per_change() {
         kept + 1 >= released[before].len(),
         "pseudonyms are stable across runs: {kept} of {} kept",
         released[before].len()
+    );
+}
+
+/// An erasure as `POST .../subjects/{subject}/erase` commits it: the subject's records
+/// deleted and the erasure ledger's row inserted in one transaction, as the application
+/// role in the tenant's scope. (The token is a stand-in: the export never reads it.)
+async fn erase_as_the_application_does(
+    db: &RegionDatabase,
+    tenant: &model::TenantId,
+    entry: &str,
+    collection: &str,
+    records: &[String],
+) {
+    let mut primary = db.primary().get().await.expect("primary");
+    let tx = primary.begin_tenant(tenant).await.expect("begin");
+    for id in records {
+        let deleted = store::records::delete(&tx, tenant, collection, id, None)
+            .await
+            .expect("delete");
+        assert!(
+            matches!(deleted, store::records::Change::Done(_)),
+            "{deleted:?}"
+        );
+    }
+    let collections = vec![collection.to_owned()];
+    tx.client()
+        .execute(
+            "insert into subject_erasures
+                 (tenant_id, entry_id, subject_token, records_erased, files_erased, collections, audit_seq)
+             values ($1, $2, $3, $4, 0, $5, 1)",
+            &[&tenant.as_str(), &entry, &vec![7u8; 32], &(records.len() as i64), &collections],
+        )
+        .await
+        .expect("the ledger's row");
+    tx.commit().await.expect("commit");
+}
+
+/// Every file under `dir` with its bytes.
+fn files_with_bytes(dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    files
+        .into_iter()
+        .map(|file| {
+            let bytes = std::fs::read(&file).expect("read output");
+            (file, bytes)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn after_a_subject_erasure_runs_holding_their_pseudonym_are_withdrawn_and_re_released() {
+    const ERASED: &str = "erased-subject@example.com";
+    let (database, db) = region_database("eu-central-1").await;
+    let served = serve(db.clone()).await;
+    let (tenant_id, admin) = exporting_tenant(&served, "Initech", "PLANTEDE").await;
+    let tenant: model::TenantId = tenant_id.parse().expect("tenant id");
+    // The subject has two records among the others.
+    let mut erased_records = Vec::new();
+    for age in [33, 41] {
+        let mut person = crate::tenant_api::person(ERASED);
+        person["age"] = json!(age);
+        let answer = served.create_person(&tenant_id, &admin, person).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        erased_records.push(answer.body["id"].as_str().expect("id").to_owned());
+    }
+    export_role_password(&db).await;
+    let mut replica_config = database.replica.clone();
+    replica_config.user(EXPORT_ROLE).password(PASSWORD);
+    let before = (PER_TENANT + 2) as i64;
+
+    let region = RegionId::parse("eu-central-1").expect("region");
+    let kms: Arc<dyn Kms> = Arc::new(
+        LocalKms::open_or_create(&served.node.dir.path().join("kms"), region.clone())
+            .expect("the region's KMS"),
+    );
+    let analytics = tempfile::tempdir().expect("analytics dir");
+    let target = ExportTarget {
+        objects: Arc::new(LocalObjectStore::new(analytics.path().to_owned()).expect("store")),
+        prefix: "eu-central-1/".into(),
+    };
+
+    // The subject's pseudonym, as the export computes it.
+    let mut replica = caught_up_replica(&db, &replica_config, before).await;
+    let snapshot = replica.snapshot(&tenant).await.expect("snapshot");
+    let material = ExportKeys::new(kms.clone(), region.clone(), tenant)
+        .pseudonym_key(&snapshot)
+        .await
+        .expect("pseudonym key");
+    snapshot.finish().await.expect("finish");
+    let pseudonyms = export::PseudonymKey::new(material.expose());
+    let erased_pseudonym = pseudonyms.pseudonym(export::PseudonymValue::String(ERASED));
+    let tenant_dir = pseudonyms.pseudonym(export::PseudonymValue::String(tenant.as_str()));
+    let people = analytics
+        .path()
+        .join("eu-central-1")
+        .join(&tenant_dir)
+        .join("people");
+
+    // The first run releases the subject's pseudonym.
+    let first = export_once(&mut replica, &region, &kms, &target)
+        .await
+        .expect("export");
+    assert_eq!((first.released, first.withdrawn), (1, 0));
+    let run1 = people.join("run=00000001");
+    assert!(
+        check_release(&run1, 10, 2).contains(&erased_pseudonym),
+        "the first release holds the subject's pseudonym"
+    );
+    let manifest = |run: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join("_manifest.json")).expect("manifest"))
+            .expect("manifest JSON")
+    };
+    let first_watermark = manifest(&run1)["source_watermark"].clone();
+
+    // The erasure commits; the next run releases afresh and withdraws the first.
+    erase_as_the_application_does(&db, &tenant, "erasure-1", "people", &erased_records).await;
+    let mut replica = caught_up_replica(&db, &replica_config, before - 2).await;
+    let second = export_once(&mut replica, &region, &kms, &target)
+        .await
+        .expect("export");
+    assert_eq!((second.released, second.withdrawn), (1, 1), "{second:?}");
+    let run2 = people.join("run=00000002");
+    assert_ne!(
+        manifest(&run2)["source_watermark"],
+        first_watermark,
+        "the run after the erasure has a new watermark"
+    );
+    assert!(
+        files_with_bytes(&run1).is_empty(),
+        "the withdrawn run's parts and manifest are gone"
+    );
+    let released = check_release(&run2, 10, 2);
+    assert!(!released.contains(&erased_pseudonym));
+    assert!(
+        released.len() >= PER_TENANT / 2,
+        "the other subjects are released: {}",
+        released.len()
+    );
+    // Analysts see which run was withdrawn, why, and what replaces it; nothing of the
+    // subject.
+    let withdrawn_bytes = std::fs::read(people.join("_withdrawn.json")).expect("_withdrawn.json");
+    let withdrawn: serde_json::Value =
+        serde_json::from_slice(&withdrawn_bytes).expect("withdrawal JSON");
+    assert_eq!(
+        withdrawn["runs"].as_array().map(Vec::len),
+        Some(1),
+        "{withdrawn}"
+    );
+    assert_eq!(withdrawn["runs"][0]["run"], "00000001");
+    assert_eq!(withdrawn["runs"][0]["reason"], "subject erasure");
+    assert_eq!(withdrawn["runs"][0]["superseded_by"], "00000002");
+    for secret in [ERASED, erased_pseudonym.as_str(), tenant_id.as_str()] {
+        assert!(!contains(&withdrawn_bytes, secret.as_bytes()), "{secret}");
+    }
+
+    // A second pass changes nothing.
+    let bucket = files_with_bytes(analytics.path());
+    let mut replica = caught_up_replica(&db, &replica_config, before - 2).await;
+    let third = export_once(&mut replica, &region, &kms, &target)
+        .await
+        .expect("export");
+    assert_eq!(
+        (third.released, third.unchanged, third.withdrawn),
+        (0, 1, 0)
+    );
+    assert_eq!(files_with_bytes(analytics.path()), bucket);
+
+    // The collection stops being released; a later erasure still withdraws what was.
+    let mut schema = crate::tenant_api::people_schema();
+    schema
+        .as_object_mut()
+        .expect("a schema object")
+        .remove("analytics");
+    let changed = served
+        .call(
+            Method::PUT,
+            &format!("/v1/tenants/{tenant_id}/collections/people"),
+            Some(&admin),
+            Some(schema),
+            &[],
+        )
+        .await;
+    assert!(changed.status.is_success(), "{:?}", changed.body);
+    let answer = served
+        .create_person(
+            &tenant_id,
+            &admin,
+            crate::tenant_api::person("second-subject@example.com"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    let second = vec![answer.body["id"].as_str().expect("id").to_owned()];
+    erase_as_the_application_does(&db, &tenant, "erasure-2", "people", &second).await;
+    // The record count is as before: wait for the replica to hold the second erasure.
+    replica_counts(&db, "select count(*) from subject_erasures", 2).await;
+    let mut replica = caught_up_replica(&db, &replica_config, before - 2).await;
+    let fourth = export_once(&mut replica, &region, &kms, &target)
+        .await
+        .expect("export");
+    assert_eq!((fourth.released, fourth.withdrawn), (0, 1), "{fourth:?}");
+    assert!(files_with_bytes(&run2).is_empty());
+    let withdrawn: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(people.join("_withdrawn.json")).expect("_withdrawn.json"),
+    )
+    .expect("withdrawal JSON");
+    assert_eq!(withdrawn["runs"][1]["run"], "00000002");
+    assert_eq!(
+        withdrawn["runs"][1]["superseded_by"],
+        serde_json::Value::Null
     );
 }

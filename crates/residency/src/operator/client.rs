@@ -152,6 +152,19 @@ impl Api {
         body: Option<&impl Serialize>,
         expected: StatusCode,
     ) -> anyhow::Result<Answer<T>> {
+        let (_, answer) = self.call_accepting(method, url, body, &[expected]).await?;
+        Ok(answer)
+    }
+
+    /// [`Api::call`] for an endpoint with more than one success (`200` done, `202` going
+    /// on as a job): the status with the answer.
+    pub(crate) async fn call_accepting<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&impl Serialize>,
+        accepted: &[StatusCode],
+    ) -> anyhow::Result<(StatusCode, Answer<T>)> {
         let endpoint = self.endpoint_name();
         let request = self.request(method, &url, body)?;
         let (status, headers, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, async {
@@ -175,13 +188,13 @@ impl Api {
                 REQUEST_TIMEOUT.as_secs()
             )
         })??;
-        if status == expected {
+        if accepted.contains(&status) {
             let raw = String::from_utf8(bytes.to_vec())
                 .map_err(|_| anyhow!("{endpoint}: the answer is not UTF-8 JSON"))?;
             let value = serde_json::from_str(&raw).map_err(|err| {
                 anyhow!("{endpoint}: the answer ({status}) is not what this version of the CLI expects: {err}")
             })?;
-            return Ok(Answer { value, raw });
+            return Ok((status, Answer { value, raw }));
         }
         Err(self.failure(&endpoint, status, &headers, &bytes))
     }

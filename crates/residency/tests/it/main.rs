@@ -8,6 +8,7 @@ mod export;
 mod migrate;
 mod operator;
 mod platform;
+mod subjects;
 mod subjects_verify;
 
 use std::path::{Path, PathBuf};

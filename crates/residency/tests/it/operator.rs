@@ -21,7 +21,7 @@ use crate::residency;
 
 /// A finished CLI run.
 #[derive(Debug)]
-struct Run {
+pub(crate) struct Run {
     success: bool,
     code: Option<i32>,
     stdout: String,
@@ -29,18 +29,18 @@ struct Run {
 }
 
 impl Run {
-    fn ok(&self) -> &str {
+    pub(crate) fn ok(&self) -> &str {
         assert!(self.success, "the command failed:\n{}", self.stderr);
         &self.stdout
     }
 
-    fn failed(&self) -> &str {
+    pub(crate) fn failed(&self) -> &str {
         assert!(!self.success, "the command succeeded:\n{}", self.stdout);
         assert_eq!(self.code, Some(1), "failures exit 1:\n{}", self.stderr);
         &self.stderr
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_str(self.ok())
             .unwrap_or_else(|err| panic!("--json prints the wire type ({err}):\n{}", self.stdout))
     }
@@ -48,7 +48,7 @@ impl Run {
 
 /// Runs `residency ARGS` in `cwd` with none of the operator variables set, without
 /// blocking the runtime (the test's own server may have to answer it).
-async fn cli(cwd: &Path, args: &[&str]) -> Run {
+pub(crate) async fn cli(cwd: &Path, args: &[&str]) -> Run {
     let mut command = tokio::process::Command::from(residency());
     let output = command
         .args(args)
@@ -69,7 +69,7 @@ async fn cli(cwd: &Path, args: &[&str]) -> Run {
 
 /// `residency tenants create --json` of Acme GmbH, homed in eu-central-1, through `eu`'s
 /// flags.
-async fn create_acme(cwd: &Path, eu: &[&str]) -> TenantCreated {
+pub(crate) async fn create_acme(cwd: &Path, eu: &[&str]) -> TenantCreated {
     cli(
         cwd,
         &[
