@@ -69,13 +69,13 @@ locals {
           Condition = { Bool = { "aws:SecureTransport" = "false" } }
         },
       ],
-      # A region's export role may not write outside its own prefix, whatever its IAM
-      # policy says.
+      # A region's export role may not write, read or delete outside its own prefix,
+      # whatever its IAM policy says.
       [for region, e in var.exporters : {
         Sid       = "ConfineExport${replace(title(replace(region, "-", " ")), " ", "")}"
         Effect    = "Deny"
         Principal = { AWS = e.export_role_arn }
-        Action    = ["s3:PutObject", "s3:AbortMultipartUpload"]
+        Action    = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject", "s3:DeleteObject"]
         NotResource = [
           "${local.analytics_bucket_arn}/${e.prefix}*",
         ]

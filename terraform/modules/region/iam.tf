@@ -53,11 +53,21 @@ locals {
           Action   = "kms:Decrypt"
           Resource = aws_kms_key.region.arn
         },
+        # Its own prefix only: releases are written there, and an incremental, idempotent
+        # release reads the manifests it wrote, deletes the parts of a run it abandoned or
+        # withdrew (after a subject's erasure), and lists what is there.
         {
-          Sid      = "AnalyticsWriteOnly"
+          Sid      = "AnalyticsOwnPrefixObjects"
           Effect   = "Allow"
-          Action   = ["s3:PutObject", "s3:AbortMultipartUpload"]
+          Action   = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject", "s3:DeleteObject"]
           Resource = "${local.analytics_bucket_arn}/${var.analytics.prefix}*"
+        },
+        {
+          Sid       = "AnalyticsListOwnPrefix"
+          Effect    = "Allow"
+          Action    = "s3:ListBucket"
+          Resource  = local.analytics_bucket_arn
+          Condition = { StringLike = { "s3:prefix" = ["${var.analytics.prefix}*"] } }
         },
       ],
       # The export reads replicas only, as its own read-only database user.
@@ -74,7 +84,7 @@ locals {
       var.analytics_kms_key_arn == null ? [] : [{
         Sid       = "AnalyticsKeyThroughS3"
         Effect    = "Allow"
-        Action    = "kms:GenerateDataKey"
+        Action    = ["kms:GenerateDataKey", "kms:Decrypt"]
         Resource  = var.analytics_kms_key_arn
         Condition = { StringLike = { "kms:ViaService" = "s3.*.${local.dns_suffix}" } }
       }],

@@ -234,17 +234,26 @@ run "api_uses_the_region_key_only_and_the_data_bucket" {
   }
 }
 
-run "export_writes_only_to_its_analytics_prefix" {
+run "export_reaches_only_its_analytics_prefix" {
   command = apply
 
   assert {
     condition = alltrue([
       for s in jsondecode(aws_iam_role_policy.task["export"].policy).Statement :
       s.Resource == "arn:aws:s3:::residency-analytics/eu-west-1/*" &&
-      length(setsubtract(toset(flatten([s.Action])), ["s3:PutObject", "s3:AbortMultipartUpload"])) == 0
-      if anytrue([for a in flatten([s.Action]) : startswith(a, "s3:")])
+      length(setsubtract(toset(flatten([s.Action])), ["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject", "s3:DeleteObject"])) == 0
+      if anytrue([for a in flatten([s.Action]) : startswith(a, "s3:") && a != "s3:ListBucket"])
     ])
-    error_message = "The export may only write to its prefix of the analytics bucket."
+    error_message = "The export may only write, read and delete objects under its prefix of the analytics bucket."
+  }
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.task["export"].policy).Statement :
+      s.Resource == "arn:aws:s3:::residency-analytics" &&
+      s.Condition.StringLike["s3:prefix"] == ["eu-west-1/*"]
+      if contains(flatten([s.Action]), "s3:ListBucket")
+    ])
+    error_message = "The export may list its own prefix of the analytics bucket only."
   }
   assert {
     condition = alltrue([
