@@ -121,6 +121,8 @@ impl From<store::StoreError> for ServiceError {
         match err {
             StoreError::Unavailable(_) | StoreError::ReadOnly => Self::unavailable("database"),
             StoreError::NotFound => Self::NotFound { what: "resource" },
+            // Only an offboarded tenant's chain is closed.
+            StoreError::AuditChainClosed => Self::NotFound { what: "tenant" },
             StoreError::Conflict => Self::Conflict("resource"),
             StoreError::SchemaMoved { field } => Self::SchemaConflict {
                 field,
