@@ -49,6 +49,7 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         collections::get_collection,
         keys::rotate_keys,
         keys::key_status,
+        keys::destroy_key_version,
         records::create_record,
         records::search_records,
         records::get_record,

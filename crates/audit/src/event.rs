@@ -140,6 +140,10 @@ named_enum! {
         SubjectExport => "subject.export",
         SubjectErase => "subject.erase",
         KeyRotate => "key.rotate",
+        /// Destroying one retired data key version (its resource names the version).
+        KeyDestroy => "key.destroy",
+        /// Setting the tenant's automatic rotation bounds.
+        KeyPolicy => "key.policy",
         ApiKeyCreate => "apikey.create",
         ApiKeyDelete => "apikey.delete",
         /// Creating or replacing a collection's schema.

@@ -32,6 +32,10 @@ pub enum ServiceError {
     /// The resource already exists (409).
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The resource is not in a state that allows the operation (409), e.g. a key version
+    /// still active or still sealing stored data; the text says why.
+    #[error("{0}")]
+    StateConflict(&'static str),
     /// A schema change that the collection's stored records could not follow (409),
     /// naming the field.
     #[error("{field}: {reason}")]

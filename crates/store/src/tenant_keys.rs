@@ -344,6 +344,54 @@ pub async fn rewrap(
     Ok(updated == 1)
 }
 
+/// One version of `purpose` for `tenant`, row-locked for the rest of `tx` (a change of its
+/// state waits for, and is seen by, any other).
+pub async fn lock_version(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+    version: KeyVersion,
+) -> Result<Option<StoredKey>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from tenant_keys
+         where tenant_id = $1 and purpose = $2 and version = $3 for update"
+    );
+    tx.client()
+        .query_opt(
+            &sql,
+            &[&tenant.as_str(), &purpose.as_str(), &version_param(version)],
+        )
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose()
+}
+
+/// Destroys one `retired` version of `purpose` for `tenant`: its wrapped key is erased
+/// (state `destroyed`), so whatever it sealed is unreadable for ever. Returns whether it
+/// did (`false`: the version is not `retired`). Every node of the region is notified when
+/// `tx` commits, so that none keeps an unwrapped copy.
+pub async fn destroy_version(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+    version: KeyVersion,
+) -> Result<bool, StoreError> {
+    let destroyed = tx
+        .client()
+        .execute(
+            "update tenant_keys
+             set state = 'destroyed', wrapped_key = null, kms_key_id = null, destroyed_at = now()
+             where tenant_id = $1 and purpose = $2 and version = $3 and state = 'retired'",
+            &[&tenant.as_str(), &purpose.as_str(), &version_param(version)],
+        )
+        .await?;
+    if destroyed == 1 {
+        crate::notifications::notify_tenant_keys(tx, tenant).await?;
+    }
+    Ok(destroyed == 1)
+}
+
 /// Crypto-shredding: erases every wrapped key of `tenant`. Returns how many versions were
 /// destroyed by this call. Every node of the region is notified when `tx` commits, so that
 /// none keeps an unwrapped copy.

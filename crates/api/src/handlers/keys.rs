@@ -1,15 +1,20 @@
 //! A tenant's data keys (admin key): `POST /v1/tenants/{tenant}/keys/rotate` rotates the
 //! data key and queues the re-encryption of what is stored; `GET /v1/tenants/{tenant}/keys`
-//! lists the versions and the latest re-encryption's progress.
+//! lists the versions and the latest re-encryption's progress;
+//! `DELETE /v1/tenants/{tenant}/keys/{version}` destroys a retired version no stored data
+//! uses any more.
 
 use ::audit::Action;
 use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use model::Access;
+use model::{Access, KeyVersion};
+use serde::Deserialize;
+use service::ServiceError;
 use store::jobs::Job;
 use store::tenant_keys::StoredKey;
+use utoipa::IntoParams;
 use wire::api as body;
 
 use super::{ApiResult, TenantPath, time_text};
@@ -86,4 +91,57 @@ pub(crate) async fn key_status(ctx: Ctx, Path(path): Path<TenantPath>) -> ApiRes
         reencryption: status.reencryption.as_ref().map(reencryption_view),
     };
     Ok((StatusCode::OK, Json(view)).into_response())
+}
+
+/// `/v1/tenants/{tenant}/keys/{version}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct KeyVersionPath {
+    /// The tenant id.
+    pub tenant: String,
+    /// The data key version (1, 2, …).
+    pub version: String,
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{tenant}/keys/{version}",
+    tag = "administration",
+    summary = "Destroy a retired data key version",
+    description = "Erases the version's wrapped key (state `destroyed`): whatever it still \
+        sealed would be unreadable for ever, so only a `retired` version that no stored \
+        value and no file uses any more (the re-encryption after the rotation that retired \
+        it is done) may go; 409 for the active version or one still in use. Every node of \
+        the region forgets it within about a second. Audited as `key.destroy`. Destroying \
+        a destroyed version changes nothing (204).",
+    security(("bearer" = [])),
+    params(KeyVersionPath),
+    responses(
+        (status = 204, description = "The version is destroyed."),
+        (status = 409, response = p::Conflict),
+    ),
+)]
+pub(crate) async fn destroy_key_version(ctx: Ctx, Path(path): Path<KeyVersionPath>) -> ApiResult {
+    let caller = ctx
+        .authorize(path_on(&path), Access::Administer, Action::KeyDestroy)
+        .await?;
+    // A malformed version names no version: the same answer as an unknown one.
+    let version = path
+        .version
+        .parse::<u32>()
+        .ok()
+        .and_then(KeyVersion::new)
+        .ok_or(ServiceError::NotFound {
+            what: "key version",
+        })?;
+    ctx.service().destroy_key_version(&caller, version).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The audit target of a key version's path: `keys`, never the text of the path.
+fn path_on(path: &KeyVersionPath) -> super::Target<'_> {
+    super::Target {
+        tenant: &path.tenant,
+        resource: "keys".to_owned(),
+    }
 }

@@ -87,6 +87,8 @@ const ADDED: &[(&str, &str)] = &[
     ("GET", "/v1/tenants"),
     // An offboarded tenant's signed certificate (issue 28).
     ("GET", "/v1/tenants/{tenant}/offboarding"),
+    // Destroying a retired data key version (issue 28).
+    ("DELETE", "/v1/tenants/{tenant}/keys/{version}"),
 ];
 
 /// Routes of API.md that no handler serves yet. The document is generated from the code,
