@@ -50,6 +50,8 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         keys::rotate_keys,
         keys::key_status,
         keys::destroy_key_version,
+        keys::key_policy,
+        keys::set_key_policy,
         records::create_record,
         records::search_records,
         records::get_record,

@@ -2,7 +2,8 @@
 //! data key and queues the re-encryption of what is stored; `GET /v1/tenants/{tenant}/keys`
 //! lists the versions and the latest re-encryption's progress;
 //! `DELETE /v1/tenants/{tenant}/keys/{version}` destroys a retired version no stored data
-//! uses any more.
+//! uses any more; `GET`/`PUT /v1/tenants/{tenant}/keys/policy` read and set the tenant's
+//! bounds of automatic rotation.
 
 use ::audit::Action;
 use axum::Json;
@@ -18,7 +19,7 @@ use utoipa::IntoParams;
 use wire::api as body;
 
 use super::{ApiResult, TenantPath, time_text};
-use crate::extract::Ctx;
+use crate::extract::{Ctx, JsonBody};
 use crate::openapi::problems as p;
 
 fn reencryption_view(job: &Job) -> body::ReencryptionView {
@@ -144,4 +145,78 @@ fn path_on(path: &KeyVersionPath) -> super::Target<'_> {
         tenant: &path.tenant,
         resource: "keys".to_owned(),
     }
+}
+
+fn policy_view(view: &service::key_policy::KeyBoundsView) -> body::KeyPolicyView {
+    body::KeyPolicyView {
+        max_seals: view.tenant.max_seals,
+        max_age_seconds: view.tenant.max_age.map(|age| age.as_secs()),
+        default_max_seals: view.default_max_seals,
+        default_max_age_seconds: view.default_max_age.as_secs(),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/keys/policy",
+    tag = "administration",
+    summary = "The tenant's bounds of automatic key rotation",
+    description = "The data key rotates on its own once its active version sealed \
+        `max_seals` values or is `max_age_seconds` old; `null` means the region's default \
+        (`default_max_seals`, `default_max_age_seconds`).",
+    security(("bearer" = [])),
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The tenant's bounds and the region's defaults.", body = body::KeyPolicyView),
+    ),
+)]
+pub(crate) async fn key_policy(ctx: Ctx, Path(path): Path<TenantPath>) -> ApiResult {
+    let caller = ctx
+        .authorize(
+            path.on("keys/policy"),
+            Access::Administer,
+            Action::KeyPolicy,
+        )
+        .await?;
+    let view = ctx.service().key_bounds(&caller).await?;
+    Ok((StatusCode::OK, Json(policy_view(&view))).into_response())
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{tenant}/keys/policy",
+    tag = "administration",
+    summary = "Set the tenant's bounds of automatic key rotation",
+    description = "Replaces both bounds (`null` or absent: the region's default). A tenant \
+        may rotate more often than the region, never less: `max_seals` from 1 to \
+        `default_max_seals` (at most 2^30, a quarter of AES-GCM's bound for random nonces), \
+        `max_age_seconds` from 3600 to `default_max_age_seconds`; 422 naming the field \
+        otherwise. Applied by the next round of the policy (seconds). Audited as \
+        `key.policy`.",
+    security(("bearer" = [])),
+    params(TenantPath),
+    request_body = body::KeyPolicyBody,
+    responses(
+        (status = 200, description = "The tenant's bounds as set and the region's defaults.", body = body::KeyPolicyView),
+    ),
+)]
+pub(crate) async fn set_key_policy(
+    ctx: Ctx,
+    Path(path): Path<TenantPath>,
+    request: JsonBody<body::KeyPolicyBody>,
+) -> ApiResult {
+    let caller = ctx
+        .authorize(
+            path.on("keys/policy"),
+            Access::Administer,
+            Action::KeyPolicy,
+        )
+        .await?;
+    let request = request.read(&caller).await?;
+    let bounds = service::key_policy::TenantKeyBounds {
+        max_seals: request.max_seals,
+        max_age: request.max_age_seconds.map(std::time::Duration::from_secs),
+    };
+    let view = ctx.service().set_key_bounds(&caller, bounds).await?;
+    Ok((StatusCode::OK, Json(policy_view(&view))).into_response())
 }

@@ -880,3 +880,137 @@ async fn a_retired_version_no_value_uses_is_destroyed_and_every_node_hears_it() 
         "{outcomes:?}"
     );
 }
+
+async fn put_policy(api: &Served, tenant: &str, key: &str, body: Value) -> Answer {
+    api.call(
+        Method::PUT,
+        &format!("/v1/tenants/{tenant}/keys/policy"),
+        Some(key),
+        Some(body),
+        &[],
+    )
+    .await
+}
+
+async fn policy(api: &Served, tenant: &str, admin: &str) -> Value {
+    let answer = api
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/{tenant}/keys/policy"),
+            Some(admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    answer.body
+}
+
+#[tokio::test]
+async fn a_tenants_rotation_bounds_are_set_through_the_api_within_the_regions_and_applied() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let api = serve(database).await;
+    let (tenant, admin) = api.tenant().await;
+    let (_, other_admin) = api.tenant().await;
+    let writer = api.key(&tenant, &admin, "writer").await;
+    const DAYS_90: u64 = 90 * 24 * 3600;
+    let defaults = json!({
+        "max_seals": null, "max_age_seconds": null,
+        "default_max_seals": 1u64 << 30, "default_max_age_seconds": DAYS_90
+    });
+    assert_eq!(policy(&api, &tenant, &admin).await, defaults);
+
+    let tight = json!({"max_seals": 10, "max_age_seconds": 86_400});
+    for (key, expected) in [
+        (writer.as_str(), StatusCode::FORBIDDEN),
+        (OPERATOR_TOKEN, StatusCode::FORBIDDEN),
+        (other_admin.as_str(), StatusCode::NOT_FOUND),
+    ] {
+        let answer = put_policy(&api, &tenant, key, tight.clone()).await;
+        assert_eq!(answer.status, expected, "{:?}", answer.body);
+    }
+    // Out of bounds: 422 naming the field, nothing changed.
+    for (body, field) in [
+        (json!({"max_seals": 0}), "max_seals"),
+        (json!({"max_seals": (1u64 << 30) + 1}), "max_seals"),
+        (json!({"max_seals": -5}), "max_seals"),
+        (json!({"max_age_seconds": 3599}), "max_age_seconds"),
+        (json!({"max_age_seconds": DAYS_90 + 1}), "max_age_seconds"),
+        (json!({"max_seals": 10, "rotate": true}), "rotate"),
+    ] {
+        let answer = put_policy(&api, &tenant, &admin, body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            answer.body
+        );
+        let detail = answer.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(field), "{body}: {detail}");
+    }
+    assert_eq!(policy(&api, &tenant, &admin).await, defaults);
+
+    // Within bounds: stored (in the tenant's row), shown, audited.
+    let set = put_policy(&api, &tenant, &admin, tight.clone()).await;
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+    let expected = json!({
+        "max_seals": 10, "max_age_seconds": 86_400,
+        "default_max_seals": 1u64 << 30, "default_max_age_seconds": DAYS_90
+    });
+    assert_eq!(set.body, expected);
+    assert_eq!(policy(&api, &tenant, &admin).await, expected);
+    let stored = "select key_max_seals, key_max_age_seconds from tenants where tenant_id = $1";
+    let row = &tenant_rows(&api, stored, &tenant).await[0];
+    assert_eq!(
+        (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)),
+        (Some(10), Some(86_400))
+    );
+
+    // Applied: 15 seals (three records of five sealed fields) are over the tenant's 10,
+    // far under the region's 2^30.
+    api.people(&tenant, &admin).await;
+    for n in 0..3 {
+        let created = api
+            .create_person(&tenant, &writer, person(&format!("p{n}@example.com")))
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED);
+    }
+    let service = api.node.state.service().clone();
+    assert_eq!(
+        service.enforce_key_policy().await.expect("a round"),
+        [model::TenantId::parse(&tenant).expect("id")]
+    );
+    assert_eq!(
+        states(&key_status(&api, &tenant, &admin).await),
+        [(1, "retired"), (2, "active")]
+    );
+
+    // Back to the region's defaults (absent fields are null).
+    let reset = put_policy(&api, &tenant, &admin, json!({})).await;
+    assert_eq!(reset.status, StatusCode::OK, "{:?}", reset.body);
+    assert_eq!(reset.body, defaults);
+    let auditor = api.key(&tenant, &admin, "auditor").await;
+    let events = api
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/{tenant}/audit/events?action=key.policy"),
+            Some(&auditor),
+            None,
+            &[],
+        )
+        .await;
+    let resources: Vec<&str> = events.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["outcome"] == "success")
+        .map(|e| e["resource"].as_str().expect("resource"))
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "keys/policy?max_seals=10&max_age_seconds=86400",
+            "keys/policy?max_seals=default&max_age_seconds=default"
+        ]
+    );
+}
