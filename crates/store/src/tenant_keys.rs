@@ -188,8 +188,20 @@ pub async fn by_version<C: GenericClient>(
     purpose: KeyPurpose,
     version: KeyVersion,
 ) -> Result<Option<StoredKey>, StoreError> {
+    one_version(client, tenant, purpose, version, "").await
+}
+
+/// One version's row; `suffix` ends the statement (a row lock).
+async fn one_version<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+    version: KeyVersion,
+    suffix: &str,
+) -> Result<Option<StoredKey>, StoreError> {
     let sql = format!(
-        "select {COLUMNS} from tenant_keys where tenant_id = $1 and purpose = $2 and version = $3"
+        "select {COLUMNS} from tenant_keys
+         where tenant_id = $1 and purpose = $2 and version = $3{suffix}"
     );
     client
         .query_opt(
@@ -352,19 +364,7 @@ pub async fn lock_version(
     purpose: KeyPurpose,
     version: KeyVersion,
 ) -> Result<Option<StoredKey>, StoreError> {
-    let sql = format!(
-        "select {COLUMNS} from tenant_keys
-         where tenant_id = $1 and purpose = $2 and version = $3 for update"
-    );
-    tx.client()
-        .query_opt(
-            &sql,
-            &[&tenant.as_str(), &purpose.as_str(), &version_param(version)],
-        )
-        .await?
-        .as_ref()
-        .map(decode)
-        .transpose()
+    one_version(tx.client(), tenant, purpose, version, " for update").await
 }
 
 /// Destroys one `retired` version of `purpose` for `tenant`: its wrapped key is erased
