@@ -268,7 +268,7 @@ mod tests {
             assert_eq!(Action::parse(a.as_str()), Ok(*a));
             assert!(seen.insert(a.as_str()), "duplicate {a}");
         }
-        assert_eq!(Action::ALL.len(), 20);
+        assert_eq!(Action::ALL.len(), 22);
         for k in ActorKind::ALL {
             assert_eq!(ActorKind::parse(k.as_str()), Ok(*k));
         }
