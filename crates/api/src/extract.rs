@@ -179,7 +179,9 @@ impl IntoResponse for ApiError {
             ServiceError::VersionMismatch { .. } => {
                 (StatusCode::PRECONDITION_FAILED, "version-mismatch")
             }
-            ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ServiceError::Conflict(_) | ServiceError::StateConflict(_) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
             ServiceError::SchemaConflict { .. } => (StatusCode::CONFLICT, "schema-conflict"),
             ServiceError::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
             ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),

@@ -77,6 +77,14 @@ pub fn app(state: NodeState) -> Router {
         .route("/v1/tenants/{tenant}/keys/rotate", post(keys::rotate_keys))
         .route("/v1/tenants/{tenant}/keys", get(keys::key_status))
         .route(
+            "/v1/tenants/{tenant}/keys/policy",
+            get(keys::key_policy).put(keys::set_key_policy),
+        )
+        .route(
+            "/v1/tenants/{tenant}/keys/{version}",
+            delete(keys::destroy_key_version),
+        )
+        .route(
             "/v1/tenants/{tenant}/collections/{collection}",
             put(collections::put_collection).get(collections::get_collection),
         )

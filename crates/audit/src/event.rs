@@ -140,6 +140,10 @@ named_enum! {
         SubjectExport => "subject.export",
         SubjectErase => "subject.erase",
         KeyRotate => "key.rotate",
+        /// Destroying one retired data key version (its resource names the version).
+        KeyDestroy => "key.destroy",
+        /// Setting the tenant's automatic rotation bounds.
+        KeyPolicy => "key.policy",
         ApiKeyCreate => "apikey.create",
         ApiKeyDelete => "apikey.delete",
         /// Creating or replacing a collection's schema.
@@ -264,7 +268,7 @@ mod tests {
             assert_eq!(Action::parse(a.as_str()), Ok(*a));
             assert!(seen.insert(a.as_str()), "duplicate {a}");
         }
-        assert_eq!(Action::ALL.len(), 20);
+        assert_eq!(Action::ALL.len(), 22);
         for k in ActorKind::ALL {
             assert_eq!(ActorKind::parse(k.as_str()), Ok(*k));
         }

@@ -59,7 +59,8 @@ enum Command {
     /// Tenants (operator token): `list`, `get`, `create`, `offboard`.
     #[command(after_help = operator::EXIT_STATUS)]
     Tenants(operator::tenants::TenantsArgs),
-    /// A tenant's data keys (its admin key): `rotate`, `status`.
+    /// Keys: a tenant's data keys (its admin key): `rotate`, `status`, `destroy`, `policy`;
+    /// the region's (operator token): `rewrap`, `rotate-audit`.
     #[command(after_help = operator::EXIT_STATUS)]
     Keys(operator::keys::KeysArgs),
     /// The region's durable jobs (operator token): `list`, `get`.

@@ -295,6 +295,23 @@ impl AuditLog {
         self.inner.core.append(tx, event).await
     }
 
+    /// Appends `event` as the last event of its tenant's chain and closes the chain, inside
+    /// `tx` (offboarding's `tenant.delete`): from the commit on, every append to it is
+    /// refused (`StoreError::AuditChainClosed`), and batched events that reach it are
+    /// counted and logged instead (see `docs/audit.md`, "A closed chain").
+    pub async fn append_and_close(
+        &self,
+        tx: &PrimaryTx<'_>,
+        event: NewEvent,
+    ) -> Result<Event, AuditError> {
+        let tenant = event.tenant;
+        let linked = self.inner.core.append(tx, event).await?;
+        rows::close(tx, &tenant).await?;
+        // No head of a closed chain is worth guessing after.
+        self.inner.core.heads.invalidate(&tenant);
+        Ok(linked)
+    }
+
     /// Links `event` after the locked head of its tenant's chain and stores it, inside
     /// `tx`: the fallback of a write whose guess of the head (see
     /// [`AuditLog::link_after_known_head`]) the database just refused.
@@ -598,11 +615,22 @@ impl Core {
         let result = self
             .append_batch(std::slice::from_ref(&event), &mut Vec::new())
             .await;
-        match &result {
-            Ok(()) => self.metrics.record_audit_events_written("sync", 1),
-            Err(_) => self.metrics.record_audit_write_failure("sync"),
+        match result {
+            Ok(closed) if closed.is_empty() => {
+                self.metrics.record_audit_events_written("sync", 1);
+                Ok(())
+            }
+            // The tenant was offboarded before its event was written: the operation fails
+            // (its tenant is gone) rather than go unaudited.
+            Ok(_) => {
+                self.metrics.record_audit_events_after_close("sync", 1);
+                Err(AuditError::Store(StoreError::AuditChainClosed))
+            }
+            Err(err) => {
+                self.metrics.record_audit_write_failure("sync");
+                Err(err)
+            }
         }
-        result
     }
 
     /// Appends `events` in one transaction on the primary, each after its tenant's head.
@@ -612,11 +640,14 @@ impl Core {
     ///
     /// Before it sends COMMIT, the attempt adds a [`CommitProbe`] to `sent_commits`: if
     /// the answer is lost, [`Core::committed`] tells whether the batch went in anyway.
+    ///
+    /// The events of a tenant whose chain is closed (offboarded) are not appended; the
+    /// rest of the batch commits, and the answer names those tenants with their counts.
     pub(crate) async fn append_batch(
         &self,
         events: &[NewEvent],
         sent_commits: &mut Vec<CommitProbe>,
-    ) -> Result<(), AuditError> {
+    ) -> Result<Vec<(TenantId, usize)>, AuditError> {
         let mut ordered: Vec<&NewEvent> = events.iter().collect();
         ordered.sort_by(|a, b| a.tenant.as_str().cmp(b.tenant.as_str()));
         let groups: Vec<&[&NewEvent]> = ordered.chunk_by(|a, b| a.tenant == b.tenant).collect();
@@ -649,18 +680,27 @@ impl Core {
             });
             let accepted = futures::future::join_all(attempts).await;
             let mut probe = None;
+            let mut closed = Vec::new();
             // ...and where that guess was stale (or there was none), after the locked head.
             for ((group, guess), accepted) in groups.iter().zip(guesses).zip(accepted) {
                 let linked = match (accepted?, guess) {
                     (true, Some(linked)) => linked,
                     _ => {
                         let tenant = group[0].tenant;
-                        let head = rows::lock_head(&tx, &tenant)
-                            .await?
-                            .map(|(seq, hash)| Head {
+                        let head = match rows::lock_head(&tx, &tenant).await {
+                            Ok(head) => head.map(|(seq, hash)| Head {
                                 seq,
                                 hash: Hash::from_bytes(hash),
-                            });
+                            }),
+                            // Refused before any statement failed: the transaction goes
+                            // on with the other tenants' events.
+                            Err(StoreError::AuditChainClosed) => {
+                                self.heads.invalidate(&tenant);
+                                closed.push((tenant, group.len()));
+                                continue;
+                            }
+                            Err(err) => return Err(err.into()),
+                        };
                         let linked = link(head, group);
                         let rows: Vec<AuditRow> = linked.iter().map(event_row).collect();
                         if !rows::append_many(&tx, &rows).await? {
@@ -684,7 +724,7 @@ impl Core {
             }
             sent_commits.extend(probe);
             tx.commit().await?;
-            Ok(())
+            Ok(closed)
         }
         .await;
         if result.is_err() {

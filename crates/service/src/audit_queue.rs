@@ -319,13 +319,14 @@ pub(crate) async fn run_writer(core: Arc<Core>, queue: Arc<Queue>) {
                 // The server committed an attempt whose answer was lost: writing the
                 // batch again would put every event in the chain twice.
                 tracing::warn!(region = %region, batch = batch.len(), "an audit batch whose commit went unanswered had committed");
-                result = Ok(());
+                result = Ok(Vec::new());
             }
             match result {
-                Ok(()) => {
+                Ok(closed) => {
+                    let refused = after_close(&core, &closed);
                     queue.written(batch.len());
                     core.metrics()
-                        .record_audit_events_written("batched", batch.len() as u64);
+                        .record_audit_events_written("batched", (batch.len() - refused) as u64);
                     core.metrics()
                         .set_audit_backlog(queue.backlog(), queue.capacity());
                     if failures > 0 {
@@ -360,6 +361,25 @@ pub(crate) async fn run_writer(core: Arc<Core>, queue: Arc<Queue>) {
             }
         }
     }
+}
+
+/// Events of tenants whose chain was closed (offboarded) before they reached it: reads
+/// served before the offboarding committed, queued on this node before it heard of it.
+/// They cannot follow `tenant.delete`, so they are counted and logged, never dropped
+/// silently.
+/// Returns how many events that is.
+fn after_close(core: &Core, closed: &[(model::TenantId, usize)]) -> usize {
+    for (tenant, events) in closed {
+        core.metrics()
+            .record_audit_events_after_close("batched", *events as u64);
+        tracing::warn!(
+            region = %core.region(),
+            tenant = %tenant,
+            events,
+            "audit events of an offboarded tenant reached its closed chain and were not appended"
+        );
+    }
+    closed.iter().map(|(_, events)| events).sum()
 }
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ pub enum ServiceError {
     /// The resource already exists (409).
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The resource is not in a state that allows the operation (409), e.g. a key version
+    /// still active or still sealing stored data; the text says why.
+    #[error("{0}")]
+    StateConflict(&'static str),
     /// A schema change that the collection's stored records could not follow (409),
     /// naming the field.
     #[error("{field}: {reason}")]
@@ -128,6 +132,8 @@ impl From<store::StoreError> for ServiceError {
         match err {
             StoreError::Unavailable(_) | StoreError::ReadOnly => Self::unavailable("database"),
             StoreError::NotFound => Self::NotFound { what: "resource" },
+            // Only an offboarded tenant's chain is closed.
+            StoreError::AuditChainClosed => Self::NotFound { what: "tenant" },
             StoreError::Conflict => Self::Conflict("resource"),
             StoreError::SerializationFailure => Self::TransactionConflict {
                 retry_after: Duration::from_secs(1),

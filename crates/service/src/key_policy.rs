@@ -4,6 +4,9 @@
 //! maximum age; per tenant, else the region's [`KeyPolicy`]), exactly as an admin's
 //! `POST .../keys/rotate` would, audited as `key.rotate` by the system.
 //!
+//! A tenant admin may set the tenant's own bounds (`GET`/`PUT .../keys/policy`), tighter
+//! than the region's, never looser ([`RegionService::set_key_bounds`]).
+//!
 //! Counts are approximate by design: a node that dies loses what it had not added yet (at
 //! most `interval` of its seals), and a seal whose transaction rolled back still counts.
 //! The bounds sit far below AES-GCM's random-nonce limit (`docs/envelope.md`), so neither
@@ -20,6 +23,7 @@ use store::tenant_keys::{self, RotationDue};
 use crate::ServiceError;
 use crate::stoppable::StoppableTask;
 use crate::tenancy::{Caller, RegionService, RequestContext};
+use crate::unit_of_work::EventTiming;
 
 /// When a tenant's data key is rotated on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,4 +235,120 @@ mod tests {
         }
         assert_eq!(counts.take().len(), MAX_COUNTED_VERSIONS);
     }
+}
+
+/// The most seals a tenant may allow one data key version: a quarter of AES-GCM's 2^32
+/// bound for random 96-bit nonces (`docs/envelope.md` has the arithmetic). The region's
+/// default may be lower, never higher.
+pub const MAX_SEALS_CEILING: u64 = 1 << 30;
+/// The shortest age bound a tenant may set: a rotation queues a re-encryption of
+/// everything the tenant stores, so a tenant must not make its keys rotate by the minute.
+pub const MIN_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// A tenant's own bounds of automatic rotation (`None`: the region's [`KeyPolicy`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantKeyBounds {
+    pub max_seals: Option<u64>,
+    pub max_age: Option<Duration>,
+}
+
+/// A tenant's bounds and the region's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyBoundsView {
+    pub tenant: TenantKeyBounds,
+    /// The region's default seals bound (the ceiling a tenant may set, too).
+    pub default_max_seals: u64,
+    /// The region's default age bound (the longest a tenant may set, too).
+    pub default_max_age: Duration,
+}
+
+impl RegionService {
+    /// The tenant's rotation bounds as set, with the region's defaults.
+    pub async fn key_bounds(&self, caller: &Caller) -> Result<KeyBoundsView, ServiceError> {
+        let tenant = caller.tenant;
+        let primary = self.inner.database.primary().get().await?;
+        let stored = store::tenants::key_bounds(primary.client(), &tenant)
+            .await?
+            .ok_or(ServiceError::NotFound { what: "tenant" })?;
+        Ok(self.bounds_view(TenantKeyBounds {
+            max_seals: stored.max_seals.and_then(|v| u64::try_from(v).ok()),
+            max_age: stored
+                .max_age_seconds
+                .and_then(|v| u64::try_from(v).ok())
+                .map(Duration::from_secs),
+        }))
+    }
+
+    /// Sets the tenant's rotation bounds (`None`: the region's default), audited as
+    /// `key.policy` in the same transaction. A seals bound must be 1 to the region's
+    /// default (itself at most [`MAX_SEALS_CEILING`]); an age bound [`MIN_MAX_AGE`] to the
+    /// region's default: a tenant may rotate more often than the region, never less.
+    /// The next round of the policy (every `interval`) applies them.
+    pub async fn set_key_bounds(
+        &self,
+        caller: &Caller,
+        bounds: TenantKeyBounds,
+    ) -> Result<KeyBoundsView, ServiceError> {
+        let view = self.bounds_view(bounds);
+        if let Some(seals) = bounds.max_seals
+            && !(1..=view.default_max_seals).contains(&seals)
+        {
+            return Err(ServiceError::invalid(
+                "max_seals",
+                format!("must be between 1 and {}", view.default_max_seals),
+            ));
+        }
+        if let Some(age) = bounds.max_age
+            && !(MIN_MAX_AGE..=view.default_max_age).contains(&age)
+        {
+            return Err(ServiceError::invalid(
+                "max_age_seconds",
+                format!(
+                    "must be between {} and {}",
+                    MIN_MAX_AGE.as_secs(),
+                    view.default_max_age.as_secs()
+                ),
+            ));
+        }
+        let tenant = caller.tenant;
+        let shown = |value: Option<u64>| value.map_or("default".to_owned(), |v| v.to_string());
+        let event = self.caller_event(
+            caller,
+            audit::Action::KeyPolicy,
+            &format!(
+                "keys/policy?max_seals={}&max_age_seconds={}",
+                shown(bounds.max_seals),
+                shown(bounds.max_age.map(|age| age.as_secs())),
+            ),
+            audit::Outcome::Success,
+        );
+        let stored = store::tenants::KeyBounds {
+            max_seals: bounds.max_seals.map(to_column),
+            max_age_seconds: bounds.max_age.map(|age| to_column(age.as_secs())),
+        };
+        self.write(&tenant, EventTiming::AfterChange, [event], async |tx| {
+            if store::tenants::set_key_bounds(tx, &tenant, stored).await? {
+                Ok(())
+            } else {
+                Err(ServiceError::NotFound { what: "tenant" })
+            }
+        })
+        .await?;
+        tracing::info!(region = %self.inner.region, tenant = %tenant, "set a tenant's key rotation bounds");
+        Ok(view)
+    }
+
+    fn bounds_view(&self, tenant: TenantKeyBounds) -> KeyBoundsView {
+        let policy = self.inner.settings.key_policy;
+        KeyBoundsView {
+            tenant,
+            default_max_seals: policy.max_seals.min(MAX_SEALS_CEILING),
+            default_max_age: policy.max_age,
+        }
+    }
+}
+
+/// A bound checked against the region's defaults (far below `i64::MAX`) as its column.
+fn to_column(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }

@@ -1,12 +1,14 @@
 //! A tenant's key rotation (admin): a new data key version that seals every new write at
 //! once, and its re-encryption job (`jobs::reencrypt`), queued in the same transaction as
-//! the new version and the `key.rotate` event; and the tenant's key status (versions and
-//! the latest re-encryption's progress).
+//! the new version and the `key.rotate` event; the destruction of a retired version that
+//! nothing uses any more (`key.destroy`); and the tenant's key status (versions and the
+//! latest re-encryption's progress).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use audit::{Action, Outcome};
-use model::{KeyPurpose, KeyVersion};
+use model::{KeyPurpose, KeyState, KeyVersion};
 use store::jobs::{Job, JobId};
 use store::reencryption;
 use store::tenant_keys::{self, StoredKey};
@@ -97,6 +99,67 @@ impl RegionService {
             .ok_or_else(|| ServiceError::internal("a queued re-encryption vanished"))?;
         tracing::info!(region = %self.inner.region, tenant = %tenant, job = %job.id, version = version.get(), "rotated a tenant's data key; re-encryption queued");
         Ok(RotationStarted { version, job })
+    }
+
+    /// Destroys the tenant's data key `version`: its wrapped key is erased (state
+    /// `destroyed`) and every node of the region forgets it, in one transaction with its
+    /// `key.destroy` event. Only a `retired` version that no stored value or file uses any
+    /// more (checked in SQL, `reencryption::data_version_in_use`) may go:
+    /// [`ServiceError::StateConflict`] otherwise, [`ServiceError::NotFound`] for a version
+    /// the tenant never had. Destroying a destroyed version changes nothing (no event).
+    pub async fn destroy_key_version(
+        &self,
+        caller: &Caller,
+        version: KeyVersion,
+    ) -> Result<(), ServiceError> {
+        let tenant = caller.tenant;
+        // The event only when the change destroyed something: it is appended after it.
+        // (Reset by each attempt of the unit of work.)
+        let destroyed = AtomicBool::new(false);
+        let event = std::iter::once_with(|| {
+            destroyed.load(Ordering::SeqCst).then(|| {
+                self.caller_event(
+                    caller,
+                    Action::KeyDestroy,
+                    &format!("keys/data/v{}", version.get()),
+                    Outcome::Success,
+                )
+            })
+        })
+        .flatten();
+        self.write(&tenant, EventTiming::AfterChange, event, async |tx| {
+            destroyed.store(false, Ordering::SeqCst);
+            let key = tenant_keys::lock_version(tx, &tenant, KeyPurpose::Data, version)
+                .await?
+                .ok_or(ServiceError::NotFound {
+                    what: "key version",
+                })?;
+            match key.state {
+                KeyState::Destroyed => return Ok(()),
+                KeyState::Active => {
+                    return Err(ServiceError::StateConflict(
+                        "the key version is active: rotate first",
+                    ));
+                }
+                KeyState::Retired => {}
+            }
+            if reencryption::data_version_in_use(tx.client(), &tenant, version).await? {
+                return Err(ServiceError::StateConflict(
+                    "the key version still seals stored values or files: wait for the re-encryption",
+                ));
+            }
+            if !tenant_keys::destroy_version(tx, &tenant, KeyPurpose::Data, version).await? {
+                return Err(ServiceError::internal("a locked retired key version changed"));
+            }
+            destroyed.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+        .await?;
+        if destroyed.load(Ordering::SeqCst) {
+            self.inner.keyring.forget_tenant(&tenant);
+            tracing::info!(region = %self.inner.region, tenant = %tenant, version = version.get(), "destroyed a retired data key version");
+        }
+        Ok(())
     }
 
     /// The tenant's data key versions and its latest re-encryption (`None` before the

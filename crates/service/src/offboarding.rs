@@ -9,6 +9,8 @@
 //! which answers 404. The directory entry stays until the purge ends, so that every region
 //! keeps forwarding to the home's 404 meanwhile.
 
+use std::time::Duration;
+
 use audit::{Action, Actor, ActorKind, Outcome};
 use model::TenantId;
 use store::StoreError;
@@ -17,6 +19,11 @@ use store::jobs::{self, Job, JobFilter, JobState};
 use crate::jobs::PURGE;
 use crate::unit_of_work::EventTiming;
 use crate::{OperatorGrant, RegionService, RequestContext, ServiceError};
+
+/// How long an offboarding waits for this node's queued audit events to be written before
+/// it closes the tenant's chain (the queue drains in milliseconds while the primary is up;
+/// the offboarding needs the primary anyway).
+const FLUSH_BEFORE_CLOSE: Duration = Duration::from_secs(5);
 
 /// Where an offboarding stands.
 #[derive(Debug, Clone)]
@@ -67,14 +74,24 @@ impl RegionService {
                 Outcome::Success,
                 context,
             );
+            // Reads this node served and queued (batched audit) go into the chain before
+            // `tenant.delete` closes it; what other nodes still queue is counted and logged
+            // when it reaches the closed chain (`docs/audit.md`, "A closed chain").
+            if tokio::time::timeout(FLUSH_BEFORE_CLOSE, self.inner.audit.flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!(region = %self.inner.region, tenant = %tenant, "the audit queue did not drain before an offboarding; its events of the tenant will be counted as late");
+            }
             let marked = self
-                .write(tenant, EventTiming::AfterChange, [event], async |tx| {
+                .write(tenant, EventTiming::AfterChange, [], async |tx| {
                     if !store::tenants::mark_offboarded(tx, tenant).await? {
-                        // Offboarded by another request meanwhile: roll this one back
-                        // (its event with it).
+                        // Offboarded by another request meanwhile: roll this one back.
                         return Err(ServiceError::Conflict("tenant already offboarded"));
                     }
                     store::tenant_keys::destroy_all(tx, tenant).await?;
+                    // The chain's last event, in the transaction of the change it records.
+                    self.inner.audit.append_and_close(tx, event).await?;
                     Ok(())
                 })
                 .await;

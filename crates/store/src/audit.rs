@@ -33,21 +33,26 @@ pub type Head = Option<(u64, [u8; 32])>;
 
 /// Locks the tenant's chain head for the rest of `tx` and returns it (one round trip).
 /// Concurrent appenders for the same tenant wait here; other tenants are not affected.
+/// [`StoreError::AuditChainClosed`] when the chain is closed ([`close`]): nothing may
+/// follow its last event.
 pub async fn lock_head(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<Head, StoreError> {
     // ON CONFLICT DO UPDATE both creates a missing head and row-locks an existing one.
     let statement = tx
         .prepare_cached(
             "insert into audit_heads (tenant_id, seq, hash) values ($1, 0, null)
              on conflict (tenant_id) do update set seq = audit_heads.seq
-             returning seq, hash",
+             returning seq, hash, closed_at is not null",
         )
         .await?;
     let row = tx
         .client()
         .query_one(&statement, &[&tenant.as_str()])
         .await?;
-    let seq: i64 = row.get(0);
-    let hash: Option<Vec<u8>> = row.get(1);
+    let seq: i64 = row.try_get(0)?;
+    let hash: Option<Vec<u8>> = row.try_get(1)?;
+    if row.try_get::<_, bool>(2)? {
+        return Err(StoreError::AuditChainClosed);
+    }
     match (seq, hash) {
         (0, None) => Ok(None),
         (seq, Some(hash)) => Ok(Some((to_u64(seq)?, to_hash(&hash)?))),
@@ -80,7 +85,43 @@ pub async fn head<C: GenericClient>(client: &C, tenant: &TenantId) -> Result<Hea
     }
 }
 
-/// Appends `event` if, and only if, the tenant's head is exactly the event's
+/// Closes `tenant`'s chain in `tx` (offboarding, after its `tenant.delete`): from the
+/// commit on, every append to it matches nothing and [`lock_head`] answers
+/// [`StoreError::AuditChainClosed`]. The chain must hold at least one event.
+pub async fn close(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<(), StoreError> {
+    let closed = tx
+        .client()
+        .execute(
+            "update audit_heads set closed_at = coalesce(closed_at, now())
+             where tenant_id = $1 and seq > 0",
+            &[&tenant.as_str()],
+        )
+        .await?;
+    if closed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
+/// Whether `tenant`'s chain is closed ([`close`]).
+pub async fn is_closed<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+) -> Result<bool, StoreError> {
+    let row = client
+        .query_opt(
+            "select closed_at is not null from audit_heads where tenant_id = $1",
+            &[&tenant.as_str()],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get(0)?,
+        None => false,
+    })
+}
+
+/// Appends `event` if, and only if, the chain is open and the tenant's head is exactly the event's
 /// predecessor (`seq - 1` and `prev_hash`; the empty chain for seq 1): moves the head and
 /// inserts the event in one statement, and returns whether it did. Safe without a prior
 /// [`lock_head`]: the head update row-locks, and a concurrent writer that moved the head
@@ -188,7 +229,7 @@ impl EventPlaceholders {
         format!(
             "moved as (
                  update audit_heads set seq = {seq}::bigint, hash = {hash}
-                 where tenant_id = {tenant} and seq = {seq}::bigint - 1
+                 where tenant_id = {tenant} and seq = {seq}::bigint - 1 and closed_at is null
                    and (hash = {prev_hash} or (seq = 0 and hash is null))
                  returning tenant_id
              ), appended as (
@@ -395,7 +436,7 @@ fn to_i64(value: u64) -> Result<i64, StoreError> {
 }
 
 /// Appends `events`, consecutive events of one tenant already linked to each other, if
-/// and only if the tenant's head is exactly the first event's predecessor: moves the head
+/// and only if the chain is open and the tenant's head is exactly the first event's predecessor: moves the head
 /// to the last event and inserts them all in one statement, and returns whether it did.
 /// Safe without a prior [`lock_head`], like [`append`].
 ///
@@ -413,7 +454,7 @@ pub async fn append_many(tx: &PrimaryTx<'_>, events: &[AuditRow]) -> Result<bool
         .prepare_cached(
             "with moved as (
                  update audit_heads set seq = $2::bigint, hash = $3
-                 where tenant_id = $1 and seq = $4::bigint
+                 where tenant_id = $1 and seq = $4::bigint and closed_at is null
                    and (hash = $5 or ($4::bigint = 0 and hash is null))
                  returning tenant_id
              )

@@ -44,6 +44,10 @@ pub enum StoreError {
     WrongRegion { stamped: String, configured: String },
     #[error(transparent)]
     Migration(#[from] crate::MigrationError),
+    /// The tenant's audit chain is closed (offboarding ended it with `tenant.delete`): no
+    /// event may be appended to it (migration 0014).
+    #[error("the tenant's audit chain is closed")]
+    AuditChainClosed,
     /// The row the operation needs does not exist.
     #[error("not found")]
     NotFound,

@@ -224,6 +224,48 @@ pub async fn object_in_use<C: GenericClient>(
         .is_some())
 }
 
+/// Whether anything of `tenant` is still sealed under data key `version`: a sealed field
+/// of a record (walked in SQL: `records.sealed` is, per field, a name length byte, the
+/// name, a 4-byte big-endian length and the sealed value, whose bytes 1..5 are its key
+/// version) or a file (`files.key_version`, which the re-encryption sets with the
+/// object). Stops at the first one found.
+pub async fn data_version_in_use<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    version: model::KeyVersion,
+) -> Result<bool, StoreError> {
+    let version = i32::try_from(version.get())
+        .map_err(|_| StoreError::Corrupt("key version out of range".into()))?;
+    let in_use: bool = client
+        .query_one(
+            "with recursive field (sealed, value_at) as (
+                 select r.sealed, 5 + get_byte(r.sealed, 0)
+                 from records r where r.tenant_id = $1 and length(r.sealed) > 0
+               union all
+                 select f.sealed, next.at + 5 + get_byte(f.sealed, next.at)
+                 from field f
+                 cross join lateral (
+                     select f.value_at + ((get_byte(f.sealed, f.value_at - 4) << 24)
+                                        | (get_byte(f.sealed, f.value_at - 3) << 16)
+                                        | (get_byte(f.sealed, f.value_at - 2) << 8)
+                                        |  get_byte(f.sealed, f.value_at - 1)) as at
+                 ) next
+                 where next.at < length(f.sealed)
+             )
+             select exists (
+                 select 1 from field
+                 where ((get_byte(sealed, value_at + 1) << 24)
+                      | (get_byte(sealed, value_at + 2) << 16)
+                      | (get_byte(sealed, value_at + 3) << 8)
+                      |  get_byte(sealed, value_at + 4)) = $2
+             ) or exists (select 1 from files where tenant_id = $1 and key_version = $2)",
+            &[&tenant.as_str(), &version],
+        )
+        .await?
+        .try_get(0)?;
+    Ok(in_use)
+}
+
 /// How many records and files of `tenant` a re-encryption walks.
 pub async fn items<C: GenericClient>(client: &C, tenant: &TenantId) -> Result<u64, StoreError> {
     let count: i64 = client

@@ -188,8 +188,20 @@ pub async fn by_version<C: GenericClient>(
     purpose: KeyPurpose,
     version: KeyVersion,
 ) -> Result<Option<StoredKey>, StoreError> {
+    one_version(client, tenant, purpose, version, "").await
+}
+
+/// One version's row; `suffix` ends the statement (a row lock).
+async fn one_version<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+    version: KeyVersion,
+    suffix: &str,
+) -> Result<Option<StoredKey>, StoreError> {
     let sql = format!(
-        "select {COLUMNS} from tenant_keys where tenant_id = $1 and purpose = $2 and version = $3"
+        "select {COLUMNS} from tenant_keys
+         where tenant_id = $1 and purpose = $2 and version = $3{suffix}"
     );
     client
         .query_opt(
@@ -342,6 +354,42 @@ pub async fn rewrap(
         )
         .await?;
     Ok(updated == 1)
+}
+
+/// One version of `purpose` for `tenant`, row-locked for the rest of `tx` (a change of its
+/// state waits for, and is seen by, any other).
+pub async fn lock_version(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+    version: KeyVersion,
+) -> Result<Option<StoredKey>, StoreError> {
+    one_version(tx.client(), tenant, purpose, version, " for update").await
+}
+
+/// Destroys one `retired` version of `purpose` for `tenant`: its wrapped key is erased
+/// (state `destroyed`), so whatever it sealed is unreadable for ever. Returns whether it
+/// did (`false`: the version is not `retired`). Every node of the region is notified when
+/// `tx` commits, so that none keeps an unwrapped copy.
+pub async fn destroy_version(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+    version: KeyVersion,
+) -> Result<bool, StoreError> {
+    let destroyed = tx
+        .client()
+        .execute(
+            "update tenant_keys
+             set state = 'destroyed', wrapped_key = null, kms_key_id = null, destroyed_at = now()
+             where tenant_id = $1 and purpose = $2 and version = $3 and state = 'retired'",
+            &[&tenant.as_str(), &purpose.as_str(), &version_param(version)],
+        )
+        .await?;
+    if destroyed == 1 {
+        crate::notifications::notify_tenant_keys(tx, tenant).await?;
+    }
+    Ok(destroyed == 1)
 }
 
 /// Crypto-shredding: erases every wrapped key of `tenant`. Returns how many versions were

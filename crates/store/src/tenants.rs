@@ -146,3 +146,50 @@ pub async fn mark_offboarded(tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<bo
         .await?;
     Ok(updated == 1)
 }
+
+/// A tenant's own bounds of automatic key rotation (`None`: the region's default), as
+/// stored in `tenants.key_max_seals` and `tenants.key_max_age_seconds` (migration 0010).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyBounds {
+    pub max_seals: Option<i64>,
+    pub max_age_seconds: Option<i64>,
+}
+
+/// The tenant's rotation bounds; `None` when the tenant is not here.
+pub async fn key_bounds<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+) -> Result<Option<KeyBounds>, StoreError> {
+    let row = client
+        .query_opt(
+            "select key_max_seals, key_max_age_seconds from tenants
+             where tenant_id = $1 and status = 'active'",
+            &[&tenant.as_str()],
+        )
+        .await?;
+    row.map(|row| {
+        Ok(KeyBounds {
+            max_seals: row.try_get(0)?,
+            max_age_seconds: row.try_get(1)?,
+        })
+    })
+    .transpose()
+}
+
+/// Sets the tenant's rotation bounds; returns whether the (active) tenant exists. The
+/// caller checks the values; the table's checks refuse what is not positive.
+pub async fn set_key_bounds(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    bounds: KeyBounds,
+) -> Result<bool, StoreError> {
+    let updated = tx
+        .client()
+        .execute(
+            "update tenants set key_max_seals = $2, key_max_age_seconds = $3
+             where tenant_id = $1 and status = 'active'",
+            &[&tenant.as_str(), &bounds.max_seals, &bounds.max_age_seconds],
+        )
+        .await?;
+    Ok(updated == 1)
+}

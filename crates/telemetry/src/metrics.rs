@@ -100,6 +100,7 @@ pub struct NodeMetrics {
     audit_backlog_capacity: Gauge,
     audit_events_written: Family<AuditModeLabels, Counter>,
     audit_write_failures: Family<AuditModeLabels, Counter>,
+    audit_events_after_close: Family<AuditModeLabels, Counter>,
     audit_checkpoints: Counter,
     auth_denials: Family<ReasonLabels, Counter>,
     api_key_lookups: Counter,
@@ -215,6 +216,12 @@ impl NodeMetrics {
             "Failed audit write transactions, by mode (a failed batch is retried, never dropped)",
             audit_write_failures.clone(),
         );
+        let audit_events_after_close = Family::<AuditModeLabels, Counter>::default();
+        registry.register(
+            "audit_events_after_close",
+            "Audit events recorded outside a data transaction that reached a closed chain (an offboarded tenant's) and were not appended, by mode; each is logged with its tenant id",
+            audit_events_after_close.clone(),
+        );
         let audit_checkpoints = Counter::default();
         registry.register(
             "audit_checkpoints",
@@ -278,6 +285,7 @@ impl NodeMetrics {
             audit_backlog_capacity,
             audit_events_written,
             audit_write_failures,
+            audit_events_after_close,
             audit_checkpoints,
             auth_denials,
             api_key_lookups,
@@ -386,6 +394,14 @@ impl NodeMetrics {
         self.audit_write_failures
             .get_or_create(&AuditModeLabels { mode })
             .inc();
+    }
+
+    /// `count` audit events (`sync` or `batched`) not appended because their tenant's
+    /// chain was closed by its offboarding before they reached it.
+    pub fn record_audit_events_after_close(&self, mode: &'static str, count: u64) {
+        self.audit_events_after_close
+            .get_or_create(&AuditModeLabels { mode })
+            .inc_by(count);
     }
 
     /// `count` chain heads signed.

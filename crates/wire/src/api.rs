@@ -458,6 +458,36 @@ pub struct KeyStatus {
     pub reencryption: Option<ReencryptionView>,
 }
 
+/// `PUT /v1/tenants/{tenant}/keys/policy`: the tenant's own bounds of automatic data key
+/// rotation; `null` (or absent) for the region's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPolicyBody {
+    /// The most values one data key version may seal before it rotates.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub max_seals: Option<u64>,
+    /// The oldest (in seconds) a data key version may get before it rotates.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub max_age_seconds: Option<u64>,
+}
+
+/// `GET`/`PUT /v1/tenants/{tenant}/keys/policy`: the tenant's bounds as set (`null`: the
+/// region's default) and the region's defaults, which are also the largest values a
+/// tenant may set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyPolicyView {
+    #[serde(default)]
+    #[schema(required = true)]
+    pub max_seals: Option<u64>,
+    #[serde(default)]
+    #[schema(required = true)]
+    pub max_age_seconds: Option<u64>,
+    pub default_max_seals: u64,
+    pub default_max_age_seconds: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use serde::de::DeserializeOwned;
@@ -551,6 +581,11 @@ mod tests {
             "reencryption": reencryption
         }));
         round_trip::<KeyStatus>(json!({"versions": [], "reencryption": null}));
+        round_trip::<KeyPolicyBody>(json!({"max_seals": 1000, "max_age_seconds": null}));
+        round_trip::<KeyPolicyView>(json!({
+            "max_seals": null, "max_age_seconds": 86400,
+            "default_max_seals": 1073741824, "default_max_age_seconds": 7776000
+        }));
     }
 
     #[test]

@@ -87,6 +87,11 @@ const ADDED: &[(&str, &str)] = &[
     ("GET", "/v1/tenants"),
     // An offboarded tenant's signed certificate (issue 28).
     ("GET", "/v1/tenants/{tenant}/offboarding"),
+    // Destroying a retired data key version (issue 28).
+    ("DELETE", "/v1/tenants/{tenant}/keys/{version}"),
+    // The tenant's bounds of automatic key rotation (issue 28).
+    ("GET", "/v1/tenants/{tenant}/keys/policy"),
+    ("PUT", "/v1/tenants/{tenant}/keys/policy"),
 ];
 
 /// Routes of API.md that no handler serves yet. The document is generated from the code,

@@ -700,3 +700,317 @@ async fn files_in_an_s3_bucket_are_reencrypted_on_moto() {
         assert_eq!(&sha256_hex(&got.bytes), sum);
     }
 }
+
+async fn destroy(api: &Served, tenant: &str, key: &str, version: &str) -> Answer {
+    api.call(
+        Method::DELETE,
+        &format!("/v1/tenants/{tenant}/keys/{version}"),
+        Some(key),
+        None,
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_retired_version_no_value_uses_is_destroyed_and_every_node_hears_it() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let api = serve(database).await;
+    let (tenant, admin, writer, ids, sums) = tenant_with_data(&api, 5, 2).await;
+    let (_, other_admin) = api.tenant().await;
+
+    // Who may: the tenant's admin only.
+    for (key, expected) in [
+        (writer.as_str(), StatusCode::FORBIDDEN),
+        (OPERATOR_TOKEN, StatusCode::FORBIDDEN),
+        (other_admin.as_str(), StatusCode::NOT_FOUND),
+    ] {
+        let answer = destroy(&api, &tenant, key, "1").await;
+        assert_eq!(answer.status, expected, "{:?}", answer.body);
+    }
+    // The active version, and versions the tenant never had.
+    let active = destroy(&api, &tenant, &admin, "1").await;
+    assert_eq!(active.status, StatusCode::CONFLICT, "{:?}", active.body);
+    assert_eq!(
+        active.header("content-type"),
+        Some("application/problem+json")
+    );
+    for unknown in ["9", "0", "v1", "-1", "99999999999"] {
+        let answer = destroy(&api, &tenant, &admin, unknown).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "{unknown}: {:?}",
+            answer.body
+        );
+    }
+
+    // Retired but still sealing every value and file (no runner yet): refused.
+    assert_eq!(
+        rotate(&api, &tenant, &admin).await.status,
+        StatusCode::ACCEPTED
+    );
+    let in_use = destroy(&api, &tenant, &admin, "1").await;
+    assert_eq!(in_use.status, StatusCode::CONFLICT, "{:?}", in_use.body);
+    assert_eq!(
+        states(&key_status(&api, &tenant, &admin).await),
+        [(1, "retired"), (2, "active")],
+        "a refusal changes nothing"
+    );
+    // The records' sealed fields alone keep it (the files' rows made to say version 2 for
+    // a moment): the walk over each record's sealed fields finds version 1.
+    let files_at = async |version: i32| {
+        let sql = format!("update files set key_version = {version} where tenant_id = $1");
+        tenant_rows(&api, &sql, &tenant).await;
+    };
+    files_at(2).await;
+    let by_records = destroy(&api, &tenant, &admin, "1").await;
+    assert_eq!(
+        by_records.status,
+        StatusCode::CONFLICT,
+        "{:?}",
+        by_records.body
+    );
+    files_at(1).await;
+
+    // Re-encrypted but for one file, whose row still names version 1 (as it would while
+    // the job has not reached it): still refused, by the file alone.
+    let jobs = runner(&api, reencrypt(&api), 100).spawn();
+    reencrypted(&api, &tenant, &admin).await;
+    jobs.stop().await;
+    assert!(sealed_versions(&api, &tenant).await.iter().all(|v| *v == 2));
+    let back = "update files set key_version = 1
+                where tenant_id = $1 and name = (select min(name) from files where tenant_id = $1)";
+    tenant_rows(&api, back, &tenant).await;
+    let by_file = destroy(&api, &tenant, &admin, "1").await;
+    assert_eq!(by_file.status, StatusCode::CONFLICT, "{:?}", by_file.body);
+    files_at(2).await;
+
+    // Now nothing uses it: destroyed, and the region's listeners hear it.
+    let (notices, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let listener = api.node.state.database().listen(
+        store::notifications::ListenerSettings::default(),
+        Arc::new(move |notice| {
+            let _ = notices.send(notice);
+        }),
+    );
+    let mut sessions = listener.sessions();
+    tokio::time::timeout(Duration::from_secs(10), sessions.wait_for(|s| *s > 0))
+        .await
+        .expect("listening in time")
+        .expect("listener");
+    let destroyed = destroy(&api, &tenant, &admin, "1").await;
+    assert_eq!(
+        destroyed.status,
+        StatusCode::NO_CONTENT,
+        "{:?}",
+        destroyed.body
+    );
+    let tenant_id = model::TenantId::parse(&tenant).expect("id");
+    tokio::time::timeout(Duration::from_secs(1), async {
+        // (A listener's first notice is its resynchronization after connecting.)
+        while let Some(notice) = heard.recv().await {
+            if notice == store::notifications::Notice::TenantKeys(tenant_id) {
+                return;
+            }
+        }
+        panic!("the listener stopped");
+    })
+    .await
+    .expect("the tenant's key change heard within a second");
+    listener.stop().await;
+    let status = key_status(&api, &tenant, &admin).await;
+    assert_eq!(states(&status), [(1, "destroyed"), (2, "active")]);
+    let wrapped = "select count(*) from tenant_keys
+                   where tenant_id = $1 and purpose = 'data' and version = 1
+                     and wrapped_key is null and kms_key_id is null";
+    assert_eq!(
+        tenant_rows(&api, wrapped, &tenant).await[0].get::<_, i64>(0),
+        1
+    );
+    // Everything stays readable (it is all under version 2), and writes go on.
+    for id in &ids {
+        let path = format!("{}/{id}", records_path(&tenant));
+        let got = api.call(Method::GET, &path, Some(&writer), None, &[]).await;
+        assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
+    }
+    for (path, sum) in &sums {
+        let got = api.call(Method::GET, path, Some(&writer), None, &[]).await;
+        assert_eq!(&sha256_hex(&got.bytes), sum);
+    }
+    let created = api
+        .create_person(&tenant, &writer, person("after@example.com"))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+
+    // Again: nothing changes, nothing is audited twice; the active version still refuses.
+    let again = destroy(&api, &tenant, &admin, "1").await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        destroy(&api, &tenant, &admin, "2").await.status,
+        StatusCode::CONFLICT
+    );
+    let auditor = api.key(&tenant, &admin, "auditor").await;
+    let events = api
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/{tenant}/audit/events?action=key.destroy"),
+            Some(&auditor),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(events.status, StatusCode::OK);
+    let outcomes: Vec<(&str, &str, &str)> = events.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["resource"].as_str().expect("resource"),
+                e["outcome"].as_str().expect("outcome"),
+                e["actor"]["kind"].as_str().expect("actor"),
+            )
+        })
+        .collect();
+    let successes: Vec<_> = outcomes.iter().filter(|e| e.1 == "success").collect();
+    assert_eq!(
+        successes,
+        [&("keys/data/v1", "success", "api_key")],
+        "{outcomes:?}"
+    );
+}
+
+async fn put_policy(api: &Served, tenant: &str, key: &str, body: Value) -> Answer {
+    api.call(
+        Method::PUT,
+        &format!("/v1/tenants/{tenant}/keys/policy"),
+        Some(key),
+        Some(body),
+        &[],
+    )
+    .await
+}
+
+async fn policy(api: &Served, tenant: &str, admin: &str) -> Value {
+    let answer = api
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/{tenant}/keys/policy"),
+            Some(admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    answer.body
+}
+
+#[tokio::test]
+async fn a_tenants_rotation_bounds_are_set_through_the_api_within_the_regions_and_applied() {
+    let (_db, database) = region_database("eu-central-1").await;
+    let api = serve(database).await;
+    let (tenant, admin) = api.tenant().await;
+    let (_, other_admin) = api.tenant().await;
+    let writer = api.key(&tenant, &admin, "writer").await;
+    const DAYS_90: u64 = 90 * 24 * 3600;
+    let defaults = json!({
+        "max_seals": null, "max_age_seconds": null,
+        "default_max_seals": 1u64 << 30, "default_max_age_seconds": DAYS_90
+    });
+    assert_eq!(policy(&api, &tenant, &admin).await, defaults);
+
+    let tight = json!({"max_seals": 10, "max_age_seconds": 86_400});
+    for (key, expected) in [
+        (writer.as_str(), StatusCode::FORBIDDEN),
+        (OPERATOR_TOKEN, StatusCode::FORBIDDEN),
+        (other_admin.as_str(), StatusCode::NOT_FOUND),
+    ] {
+        let answer = put_policy(&api, &tenant, key, tight.clone()).await;
+        assert_eq!(answer.status, expected, "{:?}", answer.body);
+    }
+    // Out of bounds: 422 naming the field, nothing changed.
+    for (body, field) in [
+        (json!({"max_seals": 0}), "max_seals"),
+        (json!({"max_seals": (1u64 << 30) + 1}), "max_seals"),
+        (json!({"max_seals": -5}), "max_seals"),
+        (json!({"max_age_seconds": 3599}), "max_age_seconds"),
+        (json!({"max_age_seconds": DAYS_90 + 1}), "max_age_seconds"),
+        (json!({"max_seals": 10, "rotate": true}), "rotate"),
+    ] {
+        let answer = put_policy(&api, &tenant, &admin, body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            answer.body
+        );
+        let detail = answer.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(field), "{body}: {detail}");
+    }
+    assert_eq!(policy(&api, &tenant, &admin).await, defaults);
+
+    // Within bounds: stored (in the tenant's row), shown, audited.
+    let set = put_policy(&api, &tenant, &admin, tight.clone()).await;
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+    let expected = json!({
+        "max_seals": 10, "max_age_seconds": 86_400,
+        "default_max_seals": 1u64 << 30, "default_max_age_seconds": DAYS_90
+    });
+    assert_eq!(set.body, expected);
+    assert_eq!(policy(&api, &tenant, &admin).await, expected);
+    let stored = "select key_max_seals, key_max_age_seconds from tenants where tenant_id = $1";
+    let row = &tenant_rows(&api, stored, &tenant).await[0];
+    assert_eq!(
+        (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)),
+        (Some(10), Some(86_400))
+    );
+
+    // Applied: 15 seals (three records of five sealed fields) are over the tenant's 10,
+    // far under the region's 2^30.
+    api.people(&tenant, &admin).await;
+    for n in 0..3 {
+        let created = api
+            .create_person(&tenant, &writer, person(&format!("p{n}@example.com")))
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED);
+    }
+    let service = api.node.state.service().clone();
+    assert_eq!(
+        service.enforce_key_policy().await.expect("a round"),
+        [model::TenantId::parse(&tenant).expect("id")]
+    );
+    assert_eq!(
+        states(&key_status(&api, &tenant, &admin).await),
+        [(1, "retired"), (2, "active")]
+    );
+
+    // Back to the region's defaults (absent fields are null).
+    let reset = put_policy(&api, &tenant, &admin, json!({})).await;
+    assert_eq!(reset.status, StatusCode::OK, "{:?}", reset.body);
+    assert_eq!(reset.body, defaults);
+    let auditor = api.key(&tenant, &admin, "auditor").await;
+    let events = api
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/{tenant}/audit/events?action=key.policy"),
+            Some(&auditor),
+            None,
+            &[],
+        )
+        .await;
+    let resources: Vec<&str> = events.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["outcome"] == "success")
+        .map(|e| e["resource"].as_str().expect("resource"))
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "keys/policy?max_seals=10&max_age_seconds=86400",
+            "keys/policy?max_seals=default&max_age_seconds=default"
+        ]
+    );
+}

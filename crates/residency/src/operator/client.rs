@@ -166,13 +166,48 @@ impl Api {
         accepted: &[StatusCode],
     ) -> anyhow::Result<(StatusCode, Answer<T>)> {
         let endpoint = self.endpoint_name();
+        let (status, headers, bytes) = self.exchange(&endpoint, method, url, body).await?;
+        if accepted.contains(&status) {
+            let raw = String::from_utf8(bytes.to_vec())
+                .map_err(|_| anyhow!("{endpoint}: the answer is not UTF-8 JSON"))?;
+            let value = serde_json::from_str(&raw).map_err(|err| {
+                anyhow!("{endpoint}: the answer ({status}) is not what this version of the CLI expects: {err}")
+            })?;
+            return Ok((status, Answer { value, raw }));
+        }
+        Err(self.failure(&endpoint, status, &headers, &bytes))
+    }
+
+    /// Sends one request whose successful answer, `expected`, has no body (a `204`).
+    pub(crate) async fn call_without_answer(
+        &self,
+        method: Method,
+        url: Url,
+        expected: StatusCode,
+    ) -> anyhow::Result<()> {
+        let endpoint = self.endpoint_name();
+        let (status, headers, bytes) = self.exchange(&endpoint, method, url, None::<&()>).await?;
+        if status == expected {
+            return Ok(());
+        }
+        Err(self.failure(&endpoint, status, &headers, &bytes))
+    }
+
+    /// Sends one request and reads its whole answer, within [`REQUEST_TIMEOUT`].
+    async fn exchange(
+        &self,
+        endpoint: &str,
+        method: Method,
+        url: Url,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<(StatusCode, HeaderMap, Bytes)> {
         let request = self.request(method, &url, body)?;
-        let (status, headers, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        tokio::time::timeout(REQUEST_TIMEOUT, async {
             let response = self
                 .http
                 .request(request)
                 .await
-                .map_err(|err| no_answer(&endpoint, &err))?;
+                .map_err(|err| no_answer(endpoint, &err))?;
             let (parts, body) = response.into_parts();
             let bytes = Limited::new(body, MAX_ANSWER_BYTES)
                 .collect()
@@ -187,16 +222,7 @@ impl Api {
                 "cannot reach the node at {endpoint}: no answer within {} s",
                 REQUEST_TIMEOUT.as_secs()
             )
-        })??;
-        if accepted.contains(&status) {
-            let raw = String::from_utf8(bytes.to_vec())
-                .map_err(|_| anyhow!("{endpoint}: the answer is not UTF-8 JSON"))?;
-            let value = serde_json::from_str(&raw).map_err(|err| {
-                anyhow!("{endpoint}: the answer ({status}) is not what this version of the CLI expects: {err}")
-            })?;
-            return Ok((status, Answer { value, raw }));
-        }
-        Err(self.failure(&endpoint, status, &headers, &bytes))
+        })?
     }
 
     /// The request, with the credential as a header marked sensitive.

@@ -100,7 +100,8 @@ fn job_table(page: &JobPage) -> String {
     text
 }
 
-fn job_fields(job: &JobView) -> String {
+/// One job as `name: value` lines (also what `keys rewrap` prints).
+pub(crate) fn job_fields(job: &JobView) -> String {
     fields(&[
         ("id", job.id.clone()),
         ("kind", job.kind.clone()),

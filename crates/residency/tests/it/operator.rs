@@ -714,32 +714,8 @@ async fn an_admin_rotates_a_tenants_key_on_residency_dev_and_watches_the_reencry
 
     // Some sealed data to re-encrypt.
     let http = reqwest::Client::new();
-    let schema =
-        json!({"fields": {"email": {"type": "string", "class": "identifier", "searchable": true}}});
     let collection = format!("{eu_api}/v1/tenants/{}/collections/people", acme.id);
-    let put = http
-        .put(&collection)
-        .bearer_auth(admin)
-        .json(&schema)
-        .send()
-        .await
-        .expect("put schema");
-    assert_eq!(put.status(), reqwest::StatusCode::CREATED);
-    let mut records = Vec::new();
-    for n in 0..20 {
-        let email = format!("person{n}@example.com");
-        let created: Value = http
-            .post(format!("{collection}/records"))
-            .bearer_auth(admin)
-            .json(&json!({"data": {"email": email}}))
-            .send()
-            .await
-            .expect("create record")
-            .json()
-            .await
-            .expect("record");
-        records.push((created["id"].as_str().expect("id").to_owned(), email));
-    }
+    let records = people(&eu_api, &acme.id, admin, 20).await;
 
     let keys = |command: &'static str, json: bool| {
         let mut args = vec!["keys", command, acme.id.as_str(), "--key", admin];
@@ -805,5 +781,246 @@ async fn an_admin_rotates_a_tenants_key_on_residency_dev_and_watches_the_reencry
     .await;
     let refused = refused.failed();
     assert!(refused.contains("401"), "{refused}");
+    drop(dev);
+}
+
+/// Gives the tenant a `people` collection and `count` records (an email each, sealed)
+/// through `api`; returns each record's id and email.
+async fn people(api: &str, tenant: &str, admin: &str, count: usize) -> Vec<(String, String)> {
+    let http = reqwest::Client::new();
+    let schema =
+        json!({"fields": {"email": {"type": "string", "class": "identifier", "searchable": true}}});
+    let collection = format!("{api}/v1/tenants/{tenant}/collections/people");
+    let put = http
+        .put(&collection)
+        .bearer_auth(admin)
+        .json(&schema)
+        .send()
+        .await
+        .expect("put schema");
+    assert_eq!(put.status(), reqwest::StatusCode::CREATED);
+    let mut records = Vec::new();
+    for n in 0..count {
+        let email = format!("person{n}@example.com");
+        let created: Value = http
+            .post(format!("{collection}/records"))
+            .bearer_auth(admin)
+            .json(&json!({"data": {"email": email}}))
+            .send()
+            .await
+            .expect("create record")
+            .json()
+            .await
+            .expect("record");
+        records.push((created["id"].as_str().expect("id").to_owned(), email));
+    }
+    records
+}
+
+/// Runs `residency jobs get JOB --json` until the job is `done` (60 s at most).
+async fn job_done(cwd: &Path, job: &str, on: &[&str], dev: &mut Dev) -> JobView {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let shown: JobView = cli(cwd, &[&["jobs", "get", job, "--json"], on].concat())
+            .await
+            .json();
+        assert_ne!(shown.state, "failed", "{shown:?}\n{}", dev.output());
+        if shown.state == "done" {
+            return shown;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{shown:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn key_policy_destruction_rewrap_and_audit_key_rotation_from_the_cli_on_residency_dev() {
+    let state = tempfile::tempdir().expect("state dir");
+    let cwd = tempfile::tempdir().expect("working dir");
+    let mut dev = Dev::spawn(state.path(), "eu-central-1");
+    let endpoints = dev.endpoints().await;
+    let eu_api = api_endpoint(&endpoints, "eu-central-1");
+    let state_dir = state.path().to_str().expect("utf-8 path");
+    let eu = ["--state-dir", state_dir, "--region", "eu-central-1"];
+    let acme = create_acme(cwd.path(), &eu).await;
+    let (tenant, admin) = (acme.id.as_str(), acme.admin_key.as_str());
+    let as_admin = [&["--tenant", tenant, "--key", admin][..], &eu[..]].concat();
+
+    let http = reqwest::Client::new();
+    people(&eu_api, tenant, admin, 5).await;
+
+    // The rotation bounds: the region's until set; a flag not given keeps its bound.
+    let policy = async |flags: &[&str]| -> Run {
+        cli(
+            cwd.path(),
+            &[&["keys", "policy"], flags, &as_admin[..]].concat(),
+        )
+        .await
+    };
+    let shown = policy(&[]).await;
+    let shown = shown.ok();
+    assert!(
+        shown.contains("max seals:") && shown.contains("region default (1073741824)"),
+        "{shown}"
+    );
+    let set: wire::api::KeyPolicyView = policy(&["--max-seals", "1000", "--json"]).await.json();
+    assert_eq!((set.max_seals, set.max_age_seconds), (Some(1000), None));
+    let set: wire::api::KeyPolicyView = policy(&["--max-age", "86400", "--json"]).await.json();
+    assert_eq!(
+        (set.max_seals, set.max_age_seconds),
+        (Some(1000), Some(86_400))
+    );
+    let set: wire::api::KeyPolicyView = policy(&["--max-seals", "default", "--json"]).await.json();
+    assert_eq!((set.max_seals, set.max_age_seconds), (None, Some(86_400)));
+    let refused = policy(&["--max-age", "60"]).await;
+    let refused = refused.failed();
+    assert!(
+        refused.contains("422") && refused.contains("max_age_seconds"),
+        "{refused}"
+    );
+    let unparsed = policy(&["--max-seals", "many"]).await;
+    assert_eq!(unparsed.code, Some(2), "{}", unparsed.stderr);
+
+    // A rotation's re-encryption is a real job: listed, shown, followed to `done`.
+    let started: wire::api::KeyRotationStarted = cli(
+        cwd.path(),
+        &[
+            &["keys", "rotate", tenant, "--key", admin, "--json"],
+            &eu[..],
+        ]
+        .concat(),
+    )
+    .await
+    .json();
+    assert_eq!(started.key_version, 2);
+    let page: JobPage = cli(
+        cwd.path(),
+        &[
+            &[
+                "jobs",
+                "list",
+                "--json",
+                "--kind",
+                "reencrypt",
+                "--tenant",
+                tenant,
+            ][..],
+            &eu[..],
+        ]
+        .concat(),
+    )
+    .await
+    .json();
+    assert_eq!(page.jobs.len(), 1, "{page:?}");
+    let job = page.jobs[0].id.clone();
+    assert_eq!(page.jobs[0].tenant.as_deref(), Some(tenant));
+    let done = job_done(cwd.path(), &job, &eu, &mut dev).await;
+    assert_eq!((done.kind.as_str(), done.progress.done), ("reencrypt", 5));
+    let shown = cli(
+        cwd.path(),
+        &[&["jobs", "get", job.as_str()], &eu[..]].concat(),
+    )
+    .await;
+    let shown = shown.ok();
+    assert!(
+        shown.contains("kind:") && shown.contains("reencrypt") && shown.contains("5/5 done"),
+        "{shown}"
+    );
+    let listed = cli(
+        cwd.path(),
+        &[&["jobs", "list", "--kind", "reencrypt"], &eu[..]].concat(),
+    )
+    .await;
+    let listed = listed.ok();
+    assert!(
+        listed.starts_with("ID ") && listed.contains(&job),
+        "{listed}"
+    );
+
+    // The retired version goes; the active one cannot.
+    let destroy = async |version: &str, json: bool| -> Run {
+        let mut flags = vec!["keys", "destroy", "--version", version];
+        if json {
+            flags.push("--json");
+        }
+        cli(cwd.path(), &[&flags[..], &as_admin[..]].concat()).await
+    };
+    let active = destroy("2", false).await;
+    let active = active.failed();
+    assert!(active.contains("409"), "{active}");
+    let destroyed: KeyStatus = destroy("1", true).await.json();
+    let states: Vec<(u32, &str)> = destroyed
+        .versions
+        .iter()
+        .map(|v| (v.version, v.state.as_str()))
+        .collect();
+    assert_eq!(states, [(1, "destroyed"), (2, "active")]);
+    let again = destroy("1", false).await;
+    let again = again.ok();
+    assert!(
+        again.starts_with("version 1 destroyed\nVERSION "),
+        "{again}"
+    );
+
+    // The operator's region-wide commands: a rewrap job, a new audit signing key.
+    let rewrap: JobView = cli(
+        cwd.path(),
+        &[&["keys", "rewrap", "--json"], &eu[..]].concat(),
+    )
+    .await
+    .json();
+    assert_eq!(
+        (rewrap.kind.as_str(), rewrap.tenant.as_deref()),
+        ("rewrap", None)
+    );
+    let rewrapped = job_done(cwd.path(), &rewrap.id, &eu, &mut dev).await;
+    assert_eq!(rewrapped.progress.failed, 0, "{rewrapped:?}");
+    let keys_before: wire::api::AuditKeys = http
+        .get(format!("{eu_api}/v1/audit/keys"))
+        .send()
+        .await
+        .expect("audit keys")
+        .json()
+        .await
+        .expect("keys");
+    let rotated: wire::api::AuditKeyRotated = cli(
+        cwd.path(),
+        &[&["keys", "rotate-audit", "--json"], &eu[..]].concat(),
+    )
+    .await
+    .json();
+    assert!(
+        keys_before
+            .keys
+            .iter()
+            .any(|k| k.key_id == rotated.previous_key_id),
+        "{keys_before:?} {rotated:?}"
+    );
+    assert_ne!(rotated.key_id, rotated.previous_key_id);
+    let previous = rotated
+        .keys
+        .iter()
+        .find(|k| k.key_id == rotated.previous_key_id)
+        .expect("the previous key stays published");
+    assert!(previous.valid_until.is_some(), "{previous:?}");
+    let table = cli(cwd.path(), &[&["keys", "rotate-audit"], &eu[..]].concat()).await;
+    let table = table.ok();
+    assert!(
+        table.contains(&format!("previous key: {}", rotated.key_id)) && table.contains("KEY ID"),
+        "{table}"
+    );
+
+    // The region's commands want the operator token, not a tenant's key.
+    let refused = cli(
+        cwd.path(),
+        &[&["keys", "rewrap", "--token", admin][..], &eu[..]].concat(),
+    )
+    .await;
+    let refused = refused.failed();
+    assert!(
+        refused.contains("401") || refused.contains("403"),
+        "{refused}"
+    );
+    assert!(!refused.contains(admin), "the key is never printed");
     drop(dev);
 }

@@ -1172,3 +1172,101 @@ async fn records_named(db: &tokio_postgres::Client, tenant: &TenantId, id: &str)
     .expect("count records")
     .get(0)
 }
+
+/// Closes `tenant`'s chain with `tenant.delete`, as offboarding does.
+async fn close_chain(region_db: &RegionDatabase, log: &AuditLog, tenant: TenantId) -> u64 {
+    let mut primary = region_db.primary().get().await.expect("primary");
+    let tx = primary.begin().await.expect("begin");
+    let delete = event(tenant, Action::TenantDelete, &format!("tenants/{tenant}"));
+    let last = log.append_and_close(&tx, delete).await.expect("closed");
+    tx.commit().await.expect("commit");
+    last.seq
+}
+
+#[tokio::test]
+async fn a_closed_chain_ends_with_its_last_event_and_late_reads_are_counted_not_appended() {
+    let (_db, region_db) = region_database(REGION).await;
+    // A second node whose queued reads wait (an hour's flush interval) until it flushes:
+    // reads it served before it heard of the offboarding.
+    let (late, late_metrics) = log_with(
+        &region_db,
+        reads(ReadAudit::Batched {
+            capacity: 100,
+            max_batch: 100,
+            flush_interval: Duration::from_secs(3600),
+        }),
+    );
+    let (writer, _) = log_with(&region_db, reads(ReadAudit::Sync));
+    let (leaving, staying) = (
+        TenantId::from_random_bytes(rand::random()),
+        TenantId::from_random_bytes(rand::random()),
+    );
+    append_one(&region_db, &writer, leaving, "records/a").await;
+    append_one(&region_db, &late, staying, "records/b").await;
+    // The late node links after heads it knows: its guess of the closed chain's head is
+    // refused too, not only the locked path.
+    append_one(&region_db, &late, leaving, "records/c").await;
+    for i in 0..3 {
+        late.record(read_event(leaving, &format!("records/late-{i}")))
+            .await
+            .expect("queued");
+    }
+    late.record(read_event(staying, "records/b"))
+        .await
+        .expect("queued");
+
+    let last = close_chain(&region_db, &writer, leaving).await;
+    tokio::time::timeout(Duration::from_secs(30), late.flush())
+        .await
+        .expect("flushed in time")
+        .expect("the batch commits without the closed chain's events");
+
+    let events = all_events(&writer, &leaving).await;
+    assert_chain_valid(&events, &leaving);
+    assert_eq!(
+        events.last().map(|e| (e.seq, e.action)),
+        Some((last, Action::TenantDelete))
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.resource.starts_with("records/late"))
+    );
+    let other = all_events(&writer, &staying).await;
+    assert_eq!(
+        other.len(),
+        2,
+        "the other tenant's read of the same batch is written"
+    );
+    let text = late_metrics.encode();
+    for expected in [
+        r#"residency_audit_events_after_close_total{region="eu-central-1",mode="batched"} 3"#,
+        r#"residency_audit_events_written_total{region="eu-central-1",mode="batched"} 1"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+
+    // In a data transaction the append fails, typed; a synchronous read fails the same way.
+    let mut primary = region_db.primary().get().await.expect("primary");
+    let tx = primary.begin().await.expect("begin");
+    let refused = late
+        .append(&tx, event(leaving, Action::RecordCreate, "records/d"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(AuditError::Store(store::StoreError::AuditChainClosed))
+        ),
+        "{refused:?}"
+    );
+    drop(tx);
+    let refused = writer.record(read_event(leaving, "records/a")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(AuditError::Store(store::StoreError::AuditChainClosed))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(all_events(&writer, &leaving).await.len(), events.len());
+}
