@@ -3,6 +3,7 @@
 
 mod abuse;
 mod analytics;
+mod erasure;
 mod failover;
 mod jobs;
 mod openapi;

@@ -33,7 +33,13 @@ fn schema(subject: bool) -> Value {
     schema
 }
 
-async fn put_collection(api: &Served, tenant: &str, admin: &str, name: &str, schema: Value) {
+pub(crate) async fn put_collection(
+    api: &Served,
+    tenant: &str,
+    admin: &str,
+    name: &str,
+    schema: Value,
+) {
     let answer = api
         .call(
             Method::PUT,
@@ -46,7 +52,13 @@ async fn put_collection(api: &Served, tenant: &str, admin: &str, name: &str, sch
     assert!(answer.status.is_success(), "{:?}", answer.body);
 }
 
-async fn create(api: &Served, tenant: &str, key: &str, collection: &str, owner: &str) -> String {
+pub(crate) async fn create(
+    api: &Served,
+    tenant: &str,
+    key: &str,
+    collection: &str,
+    owner: &str,
+) -> String {
     let answer = api
         .call(
             Method::POST,
@@ -60,7 +72,7 @@ async fn create(api: &Served, tenant: &str, key: &str, collection: &str, owner: 
     answer.body["id"].as_str().expect("id").to_owned()
 }
 
-async fn export(api: &Served, tenant: &str, key: Option<&str>, subject: &str) -> Answer {
+pub(crate) async fn export(api: &Served, tenant: &str, key: Option<&str>, subject: &str) -> Answer {
     let subject: String = url::form_urlencoded::byte_serialize(subject.as_bytes()).collect();
     api.call(
         Method::GET,
@@ -73,7 +85,7 @@ async fn export(api: &Served, tenant: &str, key: Option<&str>, subject: &str) ->
 }
 
 /// The (collection, id) pairs of an export, sorted.
-fn ids(export: &Answer) -> Vec<(String, String)> {
+pub(crate) fn ids(export: &Answer) -> Vec<(String, String)> {
     let mut ids: Vec<(String, String)> = export.body["records"]
         .as_array()
         .expect("records")
