@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use audit::{Action, Actor, ActorKind, Event, NewEvent, Outcome};
+use audit::{Action, Event, NewEvent, Outcome};
 use envelope::objects::{ObjectKey, ObjectStore};
 use futures::TryStreamExt as _;
 use model::TenantId;
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use store::erasures::{self, ErasedRows, ErasureRow};
 
 use crate::subjects::subject_key;
-use crate::tenancy::{Caller, RegionService, RequestContext, random_bytes};
+use crate::tenancy::{Caller, RegionService, random_bytes};
 use crate::unit_of_work::UnitOfWork;
 use crate::{OperatorGrant, ServiceError};
 
@@ -230,21 +230,12 @@ impl RegionService {
         token: &[u8; 32],
         entry_id: &str,
     ) -> NewEvent {
-        let context = RequestContext {
-            request_id: format!("ledger-{entry_id}"),
-            via_region: self.inner.region.clone(),
-            client: None,
-        };
-        self.event(
+        self.system_event(
             tenant,
-            Actor {
-                kind: ActorKind::System,
-                id: LEDGER_ACTOR.to_owned(),
-            },
+            LEDGER_ACTOR,
             Action::SubjectErase,
             &token_resource(token),
-            Outcome::Success,
-            &context,
+            format!("ledger-{entry_id}"),
         )
     }
 

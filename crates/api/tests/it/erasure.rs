@@ -14,10 +14,10 @@ use futures::TryStreamExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use service::erasure::{ERASE_INLINE_BOUND, LEDGER_PREFIX, LedgerEntry};
-use service::jobs::{ErasureFollowUpJob, JobRunner, JobSettings, SubjectErasureJob};
+use service::jobs::{ErasureFollowUpJob, SubjectErasureJob};
 use store::testing::region_database;
 
-use crate::subjects::{create, export, ids, put_collection};
+use crate::subjects::{create, export, ids, job_runner, put_collection};
 use crate::tenant_api::{Answer, Served, serve};
 
 const ADA: &str = "ada@example.org";
@@ -331,21 +331,15 @@ async fn erasing_a_subject_removes_their_records_files_objects_and_tokens_and_no
 
 /// A job runner of this node's region running the erasure's jobs.
 fn erasure_runner(api: &Served, batch_size: usize) -> service::jobs::RunnerTask {
-    let state = &api.node.state;
-    JobRunner::new(
-        state.database().clone(),
+    let service = api.node.state.service();
+    job_runner(
+        api,
         vec![
-            Arc::new(SubjectErasureJob::new(state.service().clone())),
-            Arc::new(ErasureFollowUpJob::new(state.service().clone())),
+            Arc::new(SubjectErasureJob::new(service.clone())),
+            Arc::new(ErasureFollowUpJob::new(service.clone())),
         ],
-        JobSettings {
-            poll_interval: Duration::from_millis(50),
-            batch_size,
-            ..JobSettings::default()
-        },
-        Arc::new(telemetry::NodeMetrics::new("eu-central-1")),
+        batch_size,
     )
-    .spawn()
 }
 
 #[tokio::test]

@@ -325,16 +325,15 @@ async fn a_record_whose_subject_changes_moves_and_a_deleted_one_leaves_the_expor
     assert_eq!(grace.body["records"][0]["data"]["note"], "moved");
 }
 
-/// A job runner of this node's region running the subject-index backfill, `batch_size`
-/// records a batch.
-fn backfill_runner(api: &Served, batch_size: usize) -> service::jobs::RunnerTask {
-    let state = &api.node.state;
+/// A job runner of this node's region running `handlers`, `batch_size` items a batch.
+pub(crate) fn job_runner(
+    api: &Served,
+    handlers: Vec<Arc<dyn service::jobs::JobHandler>>,
+    batch_size: usize,
+) -> service::jobs::RunnerTask {
     JobRunner::new(
-        state.database().clone(),
-        vec![Arc::new(SubjectIndexJob::new(
-            state.keyring().clone(),
-            state.database().clone(),
-        ))],
+        api.node.state.database().clone(),
+        handlers,
         JobSettings {
             poll_interval: Duration::from_millis(50),
             batch_size,
@@ -343,6 +342,14 @@ fn backfill_runner(api: &Served, batch_size: usize) -> service::jobs::RunnerTask
         Arc::new(telemetry::NodeMetrics::new("eu-central-1")),
     )
     .spawn()
+}
+
+/// A job runner of this node's region running the subject-index backfill, `batch_size`
+/// records a batch.
+fn backfill_runner(api: &Served, batch_size: usize) -> service::jobs::RunnerTask {
+    let state = &api.node.state;
+    let backfill = SubjectIndexJob::new(state.keyring().clone(), state.database().clone());
+    job_runner(api, vec![Arc::new(backfill)], batch_size)
 }
 
 #[tokio::test]

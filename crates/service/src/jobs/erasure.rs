@@ -9,13 +9,13 @@
 //!   with the totals. Its checkpoint holds the subject's token until it is done, then only
 //!   the entry's id.
 
-use audit::{Action, Actor, ActorKind, Event, Outcome};
+use audit::{Action, Event};
 use serde::{Deserialize, Serialize};
 use store::erasures::{self, ERASURE_JOB_KIND, ErasedRows, ErasureRow, FOLLOW_UP_KIND};
 
 use super::{BatchDone, BatchError, BatchInput, JobHandler, NextBatch, database_unavailable};
 use crate::erasure::{purge_objects, token_resource};
-use crate::tenancy::{RegionService, RequestContext};
+use crate::tenancy::RegionService;
 use crate::unit_of_work::UnitOfWork;
 
 /// The kind of an erasure's follow-up job.
@@ -48,6 +48,15 @@ fn corrupt() -> BatchError {
     }
 }
 
+/// The checkpoint the job was queued with (or left by its last batch).
+fn checkpoint<T: serde::de::DeserializeOwned>(input: &BatchInput<'_>) -> Result<T, BatchError> {
+    input
+        .checkpoint
+        .cloned()
+        .and_then(|value| serde_json::from_value(value).ok())
+        .ok_or_else(corrupt)
+}
+
 #[async_trait::async_trait]
 impl JobHandler for ErasureFollowUpJob {
     fn kind(&self) -> &'static str {
@@ -56,11 +65,7 @@ impl JobHandler for ErasureFollowUpJob {
 
     async fn run_batch(&self, input: BatchInput<'_>) -> Result<BatchDone, BatchError> {
         let tenant = input.tenant.ok_or_else(corrupt)?;
-        let follow_up: FollowUp = input
-            .checkpoint
-            .cloned()
-            .and_then(|value| serde_json::from_value(value).ok())
-            .ok_or_else(corrupt)?;
+        let follow_up: FollowUp = checkpoint(&input)?;
         purge_objects(self.service.inner.objects.as_ref(), &follow_up.objects)
             .await
             .map_err(|err| BatchError::new("object store unavailable", err))?;
@@ -133,11 +138,7 @@ impl JobHandler for SubjectErasureJob {
 
     async fn run_batch(&self, input: BatchInput<'_>) -> Result<BatchDone, BatchError> {
         let tenant = input.tenant.ok_or_else(corrupt)?;
-        let mut at: Progress = input
-            .checkpoint
-            .cloned()
-            .and_then(|value| serde_json::from_value(value).ok())
-            .ok_or_else(corrupt)?;
+        let mut at: Progress = checkpoint(&input)?;
         let Some(token_hex) = at.token.clone() else {
             return Ok(BatchDone {
                 processed: 0,
@@ -152,21 +153,12 @@ impl JobHandler for SubjectErasureJob {
             .ok_or_else(corrupt)?;
         let limit = i64::try_from(input.batch_size.max(1)).unwrap_or(i64::MAX);
         let service = &self.service;
-        let context = RequestContext {
-            request_id: format!("job-{}", input.job),
-            via_region: service.inner.region.clone(),
-            client: None,
-        };
-        let event = service.event(
+        let event = service.system_event(
             tenant,
-            Actor {
-                kind: ActorKind::System,
-                id: "subject-erasure".to_owned(),
-            },
+            "subject-erasure",
             Action::SubjectErase,
             &token_resource(&token),
-            Outcome::Success,
-            &context,
+            format!("job-{}", input.job),
         );
         let mut primary = service
             .inner
