@@ -31,13 +31,14 @@ locals {
       {
         Sid      = "DataObjects"
         Effect   = "Allow"
-        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+        # Every version of a deleted file goes (erasure, offboarding purge).
+        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
         Resource = "${local.data_bucket_arn}/*"
       },
       {
         Sid      = "DataBucket"
         Effect   = "Allow"
-        Action   = "s3:ListBucket"
+        Action   = ["s3:ListBucket", "s3:ListBucketVersions"]
         Resource = local.data_bucket_arn
       },
     ]
