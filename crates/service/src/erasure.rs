@@ -450,8 +450,9 @@ fn parse_ledger_key(key: &str) -> Option<(TenantId, String)> {
     valid_id.then(|| Some((TenantId::parse(tenant).ok()?, entry_id.to_owned())))?
 }
 
+/// The caller logs the unavailability once; the store's own words go to debug.
 fn unavailable_bucket(err: envelope::objects::ObjectStoreError) -> ServiceError {
-    tracing::warn!("audit bucket: {err}");
+    tracing::debug!("audit bucket: {err}");
     ServiceError::Unavailable {
         what: "audit bucket",
         retry_after: Duration::from_secs(1),
