@@ -23,7 +23,7 @@ use store::erasures::{self, ErasedRows, ErasureRow};
 
 use crate::subjects::subject_key;
 use crate::tenancy::{Caller, RegionService, random_bytes};
-use crate::unit_of_work::UnitOfWork;
+use crate::unit_of_work::{EventTiming, UnitOfWork};
 use crate::{OperatorGrant, ServiceError};
 
 /// A subject with more records than this is erased by a job (`202`); up to it, in the
@@ -127,11 +127,22 @@ impl RegionService {
             return Ok(SubjectErasure::Started(erasure_job(job)));
         }
         if count > ERASE_INLINE_BOUND {
-            let mut primary = self.inner.database.primary().get().await?;
-            let tx = primary.begin_tenant(&tenant).await?;
-            let job =
-                erasures::queue_erasure_job(tx.client(), &tenant, &token, &new_entry_id()).await?;
-            tx.commit().await?;
+            // The request is audited with the job it queued; each batch is audited too.
+            let event = self.caller_event(
+                caller,
+                Action::SubjectErase,
+                &token_resource(&token),
+                Outcome::Success,
+            );
+            let entry_id = new_entry_id();
+            let (job, _) = self
+                .write(&tenant, EventTiming::AfterChange, [event], async |tx| {
+                    Ok(
+                        erasures::queue_erasure_job(tx.client(), &tenant, &token, &entry_id)
+                            .await?,
+                    )
+                })
+                .await?;
             return Ok(SubjectErasure::Started(erasure_job(job)));
         }
         let outcome = self
