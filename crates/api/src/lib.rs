@@ -120,6 +120,10 @@ pub fn app(state: NodeState) -> Router {
             "/v1/tenants/{tenant}/subjects/{subject}/export",
             get(subjects::export_subject),
         )
+        .route(
+            "/v1/tenants/{tenant}/subjects/{subject}/erase",
+            post(subjects::erase_subject),
+        )
         // Set on each group of routes before its layers, so that a 405 passes through them
         // like any other answer (routing headers, rate limit); axum applies it to the
         // routes registered so far.
@@ -145,6 +149,10 @@ pub fn app(state: NodeState) -> Router {
         .method_not_allowed_fallback(problem::method_not_allowed)
         .route("/v1/audit/keys", get(audit::audit_keys))
         .route("/v1/keys/rewrap", post(jobs::start_rewrap))
+        .route(
+            "/v1/subjects/erasures/reapply",
+            post(subjects::reapply_erasures),
+        )
         .route("/v1/jobs", get(jobs::list_jobs))
         .route("/v1/jobs/{job}", get(jobs::get_job))
         .route("/v1/audit/keys/rotate", post(audit::rotate_audit_key))

@@ -64,6 +64,8 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
         audit::audit_export,
         evidence::residency_evidence,
         subjects::export_subject,
+        subjects::erase_subject,
+        subjects::reapply_erasures,
         audit::audit_keys,
         jobs::start_rewrap,
         jobs::list_jobs,

@@ -20,6 +20,8 @@ pub struct NodeParts {
     pub database: RegionDatabase,
     pub kms: Arc<dyn Kms>,
     pub objects: Arc<dyn ObjectStore>,
+    /// The region's audit bucket (the erasure ledger; write-once in AWS).
+    pub audit_objects: Arc<dyn ObjectStore>,
     pub keyring: Keyring,
     pub audit: AuditLog,
     pub metrics: Arc<NodeMetrics>,
@@ -82,6 +84,7 @@ impl NodeState {
             database: parts.database.clone(),
             keyring: parts.keyring.clone(),
             objects: parts.objects.clone(),
+            audit_objects: parts.audit_objects.clone(),
             audit: parts.audit.clone(),
             regions: parts.regions.clone(),
             operator: parts.operator.clone(),

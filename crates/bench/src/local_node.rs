@@ -61,6 +61,7 @@ pub(crate) async fn start(
                     region.clone(),
                 )?),
                 objects: Arc::new(LocalObjectStore::new(state.path().join("objects"))?),
+                audit_objects: Arc::new(LocalObjectStore::new(state.path().join("audit-bucket"))?),
             },
             audit: NodeAudit {
                 keys: AuditKeys::generate(region.clone()),

@@ -155,8 +155,9 @@ fn routing(
     })
 }
 
-/// The region's KMS key and data bucket from the catalogue, through AWS (or the
-/// endpoint override), credentials from the default chain.
+/// The region's KMS key, data bucket and audit bucket (the erasure ledger; Object Lock in
+/// AWS, whose default retention applies to every entry) from the catalogue, through AWS
+/// (or the endpoint override), credentials from the default chain.
 fn aws_backends(region: &RegionId, spec: &RegionSpec, endpoint_url: Option<String>) -> Backends {
     let force_path_style = endpoint_url.is_some();
     let settings = AwsSettings {
@@ -169,6 +170,11 @@ fn aws_backends(region: &RegionId, spec: &RegionSpec, endpoint_url: Option<Strin
         objects: Arc::new(S3ObjectStore::new(
             &settings,
             spec.storage.data_bucket.clone(),
+            force_path_style,
+        )),
+        audit_objects: Arc::new(S3ObjectStore::new(
+            &settings,
+            spec.storage.audit_bucket.clone(),
             force_path_style,
         )),
     }

@@ -123,11 +123,14 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
 }
 
-/// The region's KMS and object store (AWS in production, local in `residency dev`).
+/// The region's KMS, object store and audit bucket (AWS in production, local in
+/// `residency dev`).
 #[derive(Debug, Clone)]
 pub struct Backends {
     pub kms: Arc<dyn Kms>,
     pub objects: Arc<dyn ObjectStore>,
+    /// The region's audit bucket: the erasure ledger's entries (`docs/privacy.md`).
+    pub audit_objects: Arc<dyn ObjectStore>,
 }
 
 /// What a node knows of the whole deployment: the catalogue's regions and the operator
@@ -321,6 +324,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         database,
         kms: backends.kms,
         objects: backends.objects,
+        audit_objects: backends.audit_objects,
         keyring,
         audit: audit.clone(),
         metrics,
@@ -345,6 +349,12 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
             Arc::new(ReencryptJob::new(state.service().clone())),
             Arc::new(purge),
             Arc::new(subject_index),
+            Arc::new(service::jobs::ErasureFollowUpJob::new(
+                state.service().clone(),
+            )),
+            Arc::new(service::jobs::SubjectErasureJob::new(
+                state.service().clone(),
+            )),
         ],
         platform.api.jobs.clone(),
         job_metrics,
@@ -353,6 +363,9 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
     // serving the tenant too.
     let service = state.service().clone();
     key_changes.forget_tenants_with(Arc::new(move |tenant| service.forget_cached_tenant(tenant)));
+    // A database restored from a backup lacks the erasures made since: erase those
+    // subjects again before serving anything (docs/privacy.md, "The erasure ledger").
+    reapply_erasure_ledger(&region, state.service()).await;
     let first_round = tokio::time::Instant::now();
     let poller = api::HealthPolling::default().spawn(state.clone());
     if tokio::time::timeout(
@@ -472,5 +485,30 @@ impl RunningNode {
         served
             .context("join node server")?
             .with_context(|| format!("serve {}", self.region))
+    }
+}
+
+/// Re-applies the region's erasure ledger before the node serves. A ledger that cannot be
+/// read now (the audit bucket away) does not stop the node: the error is logged, and the
+/// operator re-applies it with `residency erasures reapply` once the bucket is back.
+async fn reapply_erasure_ledger(region: &RegionId, service: &service::RegionService) {
+    match service.reapply_ledger().await {
+        Ok(report) if report.reapplied > 0 => tracing::warn!(
+            region = %region,
+            entries = report.entries,
+            reapplied = report.reapplied,
+            records = report.records_erased,
+            "erasures missing from the database were re-applied from the ledger"
+        ),
+        Ok(report) => tracing::info!(
+            region = %region,
+            entries = report.entries,
+            skipped = report.skipped,
+            "erasure ledger checked: every entry is applied"
+        ),
+        Err(err) => tracing::error!(
+            region = %region,
+            "cannot re-apply the erasure ledger at start (re-apply it on demand): {err}"
+        ),
     }
 }

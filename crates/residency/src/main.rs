@@ -1,12 +1,13 @@
 //! `residency`: the one production binary. Subcommands: `dev` (the local three-region
 //! platform), `serve` (one regional node), `migrate` (a region's primary), `audit verify`,
 //! `export run`, `anonymize`, `terraform-vars`, `subjects`, and the operator's commands over a node's
-//! API (`tenants`, `keys`, `jobs`; `operator/`). Thin: each command module parses its
+//! API (`tenants`, `keys`, `jobs`; `operator/`; `erasures reapply`). Thin: each command module parses its
 //! arguments and calls the `node` library (or `audit`, `export`, `catalog`, or the API). It holds no
 //! benchmark or load generator: those are `residency-bench` (`crates/bench`).
 
 mod audit_cmd;
 mod dev;
+mod erasure_cmd;
 mod export_cmd;
 mod migrate;
 mod operator;
@@ -66,6 +67,9 @@ enum Command {
     /// The region's durable jobs (operator token): `list`, `get`.
     #[command(after_help = operator::EXIT_STATUS)]
     Jobs(operator::jobs::JobsArgs),
+    /// The region's erasure ledger (operator token): `reapply`.
+    #[command(after_help = operator::EXIT_STATUS)]
+    Erasures(erasure_cmd::ErasuresArgs),
 }
 
 /// mimalloc rather than the system allocator: a node allocates many small short-lived
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
             Command::Tenants(args) => operator::tenants::run(args).await,
             Command::Keys(args) => operator::keys::run(args).await,
             Command::Jobs(args) => operator::jobs::run(args).await,
+            Command::Erasures(args) => erasure_cmd::run(args).await,
         }
     })
 }

@@ -411,6 +411,34 @@ impl RegionService {
         }
     }
 
+    /// An event by the system (a job, the erasure ledger) named `actor`, with
+    /// `request_id` naming what it did it for, from this region.
+    pub(crate) fn system_event(
+        &self,
+        tenant: &TenantId,
+        actor: &str,
+        action: Action,
+        resource: &str,
+        request_id: String,
+    ) -> NewEvent {
+        let context = RequestContext {
+            request_id,
+            via_region: self.inner.region.clone(),
+            client: None,
+        };
+        self.event(
+            tenant,
+            Actor {
+                kind: ActorKind::System,
+                id: actor.to_owned(),
+            },
+            action,
+            resource,
+            Outcome::Success,
+            &context,
+        )
+    }
+
     pub(crate) fn caller_event(
         &self,
         caller: &Caller,

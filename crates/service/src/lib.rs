@@ -17,6 +17,7 @@ mod authentication;
 mod collections;
 pub mod compliance;
 pub mod denials;
+pub mod erasure;
 mod error;
 pub mod files;
 pub mod jobs;

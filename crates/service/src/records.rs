@@ -531,7 +531,9 @@ impl RegionService {
             tracing::error!(object = object_key, "stored object key is malformed");
             return;
         };
-        if let Err(err) = self.inner.objects.delete(&key).await {
+        // Every version: on a versioned bucket a plain delete leaves the bytes restorable.
+        let keys = [key.as_str().to_owned()];
+        if let Err(err) = crate::erasure::purge_objects(self.inner.objects.as_ref(), &keys).await {
             // The row is gone, so the object is unreachable; a sweep can collect it.
             tracing::warn!(object = %key, "failed to delete an unreferenced object: {err}");
         }

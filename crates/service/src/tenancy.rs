@@ -76,6 +76,8 @@ pub struct ServiceParts {
     pub database: RegionDatabase,
     pub keyring: Keyring,
     pub objects: Arc<dyn ObjectStore>,
+    /// The region's audit bucket: the erasure ledger's entries (write-once in AWS).
+    pub audit_objects: Arc<dyn ObjectStore>,
     pub audit: AuditLog,
     /// Every region of the catalogue (tenants may name them as home or allowed).
     pub regions: Vec<RegionId>,
@@ -172,6 +174,7 @@ pub(crate) struct Inner {
     pub(crate) database: RegionDatabase,
     pub(crate) keyring: Keyring,
     pub(crate) objects: Arc<dyn ObjectStore>,
+    pub(crate) audit_objects: Arc<dyn ObjectStore>,
     pub(crate) audit: AuditLog,
     pub(crate) regions: Vec<RegionId>,
     pub(crate) operator: OperatorToken,
@@ -237,6 +240,7 @@ impl RegionService {
                 database: parts.database,
                 keyring: parts.keyring,
                 objects: parts.objects,
+                audit_objects: parts.audit_objects,
                 audit: parts.audit,
                 regions: parts.regions,
                 operator: parts.operator,

@@ -114,6 +114,25 @@ impl<'a> UnitOfWork<'a> {
         }
     }
 
+    /// As [`UnitOfWork::run`] with [`EventTiming::AfterChange`], then `record` in the same
+    /// transaction once the events are linked (it sees their seqs: a row that names its
+    /// own event, like the erasure ledger's), then commits.
+    pub async fn run_recorded<T, U>(
+        self,
+        primary: &mut Primary,
+        tenant: &TenantId,
+        events: impl IntoIterator<Item = NewEvent>,
+        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError>,
+        record: impl AsyncFnOnce(&PrimaryTx<'_>, T, &[Event]) -> Result<U, ServiceError>,
+    ) -> Result<Committed<U>, ServiceError> {
+        let tx = primary.begin_tenant(tenant).await?;
+        let changed = change(&tx).await?;
+        let events = self.append(&tx, EventTiming::AfterChange, events).await?;
+        let value = record(&tx, changed, &events).await?;
+        let lsn = tx.commit_lsn().await?;
+        Ok(Committed { value, events, lsn })
+    }
+
     async fn append(
         self,
         tx: &PrimaryTx<'_>,

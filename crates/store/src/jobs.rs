@@ -30,6 +30,11 @@ impl JobId {
     pub fn get(self) -> i64 {
         self.0
     }
+
+    /// The id of a row this crate read.
+    pub(crate) fn from_raw(id: i64) -> Self {
+        Self(id)
+    }
 }
 
 impl std::fmt::Display for JobId {

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod audit_signing_keys;
 pub mod collections;
 pub mod directory;
+pub mod erasures;
 mod error;
 pub mod export;
 pub mod files;

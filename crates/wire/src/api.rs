@@ -892,6 +892,51 @@ pub struct SubjectExport {
     pub signature: String,
 }
 
+/// `200` answer to `POST /v1/tenants/{tenant}/subjects/{subject}/erase`: what was erased.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectErasure {
+    /// The subject as requested.
+    pub subject: String,
+    pub records_erased: u64,
+    pub files_erased: u64,
+    /// The seq of the erasure's `subject.erase` event in the tenant's audit chain.
+    pub audit_seq: u64,
+}
+
+/// `202` answer to `POST /v1/tenants/{tenant}/subjects/{subject}/erase` for a subject with
+/// more records than the inline bound (1,000): the job erasing them, as it stands. Asking
+/// again answers the same job while it runs, then `200` with nothing left to erase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectErasureStarted {
+    /// The subject as requested.
+    pub subject: String,
+    pub job: ErasureJobView,
+}
+
+/// A subject's erasure job: its id, state and records erased of the total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErasureJobView {
+    pub id: String,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// `200` answer to `POST /v1/subjects/erasures/reapply` (operator): the region's erasure
+/// ledger re-applied to its database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErasureLedgerReapplied {
+    /// Entries in the region's audit bucket.
+    pub entries: u64,
+    /// Entries the database lacked, erased again now.
+    pub reapplied: u64,
+    /// Records erased again by those.
+    pub records_erased: u64,
+    /// Entries of tenants the database does not hold (skipped).
+    pub skipped: u64,
+}
+
 impl SubjectExport {
     /// The bytes the signature covers: the context, then this export's JSON with an empty
     /// `signature` (fields in their declared order, `data` as parsed).

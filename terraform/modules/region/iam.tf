@@ -1,8 +1,9 @@
 # Region module: the region's IAM roles, least privilege.
-#   api:       KMS GenerateDataKey/Decrypt on the region key only; the data bucket.
+#   api:       KMS GenerateDataKey/Decrypt on the region key only; the data bucket; the
+#              erasure ledger's prefix of the audit bucket (write and read, no delete).
 #   router:    nothing: no KMS, no S3, no database. It forwards by method, path, headers.
 #   export:    KMS Decrypt on the region key; IAM database auth as the read-only export
-#              user on the replicas; write-only to its prefix of the analytics bucket.
+#              user on the replicas; its own prefix of the analytics bucket.
 #   execution: ECS task execution: pull the image, write logs, read the region's node
 #              secrets.
 # Role names carry the region: IAM is global, the roles are not. Policies are plain JSON
@@ -29,16 +30,33 @@ locals {
         Resource = aws_kms_key.region.arn
       },
       {
-        Sid      = "DataObjects"
-        Effect   = "Allow"
-        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+        Sid    = "DataObjects"
+        Effect = "Allow"
+        # Every version of a deleted file goes (erasure, offboarding purge).
+        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
         Resource = "${local.data_bucket_arn}/*"
       },
       {
         Sid      = "DataBucket"
         Effect   = "Allow"
-        Action   = "s3:ListBucket"
+        Action   = ["s3:ListBucket", "s3:ListBucketVersions"]
         Resource = local.data_bucket_arn
+      },
+      # The erasure ledger (docs/privacy.md): one write-once entry per erasure under
+      # `erasures/` of the audit bucket, listed and read back at start after a restore.
+      # No delete: Object Lock keeps each entry for the retention anyway.
+      {
+        Sid      = "ErasureLedgerEntries"
+        Effect   = "Allow"
+        Action   = ["s3:PutObject", "s3:GetObject"]
+        Resource = "${local.audit_bucket_arn}/erasures/*"
+      },
+      {
+        Sid       = "ErasureLedgerListing"
+        Effect    = "Allow"
+        Action    = "s3:ListBucket"
+        Resource  = local.audit_bucket_arn
+        Condition = { StringLike = { "s3:prefix" = ["erasures/*"] } }
       },
     ]
   }

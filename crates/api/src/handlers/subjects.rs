@@ -1,14 +1,17 @@
 //! Data subjects (admin key): `GET /v1/tenants/{tenant}/subjects/{subject}/export` answers
-//! one signed page of everything stored about a data subject (DSAR). The subject in the
+//! one signed page of everything stored about a data subject (DSAR), `POST …/erase` erases
+//! it; `POST /v1/subjects/erasures/reapply` (operator) re-applies the erasure ledger. The subject in the
 //! path is personal data: the route template, not the path, is what logs and metrics see,
 //! and denials and the audit event name `subjects`, never the value.
 
 use ::audit::Action;
 use axum::Json;
 use axum::extract::{Path, RawQuery};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use model::Access;
 use serde::Deserialize;
+use service::erasure::SubjectErasure;
 use utoipa::IntoParams;
 use wire::api as body;
 
@@ -89,4 +92,91 @@ pub(crate) async fn export_subject(
         .export_subject(&caller, &path.subject, params.cursor.as_deref(), limit)
         .await?;
     Ok(Json(export).into_response())
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/subjects/{subject}/erase",
+    tag = "administration",
+    summary = "Erase everything stored about a data subject",
+    description = "Deletes the subject's records in every collection of the tenant, their \
+                   index tokens and files (every stored object version), in one transaction \
+                   with a `subject.erase` audit event (naming the subject's token only) and \
+                   a row of the erasure ledger; the ledger entry is also written to the \
+                   region's audit bucket, from which a node erases the subject again after \
+                   a database restore. A second erasure answers 0 erased (audited again). A \
+                   subject with more than 1,000 records is erased by a job: `202` with its \
+                   progress; asking again answers the job while it runs.",
+    security(("bearer" = [])),
+    params(SubjectPath),
+    responses(
+        (status = 200, description = "The subject is erased.", body = body::SubjectErasure),
+        (
+            status = 202,
+            description = "More than 1,000 records: a job erases them.",
+            body = body::SubjectErasureStarted
+        ),
+        (status = 400, response = p::BadRequest),
+    ),
+)]
+pub(crate) async fn erase_subject(ctx: Ctx, Path(path): Path<SubjectPath>) -> ApiResult {
+    let target = super::TenantPath {
+        tenant: path.tenant,
+    };
+    let caller = ctx
+        .authorize(
+            target.on("subjects"),
+            Access::Administer,
+            Action::SubjectErase,
+        )
+        .await?;
+    let erasure = ctx.service().erase_subject(&caller, &path.subject).await?;
+    Ok(match erasure {
+        SubjectErasure::Done(done) => Json(body::SubjectErasure {
+            subject: path.subject,
+            records_erased: done.records_erased,
+            files_erased: done.files_erased,
+            audit_seq: done.audit_seq,
+        })
+        .into_response(),
+        SubjectErasure::Started(job) => (
+            StatusCode::ACCEPTED,
+            Json(body::SubjectErasureStarted {
+                subject: path.subject,
+                job: body::ErasureJobView {
+                    id: job.job.to_string(),
+                    state: job.state,
+                    done: job.done,
+                    total: job.total,
+                },
+            }),
+        )
+            .into_response(),
+    })
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/subjects/erasures/reapply",
+    tag = "jobs",
+    summary = "Re-apply the region's erasure ledger to its database",
+    description = "Reads the erasure ledger in the region's audit bucket and erases again, \
+                   by subject token, every entry this database has not applied (after a \
+                   restore from a backup older than the erasure). Every node also does it \
+                   at start, before serving.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What was re-applied.", body = body::ErasureLedgerReapplied),
+    ),
+)]
+pub(crate) async fn reapply_erasures(ctx: Ctx) -> ApiResult {
+    let operator = ctx.authorize_operator().await?;
+    let report = ctx.service().reapply_erasure_ledger(&operator).await?;
+    Ok(Json(body::ErasureLedgerReapplied {
+        entries: report.entries,
+        reapplied: report.reapplied,
+        records_erased: report.records_erased,
+        skipped: report.skipped,
+    })
+    .into_response())
 }

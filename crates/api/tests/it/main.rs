@@ -4,6 +4,7 @@
 mod abuse;
 mod analytics;
 mod contention;
+mod erasure;
 mod failover;
 mod jobs;
 mod openapi;
@@ -72,6 +73,8 @@ pub fn node_parts(
     let kms =
         Arc::new(LocalKms::open_or_create(&root.join("kms"), region.clone()).expect("local kms"));
     let objects = Arc::new(LocalObjectStore::new(root.join("objects")).expect("local objects"));
+    let audit_objects =
+        Arc::new(LocalObjectStore::new(root.join("audit-bucket")).expect("local audit bucket"));
     let metrics = Arc::new(NodeMetrics::new(region.as_str()));
     let keyring = Keyring::new(
         database.clone(),
@@ -89,6 +92,7 @@ pub fn node_parts(
         database,
         kms,
         objects,
+        audit_objects,
         keyring,
         audit,
         metrics,

@@ -92,6 +92,8 @@ const ADDED: &[(&str, &str)] = &[
     // The tenant's bounds of automatic key rotation (issue 28).
     ("GET", "/v1/tenants/{tenant}/keys/policy"),
     ("PUT", "/v1/tenants/{tenant}/keys/policy"),
+    // The operator's re-application of the erasure ledger (issue 29).
+    ("POST", "/v1/subjects/erasures/reapply"),
 ];
 
 /// Routes of API.md that no handler serves yet. The document is generated from the code,
@@ -100,7 +102,6 @@ const ADDED: &[(&str, &str)] = &[
 const NOT_YET_ROUTED: &[(&str, &str)] = &[
     ("POST", "/v1/tenants/{tenant}/relocations"),
     ("GET", "/v1/tenants/{tenant}/relocations/{id}"),
-    ("POST", "/v1/tenants/{tenant}/subjects/{subject}/erase"),
 ];
 
 /// Operations anyone may call; every other one requires the bearer scheme.

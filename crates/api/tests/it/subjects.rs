@@ -33,7 +33,13 @@ fn schema(subject: bool) -> Value {
     schema
 }
 
-async fn put_collection(api: &Served, tenant: &str, admin: &str, name: &str, schema: Value) {
+pub(crate) async fn put_collection(
+    api: &Served,
+    tenant: &str,
+    admin: &str,
+    name: &str,
+    schema: Value,
+) {
     let answer = api
         .call(
             Method::PUT,
@@ -46,7 +52,13 @@ async fn put_collection(api: &Served, tenant: &str, admin: &str, name: &str, sch
     assert!(answer.status.is_success(), "{:?}", answer.body);
 }
 
-async fn create(api: &Served, tenant: &str, key: &str, collection: &str, owner: &str) -> String {
+pub(crate) async fn create(
+    api: &Served,
+    tenant: &str,
+    key: &str,
+    collection: &str,
+    owner: &str,
+) -> String {
     let answer = api
         .call(
             Method::POST,
@@ -60,7 +72,7 @@ async fn create(api: &Served, tenant: &str, key: &str, collection: &str, owner: 
     answer.body["id"].as_str().expect("id").to_owned()
 }
 
-async fn export(api: &Served, tenant: &str, key: Option<&str>, subject: &str) -> Answer {
+pub(crate) async fn export(api: &Served, tenant: &str, key: Option<&str>, subject: &str) -> Answer {
     let subject: String = url::form_urlencoded::byte_serialize(subject.as_bytes()).collect();
     api.call(
         Method::GET,
@@ -73,7 +85,7 @@ async fn export(api: &Served, tenant: &str, key: Option<&str>, subject: &str) ->
 }
 
 /// The (collection, id) pairs of an export, sorted.
-fn ids(export: &Answer) -> Vec<(String, String)> {
+pub(crate) fn ids(export: &Answer) -> Vec<(String, String)> {
     let mut ids: Vec<(String, String)> = export.body["records"]
         .as_array()
         .expect("records")
@@ -313,16 +325,15 @@ async fn a_record_whose_subject_changes_moves_and_a_deleted_one_leaves_the_expor
     assert_eq!(grace.body["records"][0]["data"]["note"], "moved");
 }
 
-/// A job runner of this node's region running the subject-index backfill, `batch_size`
-/// records a batch.
-fn backfill_runner(api: &Served, batch_size: usize) -> service::jobs::RunnerTask {
-    let state = &api.node.state;
+/// A job runner of this node's region running `handlers`, `batch_size` items a batch.
+pub(crate) fn job_runner(
+    api: &Served,
+    handlers: Vec<Arc<dyn service::jobs::JobHandler>>,
+    batch_size: usize,
+) -> service::jobs::RunnerTask {
     JobRunner::new(
-        state.database().clone(),
-        vec![Arc::new(SubjectIndexJob::new(
-            state.keyring().clone(),
-            state.database().clone(),
-        ))],
+        api.node.state.database().clone(),
+        handlers,
         JobSettings {
             poll_interval: Duration::from_millis(50),
             batch_size,
@@ -331,6 +342,14 @@ fn backfill_runner(api: &Served, batch_size: usize) -> service::jobs::RunnerTask
         Arc::new(telemetry::NodeMetrics::new("eu-central-1")),
     )
     .spawn()
+}
+
+/// A job runner of this node's region running the subject-index backfill, `batch_size`
+/// records a batch.
+fn backfill_runner(api: &Served, batch_size: usize) -> service::jobs::RunnerTask {
+    let state = &api.node.state;
+    let backfill = SubjectIndexJob::new(state.keyring().clone(), state.database().clone());
+    job_runner(api, vec![Arc::new(backfill)], batch_size)
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 mod abuse;
 mod audit_keys;
 mod directory;
+mod erasure_ledger;
 mod jobs;
 mod offboarding;
 mod operations;

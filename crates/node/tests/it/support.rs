@@ -37,6 +37,9 @@ pub fn node_config(
         backends: Backends {
             kms,
             objects: Arc::new(LocalObjectStore::new(root.join("objects")).expect("object store")),
+            audit_objects: Arc::new(
+                LocalObjectStore::new(root.join("audit-bucket")).expect("audit bucket"),
+            ),
         },
         audit: NodeAudit {
             keys: AuditKeys::generate(id.clone()),

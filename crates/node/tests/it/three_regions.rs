@@ -126,6 +126,9 @@ impl ThreeRegions {
                     LocalKms::open_or_create(&root.join("kms"), id.clone()).expect("kms"),
                 ),
                 objects: Arc::new(LocalObjectStore::new(objects.clone()).expect("object store")),
+                audit_objects: Arc::new(
+                    LocalObjectStore::new(root.join("audit-bucket")).expect("audit bucket"),
+                ),
             };
             let database = TestDatabase::create(None).await;
             let settings = DatabaseSettings::new(

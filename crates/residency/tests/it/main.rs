@@ -4,6 +4,7 @@
 
 mod audit_verify;
 mod dev;
+mod erasures;
 mod export;
 mod migrate;
 mod operator;

@@ -1,7 +1,8 @@
 //! Durable jobs: the region's long-running work, run in batches by any node of the region
 //! (`runner.rs`), one handler per kind (`rewrap.rs`: the KMS rewrap; `reencrypt.rs`: a
 //! tenant's re-encryption after a key rotation; `purge.rs`: an offboarded tenant's purge;
-//! `subject_index.rs`: the subject-index backfill), and the operator's
+//! `subject_index.rs`: the subject-index backfill; `erasure.rs`: a subject's erasure and
+//! its follow-up), and the operator's
 //! use cases over them (`operator.rs`: start a rewrap, list and show jobs).
 //!
 //! A job lives in the region's primary (`store::jobs`). A node leases it, runs one batch
@@ -10,6 +11,7 @@
 //! another node resumes from the last checkpoint. So a batch may run twice (the one that
 //! was cut short), never a checkpointed one: every batch must be idempotent.
 
+mod erasure;
 mod operator;
 mod purge;
 mod reencrypt;
@@ -20,6 +22,7 @@ mod subject_index;
 use model::TenantId;
 use store::jobs::{JobId, JobProgress};
 
+pub use erasure::{ERASURE_FOLLOW_UP, ErasureFollowUpJob, SUBJECT_ERASURE, SubjectErasureJob};
 pub use operator::{JobPage, JobQuery};
 pub use purge::{PURGE, PurgeJob};
 pub use reencrypt::{REENCRYPT, ReencryptJob};

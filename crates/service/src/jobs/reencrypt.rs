@@ -14,7 +14,7 @@
 //! sealed under an older version, and the older versions are `retired` (they no longer
 //! seal anything since the rotation).
 
-use audit::{Action, Actor, ActorKind, Outcome};
+use audit::Action;
 use envelope::objects::ObjectStoreError;
 use envelope::seal::SealContext;
 use envelope::sealed_objects::SealedObjectError;
@@ -26,7 +26,7 @@ use store::reencryption::{self, FileObject, FilePosition, RecordPosition, Sealed
 use super::{BatchDone, BatchError, BatchInput, JobHandler, NextBatch};
 use crate::key_rotation::rotation_resource;
 use crate::records::SealedFields;
-use crate::tenancy::{RegionService, RequestContext};
+use crate::tenancy::RegionService;
 use crate::unit_of_work::EventTiming;
 use crate::{KeyError, ObjectKeyError};
 
@@ -378,21 +378,12 @@ impl ReencryptJob {
         version: KeyVersion,
     ) -> Result<(), BatchError> {
         let service = &self.service;
-        let context = RequestContext {
-            request_id: format!("job-{job}"),
-            via_region: service.inner.region.clone(),
-            client: None,
-        };
-        let event = service.event(
+        let event = service.system_event(
             tenant,
-            Actor {
-                kind: ActorKind::System,
-                id: "reencryption".to_owned(),
-            },
+            "reencryption",
             Action::KeyRotate,
             &format!("{}&reencryption=done", rotation_resource(version, job)),
-            Outcome::Success,
-            &context,
+            format!("job-{job}"),
         );
         service
             .write(tenant, EventTiming::AfterChange, [event], async |_| Ok(()))

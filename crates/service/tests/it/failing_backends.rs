@@ -65,6 +65,9 @@ async fn fixture() -> Fixture {
             },
         ),
         objects: objects.clone(),
+        audit_objects: Arc::new(
+            LocalObjectStore::new(dir.path().join("audit-bucket")).expect("local audit bucket"),
+        ),
         audit: AuditLog::with_settings(
             region_db,
             AuditKeys::generate(region.clone()),

@@ -228,9 +228,21 @@ run "api_uses_the_region_key_only_and_the_data_bucket" {
     condition = alltrue([
       for s in jsondecode(aws_iam_role_policy.task["api"].policy).Statement :
       startswith(s.Resource, "arn:aws:s3:::residency-eu-west-1-data")
-      if anytrue([for a in flatten([s.Action]) : startswith(a, "s3:")])
+      if anytrue([for a in flatten([s.Action]) : startswith(a, "s3:")]) && !startswith(s.Sid, "ErasureLedger")
     ])
-    error_message = "The api may reach the data bucket only."
+    error_message = "The api may reach the data bucket only, besides the erasure ledger."
+  }
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.task["api"].policy).Statement :
+      (s.Resource == "arn:aws:s3:::residency-eu-west-1-audit/erasures/*" &&
+      length(setsubtract(toset(flatten([s.Action])), ["s3:PutObject", "s3:GetObject"])) == 0) ||
+      (s.Resource == "arn:aws:s3:::residency-eu-west-1-audit" &&
+        flatten([s.Action]) == ["s3:ListBucket"] &&
+      s.Condition.StringLike["s3:prefix"] == ["erasures/*"])
+      if startswith(s.Sid, "ErasureLedger")
+    ])
+    error_message = "The api may only write and read the erasure ledger's entries of the audit bucket, and list that prefix; never delete there."
   }
 }
 
