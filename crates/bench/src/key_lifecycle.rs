@@ -42,6 +42,7 @@ use serde_json::{Value, json};
 use store::RegionDatabase;
 use store::reencryption::{self, RecordPosition};
 
+use crate::cpu::{CpuClock, CpuSample, micros_per_op};
 use crate::local_node::BenchNode;
 use crate::tenant_api::positive_seconds;
 
@@ -147,7 +148,11 @@ async fn with_nodes(args: &KeysArgs, databases: &LocalRegion) -> anyhow::Result<
         None,
     )
     .await?;
-    let reencryption = measure_reencryption(args, &first).await;
+    let clock = CpuClock::new([
+        databases.primary().postmaster_pid(),
+        databases.replica().postmaster_pid(),
+    ]);
+    let reencryption = measure_reencryption(args, &first, &clock).await;
     // The offboarding nodes are peers of the first (its KMS holds the region's keys);
     // the first stops before they are measured, so no runner of it purges meanwhile.
     let idle = settings(args, Duration::from_secs(24 * 3600))?;
@@ -376,14 +381,23 @@ struct JobTiming {
     /// Until its progress passed `records` (`None`: not watched for).
     records: Option<Duration>,
     total: Duration,
+    /// CPU spent from the `202` until its progress passed `records`, and in all.
+    records_cpu: Option<CpuSample>,
+    total_cpu: CpuSample,
     view: wire::jobs::JobView,
+}
+
+/// When a job was started: the instant and the CPU clock's reading.
+struct Started {
+    at: Instant,
+    cpu: CpuSample,
 }
 
 /// Polls `job` until it is done; `done` is raised when it is.
 async fn watch_job(
     api: &Api,
     job: &str,
-    started: Instant,
+    (started, clock): (&Started, &CpuClock),
     records: Option<u64>,
     done: &AtomicBool,
 ) -> anyhow::Result<JobTiming> {
@@ -391,15 +405,19 @@ async fn watch_job(
     loop {
         let view = api.job(job).await?;
         if records_at.is_none() && records.is_some_and(|records| view.progress.done >= records) {
-            records_at = Some(started.elapsed());
+            records_at = Some((started.at.elapsed(), clock.sample() - started.cpu));
         }
         match view.state.as_str() {
             "done" => {
-                let total = started.elapsed();
+                let total = started.at.elapsed();
+                let total_cpu = clock.sample() - started.cpu;
                 done.store(true, Ordering::Relaxed);
+                let records_at = records_at.or(records.map(|_| (total, total_cpu)));
                 return Ok(JobTiming {
-                    records: records_at.or(records.map(|_| total)),
+                    records: records_at.map(|(at, _)| at),
                     total,
+                    records_cpu: records_at.map(|(_, cpu)| cpu),
+                    total_cpu,
                     view,
                 });
             }
@@ -413,7 +431,7 @@ async fn watch_job(
             }
             _ => {}
         }
-        if started.elapsed() > JOB_DEADLINE {
+        if started.at.elapsed() > JOB_DEADLINE {
             bail!("the re-encryption job did not finish within {JOB_DEADLINE:?}");
         }
         tokio::time::sleep(JOB_POLL).await;
@@ -428,6 +446,8 @@ struct Reencryption {
     object_bytes: u64,
     baseline_records: Duration,
     baseline_files: Duration,
+    baseline_records_cpu: CpuSample,
+    baseline_files_cpu: CpuSample,
     job: JobTiming,
     writes_before: Writes,
     writes_during: Writes,
@@ -435,7 +455,11 @@ struct Reencryption {
     job_with_writes: JobTiming,
 }
 
-async fn measure_reencryption(args: &KeysArgs, node: &BenchNode) -> anyhow::Result<Reencryption> {
+async fn measure_reencryption(
+    args: &KeysArgs,
+    node: &BenchNode,
+    clock: &CpuClock,
+) -> anyhow::Result<Reencryption> {
     let clients = args.loaders.max(args.writers);
     let api = Api::new(node, usize::try_from(clients).unwrap_or(usize::MAX))?;
     let database = RegionDatabase::new(node.node.region.clone(), &node.database)
@@ -457,9 +481,13 @@ async fn measure_reencryption(args: &KeysArgs, node: &BenchNode) -> anyhow::Resu
 
     let objects = LocalObjectStore::new(node.objects_dir())?;
     vacuum(&database).await?;
+    let before = clock.sample();
     let (baseline_records, sealed_bytes) =
         baseline_records(&database, &tenant.id, args.batch_size).await?;
+    let between = clock.sample();
     let (baseline_files, object_bytes) = baseline_files(&database, &objects, &tenant.id).await?;
+    let baseline_files_cpu = clock.sample() - between;
+    let baseline_records_cpu = between - before;
     vacuum(&database).await?;
     eprintln!(
         "baseline: records {:.2} s, files {:.2} s",
@@ -467,29 +495,30 @@ async fn measure_reencryption(args: &KeysArgs, node: &BenchNode) -> anyhow::Resu
         baseline_files.as_secs_f64()
     );
 
-    let started = Instant::now();
+    let started = Started {
+        at: Instant::now(),
+        cpu: clock.sample(),
+    };
     let job = api.rotate(&tenant).await?;
-    let job = watch_job(
-        &api,
-        &job,
-        started,
-        Some(args.records),
-        &AtomicBool::new(false),
-    )
-    .await?;
+    let ended = AtomicBool::new(false);
+    let job = watch_job(&api, &job, (&started, clock), Some(args.records), &ended).await?;
     eprintln!("re-encryption: {:.2} s", job.total.as_secs_f64());
     check_all_resealed(&database, &tenant.id, &job).await?;
 
     let seconds = Duration::from_secs_f64(args.write_seconds);
     let writers = usize::try_from(args.writers).unwrap_or(usize::MAX);
+    // Raised by nothing: the cases without a job run their full time.
     let never = AtomicBool::new(false);
     let writes_before = write_for(&api, &tenant, writers, seconds, &never, 0).await;
-    let started = Instant::now();
+    let started = Started {
+        at: Instant::now(),
+        cpu: clock.sample(),
+    };
     let job_id = api.rotate(&tenant).await?;
     let done = AtomicBool::new(false);
     let (writes_during, job_with_writes) = tokio::join!(
         write_for(&api, &tenant, writers, seconds, &done, 1),
-        watch_job(&api, &job_id, started, None, &done),
+        watch_job(&api, &job_id, (&started, clock), None, &done),
     );
     let job_with_writes = job_with_writes?;
     let writes_after = write_for(&api, &tenant, writers, seconds, &never, 2).await;
@@ -500,6 +529,8 @@ async fn measure_reencryption(args: &KeysArgs, node: &BenchNode) -> anyhow::Resu
         object_bytes,
         baseline_records,
         baseline_files,
+        baseline_records_cpu,
+        baseline_files_cpu,
         job,
         writes_before,
         writes_during,
@@ -880,6 +911,20 @@ fn report(args: &KeysArgs, r: Reencryption, o: Offboarding) -> Value {
     let p99 = crate::percentile(&o.drops, 0.99);
     let max = o.drops.last().copied().unwrap_or_default();
     let clean_job = r.job.view.progress.failed == 0 && r.job_with_writes.view.progress.failed == 0;
+    let job_records_cpu = r.job.records_cpu.unwrap_or(r.job.total_cpu);
+    let job_files_cpu = r.job.total_cpu - job_records_cpu;
+    let cpu_per_record = |cpu: CpuSample| {
+        json!({
+            "postgres_us": micros_per_op(cpu.postgres, args.records),
+            "process_us": micros_per_op(cpu.rest + cpu.load, args.records),
+        })
+    };
+    let cpu_per_mib = |cpu: CpuSample| {
+        json!({
+            "postgres_ms": cpu.postgres.as_secs_f64() * 1e3 / file_mib.max(1e-9),
+            "process_ms": (cpu.rest + cpu.load).as_secs_f64() * 1e3 / file_mib.max(1e-9),
+        })
+    };
 
     println!(
         "loaded {} records ({:.1} MiB sealed) in {:.1} s through the API, {} files of {} KiB",
@@ -919,6 +964,16 @@ fn report(args: &KeysArgs, r: Reencryption, o: Offboarding) -> Value {
         no_job,
         writes_ratio,
         format!("≥{WRITES_GOAL}")
+    );
+    println!(
+        "  CPU µs per record, PostgreSQL / this process (node and client): job {:.0} / {:.0}, baseline {:.0} / {:.0}",
+        micros_per_op(job_records_cpu.postgres, args.records),
+        micros_per_op(job_records_cpu.rest + job_records_cpu.load, args.records),
+        micros_per_op(r.baseline_records_cpu.postgres, args.records),
+        micros_per_op(
+            r.baseline_records_cpu.rest + r.baseline_records_cpu.load,
+            args.records
+        ),
     );
     println!(
         "  writes without a job: before {:.0}/s, after {:.0}/s; the job under writes took {:.2} s; write errors {write_errors}",
@@ -985,6 +1040,14 @@ fn report(args: &KeysArgs, r: Reencryption, o: Offboarding) -> Value {
             "baseline_object_bytes": r.object_bytes,
             "records_ratio": records_ratio,
             "files_ratio": files_ratio,
+            "cpu_per_record": {
+                "job": cpu_per_record(job_records_cpu),
+                "baseline": cpu_per_record(r.baseline_records_cpu),
+            },
+            "cpu_per_file_mib": {
+                "job": cpu_per_mib(job_files_cpu),
+                "baseline": cpu_per_mib(r.baseline_files_cpu),
+            },
         },
         "writes": {
             "before": r.writes_before.json(),
