@@ -1065,3 +1065,54 @@ fn report(args: &KeysArgs, r: Reencryption, o: Offboarding) -> Value {
         "results": results,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: KeysArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<KeysArgs, clap::Error> {
+        <Command as clap::Parser>::try_parse_from(
+            std::iter::once("keys").chain(argv.iter().copied()),
+        )
+        .map(|command| command.args)
+    }
+
+    #[test]
+    fn the_defaults_are_the_issues_sizes_and_the_nodes_take_the_batch_size() {
+        let args = parse(&[]).expect("the defaults parse");
+        assert_eq!(
+            (args.records, args.files, args.file_kib, args.writers),
+            (100_000, 100, 1024, 8)
+        );
+        assert_eq!(
+            args.batch_size,
+            node::JobSettings::default().batch_size as u64
+        );
+
+        let args = parse(&[
+            "--batch-size",
+            "250",
+            "--max-file-mib",
+            "1",
+            "--file-kib",
+            "2048",
+        ])
+        .expect("parse");
+        let node = settings(&args, RUNNER_POLL).expect("settings");
+        assert_eq!(node.jobs.batch_size, 250);
+        assert_eq!(node.jobs.poll_interval, RUNNER_POLL);
+        assert_eq!(
+            node.max_file_bytes,
+            2048 * 1024,
+            "the nodes accept the benchmark's files"
+        );
+        assert!(parse(&["--records", "0"]).is_err());
+        assert!(parse(&["--batch-size", "0"]).is_err());
+    }
+}
