@@ -13,12 +13,14 @@ use node::{Backends, NodeAudit, NodeConfig, Platform, Routing, RunningNode};
 use service::AuditKeys;
 use store::{DatabaseSettings, PgEndpoint};
 
-/// A running node, what it was started with, and the directory its keys live in.
+/// A running node, what it was started with, and the directory its keys live in (shared
+/// with its peers: the nodes of one region share the KMS and the object store).
 pub(crate) struct BenchNode {
     pub(crate) node: RunningNode,
     pub(crate) operator: String,
     pub(crate) database: DatabaseSettings,
-    _state: tempfile::TempDir,
+    kms: Arc<LocalKms>,
+    state: Arc<tempfile::TempDir>,
 }
 
 impl BenchNode {
@@ -30,6 +32,43 @@ impl BenchNode {
         stopped.context("stop the node")?;
         Ok(report)
     }
+
+    /// The directory of the region's object store (the node's files).
+    pub(crate) fn objects_dir(&self) -> std::path::PathBuf {
+        self.state.path().join("objects")
+    }
+
+    /// Starts another node of this node's region on `listener`: the same database, KMS,
+    /// object store and operator token, with `api` settings of its own.
+    pub(crate) async fn peer(
+        &self,
+        databases: &LocalRegion,
+        api: node::ApiSettings,
+        audit: &residency::flags::AuditFlags,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<BenchNode> {
+        start_in(
+            &self.node.region,
+            databases,
+            api,
+            audit,
+            listener,
+            None,
+            Shared {
+                kms: self.kms.clone(),
+                state: self.state.clone(),
+                operator: self.operator.clone(),
+            },
+        )
+        .await
+    }
+}
+
+/// What the nodes of one benchmark region share.
+struct Shared {
+    kms: Arc<LocalKms>,
+    state: Arc<tempfile::TempDir>,
+    operator: String,
 }
 
 /// Starts the node of `region` on `listener` over `databases` (its `postgres` database,
@@ -42,7 +81,40 @@ pub(crate) async fn start(
     listener: tokio::net::TcpListener,
     routing: Option<Routing>,
 ) -> anyhow::Result<BenchNode> {
+    start_with(region, databases, api.settings()?, audit, listener, routing).await
+}
+
+/// [`start`] with the API settings given whole (a benchmark may shorten the job runner's
+/// intervals).
+pub(crate) async fn start_with(
+    region: &RegionId,
+    databases: &LocalRegion,
+    api: node::ApiSettings,
+    audit: &residency::flags::AuditFlags,
+    listener: tokio::net::TcpListener,
+    routing: Option<Routing>,
+) -> anyhow::Result<BenchNode> {
     let state = tempfile::tempdir().context("create the node's directory")?;
+    let shared = Shared {
+        kms: Arc::new(LocalKms::open_or_create(
+            &state.path().join("kms"),
+            region.clone(),
+        )?),
+        state: Arc::new(state),
+        operator: format!("rop_{}", hex::encode(rand::random::<[u8; 32]>())),
+    };
+    start_in(region, databases, api, audit, listener, routing, shared).await
+}
+
+async fn start_in(
+    region: &RegionId,
+    databases: &LocalRegion,
+    api: node::ApiSettings,
+    audit: &residency::flags::AuditFlags,
+    listener: tokio::net::TcpListener,
+    routing: Option<Routing>,
+    shared: Shared,
+) -> anyhow::Result<BenchNode> {
     let database = DatabaseSettings::new(
         PgEndpoint::new("primary", databases.primary_config("postgres")),
         vec![PgEndpoint::new(
@@ -50,18 +122,16 @@ pub(crate) async fn start(
             databases.replica_config("postgres"),
         )],
     );
-    let operator = format!("rop_{}", hex::encode(rand::random::<[u8; 32]>()));
     let node = node::start(
         NodeConfig {
             region: region.clone(),
             database: database.clone(),
             backends: Backends {
-                kms: Arc::new(LocalKms::open_or_create(
-                    &state.path().join("kms"),
-                    region.clone(),
+                kms: shared.kms.clone(),
+                objects: Arc::new(LocalObjectStore::new(shared.state.path().join("objects"))?),
+                audit_objects: Arc::new(LocalObjectStore::new(
+                    shared.state.path().join("audit-bucket"),
                 )?),
-                objects: Arc::new(LocalObjectStore::new(state.path().join("objects"))?),
-                audit_objects: Arc::new(LocalObjectStore::new(state.path().join("audit-bucket"))?),
             },
             audit: NodeAudit {
                 keys: AuditKeys::generate(region.clone()),
@@ -69,8 +139,8 @@ pub(crate) async fn start(
             },
             platform: Platform {
                 regions: vec![region.clone()],
-                operator: service::access::OperatorToken::new(&operator),
-                api: api.settings()?,
+                operator: service::access::OperatorToken::new(&shared.operator),
+                api,
                 routing,
             },
         },
@@ -79,9 +149,10 @@ pub(crate) async fn start(
     .await?;
     Ok(BenchNode {
         node,
-        operator,
+        operator: shared.operator,
         database,
-        _state: state,
+        kms: shared.kms,
+        state: shared.state,
     })
 }
 

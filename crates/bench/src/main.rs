@@ -9,7 +9,8 @@
 //! (`events.rs`), and offline bundle verification in events per second on one
 //! core. `api` (`tenant_api.rs`): the tenant API over HTTP against the same SQL work done
 //! directly. `router` (`routing.rs`): the router's overhead, against nginx too.
-//! `export` (`export_engine.rs`): the anonymization engine on one core.
+//! `export` (`export_engine.rs`): the anonymization engine on one core. `keys`
+//! (`key_lifecycle.rs`): re-encryption after a rotation, writes during it, offboarding.
 //!
 //! It runs on mimalloc like the `residency` binary, so that what it measures of our code
 //! is measured with the production allocator.
@@ -18,6 +19,7 @@ mod abuse;
 mod cpu;
 mod events;
 mod export_engine;
+mod key_lifecycle;
 mod local_node;
 mod routing;
 mod tenant_api;
@@ -70,6 +72,11 @@ enum Which {
     /// keys, random tenant ids, long path segments) from another address, on a local
     /// region and node the command starts itself; database transactions per junk request.
     Abuse(abuse::AbuseArgs),
+    /// The key lifecycle: a rotation's re-encryption job against a bare batched UPDATE of
+    /// the same bytes (records) and an object-to-object copy (files), API writes during
+    /// the job against without, and how long a second node of the region keeps opening
+    /// an offboarded tenant's data; on a local region and nodes the command starts itself.
+    Keys(key_lifecycle::KeysArgs),
     /// The anonymization engine on synthetic rows (Mondrian time; our Parquet writing
     /// against a bare arrow-rs ArrowWriter on the same batches), on one core.
     Export(ExportBenchArgs),
@@ -151,6 +158,7 @@ fn main() -> ExitCode {
             Which::Router(args) => routing::run(args).await,
             Which::Export(args) => export_bench(args).await,
             Which::Abuse(args) => abuse::run(args).await,
+            Which::Keys(args) => key_lifecycle::run(args).await,
         }
     })
 }

@@ -966,7 +966,7 @@ impl Work {
 }
 
 /// A `people` record body with an email unique to client `n`'s `i`th create.
-fn person(n: usize, i: usize) -> String {
+pub(crate) fn person(n: usize, i: usize) -> String {
     format!(
         r#"{{"data":{{"email":"person-{n}-{i}@example.com","name":"Ada Lovelace","age":36,"zip":"10115","diagnosis":"flu","plan":"pro"}}}}"#
     )

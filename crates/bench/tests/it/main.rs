@@ -463,3 +463,82 @@ fn bench_abuse_reads_alone_then_during_a_flood_from_another_address_and_counts_i
         "the region's PostgreSQL processes are stopped when the command ends"
     );
 }
+
+#[test]
+fn bench_keys_times_the_reencryption_writes_during_it_and_the_other_nodes_key_drop() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("open the directory to the postgres user");
+    }
+    let (stdout, report) = run_bench(
+        dir.path(),
+        &[
+            "keys",
+            "--records",
+            "120",
+            "--files",
+            "2",
+            "--file-kib",
+            "64",
+            "--batch-size",
+            "50",
+            "--writers",
+            "2",
+            "--write-seconds",
+            "0.5",
+            "--offboard-tenants",
+            "2",
+        ],
+        "--json",
+        "",
+    );
+    for expected in [
+        "re-encrypt records",
+        "re-encrypt files",
+        "API writes during / without job",
+        "offboarding, other node stops opening the tenant",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "the table shows {expected}: {stdout}"
+        );
+    }
+    let reencryption = &report["reencryption"];
+    assert_eq!(
+        reencryption["job_progress"],
+        serde_json::json!({"done": 122, "total": 122, "failed": 0}),
+        "every record and file re-sealed: {report}"
+    );
+    let ratio = reencryption["records_ratio"].as_f64().expect("ratio");
+    let expected = reencryption["records_per_sec"].as_f64().expect("rate")
+        / reencryption["baseline_records_per_sec"]
+            .as_f64()
+            .expect("rate");
+    assert!((ratio - expected).abs() < 1e-9, "{report}");
+    assert!(
+        reencryption["baseline_object_bytes"]
+            .as_u64()
+            .expect("bytes")
+            >= 2 * 64 * 1024,
+        "the files' baseline copied every byte: {report}"
+    );
+    for case in ["before", "during", "after"] {
+        assert!(
+            report["writes"][case]["records"].as_u64().expect("records") > 0,
+            "{report}"
+        );
+        assert_eq!(report["writes"][case]["errors"], 0, "{report}");
+    }
+    let offboarding = &report["offboarding"];
+    assert_eq!(offboarding["tenants"], 2, "{report}");
+    assert_eq!(
+        offboarding["other_node_statuses"],
+        serde_json::json!({"404": 2}),
+        "the other node answers 404 once it forgot the tenant: {report}"
+    );
+    for drop in offboarding["drops_ms"].as_array().expect("drops") {
+        assert!(drop.as_f64().expect("ms") < 1_000.0, "{report}");
+    }
+}
