@@ -209,9 +209,10 @@ impl RegionService {
         &self,
         tenant: &TenantId,
         event: NewEvent,
-        change: impl AsyncFnOnce(&store::PrimaryTx<'_>) -> Result<ErasedRows, ServiceError>,
-        row_of: impl FnOnce(&ErasedRows, u64) -> ErasureRow,
+        change: impl AsyncFnOnce(&store::PrimaryTx<'_>) -> Result<ErasedRows, ServiceError> + Clone,
+        row_of: impl FnOnce(&ErasedRows, u64) -> ErasureRow + Clone,
     ) -> Result<(ErasureRow, ErasedRows), ServiceError> {
+        let _slot = self.inner.write_slots.acquire(tenant).await?;
         let mut primary = self.inner.database.primary().get().await?;
         let committed = UnitOfWork::new(&self.inner.audit)
             .run_recorded(
@@ -223,7 +224,7 @@ impl RegionService {
                     let seq = events.first().map(|event| event.seq).ok_or_else(|| {
                         ServiceError::internal("the erasure's event was not linked")
                     })?;
-                    let row = row_of(&rows, seq);
+                    let row = row_of.clone()(&rows, seq);
                     erasures::insert(tx, &row).await?;
                     erasures::queue_follow_up(tx, tenant, Some(&row.entry_id), &rows.object_keys)
                         .await?;

@@ -116,21 +116,44 @@ impl<'a> UnitOfWork<'a> {
 
     /// As [`UnitOfWork::run`] with [`EventTiming::AfterChange`], then `record` in the same
     /// transaction once the events are linked (it sees their seqs: a row that names its
-    /// own event, like the erasure ledger's), then commits.
+    /// own event, like the erasure ledger's), then commits; retried like `run`.
     pub async fn run_recorded<T, U>(
         self,
         primary: &mut Primary,
         tenant: &TenantId,
-        events: impl IntoIterator<Item = NewEvent>,
-        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError>,
-        record: impl AsyncFnOnce(&PrimaryTx<'_>, T, &[Event]) -> Result<U, ServiceError>,
+        events: impl IntoIterator<Item = NewEvent> + Clone,
+        change: impl AsyncFnOnce(&PrimaryTx<'_>) -> Result<T, ServiceError> + Clone,
+        record: impl AsyncFnOnce(&PrimaryTx<'_>, T, &[Event]) -> Result<U, ServiceError> + Clone,
     ) -> Result<Committed<U>, ServiceError> {
-        let tx = primary.begin_tenant(tenant).await?;
-        let changed = change(&tx).await?;
-        let events = self.append(&tx, EventTiming::AfterChange, events).await?;
-        let value = record(&tx, changed, &events).await?;
-        let lsn = tx.commit_lsn().await?;
-        Ok(Committed { value, events, lsn })
+        let mut attempt = 1;
+        loop {
+            let tx = primary.begin_tenant(tenant).await?;
+            let done = match change.clone()(&tx).await {
+                Ok(changed) => {
+                    match self
+                        .append(&tx, EventTiming::AfterChange, events.clone())
+                        .await
+                    {
+                        Ok(events) => match record.clone()(&tx, changed, &events).await {
+                            Ok(value) => match tx.commit_lsn().await {
+                                Ok(lsn) => Ok(Committed { value, events, lsn }),
+                                Err(err) => Err(ServiceError::from(err)),
+                            },
+                            Err(err) => Err(err),
+                        },
+                        Err(err) => Err(err),
+                    }
+                }
+                Err(err) => Err(err),
+            };
+            match done {
+                Err(ServiceError::TransactionConflict { .. }) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(tenant = %tenant, attempt, "a concurrent transaction aborted this one; running it again");
+                }
+                done => return done,
+            }
+        }
     }
 
     async fn append(
