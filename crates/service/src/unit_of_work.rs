@@ -107,6 +107,7 @@ impl<'a> UnitOfWork<'a> {
             match committed {
                 Err(ServiceError::TransactionConflict { .. }) if attempt < ATTEMPTS => {
                     attempt += 1;
+                    self.audit.metrics().record_transaction_retried();
                     tracing::debug!(tenant = %tenant, attempt, "a concurrent transaction aborted this one; running it again");
                 }
                 done => return done,
@@ -149,6 +150,7 @@ impl<'a> UnitOfWork<'a> {
             match done {
                 Err(ServiceError::TransactionConflict { .. }) if attempt < ATTEMPTS => {
                     attempt += 1;
+                    self.audit.metrics().record_transaction_retried();
                     tracing::debug!(tenant = %tenant, attempt, "a concurrent transaction aborted this one; running it again");
                 }
                 done => return done,

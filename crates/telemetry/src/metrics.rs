@@ -105,6 +105,7 @@ pub struct NodeMetrics {
     auth_denials: Family<ReasonLabels, Counter>,
     api_key_lookups: Counter,
     reads_retried: Counter,
+    transactions_retried: Counter,
     jobs: Family<JobLabels, Gauge>,
     job_items: Family<JobKindLabels, Counter>,
 }
@@ -222,6 +223,12 @@ impl NodeMetrics {
             "Audit events recorded outside a data transaction that reached a closed chain (an offboarded tenant's) and were not appended, by mode; each is logged with its tenant id",
             audit_events_after_close.clone(),
         );
+        let transactions_retried = Counter::default();
+        registry.register(
+            "transactions_retried",
+            "Write transactions the database aborted to break a deadlock or a serialization conflict and that ran again",
+            transactions_retried.clone(),
+        );
         let audit_checkpoints = Counter::default();
         registry.register(
             "audit_checkpoints",
@@ -290,6 +297,7 @@ impl NodeMetrics {
             auth_denials,
             api_key_lookups,
             reads_retried,
+            transactions_retried,
         }
     }
 
@@ -402,6 +410,12 @@ impl NodeMetrics {
         self.audit_events_after_close
             .get_or_create(&AuditModeLabels { mode })
             .inc_by(count);
+    }
+
+    /// One write transaction run again after the database aborted it (deadlock,
+    /// serialization conflict).
+    pub fn record_transaction_retried(&self) {
+        self.transactions_retried.inc();
     }
 
     /// `count` chain heads signed.

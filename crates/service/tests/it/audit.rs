@@ -1089,7 +1089,15 @@ async fn a_unit_of_work_commits_its_change_with_its_events_or_neither() {
 #[tokio::test]
 async fn a_unit_of_work_the_database_aborts_for_a_conflict_runs_again_and_gives_up_with_a_retryable_answer()
  {
-    let (database, region_db, [log, _], tenant) = two_nodes().await;
+    let (database, region_db, _) = log().await;
+    let tenant = tenant_with_collection(&region_db).await;
+    let metrics = Arc::new(NodeMetrics::new(REGION));
+    let log = AuditLog::with_settings(
+        region_db.clone(),
+        AuditKeys::generate(region()),
+        AuditSettings::default(),
+        metrics.clone(),
+    );
     let db = connect(database.primary.clone()).await;
     let records = async |id: &str| records_named(&db, &tenant, id).await;
     // What PostgreSQL answers to the victim of a deadlock (40P01) or of a serialization
@@ -1160,6 +1168,10 @@ async fn a_unit_of_work_the_database_aborts_for_a_conflict_runs_again_and_gives_
         ["records/retried"],
         "one event for the unit of work that committed, none for the one that gave up"
     );
+    // Two runs again for each: four.
+    let expected = r#"residency_transactions_retried_total{region="eu-central-1"} 4"#;
+    let text = metrics.encode();
+    assert!(text.contains(expected), "missing {expected} in\n{text}");
 }
 
 /// How many records of `tenant` are named `id`.
