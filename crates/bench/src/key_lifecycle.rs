@@ -188,10 +188,10 @@ async fn start_peers(
 /// The HTTP side of the benchmark: setup calls through reqwest, the measured creates
 /// through hyper's pooled keep-alive client.
 #[derive(Debug, Clone)]
-struct Api {
-    base: String,
-    operator: String,
-    http: reqwest::Client,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) operator: String,
+    pub(crate) http: reqwest::Client,
     load: hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
         Full<Bytes>,
@@ -200,14 +200,14 @@ struct Api {
 
 /// A tenant with its admin key and writer keys (`Bearer …` header values).
 #[derive(Debug, Clone)]
-struct Tenant {
-    id: TenantId,
-    admin: String,
-    writers: Vec<http::HeaderValue>,
+pub(crate) struct Tenant {
+    pub(crate) id: TenantId,
+    pub(crate) admin: String,
+    pub(crate) writers: Vec<http::HeaderValue>,
 }
 
 impl Api {
-    fn new(node: &BenchNode, clients: usize) -> anyhow::Result<Self> {
+    pub(crate) fn new(node: &BenchNode, clients: usize) -> anyhow::Result<Self> {
         Ok(Self {
             base: format!("http://{}", node.node.address),
             operator: node.operator.clone(),
@@ -229,7 +229,7 @@ impl Api {
     }
 
     /// A call's status and JSON answer (`null` when the body is not JSON).
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -250,7 +250,7 @@ impl Api {
     }
 
     /// A setup call that must succeed; its JSON answer.
-    async fn ok(
+    pub(crate) async fn ok(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -265,7 +265,7 @@ impl Api {
     }
 
     /// A tenant with the `people` collection and `writers` writer keys.
-    async fn tenant(&self, name: &str, writers: u64) -> anyhow::Result<Tenant> {
+    pub(crate) async fn tenant(&self, name: &str, writers: u64) -> anyhow::Result<Tenant> {
         let created = self
             .ok(
                 reqwest::Method::POST,
@@ -314,8 +314,19 @@ impl Api {
 
     /// Creates one record of `tenant` as writer `writer`; its id.
     async fn create(&self, tenant: &Tenant, writer: usize, body: String) -> anyhow::Result<String> {
+        self.create_in(tenant, writer, COLLECTION, body).await
+    }
+
+    /// Creates one record of `tenant` in `collection` as writer `writer`; its id.
+    pub(crate) async fn create_in(
+        &self,
+        tenant: &Tenant,
+        writer: usize,
+        collection: &str,
+        body: String,
+    ) -> anyhow::Result<String> {
         let request = http::Request::post(format!(
-            "{}/v1/tenants/{}/collections/{COLLECTION}/records",
+            "{}/v1/tenants/{}/collections/{collection}/records",
             self.base, tenant.id
         ))
         .header(http::header::AUTHORIZATION, tenant.writers[writer].clone())

@@ -11,6 +11,7 @@
 //! directly. `router` (`routing.rs`): the router's overhead, against nginx too.
 //! `export` (`export_engine.rs`): the anonymization engine on one core. `keys`
 //! (`key_lifecycle.rs`): re-encryption after a rotation, writes during it, offboarding.
+//! `subjects` (`subjects.rs`): a data subject's export and erasure among a million records.
 //!
 //! It runs on mimalloc like the `residency` binary, so that what it measures of our code
 //! is measured with the production allocator.
@@ -22,6 +23,7 @@ mod export_engine;
 mod key_lifecycle;
 mod local_node;
 mod routing;
+mod subjects;
 mod tenant_api;
 
 use std::path::PathBuf;
@@ -77,6 +79,10 @@ enum Which {
     /// the job against without, and how long a second node of the region keeps opening
     /// an offboarded tenant's data; on a local region and nodes the command starts itself.
     Keys(key_lifecycle::KeysArgs),
+    /// A data subject's export and erasure among a million records in five collections,
+    /// against reading the same rows by id directly; on a local region and node the
+    /// command starts itself.
+    Subjects(subjects::SubjectsArgs),
     /// The anonymization engine on synthetic rows (Mondrian time; our Parquet writing
     /// against a bare arrow-rs ArrowWriter on the same batches), on one core.
     Export(ExportBenchArgs),
@@ -159,6 +165,7 @@ fn main() -> ExitCode {
             Which::Export(args) => export_bench(args).await,
             Which::Abuse(args) => abuse::run(args).await,
             Which::Keys(args) => key_lifecycle::run(args).await,
+            Which::Subjects(args) => subjects::run(args).await,
         }
     })
 }
