@@ -248,6 +248,10 @@ impl HealthSnapshot {
 #[derive(Debug)]
 pub(crate) struct HealthBoard {
     latest: watch::Sender<Arc<HealthSnapshot>>,
+    /// Raised once the node begins to stop: `/readyz` answers 503 (`draining`) from then
+    /// on, whatever the snapshot says, so the load balancer takes the node out of rotation
+    /// while it still serves.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl HealthBoard {
@@ -255,7 +259,26 @@ impl HealthBoard {
     pub(crate) fn new(region: &RegionId, parts: &NodeParts) -> Self {
         Self {
             latest: watch::Sender::new(Arc::new(HealthSnapshot::starting(region, parts))),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// From now on `/readyz` answers 503 with reason `draining`.
+    pub(crate) fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The answer to `/readyz` at `now`: the latest snapshot's, or 503 `draining` once the
+    /// node began to stop.
+    pub(crate) fn answer(&self, now: Instant, form: ReadinessForm) -> (StatusCode, Readiness) {
+        let (status, mut readiness) = self.latest().answer(now, form);
+        if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            readiness.status = "not_ready".into();
+            readiness.reason = Some("draining".into());
+            return (StatusCode::SERVICE_UNAVAILABLE, readiness);
+        }
+        (status, readiness)
     }
 
     pub(crate) fn latest(&self) -> Arc<HealthSnapshot> {

@@ -159,6 +159,12 @@ impl NodeState {
         &self.inner.health
     }
 
+    /// Makes `/readyz` answer 503 (`draining`) from now on: the first step of a node's
+    /// stop, while it still serves.
+    pub fn start_draining(&self) {
+        self.inner.health.start_draining();
+    }
+
     /// Resolves once the health poller has published a snapshot whose round began at or
     /// after `since`.
     pub async fn health_checked_since(&self, since: tokio::time::Instant) {

@@ -19,6 +19,6 @@ pub use hop::InternalProtocol;
 pub use service::jobs::JobSettings;
 pub use service::{AuditSettings, ReadAudit};
 pub use start::{
-    ApiSettings, Backends, NodeAudit, NodeConfig, NodeListeners, Platform, Routing, RunningNode,
-    start, start_on,
+    AUDIT_DRAIN_TIMEOUT, ApiSettings, Backends, NodeAudit, NodeConfig, NodeListeners, Platform,
+    Routing, RunningNode, ShutdownSettings, start, start_on,
 };

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 const FIRST_HEALTH_ROUND_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a stopping node waits for queued audit events to be written.
-const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Limits of the tenant API and how its router forwards.
 #[derive(Debug, Clone)]
@@ -59,6 +59,31 @@ pub struct ApiSettings {
     /// When tenants' data keys rotate on their own (maximum age and seals per version,
     /// how often a node counts); tests shrink the bounds.
     pub key_policy: service::key_policy::KeyPolicy,
+    /// How the node stops (deregistration delay, drain bound).
+    pub shutdown: ShutdownSettings,
+}
+
+/// How a node stops when told to: `/readyz` fails at once while it keeps serving for
+/// `deregistration_delay` (the load balancer sees the failure and stops routing to it),
+/// then it stops accepting and waits at most `drain_timeout` for in-flight requests,
+/// then writes its audit queue (at most [`AUDIT_DRAIN_TIMEOUT`]) and exits. The
+/// container's stop timeout must cover the sum (`terraform/modules/region_compute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownSettings {
+    /// How long the node keeps serving after `/readyz` begins to fail. Zero by default
+    /// (tests, `residency dev`); `serve` takes it from `--deregistration-delay`.
+    pub deregistration_delay: Duration,
+    /// The longest the node waits for in-flight requests once it stops accepting.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            deregistration_delay: Duration::ZERO,
+            drain_timeout: hop::ConnectionLimits::PRODUCTION.drain_timeout,
+        }
+    }
 }
 
 impl Default for ApiSettings {
@@ -73,6 +98,7 @@ impl Default for ApiSettings {
             metrics_access: MetricsAccess::default(),
             jobs: JobSettings::default(),
             key_policy: service::key_policy::KeyPolicy::default(),
+            shutdown: ShutdownSettings::default(),
         }
     }
 }
@@ -121,6 +147,7 @@ pub struct RunningNode {
     key_policy: service::key_policy::KeyPolicyTask,
     key_changes: KeyChanges,
     stop: watch::Sender<bool>,
+    deregistration_delay: Duration,
 }
 
 /// The region's KMS, object store and audit bucket (AWS in production, local in
@@ -233,7 +260,10 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
     // and the counters of refused and timed-out connections in the node's registry.
     let server_config = hop::ServerConfig {
         head: api::SERVER_HEAD_LIMITS,
-        connections: hop::ConnectionLimits::PRODUCTION,
+        connections: hop::ConnectionLimits {
+            drain_timeout: platform.api.shutdown.drain_timeout,
+            ..hop::ConnectionLimits::PRODUCTION
+        },
         metrics: connection_metrics.unwrap_or_default(),
     };
     let keyring = Keyring::new(
@@ -414,6 +444,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         )),
     };
     let jobs = jobs.spawn();
+    let deregistration_delay = platform.api.shutdown.deregistration_delay;
     // Every node counts its seals and rotates the keys of tenants due.
     let key_policy = state.service().spawn_key_policy();
     tracing::info!(region = %region, %address, operations = ?operations_address, "regional node serving");
@@ -431,6 +462,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         key_policy,
         key_changes,
         stop,
+        deregistration_delay,
     })
 }
 
@@ -455,10 +487,21 @@ impl RunningNode {
         self.state.health_checked_since(since).await;
     }
 
-    /// Stops the job runner (its jobs' leases given up for another node), stops
-    /// accepting, drains in-flight requests, stops the poller, the checkpoint task and the
-    /// key-change listener, and writes the queued audit events (waiting a bounded time).
+    /// Stops the node as [`ShutdownSettings`] says: `/readyz` fails at once while the node
+    /// serves on for the deregistration delay; then the job runner stops (its jobs' leases
+    /// given up for another node), the server stops accepting and drains in-flight
+    /// requests (bounded), the poller, the checkpoint task and the key-change listener
+    /// stop, and the queued audit events are written (waiting a bounded time).
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.state.start_draining();
+        if !self.deregistration_delay.is_zero() {
+            tracing::info!(
+                region = %self.region,
+                seconds = self.deregistration_delay.as_secs_f64(),
+                "readiness fails; serving on for the deregistration delay"
+            );
+            tokio::time::sleep(self.deregistration_delay).await;
+        }
         self.jobs.stop().await;
         self.key_policy.stop().await;
         let _ = self.stop.send(true);

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use residency::flags::{ApiFlags, AuditFlags};
 
@@ -40,6 +41,15 @@ pub(crate) struct ServeArgs {
     /// `forwarding_secret`). See docs/operations.md.
     #[arg(long, env = "RESIDENCY_FORWARDING_SECRET_PREVIOUS", hide_env_values = true, value_parser = crate::parse_secret)]
     forwarding_secret_previous: Option<catalog::Secret>,
+    /// Seconds the node keeps serving after SIGTERM while `/readyz` fails, so that the load
+    /// balancer stops routing to it before it stops accepting (docs/operations.md).
+    #[arg(long, env = "RESIDENCY_DEREGISTRATION_DELAY", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    deregistration_delay: u64,
+    /// Seconds the node then waits for in-flight requests before cutting them.
+    #[arg(long, env = "RESIDENCY_DRAIN_TIMEOUT", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    drain_timeout: u64,
     #[command(flatten)]
     audit: AuditFlags,
     #[command(flatten)]
@@ -48,7 +58,13 @@ pub(crate) struct ServeArgs {
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let node = node::serve::start(node::serve::ServeConfig {
-        api: args.api.settings()?,
+        api: node::ApiSettings {
+            shutdown: node::ShutdownSettings {
+                deregistration_delay: Duration::from_secs(args.deregistration_delay),
+                drain_timeout: Duration::from_secs(args.drain_timeout),
+            },
+            ..args.api.settings()?
+        },
         audit: args.audit.settings(),
         catalog: args.catalog,
         region: args.region,

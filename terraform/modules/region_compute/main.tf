@@ -15,6 +15,17 @@ locals {
   environment = [for k in sort(keys(var.node_environment)) : { name = k, value = var.node_environment[k] }]
   secrets     = [for k in sort(keys(var.secret_arns)) : { name = k, valueFrom = var.secret_arns[k] }]
 
+  # What the node needs after SIGTERM: its deregistration delay, its drain, then the
+  # audit queue's flush (node::AUDIT_DRAIN_TIMEOUT, 10 s) and a margin. ECS kills the
+  # container after stopTimeout (default 30 s): it must cover all of it.
+  audit_flush_seconds = 10
+  stop_timeout_seconds = (var.shutdown.deregistration_delay_seconds
+  + var.shutdown.drain_timeout_seconds + local.audit_flush_seconds + 5)
+  node_environment = concat(local.environment, [
+    { name = "RESIDENCY_DEREGISTRATION_DELAY", value = tostring(var.shutdown.deregistration_delay_seconds) },
+    { name = "RESIDENCY_DRAIN_TIMEOUT", value = tostring(var.shutdown.drain_timeout_seconds) },
+  ])
+
   export_command = coalesce(var.export_command, ["export", "run", "--region", var.region, "--once"])
 
   container_defaults = {
@@ -91,8 +102,10 @@ resource "aws_ecs_task_definition" "node" {
   }
 
   container_definitions = jsonencode([merge(local.container_defaults, {
-    name    = "node"
-    command = ["serve", "--region", var.region]
+    name        = "node"
+    command     = ["serve", "--region", var.region]
+    environment = local.node_environment
+    stopTimeout = local.stop_timeout_seconds
     portMappings = [{
       containerPort = var.container_port
       protocol      = "tcp"

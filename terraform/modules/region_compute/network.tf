@@ -93,12 +93,14 @@ resource "aws_lb" "node" {
 
 resource "aws_lb_target_group" "node" {
   #checkov:skip=CKV_AWS_378:TLS terminates at the ALB; targets are in private subnets and accept traffic from the ALB's security group only
-  name                 = substr("${local.name}-node", 0, 32)
-  port                 = var.container_port
-  protocol             = "HTTP"
-  target_type          = "ip"
-  vpc_id               = var.vpc_id
-  deregistration_delay = 30
+  name        = substr("${local.name}-node", 0, 32)
+  port        = var.container_port
+  protocol    = "HTTP"
+  target_type = "ip"
+  vpc_id      = var.vpc_id
+  # In-flight requests of a deregistered node may finish for as long as the node itself
+  # serves on and drains (var.shutdown).
+  deregistration_delay = var.shutdown.deregistration_delay_seconds + var.shutdown.drain_timeout_seconds
   tags                 = local.tags
 
   health_check {

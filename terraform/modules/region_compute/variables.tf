@@ -161,6 +161,25 @@ variable "export_command" {
   default     = null
 }
 
+variable "shutdown" {
+  description = "How the node stops on SIGTERM: seconds it keeps serving while /readyz fails (deregistration_delay_seconds), then the longest it waits for in-flight requests (drain_timeout_seconds). The task's stop timeout covers both and the audit queue's flush."
+  type = object({
+    deregistration_delay_seconds = number
+    drain_timeout_seconds        = number
+  })
+  default = {
+    deregistration_delay_seconds = 10
+    drain_timeout_seconds        = 20
+  }
+
+  validation {
+    condition = (var.shutdown.deregistration_delay_seconds >= 0
+      && var.shutdown.drain_timeout_seconds >= 1
+    && var.shutdown.deregistration_delay_seconds + var.shutdown.drain_timeout_seconds <= 100)
+    error_message = "The deregistration delay and the drain timeout must leave room for the audit flush within Fargate's 120 s stop timeout (their sum at most 100 s)."
+  }
+}
+
 variable "log_retention_days" {
   description = "Retention of the node and export logs (in the region, encrypted with its key)."
   type        = number

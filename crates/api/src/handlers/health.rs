@@ -50,8 +50,9 @@ pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
 
 /// `GET /readyz`: 200 while the primary takes writes (replicas may be out of rotation,
 /// the audit queue may be over 80% full, the tenant directory may be unreachable:
-/// `degraded`), 503 when it does not, or when the health poller's snapshot is missing or
-/// too old (`reason`: `starting`, `stale`).
+/// `degraded`), 503 when it does not, when the health poller's snapshot is missing or
+/// too old (`reason`: `starting`, `stale`), or once the node began to stop (`draining`:
+/// it still serves for its deregistration delay, see docs/operations.md).
 ///
 /// Answered from the snapshot the health poller publishes every interval: a request
 /// probes nothing. Anyone gets each dependency's status; the operator token
@@ -67,8 +68,9 @@ pub(crate) async fn healthz(State(state): State<NodeState>) -> Json<Liveness> {
             Public form: per dependency `status` only; detailed form (operator token or \
             operations listener): also addresses, WAL positions, lags, reasons, backlog.",
             body = Readiness),
-        (status = 503, description = "The primary does not take writes, or the health \
-            snapshot is missing or too old (`not_ready`, `reason` `starting` or `stale`).",
+        (status = 503, description = "The primary does not take writes, the health \
+            snapshot is missing or too old, or the node is stopping (`not_ready`, `reason` \
+            `starting`, `stale` or `draining`).",
             body = Readiness),
     ),
 )]
@@ -82,8 +84,7 @@ pub(crate) async fn readyz(
     } else {
         ReadinessForm::Public
     };
-    let snapshot = state.health().latest();
-    let (status, readiness) = snapshot.answer(tokio::time::Instant::now(), form);
+    let (status, readiness) = state.health().answer(tokio::time::Instant::now(), form);
     (status, Json(readiness)).into_response()
 }
 

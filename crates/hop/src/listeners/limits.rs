@@ -60,6 +60,10 @@ pub struct ConnectionLimits {
     pub http2_keep_alive_interval: Option<Duration>,
     /// How long a ping may go unanswered before the connection is closed.
     pub http2_keep_alive_timeout: Duration,
+    /// How long a stopping server waits for its in-flight requests once it has stopped
+    /// accepting; connections still open then are cut (and counted,
+    /// `http_connections_closed{reason="drain_timeout"}`).
+    pub drain_timeout: Duration,
 }
 
 impl ConnectionLimits {
@@ -73,6 +77,9 @@ impl ConnectionLimits {
     ///   trickled head holds a connection 20 s at most.
     /// - 10,000 connections stay well below the file descriptors a node's container gets
     ///   (its pools and upstreams need some too).
+    /// - The drain (20 s) outlasts any request a node answers (the longest, an audit
+    ///   export, streams; the load balancer's own deregistration delay covers the rest), and
+    ///   fits the container's stop timeout (`terraform/modules/region_compute`).
     pub const PRODUCTION: Self = Self {
         sniff_timeout: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(10),
@@ -85,6 +92,7 @@ impl ConnectionLimits {
         http2_max_send_buf_size: 400 * 1024,
         http2_keep_alive_interval: None,
         http2_keep_alive_timeout: Duration::from_secs(20),
+        drain_timeout: Duration::from_secs(20),
     };
 }
 

@@ -17,6 +17,8 @@ pub enum ClosedReason {
     HeaderRead,
     /// It had no request in flight for `idle_timeout`.
     Idle,
+    /// It was still open `drain_timeout` after the server began to stop.
+    Drain,
 }
 
 impl ClosedReason {
@@ -25,6 +27,7 @@ impl ClosedReason {
             Self::Sniff => "sniff_timeout",
             Self::HeaderRead => "header_read_timeout",
             Self::Idle => "idle_timeout",
+            Self::Drain => "drain_timeout",
         }
     }
 }
@@ -58,7 +61,7 @@ impl ConnectionMetrics {
         );
         registry.register(
             "http_connections_closed",
-            "Connections the server closed on its own, by reason (sniff_timeout, header_read_timeout, idle_timeout)",
+            "Connections the server closed on its own, by reason (sniff_timeout, header_read_timeout, idle_timeout, drain_timeout)",
             series.closed.clone(),
         );
         Self {

@@ -162,7 +162,24 @@ where
     }
     drop(listener);
     drain.start();
-    while connections.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(config.connections.drain_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        // In-flight requests past the bound: cut, so that the node's shutdown (the audit
+        // queue's flush after it) fits the time its supervisor gives it.
+        let cut = connections.len();
+        tracing::warn!(
+            connections = cut,
+            "connections still open after the drain timeout were cut"
+        );
+        for _ in 0..cut {
+            config.metrics.count_closed(ClosedReason::Drain);
+        }
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
     Ok(())
 }
 

@@ -4,7 +4,9 @@
 //! partial HTTP/2 preface waits without waking and is closed at the sniffing deadline
 //! (and a peer that closes after one is answered at once, without a busy loop),
 //! HTTP/2 rapid reset ends in `GOAWAY` for that connection only, and oversized header
-//! lists are refused. Timeouts run on tokio's paused clock where the test is about time.
+//! lists are refused; a stopping server lets in-flight requests finish within its drain
+//! timeout and cuts what is left at it. Timeouts run on tokio's paused clock where the
+//! test is about time.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -515,4 +517,101 @@ async fn an_http2_peer_that_stops_answering_pings_is_closed_when_they_are_on() {
         took >= 3 * second && took <= 5 * second,
         "closed after {took:?}: a ping after 2 s, unanswered for 1 s"
     );
+}
+
+/// A server with a `/slow` route that answers after `work`, and its task (to await its
+/// stop) with the sender that stops it.
+async fn serve_stoppable(
+    work: Duration,
+    connections: ConnectionLimits,
+) -> (
+    SocketAddr,
+    ConnectionMetrics,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let metrics = ConnectionMetrics::default();
+    let config = ServerConfig {
+        head: LIMITS,
+        connections,
+        metrics: metrics.clone(),
+    };
+    let app = Router::new().route(
+        "/slow",
+        get(move || async move {
+            tokio::time::sleep(work).await;
+            "done"
+        }),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(hop::serve_service(listener, config, app, async move {
+        let _ = stopped.await;
+    }));
+    (address, metrics, stop, server)
+}
+
+/// A connection to `address` with a request of `/slow` sent on it.
+async fn slow_request(address: SocketAddr) -> TcpStream {
+    let mut client = TcpStream::connect(address).await.expect("connect");
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: node\r\n\r\n")
+        .await
+        .expect("write");
+    client
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_server_finishes_in_flight_requests_within_its_drain_timeout() {
+    let second = Duration::from_secs(1);
+    let drain = ConnectionLimits {
+        drain_timeout: 10 * second,
+        ..ConnectionLimits::PRODUCTION
+    };
+    let (address, metrics, stop, server) = serve_stoppable(3 * second, drain).await;
+    let mut client = slow_request(address).await;
+    // The request is in flight when the server is told to stop.
+    tokio::time::sleep(second).await;
+    stop.send(()).expect("the server runs");
+    let answer = read_response(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("done"), "{answer}");
+    let began = Instant::now();
+    tokio::time::timeout(10 * second, server)
+        .await
+        .expect("the server stops once its requests are answered")
+        .expect("join")
+        .expect("serve");
+    assert!(
+        began.elapsed() < second,
+        "it did not wait for the drain timeout"
+    );
+    assert_eq!(metrics.closed(ClosedReason::Drain), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_longer_than_the_drain_timeout_is_cut_and_counted() {
+    let second = Duration::from_secs(1);
+    let drain = ConnectionLimits {
+        drain_timeout: 5 * second,
+        ..ConnectionLimits::PRODUCTION
+    };
+    let (address, metrics, stop, server) = serve_stoppable(3600 * second, drain).await;
+    let mut client = slow_request(address).await;
+    tokio::time::sleep(second).await;
+    let began = Instant::now();
+    stop.send(()).expect("the server runs");
+    tokio::time::timeout(60 * second, server)
+        .await
+        .expect("the server stops at its drain timeout, not when the request would end")
+        .expect("join")
+        .expect("serve");
+    let took = began.elapsed();
+    assert!(
+        took >= 5 * second && took < 7 * second,
+        "stopped after {took:?}, the drain timeout being 5 s"
+    );
+    assert_eq!(metrics.closed(ClosedReason::Drain), 1);
+    closed_within(&mut client, second).await;
 }

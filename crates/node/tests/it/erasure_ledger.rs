@@ -13,13 +13,13 @@ use envelope::aws::{AwsCredentials, AwsSettings, s3_client};
 use envelope::kms::local::LocalKms;
 use envelope::objects::s3::S3ObjectStore;
 use model::RegionId;
-use node::{ApiSettings, NodeListeners, Platform, RunningNode};
+use node::{ApiSettings, RunningNode};
 use reqwest::Method;
 use serde_json::{Value, json};
 use service::jobs::JobSettings;
 
 use crate::jobs::{OPERATOR, call, start, tenant_with_record};
-use crate::support::node_config;
+use crate::support::{node_config, single_region, start_on_loopback};
 
 const ADA: &str = "ada@example.com";
 const GRACE: &str = "grace@example.com";
@@ -420,33 +420,22 @@ async fn on_s3_with_versioning_no_version_of_an_erased_subjects_objects_is_left(
         &database,
         kms,
         dir.path(),
-        Platform {
-            regions: vec![id.clone()],
-            operator: service::access::OperatorToken::new(OPERATOR),
-            api: ApiSettings {
+        single_region(
+            &id,
+            OPERATOR,
+            ApiSettings {
                 jobs: JobSettings {
                     poll_interval: Duration::from_millis(50),
                     ..JobSettings::default()
                 },
                 ..ApiSettings::default()
             },
-            routing: None,
-        },
+        ),
     );
     config.backends.objects = Arc::new(S3ObjectStore::new(&settings, data_bucket.clone(), true));
     config.backends.audit_objects =
         Arc::new(S3ObjectStore::new(&settings, audit_bucket.clone(), true));
-    let node: RunningNode = node::start_on(
-        config,
-        NodeListeners {
-            api: tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind"),
-            operations: None,
-        },
-    )
-    .await
-    .expect("start the node");
+    let node: RunningNode = start_on_loopback(config).await;
     let api = format!("http://{}", node.address);
     let (tenant, admin, ada) = tenant_with_record(&api, "Versioned", ADA).await;
     let grace = person(&api, &tenant, &admin, GRACE).await;

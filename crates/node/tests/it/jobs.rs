@@ -9,10 +9,10 @@ use std::time::Duration;
 use devstack::testing::{TestDatabase, connect};
 use envelope::kms::local::LocalKms;
 use model::RegionId;
-use node::{ApiSettings, JobSettings, NodeListeners, Platform, RunningNode};
+use node::{ApiSettings, JobSettings, RunningNode};
 use serde_json::{Value, json};
 
-use crate::support::node_config;
+use crate::support::{node_config, single_region, start_on_loopback};
 
 pub(crate) const OPERATOR: &str = "rso.jobs-test-operator-token-0123456789abcdef";
 
@@ -22,36 +22,35 @@ pub(crate) async fn start(
     kms: Arc<LocalKms>,
     dir: &std::path::Path,
 ) -> RunningNode {
-    node::start_on(
-        node_config(
-            id,
-            database,
-            kms,
-            dir,
-            Platform {
-                regions: vec![id.clone()],
-                operator: service::access::OperatorToken::new(OPERATOR),
-                api: ApiSettings {
-                    jobs: JobSettings {
-                        poll_interval: Duration::from_millis(50),
-                        lease: Duration::from_secs(3),
-                        batch_size: 3,
-                        ..JobSettings::default()
-                    },
-                    ..ApiSettings::default()
-                },
-                routing: None,
-            },
-        ),
-        NodeListeners {
-            api: tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind"),
-            operations: None,
+    let api = ApiSettings {
+        jobs: JobSettings {
+            poll_interval: Duration::from_millis(50),
+            lease: Duration::from_secs(3),
+            batch_size: 3,
+            ..JobSettings::default()
         },
-    )
+        ..ApiSettings::default()
+    };
+    start_with_api(id, database, kms, dir, api).await
+}
+
+/// A node of region `id` alone, with `api`, the jobs tests' operator token, on a
+/// loopback port.
+pub(crate) async fn start_with_api(
+    id: &RegionId,
+    database: &TestDatabase,
+    kms: Arc<LocalKms>,
+    dir: &std::path::Path,
+    api: ApiSettings,
+) -> RunningNode {
+    start_on_loopback(node_config(
+        id,
+        database,
+        kms,
+        dir,
+        single_region(id, OPERATOR, api),
+    ))
     .await
-    .expect("start the node")
 }
 
 pub(crate) async fn call(

@@ -8,5 +8,6 @@ mod erasure_ledger;
 mod jobs;
 mod offboarding;
 mod operations;
+mod shutdown;
 mod support;
 mod three_regions;

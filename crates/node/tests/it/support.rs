@@ -10,7 +10,7 @@ use envelope::kms::Kms;
 use envelope::kms::local::LocalKms;
 use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
-use node::{Backends, NodeAudit, NodeConfig, Platform};
+use node::{ApiSettings, Backends, NodeAudit, NodeConfig, NodeListeners, Platform, RunningNode};
 use service::{AuditKeys, AuditSettings};
 use store::{DatabaseSettings, PgEndpoint};
 
@@ -47,4 +47,30 @@ pub fn node_config(
         },
         platform,
     }
+}
+
+/// What a single-region test node knows of the deployment: region `id` only, the
+/// `operator` token and `api`.
+pub fn single_region(id: &RegionId, operator: &str, api: ApiSettings) -> Platform {
+    Platform {
+        regions: vec![id.clone()],
+        operator: service::access::OperatorToken::new(operator),
+        api,
+        routing: None,
+    }
+}
+
+/// Starts the node `config` describes on a loopback port (no operations listener).
+pub async fn start_on_loopback(config: NodeConfig) -> RunningNode {
+    node::start_on(
+        config,
+        NodeListeners {
+            api: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+            operations: None,
+        },
+    )
+    .await
+    .expect("start the node")
 }

@@ -99,6 +99,7 @@ impl ThreeRegions {
                 metrics_access: node::MetricsAccess::default(),
                 jobs: node::JobSettings::default(),
                 key_policy: service::key_policy::KeyPolicy::default(),
+                shutdown: node::ShutdownSettings::default(),
             },
             routing: Some(Routing {
                 regions: endpoints,

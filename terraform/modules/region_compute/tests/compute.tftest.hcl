@@ -108,3 +108,39 @@ run "an_unpinned_image_is_refused" {
 
   expect_failures = [var.image]
 }
+
+run "the_task_has_the_time_its_node_needs_to_stop" {
+  command = plan
+
+  assert {
+    condition = (jsondecode(aws_ecs_task_definition.node.container_definitions)[0].stopTimeout
+    >= var.shutdown.deregistration_delay_seconds + var.shutdown.drain_timeout_seconds + 10)
+    error_message = "ECS must not kill the node before its deregistration delay, drain and audit flush (10 s) are over."
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.node.container_definitions)[0].stopTimeout <= 120
+    error_message = "Fargate allows a stop timeout of at most 120 s."
+  }
+  assert {
+    condition = length([
+      for e in jsondecode(aws_ecs_task_definition.node.container_definitions)[0].environment : e
+      if(e.name == "RESIDENCY_DEREGISTRATION_DELAY" && e.value == "10")
+      || (e.name == "RESIDENCY_DRAIN_TIMEOUT" && e.value == "20")
+    ]) == 2
+    error_message = "The node must be told the deregistration delay and drain timeout the stop timeout was computed from."
+  }
+  assert {
+    condition     = aws_lb_target_group.node.deregistration_delay == "30"
+    error_message = "The load balancer lets in-flight requests finish while the node serves on and drains."
+  }
+}
+
+run "a_shutdown_longer_than_fargate_allows_is_refused" {
+  command = plan
+
+  variables {
+    shutdown = { deregistration_delay_seconds = 90, drain_timeout_seconds = 20 }
+  }
+
+  expect_failures = [var.shutdown]
+}
