@@ -14,7 +14,7 @@ use service::ServiceError;
 use service::records::Served;
 use wire::api as body;
 
-use super::{ApiResult, FilePath, with_served_by, with_written};
+use super::{ApiResult, FilePath, idempotency_key, with_served_by, with_written};
 use crate::extract::{Ctx, UPLOAD_IDLE_DEADLINE, within_idle_deadline};
 use crate::openapi::header_params as h;
 use crate::openapi::problems as p;
@@ -26,7 +26,7 @@ use crate::openapi::successes as s;
     tag = "files",
     summary = "Store a file on a record",
     security(("bearer" = [])),
-    params(FilePath),
+    params(FilePath, h::IdempotencyKey),
     request_body(
         description = "The raw bytes, of any `Content-Type` (kept, and returned on `GET`).",
         content(("application/octet-stream")),
@@ -41,6 +41,7 @@ use crate::openapi::successes as s;
             )
         ),
         (status = 409, response = p::Conflict),
+        (status = 422, response = p::IdempotencyKeyReused),
     ),
 )]
 pub(crate) async fn put_file(
@@ -58,26 +59,45 @@ pub(crate) async fn put_file(
     let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stream = within_idle_deadline(request_body, UPLOAD_IDLE_DEADLINE, stalled.clone());
     let (record, name) = path.file_to_write()?;
-    let stored = ctx
-        .service()
-        .put_file(
-            &caller,
-            &path.collection,
-            &record,
-            &name,
-            content_type,
-            Box::pin(stream),
-        )
-        .await
-        .map_err(|err| {
-            if stalled.load(std::sync::atomic::Ordering::SeqCst) {
-                ServiceError::BodyTimeout {
-                    limit: UPLOAD_IDLE_DEADLINE,
-                }
-            } else {
-                err
+    let key = idempotency_key(&headers)?;
+    let service = ctx.service();
+    let body = Box::pin(stream);
+    let stored = match &key {
+        Some(key) => {
+            service
+                .put_file_once(
+                    &caller,
+                    &path.collection,
+                    &record,
+                    &name,
+                    content_type,
+                    body,
+                    key,
+                )
+                .await
+        }
+        None => {
+            service
+                .put_file(
+                    &caller,
+                    &path.collection,
+                    &record,
+                    &name,
+                    content_type,
+                    body,
+                )
+                .await
+        }
+    }
+    .map_err(|err| {
+        if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            ServiceError::BodyTimeout {
+                limit: UPLOAD_IDLE_DEADLINE,
             }
-        });
+        } else {
+            err
+        }
+    });
     let (stored, written) = stored?;
     let view = body::FileStored {
         name: path.name,
