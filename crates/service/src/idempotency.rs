@@ -9,12 +9,18 @@
 use std::time::Duration;
 
 use aws_lc_rs::digest;
-use model::TenantId;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use envelope::DataKey;
+use envelope::seal::{self, SealContext};
+use model::{NewTenant, TenantId};
 use store::PrimaryTx;
 use store::idempotency::{Claim, NewAnswer, StoredAnswer};
+use zeroize::Zeroizing;
 
 use crate::ServiceError;
-use crate::tenancy::{Caller, RegionService};
+use crate::access::IssuedKey;
+use crate::tenancy::{Caller, CreatedTenant, OperatorGrant, RegionService, RequestContext, Tenant};
 
 /// How long a recorded answer is kept and replayed.
 pub const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -37,11 +43,17 @@ pub const MAX_KEY_LEN: usize = 255;
 /// The operations a key may create, as recorded.
 pub(crate) const RECORD_CREATE: &str = "record.create";
 pub(crate) const FILE_PUT: &str = "file.put";
+pub(crate) const TENANT_CREATE: &str = "tenant.create";
+
+/// Where a tenant creation's admin key is sealed: `:` is in no collection name, so no
+/// record's field shares this associated data.
+const ADMIN_KEY_COLLECTION: &str = ":idempotency";
+const ADMIN_KEY_FIELD: &str = "admin_key";
 
 /// A validated `Idempotency-Key`, as the hash that is stored: the text itself is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
-    hash: [u8; 32],
+    pub(crate) hash: [u8; 32],
 }
 
 impl std::fmt::Debug for IdempotencyKey {
@@ -65,6 +77,17 @@ impl IdempotencyKey {
         Ok(Self {
             hash: sha256(&[text]),
         })
+    }
+}
+
+impl IdempotencyKey {
+    /// The key as the operator's: a tenant creation's keys are the operator's, apart from
+    /// every tenant's (there is one operator credential per deployment; an operator
+    /// identity, once there are several, goes into this hash).
+    fn of_operator(&self) -> Self {
+        Self {
+            hash: sha256(&[b"operator", &self.hash]),
+        }
     }
 }
 
@@ -169,6 +192,145 @@ impl RegionService {
             done => done,
         }
     }
+}
+
+impl RegionService {
+    /// As [`RegionService::create_tenant`], once per `key` of the operator (docs/operations.md,
+    /// "Idempotent creates"): the tenant, its keys, its admin key and the key's answer
+    /// commit together; a retry with the key and the same settings gets the same tenant and
+    /// the same admin key (kept sealed under the tenant's first data key, so offboarding's
+    /// shredding makes it unreadable: the retry is then 404); the key with other settings
+    /// is 422.
+    pub async fn create_tenant_once(
+        &self,
+        operator: &OperatorGrant,
+        new: NewTenant,
+        context: &RequestContext,
+        key: &IdempotencyKey,
+    ) -> Result<CreatedTenant, ServiceError> {
+        let key = key.of_operator();
+        let allowed: Vec<&str> = new.policy.allowed().iter().map(|r| r.as_str()).collect();
+        let keyed = KeyedCreate {
+            key: &key,
+            operation: TENANT_CREATE,
+            request_hash: sha256(&[
+                TENANT_CREATE.as_bytes(),
+                new.name.as_bytes(),
+                new.policy.home().as_str().as_bytes(),
+                allowed.join(",").as_bytes(),
+                new.policy.transit().as_str().as_bytes(),
+                &[u8::from(new.analytics_export)],
+            ]),
+        };
+        if let Some(created) = self.recorded_tenant_creation(&keyed, &new).await? {
+            return Ok(created);
+        }
+        {
+            let primary = self.inner.database.primary().get().await?;
+            store::idempotency::forget_expired_tenant_creation(
+                primary.client(),
+                &key.hash,
+                RETENTION,
+            )
+            .await?;
+        }
+        match self
+            .create_tenant_keyed(operator, new.clone(), context, Some(&keyed))
+            .await
+        {
+            Err(ServiceError::Conflict(KEY_TAKEN)) => self
+                .recorded_tenant_creation(&keyed, &new)
+                .await?
+                .ok_or(ServiceError::Conflict(KEY_TAKEN)),
+            done => done,
+        }
+    }
+
+    /// The tenant a live key of the operator created, with its admin key opened again.
+    async fn recorded_tenant_creation(
+        &self,
+        keyed: &KeyedCreate<'_>,
+        new: &NewTenant,
+    ) -> Result<Option<CreatedTenant>, ServiceError> {
+        let found = {
+            let primary = self.inner.database.primary().get().await?;
+            store::idempotency::find_tenant_creation(primary.client(), &keyed.key.hash, RETENTION)
+                .await?
+        };
+        let Some((tenant, answer)) = found else {
+            return Ok(None);
+        };
+        if answer.request_hash != keyed.request_hash {
+            return Err(ServiceError::IdempotencyKeyReused);
+        }
+        let sealed = answer_field(&answer, "admin_key_sealed")?
+            .as_str()
+            .and_then(|text| STANDARD.decode(text).ok())
+            .ok_or_else(|| ServiceError::internal("a recorded admin key"))?;
+        let record = hex::encode(keyed.key.hash);
+        let opened = self
+            .inner
+            .keyring
+            .open(&tenant, &admin_key_context(&record), &sealed)
+            .await?;
+        let admin_key = String::from_utf8(opened)
+            .ok()
+            .and_then(|token| IssuedKey::from_token(Zeroizing::new(token)))
+            .ok_or_else(|| ServiceError::internal("a recorded admin key"))?;
+        Ok(Some(CreatedTenant {
+            tenant: Tenant {
+                id: tenant,
+                name: new.name.clone(),
+                policy: new.policy.clone(),
+                analytics_export: new.analytics_export,
+                created_at: recorded_time(&answer)?,
+            },
+            admin_key,
+        }))
+    }
+}
+
+/// What a tenant creation records: its admin key sealed under the new tenant's first data
+/// key (the associated data binds tenant, region and the key's hash), and its time.
+pub(crate) fn tenant_answer(
+    keyed: &KeyedCreate<'_>,
+    data_key: &DataKey,
+    admin_key: &IssuedKey,
+    tenant: &Tenant,
+) -> serde_json::Value {
+    let record = hex::encode(keyed.key.hash);
+    let sealed = seal::seal(
+        data_key,
+        &admin_key_context(&record),
+        admin_key.token.as_bytes(),
+    );
+    serde_json::json!({
+        "admin_key_sealed": STANDARD.encode(sealed),
+        "created_at_us": micros(tenant.created_at),
+    })
+}
+
+fn admin_key_context(record: &str) -> SealContext<'_> {
+    SealContext {
+        collection: ADMIN_KEY_COLLECTION,
+        record,
+        field: ADMIN_KEY_FIELD,
+    }
+}
+
+/// Microseconds since the epoch, as recorded answers keep times.
+pub(crate) fn micros(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+/// A recorded answer's `created_at_us`.
+pub(crate) fn recorded_time(answer: &StoredAnswer) -> Result<std::time::SystemTime, ServiceError> {
+    let micros = answer_field(answer, "created_at_us")?
+        .as_u64()
+        .ok_or_else(|| ServiceError::internal("a recorded creation time"))?;
+    Ok(std::time::SystemTime::UNIX_EPOCH + Duration::from_micros(micros))
 }
 
 /// A recorded answer's field, or 500 (the row is ours: a missing field is a bug).

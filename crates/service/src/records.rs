@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use audit::{Action, Outcome};
 use base64::Engine as _;
@@ -152,10 +152,7 @@ impl RegionService {
                     let version = idempotency::answer_field(&answer, "version")?
                         .as_i64()
                         .ok_or_else(|| ServiceError::internal("a recorded record version"))?;
-                    let micros = idempotency::answer_field(&answer, "created_at_us")?
-                        .as_u64()
-                        .ok_or_else(|| ServiceError::internal("a recorded creation time"))?;
-                    let created_at = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+                    let created_at = idempotency::recorded_time(&answer)?;
                     Ok((id, version, created_at, self.token(answer.lsn)))
                 },
             )
@@ -205,15 +202,10 @@ impl RegionService {
                             &stored.index,
                         )
                         .await?;
-                        let created_us = row
-                            .created_at
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_micros() as u64;
                         let answer = serde_json::json!({
                             "id": id,
                             "version": row.version,
-                            "created_at_us": created_us,
+                            "created_at_us": idempotency::micros(row.created_at),
                         });
                         keyed.record(tx, &caller.tenant, 201, &answer).await?;
                         Ok(row)

@@ -20,7 +20,7 @@ const EXPIRED_BATCH: i64 = 100;
 /// The recorded answer of a create, as a retry finds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAnswer {
-    /// `record.create` or `file.put`.
+    /// `record.create`, `file.put` or `tenant.create`.
     pub operation: String,
     pub request_hash: [u8; 32],
     pub status: u16,
@@ -140,6 +140,8 @@ pub async fn claim(
     }
     let status = i16::try_from(answer.status)
         .map_err(|_| StoreError::Corrupt("idempotency status".into()))?;
+    // A tenant creation's key is unique across tenants (migration 0016): another
+    // creation's row is a unique violation, not a conflict of this statement's target.
     let recorded = client
         .query_typed_opt(
             "insert into idempotency_keys
@@ -161,10 +163,79 @@ pub async fn claim(
                 (&retention, Type::FLOAT8),
             ],
         )
-        .await?;
-    Ok(if recorded.is_some() {
-        Claim::Recorded
-    } else {
-        Claim::Taken
+        .await
+        .map_err(StoreError::from);
+    Ok(match recorded {
+        Ok(Some(_)) => Claim::Recorded,
+        Ok(None) | Err(StoreError::Conflict) => Claim::Taken,
+        Err(other) => return Err(other),
     })
+}
+
+/// The live answer of the operator's tenant creation recorded under `key_hash`, with the
+/// tenant it created. Read across tenants: the caller is the operator, on the primary's
+/// own connection (no tenant scope), like the operator's tenant listing.
+pub async fn find_tenant_creation<C: GenericClient>(
+    client: &C,
+    key_hash: &[u8; 32],
+    retention: Duration,
+) -> Result<Option<(TenantId, StoredAnswer)>, StoreError> {
+    let row = client
+        .query_typed_opt(
+            "select tenant_id, operation, request_hash, status, response, created_at,
+                    pg_current_wal_insert_lsn()::text
+             from idempotency_keys
+             where key_hash = $1 and operation = 'tenant.create'
+               and created_at > now() - make_interval(secs => $2)",
+            &[
+                (&key_hash.as_slice(), Type::BYTEA),
+                (&retention.as_secs_f64(), Type::FLOAT8),
+            ],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let tenant: String = row.try_get(0)?;
+    let tenant =
+        TenantId::parse(&tenant).map_err(|_| StoreError::Corrupt("idempotency tenant".into()))?;
+    let request_hash: Vec<u8> = row.try_get(2)?;
+    let status: i16 = row.try_get(3)?;
+    let lsn: String = row.try_get(6)?;
+    Ok(Some((
+        tenant,
+        StoredAnswer {
+            operation: row.try_get(1)?,
+            request_hash: request_hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("idempotency request hash".into()))?,
+            status: u16::try_from(status)
+                .map_err(|_| StoreError::Corrupt("idempotency status".into()))?,
+            response: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+            lsn: Lsn::parse(&lsn).map_err(|_| StoreError::Corrupt("wal position".into()))?,
+        },
+    )))
+}
+
+/// Deletes the expired row of a tenant creation under `key_hash`, if any, so the key can
+/// create again (its row belongs to the tenant the key created before, which the new
+/// creation's transaction cannot see). On the primary's own connection.
+pub async fn forget_expired_tenant_creation<C: GenericClient>(
+    client: &C,
+    key_hash: &[u8; 32],
+    retention: Duration,
+) -> Result<(), StoreError> {
+    client
+        .query_typed(
+            "delete from idempotency_keys
+             where key_hash = $1 and operation = 'tenant.create'
+               and created_at <= now() - make_interval(secs => $2)",
+            &[
+                (&key_hash.as_slice(), Type::BYTEA),
+                (&retention.as_secs_f64(), Type::FLOAT8),
+            ],
+        )
+        .await?;
+    Ok(())
 }

@@ -13,8 +13,8 @@ use store::testing::region_database;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::node;
 use crate::tenant_api::{Answer, Served, collect_files, person, serve_node};
+use crate::{OPERATOR_TOKEN, node};
 
 /// A node on a database of its own, and a superuser connection to that database.
 async fn node_and_database() -> (Served, tokio_postgres::Client, TestDatabase) {
@@ -388,4 +388,133 @@ async fn a_create_whose_answer_is_lost_after_commit_is_retried_into_the_same_rec
     );
     assert_eq!(body["data"], person("lost@example.com"));
     assert_eq!(records_of(&sql, &tenant).await, 1, "exactly one record");
+}
+
+async fn create_tenant_keyed(api: &Served, key: &str, name: &str) -> Answer {
+    api.call(
+        Method::POST,
+        "/v1/tenants",
+        Some(OPERATOR_TOKEN),
+        Some(json!({"name": name, "home_region": "eu-central-1"})),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_retried_tenant_creation_answers_with_the_same_tenant_and_admin_key() {
+    let (api, sql, _database) = node_and_database().await;
+    let tenants = async || -> i64 {
+        sql.query_one("select count(*) from tenants", &[])
+            .await
+            .expect("count tenants")
+            .get(0)
+    };
+
+    let first = create_tenant_keyed(&api, "new-customer-7", "Acme GmbH").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let again = create_tenant_keyed(&api, "new-customer-7", "Acme GmbH").await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    assert_eq!(
+        again.body, first.body,
+        "the same tenant and the same admin key"
+    );
+    assert_eq!(tenants().await, 1);
+    let tenant = first.body["id"].as_str().expect("id").to_owned();
+    let admin = first.body["admin_key"]
+        .as_str()
+        .expect("admin key")
+        .to_owned();
+    api.people(&tenant, &admin).await;
+
+    // The admin key rests sealed, never as text.
+    let stored: Vec<u8> = sql
+        .query_one(
+            "select convert_to(row(k.*)::text, 'UTF8') from idempotency_keys k
+             where tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .expect("the key's row")
+        .get(0);
+    let stored = String::from_utf8_lossy(&stored);
+    for secret in [
+        admin.as_str(),
+        admin.rsplit('.').next().expect("secret"),
+        "new-customer-7",
+    ] {
+        assert!(!stored.contains(secret), "stored: {stored}");
+    }
+
+    // Other settings under the key: 422, nothing created.
+    let other = create_tenant_keyed(&api, "new-customer-7", "Other AG").await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        other.body
+    );
+    assert_eq!(tenants().await, 1);
+    // A tenant's key of the same text is not the operator's.
+    let (own, own_admin) = tenant_with_writer(&api).await;
+    let record = create_keyed(
+        &api,
+        &own,
+        &own_admin,
+        "new-customer-7",
+        person("a@example.com"),
+    )
+    .await;
+    assert_eq!(record.status, StatusCode::CREATED, "{:?}", record.body);
+
+    // Once the tenant is offboarded its keys are shredded: the retry cannot be answered
+    // again and creates nothing.
+    let offboarded = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/tenants/{tenant}"),
+            Some(OPERATOR_TOKEN),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        offboarded.status,
+        StatusCode::ACCEPTED,
+        "{:?}",
+        offboarded.body
+    );
+    let after = create_tenant_keyed(&api, "new-customer-7", "Acme GmbH").await;
+    assert_eq!(after.status, StatusCode::NOT_FOUND, "{:?}", after.body);
+    assert!(!String::from_utf8_lossy(&after.bytes).contains(&admin));
+    assert_eq!(
+        tenants().await,
+        2,
+        "the offboarded tenant and the other one"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_tenant_creations_with_one_key_create_one_tenant() {
+    let (api, sql, _database) = node_and_database().await;
+    let api = std::sync::Arc::new(api);
+    let mut creations = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let api = api.clone();
+        creations
+            .spawn(async move { create_tenant_keyed(&api, "onboarding-1", "Acme GmbH").await });
+    }
+    let mut answers = std::collections::BTreeSet::new();
+    while let Some(done) = creations.join_next().await {
+        let answer = done.expect("a creation");
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        answers.insert(answer.body.to_string());
+    }
+    assert_eq!(answers.len(), 1, "one tenant, one admin key: {answers:?}");
+    let tenants: i64 = sql
+        .query_one("select count(*) from tenants", &[])
+        .await
+        .expect("count tenants")
+        .get(0);
+    assert_eq!(tenants, 1);
 }

@@ -389,6 +389,7 @@ async fn every_ref_resolves_and_errors_are_problem_json() {
         (file, "get", "X-Consistency-Token"),
         (records, "post", "Idempotency-Key"),
         (file, "put", "Idempotency-Key"),
+        ("/v1/tenants", "post", "Idempotency-Key"),
     ] {
         let parameters = doc["paths"][path][method]["parameters"]
             .as_array()
@@ -405,7 +406,7 @@ async fn every_ref_resolves_and_errors_are_problem_json() {
     }
 
     // A reused idempotency key is a problem of its own type, documented where keys go.
-    for (path, method) in [(records, "post"), (file, "put")] {
+    for (path, method) in [(records, "post"), (file, "put"), ("/v1/tenants", "post")] {
         let unprocessable = response(path, method, "422");
         assert!(
             unprocessable.to_string().contains("idempotency-key-reused"),
