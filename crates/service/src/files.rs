@@ -75,52 +75,15 @@ fn replayed_file(answer: &store::idempotency::StoredAnswer) -> Result<StoredFile
 const FILE_NAME_FIELD: &str = "file:name";
 
 impl RegionService {
-    /// Stores `body` as file `name` of a record, replacing any file of that name.
+    /// Stores `body` as file `name` of a record, replacing any file of that name. With an
+    /// `idempotency_key`, once per key (docs/operations.md, "Idempotent creates"): the
+    /// file's row and the key's answer commit together. The body is streamed and sealed
+    /// first (its digest is part of the request's hash); a retry with the key and the same
+    /// record, name, content type and bytes gets the first answer (size, digest, a token
+    /// past the first write) and its own upload is deleted; the key with another request
+    /// is 422.
     #[allow(clippy::too_many_arguments)]
     pub async fn put_file(
-        &self,
-        caller: &Caller,
-        collection: &str,
-        record: &RecordId,
-        name: &FileName,
-        content_type: Option<&str>,
-        body: ByteStream,
-    ) -> Result<(StoredFile, Written), ServiceError> {
-        self.store_file(caller, collection, record, name, content_type, body, None)
-            .await
-    }
-
-    /// As [`RegionService::put_file`], once per `key` (docs/operations.md, "Idempotent
-    /// creates"): the file's row and the key's answer commit together. The body is
-    /// streamed and sealed first (its digest is part of the request's hash); a retry with
-    /// the key and the same record, name, content type and bytes gets the first answer
-    /// (size, digest, a token past the first write) and its own upload is deleted; the
-    /// key with another request is 422.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn put_file_once(
-        &self,
-        caller: &Caller,
-        collection: &str,
-        record: &RecordId,
-        name: &FileName,
-        content_type: Option<&str>,
-        body: ByteStream,
-        key: &IdempotencyKey,
-    ) -> Result<(StoredFile, Written), ServiceError> {
-        self.store_file(
-            caller,
-            collection,
-            record,
-            name,
-            content_type,
-            body,
-            Some(key),
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn store_file(
         &self,
         caller: &Caller,
         collection: &str,

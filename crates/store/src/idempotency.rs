@@ -76,23 +76,26 @@ pub async fn find<C: GenericClient>(
             ],
         )
         .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let request_hash: Vec<u8> = row.try_get(1)?;
-    let status: i16 = row.try_get(2)?;
-    let lsn: String = row.try_get(5)?;
-    Ok(Some(StoredAnswer {
-        operation: row.try_get(0)?,
+    row.map(|row| stored_answer(&row, 0)).transpose()
+}
+
+/// The answer in `row`'s columns from `first` on: operation, request hash, status,
+/// response, time, WAL position.
+fn stored_answer(row: &tokio_postgres::Row, first: usize) -> Result<StoredAnswer, StoreError> {
+    let request_hash: Vec<u8> = row.try_get(first + 1)?;
+    let status: i16 = row.try_get(first + 2)?;
+    let lsn: String = row.try_get(first + 5)?;
+    Ok(StoredAnswer {
+        operation: row.try_get(first)?,
         request_hash: request_hash
             .try_into()
             .map_err(|_| StoreError::Corrupt("idempotency request hash".into()))?,
         status: u16::try_from(status)
             .map_err(|_| StoreError::Corrupt("idempotency status".into()))?,
-        response: row.try_get(3)?,
-        created_at: row.try_get(4)?,
+        response: row.try_get(first + 3)?,
+        created_at: row.try_get(first + 4)?,
         lsn: Lsn::parse(&lsn).map_err(|_| StoreError::Corrupt("wal position".into()))?,
-    }))
+    })
 }
 
 /// Records `answer` under its key in the create's transaction `tx`, unless a live row
@@ -199,23 +202,7 @@ pub async fn find_tenant_creation<C: GenericClient>(
     let tenant: String = row.try_get(0)?;
     let tenant =
         TenantId::parse(&tenant).map_err(|_| StoreError::Corrupt("idempotency tenant".into()))?;
-    let request_hash: Vec<u8> = row.try_get(2)?;
-    let status: i16 = row.try_get(3)?;
-    let lsn: String = row.try_get(6)?;
-    Ok(Some((
-        tenant,
-        StoredAnswer {
-            operation: row.try_get(1)?,
-            request_hash: request_hash
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("idempotency request hash".into()))?,
-            status: u16::try_from(status)
-                .map_err(|_| StoreError::Corrupt("idempotency status".into()))?,
-            response: row.try_get(4)?,
-            created_at: row.try_get(5)?,
-            lsn: Lsn::parse(&lsn).map_err(|_| StoreError::Corrupt("wal position".into()))?,
-        },
-    )))
+    Ok(Some((tenant, stored_answer(&row, 1)?)))
 }
 
 /// Deletes the expired row of a tenant creation under `key_hash`, if any, so the key can

@@ -60,44 +60,27 @@ pub(crate) async fn put_file(
     let stream = within_idle_deadline(request_body, UPLOAD_IDLE_DEADLINE, stalled.clone());
     let (record, name) = path.file_to_write()?;
     let key = idempotency_key(&headers)?;
-    let service = ctx.service();
-    let body = Box::pin(stream);
-    let stored = match &key {
-        Some(key) => {
-            service
-                .put_file_once(
-                    &caller,
-                    &path.collection,
-                    &record,
-                    &name,
-                    content_type,
-                    body,
-                    key,
-                )
-                .await
-        }
-        None => {
-            service
-                .put_file(
-                    &caller,
-                    &path.collection,
-                    &record,
-                    &name,
-                    content_type,
-                    body,
-                )
-                .await
-        }
-    }
-    .map_err(|err| {
-        if stalled.load(std::sync::atomic::Ordering::SeqCst) {
-            ServiceError::BodyTimeout {
-                limit: UPLOAD_IDLE_DEADLINE,
+    let stored = ctx
+        .service()
+        .put_file(
+            &caller,
+            &path.collection,
+            &record,
+            &name,
+            content_type,
+            Box::pin(stream),
+            key.as_ref(),
+        )
+        .await
+        .map_err(|err| {
+            if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                ServiceError::BodyTimeout {
+                    limit: UPLOAD_IDLE_DEADLINE,
+                }
+            } else {
+                err
             }
-        } else {
-            err
-        }
-    });
+        });
     let (stored, written) = stored?;
     let view = body::FileStored {
         name: path.name,

@@ -53,6 +53,20 @@ async fn records_of(sql: &tokio_postgres::Client, tenant: &str) -> i64 {
     .get(0)
 }
 
+/// The tenant's one idempotency row, as text.
+async fn key_row_text(sql: &tokio_postgres::Client, tenant: &str) -> String {
+    let row: Vec<u8> = sql
+        .query_one(
+            "select convert_to(row(k.*)::text, 'UTF8') from idempotency_keys k
+             where tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .expect("the key's row")
+        .get(0);
+    String::from_utf8_lossy(&row).into_owned()
+}
+
 #[tokio::test]
 async fn a_retried_create_answers_as_the_first_and_stores_one_record() {
     let (api, sql, _database) = node_and_database().await;
@@ -82,16 +96,7 @@ async fn a_retried_create_answers_as_the_first_and_stores_one_record() {
     assert_eq!(read.body["data"], person("a@example.com"));
 
     // Only the key's hash is stored, never its text, and nothing of the record's data.
-    let stored: Vec<u8> = sql
-        .query_one(
-            "select convert_to(row(k.*)::text, 'UTF8') from idempotency_keys k
-             where tenant_id = $1",
-            &[&tenant],
-        )
-        .await
-        .expect("the key's row")
-        .get(0);
-    let stored = String::from_utf8_lossy(&stored);
+    let stored = key_row_text(&sql, &tenant).await;
     for secret in ["order-42", "a@example.com", "Ada Lovelace"] {
         assert!(!stored.contains(secret), "{secret} stored: {stored}");
     }
@@ -428,16 +433,7 @@ async fn a_retried_tenant_creation_answers_with_the_same_tenant_and_admin_key() 
     api.people(&tenant, &admin).await;
 
     // The admin key rests sealed, never as text.
-    let stored: Vec<u8> = sql
-        .query_one(
-            "select convert_to(row(k.*)::text, 'UTF8') from idempotency_keys k
-             where tenant_id = $1",
-            &[&tenant],
-        )
-        .await
-        .expect("the key's row")
-        .get(0);
-    let stored = String::from_utf8_lossy(&stored);
+    let stored = key_row_text(&sql, &tenant).await;
     for secret in [
         admin.as_str(),
         admin.rsplit('.').next().expect("secret"),
