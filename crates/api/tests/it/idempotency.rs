@@ -72,13 +72,24 @@ async fn a_retried_create_answers_as_the_first_and_stores_one_record() {
     let (api, sql, _database) = node_and_database().await;
     let (tenant, writer) = tenant_with_writer(&api).await;
 
+    let events = async || -> i64 {
+        sql.query_one(
+            "select count(*) from audit_events where tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .expect("count events")
+        .get(0)
+    };
     let first = create_keyed(&api, &tenant, &writer, "order-42", person("a@example.com")).await;
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let audited = events().await;
     let again = create_keyed(&api, &tenant, &writer, "order-42", person("a@example.com")).await;
     assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
     assert_eq!(again.body, first.body, "the same record, version and time");
     assert_eq!(again.header("etag"), first.header("etag"));
     assert_eq!(records_of(&sql, &tenant).await, 1);
+    assert_eq!(events().await, audited, "a replay creates no event");
 
     // The replay's consistency token reads the first write.
     let id = first.body["id"].as_str().expect("id");
