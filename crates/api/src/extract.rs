@@ -183,6 +183,9 @@ impl IntoResponse for ApiError {
                 (StatusCode::CONFLICT, "conflict")
             }
             ServiceError::SchemaConflict { .. } => (StatusCode::CONFLICT, "schema-conflict"),
+            ServiceError::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused")
+            }
             ServiceError::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
             ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
             ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),

@@ -91,6 +91,7 @@ const TENANT_SCOPED: &str = "/v1/tenants/{tenant}";
             problems::RequestTimeout,
             problems::Misdirected,
             problems::Unprocessable,
+            problems::IdempotencyKeyReused,
             problems::RateLimited,
             problems::Internal,
             problems::Unavailable,
@@ -218,6 +219,13 @@ pub(crate) mod problems {
     #[response(content_type = "application/problem+json")]
     pub(crate) struct Conflict(Problem);
 
+    /// The `Idempotency-Key` was used, within its 24 hours, for another request
+    /// (`idempotency-key-reused`), or the request does not fit the contract (`invalid`,
+    /// naming the field, never its value). Nothing was created.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub(crate) struct IdempotencyKeyReused(Problem);
+
     /// `If-Match` named another version than the current one.
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
@@ -290,6 +298,19 @@ pub(crate) mod header_params {
 
     #[derive(IntoParams)]
     #[into_params(parameter_in = Header)]
+    pub(crate) struct IdempotencyKey {
+        /// 1 to 255 printable ASCII characters, unique per create (a UUID, say). For 24
+        /// hours a retry with the same key and the same request answers as the first
+        /// time (status, body, `ETag`; a consistency token past the first write) and
+        /// creates nothing; the key with another request is 422
+        /// `idempotency-key-reused`. A retry while the first is still being written
+        /// waits for it. Only a hash of the key is stored.
+        #[param(rename = "Idempotency-Key")]
+        key: Option<String>,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Header)]
     pub(crate) struct IfMatch {
         /// `"<version>"` or `*`: 412 unless the record is at that version.
         #[param(rename = "If-Match")]
@@ -353,8 +374,8 @@ impl Modify for Layers {
 /// - below `/v1/tenants/{tenant}`: 404 (no such tenant, or not the caller's to learn of);
 /// - a request body: 400 (unreadable or not JSON), 408 (too slow), 413 (too large),
 ///   422 (does not fit);
-/// - `X-Consistency-Token` or `If-Match`: 400 (malformed); `If-Match`: 412 (another
-///   version).
+/// - `X-Consistency-Token`, `If-Match` or `Idempotency-Key`: 400 (malformed); `If-Match`:
+///   412 (another version).
 ///
 /// An annotation lists only the problems of its own handler beyond these.
 fn add_common_problems(operation: &mut Operation, tenant_scoped: bool) {
@@ -367,7 +388,9 @@ fn add_common_problems(operation: &mut Operation, tenant_scoped: bool) {
         })
     };
     let if_match = takes_header(IF_MATCH.as_str());
-    let malformed_header = if_match || takes_header(wire::headers::CONSISTENCY_TOKEN);
+    let malformed_header = if_match
+        || takes_header(wire::headers::CONSISTENCY_TOKEN)
+        || takes_header(wire::headers::IDEMPOTENCY_KEY);
     let mut common = Vec::new();
     if authenticated {
         common.extend([

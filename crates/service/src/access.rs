@@ -74,6 +74,19 @@ pub fn issue_key(tenant: &TenantId) -> IssuedKey {
     }
 }
 
+impl IssuedKey {
+    /// The issued key a token names, again (an idempotent creation's replay, whose token
+    /// was kept sealed); `None` when it is not an API key token.
+    pub fn from_token(token: Zeroizing<String>) -> Option<Self> {
+        let presented = PresentedKey::parse(&token)?;
+        Some(Self {
+            secret_hash: hash_secret(&presented.secret),
+            key_id: presented.key_id,
+            token,
+        })
+    }
+}
+
 /// A token as presented, parsed but not yet verified.
 pub struct PresentedKey {
     pub tenant: TenantId,

@@ -36,6 +36,10 @@ pub enum ServiceError {
     /// still active or still sealing stored data; the text says why.
     #[error("{0}")]
     StateConflict(&'static str),
+    /// An `Idempotency-Key` already used, within its 24 hours, for another request (422):
+    /// nothing was created.
+    #[error("the Idempotency-Key was used for another request; use a new key")]
+    IdempotencyKeyReused,
     /// A schema change that the collection's stored records could not follow (409),
     /// naming the field.
     #[error("{field}: {reason}")]

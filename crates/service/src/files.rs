@@ -11,6 +11,7 @@ use store::files::FileRow;
 use store::{ReadConsistency, StoreError};
 
 use crate::ServiceError;
+use crate::idempotency::{self, IdempotencyKey, KeyedCreate};
 use model::{FileName, RecordId};
 
 use crate::records::Served;
@@ -40,12 +41,47 @@ impl std::fmt::Debug for FileDownload {
     }
 }
 
+/// How a put ended: committed (with the object it replaced, to delete), or answered from
+/// the answer recorded for its idempotency key.
+enum FilePut {
+    Committed {
+        replaced: Option<String>,
+        written: Written,
+    },
+    Replayed {
+        stored: StoredFile,
+        written: Written,
+    },
+}
+
+/// The stored file a recorded answer describes.
+fn replayed_file(answer: &store::idempotency::StoredAnswer) -> Result<StoredFile, ServiceError> {
+    let size = idempotency::answer_field(answer, "size")?
+        .as_u64()
+        .ok_or_else(|| ServiceError::internal("a recorded file size"))?;
+    let digest = idempotency::answer_field(answer, "sha256")?
+        .as_str()
+        .and_then(|text| hex::decode(text).ok())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| ServiceError::internal("a recorded file digest"))?;
+    Ok(StoredFile {
+        size,
+        sha256: digest,
+    })
+}
+
 /// The blind-index "field" file names are tokenized under; schema field names cannot
 /// contain `:`, so it never collides with one.
 const FILE_NAME_FIELD: &str = "file:name";
 
 impl RegionService {
-    /// Stores `body` as file `name` of a record, replacing any file of that name.
+    /// Stores `body` as file `name` of a record, replacing any file of that name. With an
+    /// `idempotency_key`, once per key (docs/operations.md, "Idempotent creates"): the
+    /// file's row and the key's answer commit together. The body is streamed and sealed
+    /// first (its digest is part of the request's hash); a retry with the key and the same
+    /// record, name, content type and bytes gets the first answer (size, digest, a token
+    /// past the first write) and its own upload is deleted; the key with another request
+    /// is 422.
     #[allow(clippy::too_many_arguments)]
     pub async fn put_file(
         &self,
@@ -55,6 +91,7 @@ impl RegionService {
         name: &FileName,
         content_type: Option<&str>,
         body: ByteStream,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<(StoredFile, Written), ServiceError> {
         let (record, name) = (record.as_str(), name.as_str());
         let collection = self.collection(caller, collection).await?;
@@ -92,29 +129,66 @@ impl RegionService {
             other => ServiceError::internal_while("store the file", other),
         })?;
 
-        let committed = self
-            .commit_file(
-                caller,
-                &collection,
-                record,
-                &name_token,
-                &object,
-                content_type,
-                &receipt,
-            )
-            .await;
+        let stored = StoredFile {
+            size: receipt.size,
+            sha256: receipt.sha256,
+        };
+        let commit = async |keyed: Option<&KeyedCreate<'_>>| {
+            let (replaced, written) = self
+                .commit_file(
+                    caller,
+                    &collection,
+                    record,
+                    &name_token,
+                    &object,
+                    content_type,
+                    &receipt,
+                    keyed,
+                )
+                .await?;
+            Ok(FilePut::Committed { replaced, written })
+        };
+        let committed = match idempotency_key {
+            None => commit(None).await,
+            Some(key) => {
+                let keyed = KeyedCreate {
+                    key,
+                    operation: idempotency::FILE_PUT,
+                    request_hash: idempotency::sha256(&[
+                        idempotency::FILE_PUT.as_bytes(),
+                        collection.name.as_str().as_bytes(),
+                        record.as_bytes(),
+                        name.as_bytes(),
+                        content_type.unwrap_or_default().as_bytes(),
+                        &receipt.sha256,
+                    ]),
+                };
+                self.once(
+                    caller,
+                    &keyed,
+                    async || commit(Some(&keyed)).await,
+                    |answer| {
+                        Ok(FilePut::Replayed {
+                            stored: replayed_file(&answer)?,
+                            written: self.token(answer.lsn),
+                        })
+                    },
+                )
+                .await
+            }
+        };
         match committed {
-            Ok((replaced, written)) => {
+            Ok(FilePut::Committed { replaced, written }) => {
                 if let Some(replaced) = replaced {
                     self.delete_object_quietly(&replaced).await;
                 }
-                Ok((
-                    StoredFile {
-                        size: receipt.size,
-                        sha256: receipt.sha256,
-                    },
-                    written,
-                ))
+                Ok((stored, written))
+            }
+            Ok(FilePut::Replayed { stored, written }) => {
+                // The first put's object holds the bytes; this upload is referenced by
+                // nothing.
+                self.delete_object_quietly(object.as_str()).await;
+                Ok((stored, written))
             }
             Err(err) => {
                 // Nothing references the new object: it must not linger.
@@ -134,6 +208,7 @@ impl RegionService {
         object: &ObjectKey,
         content_type: Option<&str>,
         receipt: &sealed_objects::PutReceipt,
+        keyed: Option<&KeyedCreate<'_>>,
     ) -> Result<(Option<String>, Written), ServiceError> {
         let row = FileRow {
             collection: collection.name.as_str().to_owned(),
@@ -160,12 +235,23 @@ impl RegionService {
                 EventTiming::AfterChange,
                 [event],
                 async |tx| {
-                    match store::files::upsert(tx, &caller.tenant, &row).await {
-                        Ok(replaced) => Ok(replaced),
+                    let replaced = match store::files::upsert(tx, &caller.tenant, &row).await {
+                        Ok(replaced) => replaced,
                         // The record was deleted while the body streamed.
-                        Err(StoreError::NotFound) => Err(ServiceError::NotFound { what: "record" }),
-                        Err(other) => Err(other.into()),
+                        Err(StoreError::NotFound) => {
+                            return Err(ServiceError::NotFound { what: "record" });
+                        }
+                        Err(other) => return Err(other.into()),
+                    };
+                    if let Some(keyed) = keyed {
+                        // The row and the key's answer commit together, or neither.
+                        let answer = serde_json::json!({
+                            "size": receipt.size,
+                            "sha256": hex::encode(receipt.sha256),
+                        });
+                        keyed.record(tx, &caller.tenant, 201, &answer).await?;
                     }
+                    Ok(replaced)
                 },
             )
             .await?;

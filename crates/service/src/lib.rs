@@ -20,6 +20,7 @@ pub mod denials;
 pub mod erasure;
 mod error;
 pub mod files;
+pub mod idempotency;
 pub mod jobs;
 pub mod key_changes;
 pub mod key_policy;

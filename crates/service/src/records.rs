@@ -20,6 +20,7 @@ use store::records::{Change, IndexEntry, RecordRow};
 use store::{ReadConsistency, ServedBy};
 
 use crate::ServiceError;
+use crate::idempotency::{self, IdempotencyKey, KeyedCreate};
 use crate::keys::KeyError;
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
 use crate::unit_of_work::EventTiming;
@@ -90,7 +91,7 @@ impl RegionService {
         let id = RecordId::from_random_bytes(random_bytes()).to_string();
         let (row, written) = self
             .with_current_schema(caller, collection, || {
-                self.write_new_record(caller, collection, &id, &data)
+                self.write_new_record(caller, collection, &id, &data, None)
             })
             .await?;
         Ok((
@@ -105,18 +106,114 @@ impl RegionService {
         ))
     }
 
+    /// As [`RegionService::create_record`], once per `key` (docs/operations.md,
+    /// "Idempotent creates"): the record and the key's answer commit together; a retry
+    /// with the key and the same collection and data gets the first create's record (id,
+    /// version, creation time; the data is the retry's own, proven identical by the hash)
+    /// and a token past its commit, with nothing created; the key with another request is
+    /// 422. A retry while the first create is still in its transaction waits for it
+    /// (bounded by the session's lock timeout, then 503).
+    pub async fn create_record_once(
+        &self,
+        caller: &Caller,
+        collection: &str,
+        data: Map<String, Value>,
+        key: &IdempotencyKey,
+    ) -> Result<(Record, Written), ServiceError> {
+        let body = serde_json::to_vec(&data)
+            .map_err(|err| ServiceError::internal_while("hash the record", err))?;
+        let keyed = KeyedCreate {
+            key,
+            operation: idempotency::RECORD_CREATE,
+            request_hash: idempotency::sha256(&[
+                idempotency::RECORD_CREATE.as_bytes(),
+                collection.as_bytes(),
+                &body,
+            ]),
+        };
+        let id = RecordId::from_random_bytes(random_bytes()).to_string();
+        let (id, version, created_at, written) = self
+            .once(
+                caller,
+                &keyed,
+                async || {
+                    let (row, written) = self
+                        .with_current_schema(caller, collection, || {
+                            self.write_new_record(caller, collection, &id, &data, Some(&keyed))
+                        })
+                        .await?;
+                    Ok((id.clone(), row.version, row.created_at, written))
+                },
+                |answer| {
+                    let id = idempotency::answer_field(&answer, "id")?
+                        .as_str()
+                        .ok_or_else(|| ServiceError::internal("a recorded record id"))?
+                        .to_owned();
+                    let version = idempotency::answer_field(&answer, "version")?
+                        .as_i64()
+                        .ok_or_else(|| ServiceError::internal("a recorded record version"))?;
+                    let created_at = idempotency::recorded_time(&answer)?;
+                    Ok((id, version, created_at, self.token(answer.lsn)))
+                },
+            )
+            .await?;
+        Ok((
+            Record {
+                id,
+                version,
+                data,
+                created_at,
+                updated_at: created_at,
+            },
+            written,
+        ))
+    }
+
     async fn write_new_record(
         &self,
         caller: &Caller,
         collection: &str,
         id: &str,
         data: &Map<String, Value>,
+        keyed: Option<&KeyedCreate<'_>>,
     ) -> Result<(store::records::RecordRow, Written), ServiceError> {
         let collection = self.collection(caller, collection).await?;
         validate(&collection.schema, data)?;
         let stored = self.store_form(caller, &collection, id, data).await?;
 
         let resource = record_resource(&collection, id);
+        let event = self.caller_event(caller, Action::RecordCreate, &resource, Outcome::Success);
+        if let Some(keyed) = keyed {
+            // The row, the key's answer and the event in one transaction: a create is
+            // never committed without its answer, nor an answer without its create.
+            let (row, lsn) = self
+                .write(
+                    &caller.tenant,
+                    EventTiming::AfterChange,
+                    [event],
+                    async |tx| {
+                        let row = store::records::insert(
+                            tx,
+                            &caller.tenant,
+                            collection.name.as_str(),
+                            id,
+                            &stored.public,
+                            &stored.sealed,
+                            &stored.index,
+                        )
+                        .await?;
+                        let answer = serde_json::json!({
+                            "id": id,
+                            "version": row.version,
+                            "created_at_us": idempotency::micros(row.created_at),
+                        });
+                        keyed.record(tx, &caller.tenant, 201, &answer).await?;
+                        Ok(row)
+                    },
+                )
+                .await?;
+            return Ok((row, self.token(lsn)));
+        }
         // The row, its index tokens and its event in one statement, committed in the
         // same round trip.
         let (row, lsn) = self
@@ -129,7 +226,7 @@ impl RegionService {
                     sealed: &stored.sealed,
                     index: &stored.index,
                 },
-                self.caller_event(caller, Action::RecordCreate, &resource, Outcome::Success),
+                event,
             )
             .await?;
         Ok((row, self.token(lsn)))

@@ -22,6 +22,7 @@ use store::{ReadConsistency, RegionDatabase, StoreError, TokenRefused};
 
 use crate::access::{self, IssuedKey, OperatorToken};
 use crate::denials::{DENIAL_WINDOW, DenialWindows, MAX_OPEN_WINDOWS};
+use crate::idempotency::{self, KeyedCreate};
 use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::unit_of_work::EventTiming;
 use crate::{AuditLog, Keyring, ServiceError};
@@ -323,9 +324,22 @@ impl RegionService {
     /// one transaction with its `tenant.create` event.
     pub async fn create_tenant(
         &self,
+        operator: &OperatorGrant,
+        new: NewTenant,
+        context: &RequestContext,
+    ) -> Result<CreatedTenant, ServiceError> {
+        self.create_tenant_keyed(operator, new, context, None).await
+    }
+
+    /// [`RegionService::create_tenant`]; with `keyed`, the creation's answer (its admin
+    /// key sealed under the new tenant's first data key) is recorded in the same
+    /// transaction (`idempotency.rs`).
+    pub(crate) async fn create_tenant_keyed(
+        &self,
         _operator: &OperatorGrant,
         new: NewTenant,
         context: &RequestContext,
+        keyed: Option<&KeyedCreate<'_>>,
     ) -> Result<CreatedTenant, ServiceError> {
         let NewTenant {
             name,
@@ -392,12 +406,22 @@ impl RegionService {
         };
         self.write(&id, EventTiming::AfterChange, events, async |tx| {
             store::tenants::insert(tx, &row).await?;
-            self.inner.keyring.provision(tx, &id).await?;
+            let data_key = match keyed {
+                None => {
+                    self.inner.keyring.provision(tx, &id).await?;
+                    None
+                }
+                Some(_) => Some(self.inner.keyring.provision_with_data_key(tx, &id).await?),
+            };
             store::api_keys::insert(
                 tx,
                 &crate::api_keys::key_row(&id, &admin_key, "admin", Role::Admin),
             )
             .await?;
+            if let (Some(keyed), Some(data_key)) = (keyed, data_key) {
+                let answer = idempotency::tenant_answer(keyed, &data_key, &admin_key, &tenant);
+                keyed.record(tx, &id, 201, &answer).await?;
+            }
             Ok(())
         })
         .await?;

@@ -19,6 +19,7 @@ mod error;
 pub mod export;
 pub mod files;
 mod health;
+pub mod idempotency;
 pub mod jobs;
 mod migrate;
 pub mod notifications;
@@ -57,6 +58,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "jobs",
     // The erasure ledger's rows (migration 0013): subject tokens and counts, never values.
     "subject_erasures",
+    // Idempotency keys of creates (migration 0016): hashes, ids and versions, never values.
+    "idempotency_keys",
 ];
 
 pub use error::{BoxError, StoreError, with_causes};

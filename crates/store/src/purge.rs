@@ -111,6 +111,13 @@ pub async fn delete_tenant(primary: &mut Primary, tenant: &TenantId) -> Result<b
             &[&tenant.as_str()],
         )
         .await?;
+    // Idempotency keys (migration 0016): a bounded number per tenant, gone with the tenant.
+    tx.client()
+        .execute(
+            "delete from idempotency_keys where tenant_id = $1",
+            &[&tenant.as_str()],
+        )
+        .await?;
     tx.client()
         .execute(
             "delete from tenants where tenant_id = $1",

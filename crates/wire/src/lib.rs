@@ -27,6 +27,9 @@ pub mod headers {
     pub const ENTRY_REGION: &str = "x-residency-entry-region";
     /// Opaque read-your-writes token returned by writes.
     pub const CONSISTENCY_TOKEN: &str = "x-consistency-token";
+    /// A client's key for a create (1 to 255 printable ASCII characters): a retry with
+    /// the same key and request gets the first answer, nothing created twice.
+    pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 }
 
 /// How large a request head a node accepts. A client's request is accepted or refused

@@ -14,7 +14,7 @@ use service::ServiceError;
 use service::records::Served;
 use wire::api as body;
 
-use super::{ApiResult, FilePath, with_served_by, with_written};
+use super::{ApiResult, FilePath, idempotency_key, with_served_by, with_written};
 use crate::extract::{Ctx, UPLOAD_IDLE_DEADLINE, within_idle_deadline};
 use crate::openapi::header_params as h;
 use crate::openapi::problems as p;
@@ -26,7 +26,7 @@ use crate::openapi::successes as s;
     tag = "files",
     summary = "Store a file on a record",
     security(("bearer" = [])),
-    params(FilePath),
+    params(FilePath, h::IdempotencyKey),
     request_body(
         description = "The raw bytes, of any `Content-Type` (kept, and returned on `GET`).",
         content(("application/octet-stream")),
@@ -41,6 +41,7 @@ use crate::openapi::successes as s;
             )
         ),
         (status = 409, response = p::Conflict),
+        (status = 422, response = p::IdempotencyKeyReused),
     ),
 )]
 pub(crate) async fn put_file(
@@ -58,6 +59,7 @@ pub(crate) async fn put_file(
     let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stream = within_idle_deadline(request_body, UPLOAD_IDLE_DEADLINE, stalled.clone());
     let (record, name) = path.file_to_write()?;
+    let key = idempotency_key(&headers)?;
     let stored = ctx
         .service()
         .put_file(
@@ -67,6 +69,7 @@ pub(crate) async fn put_file(
             &name,
             content_type,
             Box::pin(stream),
+            key.as_ref(),
         )
         .await
         .map_err(|err| {

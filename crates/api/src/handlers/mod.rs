@@ -22,7 +22,7 @@ pub(crate) mod tenants;
 
 use std::time::SystemTime;
 
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use model::{CollectionName, FileName, RecordId, TenantId};
 use serde::Deserialize;
@@ -226,6 +226,17 @@ pub(crate) fn with_written(mut response: Response, written: &Written) -> Respons
             .insert(wire::headers::CONSISTENCY_TOKEN, value);
     }
     response
+}
+
+/// The request's `Idempotency-Key`, if it sent one (read once the caller is authorized:
+/// validating it costs a hash).
+pub(crate) fn idempotency_key(
+    headers: &HeaderMap,
+) -> Result<Option<service::idempotency::IdempotencyKey>, ServiceError> {
+    headers
+        .get(wire::headers::IDEMPOTENCY_KEY)
+        .map(|value| service::idempotency::IdempotencyKey::parse(value.as_bytes()))
+        .transpose()
 }
 
 /// Adds `X-Served-By` of a read.

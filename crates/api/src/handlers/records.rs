@@ -14,7 +14,8 @@ use service::records::{Filter, Paging, Record, Served};
 use wire::api as body;
 
 use super::{
-    ApiResult, CollectionPath, RecordPath, time_text, with_etag, with_served_by, with_written,
+    ApiResult, CollectionPath, RecordPath, idempotency_key, time_text, with_etag, with_served_by,
+    with_written,
 };
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::header_params as h;
@@ -55,26 +56,38 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ServiceError> {
     tag = "records",
     summary = "Create a record",
     security(("bearer" = [])),
-    params(CollectionPath),
+    params(CollectionPath, h::IdempotencyKey),
     request_body = body::RecordBody,
     responses(
         (status = 201, response = s::RecordWritten),
         (status = 409, response = p::Conflict),
+        (status = 422, response = p::IdempotencyKeyReused),
     ),
 )]
 pub(crate) async fn create_record(
     ctx: Ctx,
+    headers: HeaderMap,
     Path(path): Path<CollectionPath>,
     request: JsonBody<body::RecordBody>,
 ) -> ApiResult {
     let caller = ctx
         .authorize(path.records(), Access::WriteData, Action::RecordCreate)
         .await?;
+    let key = idempotency_key(&headers)?;
     let request = request.read(&caller).await?;
-    let (record, written) = ctx
-        .service()
-        .create_record(&caller, &path.collection, request.data)
-        .await?;
+    let service = ctx.service();
+    let (record, written) = match key {
+        Some(key) => {
+            service
+                .create_record_once(&caller, &path.collection, request.data, &key)
+                .await?
+        }
+        None => {
+            service
+                .create_record(&caller, &path.collection, request.data)
+                .await?
+        }
+    };
     let version = record.version;
     let response = (StatusCode::CREATED, Json(record_view(record, false))).into_response();
     Ok(with_etag(with_written(response, &written), version))

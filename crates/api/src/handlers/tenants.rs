@@ -6,15 +6,18 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use model::{NewTenant, NewTenantFields, RegionId};
 use service::records::Paging;
 use service::{Offboarding, ServiceError, Tenant};
 use wire::api as body;
 
-use super::{ApiResult, TenantPath, page_limit, query_params, tenant_id, time_text};
+use super::{
+    ApiResult, TenantPath, idempotency_key, page_limit, query_params, tenant_id, time_text,
+};
 use crate::extract::{Ctx, JsonBody};
+use crate::openapi::header_params as h;
 use crate::openapi::problems as p;
 
 /// Region ids as the API shows them.
@@ -28,20 +31,28 @@ fn region_names(regions: &[RegionId]) -> Vec<String> {
     tag = "tenants",
     summary = "Create a tenant",
     security(("bearer" = [])),
+    params(h::IdempotencyKey),
     request_body = body::CreateTenant,
     responses(
         (
             status = 201,
-            description = "The tenant; `admin_key` is shown once.",
+            description = "The tenant; `admin_key` is shown once (and to a retry with the \
+                same `Idempotency-Key` within 24 hours).",
             body = body::TenantCreated
         ),
         (status = 409, response = p::Conflict),
         (status = 421, response = p::Misdirected),
+        (status = 422, response = p::IdempotencyKeyReused),
     ),
 )]
-pub(crate) async fn create_tenant(ctx: Ctx, request: JsonBody<body::CreateTenant>) -> ApiResult {
+pub(crate) async fn create_tenant(
+    ctx: Ctx,
+    headers: HeaderMap,
+    request: JsonBody<body::CreateTenant>,
+) -> ApiResult {
     let service = ctx.service();
     let operator = ctx.authorize_operator().await?;
+    let key = idempotency_key(&headers)?;
     let request = request.read(&operator).await?;
     let fields = NewTenantFields {
         name: &request.name,
@@ -52,7 +63,14 @@ pub(crate) async fn create_tenant(ctx: Ctx, request: JsonBody<body::CreateTenant
     };
     let new = NewTenant::parse(fields, |region| service.knows_region(region))
         .map_err(ServiceError::invalid_tenant)?;
-    let created = service.create_tenant(&operator, new, &ctx.context).await?;
+    let created = match key {
+        Some(key) => {
+            service
+                .create_tenant_once(&operator, new, &ctx.context, &key)
+                .await?
+        }
+        None => service.create_tenant(&operator, new, &ctx.context).await?,
+    };
     let tenant = &created.tenant;
     let view = body::TenantCreated {
         id: tenant.id.to_string(),

@@ -6,6 +6,7 @@ mod analytics;
 mod contention;
 mod erasure;
 mod failover;
+mod idempotency;
 mod jobs;
 mod openapi;
 mod problems;

@@ -387,6 +387,9 @@ async fn every_ref_resolves_and_errors_are_problem_json() {
         (record, "get", "X-Consistency-Token"),
         (records, "get", "X-Consistency-Token"),
         (file, "get", "X-Consistency-Token"),
+        (records, "post", "Idempotency-Key"),
+        (file, "put", "Idempotency-Key"),
+        ("/v1/tenants", "post", "Idempotency-Key"),
     ] {
         let parameters = doc["paths"][path][method]["parameters"]
             .as_array()
@@ -399,6 +402,15 @@ async fn every_ref_resolves_and_errors_are_problem_json() {
             (&declared["required"], &declared["schema"]["type"]),
             (&Value::Bool(false), &Value::from("string")),
             "{method} {path}: {parameter} is an optional string"
+        );
+    }
+
+    // A reused idempotency key is a problem of its own type, documented where keys go.
+    for (path, method) in [(records, "post"), (file, "put"), ("/v1/tenants", "post")] {
+        let unprocessable = response(path, method, "422");
+        assert!(
+            unprocessable.to_string().contains("idempotency-key-reused"),
+            "{method} {path}: 422 names idempotency-key-reused"
         );
     }
 

@@ -6,7 +6,7 @@ use envelope::kms::WrappedKey;
 use envelope::objects::{ObjectKey, ObjectStore, ObjectStoreError};
 use envelope::seal::{self, SealContext};
 use envelope::sealed_objects::{self, SealedObjectError};
-use envelope::{KeyPurpose, KeyVersion};
+use envelope::{DataKey, KeyPurpose, KeyVersion};
 use futures::StreamExt as _;
 use model::TenantId;
 use store::tenant_keys::{self, NewKey, StoredKey};
@@ -51,19 +51,43 @@ impl Keyring {
     pub async fn provision(&self, tx: &PrimaryTx<'_>, tenant: &TenantId) -> Result<(), KeyError> {
         for purpose in [KeyPurpose::Data, KeyPurpose::Index] {
             let (wrapped, context_json) = self.generate_wrapped(tenant, purpose).await?;
-            tenant_keys::insert_first_key(
-                tx,
-                &NewKey {
-                    tenant,
-                    purpose,
-                    kms_key_id: &wrapped.key_id,
-                    wrapped: &wrapped.ciphertext,
-                    kms_context: &context_json,
-                },
-            )
-            .await?;
+            insert_first(tx, tenant, purpose, &wrapped, &context_json).await?;
         }
         Ok(())
+    }
+
+    /// As [`Keyring::provision`], and returns version 1 of the data key, to seal what the
+    /// creating transaction itself must keep (the answer of an idempotent creation). Not
+    /// cached: the transaction may still roll back.
+    pub async fn provision_with_data_key(
+        &self,
+        tx: &PrimaryTx<'_>,
+        tenant: &TenantId,
+    ) -> Result<DataKey, KeyError> {
+        let context = self.context(tenant, KeyPurpose::Data);
+        let generated = self
+            .kms_call(
+                "generate_data_key",
+                self.inner.kms.generate_data_key(&context),
+            )
+            .await?;
+        insert_first(
+            tx,
+            tenant,
+            KeyPurpose::Data,
+            &generated.wrapped,
+            &context_json(&context),
+        )
+        .await?;
+        let (wrapped, index_context) = self.generate_wrapped(tenant, KeyPurpose::Index).await?;
+        insert_first(tx, tenant, KeyPurpose::Index, &wrapped, &index_context).await?;
+        Ok(DataKey::new(
+            *tenant,
+            self.inner.region.clone(),
+            KeyPurpose::Data,
+            KeyVersion::FIRST,
+            generated.material,
+        ))
     }
 
     /// A new key from the KMS, wrapped, with its context as JSON. The plaintext is dropped
@@ -310,4 +334,26 @@ impl Keyring {
         self.inner.keys.invalidate_all();
         self.inner.active.invalidate_all();
     }
+}
+
+/// Stores version 1 of a tenant's key of `purpose`, wrapped, in `tx`.
+async fn insert_first(
+    tx: &PrimaryTx<'_>,
+    tenant: &TenantId,
+    purpose: KeyPurpose,
+    wrapped: &WrappedKey,
+    context_json: &str,
+) -> Result<(), KeyError> {
+    tenant_keys::insert_first_key(
+        tx,
+        &NewKey {
+            tenant,
+            purpose,
+            kms_key_id: &wrapped.key_id,
+            wrapped: &wrapped.ciphertext,
+            kms_context: context_json,
+        },
+    )
+    .await?;
+    Ok(())
 }

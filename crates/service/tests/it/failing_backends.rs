@@ -159,6 +159,7 @@ impl Fixture {
                 &file_name(name),
                 Some("text/plain"),
                 body(bytes),
+                None,
             )
             .await
             .map(|_| ())

@@ -2,6 +2,7 @@
 
 mod directory;
 mod export;
+mod idempotency;
 mod jobs;
 mod notifications;
 mod pressure;
