@@ -22,6 +22,7 @@ mod health;
 pub mod jobs;
 mod migrate;
 pub mod notifications;
+pub mod object_deletions;
 mod pools;
 pub mod purge;
 pub mod records;
@@ -57,6 +58,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "jobs",
     // The erasure ledger's rows (migration 0013): subject tokens and counts, never values.
     "subject_erasures",
+    // The outbox of object deletions (migration 0017): object keys (random ids), never values.
+    "object_deletions",
 ];
 
 pub use error::{BoxError, StoreError, with_causes};
