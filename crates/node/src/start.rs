@@ -118,6 +118,7 @@ pub struct RunningNode {
     audit: AuditLog,
     checkpoints: CheckpointTask,
     jobs: RunnerTask,
+    object_sweeper: service::stoppable::StoppableTask,
     key_policy: service::key_policy::KeyPolicyTask,
     key_changes: KeyChanges,
     stop: watch::Sender<bool>,
@@ -318,6 +319,13 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         registry.clone(),
     );
     let subject_index = SubjectIndexJob::new(keyring.clone(), database.clone());
+    // Every node sweeps the region's outbox of object deletions, beside its job runner.
+    let object_sweeper = service::ObjectSweeper::new(
+        database.clone(),
+        backends.objects.clone(),
+        platform.api.jobs.object_deletions.clone(),
+        metrics.clone(),
+    );
     let job_database = database.clone();
     let job_metrics = metrics.clone();
     let state = api::NodeState::new(api::NodeParts {
@@ -414,6 +422,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         )),
     };
     let jobs = jobs.spawn();
+    let object_sweeper = object_sweeper.spawn();
     // Every node counts its seals and rotates the keys of tenants due.
     let key_policy = state.service().spawn_key_policy();
     tracing::info!(region = %region, %address, operations = ?operations_address, "regional node serving");
@@ -428,6 +437,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         audit,
         checkpoints,
         jobs,
+        object_sweeper,
         key_policy,
         key_changes,
         stop,
@@ -455,11 +465,13 @@ impl RunningNode {
         self.state.health_checked_since(since).await;
     }
 
-    /// Stops the job runner (its jobs' leases given up for another node), stops
-    /// accepting, drains in-flight requests, stops the poller, the checkpoint task and the
-    /// key-change listener, and writes the queued audit events (waiting a bounded time).
+    /// Stops the job runner (its jobs' leases given up for another node) and the sweeper
+    /// of object deletions (its rows due again once their lease ends), stops accepting,
+    /// drains in-flight requests, stops the poller, the checkpoint task and the key-change
+    /// listener, and writes the queued audit events (waiting a bounded time).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.jobs.stop().await;
+        self.object_sweeper.stop().await;
         self.key_policy.stop().await;
         let _ = self.stop.send(true);
         self.poller.abort();

@@ -8,11 +8,13 @@ use envelope::blind_index::IndexValue;
 use envelope::objects::{ByteStream, ObjectKey};
 use envelope::sealed_objects::{self, PlaintextStream, SealedObjectError};
 use store::files::FileRow;
+use store::object_deletions::{self, DeletionReason, QueuedDeletion};
 use store::{ReadConsistency, StoreError};
 
 use crate::ServiceError;
 use model::{FileName, RecordId};
 
+use crate::object_deletions::{UPLOAD_GRACE, delete_every_version, enqueue};
 use crate::records::Served;
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
 use crate::unit_of_work::EventTiming;
@@ -92,6 +94,33 @@ impl RegionService {
             other => ServiceError::internal_while("store the file", other),
         })?;
 
+        // Named for deletion before its row exists: should the row never commit (an
+        // error, a node dying now), a sweeper collects the object after the grace period.
+        // The transaction that writes the row removes this row with it.
+        let upload = match self
+            .enqueue_alone(
+                &caller.tenant,
+                &[object.as_str().to_owned()],
+                DeletionReason::UploadAbandoned,
+                UPLOAD_GRACE,
+            )
+            .await
+        {
+            Ok(upload) => upload,
+            Err(err) => {
+                // No row names the object: the only reference is this request.
+                if let Err(kind) =
+                    delete_every_version(self.inner.objects.as_ref(), object.as_str()).await
+                {
+                    tracing::warn!(
+                        tenant = %caller.tenant,
+                        reason = kind.as_str(),
+                        "an upload's object could not be deleted after its outbox row failed"
+                    );
+                }
+                return Err(err);
+            }
+        };
         let committed = self
             .commit_file(
                 caller,
@@ -101,13 +130,12 @@ impl RegionService {
                 &object,
                 content_type,
                 &receipt,
+                &upload,
             )
             .await;
         match committed {
             Ok((replaced, written)) => {
-                if let Some(replaced) = replaced {
-                    self.delete_object_quietly(&replaced).await;
-                }
+                self.delete_objects_now(&caller.tenant, &replaced).await;
                 Ok((
                     StoredFile {
                         size: receipt.size,
@@ -118,7 +146,7 @@ impl RegionService {
             }
             Err(err) => {
                 // Nothing references the new object: it must not linger.
-                self.delete_object_quietly(object.as_str()).await;
+                self.abandon_upload(&caller.tenant, &upload).await;
                 Err(err)
             }
         }
@@ -134,7 +162,8 @@ impl RegionService {
         object: &ObjectKey,
         content_type: Option<&str>,
         receipt: &sealed_objects::PutReceipt,
-    ) -> Result<(Option<String>, Written), ServiceError> {
+        upload: &[QueuedDeletion],
+    ) -> Result<(Vec<QueuedDeletion>, Written), ServiceError> {
         let row = FileRow {
             collection: collection.name.as_str().to_owned(),
             record_id: record.to_owned(),
@@ -160,12 +189,19 @@ impl RegionService {
                 EventTiming::AfterChange,
                 [event],
                 async |tx| {
-                    match store::files::upsert(tx, &caller.tenant, &row).await {
-                        Ok(replaced) => Ok(replaced),
+                    let replaced = match store::files::upsert(tx, &caller.tenant, &row).await {
+                        Ok(replaced) => replaced,
                         // The record was deleted while the body streamed.
-                        Err(StoreError::NotFound) => Err(ServiceError::NotFound { what: "record" }),
-                        Err(other) => Err(other.into()),
-                    }
+                        Err(StoreError::NotFound) => {
+                            return Err(ServiceError::NotFound { what: "record" });
+                        }
+                        Err(other) => return Err(other.into()),
+                    };
+                    // The row references the upload now: it is no longer to be deleted.
+                    let ids: Vec<_> = upload.iter().map(|deletion| deletion.id).collect();
+                    object_deletions::forget(tx, &caller.tenant, &ids).await?;
+                    let replaced: Vec<String> = replaced.into_iter().collect();
+                    enqueue(tx, &caller.tenant, &replaced, DeletionReason::FileReplaced).await
                 },
             )
             .await?;
@@ -257,13 +293,13 @@ impl RegionService {
         let name_token = self.file_name_token(caller, &collection, name).await?;
         let resource = file_resource(&collection, record, &name_token);
         let event = self.caller_event(caller, Action::FileDelete, &resource, Outcome::Success);
-        let (row, lsn) = self
+        let (queued, lsn) = self
             .write(
                 &caller.tenant,
                 EventTiming::AfterChange,
                 [event],
                 async |tx| {
-                    store::files::delete(
+                    let row = store::files::delete(
                         tx,
                         &caller.tenant,
                         collection.name.as_str(),
@@ -271,11 +307,18 @@ impl RegionService {
                         &name_token,
                     )
                     .await?
-                    .ok_or_else(not_found)
+                    .ok_or_else(not_found)?;
+                    enqueue(
+                        tx,
+                        &caller.tenant,
+                        &[row.object_key],
+                        DeletionReason::FileDeleted,
+                    )
+                    .await
                 },
             )
             .await?;
-        self.delete_object_quietly(&row.object_key).await;
+        self.delete_objects_now(&caller.tenant, &queued).await;
         Ok(self.token(lsn))
     }
 

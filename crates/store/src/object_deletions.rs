@@ -102,6 +102,8 @@ pub struct PendingDeletion {
     /// Claims so far, this one included.
     pub attempts: u32,
     pub last_error: Option<DeletionFailure>,
+    /// When a sweeper may take it next.
+    pub next_attempt_at: SystemTime,
 }
 
 /// What the outbox holds, for the metrics.
@@ -112,7 +114,8 @@ pub struct OutboxStats {
     pub oldest: Duration,
 }
 
-const COLUMNS: &str = "deletion_id, tenant_id, object_key, reason, attempts, last_error";
+const COLUMNS: &str =
+    "deletion_id, tenant_id, object_key, reason, attempts, last_error, next_attempt_at";
 
 fn decode(row: &tokio_postgres::Row) -> Result<PendingDeletion, StoreError> {
     let tenant: String = row.try_get(1)?;
@@ -132,6 +135,7 @@ fn decode(row: &tokio_postgres::Row) -> Result<PendingDeletion, StoreError> {
             .as_deref()
             .map(|text| DeletionFailure::parse(text).ok_or_else(|| corrupt("last_error")))
             .transpose()?,
+        next_attempt_at: row.try_get(6)?,
     })
 }
 
@@ -139,27 +143,68 @@ fn ids_param(ids: &[DeletionId]) -> Vec<i64> {
     ids.iter().map(|id| id.0).collect()
 }
 
+/// A row [`enqueue`] wrote: its id and the object it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedDeletion {
+    pub id: DeletionId,
+    pub object_key: String,
+}
+
 /// Names `object_keys` for deletion in the tenant's transaction `tx` (the one that stopped
-/// referencing them); returns their rows' ids, for [`forget`] once they are deleted.
+/// referencing them), due for a sweeper after `not_before` (zero: at once); returns the
+/// rows, for [`forget`] once their objects are deleted.
 pub async fn enqueue(
     tx: &PrimaryTx<'_>,
     tenant: &TenantId,
     object_keys: &[String],
     reason: DeletionReason,
-) -> Result<Vec<DeletionId>, StoreError> {
+    not_before: Duration,
+) -> Result<Vec<QueuedDeletion>, StoreError> {
     if object_keys.is_empty() {
         return Ok(Vec::new());
     }
     let insert = tx
         .prepare_cached(
-            "insert into object_deletions (tenant_id, object_key, reason)
-             select $1, key, $3 from unnest($2::text[]) as key
-             returning deletion_id",
+            "insert into object_deletions (tenant_id, object_key, reason, next_attempt_at)
+             select $1, key, $3, now() + make_interval(secs => $4)
+             from unnest($2::text[]) as key
+             returning deletion_id, object_key",
         )
         .await?;
     let rows = tx
         .client()
-        .query(&insert, &[&tenant.as_str(), &object_keys, &reason.as_str()])
+        .query(
+            &insert,
+            &[
+                &tenant.as_str(),
+                &object_keys,
+                &reason.as_str(),
+                &not_before.as_secs_f64(),
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(QueuedDeletion {
+                id: DeletionId(row.try_get(0)?),
+                object_key: row.try_get(1)?,
+            })
+        })
+        .collect()
+}
+
+/// Which of the tenant's rows `ids` are still there.
+pub async fn still_pending<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    ids: &[DeletionId],
+) -> Result<Vec<DeletionId>, StoreError> {
+    let rows = client
+        .query(
+            "select deletion_id from object_deletions
+             where tenant_id = $1 and deletion_id = any($2) order by deletion_id",
+            &[&tenant.as_str(), &ids_param(ids)],
+        )
         .await?;
     rows.iter()
         .map(|row| Ok(DeletionId(row.try_get(0)?)))
@@ -297,23 +342,6 @@ pub async fn stats(primary: &Primary) -> Result<OutboxStats, StoreError> {
         pending: u64::try_from(pending).unwrap_or_default(),
         oldest: Duration::try_from_secs_f64(oldest.max(0.0)).unwrap_or_default(),
     })
-}
-
-/// When row `id` is due next, if it is still there (tests and drills).
-pub async fn next_attempt_at(
-    primary: &Primary,
-    id: DeletionId,
-) -> Result<Option<SystemTime>, StoreError> {
-    let row = primary
-        .client()
-        .query_opt(
-            "select next_attempt_at from object_deletions where deletion_id = $1",
-            &[&id.0],
-        )
-        .await?;
-    row.map(|row| row.try_get(0))
-        .transpose()
-        .map_err(Into::into)
 }
 
 #[cfg(test)]
