@@ -26,7 +26,6 @@ use store::object_deletions::{
 };
 use store::{PrimaryTx, RegionDatabase, StoreError};
 use telemetry::NodeMetrics;
-use tokio::sync::oneshot;
 
 use crate::ServiceError;
 use crate::stoppable::StoppableTask;
@@ -325,44 +324,23 @@ impl ObjectSweeper {
     /// Starts sweeping every `poll_interval`; stopping ends the batch in flight (its rows
     /// are due again when their lease ends).
     pub fn spawn(self) -> StoppableTask {
-        StoppableTask::spawn("object deletion sweeper", move |stopped| self.run(stopped))
+        let region = self.database.region().to_string();
+        let interval = self.settings.poll_interval;
+        let sweeper = Arc::new(self);
+        StoppableTask::spawn_every("object deletion sweeper", region, interval, move || {
+            let sweeper = sweeper.clone();
+            async move { sweeper.sweep().await }
+        })
     }
 
-    async fn run(self, mut stopped: oneshot::Receiver<()>) {
-        let poll = self.settings.poll_interval.max(Duration::from_millis(1));
-        let mut ticker = tokio::time::interval(poll);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
+    /// One round: the metrics, then batch after batch while they come back full (each
+    /// one bounded).
+    async fn sweep(&self) -> Result<(), StoreError> {
+        self.publish_stats().await?;
         loop {
-            tokio::select! {
-                _ = &mut stopped => return,
-                _ = ticker.tick() => {}
-            }
-            let round = async {
-                self.publish_stats().await?;
-                // Batch after batch while they come back full; each is bounded.
-                loop {
-                    let report = self.sweep_batch().await?;
-                    if report.claimed < self.settings.batch_size.max(1) as u64 {
-                        return Ok::<_, StoreError>(());
-                    }
-                }
-            };
-            let swept = tokio::select! {
-                _ = &mut stopped => return,
-                swept = round => swept,
-            };
-            match swept {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!(region = %self.database.region(), "object deletion sweeper reaches the primary again");
-                }
-                Ok(()) => {}
-                Err(err) if !failing => {
-                    failing = true;
-                    tracing::error!(region = %self.database.region(), "object deletion sweeper failed, retrying every interval: {err}");
-                }
-                Err(_) => {}
+            let report = self.sweep_batch().await?;
+            if report.claimed < self.settings.batch_size.max(1) as u64 {
+                return Ok(());
             }
         }
     }

@@ -13,13 +13,13 @@ use envelope::aws::{AwsCredentials, AwsSettings, s3_client};
 use envelope::kms::local::LocalKms;
 use envelope::objects::s3::S3ObjectStore;
 use model::RegionId;
-use node::{ApiSettings, NodeListeners, Platform, RunningNode};
+use node::RunningNode;
 use reqwest::Method;
 use serde_json::{Value, json};
 use service::jobs::JobSettings;
 
 use crate::jobs::{OPERATOR, call, start, tenant_with_record};
-use crate::support::node_config;
+use crate::support::{node_config, one_region, start_on_loopback};
 
 const ADA: &str = "ada@example.com";
 const GRACE: &str = "grace@example.com";
@@ -415,38 +415,21 @@ async fn on_s3_with_versioning_no_version_of_an_erased_subjects_objects_is_left(
     let audit_bucket = bucket(&settings, "residency-audit", true).await;
     let database = TestDatabase::create(None).await;
     let kms = Arc::new(LocalKms::open_or_create(&dir.path().join("kms"), id.clone()).expect("kms"));
+    let jobs = JobSettings {
+        poll_interval: Duration::from_millis(50),
+        ..JobSettings::default()
+    };
     let mut config = node_config(
         &id,
         &database,
         kms,
         dir.path(),
-        Platform {
-            regions: vec![id.clone()],
-            operator: service::access::OperatorToken::new(OPERATOR),
-            api: ApiSettings {
-                jobs: JobSettings {
-                    poll_interval: Duration::from_millis(50),
-                    ..JobSettings::default()
-                },
-                ..ApiSettings::default()
-            },
-            routing: None,
-        },
+        one_region(&id, OPERATOR, jobs),
     );
     config.backends.objects = Arc::new(S3ObjectStore::new(&settings, data_bucket.clone(), true));
     config.backends.audit_objects =
         Arc::new(S3ObjectStore::new(&settings, audit_bucket.clone(), true));
-    let node: RunningNode = node::start_on(
-        config,
-        NodeListeners {
-            api: tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind"),
-            operations: None,
-        },
-    )
-    .await
-    .expect("start the node");
+    let node: RunningNode = start_on_loopback(config).await;
     let api = format!("http://{}", node.address);
     let (tenant, admin, ada) = tenant_with_record(&api, "Versioned", ADA).await;
     let grace = person(&api, &tenant, &admin, GRACE).await;

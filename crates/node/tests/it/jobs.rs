@@ -9,10 +9,10 @@ use std::time::Duration;
 use devstack::testing::{TestDatabase, connect};
 use envelope::kms::local::LocalKms;
 use model::RegionId;
-use node::{ApiSettings, JobSettings, NodeListeners, Platform, RunningNode};
+use node::{JobSettings, RunningNode};
 use serde_json::{Value, json};
 
-use crate::support::node_config;
+use crate::support::{node_config, one_region, start_on_loopback};
 
 pub(crate) const OPERATOR: &str = "rso.jobs-test-operator-token-0123456789abcdef";
 
@@ -22,36 +22,20 @@ pub(crate) async fn start(
     kms: Arc<LocalKms>,
     dir: &std::path::Path,
 ) -> RunningNode {
-    node::start_on(
-        node_config(
-            id,
-            database,
-            kms,
-            dir,
-            Platform {
-                regions: vec![id.clone()],
-                operator: service::access::OperatorToken::new(OPERATOR),
-                api: ApiSettings {
-                    jobs: JobSettings {
-                        poll_interval: Duration::from_millis(50),
-                        lease: Duration::from_secs(3),
-                        batch_size: 3,
-                        ..JobSettings::default()
-                    },
-                    ..ApiSettings::default()
-                },
-                routing: None,
-            },
-        ),
-        NodeListeners {
-            api: tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind"),
-            operations: None,
-        },
-    )
+    let jobs = JobSettings {
+        poll_interval: Duration::from_millis(50),
+        lease: Duration::from_secs(3),
+        batch_size: 3,
+        ..JobSettings::default()
+    };
+    start_on_loopback(node_config(
+        id,
+        database,
+        kms,
+        dir,
+        one_region(id, OPERATOR, jobs),
+    ))
     .await
-    .expect("start the node")
 }
 
 pub(crate) async fn call(

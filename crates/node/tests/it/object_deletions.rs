@@ -12,14 +12,14 @@ use envelope::objects::ObjectStoreError;
 use envelope::objects::faulty::FaultyObjectStore;
 use envelope::objects::s3::S3ObjectStore;
 use model::RegionId;
-use node::{ApiSettings, NodeListeners, Platform, RunningNode};
+use node::RunningNode;
 use reqwest::Method;
 use service::ObjectSweepSettings;
 use service::jobs::JobSettings;
 
 use crate::erasure_ledger::{bucket, erase, moto_settings, person, put_file, versions_under};
 use crate::jobs::{OPERATOR, call, tenant_with_record};
-use crate::support::node_config;
+use crate::support::{node_config, one_region, start_on_loopback};
 
 /// A node of `id` on `database` whose data bucket is `objects`, sweeping every 50 ms with
 /// backoffs of at most 200 ms.
@@ -30,42 +30,19 @@ async fn start(
     objects: Arc<dyn envelope::objects::ObjectStore>,
 ) -> RunningNode {
     let kms = Arc::new(LocalKms::open_or_create(&dir.join("kms"), id.clone()).expect("kms"));
-    let mut config = node_config(
-        id,
-        database,
-        kms,
-        dir,
-        Platform {
-            regions: vec![id.clone()],
-            operator: service::access::OperatorToken::new(OPERATOR),
-            api: ApiSettings {
-                jobs: JobSettings {
-                    poll_interval: Duration::from_millis(50),
-                    object_deletions: ObjectSweepSettings {
-                        poll_interval: Duration::from_millis(50),
-                        backoff_base: Duration::from_millis(50),
-                        backoff_cap: Duration::from_millis(200),
-                        ..ObjectSweepSettings::default()
-                    },
-                    ..JobSettings::default()
-                },
-                ..ApiSettings::default()
-            },
-            routing: None,
+    let jobs = JobSettings {
+        poll_interval: Duration::from_millis(50),
+        object_deletions: ObjectSweepSettings {
+            poll_interval: Duration::from_millis(50),
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_millis(200),
+            ..ObjectSweepSettings::default()
         },
-    );
+        ..JobSettings::default()
+    };
+    let mut config = node_config(id, database, kms, dir, one_region(id, OPERATOR, jobs));
     config.backends.objects = objects;
-    node::start_on(
-        config,
-        NodeListeners {
-            api: tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind"),
-            operations: None,
-        },
-    )
-    .await
-    .expect("start the node")
+    start_on_loopback(config).await
 }
 
 /// The outbox's rows of `tenant`, by reason.

@@ -10,7 +10,9 @@ use envelope::kms::Kms;
 use envelope::kms::local::LocalKms;
 use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
-use node::{Backends, NodeAudit, NodeConfig, Platform};
+use node::{
+    ApiSettings, Backends, JobSettings, NodeAudit, NodeConfig, NodeListeners, Platform, RunningNode,
+};
 use service::{AuditKeys, AuditSettings};
 use store::{DatabaseSettings, PgEndpoint};
 
@@ -47,4 +49,32 @@ pub fn node_config(
         },
         platform,
     }
+}
+
+/// The platform of the one region `id`, with the operator token `operator` and `jobs`.
+pub fn one_region(id: &RegionId, operator: &str, jobs: JobSettings) -> Platform {
+    Platform {
+        regions: vec![id.clone()],
+        operator: service::access::OperatorToken::new(operator),
+        api: ApiSettings {
+            jobs,
+            ..ApiSettings::default()
+        },
+        routing: None,
+    }
+}
+
+/// Starts `config` on a loopback port, without an operations listener.
+pub async fn start_on_loopback(config: NodeConfig) -> RunningNode {
+    node::start_on(
+        config,
+        NodeListeners {
+            api: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+            operations: None,
+        },
+    )
+    .await
+    .expect("start the node")
 }
