@@ -2,6 +2,8 @@
 //! deletion and a subject's erasure (the objects stay, named in the outbox), and stops
 //! before any of its deletions succeeds; a new node on the same database and bucket (S3 on
 //! moto, with versioning) deletes every version of those objects and the outbox's rows.
+//! And an offboarding whose tenant still has a deletion pending: the purge carries it out
+//! before the tenant row goes, leaving neither the object nor the row.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,11 +31,21 @@ async fn start(
     dir: &std::path::Path,
     objects: Arc<dyn envelope::objects::ObjectStore>,
 ) -> RunningNode {
+    start_sweeping_every(id, database, dir, objects, Duration::from_millis(50)).await
+}
+
+async fn start_sweeping_every(
+    id: &RegionId,
+    database: &TestDatabase,
+    dir: &std::path::Path,
+    objects: Arc<dyn envelope::objects::ObjectStore>,
+    sweep_interval: Duration,
+) -> RunningNode {
     let kms = Arc::new(LocalKms::open_or_create(&dir.join("kms"), id.clone()).expect("kms"));
     let jobs = JobSettings {
         poll_interval: Duration::from_millis(50),
         object_deletions: ObjectSweepSettings {
-            poll_interval: Duration::from_millis(50),
+            poll_interval: sweep_interval,
             backoff_base: Duration::from_millis(50),
             backoff_cap: Duration::from_millis(200),
             ..ObjectSweepSettings::default()
@@ -94,8 +106,6 @@ async fn objects_whose_deletion_a_crash_interrupted_are_deleted_by_the_next_node
         format!("{api}/v1/tenants/{tenant}/collections/people/records/{grace}/files/letter.pdf");
     let (status, body) = call(Method::DELETE, &letter, &admin, None).await;
     assert_eq!(status, 204, "{body}");
-    let (status, _) = call(Method::GET, &letter, &admin, None).await;
-    assert_eq!(status, 404, "the file is gone for the caller");
     let erased = erase(&api, &tenant, &admin, "ada@example.com").await;
     assert_eq!(erased["files_erased"], 1);
     assert_eq!(
@@ -153,5 +163,56 @@ async fn objects_whose_deletion_a_crash_interrupted_are_deleted_by_the_next_node
         ),
         "{metrics}"
     );
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn an_offboarding_purge_carries_out_the_tenants_pending_deletions_before_the_tenant_goes() {
+    let dir = tempfile::tempdir().expect("state dir");
+    let id = RegionId::parse("eu-west-1").expect("region");
+    let database = TestDatabase::create(None).await;
+    let local: Arc<dyn envelope::objects::ObjectStore> = Arc::new(
+        envelope::objects::local::LocalObjectStore::new(dir.path().join("objects"))
+            .expect("object store"),
+    );
+    let faulty = Arc::new(FaultyObjectStore::new(local.clone()));
+    // The sweeper's first round runs at start, the next in an hour: only the purge can
+    // carry out the deletion below.
+    let hour = Duration::from_secs(3600);
+    let node = start_sweeping_every(&id, &database, dir.path(), faulty.clone(), hour).await;
+    let api = format!("http://{}", node.address);
+    let (tenant, admin, ada) = tenant_with_record(&api, "Leaving", "ada@example.com").await;
+    put_file(&api, &tenant, &admin, &ada, "scan.pdf").await;
+    let prefix = format!("tenants/{tenant}/");
+    faulty.fail_next(
+        u32::MAX,
+        ObjectStoreError::Unavailable("injected".to_owned()),
+    );
+    let scan = format!("{api}/v1/tenants/{tenant}/collections/people/records/{ada}/files/scan.pdf");
+    let (status, body) = call(Method::DELETE, &scan, &admin, None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(outbox(&database, &tenant).await, ["file_deleted"]);
+    faulty.fail_next(0, ObjectStoreError::Unavailable("injected".to_owned()));
+    assert_eq!(local.list(&prefix).await.expect("list").len(), 1);
+
+    let base = format!("{api}/v1/tenants/{tenant}");
+    let (status, answer) = call(Method::DELETE, &base, OPERATOR, None).await;
+    assert_eq!(status, 202, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let certificate = loop {
+        let (status, body) =
+            call(Method::GET, &format!("{base}/offboarding"), OPERATOR, None).await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 202, "{body}");
+        assert!(Instant::now() < deadline, "the purge did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The orphan counted as the tenant's object, its file row already gone.
+    assert_eq!(certificate["purged"]["objects"], 1, "{certificate}");
+    assert_eq!(certificate["purged"]["files"], 0, "{certificate}");
+    assert!(outbox(&database, &tenant).await.is_empty());
+    assert!(local.list(&prefix).await.expect("list").is_empty());
     node.stop().await.expect("stop");
 }
