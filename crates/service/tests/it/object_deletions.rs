@@ -1,7 +1,8 @@
 //! The outbox of object deletions through a failing object store: a deletion whose object
 //! cannot be deleted after the commit keeps its row (the file is gone for the caller, the
 //! object is not yet); a sweeper later deletes the object and the row, backing off while
-//! the store keeps failing; rows are claimed by one sweeper at a time.
+//! the store keeps failing; rows are claimed by one sweeper at a time; an upload whose row
+//! never commits leaves its object named for the sweeper, due after a grace period.
 
 use std::time::{Duration, SystemTime};
 
@@ -225,4 +226,60 @@ async fn a_claimed_row_is_leased_to_one_sweeper_until_its_lease_ends() {
         .expect("claim");
     assert_eq!(retaken.len(), 3);
     assert!(retaken.iter().all(|row| row.attempts == 2));
+}
+
+#[tokio::test]
+async fn an_upload_whose_row_never_commits_leaves_its_object_to_the_outbox_until_it_is_gone() {
+    let f = fixture().await;
+    // The record is deleted while the body streams, and the store fails the next call
+    // (the abandoned object's deletion): the object stays, named for the sweeper.
+    let service = f.service.clone();
+    let caller = f.caller.clone();
+    let record = f.record_id();
+    let objects = f.objects.clone();
+    let body: envelope::objects::ByteStream = Box::pin(futures::stream::once(async move {
+        service
+            .delete_record(&caller, "letters", &record, None)
+            .await
+            .expect("delete the record mid-upload");
+        objects.fail_next(1, unavailable());
+        Ok(bytes::Bytes::from_static(
+            b"Dear Ada, to a record that is gone.",
+        ))
+    }));
+    let err = f
+        .service
+        .put_file(
+            &f.caller,
+            "letters",
+            &f.record_id(),
+            &file_name("letter.txt"),
+            None,
+            body,
+        )
+        .await
+        .expect_err("the record is gone");
+    assert!(
+        matches!(err, ServiceError::NotFound { what: "record" }),
+        "{err:?}"
+    );
+    assert_eq!(
+        f.stored_objects().await,
+        1,
+        "the upload's object is still stored"
+    );
+    let pending = f.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].reason, DeletionReason::UploadAbandoned);
+    assert!(
+        pending[0].next_attempt_at > SystemTime::now() + Duration::from_secs(600),
+        "not due while a commit of its row could still be running"
+    );
+    assert_eq!(f.sweeper().sweep_batch().await.expect("sweep").claimed, 0);
+
+    f.make_due().await;
+    let report = f.sweeper().sweep_batch().await.expect("sweep");
+    assert_eq!((report.claimed, report.deleted), (1, 1));
+    assert_eq!(f.stored_objects().await, 0);
+    assert!(f.pending().await.is_empty());
 }
