@@ -4,6 +4,7 @@ mod directory;
 mod export;
 mod jobs;
 mod notifications;
+mod object_deletions;
 mod pressure;
 mod routing;
 mod rows;
