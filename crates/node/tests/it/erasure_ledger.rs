@@ -13,13 +13,13 @@ use envelope::aws::{AwsCredentials, AwsSettings, s3_client};
 use envelope::kms::local::LocalKms;
 use envelope::objects::s3::S3ObjectStore;
 use model::RegionId;
-use node::RunningNode;
+use node::{ApiSettings, RunningNode};
 use reqwest::Method;
 use serde_json::{Value, json};
 use service::jobs::JobSettings;
 
 use crate::jobs::{OPERATOR, call, start, tenant_with_record};
-use crate::support::{node_config, one_region, start_on_loopback};
+use crate::support::{node_config, single_region, start_on_loopback};
 
 const ADA: &str = "ada@example.com";
 const GRACE: &str = "grace@example.com";
@@ -415,16 +415,22 @@ async fn on_s3_with_versioning_no_version_of_an_erased_subjects_objects_is_left(
     let audit_bucket = bucket(&settings, "residency-audit", true).await;
     let database = TestDatabase::create(None).await;
     let kms = Arc::new(LocalKms::open_or_create(&dir.path().join("kms"), id.clone()).expect("kms"));
-    let jobs = JobSettings {
-        poll_interval: Duration::from_millis(50),
-        ..JobSettings::default()
-    };
     let mut config = node_config(
         &id,
         &database,
         kms,
         dir.path(),
-        one_region(&id, OPERATOR, jobs),
+        single_region(
+            &id,
+            OPERATOR,
+            ApiSettings {
+                jobs: JobSettings {
+                    poll_interval: Duration::from_millis(50),
+                    ..JobSettings::default()
+                },
+                ..ApiSettings::default()
+            },
+        ),
     );
     config.backends.objects = Arc::new(S3ObjectStore::new(&settings, data_bucket.clone(), true));
     config.backends.audit_objects =

@@ -9,10 +9,10 @@ use std::time::Duration;
 use devstack::testing::{TestDatabase, connect};
 use envelope::kms::local::LocalKms;
 use model::RegionId;
-use node::{JobSettings, RunningNode};
+use node::{ApiSettings, JobSettings, RunningNode};
 use serde_json::{Value, json};
 
-use crate::support::{node_config, one_region, start_on_loopback};
+use crate::support::{node_config, single_region, start_on_loopback};
 
 pub(crate) const OPERATOR: &str = "rso.jobs-test-operator-token-0123456789abcdef";
 
@@ -22,18 +22,33 @@ pub(crate) async fn start(
     kms: Arc<LocalKms>,
     dir: &std::path::Path,
 ) -> RunningNode {
-    let jobs = JobSettings {
-        poll_interval: Duration::from_millis(50),
-        lease: Duration::from_secs(3),
-        batch_size: 3,
-        ..JobSettings::default()
+    let api = ApiSettings {
+        jobs: JobSettings {
+            poll_interval: Duration::from_millis(50),
+            lease: Duration::from_secs(3),
+            batch_size: 3,
+            ..JobSettings::default()
+        },
+        ..ApiSettings::default()
     };
+    start_with_api(id, database, kms, dir, api).await
+}
+
+/// A node of region `id` alone, with `api`, the jobs tests' operator token, on a
+/// loopback port.
+pub(crate) async fn start_with_api(
+    id: &RegionId,
+    database: &TestDatabase,
+    kms: Arc<LocalKms>,
+    dir: &std::path::Path,
+    api: ApiSettings,
+) -> RunningNode {
     start_on_loopback(node_config(
         id,
         database,
         kms,
         dir,
-        one_region(id, OPERATOR, jobs),
+        single_region(id, OPERATOR, api),
     ))
     .await
 }

@@ -14,14 +14,14 @@ use envelope::objects::ObjectStoreError;
 use envelope::objects::faulty::FaultyObjectStore;
 use envelope::objects::s3::S3ObjectStore;
 use model::RegionId;
-use node::RunningNode;
+use node::{ApiSettings, RunningNode};
 use reqwest::Method;
 use service::ObjectSweepSettings;
 use service::jobs::JobSettings;
 
 use crate::erasure_ledger::{bucket, erase, moto_settings, person, put_file, versions_under};
 use crate::jobs::{OPERATOR, call, tenant_with_record};
-use crate::support::{node_config, one_region, start_on_loopback};
+use crate::support::{node_config, single_region, start_on_loopback};
 
 /// A node of `id` on `database` whose data bucket is `objects`, sweeping every 50 ms with
 /// backoffs of at most 200 ms.
@@ -52,7 +52,11 @@ async fn start_sweeping_every(
         },
         ..JobSettings::default()
     };
-    let mut config = node_config(id, database, kms, dir, one_region(id, OPERATOR, jobs));
+    let api = ApiSettings {
+        jobs,
+        ..ApiSettings::default()
+    };
+    let mut config = node_config(id, database, kms, dir, single_region(id, OPERATOR, api));
     config.backends.objects = objects;
     start_on_loopback(config).await
 }

@@ -10,9 +10,7 @@ use envelope::kms::Kms;
 use envelope::kms::local::LocalKms;
 use envelope::objects::local::LocalObjectStore;
 use model::RegionId;
-use node::{
-    ApiSettings, Backends, JobSettings, NodeAudit, NodeConfig, NodeListeners, Platform, RunningNode,
-};
+use node::{ApiSettings, Backends, NodeAudit, NodeConfig, NodeListeners, Platform, RunningNode};
 use service::{AuditKeys, AuditSettings};
 use store::{DatabaseSettings, PgEndpoint};
 
@@ -51,20 +49,18 @@ pub fn node_config(
     }
 }
 
-/// The platform of the one region `id`, with the operator token `operator` and `jobs`.
-pub fn one_region(id: &RegionId, operator: &str, jobs: JobSettings) -> Platform {
+/// What a single-region test node knows of the deployment: region `id` only, the
+/// `operator` token and `api`.
+pub fn single_region(id: &RegionId, operator: &str, api: ApiSettings) -> Platform {
     Platform {
         regions: vec![id.clone()],
         operator: service::access::OperatorToken::new(operator),
-        api: ApiSettings {
-            jobs,
-            ..ApiSettings::default()
-        },
+        api,
         routing: None,
     }
 }
 
-/// Starts `config` on a loopback port, without an operations listener.
+/// Starts the node `config` describes on a loopback port (no operations listener).
 pub async fn start_on_loopback(config: NodeConfig) -> RunningNode {
     node::start_on(
         config,
