@@ -319,13 +319,15 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         registry.clone(),
     );
     let subject_index = SubjectIndexJob::new(keyring.clone(), database.clone());
-    // Every node sweeps the region's outbox of object deletions, beside its job runner.
+    // Every node sweeps the region's outbox of object deletions, beside its job runner
+    // (stopped with the node, or when a failed start drops it).
     let object_sweeper = service::ObjectSweeper::new(
         database.clone(),
         backends.objects.clone(),
         platform.api.jobs.object_deletions.clone(),
         metrics.clone(),
-    );
+    )
+    .spawn();
     let job_database = database.clone();
     let job_metrics = metrics.clone();
     let state = api::NodeState::new(api::NodeParts {
@@ -422,7 +424,6 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         )),
     };
     let jobs = jobs.spawn();
-    let object_sweeper = object_sweeper.spawn();
     // Every node counts its seals and rotates the keys of tenants due.
     let key_policy = state.service().spawn_key_policy();
     tracing::info!(region = %region, %address, operations = ?operations_address, "regional node serving");
@@ -465,14 +466,14 @@ impl RunningNode {
         self.state.health_checked_since(since).await;
     }
 
-    /// Stops the job runner (its jobs' leases given up for another node) and the sweeper
-    /// of object deletions (its rows due again once their lease ends), stops accepting,
-    /// drains in-flight requests, stops the poller, the checkpoint task and the key-change
-    /// listener, and writes the queued audit events (waiting a bounded time).
+    /// Stops the job runner (its jobs' leases given up for another node), stops
+    /// accepting, drains in-flight requests, stops the poller, the checkpoint task and the
+    /// key-change listener, and writes the queued audit events (waiting a bounded time).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.jobs.stop().await;
-        self.object_sweeper.stop().await;
         self.key_policy.stop().await;
+        // Its rows in flight are due again once their lease ends.
+        self.object_sweeper.stop().await;
         let _ = self.stop.send(true);
         self.poller.abort();
         let served = self.server.await;
