@@ -144,6 +144,7 @@ pub struct RunningNode {
     audit: AuditLog,
     checkpoints: CheckpointTask,
     jobs: RunnerTask,
+    object_sweeper: service::stoppable::StoppableTask,
     key_policy: service::key_policy::KeyPolicyTask,
     key_changes: KeyChanges,
     stop: watch::Sender<bool>,
@@ -348,6 +349,15 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         registry.clone(),
     );
     let subject_index = SubjectIndexJob::new(keyring.clone(), database.clone());
+    // Every node sweeps the region's outbox of object deletions, beside its job runner
+    // (stopped with the node, or when a failed start drops it).
+    let object_sweeper = service::ObjectSweeper::new(
+        database.clone(),
+        backends.objects.clone(),
+        platform.api.jobs.object_deletions.clone(),
+        metrics.clone(),
+    )
+    .spawn();
     let job_database = database.clone();
     let job_metrics = metrics.clone();
     let state = api::NodeState::new(api::NodeParts {
@@ -459,6 +469,7 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         audit,
         checkpoints,
         jobs,
+        object_sweeper,
         key_policy,
         key_changes,
         stop,
@@ -504,6 +515,8 @@ impl RunningNode {
         }
         self.jobs.stop().await;
         self.key_policy.stop().await;
+        // Its rows in flight are due again once their lease ends.
+        self.object_sweeper.stop().await;
         let _ = self.stop.send(true);
         self.poller.abort();
         let served = self.server.await;

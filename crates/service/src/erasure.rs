@@ -5,11 +5,12 @@
 //! ledger entry in the region's audit bucket, which a node re-applies after a database
 //! restore (`docs/privacy.md`, "The erasure ledger").
 //!
-//! What happens after the commit is durable: the transaction queues the follow-up job
-//! (`jobs::erasure`), which does it again if this node dies before it is done; both steps
-//! are idempotent. Erasure by token needs no subject value: the token is what the index
-//! and the ledger hold. A subject with more than [`ERASE_INLINE_BOUND`] records is erased
-//! by the `subject_erasure` job, in batches.
+//! What happens after the commit is durable: the transaction names the objects in the
+//! outbox of object deletions (`crate::object_deletions`, whose sweeper deletes them if
+//! this node dies first) and queues the follow-up job (`jobs::erasure`), which writes the
+//! ledger entry; both are idempotent. Erasure by token needs no subject value: the token
+//! is what the index and the ledger hold. A subject with more than [`ERASE_INLINE_BOUND`]
+//! records is erased by the `subject_erasure` job, in batches.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +21,9 @@ use futures::TryStreamExt as _;
 use model::TenantId;
 use serde::{Deserialize, Serialize};
 use store::erasures::{self, ErasedRows, ErasureRow};
+use store::object_deletions::{DeletionReason, QueuedDeletion};
 
+use crate::object_deletions::{enqueue, purge_object};
 use crate::subjects::subject_key;
 use crate::tenancy::{Caller, RegionService, random_bytes};
 use crate::unit_of_work::{EventTiming, UnitOfWork};
@@ -177,7 +180,7 @@ impl RegionService {
             ),
         };
         let limit = i64::MAX;
-        let (row, rows) = self
+        let (row, _, queued) = self
             .erase_in_transaction(
                 tenant,
                 event,
@@ -195,7 +198,7 @@ impl RegionService {
                 },
             )
             .await?;
-        self.follow_up(&row, &rows.object_keys).await;
+        self.follow_up(&row, &queued).await;
         Ok(ErasureOutcome {
             records_erased: row.records_erased,
             files_erased: row.files_erased,
@@ -204,14 +207,15 @@ impl RegionService {
     }
 
     /// Runs `change` (which deletes and says what), appends `event`, writes the ledger's
-    /// row `row_of` builds and queues the follow-up, in one transaction.
+    /// row `row_of` builds, names the erased files' objects in the outbox of object
+    /// deletions and queues the follow-up, in one transaction.
     pub(crate) async fn erase_in_transaction(
         &self,
         tenant: &TenantId,
         event: NewEvent,
         change: impl AsyncFnOnce(&store::PrimaryTx<'_>) -> Result<ErasedRows, ServiceError> + Clone,
         row_of: impl FnOnce(&ErasedRows, u64) -> ErasureRow + Clone,
-    ) -> Result<(ErasureRow, ErasedRows), ServiceError> {
+    ) -> Result<(ErasureRow, ErasedRows, Vec<QueuedDeletion>), ServiceError> {
         let _slot = self.inner.write_slots.acquire(tenant).await?;
         let mut primary = self.inner.database.primary().get().await?;
         let committed = UnitOfWork::new(&self.inner.audit)
@@ -226,9 +230,11 @@ impl RegionService {
                     })?;
                     let row = row_of.clone()(&rows, seq);
                     erasures::insert(tx, &row).await?;
-                    erasures::queue_follow_up(tx, tenant, Some(&row.entry_id), &rows.object_keys)
-                        .await?;
-                    Ok((row, rows))
+                    let queued =
+                        enqueue(tx, tenant, &rows.object_keys, DeletionReason::SubjectErased)
+                            .await?;
+                    erasures::queue_follow_up(tx, tenant, Some(&row.entry_id), &[]).await?;
+                    Ok((row, rows, queued))
                 },
             )
             .await?;
@@ -251,15 +257,11 @@ impl RegionService {
         )
     }
 
-    /// After an erasure's commit: its objects (every version) and its ledger entry. A
-    /// failure is logged and left to the follow-up job the transaction queued.
-    pub(crate) async fn follow_up(&self, row: &ErasureRow, object_keys: &[String]) {
-        if let Err(err) = purge_objects(self.inner.objects.as_ref(), object_keys).await {
-            tracing::warn!(
-                tenant = %row.tenant,
-                "erased files' objects not deleted yet, the follow-up job will: {err}"
-            );
-        }
+    /// After an erasure's commit: its objects (every version; what fails is left to the
+    /// outbox's sweeper) and its ledger entry (a failure is logged and left to the
+    /// follow-up job the transaction queued).
+    pub(crate) async fn follow_up(&self, row: &ErasureRow, queued: &[QueuedDeletion]) {
+        self.delete_objects_now(&row.tenant, queued).await;
         if let Err(err) = self.write_ledger_entry(row).await {
             tracing::warn!(
                 tenant = %row.tenant,
@@ -417,14 +419,16 @@ fn entry_token(
         .ok_or_else(corrupt)
 }
 
-/// Deletes every object of `keys`, on a versioned store every version and delete marker.
+/// Deletes every object of `keys`, on a versioned store every version and delete marker
+/// (the objects of a follow-up job queued before the outbox of object deletions existed).
 pub(crate) async fn purge_objects(
     store: &dyn ObjectStore,
     keys: &[String],
 ) -> Result<(), envelope::objects::ObjectStoreError> {
     for key in keys {
-        // Object keys are fixed-length random ids, so the key as a prefix names it alone.
-        while store.purge(key, 100).await? > 0 {}
+        let key = ObjectKey::parse(key)
+            .map_err(|err| envelope::objects::ObjectStoreError::Other(err.to_string()))?;
+        purge_object(store, &key).await?;
     }
     Ok(())
 }

@@ -8,12 +8,14 @@ use envelope::blind_index::IndexValue;
 use envelope::objects::{ByteStream, ObjectKey};
 use envelope::sealed_objects::{self, PlaintextStream, SealedObjectError};
 use store::files::FileRow;
+use store::object_deletions::{self, DeletionReason, QueuedDeletion};
 use store::{ReadConsistency, StoreError};
 
 use crate::ServiceError;
 use crate::idempotency::{self, IdempotencyKey, KeyedCreate};
 use model::{FileName, RecordId};
 
+use crate::object_deletions::{UPLOAD_GRACE, delete_every_version, enqueue};
 use crate::records::Served;
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
 use crate::unit_of_work::EventTiming;
@@ -45,7 +47,7 @@ impl std::fmt::Debug for FileDownload {
 /// the answer recorded for its idempotency key.
 enum FilePut {
     Committed {
-        replaced: Option<String>,
+        replaced: Vec<QueuedDeletion>,
         written: Written,
     },
     Replayed {
@@ -129,6 +131,33 @@ impl RegionService {
             other => ServiceError::internal_while("store the file", other),
         })?;
 
+        // Named for deletion before its row exists: should the row never commit (an
+        // error, a node dying now), a sweeper collects the object after the grace period.
+        // The transaction that writes the row removes this row with it.
+        let upload = match self
+            .enqueue_alone(
+                &caller.tenant,
+                &[object.as_str().to_owned()],
+                DeletionReason::UploadAbandoned,
+                UPLOAD_GRACE,
+            )
+            .await
+        {
+            Ok(upload) => upload,
+            Err(err) => {
+                // No row names the object: the only reference is this request.
+                if let Err(kind) =
+                    delete_every_version(self.inner.objects.as_ref(), object.as_str()).await
+                {
+                    tracing::warn!(
+                        tenant = %caller.tenant,
+                        reason = kind.as_str(),
+                        "an upload's object could not be deleted after its outbox row failed"
+                    );
+                }
+                return Err(err);
+            }
+        };
         let stored = StoredFile {
             size: receipt.size,
             sha256: receipt.sha256,
@@ -143,7 +172,7 @@ impl RegionService {
                     &object,
                     content_type,
                     &receipt,
-                    keyed,
+                    (&upload, keyed),
                 )
                 .await?;
             Ok(FilePut::Committed { replaced, written })
@@ -179,20 +208,18 @@ impl RegionService {
         };
         match committed {
             Ok(FilePut::Committed { replaced, written }) => {
-                if let Some(replaced) = replaced {
-                    self.delete_object_quietly(&replaced).await;
-                }
+                self.delete_objects_now(&caller.tenant, &replaced).await;
                 Ok((stored, written))
             }
             Ok(FilePut::Replayed { stored, written }) => {
                 // The first put's object holds the bytes; this upload is referenced by
                 // nothing.
-                self.delete_object_quietly(object.as_str()).await;
+                self.abandon_upload(&caller.tenant, &upload).await;
                 Ok((stored, written))
             }
             Err(err) => {
                 // Nothing references the new object: it must not linger.
-                self.delete_object_quietly(object.as_str()).await;
+                self.abandon_upload(&caller.tenant, &upload).await;
                 Err(err)
             }
         }
@@ -208,8 +235,10 @@ impl RegionService {
         object: &ObjectKey,
         content_type: Option<&str>,
         receipt: &sealed_objects::PutReceipt,
-        keyed: Option<&KeyedCreate<'_>>,
-    ) -> Result<(Option<String>, Written), ServiceError> {
+        // The upload's outbox row (removed with the write) and the idempotency key's
+        // answer to record with it.
+        (upload, keyed): (&[QueuedDeletion], Option<&KeyedCreate<'_>>),
+    ) -> Result<(Vec<QueuedDeletion>, Written), ServiceError> {
         let row = FileRow {
             collection: collection.name.as_str().to_owned(),
             record_id: record.to_owned(),
@@ -251,7 +280,11 @@ impl RegionService {
                         });
                         keyed.record(tx, &caller.tenant, 201, &answer).await?;
                     }
-                    Ok(replaced)
+                    // The row references the upload now: it is no longer to be deleted.
+                    let ids: Vec<_> = upload.iter().map(|deletion| deletion.id).collect();
+                    object_deletions::forget(tx, &caller.tenant, &ids).await?;
+                    let replaced: Vec<String> = replaced.into_iter().collect();
+                    enqueue(tx, &caller.tenant, &replaced, DeletionReason::FileReplaced).await
                 },
             )
             .await?;
@@ -343,13 +376,13 @@ impl RegionService {
         let name_token = self.file_name_token(caller, &collection, name).await?;
         let resource = file_resource(&collection, record, &name_token);
         let event = self.caller_event(caller, Action::FileDelete, &resource, Outcome::Success);
-        let (row, lsn) = self
+        let (queued, lsn) = self
             .write(
                 &caller.tenant,
                 EventTiming::AfterChange,
                 [event],
                 async |tx| {
-                    store::files::delete(
+                    let row = store::files::delete(
                         tx,
                         &caller.tenant,
                         collection.name.as_str(),
@@ -357,11 +390,18 @@ impl RegionService {
                         &name_token,
                     )
                     .await?
-                    .ok_or_else(not_found)
+                    .ok_or_else(not_found)?;
+                    enqueue(
+                        tx,
+                        &caller.tenant,
+                        &[row.object_key],
+                        DeletionReason::FileDeleted,
+                    )
+                    .await
                 },
             )
             .await?;
-        self.delete_object_quietly(&row.object_key).await;
+        self.delete_objects_now(&caller.tenant, &queued).await;
         Ok(self.token(lsn))
     }
 

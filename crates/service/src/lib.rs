@@ -26,6 +26,7 @@ pub mod key_changes;
 pub mod key_policy;
 pub mod key_rotation;
 pub mod keys;
+pub mod object_deletions;
 mod offboarding;
 pub mod rate_limit;
 pub mod records;
@@ -45,6 +46,7 @@ pub use key_changes::{KeyChanges, TenantCacheHook};
 pub use keys::{
     IndexKeys, KeyError, Keyring, KeyringSettings, ObjectKeyError, RewrapOutcome, RewrapReport,
 };
+pub use object_deletions::{ObjectSweepSettings, ObjectSweeper};
 pub use offboarding::Offboarding;
 pub use tenancy::{
     Attempt, Caller, Collection, OperatorGrant, RegionService, RequestContext, ServiceParts,

@@ -16,12 +16,14 @@ use envelope::seal::{self, SealContext};
 use envelope::{DataKey, KeyVersion};
 use model::{CollectionSchema, FieldClass, FieldType, RecordId};
 use serde_json::{Map, Value};
+use store::object_deletions::DeletionReason;
 use store::records::{Change, IndexEntry, RecordRow};
 use store::{ReadConsistency, ServedBy};
 
 use crate::ServiceError;
 use crate::idempotency::{self, IdempotencyKey, KeyedCreate};
 use crate::keys::KeyError;
+use crate::object_deletions::enqueue;
 use crate::tenancy::{Caller, Collection, RegionService, Written, random_bytes};
 use crate::unit_of_work::EventTiming;
 
@@ -373,7 +375,7 @@ impl RegionService {
         let collection = self.collection(caller, collection).await?;
         let resource = record_resource(&collection, id);
         let event = self.caller_event(caller, Action::RecordDelete, &resource, Outcome::Success);
-        let (files, lsn) = self
+        let (queued, lsn) = self
             .write(
                 &caller.tenant,
                 EventTiming::AfterChange,
@@ -402,13 +404,13 @@ impl RegionService {
                         if_match,
                     )
                     .await?;
-                    changed(deleted).map(|_| files)
+                    changed(deleted)?;
+                    let keys: Vec<String> = files.into_iter().map(|file| file.object_key).collect();
+                    enqueue(tx, &caller.tenant, &keys, DeletionReason::RecordDeleted).await
                 },
             )
             .await?;
-        for file in files {
-            self.delete_object_quietly(&file.object_key).await;
-        }
+        self.delete_objects_now(&caller.tenant, &queued).await;
         Ok(self.token(lsn))
     }
 
@@ -621,19 +623,6 @@ impl RegionService {
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
-    }
-
-    pub(crate) async fn delete_object_quietly(&self, object_key: &str) {
-        let Ok(key) = envelope::objects::ObjectKey::parse(object_key) else {
-            tracing::error!(object = object_key, "stored object key is malformed");
-            return;
-        };
-        // Every version: on a versioned bucket a plain delete leaves the bytes restorable.
-        let keys = [key.as_str().to_owned()];
-        if let Err(err) = crate::erasure::purge_objects(self.inner.objects.as_ref(), &keys).await {
-            // The row is gone, so the object is unreachable; a sweep can collect it.
-            tracing::warn!(object = %key, "failed to delete an unreferenced object: {err}");
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`StoppableTask::stop`] asks and waits. Dropping the handle asks too.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -32,6 +33,49 @@ impl StoppableTask {
             stop: Some(stop),
             handle: tokio::spawn(task(stopped)),
         }
+    }
+
+    /// Spawns a task that runs `round` every `interval` (the first at once) until asked to
+    /// stop, which also cuts a round in flight short. A failing round is logged once, as
+    /// `name` failing in `region`, and its recovery once.
+    pub(crate) fn spawn_every<Round, E>(
+        name: &'static str,
+        region: String,
+        interval: Duration,
+        mut round: impl FnMut() -> Round + Send + 'static,
+    ) -> Self
+    where
+        Round: Future<Output = Result<(), E>> + Send,
+        E: std::fmt::Display,
+    {
+        Self::spawn(name, move |mut stopped| async move {
+            // A zero interval would spin; tokio's interval refuses it.
+            let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = ticker.tick() => {}
+                }
+                let done = tokio::select! {
+                    _ = &mut stopped => return,
+                    done = round() => done,
+                };
+                match done {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!(region, "{name} works again");
+                    }
+                    Ok(()) => {}
+                    Err(err) if !failing => {
+                        failing = true;
+                        tracing::error!(region, "{name} failed, retrying every interval: {err}");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
     }
 
     /// Asks the task to stop and waits for it to finish what it does on stopping.

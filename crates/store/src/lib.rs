@@ -23,6 +23,7 @@ pub mod idempotency;
 pub mod jobs;
 mod migrate;
 pub mod notifications;
+pub mod object_deletions;
 mod pools;
 pub mod purge;
 pub mod records;
@@ -60,6 +61,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "subject_erasures",
     // Idempotency keys of creates (migration 0016): hashes, ids and versions, never values.
     "idempotency_keys",
+    // The outbox of object deletions (migration 0017): object keys (random ids), never values.
+    "object_deletions",
 ];
 
 pub use error::{BoxError, StoreError, with_causes};

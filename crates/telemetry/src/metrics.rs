@@ -71,6 +71,11 @@ struct JobKindLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: String,
     state: &'static str,
@@ -108,6 +113,9 @@ pub struct NodeMetrics {
     transactions_retried: Counter,
     jobs: Family<JobLabels, Gauge>,
     job_items: Family<JobKindLabels, Counter>,
+    object_deletions_pending: Gauge,
+    object_deletions_oldest_seconds: Gauge<f64, AtomicU64>,
+    object_deletions: Family<OutcomeLabels, Counter>,
 }
 
 impl NodeMetrics {
@@ -272,8 +280,29 @@ impl NodeMetrics {
             "Items (keys, values, objects) this node's job batches processed, by job kind",
             job_items.clone(),
         );
+        let object_deletions_pending = Gauge::default();
+        registry.register(
+            "object_deletions_pending",
+            "Objects the region's outbox still has to delete (as this node last counted them)",
+            object_deletions_pending.clone(),
+        );
+        let object_deletions_oldest_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "object_deletions_oldest_pending_seconds",
+            "Age of the oldest object deletion still pending in the region's outbox",
+            object_deletions_oldest_seconds.clone(),
+        );
+        let object_deletions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "object_deletions",
+            "Object deletion attempts of this node (right after a commit or by its sweeper), by outcome (a fixed set)",
+            object_deletions.clone(),
+        );
         extra(&mut registry);
         Self {
+            object_deletions_pending,
+            object_deletions_oldest_seconds,
+            object_deletions,
             jobs,
             job_items,
             registry,
@@ -461,6 +490,21 @@ impl NodeMetrics {
     pub fn record_job_items(&self, kind: &'static str, count: u64) {
         self.job_items
             .get_or_create(&JobKindLabels { kind })
+            .inc_by(count);
+    }
+
+    /// The region's outbox of object deletions as this node last counted it.
+    pub fn set_object_deletions_pending(&self, pending: u64, oldest: Duration) {
+        self.object_deletions_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.object_deletions_oldest_seconds
+            .set(oldest.as_secs_f64());
+    }
+
+    /// `count` object deletions that ended in `outcome`, one of a fixed set of names.
+    pub fn record_object_deletions(&self, outcome: &'static str, count: u64) {
+        self.object_deletions
+            .get_or_create(&OutcomeLabels { outcome })
             .inc_by(count);
     }
 

@@ -25,7 +25,7 @@ const ADA: &str = "ada@example.com";
 const GRACE: &str = "grace@example.com";
 
 /// A record of `email` in the tenant's `people`; its id.
-async fn person(api: &str, tenant: &str, admin: &str, email: &str) -> String {
+pub(crate) async fn person(api: &str, tenant: &str, admin: &str, email: &str) -> String {
     let (status, record) = call(
         Method::POST,
         &format!("{api}/v1/tenants/{tenant}/collections/people/records"),
@@ -37,7 +37,7 @@ async fn person(api: &str, tenant: &str, admin: &str, email: &str) -> String {
     record["id"].as_str().expect("id").to_owned()
 }
 
-async fn put_file(api: &str, tenant: &str, admin: &str, record: &str, name: &str) {
+pub(crate) async fn put_file(api: &str, tenant: &str, admin: &str, record: &str, name: &str) {
     let put = reqwest::Client::new()
         .put(format!(
             "{api}/v1/tenants/{tenant}/collections/people/records/{record}/files/{name}"
@@ -50,7 +50,7 @@ async fn put_file(api: &str, tenant: &str, admin: &str, record: &str, name: &str
     assert_eq!(put.status().as_u16(), 201);
 }
 
-async fn erase(api: &str, tenant: &str, admin: &str, subject: &str) -> Value {
+pub(crate) async fn erase(api: &str, tenant: &str, admin: &str, subject: &str) -> Value {
     let subject: String = url_encode(subject);
     let (status, erased) = call(
         Method::POST,
@@ -324,7 +324,7 @@ async fn a_restored_database_forgets_nobody_the_ledger_erased() {
 }
 
 /// Moto settings with the fixed test credentials.
-fn moto_settings(id: &RegionId) -> AwsSettings {
+pub(crate) fn moto_settings(id: &RegionId) -> AwsSettings {
     AwsSettings {
         region: id.clone(),
         endpoint_url: Some(devstack::testing::shared_moto().endpoint_url()),
@@ -337,7 +337,7 @@ fn moto_settings(id: &RegionId) -> AwsSettings {
 
 /// A new bucket in moto: the data bucket with versioning, or the audit bucket with Object
 /// Lock (a default retention, as Terraform configures it).
-async fn bucket(settings: &AwsSettings, name: &str, object_lock: bool) -> String {
+pub(crate) async fn bucket(settings: &AwsSettings, name: &str, object_lock: bool) -> String {
     use aws_sdk_s3::types::{
         BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
         DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
@@ -395,7 +395,7 @@ async fn bucket(settings: &AwsSettings, name: &str, object_lock: bool) -> String
 }
 
 /// Object versions and delete markers under `prefix`.
-async fn versions_under(settings: &AwsSettings, bucket: &str, prefix: &str) -> usize {
+pub(crate) async fn versions_under(settings: &AwsSettings, bucket: &str, prefix: &str) -> usize {
     let listed = s3_client(settings, true)
         .list_object_versions()
         .bucket(bucket)

@@ -6,6 +6,7 @@ mod audit_keys;
 mod directory;
 mod erasure_ledger;
 mod jobs;
+mod object_deletions;
 mod offboarding;
 mod operations;
 mod shutdown;

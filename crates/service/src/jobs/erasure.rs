@@ -1,8 +1,10 @@
 //! The erasure's jobs (`crate::erasure`):
-//! - `erasure_follow_up`, queued in every erasure's transaction: deletes the erased files'
-//!   objects (every version) and writes the ledger entry to the audit bucket. The erasure
-//!   does both itself right after its commit; the job makes them happen when the node
-//!   died first. Both steps are idempotent, so the job running after them changes nothing.
+//! - `erasure_follow_up`, queued in every erasure's transaction: writes the ledger entry
+//!   to the audit bucket (and deletes the objects a job queued before the outbox of object
+//!   deletions named, every version). The erasure's transaction names the erased files'
+//!   objects in that outbox (`crate::object_deletions`); the erasure deletes them and
+//!   writes the entry right after its commit, and the outbox's sweeper and this job do it
+//!   when the node died first. Every step is idempotent.
 //! - `subject_erasure`: a subject with more records than the inline bound, erased in
 //!   batches of the runner's batch size, each batch one audited transaction (a
 //!   `subject.erase` event by the system naming the job); the last writes the ledger's row
@@ -15,8 +17,10 @@ use store::erasures::{self, ERASURE_JOB_KIND, ErasedRows, ErasureRow, FOLLOW_UP_
 
 use super::{BatchDone, BatchError, BatchInput, JobHandler, NextBatch, database_unavailable};
 use crate::erasure::{purge_objects, token_resource};
+use crate::object_deletions::enqueue;
 use crate::tenancy::RegionService;
 use crate::unit_of_work::UnitOfWork;
+use store::object_deletions::DeletionReason;
 
 /// The kind of an erasure's follow-up job.
 pub const ERASURE_FOLLOW_UP: &str = FOLLOW_UP_KIND;
@@ -194,31 +198,32 @@ impl JobHandler for SubjectErasureJob {
                     if let Some(entry) = &entry {
                         erasures::insert(tx, entry).await?;
                     }
+                    let queued =
+                        enqueue(tx, tenant, &rows.object_keys, DeletionReason::SubjectErased)
+                            .await?;
                     erasures::queue_follow_up(
                         tx,
                         tenant,
                         entry.as_ref().map(|entry| entry.entry_id.as_str()),
-                        &rows.object_keys,
+                        &[],
                     )
                     .await?;
-                    Ok((rows, entry, collections))
+                    Ok((rows, entry, collections, queued))
                 },
             )
             .await
             .map_err(|err| BatchError::new("erasure batch failed", err))?;
         drop(primary);
-        let (rows, entry, collections) = committed.value;
+        let (rows, entry, collections, queued) = committed.value;
         at.records += rows.records;
         at.files += rows.files;
         at.collections = collections;
         if let Some(entry) = &entry {
-            service.follow_up(entry, &rows.object_keys).await;
+            service.follow_up(entry, &queued).await;
             // Done: the token leaves the job's row.
             at.token = None;
-        } else if let Err(err) =
-            purge_objects(service.inner.objects.as_ref(), &rows.object_keys).await
-        {
-            tracing::warn!("erased files' objects not deleted yet, the follow-up job will: {err}");
+        } else {
+            service.delete_objects_now(tenant, &queued).await;
         }
         Ok(BatchDone {
             processed: rows.records,

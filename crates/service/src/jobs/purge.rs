@@ -5,8 +5,12 @@
 //! 1. `count`: what the tenant holds (rows per table, objects) and which key versions
 //!    were destroyed, for the certificate (taken from a failed earlier purge of the tenant
 //!    when there is one); nothing deleted, so it may run twice.
-//! 2. `objects`: up to `batch_size` stored objects (on S3 every version and delete
-//!    marker) under `tenants/{tenant}/` per batch, until none is left.
+//! 2. `objects`: first the tenant's rows of the outbox of object deletions, up to
+//!    `batch_size` per batch (each object's every version, then the rows); then up to
+//!    `batch_size` stored objects (on S3 every version and delete marker) under
+//!    `tenants/{tenant}/` per batch, until none is left. The `tenant` phase goes back here
+//!    if an outbox row of the tenant appeared since, and the database refuses to delete a
+//!    tenant row while one is left (migration 0017).
 //! 3. `rows`: up to `batch_size` rows of one table per batch (index tokens, files,
 //!    records, collections, API keys), children first.
 //! 4. `tenant`: the key rows (all destroyed) and the tenant row, in one transaction.
@@ -25,10 +29,12 @@ use audit::Hash;
 use envelope::objects::ObjectStore;
 use serde::{Deserialize, Serialize};
 use store::RegionDatabase;
+use store::object_deletions::{self, DeletionFailure};
 use store::purge::{self, PurgeTable};
 use wire::api::{AuditHeadView, DestroyedKeyVersion, OffboardingCertificate, PurgedCounts};
 
 use super::{BatchDone, BatchError, BatchInput, JobHandler, NextBatch, database_unavailable};
+use crate::object_deletions::delete_every_version;
 use crate::{AuditLog, TenantRegistry};
 
 /// The kind of the offboarding purge job.
@@ -103,6 +109,17 @@ impl JobHandler for PurgeJob {
         let limit = input.batch_size;
         let (processed, next) = match &at.phase {
             Phase::Objects => {
+                // The outbox's rows of the tenant first, so that none is left when the
+                // tenant row goes (the database refuses that while one is).
+                let outbox = self.delete_outbox_rows(tenant, limit).await?;
+                if outbox > 0 {
+                    return Ok(BatchDone {
+                        processed: outbox,
+                        failed: 0,
+                        total: None,
+                        next: NextBatch::Continue(to_json(&at)?),
+                    });
+                }
                 let deleted = self
                     .objects
                     .purge(&object_prefix(tenant), limit)
@@ -139,6 +156,20 @@ impl JobHandler for PurgeJob {
             }
             Phase::Tenant => {
                 let mut primary = self.primary().await?;
+                // An object deletion named since the objects phase: back to it.
+                if !object_deletions::list_for_tenant(&primary, tenant, 1)
+                    .await
+                    .map_err(database_unavailable)?
+                    .is_empty()
+                {
+                    at.phase = Phase::Objects;
+                    return Ok(BatchDone {
+                        processed: 0,
+                        failed: 0,
+                        total: None,
+                        next: NextBatch::Continue(to_json(&at)?),
+                    });
+                }
                 purge::delete_tenant(&mut primary, tenant)
                     .await
                     .map_err(database_unavailable)?;
@@ -183,6 +214,37 @@ impl PurgeJob {
             .get()
             .await
             .map_err(database_unavailable)
+    }
+
+    /// Deletes the objects of up to `limit` of the tenant's rows in the outbox of object
+    /// deletions (every version) and removes the rows; returns how many there were.
+    async fn delete_outbox_rows(
+        &self,
+        tenant: &model::TenantId,
+        limit: usize,
+    ) -> Result<u64, BatchError> {
+        let primary = self.primary().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let pending = object_deletions::list_for_tenant(&primary, tenant, limit)
+            .await
+            .map_err(database_unavailable)?;
+        for row in &pending {
+            match delete_every_version(self.objects.as_ref(), &row.object_key).await {
+                // A key that names no object: the prefix's purge deletes whatever there is.
+                Ok(()) | Err(DeletionFailure::MalformedKey) => {}
+                Err(failure) => {
+                    return Err(BatchError {
+                        reason: "object store unavailable",
+                        cause: Some(failure.as_str().into()),
+                    });
+                }
+            }
+        }
+        let ids: Vec<_> = pending.iter().map(|row| row.id).collect();
+        object_deletions::done(&primary, &ids)
+            .await
+            .map_err(database_unavailable)?;
+        Ok(pending.len() as u64)
     }
 
     /// The first batch: what there is to purge and what was destroyed. Deletes nothing.

@@ -21,6 +21,7 @@ use envelope::sealed_objects::SealedObjectError;
 use futures::future::try_join_all;
 use model::{KeyVersion, TenantId};
 use serde_json::{Value, json};
+use store::object_deletions::DeletionReason;
 use store::reencryption::{self, FileObject, FilePosition, RecordPosition, SealedRecord};
 
 use super::{BatchDone, BatchError, BatchInput, JobHandler, NextBatch};
@@ -365,7 +366,18 @@ impl ReencryptJob {
                 .map_err(item_database)?
         {
             drop(primary);
-            self.service.delete_object_quietly(&file.object_key).await;
+            // Its file's deletion may have been carried out already: name it again.
+            let queued = self
+                .service
+                .enqueue_alone(
+                    tenant,
+                    std::slice::from_ref(&file.object_key),
+                    DeletionReason::ReencryptionOrphan,
+                    std::time::Duration::ZERO,
+                )
+                .await
+                .map_err(|err| ItemError::Batch(BatchError::new("database unavailable", err)))?;
+            self.service.delete_objects_now(tenant, &queued).await;
         }
         Ok(())
     }

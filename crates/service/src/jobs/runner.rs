@@ -39,6 +39,9 @@ pub struct JobSettings {
     pub max_attempts: u32,
     /// Pause before a failed batch runs again.
     pub retry_delay: Duration,
+    /// How the node's sweeper of the outbox of object deletions runs (a task of its own,
+    /// beside the runner: `crate::object_deletions`).
+    pub object_deletions: crate::object_deletions::ObjectSweepSettings,
 }
 
 impl Default for JobSettings {
@@ -51,6 +54,7 @@ impl Default for JobSettings {
             max_batch_failures: 5,
             max_attempts: 10,
             retry_delay: Duration::from_secs(2),
+            object_deletions: crate::object_deletions::ObjectSweepSettings::default(),
         }
     }
 }

@@ -29,12 +29,15 @@ use telemetry::NodeMetrics;
 const REGION: &str = "eu-central-1";
 const OPERATOR: &str = "rso.test-operator-token-of-the-object-store-tests";
 
-struct Fixture {
-    service: RegionService,
-    objects: Arc<FaultyObjectStore>,
+pub(crate) struct Fixture {
+    pub(crate) service: RegionService,
+    pub(crate) objects: Arc<FaultyObjectStore>,
     kms: Arc<FaultyKms>,
-    caller: Caller,
+    pub(crate) caller: Caller,
     record: String,
+    /// The region's database and the node's metrics, for the outbox's sweeper.
+    pub(crate) db: store::RegionDatabase,
+    pub(crate) metrics: Arc<NodeMetrics>,
     _database: devstack::testing::TestDatabase,
     _dir: tempfile::TempDir,
 }
@@ -42,7 +45,7 @@ struct Fixture {
 /// A node whose object store and KMS are local ones behind failure injection, with a
 /// tenant, a collection and a record to attach files to. Unwrapped keys are not cached,
 /// so every use of a key reaches the KMS.
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     let (database, region_db) = region_database(REGION).await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let region = RegionId::parse(REGION).expect("region");
@@ -53,6 +56,8 @@ async fn fixture() -> Fixture {
         Arc::new(LocalObjectStore::new(dir.path().join("objects")).expect("local objects"));
     let objects = Arc::new(FaultyObjectStore::new(local));
     let metrics = Arc::new(NodeMetrics::new(REGION));
+    let node_metrics = metrics.clone();
+    let region_db_for_tests = region_db.clone();
     let service = RegionService::new(ServiceParts {
         database: region_db.clone(),
         keyring: Keyring::new(
@@ -130,27 +135,29 @@ async fn fixture() -> Fixture {
         kms,
         caller,
         record: record.id.clone(),
+        db: region_db_for_tests,
+        metrics: node_metrics,
         _database: database,
         _dir: dir,
     }
 }
 
-fn body(bytes: &'static [u8]) -> ByteStream {
+pub(crate) fn body(bytes: &'static [u8]) -> ByteStream {
     Box::pin(futures::stream::once(async move {
         Ok(Bytes::from_static(bytes))
     }))
 }
 
-fn file_name(name: &str) -> model::FileName {
+pub(crate) fn file_name(name: &str) -> model::FileName {
     model::FileName::parse(name).expect("a valid file name")
 }
 
 impl Fixture {
-    fn record_id(&self) -> model::RecordId {
+    pub(crate) fn record_id(&self) -> model::RecordId {
         model::RecordId::parse(&self.record).expect("the created record's id")
     }
 
-    async fn put(&self, name: &str, bytes: &'static [u8]) -> Result<(), ServiceError> {
+    pub(crate) async fn put(&self, name: &str, bytes: &'static [u8]) -> Result<(), ServiceError> {
         self.service
             .put_file(
                 &self.caller,
@@ -165,7 +172,10 @@ impl Fixture {
             .map(|_| ())
     }
 
-    async fn get(&self, name: &str) -> Result<service::files::FileDownload, ServiceError> {
+    pub(crate) async fn get(
+        &self,
+        name: &str,
+    ) -> Result<service::files::FileDownload, ServiceError> {
         self.service
             .get_file(
                 &self.caller,
@@ -190,7 +200,7 @@ impl Fixture {
     }
 
     /// How many objects of the tenant the store holds.
-    async fn stored_objects(&self) -> usize {
+    pub(crate) async fn stored_objects(&self) -> usize {
         self.objects
             .list(&format!("tenants/{}/", self.caller.tenant))
             .await

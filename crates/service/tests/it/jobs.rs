@@ -41,6 +41,7 @@ fn quick(batch_size: usize) -> JobSettings {
         max_batch_failures: 3,
         max_attempts: 10,
         retry_delay: Duration::from_millis(20),
+        ..JobSettings::default()
     }
 }
 

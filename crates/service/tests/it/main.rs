@@ -6,3 +6,4 @@ mod failing_backends;
 mod jobs;
 mod key_changes;
 mod keys;
+mod object_deletions;

@@ -5,6 +5,7 @@ mod export;
 mod idempotency;
 mod jobs;
 mod notifications;
+mod object_deletions;
 mod pressure;
 mod routing;
 mod rows;
