@@ -152,11 +152,12 @@ impl fmt::Display for AnchoredSummary {
 ///
 /// 1. every anchor verifies with `keys` (its region's key) → else `AnchorInvalid`;
 /// 2. every anchor is of the bundle's tenant and region → else `AnchorOfAnotherChain`;
-/// 3. at every anchored seq the bundle covers (from its first event's predecessor to its
-///    last event), the bundle's hash is the anchored one → else `AnchorMismatch` at that
-///    seq (a head reset, or events rewritten);
-/// 4. when the bundle claims to reach the head (no `to`), no anchor signed before its
-///    export names a later seq → else `TailMissing` naming the missing range.
+/// 3. when the bundle claims to reach the head (no `to`), no anchor signed before its
+///    export names a later seq → else `TailMissing` naming the missing range (reported
+///    before a mismatch: a cut tail is often followed by new events at the cut seqs);
+/// 4. at every anchored seq the bundle covers (from its first event's predecessor to its
+///    last event), the bundle's hash is the anchored one → else `AnchorMismatch` at the
+///    first such seq (a head reset, or events rewritten).
 pub fn verify_bundle_against_anchors(
     reader: impl BufRead,
     keys: &KeySet,
@@ -181,6 +182,7 @@ pub fn verify_bundle_against_anchors(
         first_seen: false,
         matched: 0,
         newest_matched: None,
+        mismatch: None,
     };
     let verified = verify_watched(reader, keys, &mut cursor)?;
     let summary = verified.summary;
@@ -206,6 +208,9 @@ pub fn verify_bundle_against_anchors(
             anchored_seq,
         }));
     }
+    if let Some(mismatch) = cursor.mismatch {
+        return Err(mismatch);
+    }
     Ok(AnchoredSummary {
         later: u64::try_from(past_end().count()).unwrap_or(u64::MAX),
         summary,
@@ -222,11 +227,13 @@ struct AnchorCursor<'a> {
     first_seen: bool,
     matched: u64,
     newest_matched: Option<(u64, SystemTime)>,
+    /// The first anchored seq where the bundle's hash differs.
+    mismatch: Option<VerifyError>,
 }
 
 impl AnchorCursor<'_> {
     /// Compares the anchors at `seq` (skipping those before it) with `hash`.
-    fn compare(&mut self, seq: u64, hash: &Hash) -> Result<(), VerifyError> {
+    fn compare(&mut self, seq: u64, hash: &Hash) {
         while let Some(anchor) = self.anchors.get(self.next) {
             if anchor.seq > seq {
                 break;
@@ -237,17 +244,18 @@ impl AnchorCursor<'_> {
                 continue;
             }
             if anchor.hash != *hash {
-                return Err(VerifyError {
+                // Kept, not returned: a cut tail found at the end says more.
+                self.mismatch.get_or_insert(VerifyError {
                     seq: Some(seq),
                     fault: Fault::AnchorMismatch {
                         anchored: anchor.hash,
                     },
                 });
+                continue;
             }
             self.matched += 1;
             self.newest_matched = Some((anchor.seq, anchor.signed_at));
         }
-        Ok(())
     }
 }
 
@@ -275,10 +283,11 @@ impl Watch for AnchorCursor<'_> {
                 });
             }
             if let Some(before) = seq.checked_sub(1).filter(|&s| s > 0) {
-                self.compare(before, prev_hash)?;
+                self.compare(before, prev_hash);
             }
         }
-        self.compare(seq, hash)
+        self.compare(seq, hash);
+        Ok(())
     }
 }
 

@@ -104,6 +104,25 @@ fn a_cut_tail_with_a_reset_head_fails_naming_the_missing_range() {
         "{err}"
     );
 
+    // The export's own event (or any new one) lands at the first cut seq: the cut tail is
+    // what is reported, not the differing event before it.
+    let mut appended = fx.events[..40].to_vec();
+    appended.push(next(Some(appended[39].head()), new_event(tenant(), 99)));
+    let text = bundle(&fx.key, tenant(), &appended, None, None);
+    let err = verify_bundle_against_anchors(
+        text.as_bytes(),
+        &fx.keys,
+        &[anchor(&fx, 41), anchor(&fx, 45)],
+    )
+    .expect_err("anchored at 41 and 45");
+    assert_eq!(
+        err.fault,
+        Fault::TailMissing {
+            first_missing: 42,
+            anchored_seq: 45
+        }
+    );
+
     // Every event gone: an export of nothing, to now, while anchors exist.
     let empty = bundle(&fx.key, tenant(), &[], None, None);
     let err = verify_bundle_against_anchors(empty.as_bytes(), &fx.keys, &[anchor(&fx, 3)])
