@@ -1,0 +1,196 @@
+//! The tamper test of issue 30 through `residency dev`: checkpoints are anchored in the
+//! region's audit bucket; whoever has full access to the database deletes the last events
+//! of a chain and resets its head; the bundle exported then verifies on its own, and
+//! `residency audit verify --anchors` refuses it, naming the missing range.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::dev::{Dev, api_endpoint, operator_token};
+use crate::residency;
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("send request");
+    let status = response.status();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn head_seq(db: &tokio_postgres::Client, tenant: &str) -> i64 {
+    db.query_one(
+        "select seq from audit_heads where tenant_id = $1",
+        &[&tenant],
+    )
+    .await
+    .expect("the tenant's head")
+    .get(0)
+}
+
+/// Waits until the checkpoint of `seq` is anchored in the bucket directory.
+async fn wait_for_anchor(bucket: &Path, tenant: &str, seq: i64, dev: &Dev) {
+    let file = bucket.join(format!("checkpoints/{tenant}/{seq:020}.json"));
+    let started = Instant::now();
+    while !file.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "seq {seq} was never anchored in {}:\n{}",
+            bucket.display(),
+            dev.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `residency audit verify` of `bundle` with the region's published keys, and `extra`.
+fn verify(bundle: &str, keys_url: &str, extra: &[&str]) -> (bool, String) {
+    let file = tempfile::NamedTempFile::new().expect("bundle file");
+    std::fs::write(file.path(), bundle).expect("write bundle");
+    crate::outcome(
+        residency()
+            .args(["audit", "verify", "--bundle"])
+            .arg(file.path())
+            .args(["--keys-url", keys_url])
+            .args(extra),
+    )
+}
+
+#[tokio::test]
+async fn a_cut_tail_and_a_reset_head_pass_verify_but_not_verify_against_the_anchors() {
+    let state = tempfile::tempdir().expect("state dir");
+    let mut dev = Dev::spawn_with_env(
+        state.path(),
+        "eu-central-1",
+        &[("RESIDENCY_AUDIT_CHECKPOINT_INTERVAL", "1")],
+    );
+    let endpoints = dev.endpoints().await;
+    let operator: &str = &operator_token(&endpoints);
+    let api = api_endpoint(&endpoints, "eu-central-1");
+    let bucket = state.path().join("eu-central-1/audit-bucket");
+    let bucket_arg = bucket.to_string_lossy().into_owned();
+    let keys_url = format!("{api}/v1/audit/keys");
+    let http = reqwest::Client::new();
+
+    let (status, tenant) = send(
+        http.post(format!("{api}/v1/tenants"))
+            .bearer_auth(operator)
+            .json(&json!({"name": "Anchored Ltd", "home_region": "eu-central-1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{tenant:?}\n{}", dev.output());
+    let id = tenant["id"].as_str().expect("tenant id").to_owned();
+    let admin = tenant["admin_key"].as_str().expect("admin key");
+    let base = format!("{api}/v1/tenants/{id}");
+    let mut keys = Vec::new();
+    for role in ["auditor", "writer"] {
+        let (status, key) = send(
+            http.post(format!("{base}/api-keys"))
+                .bearer_auth(admin)
+                .json(&json!({"name": role, "role": role})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{key:?}");
+        keys.push(key["key"].as_str().expect("key").to_owned());
+    }
+    let (auditor, writer) = (&keys[0], &keys[1]);
+    let (status, _) = send(
+        http.put(format!("{base}/collections/notes"))
+            .bearer_auth(admin)
+            .json(&json!({"fields": {"title": {"type": "string", "class": "identifier"}}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    for i in 0..4 {
+        let (status, _) = send(
+            http.post(format!("{base}/collections/notes/records"))
+                .bearer_auth(writer)
+                .json(&json!({"data": {"title": format!("note {i}")}})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let export = || async {
+        let response = http
+            .get(format!("{base}/audit/export"))
+            .bearer_auth(auditor)
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("bundle")
+    };
+
+    let primary = endpoints["regions"]["eu-central-1"]["primary"]
+        .as_str()
+        .expect("primary url");
+    let (db, connection) = tokio_postgres::connect(primary, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the primary");
+    tokio::spawn(connection);
+
+    // Intact: the bundle matches the anchors.
+    wait_for_anchor(&bucket, &id, head_seq(&db, &id).await, &dev).await;
+    let intact = export().await;
+    let (ok, out) = verify(&intact, &keys_url, &["--anchors", &bucket_arg]);
+    assert!(ok, "{out}");
+    assert!(out.contains("anchored checkpoint"), "{out}");
+
+    // Everything up to the export's own event is anchored; then, with full access to the
+    // database, the last events are deleted (with their checkpoints) and the head reset.
+    let anchored = head_seq(&db, &id).await;
+    wait_for_anchor(&bucket, &id, anchored, &dev).await;
+    let kept: i64 = 3;
+    db.execute(
+        "delete from audit_events where tenant_id = $1 and seq > $2",
+        &[&id, &kept],
+    )
+    .await
+    .expect("delete the last events");
+    db.execute(
+        "delete from audit_checkpoints where tenant_id = $1 and seq > $2",
+        &[&id, &kept],
+    )
+    .await
+    .expect("delete their checkpoints");
+    db.execute(
+        "update audit_heads set seq = $2,
+             hash = (select hash from audit_events where tenant_id = $1 and seq = $2)
+         where tenant_id = $1",
+        &[&id, &kept],
+    )
+    .await
+    .expect("reset the head");
+
+    let cut = export().await;
+    let manifest: Value =
+        serde_json::from_str(cut.lines().last().expect("manifest line")).expect("manifest JSON");
+    let last = manifest["manifest"]["last_seq"].as_i64().expect("last seq");
+    assert!(
+        last < anchored,
+        "the export ends before the anchor ({last})"
+    );
+
+    // Today's weakness: the bundle alone verifies.
+    let (ok, out) = verify(&cut, &keys_url, &[]);
+    assert!(ok, "the cut bundle verifies on its own: {out}");
+    assert!(out.contains("bundle intact"), "{out}");
+
+    // Against the anchors it is refused, naming the missing range.
+    let (ok, out) = verify(&cut, &keys_url, &["--anchors", &bucket_arg]);
+    assert!(!ok, "the cut tail must be caught: {out}");
+    let expected = format!(
+        "bundle rejected: events {}..{anchored} are missing: anchored checkpoint at seq {anchored}",
+        last + 1
+    );
+    assert!(out.contains(&expected), "expected {expected:?} in {out}");
+
+    // The flag is checked: a directory that is not there is no silent pass.
+    let (ok, out) = verify(
+        &cut,
+        &keys_url,
+        &["--anchors", &state.path().join("nowhere").to_string_lossy()],
+    );
+    assert!(!ok && out.contains("is not a directory"), "{out}");
+}
