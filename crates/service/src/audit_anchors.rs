@@ -8,7 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use audit::{Checkpoint, Hash, Signature};
-use envelope::objects::{ObjectKey, ObjectStore, ObjectStoreError};
+use envelope::objects::{ObjectKey, ObjectStore};
 use futures::{StreamExt as _, TryStreamExt as _};
 use model::TenantId;
 use store::audit::{self as rows, CheckpointRow};
@@ -132,23 +132,29 @@ async fn write_anchor(
     let bytes = audit::anchor_json(checkpoint);
     let key = ObjectKey::parse(&audit::anchor_name(&checkpoint.tenant, checkpoint.seq))
         .map_err(|err| AuditError::Corrupt(format!("anchor name: {err}")))?;
-    match bucket.get(&key).await {
-        Ok(existing) => {
-            let chunks: Vec<bytes::Bytes> = existing
-                .take(MAX_ANCHOR_CHUNKS)
-                .try_collect()
-                .await
-                .map_err(AuditError::Bucket)?;
-            Ok(chunks.concat() == bytes)
-        }
-        Err(ObjectStoreError::NotFound(_)) => {
-            let body = futures::stream::once(async move { Ok(bytes::Bytes::from(bytes)) });
-            bucket
-                .put(&key, Box::pin(body))
-                .await
-                .map_err(AuditError::Bucket)?;
-            Ok(true)
-        }
-        Err(err) => Err(AuditError::Bucket(err)),
+    // Listed, not probed with a read: in AWS the node may list `checkpoints/` only, and a
+    // read of a missing object without the bucket-wide listing right is refused (403),
+    // not answered "absent".
+    let exists = bucket
+        .list(key.as_str())
+        .await
+        .map_err(AuditError::Bucket)?
+        .contains(&key);
+    if !exists {
+        let body = futures::stream::once(async move { Ok(bytes::Bytes::from(bytes)) });
+        bucket
+            .put(&key, Box::pin(body))
+            .await
+            .map_err(AuditError::Bucket)?;
+        return Ok(true);
     }
+    let chunks: Vec<bytes::Bytes> = bucket
+        .get(&key)
+        .await
+        .map_err(AuditError::Bucket)?
+        .take(MAX_ANCHOR_CHUNKS)
+        .try_collect()
+        .await
+        .map_err(AuditError::Bucket)?;
+    Ok(chunks.concat() == bytes)
 }
