@@ -194,3 +194,126 @@ async fn a_cut_tail_and_a_reset_head_pass_verify_but_not_verify_against_the_anch
     );
     assert!(!ok && out.contains("is not a directory"), "{out}");
 }
+
+/// Events 1..=n of a new tenant's chain in `region`.
+fn chain(region: &model::RegionId, n: u64) -> Vec<audit::Event> {
+    let tenant = model::TenantId::from_random_bytes(rand::random());
+    let mut events: Vec<audit::Event> = Vec::new();
+    for i in 1..=n {
+        let event = audit::next(
+            events.last().map(audit::Event::head),
+            audit::NewEvent {
+                time: std::time::SystemTime::now(),
+                region: region.clone(),
+                tenant,
+                actor: audit::Actor {
+                    kind: audit::ActorKind::ApiKey,
+                    id: "key_1".into(),
+                },
+                action: audit::Action::RecordCreate,
+                resource: format!("records/r{i}"),
+                outcome: audit::Outcome::Success,
+                request_id: format!("req-{i}"),
+                via_region: region.clone(),
+            },
+        );
+        events.push(event);
+    }
+    events
+}
+
+/// The bundle of `events`, exported now, to now.
+fn export_of(key: &audit::SigningKey, events: &[audit::Event]) -> String {
+    let first = &events[0];
+    let mut writer = audit::BundleWriter::new(first.tenant, first.region.clone(), None, None);
+    let mut out = Vec::new();
+    for event in events {
+        writer.write_event(event, &mut out).expect("event line");
+    }
+    out.extend_from_slice(
+        writer
+            .finish(key, std::time::SystemTime::now())
+            .expect("manifest")
+            .as_bytes(),
+    );
+    String::from_utf8(out).expect("utf-8")
+}
+
+#[tokio::test]
+async fn anchors_are_read_from_an_s3_bucket() {
+    use envelope::objects::ObjectStore as _;
+
+    // us-east-1: a bucket there needs no location constraint.
+    let region = model::RegionId::parse("us-east-1").expect("region");
+    let moto = devstack::testing::shared_moto().endpoint_url();
+    let settings = envelope::aws::AwsSettings {
+        region: region.clone(),
+        endpoint_url: Some(moto.clone()),
+        credentials: envelope::aws::AwsCredentials::Static {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+        },
+    };
+    let name = format!("audit-{}", hex::encode(rand::random::<[u8; 5]>()));
+    envelope::aws::s3_client(&settings, true)
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .expect("create bucket");
+    let bucket = envelope::objects::s3::S3ObjectStore::new(&settings, name.clone(), true);
+
+    let key = audit::SigningKey::generate(region.clone());
+    let events = chain(&region, 10);
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for seq in [5u64, 10] {
+        let event = &events[usize::try_from(seq - 1).expect("small")];
+        let checkpoint = audit::sign_checkpoint(&key, &event.tenant, seq, &event.hash, an_hour_ago);
+        let bytes = bytes::Bytes::from(audit::anchor_json(&checkpoint));
+        let object = envelope::objects::ObjectKey::parse(&audit::anchor_name(&event.tenant, seq))
+            .expect("object key");
+        bucket
+            .put(
+                &object,
+                Box::pin(futures::stream::once(async { Ok(bytes) })),
+            )
+            .await
+            .expect("put anchor");
+    }
+    let public_key = key.public().public_key.clone();
+    let url = format!("s3://{name}");
+    let check = |bundle: String| {
+        let (public_key, url, moto) = (public_key.clone(), url.clone(), moto.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let file = tempfile::NamedTempFile::new().expect("bundle file");
+                std::fs::write(file.path(), bundle).expect("write bundle");
+                crate::outcome(
+                    residency()
+                        .args(["audit", "verify", "--bundle"])
+                        .arg(file.path())
+                        .args(["--public-key", &public_key])
+                        .args(["--anchors", &url, "--anchors-endpoint", &moto])
+                        .env("AWS_ACCESS_KEY_ID", "testing")
+                        .env("AWS_SECRET_ACCESS_KEY", "testing")
+                        .env("AWS_EC2_METADATA_DISABLED", "true"),
+                )
+            })
+            .await
+            .expect("join")
+        }
+    };
+
+    let (ok, out) = check(export_of(&key, &events)).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("; 2 anchored checkpoints match (newest at seq 10"),
+        "{out}"
+    );
+    let (ok, out) = check(export_of(&key, &events[..7])).await;
+    assert!(!ok, "a cut tail must be caught: {out}");
+    assert!(
+        out.contains("bundle rejected: events 8..10 are missing: anchored checkpoint at seq 10"),
+        "{out}"
+    );
+}
