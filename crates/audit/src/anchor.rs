@@ -16,7 +16,7 @@ use crate::checkpoint::{Checkpoint, verify_checkpoint};
 use crate::event::Hash;
 use crate::signing::{KeySet, Signature};
 use crate::time;
-use crate::verify::{Fault, Summary, VerifyError, Watch, verify_watched};
+use crate::verify::{Fault, Linked, Summary, VerifyError, Watch, verify_watched};
 
 /// Where anchors rest in the audit bucket: `checkpoints/<tenant>/<seq>.json`.
 pub const ANCHOR_PREFIX: &str = "checkpoints/";
@@ -260,14 +260,7 @@ impl AnchorCursor<'_> {
 }
 
 impl Watch for AnchorCursor<'_> {
-    fn event(
-        &mut self,
-        tenant: &TenantId,
-        region: &RegionId,
-        seq: u64,
-        prev_hash: &Hash,
-        hash: &Hash,
-    ) -> Result<(), VerifyError> {
+    fn event(&mut self, event: &Linked<'_>) -> Result<(), VerifyError> {
         if !self.first_seen {
             self.first_seen = true;
             // Checked here too, so that another chain's anchor is never reported as a
@@ -275,18 +268,18 @@ impl Watch for AnchorCursor<'_> {
             if let Some(stranger) = self
                 .anchors
                 .iter()
-                .find(|a| a.tenant != *tenant || a.region != *region)
+                .find(|a| a.tenant != *event.tenant || a.region != *event.region)
             {
                 return Err(VerifyError {
                     seq: None,
                     fault: Fault::AnchorOfAnotherChain { seq: stranger.seq },
                 });
             }
-            if let Some(before) = seq.checked_sub(1).filter(|&s| s > 0) {
-                self.compare(before, prev_hash);
+            if let Some(before) = event.seq.checked_sub(1).filter(|&s| s > 0) {
+                self.compare(before, event.prev_hash);
             }
         }
-        self.compare(seq, hash);
+        self.compare(event.seq, event.hash);
         Ok(())
     }
 }

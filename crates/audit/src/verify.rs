@@ -173,32 +173,27 @@ pub fn verify_bundle(reader: impl BufRead, keys: &KeySet) -> Result<Summary, Ver
     verify_watched(reader, keys, &mut NoWatch).map(|verified| verified.summary)
 }
 
-/// Told of every event whose link and hash checked out, in seq order, while a bundle
-/// streams (the anchors' check holds the few hashes it needs this way, never the events).
+/// An event whose link and hash checked out.
+pub(crate) struct Linked<'a> {
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) region: &'a RegionId,
+    pub(crate) seq: u64,
+    /// The hash of event `seq - 1` as the event names it (for the bundle's first event,
+    /// the only word the bundle has on it).
+    pub(crate) prev_hash: &'a Hash,
+    pub(crate) hash: &'a Hash,
+}
+
+/// Told of every event that checked out, in seq order, while a bundle streams (the
+/// anchors' check holds the few hashes it needs this way, never the events).
 pub(crate) trait Watch {
-    /// `prev_hash` is the hash of event `seq - 1` as the event names it (for the bundle's
-    /// first event, the only word the bundle has on it).
-    fn event(
-        &mut self,
-        tenant: &TenantId,
-        region: &RegionId,
-        seq: u64,
-        prev_hash: &Hash,
-        hash: &Hash,
-    ) -> Result<(), VerifyError>;
+    fn event(&mut self, event: &Linked<'_>) -> Result<(), VerifyError>;
 }
 
 struct NoWatch;
 
 impl Watch for NoWatch {
-    fn event(
-        &mut self,
-        _: &TenantId,
-        _: &RegionId,
-        _: u64,
-        _: &Hash,
-        _: &Hash,
-    ) -> Result<(), VerifyError> {
+    fn event(&mut self, _: &Linked<'_>) -> Result<(), VerifyError> {
         Ok(())
     }
 }
@@ -465,7 +460,13 @@ impl Chain {
             return Err(fail(Some(seq), Fault::HashMismatch));
         }
         if let Some(region) = &self.region {
-            watch.event(&tenant, region, seq, &prev_hash, &hash)?;
+            watch.event(&Linked {
+                tenant: &tenant,
+                region,
+                seq,
+                prev_hash: &prev_hash,
+                hash: &hash,
+            })?;
         }
         self.last = Some(Head { seq, hash });
         self.last_hex.copy_from_slice(event.hash.as_bytes());

@@ -44,16 +44,19 @@ async fn wait_for_anchor(bucket: &Path, tenant: &str, seq: i64, dev: &Dev) {
     }
 }
 
-/// `residency audit verify` of `bundle` with the region's published keys, and `extra`.
-fn verify(bundle: &str, keys_url: &str, extra: &[&str]) -> (bool, String) {
+/// `residency audit verify` of `bundle` with `args` (keys, anchors), with moto's fixed
+/// credentials in the environment (for `--anchors s3://…`).
+fn verify(bundle: &str, args: &[&str]) -> (bool, String) {
     let file = tempfile::NamedTempFile::new().expect("bundle file");
     std::fs::write(file.path(), bundle).expect("write bundle");
     crate::outcome(
         residency()
             .args(["audit", "verify", "--bundle"])
             .arg(file.path())
-            .args(["--keys-url", keys_url])
-            .args(extra),
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
     )
 }
 
@@ -133,7 +136,10 @@ async fn a_cut_tail_and_a_reset_head_pass_verify_but_not_verify_against_the_anch
     // Intact: the bundle matches the anchors.
     wait_for_anchor(&bucket, &id, head_seq(&db, &id).await, &dev).await;
     let intact = export().await;
-    let (ok, out) = verify(&intact, &keys_url, &["--anchors", &bucket_arg]);
+    let (ok, out) = verify(
+        &intact,
+        &["--keys-url", &keys_url, "--anchors", &bucket_arg],
+    );
     assert!(ok, "{out}");
     assert!(out.contains("anchored checkpoint"), "{out}");
 
@@ -173,12 +179,12 @@ async fn a_cut_tail_and_a_reset_head_pass_verify_but_not_verify_against_the_anch
     );
 
     // Today's weakness: the bundle alone verifies.
-    let (ok, out) = verify(&cut, &keys_url, &[]);
+    let (ok, out) = verify(&cut, &["--keys-url", &keys_url]);
     assert!(ok, "the cut bundle verifies on its own: {out}");
     assert!(out.contains("bundle intact"), "{out}");
 
     // Against the anchors it is refused, naming the missing range.
-    let (ok, out) = verify(&cut, &keys_url, &["--anchors", &bucket_arg]);
+    let (ok, out) = verify(&cut, &["--keys-url", &keys_url, "--anchors", &bucket_arg]);
     assert!(!ok, "the cut tail must be caught: {out}");
     let expected = format!(
         "bundle rejected: events {}..{anchored} are missing: anchored checkpoint at seq {anchored}",
@@ -187,11 +193,8 @@ async fn a_cut_tail_and_a_reset_head_pass_verify_but_not_verify_against_the_anch
     assert!(out.contains(&expected), "expected {expected:?} in {out}");
 
     // The flag is checked: a directory that is not there is no silent pass.
-    let (ok, out) = verify(
-        &cut,
-        &keys_url,
-        &["--anchors", &state.path().join("nowhere").to_string_lossy()],
-    );
+    let nowhere = state.path().join("nowhere").to_string_lossy().into_owned();
+    let (ok, out) = verify(&cut, &["--keys-url", &keys_url, "--anchors", &nowhere]);
     assert!(!ok && out.contains("is not a directory"), "{out}");
 }
 
@@ -283,20 +286,19 @@ async fn anchors_are_read_from_an_s3_bucket() {
     let public_key = key.public().public_key.clone();
     let url = format!("s3://{name}");
     let check = |bundle: String| {
-        let (public_key, url, moto) = (public_key.clone(), url.clone(), moto.clone());
+        let args = [
+            "--public-key".to_owned(),
+            public_key.clone(),
+            "--anchors".to_owned(),
+            url.clone(),
+            "--anchors-endpoint".to_owned(),
+            moto.clone(),
+        ];
         async move {
             tokio::task::spawn_blocking(move || {
-                let file = tempfile::NamedTempFile::new().expect("bundle file");
-                std::fs::write(file.path(), bundle).expect("write bundle");
-                crate::outcome(
-                    residency()
-                        .args(["audit", "verify", "--bundle"])
-                        .arg(file.path())
-                        .args(["--public-key", &public_key])
-                        .args(["--anchors", &url, "--anchors-endpoint", &moto])
-                        .env("AWS_ACCESS_KEY_ID", "testing")
-                        .env("AWS_SECRET_ACCESS_KEY", "testing")
-                        .env("AWS_EC2_METADATA_DISABLED", "true"),
+                verify(
+                    &bundle,
+                    &args.iter().map(String::as_str).collect::<Vec<_>>(),
                 )
             })
             .await
