@@ -20,7 +20,8 @@ pub struct NodeParts {
     pub database: RegionDatabase,
     pub kms: Arc<dyn Kms>,
     pub objects: Arc<dyn ObjectStore>,
-    /// The region's audit bucket (the erasure ledger; write-once in AWS).
+    /// The region's audit bucket (the erasure ledger, the anchored checkpoints; write-once
+    /// in AWS).
     pub audit_objects: Arc<dyn ObjectStore>,
     pub keyring: Keyring,
     pub audit: AuditLog,

@@ -4,6 +4,7 @@
 //! The byte formats are specified in `docs/audit.md`; a change to any of them is a new
 //! format version, never an edit.
 
+mod anchor;
 mod bundle;
 mod chain;
 mod checkpoint;
@@ -13,6 +14,10 @@ mod signing;
 pub mod time;
 mod verify;
 
+pub use anchor::{
+    ANCHOR_PREFIX, AnchorParseError, AnchoredSummary, MAX_ANCHOR_BYTES, anchor_json, anchor_name,
+    anchor_prefix, parse_anchor, parse_anchor_name, verify_bundle_against_anchors,
+};
 pub use bundle::{
     BundleError, BundleWriter, Manifest, ManifestCheckpoint, ManifestInput, build_manifest,
     event_line, manifest_line, manifest_payload,

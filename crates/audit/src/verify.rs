@@ -128,6 +128,28 @@ pub enum Fault {
     },
     #[error("manifest head_hash or checkpoint does not match the last event")]
     HeadMismatch,
+    /// An anchor (a checkpoint from the audit bucket) that is not the region's word.
+    #[error("anchored checkpoint at seq {seq} rejected: {reason}")]
+    AnchorInvalid {
+        seq: u64,
+        reason: crate::checkpoint::CheckpointError,
+    },
+    #[error("anchored checkpoint at seq {seq} is of another tenant or region than the bundle")]
+    AnchorOfAnotherChain { seq: u64 },
+    /// The bundle claims to reach the chain's head, but a checkpoint anchored before the
+    /// export names a later seq: the chain's tail was cut (and its head reset).
+    #[error(
+        "events {first_missing}..{anchored_seq} are missing: anchored checkpoint at seq {anchored_seq} (the chain's tail was cut)"
+    )]
+    TailMissing {
+        first_missing: u64,
+        anchored_seq: u64,
+    },
+    /// The bundle's hash at an anchored seq is not the anchored one.
+    #[error(
+        "hash differs from the anchored checkpoint {anchored} (the chain was rewritten at or before this seq)"
+    )]
+    AnchorMismatch { anchored: Hash },
 }
 
 struct SeqRange(Option<(u64, u64)>);
@@ -147,7 +169,48 @@ fn fail(seq: Option<u64>, fault: Fault) -> VerifyError {
 
 /// Verifies the bundle `reader` yields against `keys`, streaming. Returns what it holds
 /// when every event and the manifest check out, else the first problem.
-pub fn verify_bundle(mut reader: impl BufRead, keys: &KeySet) -> Result<Summary, VerifyError> {
+pub fn verify_bundle(reader: impl BufRead, keys: &KeySet) -> Result<Summary, VerifyError> {
+    verify_watched(reader, keys, &mut NoWatch).map(|verified| verified.summary)
+}
+
+/// An event whose link and hash checked out.
+pub(crate) struct Linked<'a> {
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) region: &'a RegionId,
+    pub(crate) seq: u64,
+    /// The hash of event `seq - 1` as the event names it (for the bundle's first event,
+    /// the only word the bundle has on it).
+    pub(crate) prev_hash: &'a Hash,
+    pub(crate) hash: &'a Hash,
+}
+
+/// Told of every event that checked out, in seq order, while a bundle streams (the
+/// anchors' check holds the few hashes it needs this way, never the events).
+pub(crate) trait Watch {
+    fn event(&mut self, event: &Linked<'_>) -> Result<(), VerifyError>;
+}
+
+struct NoWatch;
+
+impl Watch for NoWatch {
+    fn event(&mut self, _: &Linked<'_>) -> Result<(), VerifyError> {
+        Ok(())
+    }
+}
+
+/// An intact bundle's summary, and when its manifest vouched for its head (the export
+/// time; `None` for a bundle without events).
+pub(crate) struct Verified {
+    pub(crate) summary: Summary,
+    pub(crate) exported_at: Option<SystemTime>,
+}
+
+/// [`verify_bundle`], telling `watch` of each event that checked out.
+pub(crate) fn verify_watched(
+    mut reader: impl BufRead,
+    keys: &KeySet,
+    watch: &mut impl Watch,
+) -> Result<Verified, VerifyError> {
     let mut line = Vec::with_capacity(1024);
     let mut canonical = Vec::with_capacity(512);
     let mut chain = Chain::default();
@@ -159,7 +222,7 @@ pub fn verify_bundle(mut reader: impl BufRead, keys: &KeySet) -> Result<Summary,
         if let Some(end) = memchr::memchr(b'\n', buffered).filter(|&end| end <= MAX_LINE_BYTES)
             && let Some(event) = json::parse_fast(trim_newline(&buffered[..end]))
         {
-            chain.push(&event, line_no, &mut canonical)?;
+            chain.push(&event, line_no, &mut canonical, watch)?;
             reader.consume(end + 1);
             continue;
         }
@@ -169,7 +232,7 @@ pub fn verify_bundle(mut reader: impl BufRead, keys: &KeySet) -> Result<Summary,
         let text = trim_newline(&line);
         let event_error = match json::parse_event_line(text) {
             Ok(event) => {
-                chain.push(&event, line_no, &mut canonical)?;
+                chain.push(&event, line_no, &mut canonical, watch)?;
                 continue;
             }
             Err(err) => err,
@@ -295,6 +358,7 @@ impl Chain {
         event: &EventJson<'_>,
         line: u64,
         canonical: &mut Vec<u8>,
+        watch: &mut impl Watch,
     ) -> Result<(), VerifyError> {
         let seq = event.seq;
         let malformed = |field: &str, reason: &dyn fmt::Display| {
@@ -395,13 +459,22 @@ impl Chain {
         if chain_hash(&prev_hash, canonical) != hash {
             return Err(fail(Some(seq), Fault::HashMismatch));
         }
+        if let Some(region) = &self.region {
+            watch.event(&Linked {
+                tenant: &tenant,
+                region,
+                seq,
+                prev_hash: &prev_hash,
+                hash: &hash,
+            })?;
+        }
         self.last = Some(Head { seq, hash });
         self.last_hex.copy_from_slice(event.hash.as_bytes());
         self.count += 1;
         Ok(())
     }
 
-    fn finish(self, manifest: Manifest, keys: &KeySet) -> Result<Summary, VerifyError> {
+    fn finish(self, manifest: Manifest, keys: &KeySet) -> Result<Verified, VerifyError> {
         let key = keys
             .find(&manifest.key_id, manifest.region.as_str())
             .ok_or_else(|| {
@@ -451,16 +524,19 @@ impl Chain {
         if !head_ok || !checkpoint_ok {
             return Err(fail(manifest.last_seq, Fault::HeadMismatch));
         }
-        Ok(Summary {
-            tenant: manifest.tenant,
-            region: manifest.region,
-            from: manifest.from,
-            to: manifest.to,
-            first_seq: manifest.first_seq,
-            last_seq: manifest.last_seq,
-            count: manifest.count,
-            head_hash: manifest.head_hash,
-            key_id: manifest.key_id,
+        Ok(Verified {
+            exported_at: manifest.checkpoint.map(|c| c.signed_at),
+            summary: Summary {
+                tenant: manifest.tenant,
+                region: manifest.region,
+                from: manifest.from,
+                to: manifest.to,
+                first_seq: manifest.first_seq,
+                last_seq: manifest.last_seq,
+                count: manifest.count,
+                head_hash: manifest.head_hash,
+                key_id: manifest.key_id,
+            },
         })
     }
 }

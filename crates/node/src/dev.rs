@@ -4,7 +4,7 @@
 //! `endpoints.json`; [`DevPlatform::stop`] stops every node and every PostgreSQL process.
 //!
 //! State directory layout: `operator_token`, `endpoints.json`, `.lock`, and per region
-//! `<region>/{postgres/, kms/ (the local KMS's master keys), objects/, audit-bucket/ (the erasure ledger), api_port,
+//! `<region>/{postgres/, kms/ (the local KMS's master keys), objects/, audit-bucket/ (the erasure ledger, the anchored checkpoints), api_port,
 //! operations_port, audit/signing.key, export_password, export_replica_url}`; `analytics/` is where
 //! `residency export run --dev-state` releases (the analytics bucket). A second start with the same directory reuses everything:
 //! clusters, data, ports, token, audit signing keys (so bundles exported before a restart
@@ -312,7 +312,8 @@ async fn start_region(
         objects: Arc::new(
             LocalObjectStore::new(object_store.clone()).context("open the local object store")?,
         ),
-        // The region's audit bucket: the erasure ledger's entries.
+        // The region's audit bucket: the erasure ledger's entries and the anchored
+        // checkpoints.
         audit_objects: Arc::new(
             LocalObjectStore::new(root.join("audit-bucket"))
                 .context("open the local audit bucket")?,

@@ -155,9 +155,10 @@ fn routing(
     })
 }
 
-/// The region's KMS key, data bucket and audit bucket (the erasure ledger; Object Lock in
-/// AWS, whose default retention applies to every entry) from the catalogue, through AWS
-/// (or the endpoint override), credentials from the default chain.
+/// The region's KMS key, data bucket and audit bucket (the erasure ledger and the anchored
+/// checkpoints; Object Lock in AWS, whose default retention applies to every entry) from
+/// the catalogue, through AWS (or the endpoint override), credentials from the default
+/// chain.
 fn aws_backends(region: &RegionId, spec: &RegionSpec, endpoint_url: Option<String>) -> Backends {
     let force_path_style = endpoint_url.is_some();
     let settings = AwsSettings {

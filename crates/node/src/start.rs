@@ -157,7 +157,8 @@ pub struct RunningNode {
 pub struct Backends {
     pub kms: Arc<dyn Kms>,
     pub objects: Arc<dyn ObjectStore>,
-    /// The region's audit bucket: the erasure ledger's entries (`docs/privacy.md`).
+    /// The region's audit bucket: the erasure ledger's entries (`docs/privacy.md`) and the
+    /// anchored checkpoints (`docs/audit.md`).
     pub audit_objects: Arc<dyn ObjectStore>,
 }
 
@@ -300,7 +301,9 @@ pub async fn start_on(config: NodeConfig, listeners: NodeListeners) -> anyhow::R
         Some((audit.clone(), region_audit_keys.clone())),
         store::ListenerSettings::default(),
     );
-    let checkpoints = audit.spawn_checkpoints();
+    // Checkpoints are anchored in the region's write-once audit bucket (docs/audit.md,
+    // "Anchors").
+    let checkpoints = audit.spawn_anchored_checkpoints(backends.audit_objects.clone());
     tracing::info!(
         region = %region,
         key_id,

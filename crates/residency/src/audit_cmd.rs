@@ -1,14 +1,20 @@
 //! `residency audit verify`: checks an exported audit bundle offline — every hash, the
 //! chain links, seq continuity, the manifest's counts and head, and the signatures —
-//! and names the first bad seq and the fault. Exit 0 only for an intact bundle.
+//! and names the first bad seq and the fault; with `--anchors`, also against the
+//! checkpoints anchored in the region's audit bucket (a cut tail or a reset head that the
+//! bundle alone cannot show). Exit 0 only for an intact bundle.
 //! `residency audit verify-certificate`: checks an offboarding certificate offline — its
 //! fields and its signature by the region's audit key — and names what is wrong.
 
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use audit::KeySet;
+use audit::{Checkpoint, KeySet, Summary};
+use envelope::aws::{AwsCredentials, AwsSettings};
+use envelope::objects::ObjectStore as _;
+use envelope::objects::s3::S3ObjectStore;
+use model::TenantId;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct AuditArgs {
@@ -31,6 +37,15 @@ struct VerifyArgs {
     bundle: PathBuf,
     #[command(flatten)]
     keys: KeySource,
+    /// Also check the bundle against the checkpoints anchored in the region's audit
+    /// bucket: `s3://BUCKET` (AWS credentials from the environment) or a directory
+    /// holding the bucket or a copy of it (`residency dev`:
+    /// `<state-dir>/<region>/audit-bucket`).
+    #[arg(long, value_name = "DIR_OR_S3_URL")]
+    anchors: Option<String>,
+    /// The S3 endpoint for `--anchors s3://…` (e.g. an emulator's), instead of AWS's.
+    #[arg(long, requires = "anchors", value_name = "URL")]
+    anchors_endpoint: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,20 +79,171 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
         AuditCommand::VerifyCertificate(args) => return verify_certificate(args).await,
     };
     let keys = load_keys(&args.keys).await?;
-    let file = std::fs::File::open(&args.bundle)
-        .with_context(|| format!("open {}", args.bundle.display()))?;
-    // Verification is CPU-bound and streams the file: keep it off the async workers.
-    let result =
-        tokio::task::spawn_blocking(move || audit::verify_bundle(BufReader::new(file), &keys))
-            .await
-            .context("join verifier")?;
-    match result {
-        Ok(summary) => {
-            println!("bundle intact: {summary}");
+    let plain_keys = keys.clone();
+    let verified = verify_file(&args.bundle, move |reader| {
+        audit::verify_bundle(reader, &plain_keys)
+    })
+    .await?;
+    let summary = match verified {
+        Ok(summary) => summary,
+        Err(err) => bail!("bundle rejected: {err}"),
+    };
+    let Some(location) = &args.anchors else {
+        println!("{summary}");
+        return Ok(());
+    };
+    let anchors = load_anchors(location, args.anchors_endpoint.clone(), &summary).await?;
+    let verified = verify_file(&args.bundle, move |reader| {
+        audit::verify_bundle_against_anchors(reader, &keys, &anchors)
+    })
+    .await?;
+    match verified {
+        Ok(anchored) => {
+            println!("{anchored}");
             Ok(())
         }
         Err(err) => bail!("bundle rejected: {err}"),
     }
+}
+
+/// Runs `verify` over the bundle file off the async workers: verification is CPU-bound
+/// and streams the file.
+async fn verify_file<T: Send + 'static>(
+    path: &Path,
+    verify: impl FnOnce(BufReader<std::fs::File>) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    tokio::task::spawn_blocking(move || verify(BufReader::new(file)))
+        .await
+        .context("join verifier")
+}
+
+/// The anchored checkpoints of the bundle's tenant that can bear on it (from its first
+/// event's predecessor on), read from `location`: `s3://BUCKET` or a directory.
+async fn load_anchors(
+    location: &str,
+    endpoint: Option<String>,
+    summary: &Summary,
+) -> anyhow::Result<Vec<Checkpoint>> {
+    let tenant = summary.tenant;
+    let from_seq = summary.first_seq.map_or(0, |first| first.saturating_sub(1));
+    let wanted = |name: &str| {
+        audit::parse_anchor_name(name).is_some_and(|(of, seq)| of == tenant && seq >= from_seq)
+    };
+    let objects = if let Some(bucket) = location.strip_prefix("s3://") {
+        let bucket = bucket.trim_end_matches('/');
+        if bucket.is_empty() || bucket.contains('/') {
+            bail!("--anchors: expected s3://BUCKET, got {location}");
+        }
+        let settings = AwsSettings {
+            region: summary.region.clone(),
+            endpoint_url: endpoint.clone(),
+            credentials: AwsCredentials::DefaultChain,
+        };
+        read_bucket(
+            &S3ObjectStore::new(&settings, bucket.to_owned(), endpoint.is_some()),
+            &tenant,
+            wanted,
+        )
+        .await?
+    } else {
+        if endpoint.is_some() {
+            bail!("--anchors-endpoint applies to --anchors s3://BUCKET only");
+        }
+        read_directory(Path::new(location), &tenant, wanted)?
+    };
+    objects
+        .into_iter()
+        .map(|(name, bytes)| {
+            let anchor = audit::parse_anchor(&bytes)
+                .with_context(|| format!("anchor {name} in {location}"))?;
+            if audit::parse_anchor_name(&name) != Some((anchor.tenant, anchor.seq)) {
+                bail!(
+                    "anchor {name} in {location} holds the checkpoint of tenant {} at seq {} (misplaced)",
+                    anchor.tenant,
+                    anchor.seq
+                );
+            }
+            Ok(anchor)
+        })
+        .collect()
+}
+
+/// `tenant`'s anchor objects in an S3 bucket whose names `wanted` accepts.
+async fn read_bucket(
+    bucket: &S3ObjectStore,
+    tenant: &TenantId,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    use futures::TryStreamExt as _;
+    let location = bucket.location();
+    let keys = bucket
+        .list(&audit::anchor_prefix(tenant))
+        .await
+        .with_context(|| format!("list the anchors in {location}"))?;
+    let mut objects = Vec::new();
+    for key in keys.into_iter().filter(|key| wanted(key.as_str())) {
+        let body = bucket
+            .get(&key)
+            .await
+            .with_context(|| format!("read {key} in {location}"))?;
+        let mut bytes = Vec::new();
+        let mut chunks = body;
+        while let Some(chunk) = chunks
+            .try_next()
+            .await
+            .with_context(|| format!("read {key} in {location}"))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > audit::MAX_ANCHOR_BYTES {
+                bail!("{key} in {location} is larger than an anchor can be");
+            }
+        }
+        objects.push((key.as_str().to_owned(), bytes));
+    }
+    Ok(objects)
+}
+
+/// `tenant`'s anchor files under `root` (the bucket's layout:
+/// `checkpoints/<tenant>/<seq>.json`) whose names `wanted` accepts.
+fn read_directory(
+    root: &Path,
+    tenant: &TenantId,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    if !root.is_dir() {
+        bail!("--anchors: {} is not a directory", root.display());
+    }
+    let prefix = audit::anchor_prefix(tenant);
+    let dir = root.join(&prefix);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        // No anchor of the tenant yet: checked against none.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("read {}", dir.display())),
+    };
+    let mut objects = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("read {}", dir.display()))?;
+        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let name = format!("{prefix}{file}");
+        if !wanted(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let size = entry
+            .metadata()
+            .with_context(|| format!("read {}", path.display()))?
+            .len();
+        if size > audit::MAX_ANCHOR_BYTES as u64 {
+            bail!("{} is larger than an anchor can be", path.display());
+        }
+        let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        objects.push((name, bytes));
+    }
+    Ok(objects)
 }
 
 async fn verify_certificate(args: CertificateArgs) -> anyhow::Result<()> {

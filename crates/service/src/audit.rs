@@ -48,6 +48,9 @@ pub enum AuditError {
     /// An event the database cannot store (a NUL character in a text field).
     #[error("audit event field {field} contains a NUL character")]
     Invalid { field: &'static str },
+    /// The region's audit bucket failed while anchoring checkpoints.
+    #[error("the audit bucket: {0}")]
+    Bucket(envelope::objects::ObjectStoreError),
 }
 
 /// How events outside a data transaction (reads, denials, exports) are written.
@@ -121,12 +124,12 @@ impl Default for AuditSettings {
 /// The audit log of one region. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    core: Arc<Core>,
+pub(crate) struct Inner {
+    pub(crate) core: Arc<Core>,
     /// Replaced whole when the region's key rotates (see [`AuditLog::install_keys`]).
     keys: RwLock<Arc<SigningKeys>>,
     settings: AuditSettings,
@@ -140,7 +143,7 @@ struct Inner {
 /// dropping the last `AuditLog` closes the queue and lets the writer finish.
 #[derive(Debug)]
 pub(crate) struct Core {
-    database: RegionDatabase,
+    pub(crate) database: RegionDatabase,
     metrics: Arc<NodeMetrics>,
     /// The head this node last appended per tenant: a guess the database re-checks.
     heads: moka::sync::Cache<TenantId, Head>,

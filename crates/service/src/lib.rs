@@ -9,6 +9,7 @@ pub mod access;
 pub mod analytics;
 mod api_keys;
 pub mod audit;
+pub mod audit_anchors;
 pub mod audit_checkpoints;
 pub mod audit_keys;
 mod audit_queue;

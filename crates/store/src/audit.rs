@@ -368,6 +368,52 @@ pub async fn insert_checkpoint(
     Ok(())
 }
 
+/// Signed checkpoints not yet written to the audit bucket, oldest first, at most
+/// `limit` (migration 0018; found through a partial index: a round costs what changed).
+pub async fn unanchored_checkpoints<C: GenericClient>(
+    client: &C,
+    limit: i64,
+) -> Result<Vec<CheckpointRow>, StoreError> {
+    let rows = client
+        .query(
+            "select tenant_id, seq, hash, signed_at, key_id, signature from audit_checkpoints
+             where anchored_at is null order by signed_at, tenant_id, seq limit $1",
+            &[&limit],
+        )
+        .await?;
+    rows.iter().map(decode_checkpoint).collect()
+}
+
+/// Marks `tenant`'s checkpoint at `seq` as written to the audit bucket.
+pub async fn mark_anchored<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    seq: u64,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "update audit_checkpoints set anchored_at = now()
+             where tenant_id = $1 and seq = $2 and anchored_at is null",
+            &[&tenant.as_str(), &to_i64(seq)?],
+        )
+        .await?;
+    Ok(())
+}
+
+/// When the oldest checkpoint still waiting for the audit bucket was signed; `None` when
+/// none waits.
+pub async fn oldest_unanchored<C: GenericClient>(
+    client: &C,
+) -> Result<Option<SystemTime>, StoreError> {
+    let row = client
+        .query_one(
+            "select min(signed_at) from audit_checkpoints where anchored_at is null",
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
 /// The newest checkpoint of `tenant` at or below `seq`.
 pub async fn latest_checkpoint<C: GenericClient>(
     client: &C,
@@ -381,19 +427,20 @@ pub async fn latest_checkpoint<C: GenericClient>(
             &[&tenant.as_str(), &to_i64(at_or_below)?],
         )
         .await?;
-    row.map(|row| {
-        let tenant: &str = row.try_get(0)?;
-        let hash: Vec<u8> = row.try_get(2)?;
-        Ok(CheckpointRow {
-            tenant: parse_tenant(tenant)?,
-            seq: to_u64(row.try_get(1)?)?,
-            hash: to_hash(&hash)?,
-            signed_at: row.try_get(3)?,
-            key_id: row.try_get(4)?,
-            signature: row.try_get(5)?,
-        })
+    row.as_ref().map(decode_checkpoint).transpose()
+}
+
+fn decode_checkpoint(row: &Row) -> Result<CheckpointRow, StoreError> {
+    let tenant: &str = row.try_get(0)?;
+    let hash: Vec<u8> = row.try_get(2)?;
+    Ok(CheckpointRow {
+        tenant: parse_tenant(tenant)?,
+        seq: to_u64(row.try_get(1)?)?,
+        hash: to_hash(&hash)?,
+        signed_at: row.try_get(3)?,
+        key_id: row.try_get(4)?,
+        signature: row.try_get(5)?,
     })
-    .transpose()
 }
 
 fn decode(row: &Row) -> Result<AuditRow, StoreError> {

@@ -107,6 +107,9 @@ pub struct NodeMetrics {
     audit_write_failures: Family<AuditModeLabels, Counter>,
     audit_events_after_close: Family<AuditModeLabels, Counter>,
     audit_checkpoints: Counter,
+    audit_anchors: Counter,
+    audit_anchor_failures: Counter,
+    audit_anchor_lag_seconds: Gauge<f64, AtomicU64>,
     auth_denials: Family<ReasonLabels, Counter>,
     api_key_lookups: Counter,
     reads_retried: Counter,
@@ -243,6 +246,24 @@ impl NodeMetrics {
             "Signed checkpoints of audit chain heads",
             audit_checkpoints.clone(),
         );
+        let audit_anchors = Counter::default();
+        registry.register(
+            "audit_anchors",
+            "Signed checkpoints written to the region's audit bucket",
+            audit_anchors.clone(),
+        );
+        let audit_anchor_failures = Counter::default();
+        registry.register(
+            "audit_anchor_failures",
+            "Failed attempts to write a checkpoint to the audit bucket (retried next interval)",
+            audit_anchor_failures.clone(),
+        );
+        let audit_anchor_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "audit_anchor_lag_seconds",
+            "Age of the oldest signed checkpoint not yet in the audit bucket after the last anchoring round (0: none waits)",
+            audit_anchor_lag_seconds.clone(),
+        );
         let auth_denials = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "auth_denials",
@@ -323,6 +344,9 @@ impl NodeMetrics {
             audit_write_failures,
             audit_events_after_close,
             audit_checkpoints,
+            audit_anchors,
+            audit_anchor_failures,
+            audit_anchor_lag_seconds,
             auth_denials,
             api_key_lookups,
             reads_retried,
@@ -452,6 +476,21 @@ impl NodeMetrics {
         self.audit_checkpoints.inc_by(count);
     }
 
+    /// Checkpoints written to the audit bucket.
+    pub fn record_audit_anchors(&self, count: u64) {
+        self.audit_anchors.inc_by(count);
+    }
+
+    /// One failed attempt to write a checkpoint to the audit bucket.
+    pub fn record_audit_anchor_failure(&self) {
+        self.audit_anchor_failures.inc();
+    }
+
+    /// The age of the oldest checkpoint still waiting for the audit bucket (zero: none).
+    pub fn set_audit_anchor_lag(&self, lag: Duration) {
+        self.audit_anchor_lag_seconds.set(lag.as_secs_f64());
+    }
+
     /// One request refused before authentication; `reason` is one of a fixed set of
     /// names, never anything the caller sent.
     pub fn record_auth_denial(&self, reason: &'static str) {
@@ -565,6 +604,9 @@ mod tests {
         metrics.record_audit_events_written("batched", 4);
         metrics.record_audit_write_failure("sync");
         metrics.record_audit_checkpoints(3);
+        metrics.record_audit_anchors(2);
+        metrics.record_audit_anchor_failure();
+        metrics.set_audit_anchor_lag(Duration::from_millis(1500));
         let text = metrics.encode();
         for expected in [
             r#"residency_audit_backlog{region="eu-central-1"} 7"#,
@@ -572,6 +614,9 @@ mod tests {
             r#"residency_audit_events_written_total{region="eu-central-1",mode="batched"} 260"#,
             r#"residency_audit_write_failures_total{region="eu-central-1",mode="sync"} 1"#,
             r#"residency_audit_checkpoints_total{region="eu-central-1"} 3"#,
+            r#"residency_audit_anchors_total{region="eu-central-1"} 2"#,
+            r#"residency_audit_anchor_failures_total{region="eu-central-1"} 1"#,
+            r#"residency_audit_anchor_lag_seconds{region="eu-central-1"} 1.5"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }

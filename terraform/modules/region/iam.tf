@@ -58,6 +58,23 @@ locals {
         Resource  = local.audit_bucket_arn
         Condition = { StringLike = { "s3:prefix" = ["erasures/*"] } }
       },
+      # Anchored checkpoints (docs/audit.md, "Anchors"): one write-once object per signed
+      # checkpoint under `checkpoints/` of the audit bucket; the node lists and reads one
+      # back only to never write it twice. No delete: Object Lock keeps each anchor for the
+      # retention, beyond the reach of whoever can write the database.
+      {
+        Sid      = "AuditAnchorObjects"
+        Effect   = "Allow"
+        Action   = ["s3:PutObject", "s3:GetObject"]
+        Resource = "${local.audit_bucket_arn}/checkpoints/*"
+      },
+      {
+        Sid       = "AuditAnchorListing"
+        Effect    = "Allow"
+        Action    = "s3:ListBucket"
+        Resource  = local.audit_bucket_arn
+        Condition = { StringLike = { "s3:prefix" = ["checkpoints/*"] } }
+      },
     ]
   }
 

@@ -27,6 +27,11 @@ pub(crate) struct Dev {
 
 impl Dev {
     pub(crate) fn spawn(state_dir: &Path, regions: &str) -> Self {
+        Self::spawn_with_env(state_dir, regions, &[])
+    }
+
+    /// [`Dev::spawn`] with environment variables set (the nodes' settings).
+    pub(crate) fn spawn_with_env(state_dir: &Path, regions: &str, env: &[(&str, &str)]) -> Self {
         let log_dir = tempfile::tempdir().expect("log dir");
         let stdout = std::fs::File::create(log_dir.path().join("stdout")).expect("stdout file");
         let stderr = std::fs::File::create(log_dir.path().join("stderr")).expect("stderr file");
@@ -35,6 +40,7 @@ impl Dev {
             .arg(repo_path("regions"))
             .arg("--state-dir")
             .arg(state_dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -2,6 +2,7 @@
 //! up real regions and stops them cleanly; `residency migrate` refuses what it must; the
 //! operator commands manage what `residency dev` runs.
 
+mod audit_anchors;
 mod audit_verify;
 mod dev;
 mod erasures;

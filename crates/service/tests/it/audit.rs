@@ -1282,3 +1282,192 @@ async fn a_closed_chain_ends_with_its_last_event_and_late_reads_are_counted_not_
     );
     assert_eq!(all_events(&writer, &leaving).await.len(), events.len());
 }
+
+/// The anchor object of `tenant` at `seq` in `bucket`, read back; `None` when absent.
+async fn read_anchor(
+    bucket: &dyn envelope::objects::ObjectStore,
+    tenant: &TenantId,
+    seq: u64,
+) -> Option<audit::Checkpoint> {
+    use futures::TryStreamExt as _;
+    let key = envelope::objects::ObjectKey::parse(&audit::anchor_name(tenant, seq)).expect("key");
+    let body = match bucket.get(&key).await {
+        Ok(body) => body,
+        Err(envelope::objects::ObjectStoreError::NotFound(_)) => return None,
+        Err(err) => panic!("read anchor: {err}"),
+    };
+    let chunks: Vec<bytes::Bytes> = body.try_collect().await.expect("anchor body");
+    Some(audit::parse_anchor(&chunks.concat()).expect("an anchor"))
+}
+
+fn local_bucket() -> (tempfile::TempDir, Arc<dyn envelope::objects::ObjectStore>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bucket = envelope::objects::local::LocalObjectStore::new(dir.path().to_path_buf())
+        .expect("local bucket");
+    (dir, Arc::new(bucket))
+}
+
+#[tokio::test]
+async fn signed_checkpoints_are_anchored_in_the_audit_bucket_once_each() {
+    let (_database, region_db) = region_database(REGION).await;
+    let (log, metrics) = log_with(&region_db, AuditSettings::default());
+    let (_dir, bucket) = local_bucket();
+    let tenants = [
+        TenantId::from_random_bytes(rand::random()),
+        TenantId::from_random_bytes(rand::random()),
+    ];
+    for tenant in tenants {
+        append_one(&region_db, &log, tenant, "records/a").await;
+    }
+    append_one(&region_db, &log, tenants[0], "records/b").await;
+    log.checkpoint(1000).await.expect("checkpoint");
+    let round = log.anchor(bucket.as_ref(), 1000).await.expect("anchor");
+    assert_eq!(round.anchored, 2);
+    assert!(round.conflicts.is_empty());
+    assert_eq!(round.waiting_since, None, "nothing left waiting");
+
+    let keys = KeySet::from_keys(log.public_keys()).expect("keys");
+    let db = region_db.primary().get().await.expect("primary");
+    for (tenant, seq) in [(tenants[0], 2), (tenants[1], 1)] {
+        let anchor = read_anchor(bucket.as_ref(), &tenant, seq)
+            .await
+            .unwrap_or_else(|| panic!("{tenant} anchored at {seq}"));
+        audit::verify_checkpoint(&keys, &anchor).expect("signed by the region");
+        assert_eq!(anchor.region, region());
+        let head = store::audit::head(db.client(), &tenant)
+            .await
+            .expect("head");
+        assert_eq!(Some((anchor.seq, *anchor.hash.as_bytes())), head);
+    }
+
+    // A round anchors what changed since: nothing, then the one moved head.
+    let round = log.anchor(bucket.as_ref(), 1000).await.expect("anchor");
+    assert_eq!(round.anchored, 0);
+    append_one(&region_db, &log, tenants[1], "records/b").await;
+    log.checkpoint(1000).await.expect("checkpoint");
+    let round = log.anchor(bucket.as_ref(), 1).await.expect("anchor");
+    assert_eq!(round.anchored, 1);
+    assert!(read_anchor(bucket.as_ref(), &tenants[1], 2).await.is_some());
+    let text = metrics.encode();
+    for expected in [
+        r#"residency_audit_anchors_total{region="eu-central-1"} 3"#,
+        r#"residency_audit_anchor_failures_total{region="eu-central-1"} 0"#,
+        r#"residency_audit_anchor_lag_seconds{region="eu-central-1"} 0.0"#,
+    ] {
+        assert!(
+            text.lines().any(|line| line == expected),
+            "missing {expected} in\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failing_audit_bucket_is_counted_and_retried_at_the_next_round() {
+    let (_database, region_db) = region_database(REGION).await;
+    let (log, metrics) = log_with(&region_db, AuditSettings::default());
+    let (_dir, inner) = local_bucket();
+    let bucket = envelope::objects::faulty::FaultyObjectStore::new(inner.clone());
+    let tenant = TenantId::from_random_bytes(rand::random());
+    append_one(&region_db, &log, tenant, "records/a").await;
+    log.checkpoint(1000).await.expect("checkpoint");
+    bucket.fail_next(
+        1,
+        envelope::objects::ObjectStoreError::Unavailable("bucket down".into()),
+    );
+    let err = log.anchor(&bucket, 1000).await.expect_err("bucket down");
+    assert!(matches!(err, AuditError::Bucket(_)), "{err}");
+    assert!(read_anchor(inner.as_ref(), &tenant, 1).await.is_none());
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"residency_audit_anchor_failures_total{region="eu-central-1"} 1"#),
+        "{text}"
+    );
+    let lag: f64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(r#"residency_audit_anchor_lag_seconds{region="eu-central-1"} "#)
+        })
+        .and_then(|value| value.parse().ok())
+        .expect("the lag gauge");
+    assert!(lag > 0.0, "the waiting checkpoint has an age: {lag}");
+
+    // Writes are not held up by the bucket.
+    append_one(&region_db, &log, tenant, "records/b").await;
+    let round = log.anchor(&bucket, 1000).await.expect("bucket back");
+    assert_eq!(round.anchored, 1);
+    assert!(read_anchor(inner.as_ref(), &tenant, 1).await.is_some());
+}
+
+#[tokio::test]
+async fn an_anchor_is_never_replaced_by_a_rewritten_chains_checkpoint() {
+    let (database, region_db) = region_database(REGION).await;
+    let (log, metrics) = log_with(&region_db, AuditSettings::default());
+    let (_dir, bucket) = local_bucket();
+    let tenant = TenantId::from_random_bytes(rand::random());
+    append_one(&region_db, &log, tenant, "records/a").await;
+    append_one(&region_db, &log, tenant, "records/b").await;
+    log.checkpoint(1000).await.expect("checkpoint");
+    log.anchor(bucket.as_ref(), 1000).await.expect("anchor");
+    let anchored = read_anchor(bucket.as_ref(), &tenant, 2)
+        .await
+        .expect("anchored");
+
+    // With full access to the database: event 2 and its checkpoint deleted, the head
+    // reset to 1, and another event 2 appended by a node that knows no better.
+    let superuser = connect(database.primary.clone()).await;
+    superuser
+        .batch_execute(&format!(
+            "delete from audit_events where tenant_id = '{tenant}' and seq = 2;
+             delete from audit_checkpoints where tenant_id = '{tenant}' and seq = 2;
+             update audit_heads set seq = 1, hash = (select hash from audit_events
+                 where tenant_id = '{tenant}' and seq = 1) where tenant_id = '{tenant}';"
+        ))
+        .await
+        .expect("rewrite the chain");
+    // (The node's cached guess of the head is stale; the append falls back to the row.)
+    append_one(&region_db, &log, tenant, "records/forged").await;
+    log.checkpoint(1000).await.expect("checkpoint");
+    let round = log
+        .anchor(bucket.as_ref(), 1000)
+        .await
+        .expect("anchor round");
+    assert_eq!(round.anchored, 0);
+    assert_eq!(round.conflicts, vec![(tenant, 2)]);
+    assert_eq!(
+        read_anchor(bucket.as_ref(), &tenant, 2).await,
+        Some(anchored),
+        "the anchor stays as written"
+    );
+    assert!(round.waiting_since.is_some(), "the conflict keeps waiting");
+    assert!(
+        metrics
+            .encode()
+            .contains(r#"residency_audit_anchor_failures_total{region="eu-central-1"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn the_checkpoint_task_anchors_what_it_signs() {
+    let (_database, region_db) = region_database(REGION).await;
+    let interval = Duration::from_millis(100);
+    let (log, _metrics) = log_with(
+        &region_db,
+        AuditSettings {
+            checkpoint_interval: interval,
+            ..AuditSettings::default()
+        },
+    );
+    let (_dir, bucket) = local_bucket();
+    let tenant = TenantId::from_random_bytes(rand::random());
+    append_one(&region_db, &log, tenant, "records/a").await;
+    let task = log.spawn_anchored_checkpoints(bucket.clone());
+    let started = Instant::now();
+    while read_anchor(bucket.as_ref(), &tenant, 1).await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never anchored"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.stop().await;
+}

@@ -228,9 +228,9 @@ run "api_uses_the_region_key_only_and_the_data_bucket" {
     condition = alltrue([
       for s in jsondecode(aws_iam_role_policy.task["api"].policy).Statement :
       startswith(s.Resource, "arn:aws:s3:::residency-eu-west-1-data")
-      if anytrue([for a in flatten([s.Action]) : startswith(a, "s3:")]) && !startswith(s.Sid, "ErasureLedger")
+      if anytrue([for a in flatten([s.Action]) : startswith(a, "s3:")]) && !startswith(s.Sid, "ErasureLedger") && !startswith(s.Sid, "AuditAnchor")
     ])
-    error_message = "The api may reach the data bucket only, besides the erasure ledger."
+    error_message = "The api may reach the data bucket only, besides the erasure ledger and the anchored checkpoints."
   }
   assert {
     condition = alltrue([
@@ -243,6 +243,21 @@ run "api_uses_the_region_key_only_and_the_data_bucket" {
       if startswith(s.Sid, "ErasureLedger")
     ])
     error_message = "The api may only write and read the erasure ledger's entries of the audit bucket, and list that prefix; never delete there."
+  }
+  assert {
+    condition = length([
+      for s in jsondecode(aws_iam_role_policy.task["api"].policy).Statement : s
+      if startswith(s.Sid, "AuditAnchor")
+      ]) == 2 && alltrue([
+      for s in jsondecode(aws_iam_role_policy.task["api"].policy).Statement :
+      (s.Resource == "arn:aws:s3:::residency-eu-west-1-audit/checkpoints/*" &&
+      toset(flatten([s.Action])) == toset(["s3:PutObject", "s3:GetObject"])) ||
+      (s.Resource == "arn:aws:s3:::residency-eu-west-1-audit" &&
+        flatten([s.Action]) == ["s3:ListBucket"] &&
+      try(s.Condition.StringLike["s3:prefix"], null) == ["checkpoints/*"])
+      if startswith(s.Sid, "AuditAnchor")
+    ])
+    error_message = "The api may write, read and list the anchored checkpoints of the audit bucket (checkpoints/), and nothing more there; never delete."
   }
 }
 
