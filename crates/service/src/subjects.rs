@@ -125,18 +125,12 @@ impl RegionService {
                             .await?;
                     rows.truncate(usize::try_from(fetch).unwrap_or(usize::MAX));
                     let page = &rows[..rows.len().min(limit as usize)];
-                    let mut files = Vec::new();
-                    for record in page {
-                        files.extend(
-                            store::files::list_for_record(
-                                client,
-                                &tenant,
-                                &record.collection,
-                                &record.row.id,
-                            )
-                            .await?,
-                        );
-                    }
+                    let page_records: Vec<(&str, &str)> = page
+                        .iter()
+                        .map(|record| (record.collection.as_str(), record.row.id.as_str()))
+                        .collect();
+                    let files =
+                        store::files::list_for_records(client, &tenant, &page_records).await?;
                     let resources: Vec<String> = page.iter().map(resource_of).collect();
                     let events = subjects::events_about(client, &tenant, &resources).await?;
                     Ok((rows, files, events))

@@ -184,6 +184,35 @@ pub async fn list_for_record<C: GenericClient>(
         .collect()
 }
 
+/// The files of several records, as (collection, record id) pairs, in one query: by
+/// collection, record and name.
+pub async fn list_for_records<C: GenericClient>(
+    client: &C,
+    tenant: &TenantId,
+    records: &[(&str, &str)],
+) -> Result<Vec<FileRow>, StoreError> {
+    let (collections, ids): (Vec<&str>, Vec<&str>) = records.iter().copied().unzip();
+    let sql = format!(
+        "select {COLUMNS} from files
+         where tenant_id = $1
+           and (collection, record_id) in (select * from unnest($2::text[], $3::text[]))
+         order by collection, record_id, name"
+    );
+    client
+        .query_typed(
+            &sql,
+            &[
+                (&tenant.as_str(), Type::TEXT),
+                (&collections, Type::TEXT_ARRAY),
+                (&ids, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+}
+
 /// How many files the tenant has, across collections.
 pub async fn count<C: GenericClient>(client: &C, tenant: &TenantId) -> Result<i64, StoreError> {
     Ok(client
