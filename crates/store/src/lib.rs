@@ -57,6 +57,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "jobs",
     // The erasure ledger's rows (migration 0013): subject tokens and counts, never values.
     "subject_erasures",
+    // What offboarding purges deleted (migration 0015), written by `residency_purge` only.
+    "tenant_purges",
 ];
 
 pub use error::{BoxError, StoreError, with_causes};
@@ -71,6 +73,6 @@ pub use pools::{
     Replica, ReplicaPool, SessionTimeouts,
 };
 pub use routing::ReadConsistency;
-pub use scoped::{APP_ROLE, ReadTx, Reader, ServedBy, TENANT_SETTING};
+pub use scoped::{APP_ROLE, NODE_ROLE, ReadTx, Reader, ServedBy, TENANT_SETTING};
 pub use tls::{PgTls, TlsSetupError};
 pub use tokens::{ConsistencyKeys, TokenRefused};

@@ -86,7 +86,7 @@ const MIGRATION_LOCK: i64 = 0x5245_5349_4445_4e43; // "RESIDENC"
 pub struct ClusterRole {
     /// A plain lowercase identifier (it is written into SQL unquoted).
     pub name: &'static str,
-    /// `login` or `nologin`.
+    /// `login`, `nologin`, or `login noinherit`.
     pub attributes: &'static str,
 }
 
@@ -108,6 +108,11 @@ pub const CLUSTER_ROLES: &[ClusterRole] = &[
     ClusterRole {
         name: "residency_export",
         attributes: "login",
+    },
+    // The node's login role (0015): inherits nothing of the roles it is a member of.
+    ClusterRole {
+        name: "residency_node",
+        attributes: "login noinherit",
     },
 ];
 
@@ -287,7 +292,10 @@ mod tests {
                 "{} is written into SQL unquoted",
                 role.name
             );
-            assert!(matches!(role.attributes, "login" | "nologin"));
+            assert!(matches!(
+                role.attributes,
+                "login" | "nologin" | "login noinherit"
+            ));
         }
     }
 

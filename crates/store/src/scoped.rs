@@ -15,6 +15,11 @@ use crate::{Primary, PrimaryTx, Replica, StoreError};
 /// The NOLOGIN role tenant-scoped transactions run as (see `0004_tenant_data.sql`).
 pub const APP_ROLE: &str = "residency_app";
 
+/// The LOGIN role a node's pools connect as (`0015_roles_that_hold.sql`): it owns nothing,
+/// reaches as itself only the system rows granted to it, and switches to [`APP_ROLE`] for
+/// tenant data.
+pub const NODE_ROLE: &str = "residency_node";
+
 /// The setting row-level security policies compare `tenant_id` with.
 pub const TENANT_SETTING: &str = "residency.tenant";
 
