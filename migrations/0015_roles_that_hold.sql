@@ -171,9 +171,10 @@ create policy node_checkpoints_insert on audit_checkpoints for insert to residen
     with check (true);
 
 -- The chain head moves only through an append, for the application's roles: a head is
--- created empty, then advances by exactly one to an event that exists (checked at
--- commit, after the append's statement inserted it), or is closed once; it never goes
--- back, changes its hash in place, or reopens. The owner (and a superuser) are not held:
+-- created empty, then moves forward (by one, or by a batch) to an event that exists
+-- (checked at commit, after the append's statement inserted it), or is closed once; it
+-- never goes back, changes its hash in place, or reopens. Every event inserted lies
+-- within its head and links to its predecessor, so the chain stays gapless. The owner (and a superuser) are not held:
 -- the audit anchored outside the database catches what they could do.
 create function audit_heads_refuse() returns trigger
 language plpgsql as $$
@@ -190,14 +191,14 @@ create trigger audit_heads_created_empty
           and (new.seq <> 0 or new.hash is not null or new.closed_at is not null))
     execute function audit_heads_refuse();
 
-create trigger audit_heads_move_by_one
+create trigger audit_heads_move_forward
     before update on audit_heads
     for each row
     when (current_user::text in ('residency_app', 'residency_node')
           and not (new.tenant_id = old.tenant_id
                    and (old.closed_at is null or new.closed_at is not distinct from old.closed_at)
                    and ((new.seq = old.seq and new.hash is not distinct from old.hash)
-                        or (new.seq = old.seq + 1 and new.hash is not null
+                        or (new.seq > old.seq and new.hash is not null
                             and old.closed_at is null and new.closed_at is null))))
     execute function audit_heads_refuse();
 
@@ -227,6 +228,12 @@ begin
     if not exists (select 1 from audit_heads
                    where tenant_id = new.tenant_id and seq >= new.seq) then
         raise exception 'an audit event of % lies beyond its chain head', new.tenant_id
+            using errcode = 'insufficient_privilege';
+    end if;
+    if new.seq > 1 and not exists (select 1 from audit_events
+                                   where tenant_id = new.tenant_id and seq = new.seq - 1
+                                     and hash = new.prev_hash) then
+        raise exception 'an audit event of % does not link to its predecessor', new.tenant_id
             using errcode = 'insufficient_privilege';
     end if;
     return null;

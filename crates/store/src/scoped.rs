@@ -230,15 +230,31 @@ impl Reader {
     /// Starts a read-only transaction confined to `tenant`'s rows, on one snapshot
     /// (repeatable read), so that the reads of one request agree with each other.
     pub async fn begin_tenant(&mut self, tenant: &TenantId) -> Result<ReadTx<'_>, StoreError> {
-        let tx = self
-            .object()
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        scope(&tx, tenant).await?;
-        Ok(ReadTx(tx))
+        begin_read(self.object(), tenant).await
+    }
+}
+
+/// A read-only transaction confined to `tenant` on `object`, on one snapshot.
+async fn begin_read<'a>(
+    object: &'a mut Object,
+    tenant: &TenantId,
+) -> Result<ReadTx<'a>, StoreError> {
+    let tx = object
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    scope(&tx, tenant).await?;
+    Ok(ReadTx(tx))
+}
+
+impl Primary {
+    /// [`Reader::begin_tenant`] on this primary, keeping it: for the reads of a job or
+    /// a use case that writes on the same connection afterwards. The node's own role
+    /// reads no tenant data, so every read of a tenant's rows goes through one.
+    pub async fn read_tenant(&mut self, tenant: &TenantId) -> Result<ReadTx<'_>, StoreError> {
+        begin_read(&mut self.0, tenant).await
     }
 }
 

@@ -270,14 +270,14 @@ async fn audit_events_are_append_only_for_the_application() {
     let mut primary = db.primary().get().await.expect("primary");
 
     // As the application, in the tenant's own scope: no delete, no update of an event,
-    // no delete of the head, no move of the head but by one, to an event.
+    // no delete of the head, no move of the head but forward, to an event.
     for statement in [
         "delete from audit_events",
         "update audit_events set outcome = 'failure'",
         "delete from audit_heads",
         "update audit_heads set seq = 0, hash = null",
         "update audit_heads set hash = '\\x0000000000000000000000000000000000000000000000000000000000000000'",
-        "update audit_heads set seq = seq + 5",
+        "update audit_heads set seq = seq - 1",
         "insert into audit_heads (tenant_id, seq, hash) values ('x', 7, '\\x00')",
     ] {
         let tx = primary.begin_tenant(&a).await.expect("begin");
@@ -289,7 +289,8 @@ async fn audit_events_are_append_only_for_the_application() {
         assert!(refused(&err), "{statement}: {err}");
         drop(tx);
     }
-    // A head moved by one to no event, or an event beyond the head: refused at commit.
+    // A head moved to no event, an event beyond the head, or one that does not link to
+    // its predecessor: refused at commit.
     let tx = primary.begin_tenant(&a).await.expect("begin");
     tx.client()
         .batch_execute(
@@ -313,6 +314,27 @@ async fn audit_events_are_append_only_for_the_application() {
         .await
         .expect("the insert itself is granted");
     let err = tx.commit().await.expect_err("an event beyond the head");
+    assert!(matches!(err, StoreError::Forbidden), "{err:?}");
+    let tx = primary.begin_tenant(&a).await.expect("begin");
+    tx.client()
+        .execute(
+            "insert into audit_events (tenant_id, seq, time, region, actor_kind, actor_id,
+                 action, resource, outcome, request_id, via_region, prev_hash, hash)
+             select tenant_id, 2, time, region, actor_kind, actor_id, action, resource,
+                    outcome, request_id, via_region, $2, $3
+             from audit_events where tenant_id = $1 and seq = 1",
+            &[&a.as_str(), &&[7u8; 32][..], &&[2u8; 32][..]],
+        )
+        .await
+        .expect("insert");
+    tx.client()
+        .execute(
+            "update audit_heads set seq = 2, hash = $2 where tenant_id = $1",
+            &[&a.as_str(), &&[2u8; 32][..]],
+        )
+        .await
+        .expect("the head moves forward to the event");
+    let err = tx.commit().await.expect_err("an event that does not link");
     assert!(matches!(err, StoreError::Forbidden), "{err:?}");
 
     // The node's own role (the batched writer) is held the same way.
