@@ -135,8 +135,11 @@ create policy export_reads on tenant_keys for select to residency_export
 -- grant with its reason. Tenant data (records, files, collections, api keys, erasures,
 -- audit events as a tenant reads them) is reached only through `residency_app`.
 
--- Health probes compare the replica's region stamp (the stamp is written by the owner).
+-- Health probes compare the replica's region stamp (the stamp is written by the owner),
+-- and a node checks that every migration it knows is applied (`residency migrate`, as the
+-- owner, applies them).
 grant select on residency_region to residency_node;
+grant select on schema_migrations to residency_node;
 -- The tenant directory adapter (no personal data, no RLS: ids and regions).
 grant select, insert, update, delete on tenant_directory to residency_node;
 -- The region's audit signing keys: load, rotate (insert, retire), KMS rewrap.

@@ -147,6 +147,63 @@ pub async fn migrate_with_roles(
     result
 }
 
+/// Whether every one of `migrations` is applied to the database behind `client`, with
+/// the checksum this build has, and nothing else is: what a node that logs in as a role
+/// owning nothing checks instead of migrating (it may not create or alter anything; the
+/// owner runs `residency migrate`). `Ok(false)` when something is left to apply (or the
+/// history table is missing); a changed or unknown migration is an error, as in [`migrate`].
+pub async fn all_applied(
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<bool, MigrationError> {
+    let exists: bool = client
+        .query_one("select to_regclass('schema_migrations') is not null", &[])
+        .await
+        .map_err(MigrationError::History)?
+        .get(0);
+    if !exists {
+        return Ok(false);
+    }
+    let applied = verify_history(client, migrations).await?;
+    Ok(migrations
+        .iter()
+        .all(|migration| applied.contains(&migration.version)))
+}
+
+/// The versions recorded in `schema_migrations`, each checked against `migrations`.
+async fn verify_history(
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<Vec<u32>, MigrationError> {
+    let rows = client
+        .query(
+            "select version, name, checksum from schema_migrations order by version",
+            &[],
+        )
+        .await
+        .map_err(MigrationError::History)?;
+    let mut verified = Vec::with_capacity(rows.len());
+    for row in rows {
+        let version = u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX);
+        let name: String = row.get(1);
+        let applied: String = row.get(2);
+        let Some(known) = migrations.iter().find(|m| m.version == version) else {
+            return Err(MigrationError::Unknown { version, name });
+        };
+        let built = known.checksum();
+        if built != applied {
+            return Err(MigrationError::Changed {
+                version,
+                name,
+                applied,
+                built,
+            });
+        }
+        verified.push(version);
+    }
+    Ok(verified)
+}
+
 /// Creates `role` unless it exists, in a transaction of its own. A concurrent creator in
 /// another database wins quietly. The check comes first so that a deployment whose
 /// migration user may not create roles works once the roles exist.
@@ -183,33 +240,10 @@ async fn migrate_locked(
         )
         .await
         .map_err(MigrationError::History)?;
-    let rows = client
-        .query(
-            "select version, name, checksum from schema_migrations order by version",
-            &[],
-        )
-        .await
-        .map_err(MigrationError::History)?;
-    let mut report = MigrationReport::default();
-    for row in rows {
-        let version = u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX);
-        let name: String = row.get(1);
-        let applied: String = row.get(2);
-        let Some(known) = migrations.iter().find(|m| m.version == version) else {
-            return Err(MigrationError::Unknown { version, name });
-        };
-        let built = known.checksum();
-        if built != applied {
-            return Err(MigrationError::Changed {
-                version,
-                name,
-                applied,
-                built,
-            });
-        }
-        report.already_applied.push(version);
-    }
-
+    let mut report = MigrationReport {
+        applied: Vec::new(),
+        already_applied: verify_history(client, migrations).await?,
+    };
     for migration in migrations {
         if report.already_applied.contains(&migration.version) {
             continue;

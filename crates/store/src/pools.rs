@@ -483,11 +483,22 @@ impl RegionDatabase {
     /// Makes the primary ready for this node: refuses a database stamped for another
     /// region, applies `migrations`, then stamps the database with this region. Runs as
     /// the schema owner when the settings name one (the node's own role may not create
-    /// or alter anything), else over the pool.
+    /// or alter anything). Without one, over the pool: a database already migrated and
+    /// stamped (by `residency migrate`, as the owner) is only verified, which the node's
+    /// own role may do; anything else is migrated, which only an owner may.
     pub async fn prepare(&self, migrations: &[Migration]) -> Result<MigrationReport, StoreError> {
         let Some(owner) = &self.owner else {
             let mut primary = self.primary.get().await?;
             let client: &mut tokio_postgres::Client = &mut primary;
+            if read_stamp(client).await?.is_some()
+                && crate::migrate::all_applied(client, migrations).await?
+            {
+                self.check_stamp(client).await?;
+                return Ok(MigrationReport {
+                    applied: Vec::new(),
+                    already_applied: migrations.iter().map(|m| m.version).collect(),
+                });
+            }
             return self.prepare_with(client, migrations).await;
         };
         let mut config = owner.config.clone();

@@ -192,9 +192,10 @@ impl JobHandler for ReencryptJob {
                 let page = {
                     let mut primary = self.primary().await?;
                     let tx = primary.read_tenant(tenant).await.map_err(database)?;
-                    let page = reencryption::files_after(tx.client(), tenant, after.as_ref(), limit)
-                        .await
-                        .map_err(database)?;
+                    let page =
+                        reencryption::files_after(tx.client(), tenant, after.as_ref(), limit)
+                            .await
+                            .map_err(database)?;
                     tx.finish().await.map_err(database)?;
                     page
                 };

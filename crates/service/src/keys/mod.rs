@@ -434,10 +434,10 @@ impl Keyring {
         let stored = tenant_keys::by_version(tx.client(), &id.tenant, id.purpose, id.version).await;
         tx.finish().await?;
         let stored = stored?.ok_or_else(|| KeyError::UnknownVersion {
-                tenant: id.tenant,
-                purpose: id.purpose.as_str(),
-                version: id.version.get(),
-            })?;
+            tenant: id.tenant,
+            purpose: id.purpose.as_str(),
+            version: id.version.get(),
+        })?;
         if stored.state == KeyState::Destroyed || stored.wrapped.is_none() {
             return Err(KeyError::Shredded { tenant: id.tenant });
         }

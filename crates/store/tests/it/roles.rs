@@ -472,3 +472,45 @@ async fn the_purge_function_refuses_a_live_tenant_and_records_what_it_deleted() 
         1
     );
 }
+
+#[tokio::test]
+async fn a_node_without_the_owner_verifies_a_migrated_database_and_cannot_migrate() {
+    let (database, _db) = region_database("eu-central-1").await;
+    // Migrated and stamped by the owner: the node's own role only verifies.
+    let mut settings = store::testing::settings(&database);
+    settings.owner = None;
+    let node = RegionDatabase::new(
+        model::RegionId::parse("eu-central-1").expect("region"),
+        &settings,
+    )
+    .expect("pools");
+    let report = node
+        .prepare(store::embedded_migrations())
+        .await
+        .expect("verified");
+    assert!(report.applied.is_empty(), "{report:?}");
+    // Another region's node is refused as before.
+    let foreign = RegionDatabase::new(
+        model::RegionId::parse("eu-west-1").expect("region"),
+        &settings,
+    )
+    .expect("pools");
+    let err = foreign
+        .prepare(store::embedded_migrations())
+        .await
+        .expect_err("stamped for eu-central-1");
+    assert!(matches!(err, StoreError::WrongRegion { .. }), "{err:?}");
+
+    // A database with a migration left to apply: the node's role may not apply it.
+    let fresh = devstack::testing::TestDatabase::create(None).await;
+    let mut settings = store::testing::settings(&fresh);
+    settings.owner = None;
+    let node = RegionDatabase::new(
+        model::RegionId::parse("eu-central-1").expect("region"),
+        &settings,
+    )
+    .expect("pools");
+    node.prepare(store::embedded_migrations())
+        .await
+        .expect_err("only the owner migrates");
+}
