@@ -449,8 +449,9 @@ impl RegionDatabase {
         &self.region
     }
 
-    /// This region's primary as the schema owner (the settings' `owner`), for tests that
-    /// look at or tamper with rows behind the application's back: pools of its own.
+    /// This region's primary and replicas as the schema owner (the settings' `owner`), for
+    /// tests that look at or tamper with rows behind the application's back: pools of its
+    /// own.
     ///
     /// # Panics
     /// When the settings named no owner.
@@ -460,7 +461,25 @@ impl RegionDatabase {
             .owner
             .clone()
             .expect("the test settings name the schema owner");
-        let mut settings = DatabaseSettings::new(owner, Vec::new());
+        // The replicas as the owner too (same user and password, each replica's address).
+        let replicas = self
+            .replicas
+            .iter()
+            .map(|replica| {
+                let mut config = replica.endpoint.config.clone();
+                if let Some(user) = owner.config.get_user() {
+                    config.user(user);
+                }
+                if let Some(password) = owner.config.get_password() {
+                    config.password(password);
+                }
+                PgEndpoint {
+                    config,
+                    ..replica.endpoint.clone()
+                }
+            })
+            .collect();
+        let mut settings = DatabaseSettings::new(owner, replicas);
         settings.consistency_keys = self.consistency_keys.clone();
         RegionDatabase::new(self.region.clone(), &settings).expect("pools build without connecting")
     }
