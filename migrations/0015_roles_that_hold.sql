@@ -64,7 +64,9 @@ alter table jobs force row level security;
 alter table subject_erasures force row level security;
 
 -- The application's scope, now for residency_app alone (0004, 0008 and 0013 created it
--- for PUBLIC, which let the export role widen its reach by setting the tenant).
+-- for PUBLIC, which let the export role widen its reach by setting the tenant). The owner
+-- reads every tenant row (forced RLS applies to it too) and deletes only rows of
+-- offboarded tenants: what the purge function, which runs as the owner, may do.
 do $$
 declare
     t text;
@@ -77,6 +79,12 @@ begin
             'create policy tenant_scope on %I to residency_app
                  using (tenant_id = current_setting(''residency.tenant'', true))
                  with check (tenant_id = current_setting(''residency.tenant'', true))', t);
+        execute format('create policy owner_reads on %I for select to current_user using (true)', t);
+    end loop;
+    foreach t in array array['api_keys', 'collections', 'records', 'record_index', 'files'] loop
+        execute format(
+            'create policy owner_purges on %I for delete to current_user
+                 using (tenant_id in (select o.tenant_id from tenants o where o.status = ''offboarded''))', t);
     end loop;
 end
 $$;
@@ -87,24 +95,6 @@ revoke delete on audit_events from residency_app;
 revoke delete on audit_heads from residency_app;
 revoke delete on tenants from residency_app;
 
--- The owner reads every tenant row (forced RLS applies to it too) and deletes only rows of
--- offboarded tenants: what the purge function, which runs as the owner, may do.
-do $$
-declare
-    t text;
-begin
-    foreach t in array array['tenants', 'api_keys', 'collections', 'records', 'record_index',
-                             'files', 'audit_heads', 'audit_events', 'audit_checkpoints',
-                             'tenant_keys', 'jobs', 'subject_erasures'] loop
-        execute format('create policy owner_reads on %I for select to current_user using (true)', t);
-    end loop;
-    foreach t in array array['api_keys', 'collections', 'records', 'record_index', 'files'] loop
-        execute format(
-            'create policy owner_purges on %I for delete to current_user
-                 using (tenant_id in (select o.tenant_id from tenants o where o.status = ''offboarded''))', t);
-    end loop;
-end
-$$;
 create policy owner_purges on tenant_keys for delete to current_user
     using (state = 'destroyed'
            and tenant_id in (select o.tenant_id from tenants o where o.status = 'offboarded'));

@@ -83,6 +83,28 @@ const SEEDED: &[&str] = &[
     "audit_heads",
 ];
 
+/// Inserts a copy of `tenant`'s first event as `seq` with the given links, in `client`'s
+/// transaction (the insert itself is granted; what it breaks is refused at commit).
+async fn copy_first_event(
+    client: &tokio_postgres::Transaction<'_>,
+    tenant: &TenantId,
+    seq: i64,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+) {
+    client
+        .execute(
+            "insert into audit_events (tenant_id, seq, time, region, actor_kind, actor_id,
+                 action, resource, outcome, request_id, via_region, prev_hash, hash)
+             select tenant_id, $2, time, region, actor_kind, actor_id, action, resource,
+                    outcome, request_id, via_region, $3, $4
+             from audit_events where tenant_id = $1 and seq = 1",
+            &[&tenant.as_str(), &seq, &&prev_hash[..], &&hash[..]],
+        )
+        .await
+        .expect("the insert itself is granted");
+}
+
 fn refused(err: &tokio_postgres::Error) -> bool {
     err.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
 }
@@ -302,31 +324,11 @@ async fn audit_events_are_append_only_for_the_application() {
     let err = tx.commit().await.expect_err("a head that names no event");
     assert!(matches!(err, StoreError::Forbidden), "{err:?}");
     let tx = primary.begin_tenant(&a).await.expect("begin");
-    tx.client()
-        .execute(
-            "insert into audit_events (tenant_id, seq, time, region, actor_kind, actor_id,
-                 action, resource, outcome, request_id, via_region, prev_hash, hash)
-             select tenant_id, 9, time, region, actor_kind, actor_id, action, resource,
-                    outcome, request_id, via_region, hash, hash
-             from audit_events where tenant_id = $1 and seq = 1",
-            &[&a.as_str()],
-        )
-        .await
-        .expect("the insert itself is granted");
+    copy_first_event(tx.client(), &a, 9, [1; 32], [9; 32]).await;
     let err = tx.commit().await.expect_err("an event beyond the head");
     assert!(matches!(err, StoreError::Forbidden), "{err:?}");
     let tx = primary.begin_tenant(&a).await.expect("begin");
-    tx.client()
-        .execute(
-            "insert into audit_events (tenant_id, seq, time, region, actor_kind, actor_id,
-                 action, resource, outcome, request_id, via_region, prev_hash, hash)
-             select tenant_id, 2, time, region, actor_kind, actor_id, action, resource,
-                    outcome, request_id, via_region, $2, $3
-             from audit_events where tenant_id = $1 and seq = 1",
-            &[&a.as_str(), &&[7u8; 32][..], &&[2u8; 32][..]],
-        )
-        .await
-        .expect("insert");
+    copy_first_event(tx.client(), &a, 2, [7; 32], [2; 32]).await;
     tx.client()
         .execute(
             "update audit_heads set seq = 2, hash = $2 where tenant_id = $1",
