@@ -578,9 +578,13 @@ const OWNER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) async fn read_stamp(
     client: &tokio_postgres::Client,
 ) -> Result<Option<String>, tokio_postgres::Error> {
+    // A replica that has not replayed the grant to the node's role yet (migration 0015,
+    // just applied by the owner) reads as one not stamped yet, like one that has not
+    // replayed the table: the next probe sees the stamp.
     let exists: bool = client
         .query_one(
-            "select to_regclass('public.residency_region') is not null",
+            "select case when to_regclass('public.residency_region') is null then false
+                         else has_table_privilege('public.residency_region', 'select') end",
             &[],
         )
         .await?

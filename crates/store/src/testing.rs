@@ -46,12 +46,6 @@ pub fn settings(database: &TestDatabase) -> DatabaseSettings {
     .with_owner(PgEndpoint::new("owner", database.primary.clone()))
 }
 
-/// A connection to `database`'s primary as the owner (the cluster's superuser): for tests
-/// that look at, or tamper with, rows behind the application's back.
-pub async fn owner_client(database: &TestDatabase) -> tokio_postgres::Client {
-    devstack::testing::connect(database.primary.clone()).await
-}
-
 /// A prepared (migrated and stamped) `RegionDatabase` for `region` on a fresh database.
 pub async fn region_database(region: &str) -> (TestDatabase, RegionDatabase) {
     let database = migrated_database().await;
