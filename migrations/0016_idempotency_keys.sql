@@ -28,8 +28,18 @@ create index idempotency_keys_by_time on idempotency_keys (tenant_id, created_at
 create unique index idempotency_keys_tenant_creations on idempotency_keys (key_hash)
     where operation = 'tenant.create';
 
+-- Row-level security as every tenant table has it (the pattern of 0015).
 grant select, insert, update, delete on idempotency_keys to residency_app;
 alter table idempotency_keys enable row level security;
-create policy tenant_scope on idempotency_keys
+alter table idempotency_keys force row level security;
+create policy tenant_scope on idempotency_keys to residency_app
     using (tenant_id = current_setting('residency.tenant', true))
     with check (tenant_id = current_setting('residency.tenant', true));
+-- A tenant's creation is looked up and its expired row forgotten before the tenant
+-- exists to be scoped to (`store::idempotency::find_tenant_creation`,
+-- `forget_expired_tenant_creation`): the node's own role, tenant creations only.
+grant select, delete on idempotency_keys to residency_node;
+create policy node_tenant_creations on idempotency_keys for select to residency_node
+    using (operation = 'tenant.create');
+create policy node_forgets_tenant_creations on idempotency_keys for delete to residency_node
+    using (operation = 'tenant.create');

@@ -36,8 +36,21 @@ create index object_deletions_due on object_deletions (next_attempt_at);
 -- The purge finds a tenant's rows; the tenant-row foreign key checks them.
 create index object_deletions_by_tenant on object_deletions (tenant_id);
 
+-- Row-level security as every tenant table has it (the pattern of 0015).
 grant select, insert, delete on object_deletions to residency_app;
 alter table object_deletions enable row level security;
-create policy tenant_scope on object_deletions
+alter table object_deletions force row level security;
+create policy tenant_scope on object_deletions to residency_app
     using (tenant_id = current_setting('residency.tenant', true))
     with check (tenant_id = current_setting('residency.tenant', true));
+-- Every node's sweeper claims, retries and removes due rows of any tenant, and counts
+-- them for its metrics; offboarding's purge reads and removes a tenant's rows (the
+-- node's own role, outside any tenant scope). It never adds one: rows are added only in
+-- the tenant-scoped transaction of the change.
+grant select, update (attempts, next_attempt_at, last_error), delete on object_deletions
+    to residency_node;
+create policy node_sweeps on object_deletions for select to residency_node using (true);
+create policy node_sweeps_update on object_deletions for update to residency_node
+    using (true) with check (true);
+create policy node_sweeps_delete on object_deletions for delete to residency_node
+    using (true);

@@ -18,5 +18,8 @@ where exists (
 create index audit_checkpoints_unanchored on audit_checkpoints (signed_at)
     where anchored_at is null;
 
--- The application marks a checkpoint anchored; it still cannot change what was signed.
-grant update (anchored_at) on audit_checkpoints to residency_app;
+-- The node's anchoring round (its own role, across tenants, like the checkpoint task of
+-- 0015) marks a checkpoint anchored; it still cannot change what was signed.
+grant update (anchored_at) on audit_checkpoints to residency_node;
+create policy node_anchors on audit_checkpoints for update to residency_node
+    using (true) with check (true);

@@ -21,5 +21,5 @@ pub use cluster::{ClusterRole, PgCluster};
 pub use error::DevstackError;
 pub use moto::MotoServer;
 pub use ports::free_loopback_port;
-pub use region::{Durability, LocalRegion, LocalRegionOptions, SUPERUSER, ServerTls};
+pub use region::{Durability, LocalRegion, LocalRegionOptions, NODE_ROLE, SUPERUSER, ServerTls};
 pub use run_as::RunAs;

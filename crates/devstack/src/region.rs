@@ -2,7 +2,8 @@
 //! start and reused afterwards.
 //!
 //! Durable layout (`residency dev`), under the region's directory:
-//! `postgres/password` (superuser password, 0600), `postgres/{primary,replica}/` each with
+//! `postgres/password` (superuser password, 0600), `postgres/node_password` (the node
+//! login role's, 0600), `postgres/{primary,replica}/` each with
 //! `data/`, `postgres.log`, `pgpass` and `port`. Ephemeral regions (tests) put each cluster
 //! in its own temporary directory, removed by the cluster's guardian when it stops.
 
@@ -18,6 +19,10 @@ use crate::{DevstackError, PgBinaries, RunAs, ports};
 
 /// The superuser every local cluster is created with.
 pub const SUPERUSER: &str = "residency";
+/// The login role a node's pools connect as (created by the migrations too, and
+/// `store::NODE_ROLE` there): it owns nothing and is no superuser, so row-level security
+/// holds for it. Each local region gives it a random password of its own.
+pub const NODE_ROLE: &str = "residency_node";
 /// The physical replication slot that keeps WAL for the replica.
 const REPLICA_SLOT: &str = "replica_1";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -80,6 +85,8 @@ impl fmt::Debug for Password {
 pub struct LocalRegion {
     name: String,
     password: Password,
+    /// The password of [`NODE_ROLE`].
+    node_password: Password,
     primary: PgCluster,
     replica: PgCluster,
 }
@@ -93,26 +100,36 @@ impl LocalRegion {
     ) -> Result<Self, DevstackError> {
         let run_as = RunAs::detect()?;
         let name = options.name;
-        let (primary_dir, replica_dir, password, ephemeral) = match &options.durability {
-            Durability::Durable { root } => {
-                let pg_root = root.join("postgres");
-                create_dir(&pg_root)?;
-                run_as.own(&pg_root)?;
-                run_as.check_writable(&pg_root)?;
-                let password = load_or_create_password(&pg_root.join("password"), &run_as)?;
-                (
-                    pg_root.join("primary"),
-                    pg_root.join("replica"),
-                    password,
-                    false,
-                )
-            }
-            Durability::Ephemeral => {
-                let primary = ephemeral_dir(&name, "primary")?;
-                let replica = ephemeral_dir(&name, "replica")?;
-                (primary, replica, Password(random_hex(16)), true)
-            }
-        };
+        let (primary_dir, replica_dir, password, node_password, ephemeral) =
+            match &options.durability {
+                Durability::Durable { root } => {
+                    let pg_root = root.join("postgres");
+                    create_dir(&pg_root)?;
+                    run_as.own(&pg_root)?;
+                    run_as.check_writable(&pg_root)?;
+                    let password = load_or_create_password(&pg_root.join("password"), &run_as)?;
+                    let node_password =
+                        load_or_create_password(&pg_root.join("node_password"), &run_as)?;
+                    (
+                        pg_root.join("primary"),
+                        pg_root.join("replica"),
+                        password,
+                        node_password,
+                        false,
+                    )
+                }
+                Durability::Ephemeral => {
+                    let primary = ephemeral_dir(&name, "primary")?;
+                    let replica = ephemeral_dir(&name, "replica")?;
+                    (
+                        primary,
+                        replica,
+                        Password(random_hex(16)),
+                        Password(random_hex(16)),
+                        true,
+                    )
+                }
+            };
         for dir in [&primary_dir, &replica_dir] {
             create_dir(dir)?;
             set_mode(dir, 0o700)?;
@@ -153,6 +170,7 @@ impl LocalRegion {
             remove_on_exit: ephemeral,
         })?;
         wait_ready(&mut primary, &password).await?;
+        create_node_role(primary.port(), &password, &node_password).await?;
 
         if !is_initialized(&replica_dir) {
             clone_replica(binaries, &run_as, &primary, &replica_dir, &password).await?;
@@ -183,6 +201,7 @@ impl LocalRegion {
         Ok(Self {
             name,
             password,
+            node_password,
             primary,
             replica,
         })
@@ -216,6 +235,42 @@ impl LocalRegion {
 
     pub fn replica_config(&self, database: &str) -> tokio_postgres::Config {
         self.config(self.replica.port(), database)
+    }
+
+    /// `database` on the primary as [`NODE_ROLE`]: what a node's pools use.
+    pub fn node_primary_config(&self, database: &str) -> tokio_postgres::Config {
+        self.node_config(self.primary.port(), database)
+    }
+
+    /// `database` on the replica as [`NODE_ROLE`].
+    pub fn node_replica_config(&self, database: &str) -> tokio_postgres::Config {
+        self.node_config(self.replica.port(), database)
+    }
+
+    /// `postgres://` URL of `database` on the primary as [`NODE_ROLE`], with credentials.
+    pub fn node_primary_url(&self, database: &str) -> String {
+        format!(
+            "postgres://{NODE_ROLE}:{}@127.0.0.1:{}/{database}",
+            self.node_password.0,
+            self.primary.port()
+        )
+    }
+
+    /// `postgres://` URL of `database` on the replica as [`NODE_ROLE`], with credentials.
+    pub fn node_replica_url(&self, database: &str) -> String {
+        format!(
+            "postgres://{NODE_ROLE}:{}@127.0.0.1:{}/{database}",
+            self.node_password.0,
+            self.replica.port()
+        )
+    }
+
+    fn node_config(&self, port: u16, database: &str) -> tokio_postgres::Config {
+        let mut config = self.config(port, database);
+        config
+            .user(NODE_ROLE)
+            .password(self.node_password.0.as_bytes());
+        config
     }
 
     fn url(&self, port: u16, database: &str) -> String {
@@ -300,6 +355,37 @@ async fn init_primary(
     let mut text = fs::read_to_string(&conf).map_err(DevstackError::io("read", &conf))?;
     text.push_str(&settings);
     fs::write(&conf, text).map_err(DevstackError::io("write", &conf))
+}
+
+/// Creates [`NODE_ROLE`] unless it exists and gives it this region's password (the
+/// migrations grant it what it may do). The password is hex: nothing to quote.
+async fn create_node_role(
+    port: u16,
+    password: &Password,
+    node_password: &Password,
+) -> Result<(), DevstackError> {
+    let (client, connection) = connect(port, password, "postgres").await?;
+    let connection = tokio::spawn(connection);
+    let result = client
+        .batch_execute(&format!(
+            "do $$
+            begin
+                if not exists (select from pg_roles where rolname = '{NODE_ROLE}') then
+                    create role {NODE_ROLE} login noinherit;
+                end if;
+            end
+            $$;
+            alter role {NODE_ROLE} with login noinherit nosuperuser nobypassrls password '{}'",
+            node_password.0
+        ))
+        .await
+        .map_err(|source| DevstackError::Postgres {
+            what: format!("create the {NODE_ROLE} role"),
+            source,
+        });
+    drop(client);
+    let _ = connection.await;
+    result
 }
 
 async fn clone_replica(

@@ -69,8 +69,13 @@ pub fn shared_moto() -> &'static MotoServer {
 #[derive(Debug, Clone)]
 pub struct TestDatabase {
     pub name: String,
+    /// As the cluster's superuser: the owner, who migrates (and what tests use to look
+    /// behind the application's back).
     pub primary: tokio_postgres::Config,
     pub replica: tokio_postgres::Config,
+    /// As the node's login role ([`crate::NODE_ROLE`]): what a node's pools use.
+    pub node_primary: tokio_postgres::Config,
+    pub node_replica: tokio_postgres::Config,
 }
 
 impl TestDatabase {
@@ -91,6 +96,8 @@ impl TestDatabase {
         let database = Self {
             primary: region.primary_config(&name),
             replica: region.replica_config(&name),
+            node_primary: region.node_primary_config(&name),
+            node_replica: region.node_replica_config(&name),
             name,
         };
         database.wait_on_replica().await;

@@ -367,18 +367,24 @@ async fn start_node(
 ) -> anyhow::Result<RunningNode> {
     create_app_database(databases).await?;
     if let Some(directory) = directory {
-        let endpoint = PgEndpoint::new("directory", databases.primary_config(APP_DATABASE));
+        let endpoint = PgEndpoint::new("directory", databases.node_primary_config(APP_DATABASE));
         let database =
             store::directory::DirectoryDatabase::new(&endpoint).context("the directory pool")?;
         directory.set(PgDirectory::new(database));
     }
+    // The node logs in as `residency_node`, which owns nothing; the cluster's superuser
+    // stands in for the schema owner and only migrates (as `residency migrate` does).
     let settings = DatabaseSettings::new(
-        PgEndpoint::new("primary", databases.primary_config(APP_DATABASE)),
+        PgEndpoint::new("primary", databases.node_primary_config(APP_DATABASE)),
         vec![PgEndpoint::new(
             "replica-1",
-            databases.replica_config(APP_DATABASE),
+            databases.node_replica_config(APP_DATABASE),
         )],
-    );
+    )
+    .with_owner(PgEndpoint::new(
+        "owner",
+        databases.primary_config(APP_DATABASE),
+    ));
     crate::start_on(
         NodeConfig {
             region: id.clone(),

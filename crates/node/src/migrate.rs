@@ -10,13 +10,26 @@ use store::{DatabaseSettings, MigrationReport, PgEndpoint, RegionDatabase, embed
 /// Which primary to migrate.
 #[derive(Debug, Clone)]
 pub enum MigrateTarget {
-    /// The primary the catalogue in `catalog` names for `region`.
-    Catalog { catalog: PathBuf, region: String },
+    /// The primary the catalogue in `catalog` names for `region`, logged in as `owner`
+    /// (the schema owner's user and password) when given: the catalogue names the node's
+    /// own login role, which may not create or alter anything.
+    Catalog {
+        catalog: PathBuf,
+        region: String,
+        owner: Option<OwnerLogin>,
+    },
     /// The primary at `url` (e.g. a `dev` one), stamped as `region`'s.
     Url {
         region: String,
         url: catalog::Secret,
     },
+}
+
+/// The schema owner's login on the catalogue's primary (same host, database and TLS).
+#[derive(Debug, Clone)]
+pub struct OwnerLogin {
+    pub user: String,
+    pub password: catalog::Secret,
 }
 
 /// Migrates and stamps the target's primary; the region and what was applied.
@@ -34,8 +47,25 @@ pub async fn migrate(target: &MigrateTarget) -> anyhow::Result<(RegionId, Migrat
                 DatabaseSettings::new(PgEndpoint::new("primary", config), Vec::new()),
             )
         }
-        MigrateTarget::Catalog { catalog, region } => {
-            crate::serve::region_settings(catalog, region)?
+        MigrateTarget::Catalog {
+            catalog,
+            region,
+            owner,
+        } => {
+            let (region, settings) = crate::serve::region_settings(catalog, region)?;
+            match owner {
+                Some(owner) => {
+                    let mut config = settings.primary.config.clone();
+                    config.user(&owner.user).password(owner.password.expose());
+                    let endpoint = PgEndpoint {
+                        name: "owner".into(),
+                        config,
+                        tls: settings.primary.tls.clone(),
+                    };
+                    (region, settings.with_owner(endpoint))
+                }
+                None => (region, settings),
+            }
         }
     };
     let database = RegionDatabase::new(region.clone(), &settings)?;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use node::migrate::MigrateTarget;
+use node::migrate::{MigrateTarget, OwnerLogin};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct MigrateArgs {
@@ -14,9 +14,22 @@ pub(crate) struct MigrateArgs {
     /// The region catalogue directory (used unless --database-url is given).
     #[arg(long, env = "RESIDENCY_CATALOG", default_value_os_t = crate::default_catalog())]
     catalog: PathBuf,
-    /// Connect to this primary instead of the catalogue's, e.g. a `residency dev` one.
+    /// Connect to this primary instead of the catalogue's, e.g. a `residency dev` one, as
+    /// the user in the URL (the schema owner).
     #[arg(long, env = "RESIDENCY_DATABASE_URL", hide_env_values = true, value_parser = crate::parse_secret)]
     database_url: Option<catalog::Secret>,
+    /// With the catalogue: the schema owner, who runs migrations (the catalogue names the
+    /// node's own login role, `residency_node`, which owns nothing; docs/operations.md).
+    #[arg(
+        long,
+        env = "RESIDENCY_DB_OWNER_USER",
+        default_value = "residency_owner"
+    )]
+    owner_user: String,
+    /// With the catalogue: the schema owner's password. Without it, the catalogue's user
+    /// migrates, which works only where that user owns the schema.
+    #[arg(long, env = "RESIDENCY_DB_OWNER_PASSWORD", hide_env_values = true, value_parser = crate::parse_secret)]
+    owner_password: Option<catalog::Secret>,
 }
 
 pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
@@ -28,6 +41,10 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         None => MigrateTarget::Catalog {
             catalog: args.catalog,
             region: args.region,
+            owner: args.owner_password.map(|password| OwnerLogin {
+                user: args.owner_user,
+                password,
+            }),
         },
     };
     let (region, report) = node::migrate::migrate(&target).await?;

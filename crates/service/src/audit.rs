@@ -454,12 +454,13 @@ impl AuditLog {
         tenant: &TenantId,
         filter: &EventFilter,
     ) -> Result<Vec<Event>, AuditError> {
-        let primary = self.inner.core.database.primary().get().await?;
-        rows::events(primary.client(), tenant, filter)
-            .await?
-            .iter()
-            .map(from_row)
-            .collect()
+        // In the tenant's scope: the node's own role may append to any chain (the batched
+        // writer) but reads a tenant's events only as that tenant.
+        let mut primary = self.inner.core.database.primary().get().await?;
+        let tx = primary.read_tenant(tenant).await?;
+        let rows = rows::events(tx.client(), tenant, filter).await?;
+        tx.finish().await?;
+        rows.iter().map(from_row).collect()
     }
 
     /// Signs the heads of chains that moved since their last checkpoint, `batch` at a

@@ -266,10 +266,11 @@ impl RegionService {
     /// The tenant's rotation bounds as set, with the region's defaults.
     pub async fn key_bounds(&self, caller: &Caller) -> Result<KeyBoundsView, ServiceError> {
         let tenant = caller.tenant;
-        let primary = self.inner.database.primary().get().await?;
-        let stored = store::tenants::key_bounds(primary.client(), &tenant)
-            .await?
-            .ok_or(ServiceError::NotFound { what: "tenant" })?;
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.read_tenant(&tenant).await?;
+        let stored = store::tenants::key_bounds(tx.client(), &tenant).await?;
+        tx.finish().await?;
+        let stored = stored.ok_or(ServiceError::NotFound { what: "tenant" })?;
         Ok(self.bounds_view(TenantKeyBounds {
             max_seals: stored.max_seals.and_then(|v| u64::try_from(v).ok()),
             max_age: stored

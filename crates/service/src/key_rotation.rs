@@ -166,9 +166,11 @@ impl RegionService {
     /// first rotation).
     pub async fn key_status(&self, caller: &Caller) -> Result<KeyStatus, ServiceError> {
         let tenant = caller.tenant;
-        let primary = self.inner.database.primary().get().await?;
-        let versions = tenant_keys::list(primary.client(), &tenant)
-            .await?
+        let mut primary = self.inner.database.primary().get().await?;
+        let tx = primary.read_tenant(&tenant).await?;
+        let versions = tenant_keys::list(tx.client(), &tenant).await?;
+        tx.finish().await?;
+        let versions = versions
             .into_iter()
             .filter(|key| key.purpose == KeyPurpose::Data)
             .collect();

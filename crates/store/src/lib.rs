@@ -63,6 +63,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "idempotency_keys",
     // The outbox of object deletions (migration 0017): object keys (random ids), never values.
     "object_deletions",
+    // What offboarding purges deleted (migration 0015), written by `residency_purge` only.
+    "tenant_purges",
 ];
 
 pub use error::{BoxError, StoreError, with_causes};
@@ -77,6 +79,6 @@ pub use pools::{
     Replica, ReplicaPool, SessionTimeouts,
 };
 pub use routing::ReadConsistency;
-pub use scoped::{APP_ROLE, ReadTx, Reader, ServedBy, TENANT_SETTING};
+pub use scoped::{APP_ROLE, NODE_ROLE, ReadTx, Reader, ServedBy, TENANT_SETTING};
 pub use tls::{PgTls, TlsSetupError};
 pub use tokens::{ConsistencyKeys, TokenRefused};

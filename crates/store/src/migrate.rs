@@ -86,7 +86,7 @@ const MIGRATION_LOCK: i64 = 0x5245_5349_4445_4e43; // "RESIDENC"
 pub struct ClusterRole {
     /// A plain lowercase identifier (it is written into SQL unquoted).
     pub name: &'static str,
-    /// `login` or `nologin`.
+    /// `login`, `nologin`, or `login noinherit`.
     pub attributes: &'static str,
 }
 
@@ -108,6 +108,11 @@ pub const CLUSTER_ROLES: &[ClusterRole] = &[
     ClusterRole {
         name: "residency_export",
         attributes: "login",
+    },
+    // The node's login role (0015): inherits nothing of the roles it is a member of.
+    ClusterRole {
+        name: "residency_node",
+        attributes: "login noinherit",
     },
 ];
 
@@ -140,6 +145,63 @@ pub async fn migrate_with_roles(
         .execute("select pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
     result
+}
+
+/// Whether every one of `migrations` is applied to the database behind `client`, with
+/// the checksum this build has, and nothing else is: what a node that logs in as a role
+/// owning nothing checks instead of migrating (it may not create or alter anything; the
+/// owner runs `residency migrate`). `Ok(false)` when something is left to apply (or the
+/// history table is missing); a changed or unknown migration is an error, as in [`migrate`].
+pub async fn all_applied(
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<bool, MigrationError> {
+    let exists: bool = client
+        .query_one("select to_regclass('schema_migrations') is not null", &[])
+        .await
+        .map_err(MigrationError::History)?
+        .get(0);
+    if !exists {
+        return Ok(false);
+    }
+    let applied = verify_history(client, migrations).await?;
+    Ok(migrations
+        .iter()
+        .all(|migration| applied.contains(&migration.version)))
+}
+
+/// The versions recorded in `schema_migrations`, each checked against `migrations`.
+async fn verify_history(
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<Vec<u32>, MigrationError> {
+    let rows = client
+        .query(
+            "select version, name, checksum from schema_migrations order by version",
+            &[],
+        )
+        .await
+        .map_err(MigrationError::History)?;
+    let mut verified = Vec::with_capacity(rows.len());
+    for row in rows {
+        let version = u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX);
+        let name: String = row.get(1);
+        let applied: String = row.get(2);
+        let Some(known) = migrations.iter().find(|m| m.version == version) else {
+            return Err(MigrationError::Unknown { version, name });
+        };
+        let built = known.checksum();
+        if built != applied {
+            return Err(MigrationError::Changed {
+                version,
+                name,
+                applied,
+                built,
+            });
+        }
+        verified.push(version);
+    }
+    Ok(verified)
 }
 
 /// Creates `role` unless it exists, in a transaction of its own. A concurrent creator in
@@ -178,33 +240,10 @@ async fn migrate_locked(
         )
         .await
         .map_err(MigrationError::History)?;
-    let rows = client
-        .query(
-            "select version, name, checksum from schema_migrations order by version",
-            &[],
-        )
-        .await
-        .map_err(MigrationError::History)?;
-    let mut report = MigrationReport::default();
-    for row in rows {
-        let version = u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX);
-        let name: String = row.get(1);
-        let applied: String = row.get(2);
-        let Some(known) = migrations.iter().find(|m| m.version == version) else {
-            return Err(MigrationError::Unknown { version, name });
-        };
-        let built = known.checksum();
-        if built != applied {
-            return Err(MigrationError::Changed {
-                version,
-                name,
-                applied,
-                built,
-            });
-        }
-        report.already_applied.push(version);
-    }
-
+    let mut report = MigrationReport {
+        applied: Vec::new(),
+        already_applied: verify_history(client, migrations).await?,
+    };
     for migration in migrations {
         if report.already_applied.contains(&migration.version) {
             continue;
@@ -287,7 +326,10 @@ mod tests {
                 "{} is written into SQL unquoted",
                 role.name
             );
-            assert!(matches!(role.attributes, "login" | "nologin"));
+            assert!(matches!(
+                role.attributes,
+                "login" | "nologin" | "login noinherit"
+            ));
         }
     }
 

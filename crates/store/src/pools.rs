@@ -72,7 +72,14 @@ impl fmt::Debug for PgEndpoint {
 /// The databases of one region.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
+    /// The primary as the node's login role (`residency_node`, [`crate::NODE_ROLE`]),
+    /// which owns nothing: every pool and probe connects as it.
     pub primary: PgEndpoint,
+    /// The primary as the owner of the schema, used only by [`RegionDatabase::prepare`]
+    /// (migrations and the region stamp), on one connection of its own that is closed
+    /// when it is done. `None`: `prepare` migrates over the pool, which works only where
+    /// the pool's role owns the schema (a database that does not separate the roles).
+    pub owner: Option<PgEndpoint>,
     pub replicas: Vec<PgEndpoint>,
     /// Connections per pool.
     pub pool_size: usize,
@@ -157,9 +164,16 @@ pub(crate) fn with_timeouts(
 }
 
 impl DatabaseSettings {
+    /// Settings whose [`DatabaseSettings::prepare`] connects as `owner`.
+    pub fn with_owner(mut self, owner: PgEndpoint) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
     pub fn new(primary: PgEndpoint, replicas: Vec<PgEndpoint>) -> Self {
         Self {
             primary,
+            owner: None,
             replicas,
             pool_size: 16,
             pool_timeout: Duration::from_secs(5),
@@ -388,6 +402,8 @@ pub struct RegionDatabase {
     pub(crate) primary: PrimaryPool,
     pub(crate) replicas: Vec<ReplicaPool>,
     probes: std::sync::Arc<[EndpointProbe]>,
+    /// The schema owner's login, for [`RegionDatabase::prepare`] only.
+    owner: Option<PgEndpoint>,
     /// Which replicas serve reads, shared by every clone.
     pub(crate) routing: std::sync::Arc<Routing>,
     /// What consistency tokens are tagged and checked with.
@@ -423,6 +439,7 @@ impl RegionDatabase {
             primary,
             replicas,
             probes,
+            owner: settings.owner.clone(),
             routing,
             consistency_keys: settings.consistency_keys.clone(),
         })
@@ -430,6 +447,41 @@ impl RegionDatabase {
 
     pub fn region(&self) -> &RegionId {
         &self.region
+    }
+
+    /// This region's primary and replicas as the schema owner (the settings' `owner`), for
+    /// tests that look at or tamper with rows behind the application's back: pools of its
+    /// own.
+    ///
+    /// # Panics
+    /// When the settings named no owner.
+    #[cfg(feature = "testing")]
+    pub fn as_owner(&self) -> RegionDatabase {
+        let owner = self
+            .owner
+            .clone()
+            .expect("the test settings name the schema owner");
+        // The replicas as the owner too (same user and password, each replica's address).
+        let replicas = self
+            .replicas
+            .iter()
+            .map(|replica| {
+                let mut config = replica.endpoint.config.clone();
+                if let Some(user) = owner.config.get_user() {
+                    config.user(user);
+                }
+                if let Some(password) = owner.config.get_password() {
+                    config.password(password);
+                }
+                PgEndpoint {
+                    config,
+                    ..replica.endpoint.clone()
+                }
+            })
+            .collect();
+        let mut settings = DatabaseSettings::new(owner, replicas);
+        settings.consistency_keys = self.consistency_keys.clone();
+        RegionDatabase::new(self.region.clone(), &settings).expect("pools build without connecting")
     }
 
     pub fn primary(&self) -> &PrimaryPool {
@@ -448,24 +500,62 @@ impl RegionDatabase {
     }
 
     /// Makes the primary ready for this node: refuses a database stamped for another
-    /// region, applies `migrations`, then stamps the database with this region.
+    /// region, applies `migrations`, then stamps the database with this region. Runs as
+    /// the schema owner when the settings name one (the node's own role may not create
+    /// or alter anything). Without one, over the pool: a database already migrated and
+    /// stamped (by `residency migrate`, as the owner) is only verified, which the node's
+    /// own role may do; anything else is migrated, which only an owner may.
     pub async fn prepare(&self, migrations: &[Migration]) -> Result<MigrationReport, StoreError> {
-        let mut primary = self.primary.get().await?;
-        self.check_stamp(&primary).await?;
-        let client: &mut tokio_postgres::Client = &mut primary;
+        let Some(owner) = &self.owner else {
+            let mut primary = self.primary.get().await?;
+            let client: &mut tokio_postgres::Client = &mut primary;
+            if read_stamp(client).await?.is_some()
+                && crate::migrate::all_applied(client, migrations).await?
+            {
+                self.check_stamp(client).await?;
+                return Ok(MigrationReport {
+                    applied: Vec::new(),
+                    already_applied: migrations.iter().map(|m| m.version).collect(),
+                });
+            }
+            return self.prepare_with(client, migrations).await;
+        };
+        let mut config = owner.config.clone();
+        config.connect_timeout(OWNER_CONNECT_TIMEOUT);
+        let (mut client, connection) =
+            crate::tls::connect(&config, &owner.tls)
+                .await
+                .map_err(|err| {
+                    StoreError::unavailable(crate::error::Failed {
+                        doing: format!("connect to {} as the schema owner", owner.address()),
+                        cause: err.into(),
+                    })
+                })?;
+        let result = self.prepare_with(&mut client, migrations).await;
+        drop(client);
+        let _ = connection.await;
+        result
+    }
+
+    async fn prepare_with(
+        &self,
+        client: &mut tokio_postgres::Client,
+        migrations: &[Migration],
+    ) -> Result<MigrationReport, StoreError> {
+        self.check_stamp(client).await?;
         let report = migrate(client, migrations).await?;
-        primary
+        client
             .execute(
                 "insert into residency_region (region_id) values ($1) on conflict (singleton) do nothing",
                 &[&self.region.as_str()],
             )
             .await?;
-        self.check_stamp(&primary).await?;
+        self.check_stamp(client).await?;
         Ok(report)
     }
 
-    async fn check_stamp(&self, primary: &Primary) -> Result<(), StoreError> {
-        let stamped = read_stamp(primary).await?;
+    async fn check_stamp(&self, client: &tokio_postgres::Client) -> Result<(), StoreError> {
+        let stamped = read_stamp(client).await?;
         match stamped {
             Some(stamped) if stamped != self.region.as_str() => Err(StoreError::WrongRegion {
                 stamped,
@@ -481,13 +571,20 @@ impl RegionDatabase {
     }
 }
 
+/// How long `prepare` waits for the owner's connection to open.
+const OWNER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The region stamp of the database behind `client`, if it has one yet.
 pub(crate) async fn read_stamp(
     client: &tokio_postgres::Client,
 ) -> Result<Option<String>, tokio_postgres::Error> {
+    // A replica that has not replayed the grant to the node's role yet (migration 0015,
+    // just applied by the owner) reads as one not stamped yet, like one that has not
+    // replayed the table: the next probe sees the stamp.
     let exists: bool = client
         .query_one(
-            "select to_regclass('public.residency_region') is not null",
+            "select case when to_regclass('public.residency_region') is null then false
+                         else has_table_privilege('public.residency_region', 'select') end",
             &[],
         )
         .await?

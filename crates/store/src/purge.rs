@@ -1,8 +1,10 @@
 //! Purging an offboarded tenant's rows (the `purge` job): counting what it holds, deleting
 //! a bounded batch of one table at a time, and finally its key rows and its tenant row.
-//! System work on the primary outside any tenant scope (the table owner's connection, like
-//! the job runner's). The audit tables and the jobs table are never touched: the chain and
-//! the purge's own job row are the evidence that stays.
+//! Counting runs in the tenant's scope; deleting goes through the database function
+//! `residency_purge` (migration 0015), which runs as the schema owner, refuses a tenant
+//! that is not offboarded and records each step in `tenant_purges`. The audit tables and
+//! the jobs table are never touched: the chain and the purge's own job row are the
+//! evidence that stays.
 
 use model::TenantId;
 use tokio_postgres::GenericClient;
@@ -63,67 +65,41 @@ pub async fn count<C: GenericClient>(
 }
 
 /// Deletes up to `limit` rows of `tenant` from `table`; returns how many went. Deleting
-/// what is already gone deletes nothing, so a batch that runs again is harmless.
+/// what is already gone deletes nothing, so a batch that runs again is harmless. Through
+/// `residency_purge` (migration 0015), the only way the node's role deletes a tenant's rows
+/// wholesale: it refuses a tenant that is not offboarded and records what it deleted.
 pub async fn delete_batch(
     primary: &Primary,
     table: PurgeTable,
     tenant: &TenantId,
     limit: i64,
 ) -> Result<u64, StoreError> {
-    let name = table.as_str();
-    let sql = format!(
-        "delete from {name} where ctid = any(array(
-             select ctid from {name} where tenant_id = $1 limit $2))"
-    );
-    Ok(primary
-        .client()
-        .execute(&sql, &[&tenant.as_str(), &limit])
-        .await?)
+    purge_step(primary.client(), tenant, table.as_str(), limit).await
 }
 
 /// The last step of a purge: deletes the tenant's key rows (every version already
-/// destroyed) and its tenant row, in one transaction, only while the tenant is
+/// destroyed) and its tenant row, in one statement, only while the tenant is
 /// `offboarded` (a purge never deletes an active tenant). Returns whether the tenant row
-/// was there (false once an earlier run deleted it).
+/// was there (false once an earlier run deleted it). Its idempotency keys (migration
+/// 0016) go with the tenant row (their foreign key cascades).
 pub async fn delete_tenant(primary: &mut Primary, tenant: &TenantId) -> Result<bool, StoreError> {
-    let tx = primary.begin().await?;
-    let status: Option<String> = tx
-        .client()
-        .query_opt(
-            "select status from tenants where tenant_id = $1 for update",
-            &[&tenant.as_str()],
+    Ok(purge_step(primary.client(), tenant, "tenant", 1).await? > 0)
+}
+
+/// One call of `residency_purge`; a live tenant is [`StoreError::Check`] naming
+/// `residency_purge_refuses_a_live_tenant`.
+async fn purge_step(
+    client: &tokio_postgres::Client,
+    tenant: &TenantId,
+    step: &str,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let deleted: i64 = client
+        .query_one(
+            "select residency_purge($1, $2, $3)",
+            &[&tenant.as_str(), &step, &limit],
         )
         .await?
-        .map(|row| row.try_get(0))
-        .transpose()?;
-    let present = match status.as_deref() {
-        None => false,
-        Some("offboarded") => true,
-        Some(_) => {
-            return Err(StoreError::Check {
-                constraint: "purge of a tenant that is not offboarded".into(),
-            });
-        }
-    };
-    tx.client()
-        .execute(
-            "delete from tenant_keys where tenant_id = $1 and state = 'destroyed'",
-            &[&tenant.as_str()],
-        )
-        .await?;
-    // Idempotency keys (migration 0016): a bounded number per tenant, gone with the tenant.
-    tx.client()
-        .execute(
-            "delete from idempotency_keys where tenant_id = $1",
-            &[&tenant.as_str()],
-        )
-        .await?;
-    tx.client()
-        .execute(
-            "delete from tenants where tenant_id = $1",
-            &[&tenant.as_str()],
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(present)
+        .try_get(0)?;
+    Ok(u64::try_from(deleted).unwrap_or_default())
 }

@@ -15,6 +15,11 @@ use crate::{Primary, PrimaryTx, Replica, StoreError};
 /// The NOLOGIN role tenant-scoped transactions run as (see `0004_tenant_data.sql`).
 pub const APP_ROLE: &str = "residency_app";
 
+/// The LOGIN role a node's pools connect as (`0015_roles_that_hold.sql`): it owns nothing,
+/// reaches as itself only the system rows granted to it, and switches to [`APP_ROLE`] for
+/// tenant data.
+pub const NODE_ROLE: &str = "residency_node";
+
 /// The setting row-level security policies compare `tenant_id` with.
 pub const TENANT_SETTING: &str = "residency.tenant";
 
@@ -225,15 +230,31 @@ impl Reader {
     /// Starts a read-only transaction confined to `tenant`'s rows, on one snapshot
     /// (repeatable read), so that the reads of one request agree with each other.
     pub async fn begin_tenant(&mut self, tenant: &TenantId) -> Result<ReadTx<'_>, StoreError> {
-        let tx = self
-            .object()
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        scope(&tx, tenant).await?;
-        Ok(ReadTx(tx))
+        begin_read(self.object(), tenant).await
+    }
+}
+
+/// A read-only transaction confined to `tenant` on `object`, on one snapshot.
+async fn begin_read<'a>(
+    object: &'a mut Object,
+    tenant: &TenantId,
+) -> Result<ReadTx<'a>, StoreError> {
+    let tx = object
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    scope(&tx, tenant).await?;
+    Ok(ReadTx(tx))
+}
+
+impl Primary {
+    /// [`Reader::begin_tenant`] on this primary, keeping it: for the reads of a job or
+    /// a use case that writes on the same connection afterwards. The node's own role
+    /// reads no tenant data, so every read of a tenant's rows goes through one.
+    pub async fn read_tenant(&mut self, tenant: &TenantId) -> Result<ReadTx<'_>, StoreError> {
+        begin_read(&mut self.0, tenant).await
     }
 }
 

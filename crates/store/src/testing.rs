@@ -35,12 +35,15 @@ pub async fn migrated_database() -> TestDatabase {
     TestDatabase::create(Some(TEMPLATE)).await
 }
 
-/// Settings for a `RegionDatabase` on `database`: the shared region's primary and replica.
+/// Settings for a `RegionDatabase` on `database`: the shared region's primary and replica
+/// as the node's login role (`residency_node`), and the superuser as the schema owner
+/// that `prepare` migrates with, as a deployment separates them.
 pub fn settings(database: &TestDatabase) -> DatabaseSettings {
     DatabaseSettings::new(
-        PgEndpoint::new("primary", database.primary.clone()),
-        vec![PgEndpoint::new("replica-1", database.replica.clone())],
+        PgEndpoint::new("primary", database.node_primary.clone()),
+        vec![PgEndpoint::new("replica-1", database.node_replica.clone())],
     )
+    .with_owner(PgEndpoint::new("owner", database.primary.clone()))
 }
 
 /// A prepared (migrated and stamped) `RegionDatabase` for `region` on a fresh database.

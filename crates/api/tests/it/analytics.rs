@@ -195,7 +195,7 @@ fn runs(collection: &std::path::Path) -> Vec<(String, bool)> {
 
 /// Gives the export role its password, as a deployment would.
 async fn export_role_password(db: &RegionDatabase) {
-    let owner = db.primary().get().await.expect("primary");
+    let owner = db.as_owner().primary().get().await.expect("primary");
     owner
         .batch_execute(&format!("alter role {EXPORT_ROLE} password '{PASSWORD}'"))
         .await
@@ -205,7 +205,7 @@ async fn export_role_password(db: &RegionDatabase) {
 /// Waits until `count` (a `select count(*)`) on the replica answers `expected`.
 async fn replica_counts(db: &RegionDatabase, count: &str, expected: i64) {
     for _ in 0..500 {
-        let replayed: i64 = db.replicas()[0]
+        let replayed: i64 = db.as_owner().replicas()[0]
             .get()
             .await
             .expect("replica")

@@ -159,7 +159,7 @@ async fn reencrypted(api: &Served, tenant: &str, admin: &str) -> wire::api::KeyS
 /// The rows of `sql` (one parameter: the tenant) on the primary, as its owner (no
 /// row-level security: what is really stored).
 async fn tenant_rows(api: &Served, sql: &str, tenant: &str) -> Vec<tokio_postgres::Row> {
-    let primary = api.node.state.database().primary().get().await;
+    let primary = api.node.state.database().as_owner().primary().get().await;
     let primary = primary.expect("primary");
     primary.client().query(sql, &[&tenant]).await.expect(sql)
 }

@@ -16,8 +16,15 @@ use serde_json::{Value, json};
 
 use crate::jobs::{OPERATOR, call, start, tenant_with_record};
 
-/// Tables whose rows about an offboarded tenant stay: its audit chain and its jobs.
-const KEPT: &[&str] = &["audit_events", "audit_heads", "audit_checkpoints", "jobs"];
+/// Tables whose rows about an offboarded tenant stay: its audit chain, its jobs, and what
+/// the purge function recorded of each step (ids and counts).
+const KEPT: &[&str] = &[
+    "audit_events",
+    "audit_heads",
+    "audit_checkpoints",
+    "jobs",
+    "tenant_purges",
+];
 
 #[tokio::test]
 async fn an_offboarded_tenant_is_gone_everywhere_purged_and_certified() {

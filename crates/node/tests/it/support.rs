@@ -31,9 +31,10 @@ pub fn node_config(
     NodeConfig {
         region: id.clone(),
         database: DatabaseSettings::new(
-            PgEndpoint::new("primary", database.primary.clone()),
-            vec![PgEndpoint::new("replica-1", database.replica.clone())],
-        ),
+            PgEndpoint::new("primary", database.node_primary.clone()),
+            vec![PgEndpoint::new("replica-1", database.node_replica.clone())],
+        )
+        .with_owner(PgEndpoint::new("owner", database.primary.clone())),
         backends: Backends {
             kms,
             objects: Arc::new(LocalObjectStore::new(root.join("objects")).expect("object store")),

@@ -133,9 +133,10 @@ impl ThreeRegions {
             };
             let database = TestDatabase::create(None).await;
             let settings = DatabaseSettings::new(
-                PgEndpoint::new("primary", database.primary.clone()),
-                vec![PgEndpoint::new("replica-1", database.replica.clone())],
-            );
+                PgEndpoint::new("primary", database.node_primary.clone()),
+                vec![PgEndpoint::new("replica-1", database.node_replica.clone())],
+            )
+            .with_owner(PgEndpoint::new("owner", database.primary.clone()));
             let audit = NodeAudit {
                 keys: AuditKeys::generate(id.clone()),
                 settings: AuditSettings::default(),

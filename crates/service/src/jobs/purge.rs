@@ -253,7 +253,7 @@ impl PurgeJob {
         job: store::jobs::JobId,
         tenant: &model::TenantId,
     ) -> Result<BatchDone, BatchError> {
-        let primary = self.primary().await?;
+        let mut primary = self.primary().await?;
         // A purge queued after a failed one carries on from what that one counted, so the
         // certificate says what the tenant held when it was offboarded.
         let failed = store::jobs::list(
@@ -294,15 +294,22 @@ impl PurgeJob {
                 cause: None,
             });
         }
+        // The counts and keys of the tenant, read in its own scope (an offboarded
+        // tenant's rows stay readable there until they are purged).
+        let tx = primary
+            .read_tenant(tenant)
+            .await
+            .map_err(database_unavailable)?;
         let mut counts = [0u64; PurgeTable::ALL.len()];
         for (count, table) in counts.iter_mut().zip(PurgeTable::ALL) {
-            *count = purge::count(primary.client(), table, tenant)
+            *count = purge::count(tx.client(), table, tenant)
                 .await
                 .map_err(database_unavailable)?;
         }
-        let keys = store::tenant_keys::list(primary.client(), tenant)
+        let keys = store::tenant_keys::list(tx.client(), tenant)
             .await
             .map_err(database_unavailable)?;
+        tx.finish().await.map_err(database_unavailable)?;
         if keys
             .iter()
             .any(|key| key.state != envelope::KeyState::Destroyed)

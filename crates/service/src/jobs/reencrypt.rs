@@ -159,22 +159,27 @@ impl JobHandler for ReencryptJob {
         let limit = i64::try_from(input.batch_size).unwrap_or(i64::MAX);
         let total = match input.checkpoint {
             None => {
-                let primary = self.primary().await?;
-                Some(
-                    reencryption::items(primary.client(), tenant)
-                        .await
-                        .map_err(database)?,
-                )
+                let mut primary = self.primary().await?;
+                let tx = primary.read_tenant(tenant).await.map_err(database)?;
+                let items = reencryption::items(tx.client(), tenant)
+                    .await
+                    .map_err(database)?;
+                tx.finish().await.map_err(database)?;
+                Some(items)
             }
             Some(_) => None,
         };
         match at {
             Checkpoint::Records(after) => {
                 let page = {
-                    let primary = self.primary().await?;
-                    reencryption::records_after(primary.client(), tenant, after.as_ref(), limit)
-                        .await
-                        .map_err(database)?
+                    let mut primary = self.primary().await?;
+                    let tx = primary.read_tenant(tenant).await.map_err(database)?;
+                    let page =
+                        reencryption::records_after(tx.client(), tenant, after.as_ref(), limit)
+                            .await
+                            .map_err(database)?;
+                    tx.finish().await.map_err(database)?;
+                    page
                 };
                 let Some(last) = page.last().map(|row| row.position.clone()) else {
                     let next = Checkpoint::Files(None).to_json();
@@ -186,10 +191,14 @@ impl JobHandler for ReencryptJob {
             }
             Checkpoint::Files(after) => {
                 let page = {
-                    let primary = self.primary().await?;
-                    reencryption::files_after(primary.client(), tenant, after.as_ref(), limit)
-                        .await
-                        .map_err(database)?
+                    let mut primary = self.primary().await?;
+                    let tx = primary.read_tenant(tenant).await.map_err(database)?;
+                    let page =
+                        reencryption::files_after(tx.client(), tenant, after.as_ref(), limit)
+                            .await
+                            .map_err(database)?;
+                    tx.finish().await.map_err(database)?;
+                    page
                 };
                 let Some(last) = page.last().map(|file| file.position.clone()) else {
                     self.audit_completion(tenant, input.job, version).await?;
@@ -259,10 +268,12 @@ impl ReencryptJob {
                     processed += 1;
                     continue;
                 }
-                match reencryption::record(primary.client(), tenant, &row.position)
+                let tx = primary.read_tenant(tenant).await.map_err(database)?;
+                let now = reencryption::record(tx.client(), tenant, &row.position)
                     .await
-                    .map_err(database)?
-                {
+                    .map_err(database)?;
+                tx.finish().await.map_err(database)?;
+                match now {
                     Some(now) => pending.push(now),
                     // Deleted meanwhile: nothing of it is left to re-seal.
                     None => processed += 1,
@@ -360,11 +371,17 @@ impl ReencryptJob {
             .await
             .map_err(item_database)?;
         tx.commit().await.map_err(item_database)?;
-        if !recorded
-            && !reencryption::object_in_use(primary.client(), tenant, &file.object_key)
+        let in_use = if recorded {
+            true
+        } else {
+            let tx = primary.read_tenant(tenant).await.map_err(item_database)?;
+            let in_use = reencryption::object_in_use(tx.client(), tenant, &file.object_key)
                 .await
-                .map_err(item_database)?
-        {
+                .map_err(item_database)?;
+            tx.finish().await.map_err(item_database)?;
+            in_use
+        };
+        if !in_use {
             drop(primary);
             // Its file's deletion may have been carried out already: name it again.
             let queued = self

@@ -99,9 +99,14 @@ impl JobHandler for SubjectIndexJob {
         let after = parse_checkpoint(input.checkpoint).ok_or(corrupt("corrupt checkpoint"))?;
         let limit = i64::try_from(input.batch_size).unwrap_or(i64::MAX);
         let mut primary = self.database.primary().get().await.map_err(database)?;
-        let page = subjects::tenant_records_page(primary.client(), &tenant, after.as_ref(), limit)
-            .await
-            .map_err(database)?;
+        let page = {
+            let tx = primary.read_tenant(&tenant).await.map_err(database)?;
+            let page = subjects::tenant_records_page(tx.client(), &tenant, after.as_ref(), limit)
+                .await
+                .map_err(database)?;
+            tx.finish().await.map_err(database)?;
+            page
+        };
         let Some(last) = page.last().map(CollectionRecord::position) else {
             return Ok(BatchDone {
                 processed: 0,
@@ -116,10 +121,12 @@ impl JobHandler for SubjectIndexJob {
         let mut failed = 0;
         for record in &page {
             if !schemas.contains_key(&record.collection) {
-                let stored = store::collections::get(primary.client(), &tenant, &record.collection)
+                let tx = primary.read_tenant(&tenant).await.map_err(database)?;
+                let stored = store::collections::get(tx.client(), &tenant, &record.collection)
                     .await
-                    .map_err(database)?
-                    .ok_or(corrupt("a record's collection vanished"))?;
+                    .map_err(database)?;
+                tx.finish().await.map_err(database)?;
+                let stored = stored.ok_or(corrupt("a record's collection vanished"))?;
                 let schema = parse_stored_schema(stored.schema).map_err(service)?;
                 schemas.insert(record.collection.clone(), schema);
             }
@@ -142,14 +149,14 @@ impl JobHandler for SubjectIndexJob {
             .await
             .map_err(database)?;
         let total = match input.checkpoint {
-            None => Some(
-                u64::try_from(
-                    store::records::count(primary.client(), &tenant)
-                        .await
-                        .map_err(database)?,
-                )
-                .unwrap_or_default(),
-            ),
+            None => {
+                let tx = primary.read_tenant(&tenant).await.map_err(database)?;
+                let count = store::records::count(tx.client(), &tenant)
+                    .await
+                    .map_err(database)?;
+                tx.finish().await.map_err(database)?;
+                Some(u64::try_from(count).unwrap_or_default())
+            }
             Some(_) => None,
         };
         Ok(BatchDone {

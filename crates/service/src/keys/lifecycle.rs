@@ -158,7 +158,7 @@ impl Keyring {
     pub async fn rotate(&self, tenant: &TenantId) -> Result<KeyVersion, KeyError> {
         let next = self.next_data_key(tenant).await?;
         let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin().await?;
+        let tx = primary.begin_tenant(tenant).await?;
         let version = self.rotate_within(&tx, &next).await?;
         tx.commit().await?;
         self.forget_tenant(tenant);
@@ -304,7 +304,7 @@ impl Keyring {
     /// do not listen.
     pub async fn shred(&self, tenant: &TenantId) -> Result<u64, KeyError> {
         let mut primary = self.inner.database.primary().get().await?;
-        let tx = primary.begin().await?;
+        let tx = primary.begin_tenant(tenant).await?;
         let destroyed = tenant_keys::destroy_all(&tx, tenant).await?;
         tx.commit().await?;
         self.forget_tenant(tenant);

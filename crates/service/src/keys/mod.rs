@@ -347,12 +347,10 @@ impl Keyring {
         purpose: KeyPurpose,
     ) -> Result<ActiveVersion, KeyError> {
         let loaded_in = self.inner.hot.generation();
-        let stored = self
-            .read_with_fallback(|client| {
-                let tenant = *tenant;
-                async move { tenant_keys::active(&*client, &tenant, purpose).await }
-            })
-            .await?;
+        let mut reader = self.key_reader().await?;
+        let tx = reader.begin_tenant(tenant).await?;
+        let stored = tenant_keys::active(tx.client(), tenant, purpose).await?;
+        tx.finish().await?;
         match stored {
             Some(stored) => Ok(ActiveVersion {
                 version: stored.version,
@@ -431,17 +429,15 @@ impl Keyring {
 
     async fn unwrap_key(&self, id: &KeyId) -> Result<Arc<CachedKey>, KeyError> {
         let loaded_in = self.inner.hot.generation();
-        let stored = self
-            .read_with_fallback(|client| {
-                let (tenant, purpose, version) = (id.tenant, id.purpose, id.version);
-                async move { tenant_keys::by_version(&*client, &tenant, purpose, version).await }
-            })
-            .await?
-            .ok_or_else(|| KeyError::UnknownVersion {
-                tenant: id.tenant,
-                purpose: id.purpose.as_str(),
-                version: id.version.get(),
-            })?;
+        let mut reader = self.key_reader().await?;
+        let tx = reader.begin_tenant(&id.tenant).await?;
+        let stored = tenant_keys::by_version(tx.client(), &id.tenant, id.purpose, id.version).await;
+        tx.finish().await?;
+        let stored = stored?.ok_or_else(|| KeyError::UnknownVersion {
+            tenant: id.tenant,
+            purpose: id.purpose.as_str(),
+            version: id.version.get(),
+        })?;
         if stored.state == KeyState::Destroyed || stored.wrapped.is_none() {
             return Err(KeyError::Shredded { tenant: id.tenant });
         }
@@ -458,22 +454,19 @@ impl Keyring {
         )))
     }
 
-    /// Runs a read on the primary, or on the first replica when the primary is down, so
-    /// that reads keep working without a primary. A key too new for the replica simply
-    /// is not found there.
-    async fn read_with_fallback<T, F, Fut>(&self, read: F) -> Result<T, KeyError>
-    where
-        F: Fn(ClientRef) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
+    /// A connection for reading keys: the primary, or the first replica when the primary
+    /// is down, so that reads keep working without a primary (a key too new for the
+    /// replica simply is not found there). Keys are read in their tenant's scope, like
+    /// every read of its rows; the node's own role reads wrapped keys only for the
+    /// region-wide KMS rewrap.
+    async fn key_reader(&self) -> Result<store::Reader, KeyError> {
         match self.inner.database.primary().get().await {
-            Ok(primary) => Ok(read(ClientRef::Primary(primary)).await?),
+            Ok(primary) => Ok(store::Reader::Primary(primary)),
             Err(err @ StoreError::Unavailable(_)) => {
                 let Some(pool) = self.inner.database.replicas().first() else {
                     return Err(err.into());
                 };
-                let replica = pool.get().await?;
-                Ok(read(ClientRef::Replica(replica)).await?)
+                Ok(store::Reader::Replica(pool.get().await?))
             }
             Err(other) => Err(other.into()),
         }
@@ -481,12 +474,14 @@ impl Keyring {
 
     /// Why there is no active key: never provisioned, or shredded.
     async fn missing_after_lookup(&self, tenant: &TenantId) -> KeyError {
-        let all = self
-            .read_with_fallback(|client| {
-                let tenant = *tenant;
-                async move { tenant_keys::list(&*client, &tenant).await }
-            })
-            .await;
+        let all = async {
+            let mut reader = self.key_reader().await?;
+            let tx = reader.begin_tenant(tenant).await?;
+            let keys = tenant_keys::list(tx.client(), tenant).await?;
+            tx.finish().await?;
+            Ok::<_, KeyError>(keys)
+        }
+        .await;
         match all {
             Ok(keys) if keys.iter().any(|k| k.state == KeyState::Destroyed) => {
                 KeyError::Shredded { tenant: *tenant }
@@ -515,23 +510,6 @@ impl Keyring {
             .metrics
             .record_kms_call(operation, result.is_ok(), started.elapsed());
         result.map_err(Into::into)
-    }
-}
-
-/// A pooled connection to either server, usable as a generic client for reads.
-#[derive(Debug)]
-enum ClientRef {
-    Primary(store::Primary),
-    Replica(store::Replica),
-}
-
-impl std::ops::Deref for ClientRef {
-    type Target = tokio_postgres::Client;
-    fn deref(&self) -> &tokio_postgres::Client {
-        match self {
-            Self::Primary(primary) => primary.client(),
-            Self::Replica(replica) => replica.client(),
-        }
     }
 }
 

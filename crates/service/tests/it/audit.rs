@@ -62,7 +62,7 @@ async fn append_one(
     resource: &str,
 ) -> u64 {
     let mut primary = region_db.primary().get().await.expect("primary");
-    let tx = primary.begin().await.expect("begin");
+    let tx = primary.begin_tenant(&tenant).await.expect("begin");
     let event = log
         .append(&tx, event(tenant, Action::RecordCreate, resource))
         .await
@@ -145,7 +145,10 @@ async fn a_rolled_back_or_killed_transaction_leaves_neither_change_nor_event() {
     let tenant = TenantId::from_random_bytes(rand::random());
     let admin = connect(database.primary.clone()).await;
     admin
-        .batch_execute("create table probe_records (id text primary key)")
+        .batch_execute(
+            "create table probe_records (id text primary key);
+             grant select, insert on probe_records to residency_app",
+        )
         .await
         .expect("table");
     append_one(&region_db, &log, tenant, "records/first").await;
@@ -153,7 +156,7 @@ async fn a_rolled_back_or_killed_transaction_leaves_neither_change_nor_event() {
     // Rolled back: dropped without commit.
     {
         let mut primary = region_db.primary().get().await.expect("primary");
-        let tx = primary.begin().await.expect("begin");
+        let tx = primary.begin_tenant(&tenant).await.expect("begin");
         tx.client()
             .execute("insert into probe_records values ('r-rolled-back')", &[])
             .await
@@ -168,7 +171,7 @@ async fn a_rolled_back_or_killed_transaction_leaves_neither_change_nor_event() {
 
     // Killed half-way: the session dies after the change and its event, before commit.
     let mut primary = region_db.primary().get().await.expect("primary");
-    let tx = primary.begin().await.expect("begin");
+    let tx = primary.begin_tenant(&tenant).await.expect("begin");
     let pid: i32 = tx
         .client()
         .query_one("select pg_backend_pid()", &[])
@@ -1188,7 +1191,7 @@ async fn records_named(db: &tokio_postgres::Client, tenant: &TenantId, id: &str)
 /// Closes `tenant`'s chain with `tenant.delete`, as offboarding does.
 async fn close_chain(region_db: &RegionDatabase, log: &AuditLog, tenant: TenantId) -> u64 {
     let mut primary = region_db.primary().get().await.expect("primary");
-    let tx = primary.begin().await.expect("begin");
+    let tx = primary.begin_tenant(&tenant).await.expect("begin");
     let delete = event(tenant, Action::TenantDelete, &format!("tenants/{tenant}"));
     let last = log.append_and_close(&tx, delete).await.expect("closed");
     tx.commit().await.expect("commit");
@@ -1260,7 +1263,7 @@ async fn a_closed_chain_ends_with_its_last_event_and_late_reads_are_counted_not_
 
     // In a data transaction the append fails, typed; a synchronous read fails the same way.
     let mut primary = region_db.primary().get().await.expect("primary");
-    let tx = primary.begin().await.expect("begin");
+    let tx = primary.begin_tenant(&leaving).await.expect("begin");
     let refused = late
         .append(&tx, event(leaving, Action::RecordCreate, "records/d"))
         .await;

@@ -350,7 +350,7 @@ async fn tenants_with_data(
     for n in 0..count {
         let tenant = TenantId::from_random_bytes(rand::random());
         let mut primary = db.primary().get().await.expect("primary");
-        let tx = primary.begin().await.expect("begin");
+        let tx = primary.begin_tenant(&tenant).await.expect("begin");
         keyring.provision(&tx, &tenant).await.expect("provision");
         tx.commit().await.expect("commit");
         let value = keyring

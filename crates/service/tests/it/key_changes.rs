@@ -70,7 +70,7 @@ impl Region {
     async fn tenant(&self, keyring: &Keyring) -> TenantId {
         let tenant = TenantId::from_random_bytes(rand::random());
         let mut primary = self.region_db.primary().get().await.expect("primary");
-        let tx = primary.begin().await.expect("begin");
+        let tx = primary.begin_tenant(&tenant).await.expect("begin");
         keyring.provision(&tx, &tenant).await.expect("provision");
         tx.commit().await.expect("commit");
         tenant
@@ -273,7 +273,7 @@ fn event(tenant: TenantId) -> NewEvent {
 
 async fn append(region_db: &RegionDatabase, log: &AuditLog, tenant: TenantId) {
     let mut primary = region_db.primary().get().await.expect("primary");
-    let tx = primary.begin().await.expect("begin");
+    let tx = primary.begin_tenant(&tenant).await.expect("begin");
     log.append(&tx, event(tenant)).await.expect("append");
     tx.commit().await.expect("commit");
 }

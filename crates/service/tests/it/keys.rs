@@ -66,7 +66,7 @@ impl Fixture {
     async fn tenant(&self) -> TenantId {
         let tenant = TenantId::from_random_bytes(rand::random());
         let mut primary = self.region_db.primary().get().await.expect("primary");
-        let tx = primary.begin().await.expect("begin");
+        let tx = primary.begin_tenant(&tenant).await.expect("begin");
         self.keyring
             .provision(&tx, &tenant)
             .await

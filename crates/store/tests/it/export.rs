@@ -29,7 +29,7 @@ async fn the_export_reads_replicas_only_and_its_role_stays_inside_its_grants() {
     let lsn = insert_record(&db, b, "rec-b1", json!({}), &[]).await;
 
     // The migration creates the role without a password: the deployment sets one.
-    let owner = db.primary().get().await.expect("primary");
+    let owner = db.as_owner().primary().get().await.expect("primary");
     owner
         .batch_execute(&format!(
             "alter role {EXPORT_ROLE} password 'export-test-password'"

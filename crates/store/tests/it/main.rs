@@ -7,6 +7,7 @@ mod jobs;
 mod notifications;
 mod object_deletions;
 mod pressure;
+mod roles;
 mod routing;
 mod rows;
 mod scoped;
@@ -340,7 +341,7 @@ async fn writes_on_a_replica_map_to_read_only_and_pools_report_usage() {
 #[tokio::test]
 async fn a_unique_violation_maps_to_conflict() {
     let (_database, db) = region_database("eu-central-1").await;
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let err: StoreError = primary
         .execute(
             "insert into residency_region (region_id) values ('eu-central-1')",

@@ -18,7 +18,7 @@ fn tenant(byte: u8) -> TenantId {
 
 async fn provision(db: &RegionDatabase, tenant: &TenantId) {
     let mut primary = db.primary().get().await.expect("primary");
-    let tx = primary.begin().await.expect("begin");
+    let tx = primary.begin_tenant(tenant).await.expect("begin");
     tenant_keys::insert_first_key(&tx, &new_key(tenant, "kms-1"))
         .await
         .expect("insert");
@@ -75,12 +75,12 @@ async fn key_changes_are_heard_when_they_commit_and_after_the_listener_is_killed
 
     // A rotation that rolls back is never heard; one that commits is.
     let mut primary = db.primary().get().await.expect("primary");
-    let tx = primary.begin().await.expect("begin");
+    let tx = primary.begin_tenant(&a).await.expect("begin");
     tenant_keys::rotate(&tx, &new_key(&a, "kms-1"))
         .await
         .expect("rotate");
     drop(tx);
-    let tx = primary.begin().await.expect("begin");
+    let tx = primary.begin_tenant(&b).await.expect("begin");
     tenant_keys::rotate(&tx, &new_key(&b, "kms-1"))
         .await
         .expect("rotate");
@@ -121,7 +121,7 @@ async fn key_changes_are_heard_when_they_commit_and_after_the_listener_is_killed
     .expect("back in time")
     .expect("listening");
     heard_exactly(&heard, &[Notice::Resync]).await;
-    let tx = primary.begin().await.expect("begin");
+    let tx = primary.begin_tenant(&a).await.expect("begin");
     assert_eq!(tenant_keys::destroy_all(&tx, &a).await.expect("shred"), 1);
     tx.commit().await.expect("commit");
     heard_exactly(&heard, &[Notice::TenantKeys(a)]).await;

@@ -52,8 +52,10 @@ async fn deletions_are_scoped_to_their_tenant_and_hold_the_tenant_row_until_done
     assert!(refused.is_err(), "another tenant's scope wrote a row");
     drop(tx);
 
-    // The tenant row stays while a deletion of its objects is pending.
-    let deleted = primary
+    // The tenant row stays while a deletion of its objects is pending (even for the
+    // owner, which the purge function runs as).
+    let owner = db.as_owner().primary().get().await.expect("owner");
+    let deleted = owner
         .client()
         .execute("delete from tenants where tenant_id = $1", &[&a.as_str()])
         .await
@@ -67,7 +69,7 @@ async fn deletions_are_scoped_to_their_tenant_and_hold_the_tenant_row_until_done
         object_deletions::done(&primary, &ids).await.expect("done"),
         2
     );
-    primary
+    owner
         .client()
         .execute("delete from tenants where tenant_id = $1", &[&a.as_str()])
         .await

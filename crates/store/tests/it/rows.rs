@@ -81,7 +81,7 @@ pub async fn insert_record(
 /// The sealed fields' tokens stored for record `id`.
 async fn index_rows(db: &RegionDatabase, id: &str) -> Vec<(String, Vec<u8>)> {
     // As the owner, outside any scope: what is really stored.
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     primary
         .query(
             "select field, token from record_index
@@ -97,7 +97,7 @@ async fn index_rows(db: &RegionDatabase, id: &str) -> Vec<(String, Vec<u8>)> {
 
 /// The public fields with a search token for record `id`.
 async fn public_tokens(db: &RegionDatabase, id: &str) -> Vec<String> {
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     primary
         .query(
             "select field from record_index
@@ -133,7 +133,7 @@ async fn tenants_are_inserted_read_and_offboarded() {
     })
     .await;
 
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let stored = store::tenants::get(primary.client(), &a)
         .await
         .expect("get")
@@ -162,7 +162,7 @@ async fn tenants_are_inserted_read_and_offboarded() {
         );
     })
     .await;
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let stored = store::tenants::get(primary.client(), &a)
         .await
         .expect("get")
@@ -197,7 +197,7 @@ async fn the_listing_pages_active_tenants_by_id_and_leaves_offboarded_ones_out()
     })
     .await;
 
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let ids = |rows: Vec<TenantRow>| rows.into_iter().map(|row| row.id).collect::<Vec<_>>();
     let all = store::tenants::list_active(primary.client(), None, 10)
         .await
@@ -247,7 +247,7 @@ async fn api_keys_are_inserted_read_and_revoked_once() {
         "debug hides the hash"
     );
 
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let stored = store::api_keys::get(primary.client(), &a, "key_abc123")
         .await
         .expect("get");
@@ -366,7 +366,7 @@ async fn collections_are_created_then_versioned_only_when_the_schema_changes() {
     assert_eq!(updated.created_at, created.created_at);
     assert!(updated.updated_at >= created.updated_at);
 
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let read = store::collections::get(primary.client(), &a, "people")
         .await
         .expect("get")
@@ -413,7 +413,7 @@ async fn records_are_created_read_updated_and_deleted_with_their_tokens() {
     );
     assert_eq!(public_tokens(&db, id).await, ["public:plan"]);
 
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let read = store::records::get(primary.client(), &a, "people", id)
         .await
         .expect("get")
@@ -732,7 +732,7 @@ async fn records_are_listed_and_found_in_pages() {
     )
     .await;
 
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let client = primary.client();
     let ids = |rows: Vec<store::records::RecordRow>| -> Vec<String> {
         rows.into_iter().map(|row| row.id).collect()
@@ -856,7 +856,7 @@ async fn files_are_stored_replaced_listed_and_deleted() {
     })
     .await;
 
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let client = primary.client();
     let stored = store::files::get(client, &a, "people", "rec-1", "scan.pdf")
         .await
@@ -923,7 +923,7 @@ async fn concurrent_updates_leave_exactly_the_last_writers_tokens() {
         writer.expect("writer task");
     }
 
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let row = store::records::get(primary.client(), &a, "people", "rec-1")
         .await
         .expect("get")

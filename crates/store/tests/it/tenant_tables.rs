@@ -14,7 +14,7 @@ const PLATFORM_TABLES: &[&str] = &["tenant_directory"];
 #[tokio::test]
 async fn every_table_with_a_tenant_id_is_a_tenant_table_under_row_level_security() {
     let (_database, db) = region_database("eu-central-1").await;
-    let primary = db.primary().get().await.expect("primary");
+    let primary = db.as_owner().primary().get().await.expect("primary");
     let with_tenant_id: BTreeSet<String> = primary
         .client()
         .query(
@@ -51,5 +51,38 @@ async fn every_table_with_a_tenant_id_is_a_tenant_table_under_row_level_security
             .unwrap_or_else(|err| panic!("row-level security of {table}: {err}"));
         assert!(row.get::<_, bool>(0), "{table}: row-level security is off");
         assert!(row.get::<_, bool>(1), "{table}: no tenant_scope policy");
+        // The pattern of migration 0015: forced, so the owner is held too, and every
+        // policy names the roles it is for (none for PUBLIC, which would include the
+        // export's role).
+        let row = primary
+            .client()
+            .query_one(
+                "select c.relforcerowsecurity,
+                        coalesce((select array_agg(p.policyname::text) from pg_policies p
+                                  where p.schemaname = current_schema() and p.tablename = c.relname
+                                    and 'public' = any(p.roles)), '{}'),
+                        coalesce((select array_agg(distinct r)::text[] from pg_policies p, unnest(p.roles) r
+                                  where p.schemaname = current_schema() and p.tablename = c.relname
+                                    and p.policyname = 'tenant_scope'), '{}')
+                 from pg_class c
+                 where c.relname = $1 and c.relnamespace = current_schema()::regnamespace",
+                &[table],
+            )
+            .await
+            .unwrap_or_else(|err| panic!("policies of {table}: {err}"));
+        assert!(
+            row.get::<_, bool>(0),
+            "{table}: row-level security is not forced"
+        );
+        assert_eq!(
+            row.get::<_, Vec<String>>(1),
+            Vec::<String>::new(),
+            "{table}: policies for PUBLIC"
+        );
+        assert_eq!(
+            row.get::<_, Vec<String>>(2),
+            [store::APP_ROLE],
+            "{table}: tenant_scope is the application role's"
+        );
     }
 }
