@@ -70,15 +70,8 @@ pub(crate) struct AbuseArgs {
     /// runs on the main runtime.
     #[arg(long, default_value_t = 1)]
     load_threads: usize,
-    /// Exit non-zero when a target is missed or a legitimate read failed.
-    #[arg(long)]
-    check: bool,
-    /// The node's API limits, as `serve` and `dev` take them.
     #[command(flatten)]
-    api: residency::flags::ApiFlags,
-    /// The node's audit log settings, as `serve` and `dev` take them.
-    #[command(flatten)]
-    audit: residency::flags::AuditFlags,
+    node: crate::local_node::NodeFlags,
 }
 
 pub(crate) async fn run(args: AbuseArgs) -> anyhow::Result<()> {
@@ -89,7 +82,7 @@ pub(crate) async fn run(args: AbuseArgs) -> anyhow::Result<()> {
     let report = result?;
     write_results(&args.output, &report)?;
     print_table(&report);
-    if args.check && report["met"] != true {
+    if args.node.check && report["met"] != true {
         bail!("a target was missed or a legitimate read failed (see the table)");
     }
     Ok(())
@@ -122,8 +115,8 @@ async fn with_node(args: &AbuseArgs, databases: &LocalRegion) -> anyhow::Result<
     let bench_node = crate::local_node::start(
         &region,
         databases,
-        &args.api,
-        &args.audit,
+        &args.node.api,
+        &args.node.audit,
         listener,
         Some(routing),
     )

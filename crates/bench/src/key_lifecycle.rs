@@ -80,15 +80,8 @@ pub(crate) struct KeysArgs {
     /// Tenants offboarded one after the other for the key-drop latency.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
     offboard_tenants: u64,
-    /// Exit non-zero when a goal is missed or an operation failed.
-    #[arg(long)]
-    check: bool,
-    /// The nodes' API limits, as `serve` and `dev` take them.
     #[command(flatten)]
-    api: residency::flags::ApiFlags,
-    /// The nodes' audit log settings, as `serve` and `dev` take them.
-    #[command(flatten)]
-    audit: residency::flags::AuditFlags,
+    node: crate::local_node::NodeFlags,
 }
 
 /// Goals from issue 28.
@@ -110,18 +103,11 @@ const JOB_DEADLINE: Duration = Duration::from_secs(3600);
 const OFFBOARD_DEADLINE: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
-    crate::warn_if_unoptimized("keys");
-    let databases = crate::start_local_region("bench-keys").await?;
-    let result = with_nodes(&args, &databases).await;
-    // Every PostgreSQL process stops here, whatever happened above.
-    let stopped = databases.stop().await;
-    let report = result?;
-    stopped.context("stop the local region")?;
-    crate::write_results(&args.json, &report)?;
-    let met = report["results"]
-        .as_array()
-        .is_some_and(|results| results.iter().all(|r| r["met"] == true));
-    if args.check && !met {
+    let report = crate::on_local_region("keys", &args.json, async |databases| {
+        with_nodes(&args, databases).await
+    })
+    .await?;
+    if args.node.check && !crate::every_goal_met(&report) {
         bail!("a benchmark goal was missed or operations failed");
     }
     Ok(())
@@ -130,7 +116,7 @@ pub(crate) async fn run(args: KeysArgs) -> anyhow::Result<()> {
 /// The node settings of the measurement: `serve`'s, with the job runner's poll shortened
 /// (or, for the offboarding nodes, made so long that it never finds work after starting).
 fn settings(args: &KeysArgs, runner_poll: Duration) -> anyhow::Result<node::ApiSettings> {
-    let mut settings = args.api.settings()?;
+    let mut settings = args.node.api.settings()?;
     settings.jobs.poll_interval = runner_poll;
     settings.jobs.batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
     settings.max_file_bytes = settings.max_file_bytes.max(args.file_kib * 1024);
@@ -143,7 +129,7 @@ async fn with_nodes(args: &KeysArgs, databases: &LocalRegion) -> anyhow::Result<
         &region,
         databases,
         settings(args, RUNNER_POLL)?,
-        &args.audit,
+        &args.node.audit,
         crate::local_node::loopback_listener().await?,
         None,
     )
@@ -157,7 +143,7 @@ async fn with_nodes(args: &KeysArgs, databases: &LocalRegion) -> anyhow::Result<
     // the first stops before they are measured, so no runner of it purges meanwhile.
     let idle = settings(args, Duration::from_secs(24 * 3600))?;
     let peers = match &reencryption {
-        Ok(_) => Some(start_peers(&first, databases, idle, &args.audit).await),
+        Ok(_) => Some(start_peers(&first, databases, idle, &args.node.audit).await),
         Err(_) => None,
     };
     let reencryption = first.stop_after(reencryption).await?;

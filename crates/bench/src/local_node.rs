@@ -64,6 +64,22 @@ impl BenchNode {
     }
 }
 
+/// The flags of every benchmark that starts a node: the node's settings as `serve` and
+/// `dev` take them, and whether a missed goal fails the command.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct NodeFlags {
+    /// Exit non-zero when a goal is missed or an operation failed.
+    #[arg(long)]
+    pub(crate) check: bool,
+    /// The node's API limits, as `serve` and `dev` take them.
+    #[command(flatten)]
+    pub(crate) api: residency::flags::ApiFlags,
+    /// The node's audit log settings, as `serve` and `dev` take them (a baseline's read
+    /// events use the same).
+    #[command(flatten)]
+    pub(crate) audit: residency::flags::AuditFlags,
+}
+
 /// What the nodes of one benchmark region share.
 struct Shared {
     kms: Arc<LocalKms>,

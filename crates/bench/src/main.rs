@@ -204,6 +204,31 @@ async fn export_bench(args: ExportBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `measure` on a throwaway local region (primary and replica) of its own, stops the
+/// region whatever happened (its guardian stops it should this process die first), and
+/// writes the JSON report `measure` returned to `json`.
+pub(crate) async fn on_local_region(
+    command: &str,
+    json: &std::path::Path,
+    measure: impl AsyncFnOnce(&LocalRegion) -> anyhow::Result<Value>,
+) -> anyhow::Result<Value> {
+    warn_if_unoptimized(command);
+    let databases = start_local_region(&format!("bench-{command}")).await?;
+    let result = measure(&databases).await;
+    let stopped = databases.stop().await;
+    let report = result?;
+    stopped.context("stop the local region")?;
+    write_results(json, &report)?;
+    Ok(report)
+}
+
+/// Whether the report lists results and every one met its goal.
+pub(crate) fn every_goal_met(report: &Value) -> bool {
+    report["results"]
+        .as_array()
+        .is_some_and(|results| results.iter().all(|r| r["met"] == true))
+}
+
 /// Writes a benchmark's JSON results to `path` (creating its directory) and says where.
 pub(crate) fn write_results(path: &std::path::Path, report: &Value) -> anyhow::Result<()> {
     if let Some(dir) = path.parent()

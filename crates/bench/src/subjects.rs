@@ -70,15 +70,8 @@ pub(crate) struct SubjectsArgs {
     /// Concurrent API writers that load a subject's records.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
     loaders: u64,
-    /// Exit non-zero when a goal is missed or an operation failed.
-    #[arg(long)]
-    check: bool,
-    /// The node's API limits, as `serve` and `dev` take them.
     #[command(flatten)]
-    api: residency::flags::ApiFlags,
-    /// The node's audit log settings, as `serve` and `dev` take them.
-    #[command(flatten)]
-    audit: residency::flags::AuditFlags,
+    node: crate::local_node::NodeFlags,
 }
 
 /// Goals from issue 29 (medians).
@@ -92,30 +85,23 @@ const LOAD_CHUNK: u64 = 25_000;
 const WARM_UP: u64 = 3;
 
 pub(crate) async fn run(args: SubjectsArgs) -> anyhow::Result<()> {
-    crate::warn_if_unoptimized("subjects");
-    let databases = crate::start_local_region("bench-subjects").await?;
-    let result = with_node(&args, &databases).await;
-    // Every PostgreSQL process stops here, whatever happened above.
-    let stopped = databases.stop().await;
-    let report = result?;
-    stopped.context("stop the local region")?;
-    crate::write_results(&args.json, &report)?;
-    let met = report["results"]
-        .as_array()
-        .is_some_and(|results| results.iter().all(|r| r["met"] == true));
-    if args.check && !met {
+    let report = crate::on_local_region("subjects", &args.json, async |databases| {
+        with_nodes(&args, databases).await
+    })
+    .await?;
+    if args.node.check && !crate::every_goal_met(&report) {
         bail!("a benchmark goal was missed or operations failed");
     }
     Ok(())
 }
 
-async fn with_node(args: &SubjectsArgs, databases: &LocalRegion) -> anyhow::Result<Value> {
+async fn with_nodes(args: &SubjectsArgs, databases: &LocalRegion) -> anyhow::Result<Value> {
     let region = RegionId::parse(REGION)?;
     let node = crate::local_node::start_with(
         &region,
         databases,
-        args.api.settings()?,
-        &args.audit,
+        args.node.api.settings()?,
+        &args.node.audit,
         crate::local_node::loopback_listener().await?,
         None,
     )

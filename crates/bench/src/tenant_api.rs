@@ -80,16 +80,8 @@ pub(crate) struct ApiArgs {
     /// the main runtime.
     #[arg(long)]
     load_threads: Option<usize>,
-    /// Exit non-zero when a target is missed or an operation failed.
-    #[arg(long)]
-    check: bool,
-    /// The node's API limits, as `serve` and `dev` take them.
     #[command(flatten)]
-    api: residency::flags::ApiFlags,
-    /// The node's audit log settings, as `serve` and `dev` take them (the baseline's
-    /// read events use the same).
-    #[command(flatten)]
-    audit: residency::flags::AuditFlags,
+    node: crate::local_node::NodeFlags,
 }
 
 pub(crate) fn positive_seconds(raw: &str) -> Result<f64, String> {
@@ -116,23 +108,15 @@ const COLLECTION: &str = "people";
 const WARM_UP_PER_CLIENT: usize = 8;
 
 pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
-    crate::warn_if_unoptimized("api");
-    let databases = crate::start_local_region("bench-api").await?;
-    let result = with_node(&args, &databases).await;
-    // Every PostgreSQL process stops here, whatever happened above (and the guardian
-    // stops them should this process die first).
-    let stopped = databases.stop().await;
-    let report = result?;
-    stopped.context("stop the local region")?;
-
-    crate::write_results(&args.json, &report)?;
-    let failed = report["results"]
-        .as_array()
-        .is_none_or(|results| results.iter().any(|r| r["met"] != true));
+    let report = crate::on_local_region("api", &args.json, async |databases| {
+        with_node(&args, databases).await
+    })
+    .await?;
+    let failed = !crate::every_goal_met(&report);
     let errors = report["cases"]
         .as_array()
         .is_none_or(|cases| cases.iter().any(|c| c["errors"] != 0));
-    if args.check && (failed || errors) {
+    if args.node.check && (failed || errors) {
         bail!("a benchmark target was missed or operations failed");
     }
     Ok(())
@@ -142,9 +126,15 @@ pub(crate) async fn run(args: ApiArgs) -> anyhow::Result<()> {
 async fn with_node(args: &ApiArgs, databases: &LocalRegion) -> anyhow::Result<Value> {
     let region = RegionId::parse(REGION)?;
     let listener = crate::local_node::loopback_listener().await?;
-    let bench_node =
-        crate::local_node::start(&region, databases, &args.api, &args.audit, listener, None)
-            .await?;
+    let bench_node = crate::local_node::start(
+        &region,
+        databases,
+        &args.node.api,
+        &args.node.audit,
+        listener,
+        None,
+    )
+    .await?;
     let (node, settings) = (&bench_node.node, &bench_node.database);
     let operator = bench_node.operator.clone();
     let clock = CpuClock::new([
@@ -424,7 +414,7 @@ impl Bench {
             log: AuditLog::with_settings(
                 self.database.clone(),
                 AuditKeys::generate(self.region.clone()),
-                self.args.audit.settings(),
+                self.args.node.audit.settings(),
                 Arc::new(telemetry::NodeMetrics::new(self.region.as_str())),
             ),
         };
@@ -789,7 +779,7 @@ impl Bench {
             "seconds_per_case": self.args.seconds,
             "rounds": self.args.rounds,
             "reads_served_by": if replica { "replica" } else { "primary" },
-            "audit_reads": self.args.audit.settings().reads.mode(),
+            "audit_reads": self.args.node.audit.settings().reads.mode(),
             "sealed_bytes": shape.sealed_bytes,
             "baseline": {
                 "create": "one transaction on the primary: store::records::insert (sealed column of the API's size, one blind-index token, the public field) + AuditLog::append, COMMIT",
