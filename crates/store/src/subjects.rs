@@ -184,9 +184,9 @@ pub struct EventRef {
 }
 
 /// The tenant's audit events whose resource is one of `record_resources` or a file of one
-/// (`…/files/…`), in seq order.
-// TODO-perf: no index serves the file events' prefix match: this scans the tenant's
-// chain once per export page.
+/// (`…/files/…`), in seq order. The expression is that of the index
+/// `audit_events_by_record` (migration 0019), which serves it: never change one without
+/// the other.
 pub async fn events_about<C: GenericClient>(
     client: &C,
     tenant: &TenantId,
