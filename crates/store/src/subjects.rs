@@ -184,25 +184,46 @@ pub struct EventRef {
 }
 
 /// The tenant's audit events whose resource is one of `record_resources` or a file of one
-/// (`…/files/…`), in seq order. The expression is that of the index
-/// `audit_events_by_record` (migration 0019), which serves it: never change one without
-/// the other.
+/// (`…/files/…`), in seq order. Each record's events are one range of the index
+/// `audit_events_by_resource` (migration 0019, which says why ranges): never change one
+/// without the other.
 pub async fn events_about<C: GenericClient>(
     client: &C,
     tenant: &TenantId,
     record_resources: &[String],
 ) -> Result<Vec<EventRef>, StoreError> {
-    let sql = "select split_part(resource, '/files/', 1), seq, time, action from audit_events
-               where tenant_id = $1 and split_part(resource, '/files/', 1) = any($2)
-               order by seq";
+    if record_resources.is_empty() {
+        return Ok(Vec::new());
+    }
+    // [R, R/files0) in byte order: R itself and every R/files/… ('/' < '0').
+    let bounds: Vec<String> = record_resources
+        .iter()
+        .flat_map(|resource| [resource.clone(), format!("{resource}/files0")])
+        .collect();
+    let ranges: Vec<String> = (0..record_resources.len())
+        .map(|n| {
+            format!(
+                "(resource collate \"C\" >= ${} and resource collate \"C\" < ${})",
+                2 * n + 2,
+                2 * n + 3
+            )
+        })
+        .collect();
+    let sql = format!(
+        "select split_part(resource, '/files/', 1), seq, time, action from audit_events
+         where tenant_id = $1 and ({})
+         order by seq",
+        ranges.join(" or ")
+    );
+    let tenant_id = tenant.as_str();
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&tenant_id, Type::TEXT)];
+    params.extend(
+        bounds
+            .iter()
+            .map(|bound| (bound as &(dyn ToSql + Sync), Type::TEXT)),
+    );
     client
-        .query_typed(
-            sql,
-            &[
-                (&tenant.as_str(), Type::TEXT),
-                (&record_resources, Type::TEXT_ARRAY),
-            ],
-        )
+        .query_typed(&sql, &params)
         .await?
         .iter()
         .map(|row| {
