@@ -326,47 +326,57 @@ impl RegionService {
             .await
             .map_err(unavailable_bucket)?;
         let mut report = LedgerReapplied::default();
+        // The entries grouped by tenant (each in listing order): a tenant's state and which of
+        // its entries this database holds are one round trip each, not one per entry.
+        let mut tenants: std::collections::BTreeMap<TenantId, Vec<(ObjectKey, String)>> =
+            std::collections::BTreeMap::new();
         for key in keys {
             let Some((tenant, entry_id)) = parse_ledger_key(key.as_str()) else {
                 tracing::warn!(object = %key, "not an erasure ledger entry, skipped");
                 continue;
             };
             report.entries += 1;
+            tenants.entry(tenant).or_default().push((key, entry_id));
+        }
+        for (tenant, entries) in tenants {
             let mut primary = self.inner.database.primary().get().await?;
             let known = store::tenants::get(primary.client(), &tenant).await?;
             if known.is_none_or(|row| row.status != "active") {
-                report.skipped += 1;
+                report.skipped += entries.len() as u64;
                 continue;
             }
             let applied = {
+                let ids: Vec<&str> = entries.iter().map(|(_, id)| id.as_str()).collect();
                 let tx = primary.begin_tenant(&tenant).await?;
-                let applied = erasures::is_applied(tx.client(), &tenant, &entry_id).await?;
+                let applied = erasures::applied_of(tx.client(), &tenant, &ids).await?;
                 tx.commit().await?;
                 applied
             };
             drop(primary);
-            if applied {
-                continue;
+            for (key, entry_id) in entries {
+                if applied.contains(&entry_id) {
+                    continue;
+                }
+                let entry = self.read_ledger_entry(&key).await?;
+                let token = entry_token(&entry, &tenant, &entry_id)?;
+                let outcome = self
+                    .erase_token(
+                        &tenant,
+                        &token,
+                        Origin::Ledger {
+                            entry_id: &entry_id,
+                        },
+                    )
+                    .await?;
+                tracing::info!(
+                    tenant = %tenant,
+                    entry = entry_id,
+                    records = outcome.records_erased,
+                    "erasure re-applied from the ledger"
+                );
+                report.reapplied += 1;
+                report.records_erased += outcome.records_erased;
             }
-            let entry = self.read_ledger_entry(&key).await?;
-            let token = entry_token(&entry, &tenant, &entry_id)?;
-            let outcome = self
-                .erase_token(
-                    &tenant,
-                    &token,
-                    Origin::Ledger {
-                        entry_id: &entry_id,
-                    },
-                )
-                .await?;
-            tracing::info!(
-                tenant = %tenant,
-                entry = entry_id,
-                records = outcome.records_erased,
-                "erasure re-applied from the ledger"
-            );
-            report.reapplied += 1;
-            report.records_erased += outcome.records_erased;
         }
         Ok(report)
     }

@@ -254,19 +254,25 @@ pub async fn insert(tx: &PrimaryTx<'_>, row: &ErasureRow) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Whether the ledger entry `entry_id` of `tenant` is applied in this database.
-pub async fn is_applied<C: GenericClient>(
+/// Which of the ledger entries `entry_ids` of `tenant` are applied in this database: one
+/// query for all of a tenant's entries (a node re-applies the ledger at every start).
+pub async fn applied_of<C: GenericClient>(
     client: &C,
     tenant: &TenantId,
-    entry_id: &str,
-) -> Result<bool, StoreError> {
-    Ok(client
-        .query_typed_opt(
-            "select 1 from subject_erasures where tenant_id = $1 and entry_id = $2",
-            &[(&tenant.as_str(), Type::TEXT), (&entry_id, Type::TEXT)],
+    entry_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    client
+        .query_typed(
+            "select entry_id from subject_erasures where tenant_id = $1 and entry_id = any($2)",
+            &[
+                (&tenant.as_str(), Type::TEXT),
+                (&entry_ids, Type::TEXT_ARRAY),
+            ],
         )
         .await?
-        .is_some())
+        .iter()
+        .map(|row| Ok(row.try_get(0)?))
+        .collect()
 }
 
 /// The tenant's erasures, oldest first, erased at or after `since` (all when `None`):
