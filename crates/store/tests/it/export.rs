@@ -7,7 +7,7 @@ use store::PgTls;
 use store::export::{EXPORT_ROLE, ExportConnectError, ExportReplica};
 use store::testing::region_database;
 
-use crate::rows::{TENANT_A, TENANT_B, insert_record, tenant, tenant_row};
+use crate::rows::{TENANT_A, TENANT_B, insert_record, tenant, tenant_exporting};
 
 #[tokio::test]
 async fn the_export_reads_replicas_only_and_its_role_stays_inside_its_grants() {
@@ -15,15 +15,7 @@ async fn the_export_reads_replicas_only_and_its_role_stays_inside_its_grants() {
     let (a, b) = (tenant(TENANT_A), tenant(TENANT_B));
     // A exports; B does not.
     for (id, exports) in [(a, true), (b, false)] {
-        let mut primary = db.primary().get().await.expect("primary");
-        let tx = primary.begin_tenant(&id).await.expect("begin");
-        let mut row = tenant_row(id);
-        row.analytics_export = exports;
-        store::tenants::insert(&tx, &row).await.expect("tenant");
-        store::collections::upsert(&tx, &id, "people", &json!({"fields": {}}))
-            .await
-            .expect("collection");
-        tx.commit().await.expect("commit");
+        tenant_exporting(&db, id, exports).await;
     }
     insert_record(&db, a, "rec-a1", json!({"plan": "pro"}), &[]).await;
     let lsn = insert_record(&db, b, "rec-b1", json!({}), &[]).await;

@@ -15,21 +15,16 @@ use store::testing::region_database;
 use store::{RegionDatabase, StoreError};
 use tokio_postgres::error::SqlState;
 
-use crate::rows::{TENANT_A, TENANT_B, insert_record, tenant, tenant_row};
+use crate::rows::{TENANT_A, TENANT_B, insert_record, tenant, tenant_exporting};
 
 /// A with export on, B with export off; each with collection `people`, one record, a data
 /// key and one audit event.
 async fn two_tenants(db: &RegionDatabase) -> (TenantId, TenantId) {
     let (a, b) = (tenant(TENANT_A), tenant(TENANT_B));
     for (id, exports) in [(a, true), (b, false)] {
+        tenant_exporting(db, id, exports).await;
         let mut primary = db.primary().get().await.expect("primary");
         let tx = primary.begin_tenant(&id).await.expect("begin");
-        let mut row = tenant_row(id);
-        row.analytics_export = exports;
-        store::tenants::insert(&tx, &row).await.expect("tenant");
-        store::collections::upsert(&tx, &id, "people", &json!({"fields": {}}))
-            .await
-            .expect("collection");
         store::tenant_keys::insert_first_key(
             &tx,
             &NewKey {

@@ -40,9 +40,16 @@ pub fn tenant_row(id: TenantId) -> TenantRow {
 
 /// Creates `tenant` with collection `people` in its own scoped transaction.
 pub async fn tenant_with_collection(db: &RegionDatabase, tenant: TenantId) {
+    tenant_exporting(db, tenant, true).await;
+}
+
+/// As [`tenant_with_collection`], with its analytics export on or off.
+pub async fn tenant_exporting(db: &RegionDatabase, tenant: TenantId, exports: bool) {
     let mut primary = db.primary().get().await.expect("primary");
     let tx = primary.begin_tenant(&tenant).await.expect("begin");
-    store::tenants::insert(&tx, &tenant_row(tenant))
+    let mut row = tenant_row(tenant);
+    row.analytics_export = exports;
+    store::tenants::insert(&tx, &row)
         .await
         .expect("insert tenant");
     store::collections::upsert(&tx, &tenant, "people", &json!({"fields": {}}))
